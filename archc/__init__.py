@@ -1,0 +1,74 @@
+"""archc: a declarative compiler for neural sequence-model architectures.
+
+The public API is a set of thin wrappers over the stages (docs/architecture.md):
+
+    >>> import archc
+    >>> prog = archc.load("specs/llama-tiny.arch")       # parse + lower: a checked Graph
+    >>> report = archc.summary("specs/llama-tiny.arch", seq=4096)
+    >>> report.total.params
+    3819776
+
+Imports are lazy so that `archc check` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from archc.dsl.ast import Module
+    from archc.errors import Diagnostic
+    from archc.frontend import Program
+    from archc.passes.estimate_cost import CostReport
+
+
+def parse(text: str, path: str = "<string>") -> Module:
+    """Source text -> AST (raises `archc.errors.ArchError`)."""
+    from archc.dsl.parser import parse as _parse
+
+    return _parse(text, path)
+
+
+def load(path: str, **limits: Any) -> Program:
+    """Spec file -> checked `Program` (graph, warnings, sources). Raises `ArchError`."""
+    from archc.frontend import load as _load
+    from archc.ir.lower import Limits
+
+    return _load(path, Limits(**limits))
+
+
+def loads(text: str, path: str = "<string>", **limits: Any) -> Program:
+    from archc.frontend import loads as _loads
+    from archc.ir.lower import Limits
+
+    return _loads(text, path, Limits(**limits))
+
+
+def check(path: str) -> list[Diagnostic]:
+    """Every diagnostic (errors and warnings) for a spec file; empty when it is clean."""
+    from archc.errors import ArchError
+
+    try:
+        return list(load(path).warnings)
+    except ArchError as e:
+        return list(e.diagnostics)
+
+
+def summary(path: str, seq: int = 2048, batch: int = 1, dtype: str = "bf16") -> CostReport:
+    """Cost report of a spec: parameters, FLOPs/token, activation and state memory."""
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
+
+    return estimate_cost(load(path).graph, CostCtx(seq=seq, batch=batch, dtype=dtype))
+
+
+def fmt(text: str, path: str = "<string>") -> str:
+    """Canonical formatting of spec text."""
+    from archc.dsl.fmt import format_text
+
+    return format_text(text, path)
+
+
+__all__ = ["__version__", "check", "fmt", "load", "loads", "parse", "summary"]

@@ -1,0 +1,140 @@
+"""Long explanations of every diagnostic code (`archc explain CODE`, docs/errors.md).
+
+Codes are stable: a code is never reused for a different problem. The hundreds digit groups
+them: 0xx files, 1xx syntax, 2xx arguments, 3xx shapes, 4xx names and structure, 5xx warnings,
+6xx resource limits, 7xx includes, 8xx tools, 9999 internal errors.
+"""
+
+from __future__ import annotations
+
+EXPLANATIONS: dict[str, tuple[str, str]] = {
+    "ARC0001": ("cannot read the spec file", """
+The file does not exist, is a directory, is not readable, or is not UTF-8 text.
+Check the path; specs are UTF-8 text files ending in `.arch`.
+"""),
+    "ARC0101": ("unexpected character", """
+The lexer met a character that starts no token of the language. Common causes: `//` comments
+(comments start with `#`), single-quoted strings (use "double quotes"), or stray punctuation.
+
+    x = embed(tokens, 'vocab')   # error
+    x = embed(tokens, vocab)     # fine
+"""),
+    "ARC0102": ("unexpected end of file", """
+The file ended in the middle of a construct, usually because a `}` or `)` is missing.
+The diagnostic lists what the parser expected at the end.
+"""),
+    "ARC0103": ("unexpected token", """
+A token appeared where the grammar does not allow it. The hint lists the tokens that would be
+accepted there. Keyword arguments (`heads=8`) are only allowed inside a call's parentheses.
+
+    x = attention(x heads=8)     # error: missing `,`
+    x = attention(x, heads=8)    # fine
+"""),
+    "ARC0104": ("expression nested too deeply", """
+Expressions may nest at most 64 levels. Name intermediate values instead:
+
+    h = rmsnorm(x)
+    x = x + attention(h, heads=8)
+"""),
+    "ARC0105": ("file too large", """
+A spec (or an included file) is larger than 2 MB. Use `repeat(n, block)` and `pattern(...)`
+rather than writing layers out, and `include` to split libraries.
+"""),
+    "ARC0201": ("bad arguments to a call", """
+An argument is unknown, missing, given twice, or given in the wrong position. Tensor arguments
+come first, then settings; settings can be given by name (`heads=8`) or in the order the op's
+schema lists them (`embed(tokens, 32000, 4096)`). `archc ops NAME` prints an op's schema.
+
+    x = attention(x, head=8)     # error: `attention` has no argument `head`; did you mean `heads`?
+"""),
+    "ARC0202": ("wrong type or value", """
+An argument has the wrong type (a string where a number is needed, a tensor where a setting is
+needed) or a value outside its allowed range (for example `dropout=1.5`, `heads=0`).
+The message quotes the schema's rule and the value given.
+"""),
+    "ARC0301": ("shape mismatch", """
+Two tensors that must have the same shape do not, e.g. a residual `x + f(x)` where `f` changes
+the width, or a block wrapped by `mod`/`act`/`recurrent_memory` that does not map its input
+type to itself. The message shows both types, as float[batch, seq, d].
+"""),
+    "ARC0302": ("wrong kind of tensor", """
+An op received token ids where it needs hidden states (or the reverse), or a value of the wrong
+kind was returned. Token ids (int[batch, seq]) go through `embed(tokens, vocab, d)` first.
+"""),
+    "ARC0303": ("size constraint violated", """
+A size does not divide another as the op requires: heads must divide the width (unless
+head_dim is given), kv_heads must divide heads (GQA groups), groups must divide the channels,
+head_dim must divide the inner width of Mamba-2, rope needs an even rotated head dimension.
+"""),
+    "ARC0304": ("a component used as a layer", """
+Position schemes (rope, alibi, relative_bias) are passed to attention, not applied to tensors:
+
+    x = attention(x, heads=8, pos=rope(theta=10000))
+"""),
+    "ARC0305": ("inconsistent settings", """
+Settings that are each valid contradict one another (e.g. S4's dt_min above dt_max) or pass an
+op's own bound (e.g. ACT's max_steps above 64).
+"""),
+    "ARC0401": ("unknown name", """
+A name is used before it is defined, or is misspelled; the hint suggests the closest known
+names. Blocks and constants must be defined (or included) before use. `archc ops` lists ops.
+"""),
+    "ARC0402": ("constant arithmetic error", """
+Constant folding failed: division by zero, a result above 2^63, a non-finite number, or a string
+or list longer than 100,000 elements (e.g. `"MMA" * 1000000`).
+"""),
+    "ARC0403": ("not callable / op not called", """
+A value that is not a block, op or layer stack was called, or an op name was used without
+parentheses (`pos=rope` instead of `pos=rope()`).
+"""),
+    "ARC0405": ("missing return or model", """
+Every block and the model must end with `return`; a spec file given to `check` must define a
+model (files that only hold blocks are meant to be included).
+"""),
+    "ARC0406": ("more than one model", """
+A spec defines exactly one model. Share blocks between models with `include`.
+"""),
+    "ARC0407": ("recursive block", """
+A block calls itself, directly or through other blocks; the dataflow graph would have a cycle.
+Use `repeat(n, block)` for depth.
+"""),
+    "ARC0408": ("duplicate input", "A model declares the same input name twice."),
+    "ARC0409": ("value returned twice", "The model returns the same tensor more than once."),
+    "ARC0410": ("misplaced statement", """
+`include` goes at the top level of a file; `export`, `parallel` and `train` sections go at the
+top level of the model, once each.
+"""),
+    "ARC0501": ("unused value (warning)", """
+A computed value, a model input, or a pattern letter is never used. It would be dead weight in
+the built model. Use it, return it or remove it. `archc check --strict` fails on warnings.
+"""),
+    "ARC0601": ("parameter limit exceeded", """
+The model's exact parameter count passes --max-params (default 1e13). The count is computed
+symbolically, nothing is allocated. Raise the limit if the spec really means it:
+
+    archc check big.arch --max-params 1e14
+"""),
+    "ARC0602": ("node or layer limit exceeded", """
+The spec would lower to more IR nodes (or layers) than --max-nodes (default 200,000). archc
+measures one layer and refuses before expanding the rest, so absurd depths fail instantly.
+"""),
+    "ARC0701": ("include outside the spec's folder", """
+Includes are relative paths that must stay inside the folder of the spec being checked (after
+resolving `..` and symbolic links). Absolute paths and paths escaping the folder are refused,
+so a spec cannot read arbitrary files.
+"""),
+    "ARC0702": ("included file not found", "The included path does not name a readable file."),
+    "ARC0703": ("include cycle", "Files include each other in a cycle; the message shows the chain."),
+    "ARC0704": ("includes nested too deeply", "Includes may nest at most 16 levels."),
+    "ARC0705": ("model in an included file", """
+Included files contribute blocks and constants; the model is defined in the file being compiled.
+"""),
+    "ARC0801": ("cannot render the graph", """
+SVG, PNG and PDF output needs Graphviz's `dot` program (Debian/Ubuntu: `apt install graphviz`;
+macOS: `brew install graphviz`). DOT text (`-o graph.dot`) needs nothing.
+"""),
+    "ARC9999": ("internal error", """
+archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
+that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.
+"""),
+}

@@ -1,0 +1,51 @@
+"""The front end as one call: a spec file -> a checked `Graph` (parse, then lower).
+
+`load` is what `archc check`, `archc summary`, `archc graph` and `archc.build` all start from. It
+keeps the text of every file it read so diagnostics can show the offending source line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from archc.errors import ArchError, Diagnostic
+from archc.ir.graph import Graph
+from archc.ir.lower import Limits, ast_to_graph
+
+
+@dataclass
+class Program:
+    graph: Graph
+    warnings: list[Diagnostic] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def load(path: str | Path, limits: Limits | None = None, sources: dict[str, str] | None = None) -> Program:
+    """Parse and lower a spec file. Raises `ArchError` (with `sources` filled in) on errors."""
+    sources = {} if sources is None else sources
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise ArchError([Diagnostic("ARC0001", f"no such file: {p}", None, "check the path")]) from e
+    except IsADirectoryError as e:
+        raise ArchError([Diagnostic("ARC0001", f"{p} is a directory, not a spec file")]) from e
+    except UnicodeDecodeError as e:
+        raise ArchError([Diagnostic("ARC0001", f"{p} is not UTF-8 text ({e.reason})")]) from e
+    except OSError as e:
+        raise ArchError([Diagnostic("ARC0001", f"cannot read {p}: {e.strerror}")]) from e
+    sources[str(path)] = text
+    return loads(text, str(path), limits, sources)
+
+
+def loads(text: str, path: str = "<string>", limits: Limits | None = None,
+          sources: dict[str, str] | None = None) -> Program:
+    """Parse and lower spec text (includes resolve relative to `path`)."""
+    from archc.dsl.parser import parse
+
+    sources = {} if sources is None else sources
+    sources[path] = text
+    module = parse(text, path)
+    graph, warnings = ast_to_graph(module, limits, sources)
+    return Program(graph, warnings, sources)

@@ -1,0 +1,30 @@
+"""Gated convolution (Dauphin et al., 2017): a causal conv producing value and gate, combined by GLU."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.registry import OpDef, Params, register, width_of
+
+
+class GatedConvParams(Params):
+    kernel: PositiveInt = Field(4, description="causal kernel width k")
+
+
+def _shape(p: GatedConvParams, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    return ins[0]
+
+
+def _cost(p: GatedConvParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """Conv1d d→2d over k steps with bias: 2d·d·k + 2d; output a ⊗ σ(b). State: the last k-1 inputs."""
+    d = width_of(ins)
+    state = (StateTensor("conv", (d, p.kernel - 1)),) if p.kernel > 1 else ()
+    return Cost(2 * d * d * p.kernel + 2 * d, 2 * d * 2 * d * p.kernel, 3 * d * ctx.dtype_bytes,
+                sum(s.numel for s in state) * ctx.dtype_bytes, state)
+
+
+register(OpDef("gated_conv", GatedConvParams, _shape, _cost,
+               "Gated convolutional unit: causal conv1d to 2d channels, GLU.", "conv", default_name="conv"))

@@ -1,0 +1,76 @@
+"""Embeddings: token ids to vectors, and absolute position encodings added to them."""
+
+from __future__ import annotations
+
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx
+from archc.ir.types import TensorType, hidden
+from archc.ops.registry import OpDef, Params, ShapeError, register, same_shape, width_of
+
+
+class EmbedParams(Params):
+    vocab: PositiveInt = Field(description="number of token ids")
+    d: PositiveInt = Field(description="embedding width")
+    token_types: NonNegativeInt = Field(0, description="segment (token type) embeddings added, as in BERT")
+    scale: bool = Field(False, description="multiply by sqrt(d), as in T5/Gemma")
+
+
+def _embed_shape(p: EmbedParams, ins: list[TensorType]) -> TensorType:
+    t = ins[0]
+    if t.dtype != "int" or len(t.shape) != 2:
+        raise ShapeError(f"embed takes token ids int[batch, seq], got {t}",
+                         "pass a model input (e.g. `tokens`) to embed", code="ARC0302")
+    return hidden(t.shape[0], t.shape[1], p.d)
+
+
+def _embed_cost(p: EmbedParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """params = vocab·d + token_types·d; a table lookup costs no FLOPs."""
+    return Cost(params=(p.vocab + p.token_types) * p.d, act_bytes=p.d * ctx.dtype_bytes)
+
+
+register(OpDef("embed", EmbedParams, _embed_shape, _embed_cost,
+               "Token embedding table: int[B, T] -> float[B, T, d].", "embedding",
+               inputs=("tokens",), int_inputs=(0,), default_name="embed"))
+
+
+class LearnedPosParams(Params):
+    max_len: PositiveInt = Field(description="longest sequence with a learned position vector")
+    offset: NonNegativeInt = Field(0, description="index of the first position (OPT uses 2)")
+
+
+def _learned_pos_cost(p: LearnedPosParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """params = (max_len + offset)·d (GPT-2's `wpe`, BERT's `position_embeddings`)."""
+    return Cost(params=(p.max_len + p.offset) * width_of(ins), flops=width_of(ins))
+
+
+def _pos_shape(p: Params, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    return ins[0]
+
+
+register(OpDef("learned_pos", LearnedPosParams, _pos_shape, _learned_pos_cost,
+               "Learned absolute position embeddings added to x (GPT-2, BERT).", "embedding",
+               default_name="pos_embed"))
+
+
+class SinusoidalParams(Params):
+    base: float = Field(10000.0, gt=1, description="wavelength base of the sinusoids (Vaswani et al.)")
+
+
+def _sinusoidal_cost(p: SinusoidalParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """No parameters: the table is a fixed function of position; one add per element."""
+    if width_of(ins) % 2:
+        raise ShapeError("sinusoidal positions need an even width")
+    return Cost(flops=width_of(ins))
+
+
+def _sinusoidal_shape(p: SinusoidalParams, ins: list[TensorType]) -> TensorType:
+    if width_of(ins) % 2:
+        raise ShapeError(f"sinusoidal positions need an even width, got {ins[0].width}", code="ARC0303")
+    return same_shape(p, ins)
+
+
+register(OpDef("sinusoidal_pos", SinusoidalParams, _sinusoidal_shape, _sinusoidal_cost,
+               "Fixed sinusoidal position encodings added to x (Vaswani et al., 2017).", "embedding",
+               default_name="pos_embed"))

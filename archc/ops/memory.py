@@ -1,0 +1,66 @@
+"""Memory-augmented layers: the Compressive Transformer's attention over memories (Rae et al., 2020)
+and recurrent memory tokens carried across segments (RMT, Bulatov et al., 2022)."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.registry import OpDef, Params, divides, register, seq_len, width_of
+
+
+class CompressiveParams(Params):
+    heads: PositiveInt
+    mem_len: PositiveInt = Field(512, description="recent activations kept uncompressed")
+    cmem_len: PositiveInt = Field(512, description="compressed memory slots")
+    ratio: PositiveInt = Field(4, description="compression rate c: c old memories -> one slot (conv, stride c)")
+
+
+def _cm_shape(p: CompressiveParams, ins: list[TensorType]) -> TensorType:
+    divides(p.heads, width_of(ins), "heads", "the width", arg="heads")
+    return ins[0]
+
+
+def _cm_cost(p: CompressiveParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """q, k, v, o (no biases) 4d², compression conv1d d→d with kernel = stride = ratio: d²·ratio + d.
+    Each query attends ~T/2 + mem_len + cmem_len keys. State: memory [mem_len, d] and compressed
+    memory [cmem_len, d]."""
+    d = width_of(ins)
+    t = seq_len(ins[0], ctx)
+    params = 4 * d * d + d * d * p.ratio + d
+    t_eff = (t + 1) / 2 + p.mem_len + p.cmem_len
+    state = (StateTensor("memory", (p.mem_len, d)), StateTensor("compressed", (p.cmem_len, d)))
+    return Cost(params, 8 * d * d + 4 * t_eff * d + 2 * d * d, 5 * d * ctx.dtype_bytes,
+                sum(s.numel for s in state) * ctx.dtype_bytes, state)
+
+
+register(OpDef("compressive_memory", CompressiveParams, _cm_shape, _cm_cost,
+               "Compressive Transformer attention over [compressed memory, memory, input].", "memory",
+               default_name="attn"))
+
+
+class RMTParams(Params):
+    memory: PositiveInt = Field(16, description="memory tokens read at the start of each segment and written at its end")
+    segment: PositiveInt = Field(512, description="segment length; the body sees segment + 2·memory tokens")
+
+
+def _rmt_shape(p: RMTParams, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    return ins[0]
+
+
+def _rmt_cost(p: RMTParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
+    """memory embeddings memory·d plus the body's parameters; the body runs on segment + 2·memory
+    tokens per segment, so its compute per token scales by (segment + 2·memory) / segment.
+    State: the memory tokens [memory, d] carried to the next segment."""
+    d = width_of(ins)
+    scale = (p.segment + 2 * p.memory) / p.segment
+    state = (StateTensor("memory", (p.memory, d)),)
+    return Cost(params=p.memory * d, state_bytes=p.memory * d * ctx.dtype_bytes, state=state) \
+        + body.scale_compute(scale)
+
+
+register(OpDef("recurrent_memory", RMTParams, _rmt_shape, _rmt_cost,
+               "Recurrent memory transformer: segments processed in order, memory tokens carried between them.",
+               "memory", takes_block=True, default_name="rmt"))

@@ -1,0 +1,63 @@
+"""Mixture of experts: top-k softmax routing (Mixtral), Switch top-1 with a capacity factor and token
+dropping (Fedus et al.), shared experts (DeepSeekMoE), with load-balancing and router-z losses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, PositiveFloat, PositiveInt, model_validator
+
+from archc.ir.cost import Cost, CostCtx
+from archc.ir.types import TensorType
+from archc.ops.registry import REGISTRY, OpDef, Params, ShapeError, linear, register, width_of
+
+
+class MoEParams(Params):
+    experts: PositiveInt = Field(description="routed experts E")
+    top_k: PositiveInt = Field(2, description="experts per token (1 = Switch)")
+    expert: dict[str, Any] = Field(description="the expert network, e.g. swiglu(hidden=14336)")
+    shared_experts: int = Field(0, ge=0, description="experts every token goes through (DeepSeekMoE)")
+    capacity_factor: PositiveFloat | None = Field(
+        None, description="tokens per expert = factor·k·T/E; overflow tokens are dropped (Switch)")
+    router_bias: bool = False
+    aux_loss: float = Field(0.01, ge=0, description="weight of the load-balancing loss (Switch eq. 4)")
+    z_loss: float = Field(0.0, ge=0, description="weight of the router z-loss (ST-MoE)")
+    jitter: float = Field(0.0, ge=0, description="multiplicative router-input noise in training")
+
+    @model_validator(mode="after")
+    def _k_le_e(self) -> MoEParams:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k ({self.top_k}) exceeds the number of experts ({self.experts})")
+        return self
+
+
+def _expert_cost(spec: dict[str, Any], ins: list[TensorType], ctx: CostCtx) -> Cost:
+    op = REGISTRY[spec["op"]]
+    p = op.params(**spec["params"])
+    return op.cost(p, ins, op.shape(p, ins), ctx)
+
+
+def _shape(p: MoEParams, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    op = REGISTRY[p.expert["op"]]
+    out = op.shape(op.params(**p.expert["params"]), ins)
+    if out != ins[0]:
+        raise ShapeError(f"the expert maps {ins[0]} to {out}; experts must keep the width", arg="expert")
+    return ins[0]
+
+
+def _cost(p: MoEParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """router d·E (+E), then E routed + S shared experts' parameters. FLOPs per token: router
+    2·d·E + (top_k + S) experts' forward. Activations: top_k + S experts' worth."""
+    d = width_of(ins)
+    router = linear(d, p.experts, p.router_bias)
+    e = _expert_cost(p.expert, ins, ctx)
+    active = p.top_k + p.shared_experts
+    return Cost(router[0] + (p.experts + p.shared_experts) * e.params,
+                router[1] + active * e.flops,
+                active * e.act_bytes + p.experts * 4)
+
+
+register(OpDef("moe", MoEParams, _shape, _cost,
+               "Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.",
+               "moe", components={"expert": ("ffn",)}, default_name="moe"))

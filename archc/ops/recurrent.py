@@ -1,0 +1,109 @@
+"""Classic and modern recurrent cells: LSTM and GRU (as torch.nn.LSTM / torch.nn.GRU), and
+xLSTM's sLSTM and mLSTM layers (Beck et al., 2024; laid out as the `xlstm` package)."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType, hidden
+from archc.ops.registry import OpDef, Params, divides, register, width_of
+
+
+class RNNParams(Params):
+    hidden: PositiveInt = Field(description="hidden size h; the output width is h·directions")
+    layers: PositiveInt = Field(1, description="stacked layers")
+    bidirectional: bool = False
+
+
+def _rnn_shape(p: RNNParams, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    return hidden(ins[0].shape[0], ins[0].shape[1], p.hidden * (2 if p.bidirectional else 1))
+
+
+def _rnn_cost(gates: int, cells: tuple[str, ...]):
+    def cost(p: RNNParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+        dirs = 2 if p.bidirectional else 1
+        h = p.hidden
+        params = flops = 0
+        d_in = width_of(ins)
+        for _ in range(p.layers):
+            # per direction: W_ih [g·h, d_in], W_hh [g·h, h], b_ih and b_hh [g·h] (torch.nn layout)
+            params += dirs * (gates * h * (d_in + h) + 2 * gates * h)
+            flops += dirs * 2 * gates * h * (d_in + h)
+            d_in = h * dirs
+        state = tuple(StateTensor(c, (p.layers * dirs, h)) for c in cells)
+        return Cost(params, flops, p.layers * dirs * (gates + 2) * h * ctx.dtype_bytes,
+                    sum(s.numel for s in state) * 4, state)
+
+    cost.__doc__ = (f"Per layer and direction: W_ih {gates}h·d_in, W_hh {gates}h·h, two biases {gates}h each "
+                    f"(torch.nn layout). State: {', '.join(cells)} [layers·directions, h].")
+    return cost
+
+
+register(OpDef("lstm", RNNParams, _rnn_shape, _rnn_cost(4, ("h", "c")),
+               "LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.", "recurrent",
+               default_name="lstm"))
+register(OpDef("gru", RNNParams, _rnn_shape, _rnn_cost(3, ("h",)),
+               "GRU (Cho et al.), single or bidirectional, stacked.", "recurrent", default_name="gru"))
+
+
+class SLSTMParams(Params):
+    heads: PositiveInt = Field(4, description="heads; the recurrent matrices are block-diagonal per head")
+    d_conv: int = Field(4, ge=0, description="causal conv before the i/f gates (0: none)")
+
+
+def _slstm_shape(p: SLSTMParams, ins: list[TensorType]) -> TensorType:
+    divides(p.heads, width_of(ins), "heads", "the width", arg="heads")
+    return ins[0]
+
+
+def _slstm_cost(p: SLSTMParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """conv d·k + d; the four gates' input maps (headwise, 4·d²/H); recurrent maps (block-diagonal,
+    4·d²/H); gate biases 4d; GroupNorm scale d. State: c, n, m, h [d] and the conv window [d, k]."""
+    d, h = width_of(ins), p.heads
+    conv = d * p.d_conv + d if p.d_conv else 0
+    params = conv + 4 * d * d // h + 4 * d * d // h + 4 * d + d
+    state = tuple(StateTensor(c, (d,)) for c in ("c", "n", "m", "h"))
+    if p.d_conv:
+        state += (StateTensor("conv", (d, p.d_conv)),)
+    return Cost(params, 2 * (8 * d * d // h) + 2 * d * p.d_conv, 10 * d * ctx.dtype_bytes,
+                sum(s.numel for s in state) * 4, state)
+
+
+register(OpDef("slstm", SLSTMParams, _slstm_shape, _slstm_cost,
+               "xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.",
+               "recurrent", default_name="slstm"))
+
+
+class MLSTMParams(Params):
+    heads: PositiveInt = Field(4, description="heads of the matrix memory")
+    expand: PositiveInt = Field(2, description="inner width E = expand·d (up-projection block)")
+    d_conv: PositiveInt = 4
+    qkv_block: PositiveInt = Field(4, description="block size of the block-diagonal q/k/v maps")
+
+
+def _mlstm_shape(p: MLSTMParams, ins: list[TensorType]) -> TensorType:
+    e = p.expand * width_of(ins)
+    divides(p.heads, e, "heads", "the inner width expand·d", arg="heads")
+    divides(p.qkv_block, e, "qkv_block", "the inner width expand·d", arg="qkv_block")
+    return ins[0]
+
+
+def _mlstm_cost(p: MLSTMParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """up_proj d→2E, conv E·k + E, q/k/v block-diagonal 3·E·block, i/f gates Linear(3E, H) each,
+    outnorm E, learnable skip E, down_proj E→d (xlstm's mLSTMLayer). Per token the matrix memory
+    costs 4·E·(E/H). State: C [H, E/H, E/H], n [H, E/H], m [H], conv [E, k]."""
+    d = width_of(ins)
+    e, h = p.expand * d, p.heads
+    dh = e // h
+    params = 2 * e * d + e * p.d_conv + e + 3 * e * p.qkv_block + 2 * (3 * e * h + h) + e + e + e * d
+    flops = 2 * (2 * e * d + e * d + 3 * e * p.qkv_block + 6 * e * h) + 2 * e * p.d_conv + 4 * e * dh
+    state = (StateTensor("C", (h, dh, dh)), StateTensor("n", (h, dh)), StateTensor("m", (h,)),
+             StateTensor("conv", (e, p.d_conv)))
+    return Cost(params, flops, (d + 8 * e) * ctx.dtype_bytes, sum(s.numel for s in state) * 4, state)
+
+
+register(OpDef("mlstm", MLSTMParams, _mlstm_shape, _mlstm_cost,
+               "xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.",
+               "recurrent", default_name="mlstm"))

@@ -1,0 +1,39 @@
+"""RetNet's multi-scale retention (Sun et al., 2023), laid out as torchscale's MultiScaleRetention."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.registry import OpDef, Params, divides, register, width_of
+
+
+class RetentionParams(Params):
+    heads: PositiveInt = Field(description="retention heads, each with its own decay γ")
+    value_factor: PositiveInt = Field(2, description="value / gate width = value_factor·d")
+    chunk: PositiveInt = Field(64, description="chunk length of the chunkwise form")
+
+
+def _shape(p: RetentionParams, ins: list[TensorType]) -> TensorType:
+    d = width_of(ins)
+    divides(p.heads, d, "heads", "the width", arg="heads")
+    return ins[0]
+
+
+def _cost(p: RetentionParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """q, k d→d; v, g d→vf·d; out vf·d→d; no biases; the GroupNorm has no affine weights:
+    params = 2d² + 3·vf·d². Per token (recurrent form) 4·H·dk·dv for the state update and read.
+    State: S [H, d/H, vf·d/H] in fp32."""
+    d = width_of(ins)
+    dv = p.value_factor * d
+    dk_h, dv_h = d // p.heads, dv // p.heads
+    params = 2 * d * d + 3 * d * dv
+    flops = 2 * params + 4 * p.heads * dk_h * dv_h
+    state = (StateTensor("kv", (p.heads, dk_h, dv_h)),)
+    return Cost(params, flops, (d + 2 * d + 2 * dv + dv) * ctx.dtype_bytes, state[0].numel * 4, state)
+
+
+register(OpDef("retention", RetentionParams, _shape, _cost,
+               "RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
+               "parallel, recurrent and chunkwise forms.", "retention", default_name="retention"))

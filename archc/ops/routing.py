@@ -1,0 +1,59 @@
+"""Conditional computation around a block: mixture-of-depths (Raposo et al., 2024) and adaptive
+computation time (Graves, 2016) as in the Universal Transformer (Dehghani et al., 2019).
+
+Both are higher-order: `mod(x, block=decoder, capacity=0.125)` holds the lowered block as its body.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx
+from archc.ir.types import TensorType
+from archc.ops.registry import OpDef, Params, ShapeError, register, width_of
+
+
+class MoDParams(Params):
+    capacity: float = Field(0.125, gt=0.0, le=1.0, description="fraction of tokens routed through the block")
+
+
+def _same(p: Params, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    return ins[0]
+
+
+def _mod_cost(p: MoDParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
+    """router d (+1 bias) and the block's parameters; compute and activations are the block's times
+    `capacity` plus the router's 2·d per token."""
+    d = width_of(ins)
+    return Cost(params=d + 1, flops=2 * d, act_bytes=d * ctx.dtype_bytes) + body.scale_compute(p.capacity)
+
+
+register(OpDef("mod", MoDParams, _same, _mod_cost,
+               "Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
+               "the rest skip it.", "routing", takes_block=True, default_name="mod"))
+
+
+class ACTParams(Params):
+    max_steps: PositiveInt = Field(8, description="upper bound on ponder steps N")
+    threshold: float = Field(0.99, gt=0.0, lt=1.0, description="halt once the cumulative halting prob. exceeds it")
+    ponder_cost: float = Field(0.01, ge=0.0, description="weight τ of the ponder cost in the loss")
+
+
+def _act_cost(p: ACTParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
+    """halting unit Linear(d, 1) with bias, plus the shared block's parameters once; compute is an
+    upper bound of max_steps applications (the realized count is data dependent)."""
+    d = width_of(ins)
+    return Cost(params=d + 1, flops=2 * d * p.max_steps) + body.scale_compute(p.max_steps)
+
+
+def _act_shape(p: ACTParams, ins: list[TensorType]) -> TensorType:
+    if p.max_steps > 64:
+        raise ShapeError("max_steps above 64", arg="max_steps", code="ARC0305")
+    return _same(p, ins)
+
+
+register(OpDef("act", ACTParams, _act_shape, _act_cost,
+               "Adaptive computation time: apply the (shared) block until the halting probability "
+               "passes the threshold; returns the ponder cost as an auxiliary loss.", "routing",
+               takes_block=True, default_name="act"))

@@ -1,0 +1,78 @@
+"""RWKV's time-mix (WKV attention-like recurrence) and channel-mix (Peng et al.).
+
+Version 4 follows transformers' RwkvSelfAttention / RwkvFeedForward; version 6 (Finch) adds
+data-dependent token shift and decay through low-rank (LoRA-style) projections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.registry import OpDef, Params, divides, register, width_of
+
+
+class TimeMixParams(Params):
+    version: Literal[4, 6] = 4
+    hidden: PositiveInt | None = Field(None, description="attention width A (v4); default d")
+    head_size: PositiveInt = Field(64, description="v6: width of each WKV head")
+    mix_rank: PositiveInt = Field(32, description="v6: rank of the data-dependent token-shift projection")
+    decay_rank: PositiveInt = Field(64, description="v6: rank of the data-dependent decay projection")
+
+
+def _tm_shape(p: TimeMixParams, ins: list[TensorType]) -> TensorType:
+    d = width_of(ins)
+    if p.version == 6:
+        divides(p.head_size, d, "head_size", "the width", arg="head_size")
+    return ins[0]
+
+
+def _tm_cost(p: TimeMixParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """v4: time_decay A, time_first A, time_mix_{k,v,r} 3d, key/value/receptance d→A, output A→d.
+    State: the previous token [d] and the WKV numerator, denominator and max [A] (fp32).
+    v6: time_maa_{x,w,k,v,r,g} 6d, maa_w1 d·5r, maa_w2 5r·d, time_decay d, decay_w1 d·r', decay_w2
+    r'·d, time_faaaa d, r/k/v/g/o d², ln_x GroupNorm 2d. State: shift [d], wkv [H, hs, hs]."""
+    d = width_of(ins)
+    if p.version == 4:
+        a = p.hidden or d
+        params = 2 * a + 3 * d + 3 * d * a + a * d
+        flops = 2 * (3 * d * a + a * d) + 10 * a
+        state = (StateTensor("shift", (d,)), StateTensor("num", (a,)), StateTensor("den", (a,)),
+                 StateTensor("max", (a,)))
+    else:
+        h = d // p.head_size
+        params = 6 * d + 2 * 5 * p.mix_rank * d + d + 2 * p.decay_rank * d + d + 5 * d * d + 2 * d
+        flops = 2 * (5 * d * d + 2 * 5 * p.mix_rank * d + 2 * p.decay_rank * d) + 4 * h * p.head_size ** 2
+        state = (StateTensor("shift", (d,)), StateTensor("wkv", (h, p.head_size, p.head_size)))
+    return Cost(params, flops, 8 * d * ctx.dtype_bytes, sum(s.numel for s in state) * 4, state)
+
+
+register(OpDef("rwkv_time_mix", TimeMixParams, _tm_shape, _tm_cost,
+               "RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).",
+               "rwkv", default_name="attention"))
+
+
+class ChannelMixParams(Params):
+    hidden: PositiveInt = Field(description="inner width of the squared-ReLU key projection")
+
+
+def _cm_shape(p: ChannelMixParams, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    return ins[0]
+
+
+def _cm_cost(p: ChannelMixParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """time_mix_{k,r} 2d, key d→hidden, receptance d→d, value hidden→d, no biases.
+    State: the previous token [d]."""
+    d, h = width_of(ins), p.hidden
+    params = 2 * d + d * h + d * d + h * d
+    state = (StateTensor("shift", (d,)),)
+    return Cost(params, 2 * (d * h + d * d + h * d), (3 * d + 2 * h) * ctx.dtype_bytes, d * 4, state)
+
+
+register(OpDef("rwkv_channel_mix", ChannelMixParams, _cm_shape, _cm_cost,
+               "RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", "rwkv",
+               default_name="feed_forward"))

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = sorted((ROOT / "specs").glob("*.arch"))
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """Write spec text to a file in a fresh folder and return its path."""
+
+    def write(text: str, name: str = "m.arch") -> Path:
+        p = tmp_path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+
+    return write
+
+
+def diagnostics(text: str, tmp_path: Path | None = None, name: str = "m.arch", **limits):
+    """All diagnostics for a spec text (errors and warnings)."""
+    import archc
+    from archc.errors import ArchError
+
+    try:
+        if tmp_path is not None:
+            p = tmp_path / name
+            p.write_text(text)
+            return list(archc.load(str(p), **limits).warnings)
+        return list(archc.loads(text, name, **limits).warnings)
+    except ArchError as e:
+        return list(e.diagnostics)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from archc.dsl import ast
+from archc.dsl.parser import MAX_DEPTH, parse
+from archc.errors import ArchError
+from tests.conftest import SPECS
+
+
+def _errors(text: str) -> list:
+    with pytest.raises(ArchError) as e:
+        parse(text, "t.arch")
+    return e.value.diagnostics
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_every_spec_parses(path):
+    m = parse(path.read_text(), str(path))
+    assert any(isinstance(i, ast.ModelDef) for i in m.items)
+
+
+def test_literals_keep_their_spelling_and_value():
+    m = parse('model m(t) { a = 1e4; b = 80GB; c = 16GiB; d = 1_000; e = "s\\"q"; return t }')
+    body = m.items[0].body
+    vals = {s.name: s.value for s in body if isinstance(s, ast.Assign)}
+    assert (vals["a"].value, vals["a"].text) == (10000.0, "1e4")
+    assert vals["b"].bytes == 80 * 10**9 and vals["c"].bytes == 16 * 2**30
+    assert vals["d"].value == 1000 and vals["e"].value == 's"q'
+
+
+def test_precedence_and_nesting():
+    m = parse("x = -2 ** 2 + 3 * 4 - 1")
+    e = m.items[0].value
+    assert isinstance(e, ast.BinOp) and e.op == "-"
+    assert isinstance(e.left.left, ast.Neg) and e.left.left.operand.op == "**"
+
+
+def test_comments_are_collected_with_positions():
+    m = parse("# a\nx = 1  # b\n")
+    assert [(c.line, c.col, c.text) for c in m.comments] == [(1, 1, "# a"), (2, 8, "# b")]
+
+
+def test_unexpected_token_has_position_and_expected_set():
+    (d,) = _errors("model m(t) {\n  x = attention(t heads=8)\n}\n")
+    assert d.code == "ARC0103"
+    assert (d.span.line, d.span.col) == (2, 19)
+    assert "expected" in d.hint and "`)`" in d.hint and "`,`" in d.hint
+
+
+def test_several_independent_syntax_errors_in_one_run():
+    ds = _errors("model m(t) {\n  x = (1 +\n  y = 2 2\n  z = ]\n  return t\n}\n")
+    assert len(ds) >= 2
+    assert len({d.span.line for d in ds}) == len(ds)
+
+
+def test_unexpected_character_hints():
+    (d,) = _errors("x = 'a'")
+    assert d.code == "ARC0101" and "double quotes" in d.hint
+    (d,) = _errors("x = 1 // 2 // comment\ny = 1 / / 2")
+    assert d.code == "ARC0103"
+
+
+def test_unexpected_eof():
+    (d,) = _errors("model m(t) {\n  x = 1\n")
+    assert d.code == "ARC0102" and "`}`" in d.hint
+
+
+def test_deep_nesting_is_a_diagnostic_not_a_crash():
+    deep = "x = " + "f(" * (MAX_DEPTH + 5) + "1" + ")" * (MAX_DEPTH + 5)
+    (d,) = _errors(deep)
+    assert d.code == "ARC0104"
+    very_deep = "x = " + "[" * 20000 + "]" * 20000
+    (d,) = _errors(very_deep)
+    assert d.code == "ARC0104"
+
+
+def test_huge_file_is_refused():
+    (d,) = _errors("# " + "x" * 3_000_000)
+    assert d.code == "ARC0105"
