@@ -7,7 +7,7 @@ from archc.passes.estimate_cost import CostReport
 
 
 def human(n: float, unit: str = "") -> str:
-    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for suffix, scale in (("Y", 1e24), ("Z", 1e21), ("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.2f}{suffix}{unit}"
     return f"{n:.0f}{unit}" if float(n).is_integer() else f"{n:.2f}{unit}"
@@ -58,6 +58,8 @@ def print_report(graph: Graph, report: CostReport, depth: int = 1) -> None:
     table.add_row("total", "", f"{t.params:,}", human(t.flops), human_bytes(t.act_bytes * c.seq * c.batch),
                   human_bytes(t.state_bytes * c.batch))
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
     console.print(table)
     console.print(f"parameters: {t.params:,} ({human(t.params)}), weights {human_bytes(t.params * c.dtype_bytes)} "
                   f"in {c.dtype}")
