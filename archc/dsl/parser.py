@@ -16,7 +16,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.visitors import Transformer_NonRecursive
 
 from archc.dsl import ast
-from archc.errors import ArchError, Collector, Diagnostic, Span
+from archc.errors import Collector, Diagnostic, Span
 
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "arch.lark"
 
@@ -310,17 +310,3 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     _COMMENTS.clear()
     return ast.Module(path, tuple(items), comments)
 
-
-def parse_file(path: str | Path) -> ast.Module:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ArchError([Diagnostic("ARC0001", f"no such file: {p}", None, "check the path")]) from e
-    except IsADirectoryError as e:
-        raise ArchError([Diagnostic("ARC0001", f"{p} is a directory, not a spec file")]) from e
-    except UnicodeDecodeError as e:
-        raise ArchError([Diagnostic("ARC0001", f"{p} is not UTF-8 text ({e.reason})")]) from e
-    except OSError as e:
-        raise ArchError([Diagnostic("ARC0001", f"cannot read {p}: {e.strerror}")]) from e
-    return parse(text, str(path))
