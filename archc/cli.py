@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seq", type=int, default=2048, help="context length costed (2048)")
     s.add_argument("--batch", type=int, default=1, help="batch size for memory figures (1)")
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "fp8", "int8"), default="bf16")
-    s.add_argument("--depth", type=int, default=1, help="1: one row per layer; 2: one row per op")
+    s.add_argument("--depth", type=int, default=1, help="1: identical consecutive layers folded into one row; 2: one row per layer")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     limits(s)
     s.set_defaults(fn=cmd_summary)

@@ -85,9 +85,7 @@ class ToAst(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def string(self, meta, children):
-        raw = str(children[0])[1:-1]
-        value = raw.replace('\\"', '"').replace("\\n", "\n").replace("\\\\", "\\")
-        return ast.String(self._span(meta), value)
+        return ast.String(self._span(meta), _unescape(str(children[0])))
 
     @v_args(meta=True)
     def true(self, meta, children):
@@ -177,7 +175,7 @@ class ToAst(Transformer_NonRecursive):
 
     @v_args(meta=True)
     def include(self, meta, children):
-        return ast.Include(self._span(meta), ast_string_value(str(children[0])))
+        return ast.Include(self._span(meta), _unescape(str(children[0])))
 
     def start(self, children):
         return tuple(children)
@@ -190,8 +188,11 @@ class ToAst(Transformer_NonRecursive):
         return node
 
 
-def ast_string_value(raw: str) -> str:
-    return raw[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+def _unescape(token: str) -> str:
+    """The value of a string token: quotes dropped, \\" \\n \\\\ escapes decoded (the formatter's inverse)."""
+    import re
+
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), token[1:-1])
 
 
 # Nesting depth of the expression nodes built during one parse, keyed by id (cleared per parse).

@@ -78,3 +78,15 @@ def test_deep_nesting_is_a_diagnostic_not_a_crash():
 def test_huge_file_is_refused():
     (d,) = _errors("# " + "x" * 3_000_000)
     assert d.code == "ARC0105"
+
+
+@pytest.mark.parametrize("value", ['a\\nb', 'q"q', "l\nm", "\\", 'x\\"'])
+def test_string_escapes_roundtrip_through_the_formatter(value):
+    from archc.dsl.fmt import format_text
+
+    out = format_text(parse(f"x = {ast_quote(value)}").items[0].value.value and f"x = {ast_quote(value)}")
+    assert parse(out).items[0].value.value == value
+
+
+def ast_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
