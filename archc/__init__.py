@@ -64,6 +64,16 @@ def summary(path: str, seq: int = 2048, batch: int = 1, dtype: str = "bf16") -> 
     return estimate_cost(load(path).graph, CostCtx(seq=seq, batch=batch, dtype=dtype))
 
 
+def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None) -> Any:
+    """Spec path (or lowered `Graph`) -> an initialized, trainable `ArchModel` (`nn.Module`).
+    Needs the torch extra. See docs/backends.md."""
+    import torch
+
+    from archc.backends.torch import build as _build
+
+    return _build(spec, seed=seed, device=device, dtype=dtype or torch.float32)
+
+
 def fmt(text: str, path: str = "<string>") -> str:
     """Canonical formatting of spec text."""
     from archc.dsl.fmt import format_text
@@ -71,4 +81,4 @@ def fmt(text: str, path: str = "<string>") -> str:
     return format_text(text, path)
 
 
-__all__ = ["__version__", "check", "fmt", "load", "loads", "parse", "summary"]
+__all__ = ["__version__", "build", "check", "fmt", "load", "loads", "parse", "summary"]

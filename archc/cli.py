@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     o = sub.add_parser("ops", help="list the op catalog, or show one op's schema")
     o.add_argument("name", nargs="?")
     o.set_defaults(fn=cmd_ops)
+
+    from archc.cli_torch import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -133,6 +133,25 @@ Included files contribute blocks and constants; the model is defined in the file
 SVG, PNG and PDF output needs Graphviz's `dot` program (Debian/Ubuntu: `apt install graphviz`;
 macOS: `brew install graphviz`). DOT text (`-o graph.dot`) needs nothing.
 """),
+    "ARC0901": ("op without a module in this backend", """
+The spec is valid, but one of its ops has no implementation in the backend you asked for yet
+(e.g. a recurrent mixer in the PyTorch backend before it lands). The diagnostic points at the call;
+`docs/backends.md` lists what each backend builds.
+"""),
+    "ARC0902": ("weights do not fit the spec", """
+A weights file could not be loaded into the model built from the spec: a parameter is missing,
+unexpected, or has another shape. Weights are tied to the spec (and its sizes) that produced them:
+load the file with the spec `archc train` / `archc build -o` used.
+"""),
+    "ARC0903": ("refusing to overwrite", """
+archc never replaces a file or a training run you saved without being asked. Choose another
+output path, continue a run with `--resume`, or pass `--force` to replace it.
+"""),
+    "ARC0904": ("bad option for this command", """
+A command-line option does not fit the spec or the machine: an unknown task, a task whose
+vocabulary the model cannot hold, a text prompt for a model without byte-level vocabulary, a
+missing optional dependency. The message says which, and the hint what to do instead.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

@@ -1,0 +1,76 @@
+"""Weights, optimizer state and run metadata in safetensors files: nothing is ever unpickled.
+
+A run folder holds `last.safetensors` (the model's weights; metadata: spec name, step, seed) and
+`train_state.safetensors` (AdamW's moments and step counts under `<param>.<slot>` keys, the
+scheduler step, and the data generator's state as a uint8 tensor; metadata: the train config).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+
+
+def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dict[str, Any]:
+    """Load weights saved by `save_weights`; returns the metadata. Names and shapes must match."""
+    from safetensors import safe_open
+
+    tensors = load_file(str(path))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if strict and (missing or unexpected or wrong):
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(tensors[k].shape)}, "
+                         f"model {tuple(own[k].shape)})")
+        raise ValueError(f"{path} does not match this spec's parameters: " + "; ".join(parts))
+    model.load_state_dict(tensors, strict=strict)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return {k: json.loads(v) for k, v in meta.items()}
+
+
+def save_train_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, sched_step: int,
+                     gen: torch.Generator, metadata: dict[str, Any]) -> None:
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors: dict[str, torch.Tensor] = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for slot, value in opt.state.get(p, {}).items():
+                t = value if torch.is_tensor(value) else torch.tensor(value)
+                tensors[f"{names[id(p)]}.{slot}"] = t.detach().contiguous().cpu()
+    tensors["__scheduler_step__"] = torch.tensor(sched_step)
+    tensors["__data_rng__"] = gen.get_state()
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
+
+
+def load_train_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer,
+                     gen: torch.Generator) -> int:
+    """Restore optimizer moments and the data generator; returns the scheduler step."""
+    tensors = load_file(str(path))
+    params = dict(model.named_parameters())
+    for key, value in tensors.items():
+        if key.startswith("__"):
+            continue
+        name, slot = key.rsplit(".", 1)
+        p = params[name]
+        opt.state.setdefault(p, {})[slot] = value.to(p.device) if slot != "step" else value
+    gen.set_state(tensors["__data_rng__"])
+    return int(tensors["__scheduler_step__"])

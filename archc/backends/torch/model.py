@@ -1,0 +1,282 @@
+"""The IR graph as a torch module: an interpreter over the nodes, as `torch.fx.Interpreter`.
+
+`GraphModule` runs one `Graph` (the model's, or the body of a higher-order op); `ArchModel` adds
+the Hugging Face-style surface users know (`input_ids`, `attention_mask`, `labels` → `loss`,
+`logits`), the flat inference state, `step` and `generate`.
+
+Why an interpreter and not generated code: the node loop is traced away by `torch.compile` and
+`torch.export` (its trip count is the number of nodes, fixed by the spec), its overhead in eager
+mode is ~1 µs per node against milliseconds of work per layer, and an error inside an op can be
+reported at the node (and so at the `.arch` line) that made it.
+
+Parameter names follow node ids: the node `layers.3.attn` owns `layers.3.attn.q_proj.weight`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.registry import BuildCtx, modules
+from archc.ir.graph import Graph, Node
+from archc.ir.types import TensorType
+from archc.ops.registry import REGISTRY
+
+#: Label value ignored by the losses (the Hugging Face / PyTorch convention).
+IGNORE_INDEX = -100
+
+
+class BackendError(Exception):
+    """An op of the spec has no torch module (yet); carries the node for a diagnostic."""
+
+    def __init__(self, node: Node, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
+        self.hint = hint
+
+
+def _put(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Register `module` at dotted `path` under `root`, creating plain containers on the way."""
+    *scopes, leaf = path.split(".")
+    parent = root
+    for s in scopes:
+        child = parent._modules.get(s)
+        if child is None:
+            child = nn.Module()
+            parent.add_module(s, child)
+        parent = child
+    parent.add_module(leaf, module)
+
+
+def build_op(op: str, params: dict[str, Any], in_types: list[TensorType], out_type: TensorType,
+             bctx: BuildCtx | None = None) -> OpModule:
+    cls = modules()[op]
+    p = REGISTRY[op].params(**params)
+    mod = cls.build(p, in_types, out_type, bctx) if hasattr(cls, "build") else cls(p, in_types, out_type)
+    mod.op = op
+    return mod
+
+
+class GraphModule(nn.Module):
+    """Runs one `Graph`: its op nodes are submodules at their id paths; `add`/`mul` run inline."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        self.graph = graph
+        #: (node id, module or None, input ids, op) in topological order.
+        self._plan: list[tuple[str, OpModule | None, tuple[str, ...], str]] = []
+        #: (module, first state index, number of state tensors) for stateful modules.
+        self._stateful: list[tuple[OpModule, int, int]] = []
+        names: list[str] = []
+        for node in graph.nodes.values():
+            if node.op == "input":
+                continue
+            mod = None
+            if REGISTRY[node.op].kind != "arith":
+                in_types = [graph.nodes[i].type for i in node.inputs]
+                bctx = BuildCtx(node, graph, GraphModule, lambda op, prm, ts: build_op(op, prm, ts, ts[0]))
+                if node.op not in modules():
+                    raise BackendError(node, f"op `{node.op}` has no PyTorch module yet",
+                                       "see docs/backends.md for the ops the torch backend builds")
+                mod = build_op(node.op, node.params, in_types, node.type, bctx)
+                mod.node_id = node.id
+                _put(self, node.id, mod)
+                n_state = len(mod.state_names)
+                if n_state:
+                    self._stateful.append((mod, len(names), n_state))
+                    names.extend(f"{node.id}.{s}" for s in mod.state_names)
+            self._plan.append((node.id, mod, node.inputs, node.op))
+        self.state_names: tuple[str, ...] = tuple(names)
+        #: True when every state tensor is a position-indexed KV cache, so entries written past the
+        #: current position are masked out and later overwritten (free rollback).
+        #: Recompute each layer's activations in backward instead of storing them.
+        self.gradient_checkpointing = False
+        self.positional_state = all(getattr(m, "positional_state", False) for m, _, _ in self._stateful)
+
+    def op_modules(self) -> list[tuple[str, OpModule]]:
+        return [(nid, m) for nid, m, _, _ in self._plan if m is not None]
+
+    def run(self, inputs: list[Tensor], ctx: Context, state: State | None = None) -> tuple[list[Tensor], State]:
+        env: dict[str, Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
+        new_state: list[Tensor] = []
+        pos = 0
+        for nid, mod, ins, op in self._plan:
+            args = [env[i] for i in ins]
+            if mod is None:
+                env[nid] = args[0] + args[1] if op == "add" else args[0] * args[1]
+            elif state is not None and mod.state_names:
+                n = len(mod.state_names)
+                env[nid], s = mod.step(*args, state=tuple(state[pos:pos + n]), ctx=ctx)
+                new_state.extend(s)
+                pos += n
+            elif state is not None:
+                env[nid], _ = mod.step(*args, state=(), ctx=ctx)
+            elif self.gradient_checkpointing and self.training and REGISTRY[op].kind == "layer":
+                env[nid] = checkpoint(mod, *args, ctx=ctx, use_reentrant=False)
+            else:
+                env[nid] = mod(*args, ctx=ctx)
+        return [env[o] for o in self.graph.outputs], tuple(new_state)
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        out: list[Tensor] = []
+        for mod, _, _ in self._stateful:
+            out.extend(mod.init_state(batch, max_len, device, dtype))
+        return tuple(out)
+
+    def init_weights(self, init: Init) -> None:
+        for _, mod in self.op_modules():
+            mod.init_weights(init)
+
+
+@dataclass
+class ModelOutput:
+    """What `ArchModel.forward` returns (field names as in transformers' `CausalLMOutput`)."""
+
+    logits: Tensor
+    loss: Tensor | None = None
+    aux_loss: Tensor | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+# make the output a pytree node, so torch.export / torch.compile see through it
+with contextlib.suppress(AttributeError, ValueError):  # older torch, or re-registration on reload
+    torch.export.register_dataclass(ModelOutput)
+
+
+_CAUSAL_FALSE = {"longformer_attention", "bigbird_attention", "linformer_attention", "latent_attention"}
+
+
+def _is_causal(graph: Graph) -> bool:
+    """True when every sequence mixer only looks at the past: labels are then shifted (next-token
+    prediction), and the model can decode incrementally."""
+    for n in graph.walk():
+        if n.op == "input":
+            continue
+        if n.op in _CAUSAL_FALSE:
+            return False
+        if REGISTRY[n.op].category == "attention" and not n.params.get("causal", False) and len(n.inputs) == 1:
+            return False
+        if n.params.get("bidirectional"):
+            return False
+    return True
+
+
+class ArchModel(GraphModule):
+    """A compiled spec: a trainable `nn.Module` with the Hugging Face calling convention.
+
+    `forward(input_ids, attention_mask=None, labels=None, token_type_ids=None, **other_inputs)`
+    returns a `ModelOutput(logits, loss, aux_loss)`. For an `lm_head` model, labels are the input
+    ids (shifted inside, as `LlamaForCausalLM`, when the model is causal; unshifted, masked-LM
+    style, when it is bidirectional); for `cls_head` one class per sequence (`classes = 1`:
+    regression, MSE); for `token_cls_head` one per token. `-100` labels are ignored. Auxiliary
+    losses of the ops (MoE balance, ACT ponder cost) are in `aux_loss` and added to `loss`.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__(graph)
+        self.input_names = list(graph.inputs)
+        self.head = graph.nodes[graph.outputs[0]].op
+        self.causal = _is_causal(graph)
+        self._tie_weights()
+
+    # -- construction ------------------------------------------------------------------------
+
+    def _tie_weights(self) -> None:
+        for nid, mod in self.op_modules():
+            tied = self.graph.nodes[nid].meta.get("tied_to") if nid in self.graph.nodes else None
+            if tied:
+                mod.tie(self.get_submodule(tied))
+
+    def initialize(self, seed: int = 0) -> ArchModel:
+        """Initialize every parameter from `seed` (documented per op; see `Init`)."""
+        n_layers = sum(1 for n in self.graph.walk() if n.op != "input" and REGISTRY[n.op].kind == "layer"
+                       and REGISTRY[n.op].category not in ("ffn", "norm", "misc", "embedding", "head", "moe"))
+        super().init_weights(Init(seed, n_layers=n_layers))
+        return self
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def _inputs(self, input_ids: Tensor | None, named: dict[str, Tensor]) -> list[Tensor]:
+        if input_ids is not None:
+            named = {self.input_names[0]: input_ids, **named}
+        missing = [n for n in self.input_names if n not in named]
+        if missing:
+            raise TypeError(f"{self.graph.name} takes inputs {self.input_names}; missing {missing}")
+        extra = set(named) - set(self.input_names)
+        if extra:
+            raise TypeError(f"unexpected inputs {sorted(extra)}; {self.graph.name} takes {self.input_names}")
+        return [named[n] for n in self.input_names]
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                labels: Tensor | None = None, token_type_ids: Tensor | None = None,
+                **inputs: Tensor) -> ModelOutput:
+        xs = self._inputs(input_ids, inputs)
+        t = xs[0].shape[1]
+        mask = attention_mask.bool() if attention_mask is not None else None
+        ctx = Context(torch.arange(t, device=xs[0].device), mask, token_type_ids)
+        (logits,), _ = self.run(xs, ctx)
+        aux = torch.stack(ctx.aux_losses).sum() if ctx.aux_losses else None
+        loss = None
+        if labels is not None:
+            loss = self.loss(logits, labels)
+            if aux is not None:
+                loss = loss + aux
+        return ModelOutput(logits=logits, loss=loss, aux_loss=aux)
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """The task loss of this model's head (see the class docstring)."""
+        if self.head == "cls_head" and logits.shape[-1] == 1:
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        if self.head == "lm_head" and self.causal:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        if self.head not in ("lm_head", "cls_head", "token_cls_head"):
+            raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
+                             "end the spec with lm_head, cls_head or token_cls_head")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                               ignore_index=IGNORE_INDEX)
+
+    # -- incremental decoding ----------------------------------------------------------------
+
+    def init_state(self, batch: int, max_len: int, device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> State:
+        """Fresh inference state for `batch` sequences of up to `max_len` tokens: a flat tuple
+        named by `state_names` (e.g. `layers.0.attn.key`), preallocated."""
+        p = next(self.parameters())
+        return super().init_state(batch, max_len, torch.device(device) if device else p.device, dtype or p.dtype)
+
+    def step(self, input_ids: Tensor, pos: Tensor | int, state: State) -> tuple[Tensor, State]:
+        """Logits for `input_ids` [B, T_new] at positions pos..pos+T_new-1 given the state of the
+        first `pos` tokens; returns the logits and the new state. A prefill is one step from
+        `init_state` at pos 0; decoding is steps of one token."""
+        if not self.causal:
+            raise ValueError(f"{self.graph.name} is bidirectional: it has no incremental form")
+        if len(self.input_names) != 1:
+            raise ValueError(f"{self.graph.name} takes several inputs; step decodes single-input models")
+        pos_t = torch.as_tensor(pos, device=input_ids.device).reshape(())
+        ctx = Context(pos_t + torch.arange(input_ids.shape[1], device=input_ids.device), decoding=True)
+        (logits,), new_state = self.run([input_ids], ctx, state)
+        return logits, new_state
+
+    # -- conveniences ------------------------------------------------------------------------
+
+    def out_type_vocab(self) -> int:
+        """Width of the output (the vocabulary of an `lm_head` model)."""
+        return int(self.graph.nodes[self.graph.outputs[0]].type.width)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def generate(self, input_ids: Tensor, **kwargs: Any) -> Tensor:
+        from archc.backends.torch.generate import generate
+
+        return generate(self, input_ids, **kwargs)

@@ -1,0 +1,117 @@
+"""The module contract every op's torch module follows (DESIGN.md §3–4).
+
+An `OpModule` is a plain `nn.Module` built from one IR node. It has
+
+* `forward(*inputs, ctx)`: the parallel form over a whole sequence (training, prefill);
+* `init_state(batch, max_len, device, dtype)`: the per-sequence inference state as a tuple of
+  tensors (empty for stateless ops) — KV caches, recurrent states, memories;
+* `step(*inputs, state, ctx)`: the incremental form over the next `T_new ≥ 1` tokens given the
+  state, returning the output and the new state. Stateless ops inherit `step = forward`.
+
+State is a flat tuple of tensors, never Python lists or dicts, so that `step` exports with
+`torch.export` and to ONNX as plain graph inputs and outputs. `state_names` names each tensor; the
+model prefixes them with the node id.
+
+`Context` carries what is shared by all ops of one call: the absolute positions of the tokens being
+processed (so `step` at offset p sees positions p..p+T_new-1), the padding mask, optional token-type
+ids, and the list that auxiliary losses (MoE balance, ACT ponder cost) are appended to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from archc.ir.types import TensorType
+
+State = tuple[Tensor, ...]
+
+
+@dataclass
+class Context:
+    #: [T] int64: absolute positions of the tokens in this call.
+    positions: Tensor
+    #: [B, T] bool, True for real tokens (padding mask of `forward`); None when nothing is padded.
+    attention_mask: Tensor | None = None
+    #: [B, T] int64 segment ids for `embed(..., token_types=n)`.
+    token_type_ids: Tensor | None = None
+    #: Auxiliary losses (already weighted) appended by ops during the call.
+    aux_losses: list[Tensor] = field(default_factory=list)
+    #: True inside `step` (incremental decoding).
+    decoding: bool = False
+
+
+class OpModule(nn.Module):
+    """Base class of the modules built from IR nodes; see the module docstring for the contract."""
+
+    #: Names of the state tensors, in `init_state` order.
+    state_names: tuple[str, ...] = ()
+    #: The op this module implements (set by the builder; several ops may share a class).
+    op: str = ""
+    #: The id of the IR node it was built from (set by the builder).
+    node_id: str = ""
+
+    def __init__(self, params: Any, in_types: list[TensorType], out_type: TensorType) -> None:
+        super().__init__()
+        self.params = params
+        self.in_types = in_types
+        self.out_type = out_type
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        return ()
+
+    def step(self, *inputs: Tensor, state: State, ctx: Context) -> tuple[Tensor, State]:
+        return self(*inputs, ctx=ctx), state
+
+    def init_weights(self, init: Init) -> None:
+        """Initialize this module's own parameters (default: `init.default` on every submodule)."""
+        init.default(self)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items() if not isinstance(v, dict))
+
+
+class Init:
+    """Weight initialization with a seeded generator, bit-for-bit reproducible on any device.
+
+    Values are drawn on the CPU from one `torch.Generator` in node order and copied to the
+    parameter's device, so a seed gives the same weights on CPU and CUDA. Defaults follow GPT-2 /
+    Llama: linear and embedding weights N(0, std=0.02), biases zero, norm scales one; the output
+    projections of residual branches (attention `o_proj`, FFN `down_proj`) use std/√(2·n_layers)
+    (GPT-2's scaled residual init, Radford et al. 2019), with n_layers the number of token mixers.
+    """
+
+    def __init__(self, seed: int, std: float = 0.02, n_layers: int = 1) -> None:
+        self.gen = torch.Generator().manual_seed(seed)
+        self.std = std
+        self.residual_std = std / (2 * max(n_layers, 1)) ** 0.5
+
+    def normal_(self, t: Tensor, std: float | None = None, mean: float = 0.0) -> None:
+        v = torch.randn(t.shape, generator=self.gen, dtype=torch.float32) * (self.std if std is None else std) + mean
+        with torch.no_grad():
+            t.copy_(v.to(t.dtype))
+
+    def uniform_(self, t: Tensor, low: float, high: float) -> None:
+        v = torch.rand(t.shape, generator=self.gen, dtype=torch.float32) * (high - low) + low
+        with torch.no_grad():
+            t.copy_(v.to(t.dtype))
+
+    def randn(self, *shape: int) -> Tensor:
+        return torch.randn(shape, generator=self.gen, dtype=torch.float32)
+
+    def default(self, module: nn.Module) -> None:
+        """N(0, std) for linear/embedding/conv weights, zeros for biases, ones for norm scales."""
+        for name, p in module.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "bias":
+                with torch.no_grad():
+                    p.zero_()
+            elif p.dim() == 1:
+                with torch.no_grad():
+                    p.fill_(1.0)
+            else:
+                residual = name.startswith(("o_proj.", "down_proj."))
+                self.normal_(p, self.residual_std if residual else None)

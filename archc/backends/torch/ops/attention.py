@@ -1,0 +1,240 @@
+"""Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, padding masks,
+cross-attention, RoPE / ALiBi / T5 relative bias, with a preallocated KV cache for `step`.
+
+The computation goes through `F.scaled_dot_product_attention` (fused kernels when the pattern is
+plain causal or unmasked; GQA without copying keys via `enable_gqa`). Sliding windows over long
+sequences use `local_attention`, which computes block by block without an L×L matrix; its blocks
+are a tensor axis (not a Python loop), so exported programs keep a dynamic length.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.ops.positions import (
+    RelativeBias,
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    rope_cos_sin,
+    rope_inv_freq,
+)
+from archc.backends.torch.registry import implements
+
+NEG_INF = float("-inf")
+
+
+def expand_kv(x: Tensor, groups: int) -> Tensor:
+    """[B, KV, T, hd] -> [B, KV·groups, T, hd]: each key/value head serves `groups` query heads."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
+def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dilation: int = 1,
+                    key_valid: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+    """Banded attention without an L×L matrix: query i attends keys j with −right ≤ i − j ≤ left
+    and (i − j) divisible by `dilation`.
+
+    The sequence is padded to a multiple of the block size b = max(left, right) and cut into
+    blocks; each query block attends its own and (as needed) its previous and next key blocks, so
+    memory is O(T·b) instead of O(T²). Blocks are a batch axis of one SDPA call: the trip count
+    is not a Python loop, and `torch.export` keeps T symbolic. q, k, v: [B, H, T, hd] with the
+    same number of heads; key_valid: [B, T] bool padding mask or None.
+    """
+    t = q.shape[2]
+    b = max(left, right, 1)
+    pad = (-t) % b
+    qb, kb, vb = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, b)) for x in (q, k, v))  # [B,H,n,b,hd]
+    n = qb.shape[2]
+    if key_valid is not None:
+        valid = F.pad(key_valid, (0, pad), value=False).unflatten(1, (-1, b))  # [B, n, b]
+    else:
+        valid = (torch.arange(n * b, device=q.device) < t).unflatten(0, (-1, b))[None]  # [1, n, b]
+    ks, vs, oks, offs = [kb], [vb], [valid], [torch.arange(b, device=q.device)]
+    if left > 0:  # previous block: shift blocks by one along n, padding the first with nothing valid
+        ks.insert(0, F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :, :n])
+        vs.insert(0, F.pad(vb, (0, 0, 0, 0, 1, 0))[:, :, :n])
+        oks.insert(0, F.pad(valid, (0, 0, 1, 0), value=False)[:, :n])
+        offs.insert(0, torch.arange(-b, 0, device=q.device))
+    if right > 0:
+        ks.append(F.pad(kb, (0, 0, 0, 0, 0, 1))[:, :, 1:])
+        vs.append(F.pad(vb, (0, 0, 0, 0, 0, 1))[:, :, 1:])
+        oks.append(F.pad(valid, (0, 0, 0, 1), value=False)[:, 1:])
+        offs.append(torch.arange(b, 2 * b, device=q.device))
+    kk, vv = torch.cat(ks, dim=3), torch.cat(vs, dim=3)  # [B, H, n, K, hd]
+    key_ok = torch.cat(oks, dim=2)  # [B|1, n, K]
+    delta = torch.arange(b, device=q.device)[:, None] - torch.cat(offs)[None, :]  # [b, K]: i − j
+    band = (delta <= left) & (delta >= -right)
+    if dilation > 1:
+        band = band & (delta.remainder(dilation) == 0)
+    mask = band[None, None] & key_ok[:, :, None, :]  # [B|1, n, b, K]
+    out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask[:, None], dropout_p=dropout)
+    return out.flatten(2, 3)[:, :, :t]
+
+
+class AttentionCore(OpModule):
+    """Shared q/k/v/o projections and the position schemes of the softmax-attention family."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        d_kv = in_types[1].width if len(in_types) > 1 else d
+        self.heads = p.heads
+        self.head_dim = p.head_dim or d // p.heads
+        self.kv_heads = getattr(p, "kv_heads", None) or p.heads
+        hd, h, kv = self.head_dim, self.heads, self.kv_heads
+        self.q_proj = nn.Linear(d, h * hd, bias=p.bias)
+        self.k_proj = nn.Linear(d_kv, kv * hd, bias=p.bias)
+        self.v_proj = nn.Linear(d_kv, kv * hd, bias=p.bias)
+        self.o_proj = nn.Linear(h * hd, d, bias=p.o_bias)
+        pos = getattr(p, "pos", None)
+        self.pos = pos["op"] if pos else None
+        self.pos_params = pos["params"] if pos else {}
+        self.rot_dim = int(hd * self.pos_params.get("fraction", 1.0)) if self.pos == "rope" else 0
+        self.slopes = alibi_slopes(h) if self.pos == "alibi" else None
+        self.relative_bias = (RelativeBias(self.pos_params["buckets"], self.pos_params["max_distance"], h,
+                                           bidirectional=not getattr(p, "causal", False))
+                              if self.pos == "relative_bias" else None)
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+        if self.relative_bias is not None:
+            init.normal_(self.relative_bias.weight)
+
+    def qkv(self, x: Tensor, src: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Projected q [B, H, T, hd] and k, v [B, KV, S, hd], rotated when the scheme is RoPE."""
+        b, t, _ = x.shape
+        s = src.shape[1]
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(src).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(src).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.rot_dim and positions is not None:
+            cos, sin = rope_cos_sin(positions, rope_inv_freq(self.pos_params, self.rot_dim, x.device), q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def position_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        if self.slopes is not None:
+            return alibi_bias(torch.tensor(self.slopes, device=q_pos.device), q_pos, k_pos)
+        if self.relative_bias is not None:
+            return self.relative_bias(q_pos, k_pos)
+        return None
+
+    def out(self, y: Tensor) -> Tensor:
+        b, _, t, _ = y.shape
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+
+
+@implements("attention")
+class Attention(AttentionCore):
+    """`attention(x, heads, kv_heads, causal, window, pos, kv=memory)`.
+
+    Masks: causal (key ≤ query), sliding window (causal: the last `window` keys, query included;
+    bidirectional: |query − key| ≤ window/2), padding (`attention_mask`, keys only). State for
+    `step`: `key`, `value` [B, kv_heads, C, head_dim], preallocated with C = max_len, or C = window
+    as a ring buffer for sliding windows (slot = position mod C). Cross-attention (`kv=`) is
+    stateless: it recomputes keys and values from the memory each step.
+    """
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.cross = len(in_types) > 1
+        self.causal = p.causal
+        self.window = p.window
+        self.state_names = () if self.cross else ("key", "value")
+        self.positional_state = not self.window
+        self.dropout = p.dropout
+
+    # -- masks ------------------------------------------------------------------------------
+
+    def _allowed(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
+        """[Tq, Tk] bool of the causal / window pattern, from absolute positions (None: all)."""
+        delta = q_pos[:, None] - k_pos[None, :]
+        ok = None
+        if self.causal:
+            ok = delta >= 0
+            if self.window:
+                ok = ok & (delta < self.window)
+        elif self.window:
+            ok = delta.abs() <= self.window // 2
+        return ok
+
+    def _sdpa(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor,
+              key_valid: Tensor | None, implicit_causal: bool) -> Tensor:
+        drop = self.dropout if self.training else 0.0
+        gqa = self.kv_heads != self.heads
+        bias = self.position_bias(q_pos, k_pos)
+        if bias is None and key_valid is None and (implicit_causal or not (self.causal or self.window)):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=implicit_causal, dropout_p=drop, enable_gqa=gqa)
+        allowed = self._allowed(q_pos, k_pos)
+        mask: Tensor | None = allowed
+        if key_valid is not None:
+            kv_ok = key_valid[:, None, None, :]
+            mask = kv_ok if mask is None else mask[None, None] & kv_ok
+        if bias is not None:
+            bias = bias.to(q.dtype)
+            mask = bias if mask is None else bias.masked_fill(~mask, NEG_INF)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, enable_gqa=gqa)
+
+    # -- forms ------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor, kv: Tensor | None = None, ctx: Context | None = None) -> Tensor:
+        assert ctx is not None
+        if kv is not None:
+            q, k, v = self.qkv(x, kv, None)
+            k_pos = torch.arange(kv.shape[1], device=x.device)
+            return self.out(self._sdpa(q, k, v, ctx.positions, k_pos, None, False))
+        q, k, v = self.qkv(x, x, ctx.positions)
+        # banded windows always go blockwise: a branch on the length would fix it in exported graphs
+        if self.window and self.slopes is None and self.relative_bias is None:
+            left, right = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
+            g = self.heads // self.kv_heads
+            y = local_attention(q, expand_kv(k, g), expand_kv(v, g), left, right, 1, ctx.attention_mask,
+                                self.dropout if self.training else 0.0)
+            return self.out(y)
+        plain_causal = self.causal and not self.window
+        return self.out(self._sdpa(q, k, v, ctx.positions, ctx.positions, ctx.attention_mask, plain_causal))
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        if self.cross:
+            return ()
+        c = min(max_len, self.window) if self.window else max_len
+        shape = (batch, self.kv_heads, c, self.head_dim)
+        return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+
+    def step(self, x: Tensor, kv: Tensor | None = None, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        if kv is not None:
+            return self.forward(x, kv, ctx), state
+        pos = ctx.positions
+        q, k, v = self.qkv(x, x, pos)
+        k_cache, v_cache = state
+        c = k_cache.shape[2]
+        if not self.window:
+            k_cache = k_cache.index_copy(2, pos, k)
+            v_cache = v_cache.index_copy(2, pos, v)
+            k_pos = torch.arange(c, device=x.device)
+            keys, values = k_cache, v_cache
+        else:
+            # ring buffer: slot s holds the latest position p < start with p ≡ s (mod c)
+            before = pos[0] - 1
+            slots = torch.arange(c, device=x.device)
+            slot_pos = before - torch.remainder(before - slots, c)
+            keys, values = torch.cat((k_cache, k), dim=2), torch.cat((v_cache, v), dim=2)
+            k_pos = torch.cat((slot_pos, pos))
+            last = pos[-c:]
+            k_cache = k_cache.index_copy(2, torch.remainder(last, c), k[:, :, -c:])
+            v_cache = v_cache.index_copy(2, torch.remainder(last, c), v[:, :, -c:])
+        valid = k_pos >= 0
+        y = self._sdpa_step(q, keys, values, pos, k_pos, valid)
+        return self.out(y), (k_cache, v_cache)
+
+    def _sdpa_step(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, valid: Tensor) -> Tensor:
+        delta = q_pos[:, None] - k_pos[None, :]
+        ok = (delta >= 0) & valid[None, :]
+        if self.window:
+            ok = ok & (delta < self.window)
+        bias = self.position_bias(q_pos, k_pos)
+        mask: Tensor = ok if bias is None else bias.to(q.dtype).masked_fill(~ok, NEG_INF)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)

@@ -1,0 +1,77 @@
+"""Feed-forward layers (mlp, swiglu, geglu), linear, dropout and elementwise activations.
+
+Weight names follow Llama's MLP (`gate_proj`, `up_proj`, `down_proj`); `mlp` has `up_proj` and
+`down_proj`. `down_proj` is a residual output projection: GPT-2's scaled init (see `Init`).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.module import Context, OpModule
+from archc.backends.torch.registry import implements
+
+ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+    "sigmoid": lambda x: x.sigmoid(),
+    "tanh": lambda x: x.tanh(),
+}
+
+
+@implements("mlp")
+class MLP(OpModule):
+    """down(act(up(x)))."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.up_proj = nn.Linear(d, p.hidden, bias=p.bias)
+        self.down_proj = nn.Linear(p.hidden, d, bias=p.bias)
+        self.act = ACTIVATIONS[p.act]
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return self.down_proj(self.act(self.up_proj(x)))
+
+
+@implements("swiglu", "geglu")
+class GLU(OpModule):
+    """down(act(gate(x)) · up(x)) with act = SiLU (swiglu) or GELU-tanh (geglu, as T5 v1.1/Gemma)."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.gate_proj = nn.Linear(d, p.hidden, bias=p.bias)
+        self.up_proj = nn.Linear(d, p.hidden, bias=p.bias)
+        self.down_proj = nn.Linear(p.hidden, d, bias=p.bias)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        act = F.silu if self.op == "swiglu" else ACTIVATIONS["gelu_tanh"]
+        return self.down_proj(act(self.gate_proj(x)) * self.up_proj(x))
+
+
+@implements("linear")
+class Linear(OpModule):
+    """A dense projection (`proj.weight` [out, d], `proj.bias`)."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.proj = nn.Linear(in_types[0].width, p.out, bias=p.bias)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return self.proj(x)
+
+
+@implements("dropout")
+class Dropout(OpModule):
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return F.dropout(x, self.params.p, self.training)
+
+
+@implements("relu", "gelu", "silu", "sigmoid", "tanh")
+class Activation(OpModule):
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return ACTIVATIONS[self.op](x)

@@ -1,0 +1,81 @@
+"""Output heads: language modeling (tied or not), sequence classification, token classification."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.module import Context, Init, OpModule
+from archc.backends.torch.registry import implements
+
+
+@implements("lm_head")
+class LMHead(OpModule):
+    """logits = x·Wᵀ (+ b). Untied: `weight` [vocab, d], N(0, 0.02). Tied: the token embedding's
+    weight is used and no parameter is registered here (so it is counted and saved once)."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        vocab, d = out_type.width, in_types[0].width
+        self.weight = None if p.tied else nn.Parameter(torch.empty(vocab, d))
+        self.bias = nn.Parameter(torch.zeros(vocab)) if p.bias else None
+        self._tied: list[nn.Module] = []
+
+    def tie(self, embed: nn.Module) -> None:
+        # a list, so the embedding is not registered twice as a submodule
+        self._tied = [embed]
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        w = self.weight if self.weight is not None else self._tied[0].weight
+        return F.linear(x, w, self.bias)
+
+    def init_weights(self, init: Init) -> None:
+        if self.weight is not None:
+            init.normal_(self.weight)
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias.zero_()
+
+
+def pool(x: Tensor, how: str, mask: Tensor | None) -> Tensor:
+    """[B, T, d] -> [B, d]: the first token (`cls`), the mean over real tokens, or the last real
+    token (`last`, the convention of decoder classifiers such as LlamaForSequenceClassification)."""
+    if how == "cls":
+        return x[:, 0]
+    if mask is None:
+        return x.mean(1) if how == "mean" else x[:, -1]
+    m = mask.to(x.dtype)
+    if how == "mean":
+        return (x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+    last = (mask.long().cumsum(1).argmax(1))  # index of the last real token
+    return x[torch.arange(x.shape[0], device=x.device), last]
+
+
+@implements("cls_head")
+class ClsHead(OpModule):
+    """pool → (`pooler`: Linear(d, d) + tanh, as BERT) → `classifier` Linear(d, classes)."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.pooler = nn.Linear(d, d) if p.pooler else None
+        self.classifier = nn.Linear(d, p.classes)
+
+    def forward(self, x: Tensor, ctx: Context) -> Tensor:
+        h = pool(x, self.params.pool, ctx.attention_mask)
+        if self.pooler is not None:
+            h = torch.tanh(self.pooler(h))
+        return self.classifier(h)
+
+
+@implements("token_cls_head")
+class TokenClsHead(OpModule):
+    """`classifier` Linear(d, classes) on every token."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.classifier = nn.Linear(in_types[0].width, p.classes)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return self.classifier(x)

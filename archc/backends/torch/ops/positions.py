@@ -1,0 +1,102 @@
+"""Relative position schemes used inside attention: RoPE, ALiBi and T5's bucketed relative bias.
+
+These are components (`attention(..., pos=rope(theta=1e4))`), not modules of their own; the
+attention modules call the functions here. All of them work from absolute positions, so the same
+code serves `forward` (positions 0..T-1) and `step` (positions of the cache and the new tokens).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def rope_inv_freq(p, rot_dim: int, device: torch.device | None = None) -> Tensor:
+    """Rotation frequencies θ^(-2i/d) for i < d/2 (Su et al., RoFormer eq. 15), with context
+    extension: `linear` divides positions by `factor` (Chen et al., position interpolation);
+    `ntk` raises the base to θ·factor^(d/(d−2)) (the "NTK-aware" scaling of bloc97, as Code Llama's
+    base change), which stretches low frequencies and keeps high ones."""
+    theta = p["theta"]
+    if p["scaling"] == "ntk":
+        theta = theta * p["factor"] ** (rot_dim / (rot_dim - 2))
+    inv = 1.0 / theta ** (torch.arange(0, rot_dim, 2, device=device, dtype=torch.float32) / rot_dim)
+    if p["scaling"] == "linear":
+        inv = inv / p["factor"]
+    return inv
+
+
+def rope_cos_sin(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """cos/sin tables [T, rot_dim] for the given positions, computed in fp32 (as transformers)."""
+    freqs = positions.float()[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first rot_dim features of x [B, H, T, hd] (the GPT-NeoX / Llama half-split
+    layout: feature i pairs with i + rot_dim/2); the rest pass through (partial rotary)."""
+    rot = cos.shape[-1]
+    if rot == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    xr, xp = x[..., :rot], x[..., rot:]
+    return torch.cat((xr * cos + _rotate_half(xr) * sin, xp), dim=-1)
+
+
+def alibi_slopes(heads: int) -> list[float]:
+    """Head slopes 2^(−8i/n) for n the largest power of two ≤ heads; extra heads take the odd
+    powers of the next scale (Press et al., ALiBi, and their reference code)."""
+
+    def pow2(n: int) -> list[float]:
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    n = 2 ** math.floor(math.log2(heads))
+    slopes = pow2(n)
+    if n < heads:
+        slopes += pow2(2 * n)[0::2][: heads - n]
+    return slopes
+
+
+def alibi_bias(slopes: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+    """[H, Tq, Tk] bias −slope·|q − k| (for causal attention only k ≤ q survive the mask, so this
+    is the paper's −slope·(q − k))."""
+    dist = (q_pos[:, None] - k_pos[None, :]).abs().float()
+    return -slopes.to(q_pos.device)[:, None, None] * dist
+
+
+def t5_bucket(rel: Tensor, bidirectional: bool, buckets: int, max_distance: int) -> Tensor:
+    """T5's relative-position bucket of rel = key − query (Raffel et al.; transformers'
+    `T5Attention._relative_position_bucket`): exact buckets for small distances, log-spaced up to
+    `max_distance`; bidirectional attention uses half the buckets per direction."""
+    out = torch.zeros_like(rel)
+    if bidirectional:
+        buckets //= 2
+        out = out + (rel > 0).long() * buckets
+        n = rel.abs()
+    else:
+        n = (-rel).clamp(min=0)
+    exact = buckets // 2
+    large = exact + (torch.log(n.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+                     * (buckets - exact)).long()
+    large = large.clamp(max=buckets - 1)
+    return out + torch.where(n < exact, n, large)
+
+
+class RelativeBias(nn.Module):
+    """T5's learned bias table `weight` [buckets, heads]."""
+
+    def __init__(self, buckets: int, max_distance: int, heads: int, bidirectional: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(buckets, heads))
+        self.buckets, self.max_distance, self.bidirectional = buckets, max_distance, bidirectional
+
+    def forward(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        b = t5_bucket(k_pos[None, :] - q_pos[:, None], self.bidirectional, self.buckets, self.max_distance)
+        return nn.functional.embedding(b, self.weight).permute(2, 0, 1)

@@ -1,0 +1,135 @@
+"""Synthetic training tasks generated in-process (no downloads), as used to probe sequence mixers.
+
+Each task yields `(input_ids, labels)` batches of token ids, with `labels = -100` everywhere except
+the positions the model is scored on; labels sit at the position of the token to be predicted (the
+model shifts them, as transformers' causal LMs). Token ids: 0 = blank/noise, 1 = separator,
+2 = query marker, data tokens from 3 up to the task's vocabulary.
+
+* `copy`: random tokens, a separator, the same tokens again (scored on the copy).
+* `selective_copy`: data tokens scattered among blanks, then the data tokens in order (Gu & Dao,
+  Mamba §4.1.1) — needs content-aware selection, not a fixed shift.
+* `mqar`: multi-query associative recall (Arora et al., Zoology): key–value pairs, then keys
+  again; scored on the recalled values.
+* `induction`: a random sequence repeated once; scored on the second half, which an induction head
+  solves by copying what followed the previous occurrence (Olsson et al.).
+* `chars`: character-level language modeling on the Python standard library's own source files,
+  a corpus every machine with Python has (byte tokens, vocab 256).
+"""
+
+from __future__ import annotations
+
+import sysconfig
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+IGNORE = -100
+BLANK, SEP, QUERY, FIRST = 0, 1, 2, 3
+
+
+@dataclass
+class Task(ABC):
+    name: str
+    vocab: int  # token ids the task uses (must not exceed the model's vocabulary)
+
+    @abstractmethod
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """`(input_ids, labels)`, each [batch, seq]."""
+
+    def _data(self, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+        return torch.randint(FIRST, self.vocab, shape, generator=gen)
+
+
+class Copy(Task):
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        n = (seq - 1) // 2
+        x = self._data((batch, n), gen)
+        ids = torch.cat((x, torch.full((batch, 1), SEP), x), 1)
+        labels = torch.full_like(ids, IGNORE)
+        labels[:, n + 1:] = x
+        return _fit(ids, labels, seq)
+
+
+class SelectiveCopy(Task):
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        n = max(1, seq // 8)
+        span = seq - n - 1
+        data = self._data((batch, n), gen)
+        ids = torch.full((batch, seq), BLANK)
+        # n distinct positions among the first `span`, kept in order
+        pos = torch.rand(batch, span, generator=gen).argsort(1)[:, :n].sort(1).values
+        ids.scatter_(1, pos, data)
+        ids[:, span] = SEP
+        ids[:, span + 1:] = data
+        labels = torch.full_like(ids, IGNORE)
+        labels[:, span + 1:] = data
+        return ids, labels
+
+
+class MQAR(Task):
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        pairs = max(1, seq // 4)
+        half = (self.vocab - FIRST) // 2
+        # distinct keys per row from the lower half of the data ids, values from the upper half
+        keys = torch.rand(batch, half, generator=gen).argsort(1)[:, :pairs] + FIRST
+        vals = torch.randint(FIRST + half, self.vocab, (batch, pairs), generator=gen)
+        ctx = torch.stack((keys, vals), 2).flatten(1)  # k1 v1 k2 v2 ...
+        order = torch.rand(batch, pairs, generator=gen).argsort(1)
+        qk, qv = keys.gather(1, order), vals.gather(1, order)
+        query = torch.stack((qk, qv), 2).flatten(1)  # k v again, in another order: scored on v
+        ids = torch.cat((ctx, query), 1)
+        labels = torch.full_like(ids, IGNORE)
+        labels[:, 2 * pairs + 1::2] = qv
+        return _fit(ids, labels, seq)
+
+
+class Induction(Task):
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        n = seq // 2
+        x = self._data((batch, n), gen)
+        ids = torch.cat((x, x), 1)
+        labels = torch.full_like(ids, IGNORE)
+        labels[:, n + 1:] = x[:, 1:]  # the first repeated token is not predictable
+        return _fit(ids, labels, seq)
+
+
+class Chars(Task):
+    def __init__(self, name: str, vocab: int) -> None:
+        super().__init__(name, 256)
+        root = Path(sysconfig.get_paths()["stdlib"])
+        files = sorted(root.glob("*.py"))
+        text = b"".join(f.read_bytes() for f in files)
+        self.data = torch.frombuffer(bytearray(text), dtype=torch.uint8).long()
+        self.source = f"{len(files)} files of {root} ({len(text) / 1e6:.1f} MB)"
+
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        start = torch.randint(0, len(self.data) - seq, (batch,), generator=gen)
+        ids = torch.stack([self.data[s:s + seq] for s in start.tolist()])
+        return ids, ids.clone()
+
+
+def _fit(ids: Tensor, labels: Tensor, seq: int) -> tuple[Tensor, Tensor]:
+    """Pad (blank, unscored) or cut to exactly `seq` tokens."""
+    if ids.shape[1] < seq:
+        pad = seq - ids.shape[1]
+        ids = torch.cat((ids, torch.full((ids.shape[0], pad), BLANK)), 1)
+        labels = torch.cat((labels, torch.full((labels.shape[0], pad), IGNORE)), 1)
+    return ids[:, :seq], labels[:, :seq]
+
+
+TASKS: dict[str, type[Task]] = {"copy": Copy, "selective_copy": SelectiveCopy, "mqar": MQAR,
+                                "induction": Induction, "chars": Chars}
+
+
+def make_task(name: str, model_vocab: int, task_vocab: int = 64) -> Task:
+    """A task by name, its vocabulary capped by the model's (chars needs a vocabulary ≥ 256)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    if name == "chars":
+        if model_vocab < 256:
+            raise ValueError(f"the chars task needs a vocabulary of at least 256 bytes, the model has {model_vocab}")
+        return Chars(name, 256)
+    return TASKS[name](name, min(task_vocab, model_vocab))

@@ -1,0 +1,196 @@
+"""The training loop behind `archc train`: AdamW, linear warmup + cosine decay, gradient clipping,
+gradient accumulation, activation checkpointing, bf16 autocast, safetensors checkpoints with
+resume, a rich progress bar (loss, accuracy, tokens/s) and a loss-curve PNG.
+
+Models built by archc are plain `nn.Module`s, so any PyTorch loop trains them too; this loop is the
+one a user gets without writing code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from archc.backends.torch.checkpoint import load_train_state, load_weights, save_train_state, save_weights
+from archc.backends.torch.model import IGNORE_INDEX, ArchModel
+from archc.backends.torch.tasks import Task
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    optimizer: str = "adamw"  # adamw | sgd
+    schedule: str = "cosine"  # cosine | linear | constant (all after a linear warmup)
+    momentum: float = 0.9  # sgd only
+    batch: int = 16
+    seq: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup: int = 30
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    accum: int = 1
+    checkpointing: bool = False
+    bf16: bool = False
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 0  # 0: only at the end
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    accuracy: float = 0.0
+    tokens_per_s: float = 0.0
+    out_dir: Path | None = None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the peak lr: linear warmup over `warmup` steps, then cosine (as nanoGPT /
+    Chinchilla) or linear decay to `min_lr_ratio` at `steps`, or constant."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    if cfg.schedule == "constant":
+        return 1.0
+    shape = 1 - progress if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+def config_from_section(section: dict | None, **overrides) -> TrainConfig:
+    """A `TrainConfig` from a spec's validated `train { }` section, then explicit overrides (the
+    command-line flags that were given)."""
+    cfg: dict = {}
+    if section:
+        opt, sched = section["optimizer"], section["schedule"]
+        cfg.update(steps=section["steps"], batch=section["batch"], seq=section["seq"],
+                   accum=section["accumulate"], grad_clip=section["grad_clip"] or 0.0,
+                   bf16=section["precision"] == "bf16", checkpointing=section["checkpointing"],
+                   optimizer=opt["fn"], schedule=sched["fn"])
+        kw = opt["kwargs"]
+        for k in ("lr", "weight_decay", "momentum"):
+            if k in kw:
+                cfg[k] = float(kw[k])
+        if "betas" in kw:
+            cfg["betas"] = tuple(kw["betas"])
+        if "warmup" in sched["kwargs"]:
+            cfg["warmup"] = int(sched["kwargs"]["warmup"])
+        if "min_lr" in sched["kwargs"] and "lr" in cfg:
+            cfg["min_lr_ratio"] = float(sched["kwargs"]["min_lr"]) / cfg["lr"]
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    cfg.setdefault("warmup", min(TrainConfig.warmup, max(1, cfg.get("steps", TrainConfig.steps) // 10)))
+    return TrainConfig(**cfg)
+
+
+def make_optimizer(model: ArchModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (or SGD with momentum) with weight decay on matrices only (not on norms, biases, or
+    1-D scales)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> float:
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    scored = labels != IGNORE_INDEX
+    if not bool(scored.any()):
+        return 0.0
+    return float((logits.argmax(-1)[scored] == labels[scored]).float().mean())
+
+
+def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | None = None,
+          resume: bool = False, progress: bool = True, spec_name: str = "") -> TrainResult:
+    out = Path(out_dir) if out_dir is not None else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    model.gradient_checkpointing = cfg.checkpointing
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg))
+    start = 0
+    losses: list[float] = []
+    if resume and out is not None:
+        meta = load_weights(model, out / "last.safetensors")
+        start = load_train_state(out / "train_state.safetensors", model, opt, gen)
+        losses = list(meta.get("losses", []))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg), last_epoch=start - 1)
+    device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    acc = 0.0
+    tokens = 0
+    t0 = time.perf_counter()
+    bar = _progress(progress)
+    with bar:
+        task_id = bar.add_task("train", total=cfg.steps, completed=start, loss=float("nan"), acc=0.0, tps=0.0)
+        for step in range(start, cfg.steps):
+            opt.zero_grad(set_to_none=True)
+            total = 0.0
+            for _ in range(cfg.accum):
+                ids, labels = task.batch(cfg.batch, cfg.seq, gen)
+                ids, labels = ids.to(device), labels.to(device)
+                with autocast:
+                    outp = model(ids, labels=labels)
+                (outp.loss / cfg.accum).backward()
+                total += float(outp.loss.detach()) / cfg.accum
+                tokens += ids.numel()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            losses.append(total)
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                acc = accuracy(outp.logits.detach(), labels, model.causal)
+            tps = tokens / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task_id, advance=1, loss=total, acc=acc, tps=tps)
+            if out is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
+                _save(model, opt, step + 1, gen, cfg, out, losses, spec_name)
+    result = TrainResult(cfg.steps, losses, acc, tokens / max(time.perf_counter() - t0, 1e-9), out)
+    if out is not None:
+        _save(model, opt, cfg.steps, gen, cfg, out, losses, spec_name)
+        plot_losses(losses, out / "loss.png", title=f"{spec_name} — {task.name}")
+    model.eval()
+    return result
+
+
+def _save(model: ArchModel, opt: torch.optim.Optimizer, step: int, gen: torch.Generator, cfg: TrainConfig,
+          out: Path, losses: list[float], spec_name: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"spec": spec_name, "step": step, "losses": losses, "config": asdict(cfg)}
+    save_weights(model, out / "last.safetensors", meta)
+    save_train_state(out / "train_state.safetensors", model, opt, step, gen, {"config": asdict(cfg)})
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+
+def plot_losses(losses: list[float], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(range(1, len(losses) + 1), losses, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  "
+                               "{task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn(), disable=not enabled)

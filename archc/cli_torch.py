@@ -1,0 +1,231 @@
+"""`archc build`, `archc train` and `archc generate`: the commands that need PyTorch.
+
+They live apart from `archc/cli.py` so that the fast commands never import torch. Every failure a
+user can cause (an op without a module yet, weights that do not fit the spec, an output that
+already exists, a bad option) is a diagnostic with a code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from archc.errors import ArchError, Diagnostic
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    def __init__(self, diag: Diagnostic) -> None:
+        super().__init__(diag.message)
+        self.diag = diag
+
+
+def _fail(code: str, message: str, hint: str | None = None, span=None) -> CommandError:
+    return CommandError(Diagnostic(code, message, span, hint))
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise _fail("ARC0904", "this command needs PyTorch, which is not installed",
+                    'install the torch extra: pip install "archc[torch]"') from None
+
+
+def _build_model(path: str, seed: int, sources: dict[str, str], device: str = "cpu"):
+    from archc.cli import _load
+
+    _need_torch()
+    from archc.backends.torch import BackendError, build
+
+    prog = _load(path, argparse.Namespace(max_nodes=200_000, max_params=1e13), sources)
+    try:
+        return build(prog.graph, seed=seed, device=device), prog
+    except BackendError as e:
+        raise _fail("ARC0901", f"{e.message} (node `{e.node.id}`)", e.hint, e.node.span) from None
+
+
+def _refuse_overwrite(path: Path, force: bool, what: str = "file") -> None:
+    if path.exists() and not force:
+        raise _fail("ARC0903", f"{path} already exists; refusing to overwrite the {what}",
+                    "choose another output, or pass --force to replace it")
+
+
+def _run(fn, args: argparse.Namespace) -> int:
+    from archc.cli import _print_diags
+
+    sources: dict[str, str] = {}
+    try:
+        return fn(args, sources)
+    except ArchError as e:
+        _print_diags(e.diagnostics, sources)
+    except CommandError as e:
+        _print_diags([e.diag], sources)
+    return EXIT_ERRORS
+
+
+# -- build ----------------------------------------------------------------------------------
+
+
+def _cmd_build(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    from archc.backends.torch.checkpoint import save_weights
+
+    out = Path(args.output) if args.output else None
+    if out is not None:
+        _refuse_overwrite(out, args.force)
+    model, prog = _build_model(args.file, args.init_seed, sources)
+    n = model.num_parameters()
+    print(f"{prog.graph.name}: {n:,} parameters, {len(list(model.named_parameters()))} tensors, "
+          f"state {', '.join(model.state_names[:4])}{' …' if len(model.state_names) > 4 else ''}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(model, out, {"spec": prog.graph.name, "seed": args.init_seed})
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    return _run(_cmd_build, args)
+
+
+# -- train ----------------------------------------------------------------------------------
+
+
+def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    out = Path(args.out)
+    if (out / "last.safetensors").exists() and not (args.resume or args.force):
+        raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
+                    "pass --resume to continue it, --force to start over, or --out for a new folder")
+    if args.resume and not (out / "train_state.safetensors").exists():
+        raise _fail("ARC0904", f"--resume: {out} has no train_state.safetensors to resume from")
+    model, prog = _build_model(args.file, args.seed, sources)
+    import torch
+
+    from archc.backends.torch.tasks import make_task
+    from archc.backends.torch.train import config_from_section, train
+
+    torch.manual_seed(args.seed)
+    section = prog.graph.sections.get("train")
+    task_name = args.task or (section or {}).get("task") or "induction"
+    if model.head != "lm_head":
+        raise _fail("ARC0904", f"the built-in tasks train language models; {prog.graph.name} ends in {model.head}")
+    vocab = model.out_type_vocab()
+    try:
+        task = make_task(task_name, vocab)
+    except ValueError as e:
+        raise _fail("ARC0904", str(e)) from None
+    cfg = config_from_section(section, steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
+                              accum=args.accum, warmup=args.warmup, seed=args.seed,
+                              checkpointing=args.checkpointing or None, bf16=args.bf16 or None)
+    threads = torch.get_num_threads()
+    print(f"training {prog.graph.name} ({model.num_parameters():,} parameters) on `{task.name}`"
+          f"{' — ' + task.source if hasattr(task, 'source') else ''}: {cfg.steps} steps × {cfg.batch}×{cfg.seq} "
+          f"tokens, lr {cfg.lr:g}, {threads} threads", file=sys.stderr)
+    res = train(model, task, cfg, out_dir=out, resume=args.resume, progress=not args.quiet,
+                spec_name=prog.graph.name)
+    first = sum(res.losses[:10]) / max(1, len(res.losses[:10]))
+    last = sum(res.losses[-10:]) / max(1, len(res.losses[-10:]))
+    print(f"loss {first:.3f} → {last:.3f} (mean of first/last 10 steps), accuracy on scored tokens "
+          f"{res.accuracy:.3f}, {res.tokens_per_s:,.0f} tokens/s")
+    print(f"wrote {out / 'last.safetensors'}, {out / 'train_state.safetensors'}, {out / 'loss.png'}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _run(_cmd_train, args)
+
+
+# -- generate -------------------------------------------------------------------------------
+
+
+def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    model, prog = _build_model(args.file, args.seed, sources)
+    import torch
+
+    from archc.backends.torch.checkpoint import load_weights
+
+    if args.weights:
+        try:
+            load_weights(model, args.weights)
+        except (OSError, ValueError) as e:
+            raise _fail("ARC0902", f"cannot load {args.weights}: {e}",
+                        "weights must come from `archc build -o` or `archc train` of the same spec") from None
+    if model.head != "lm_head" or not model.causal:
+        raise _fail("ARC0904", f"{prog.graph.name} is not a causal language model; generate needs one")
+    vocab = model.out_type_vocab()
+    byte_level = args.prompt_ids is None
+    if byte_level:
+        if vocab < 256:
+            raise _fail("ARC0904", f"text prompts are UTF-8 bytes, which needs a vocabulary ≥ 256 (this has {vocab})",
+                        "pass token ids with --prompt-ids '3 4 5'")
+        ids = list(args.prompt.encode("utf-8")) or [10]
+    else:
+        try:
+            ids = [int(t) for t in args.prompt_ids.replace(",", " ").split()]
+        except ValueError:
+            raise _fail("ARC0904", "--prompt-ids takes integers separated by spaces or commas") from None
+        if not ids or max(ids) >= vocab or min(ids) < 0:
+            raise _fail("ARC0904", f"--prompt-ids must be non-empty token ids in [0, {vocab})")
+    draft = None
+    if args.draft:
+        draft, _ = _build_model(args.draft, args.seed, sources)
+        if args.draft_weights:
+            load_weights(draft, args.draft_weights)
+    x = torch.tensor([ids])
+    out = model.generate(x, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                         top_p=args.top_p, num_beams=args.num_beams, draft=draft, seed=args.seed)
+    new = out[0, len(ids):].tolist()
+    if byte_level:
+        sys.stdout.write(args.prompt + bytes(t % 256 for t in new).decode("utf-8", errors="replace") + "\n")
+    else:
+        print(" ".join(str(t) for t in ids + new))
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    return _run(_cmd_generate, args)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("build", help="compile a spec to a PyTorch module; optionally save its initial weights")
+    b.add_argument("file", metavar="FILE")
+    b.add_argument("--init-seed", type=int, default=0, help="seed of the weight initialization (0)")
+    b.add_argument("-o", "--output", help="write the weights to this .safetensors file")
+    b.add_argument("--force", action="store_true", help="replace an existing output file")
+    b.set_defaults(fn=cmd_build)
+
+    t = sub.add_parser("train", help="train a spec on a built-in synthetic task (no downloads)")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "chars"),
+                   help="task (default: the spec's train section, else induction)")
+    t.add_argument("--steps", type=int)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--seq", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--warmup", type=int)
+    t.add_argument("--accum", type=int, help="gradient accumulation steps")
+    t.add_argument("--checkpointing", action="store_true", help="activation checkpointing per layer")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    t.add_argument("--seed", type=int, default=0, help="seed of the init and the data (0)")
+    t.add_argument("--out", default="run", help="run folder for checkpoints and loss.png (run)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    g = sub.add_parser("generate", help="sample from a (trained) causal language model")
+    g.add_argument("file", metavar="FILE")
+    g.add_argument("--weights", help=".safetensors from `archc train` / `archc build -o` (default: random init)")
+    g.add_argument("--prompt", default="", help="text prompt, as UTF-8 bytes (byte-level models)")
+    g.add_argument("--prompt-ids", help="token ids instead of text, e.g. '3 4 5'")
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--num-beams", type=int, default=1)
+    g.add_argument("--draft", help="a draft spec for speculative decoding")
+    g.add_argument("--draft-weights")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(fn=cmd_generate)

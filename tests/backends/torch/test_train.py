@@ -1,0 +1,125 @@
+"""The training loop and the synthetic tasks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from archc.backends.torch import build
+from archc.backends.torch.checkpoint import load_weights
+from archc.backends.torch.tasks import IGNORE, SEP, make_task
+from archc.backends.torch.train import TrainConfig, config_from_section, lr_at, train
+
+TINY = """
+model t(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x), heads=2, causal=true, pos=rope())
+    return x + swiglu(rmsnorm(x), hidden=64)
+  }
+  x = embed(tokens, 300, 32)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}
+"""
+
+
+@pytest.fixture
+def model():
+    import archc
+
+    return build(archc.loads(TINY, "t.arch").graph, seed=0)
+
+
+@pytest.mark.parametrize("name", ["copy", "selective_copy", "mqar", "induction", "chars"])
+def test_tasks_are_deterministic_and_well_formed(name):
+    task = make_task(name, 300)
+    a = task.batch(4, 64, torch.Generator().manual_seed(0))
+    b = task.batch(4, 64, torch.Generator().manual_seed(0))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    ids, labels = a
+    assert ids.shape == labels.shape == (4, 64)
+    assert int(ids.max()) < task.vocab
+    scored = labels != IGNORE
+    assert scored.any()
+    assert torch.equal(labels[scored], ids[scored])  # labels sit at the predicted token's position
+
+
+def test_copy_and_mqar_targets_are_recoverable_from_context():
+    ids, labels = make_task("copy", 64).batch(2, 21, torch.Generator().manual_seed(1))
+    assert torch.equal(ids[:, 11:21], ids[:, :10]) and (ids[:, 10] == SEP).all()
+    ids, labels = make_task("mqar", 64).batch(2, 32, torch.Generator().manual_seed(2))
+    for row in range(2):
+        pairs = dict(zip(ids[row, 0:16:2].tolist(), ids[row, 1:16:2].tolist(), strict=True))
+        for j in range(17, 32, 2):
+            assert pairs[int(ids[row, j - 1])] == int(labels[row, j])
+
+
+def test_schedule_warmup_and_cosine():
+    cfg = TrainConfig(steps=100, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55) and lr_at(100, cfg) == pytest.approx(0.1)
+
+
+def test_train_section_becomes_config():
+    import archc
+
+    section = archc.load("specs/llama-tiny.arch").graph.sections["train"]
+    cfg = config_from_section(section, steps=7)
+    assert (cfg.lr, cfg.weight_decay, cfg.warmup, cfg.batch, cfg.seq, cfg.steps) == (3e-4, 0.1, 100, 16, 256, 7)
+
+
+def test_training_learns_induction(model):
+    res = train(model, make_task("induction", 300, 16), TrainConfig(steps=60, batch=16, seq=32, lr=3e-3, warmup=5),
+                progress=False)
+    assert sum(res.losses[-5:]) / 5 < 0.5 * sum(res.losses[:5]) / 5
+
+
+def test_resume_continues_exactly(tmp_path, model):
+    import archc
+
+    task = make_task("copy", 300, 16)
+    cfg = TrainConfig(steps=6, batch=4, seq=16, lr=1e-3, warmup=2, save_every=3)
+    whole = build(archc.loads(TINY, "t.arch").graph, seed=0)
+    train(whole, task, cfg, out_dir=tmp_path / "a", progress=False)
+    half = build(archc.loads(TINY, "t.arch").graph, seed=0)
+    train(half, task, TrainConfig(**{**cfg.__dict__, "steps": 3}), out_dir=tmp_path / "b", progress=False)
+    resumed = build(archc.loads(TINY, "t.arch").graph, seed=5)  # weights come from the checkpoint
+    res = train(resumed, task, cfg, out_dir=tmp_path / "b", resume=True, progress=False)
+    assert len(res.losses) == 6
+    for (n, p), q in zip(whole.named_parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=n)
+    assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
+
+
+def test_accumulation_and_checkpointing_give_the_same_gradients(model):
+    ids = torch.randint(0, 300, (4, 16))
+    model.zero_grad()
+    model(ids, labels=ids).loss.backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.gradient_checkpointing = True
+    for half in (ids[:2], ids[2:]):
+        (model(half, labels=half).loss / 2).backward()
+    model.gradient_checkpointing = False
+    for p, r in zip(model.parameters(), ref, strict=True):
+        torch.testing.assert_close(p.grad, r, atol=1e-6, rtol=1e-4)
+
+
+def test_bf16_autocast_trains(model):
+    res = train(model, make_task("copy", 300, 16), TrainConfig(steps=3, batch=2, seq=16, bf16=True), progress=False)
+    assert all(torch.isfinite(torch.tensor(res.losses)))
+
+
+def test_weights_round_trip_and_mismatch(tmp_path, model):
+    from archc.backends.torch.checkpoint import save_weights
+
+    save_weights(model, tmp_path / "w.safetensors", {"spec": "t"})
+    other = build("specs/llama-tiny.arch", seed=1)
+    with pytest.raises(ValueError, match="does not match"):
+        load_weights(other, tmp_path / "w.safetensors")
+    import archc
+
+    again = build(archc.loads(TINY, "t.arch").graph, seed=9)
+    assert load_weights(again, tmp_path / "w.safetensors")["spec"] == "t"
+    for p, q in zip(model.parameters(), again.parameters(), strict=True):
+        assert torch.equal(p, q)

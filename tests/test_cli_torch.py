@@ -1,0 +1,70 @@
+"""`archc build`, `archc train`, `archc generate` end to end, and their diagnostics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from archc.cli import main
+
+TINY = """
+model t(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x), heads=2, causal=true, pos=rope())
+    return x + swiglu(rmsnorm(x), hidden=64)
+  }
+  x = embed(tokens, 256, 32)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}
+"""
+
+
+def test_build_writes_reproducible_weights_and_refuses_overwrite(tmp_path: Path, capsys):
+    out = tmp_path / "w.safetensors"
+    assert main(["build", "specs/llama-tiny.arch", "--init-seed", "0", "-o", str(out)]) == 0
+    assert "3,819,776 parameters" in capsys.readouterr().out
+    first = load_file(str(out))
+    assert main(["build", "specs/llama-tiny.arch", "-o", str(out)]) == 1
+    assert "ARC0903" in capsys.readouterr().err
+    assert main(["build", "specs/llama-tiny.arch", "--init-seed", "0", "-o", str(out), "--force"]) == 0
+    again = load_file(str(out))
+    assert all((first[k] == again[k]).all() for k in first)
+
+
+def test_build_of_an_op_without_module_points_at_the_call(capsys):
+    assert main(["build", "specs/mamba-tiny.arch"]) == 1
+    err = capsys.readouterr().err
+    assert "ARC0901" in err and "mamba-tiny.arch:" in err and "^" in err and "Traceback" not in err
+
+
+def test_train_then_generate(tmp_path: Path, write_spec, capsys):
+    spec = str(write_spec(TINY))
+    run = tmp_path / "run"
+    args = ["train", spec, "--task", "chars", "--steps", "4", "--batch", "2", "--seq", "32", "--out", str(run), "-q"]
+    assert main(args) == 0
+    assert {"last.safetensors", "train_state.safetensors", "loss.png"} <= {p.name for p in run.iterdir()}
+    assert main(args) == 1  # a finished run is never overwritten without asking
+    assert "ARC0903" in capsys.readouterr().err
+    resumed = [a if a != "4" else "8" for a in args]  # four more steps on top of the first four
+    assert main([*resumed, "--resume"]) == 0
+    capsys.readouterr()
+    assert main(["generate", spec, "--weights", str(run / "last.safetensors"), "--prompt", "def ",
+                 "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("def ")
+    assert main(["generate", spec, "--prompt-ids", "1 2 3", "--max-new-tokens", "4", "--num-beams", "2"]) == 0
+    assert len(capsys.readouterr().out.split()) == 7
+
+
+def test_generate_with_mismatched_weights_is_a_diagnostic(tmp_path: Path, write_spec, capsys):
+    out = tmp_path / "w.safetensors"
+    assert main(["build", "specs/llama-tiny.arch", "-o", str(out)]) == 0
+    assert main(["generate", str(write_spec(TINY)), "--weights", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "ARC0902" in err and "Traceback" not in err
+
+
+def test_generate_needs_a_causal_lm(capsys):
+    assert main(["generate", "specs/bert-base.arch"]) == 1
+    assert "ARC0904" in capsys.readouterr().err
