@@ -231,3 +231,46 @@ def test_ntk_rope_base_change():
     ntk = rope_inv_freq({"theta": 1e4, "scaling": "ntk", "factor": 8.0}, 64)
     torch.testing.assert_close(ntk[0], plain[0])
     torch.testing.assert_close(ntk[-1], plain[-1] / 8.0, rtol=1e-5, atol=0)
+
+
+MIXTRAL_SPEC = """
+model ref(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x, eps=1e-5), heads=4, kv_heads=2, causal=true, pos=rope(theta=1e6))
+    return x + moe(rmsnorm(x, eps=1e-5), experts=4, top_k=2, expert=swiglu(hidden=48), aux_loss=AUX)
+  }
+  x = embed(tokens, 64, 32)
+  x = repeat(LAYERS, decoder)(x)
+  return lm_head(rmsnorm(x, eps=1e-5))
+}
+"""
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_mixtral_matches_transformers(layers):
+    cfg = transformers.MixtralConfig(vocab_size=64, hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                                     num_key_value_heads=2, intermediate_size=48, num_local_experts=4,
+                                     num_experts_per_tok=2, rope_theta=1e6, tie_word_embeddings=False,
+                                     output_router_logits=True, router_aux_loss_coef=0.02)
+    torch.manual_seed(5)
+    hf = transformers.MixtralForCausalLM(cfg).eval()
+    sd = hf.state_dict()
+    m = _llama_like_map(sd, layers)
+    m["lm_head.weight"] = sd["lm_head.weight"]
+    for i in range(layers):
+        p = f"model.layers.{i}.mlp."
+        m[f"layers.{i}.moe.router.weight"] = sd[p + "gate.weight"]
+        gate_up, down = sd[p + "experts.gate_up_proj"], sd[p + "experts.down_proj"]
+        for e in range(4):
+            m[f"layers.{i}.moe.experts.{e}.gate_proj.weight"] = gate_up[e, :48]
+            m[f"layers.{i}.moe.experts.{e}.up_proj.weight"] = gate_up[e, 48:]
+            m[f"layers.{i}.moe.experts.{e}.down_proj.weight"] = down[e]
+    ours = _build(MIXTRAL_SPEC.replace("LAYERS", str(layers)).replace("AUX", "0.02"))
+    _load(ours, m)
+    ids = torch.randint(0, 64, (2, 12))
+    ref = hf(ids, labels=ids)
+    out = ours(ids, labels=ids)
+    torch.testing.assert_close(out.logits, ref.logits, atol=ATOL, rtol=1.3e-6)
+    if layers == 1:  # transformers pools router statistics over all layers; one layer is per-layer
+        torch.testing.assert_close(out.aux_loss, 0.02 * ref.aux_loss, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(out.loss, ref.loss, atol=ATOL, rtol=1e-5)
