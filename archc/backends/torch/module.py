@@ -42,6 +42,8 @@ class Context:
     aux_losses: list[Tensor] = field(default_factory=list)
     #: True inside `step` (incremental decoding).
     decoding: bool = False
+    #: Per-call memo for values every layer would recompute (e.g. RoPE tables), keyed by the op.
+    memo: dict[Any, Any] = field(default_factory=dict)
 
 
 class OpModule(nn.Module):

@@ -103,7 +103,8 @@ class AttentionCore(OpModule):
         if self.relative_bias is not None:
             init.normal_(self.relative_bias.weight)
 
-    def qkv(self, x: Tensor, src: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def qkv(self, x: Tensor, src: Tensor, positions: Tensor | None,
+            memo: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Projected q [B, H, T, hd] and k, v [B, KV, S, hd], rotated when the scheme is RoPE."""
         b, t, _ = x.shape
         s = src.shape[1]
@@ -111,7 +112,13 @@ class AttentionCore(OpModule):
         k = self.k_proj(src).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(src).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.rot_dim and positions is not None:
-            cos, sin = rope_cos_sin(positions, rope_inv_freq(self.pos_params, self.rot_dim, x.device), q.dtype)
+            key = ("rope", self.rot_dim, tuple(sorted(self.pos_params.items())), q.dtype)
+            tables = memo.get(key) if memo is not None else None
+            if tables is None:  # computed once per call and shared by every layer with this scheme
+                tables = rope_cos_sin(positions, rope_inv_freq(self.pos_params, self.rot_dim, x.device), q.dtype)
+                if memo is not None:
+                    memo[key] = tables
+            cos, sin = tables
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
 
@@ -186,7 +193,7 @@ class Attention(AttentionCore):
             q, k, v = self.qkv(x, kv, None)
             k_pos = torch.arange(kv.shape[1], device=x.device)
             return self.out(self._sdpa(q, k, v, ctx.positions, k_pos, None, False))
-        q, k, v = self.qkv(x, x, ctx.positions)
+        q, k, v = self.qkv(x, x, ctx.positions, ctx.memo)
         # banded windows always go blockwise: a branch on the length would fix it in exported graphs
         if self.window and self.slopes is None and self.relative_bias is None:
             left, right = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
@@ -208,7 +215,7 @@ class Attention(AttentionCore):
         if kv is not None:
             return self.forward(x, kv, ctx), state
         pos = ctx.positions
-        q, k, v = self.qkv(x, x, pos)
+        q, k, v = self.qkv(x, x, pos, ctx.memo)
         k_cache, v_cache = state
         c = k_cache.shape[2]
         if not self.window:

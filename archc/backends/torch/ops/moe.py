@@ -7,8 +7,9 @@ same in every mode. Dispatch then has two forms with identical results:
 
 * eager: for each expert (a loop over E, fixed by the spec, never over tokens), gather its tokens,
   run the expert on them alone, scale by the gate and `index_add` back — compute ∝ top_k;
-* traced (`torch.compile` / `torch.export`): every expert runs on every token and G weights the
-  sum. There is no data-dependent `nonzero` in the graph — the reason transformers' Mixtral does
+* traced (`torch.compile` / `torch.export`), and for a handful of tokens (decoding), where a
+  gather per expert costs more than the FLOPs it saves: every expert runs on every token and G
+  weights the sum. There is no data-dependent `nonzero` in the graph — the reason transformers' Mixtral does
   not export — and the length stays dynamic. This costs E/top_k× the expert FLOPs, the usual
   price of exporting an MoE without a grouped-GEMM op (optimum does the same).
 """
@@ -110,7 +111,7 @@ class MoE(OpModule):
         if p.z_loss > 0:
             ctx.aux_losses.append(p.z_loss * router_z_loss(logits))
         gates = gates.to(h.dtype)
-        if _tracing():
+        if _tracing() or h.shape[0] <= len(self.experts):  # traced, or a few decode tokens: dense
             out = torch.zeros_like(h)
             for e, expert in enumerate(self.experts):
                 out = out + expert(h) * gates[:, e:e + 1]
