@@ -178,7 +178,9 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
                          top_p=args.top_p, num_beams=args.num_beams, draft=draft, seed=args.seed)
     new = out[0, len(ids):].tolist()
     if byte_level:
-        sys.stdout.write(args.prompt + bytes(t % 256 for t in new).decode("utf-8", errors="replace") + "\n")
+        # ids ≥ 256 are not bytes (the vocabulary is wider than the byte range): shown as U+FFFD
+        data = b"".join(bytes([t]) if t < 256 else "\ufffd".encode() for t in new)
+        sys.stdout.write(args.prompt + data.decode("utf-8", errors="replace") + "\n")
     else:
         print(" ".join(str(t) for t in ids + new))
     return EXIT_OK

@@ -8,6 +8,21 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.arch"))
 
 
+def tiny_lm_spec(vocab: int = 256, d: int = 32, heads: int = 2, hidden: int = 64) -> str:
+    """A two-layer Llama-style causal LM spec, small enough for a test to train in seconds."""
+    return f"""
+model t(tokens) {{
+  block decoder(x) {{
+    x = x + attention(rmsnorm(x), heads={heads}, causal=true, pos=rope())
+    return x + swiglu(rmsnorm(x), hidden={hidden})
+  }}
+  x = embed(tokens, {vocab}, {d})
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}}
+"""
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path):
     """Write spec text to a file in a fresh folder and return its path."""

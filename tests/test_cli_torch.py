@@ -7,18 +7,9 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from archc.cli import main
+from tests.conftest import tiny_lm_spec
 
-TINY = """
-model t(tokens) {
-  block decoder(x) {
-    x = x + attention(rmsnorm(x), heads=2, causal=true, pos=rope())
-    return x + swiglu(rmsnorm(x), hidden=64)
-  }
-  x = embed(tokens, 256, 32)
-  x = repeat(2, decoder)(x)
-  return lm_head(rmsnorm(x), tied=true)
-}
-"""
+TINY = tiny_lm_spec(vocab=256)
 
 
 def test_build_writes_reproducible_weights_and_refuses_overwrite(tmp_path: Path, capsys):

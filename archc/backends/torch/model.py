@@ -82,7 +82,7 @@ class GraphModule(nn.Module):
             mod = None
             if REGISTRY[node.op].kind != "arith":
                 in_types = [graph.nodes[i].type for i in node.inputs]
-                bctx = BuildCtx(node, graph, GraphModule, lambda op, prm, ts: build_op(op, prm, ts, ts[0]))
+                bctx = BuildCtx(node, graph, lambda op, prm, ts: build_op(op, prm, ts, ts[0]))
                 if node.op not in modules():
                     raise BackendError(node, f"op `{node.op}` has no PyTorch module yet",
                                        "see docs/backends.md for the ops the torch backend builds")

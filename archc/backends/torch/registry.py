@@ -43,11 +43,9 @@ def modules() -> dict[str, type]:
 
 @dataclass
 class BuildCtx:
-    """What a module constructor gets besides its parameters: the node, its input types, and a
-    way to build nested graphs (the body of `mod`/`act`/`recurrent_memory`) or component ops
-    (the expert of `moe`)."""
+    """What a module constructor gets besides its parameters: the node, the graph it is in, and a
+    way to build component ops (the expert of `moe`) from their specs and input types."""
 
     node: Node
     graph: Graph
-    build_graph: Callable[[Graph], Any]
     build_op: Callable[[str, dict[str, Any], list[TensorType]], Any]

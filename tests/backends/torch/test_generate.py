@@ -8,21 +8,14 @@ import pytest
 import torch
 
 from archc.backends.torch.generate import verify_draft_token, warp
-from tests.backends.torch.test_hf_reference import LLAMA_SPEC, _build, _llama_like_map, _load
+from tests.backends.torch.test_hf_reference import LLAMA_SPEC, _build, llama_pair
 
 transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
 def pair():
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                   num_key_value_heads=2, intermediate_size=96, rope_theta=500.0,
-                                   tie_word_embeddings=True, attn_implementation="eager")
-    torch.manual_seed(0)
-    hf = transformers.LlamaForCausalLM(cfg).eval()
-    ours = _build(LLAMA_SPEC.format(kv=2, theta=500, scaling="", window=""))
-    _load(ours, _llama_like_map(hf.state_dict(), 2))
-    return hf, ours
+    return llama_pair(kv=2)
 
 
 def test_greedy_equals_transformers(pair):

@@ -58,15 +58,21 @@ model ref(tokens) {{
 """
 
 
-@pytest.mark.parametrize("kv", [4, 2, 1], ids=["mha", "gqa", "mqa"])
-def test_llama_matches_transformers(kv):
+def llama_pair(kv: int, seed: int = 0):
+    """(transformers' LlamaForCausalLM, archc's model of the same spec) with the same weights."""
     cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                                    num_key_value_heads=kv, intermediate_size=96, rope_theta=500.0,
                                    tie_word_embeddings=True, attn_implementation="eager")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     hf = transformers.LlamaForCausalLM(cfg).eval()
     ours = _build(LLAMA_SPEC.format(kv=kv, theta=500, scaling="", window=""))
     _load(ours, _llama_like_map(hf.state_dict(), 2))
+    return hf, ours
+
+
+@pytest.mark.parametrize("kv", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+def test_llama_matches_transformers(kv):
+    hf, ours = llama_pair(kv)
     ids = torch.randint(0, 128, (2, 24))
     ref = hf(ids).logits
     torch.testing.assert_close(ours(ids).logits, ref, atol=ATOL, rtol=1.3e-6)
@@ -274,3 +280,80 @@ def test_mixtral_matches_transformers(layers):
     if layers == 1:  # transformers pools router statistics over all layers; one layer is per-layer
         torch.testing.assert_close(out.aux_loss, 0.02 * ref.aux_loss, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(out.loss, ref.loss, atol=ATOL, rtol=1e-5)
+
+
+def test_geglu_matches_t5_gated_feed_forward():
+    from transformers.models.t5.modeling_t5 import T5DenseGatedActDense
+
+    from archc.backends.torch.module import Context
+
+    cfg = transformers.T5Config(d_model=32, d_ff=48, dense_act_fn="gelu_new", dropout_rate=0.0)
+    torch.manual_seed(6)
+    ref = T5DenseGatedActDense(cfg).eval()
+    model = _build("""
+model t(tokens) {
+  x = embed(tokens, 10, 32)
+  return geglu(x, hidden=48)
+}""")
+    ff = model.get_submodule("mlp")
+    _load(ff, {"gate_proj.weight": ref.wi_0.weight, "up_proj.weight": ref.wi_1.weight,
+               "down_proj.weight": ref.wo.weight})
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(ff(x, Context(torch.arange(5))), ref(x), atol=ATOL, rtol=1.3e-6)
+
+
+def test_sinusoids_match_transformers():
+    from transformers.models.distilbert.modeling_distilbert import create_sinusoidal_embeddings
+
+    from archc.backends.torch.ops.embeddings import sinusoids
+
+    ref = torch.empty(50, 16)
+    create_sinusoidal_embeddings(50, 16, ref)
+    torch.testing.assert_close(sinusoids(torch.arange(50), 16, 10000.0), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_last_token_pooling_matches_llama_sequence_classifier():
+    """`cls_head(pool="last")` scores the last real token of right-padded rows, as
+    LlamaForSequenceClassification (which finds it from the pad token)."""
+    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, intermediate_size=96, rope_theta=500.0, num_labels=3,
+                                   pad_token_id=0, attn_implementation="eager")
+    torch.manual_seed(7)
+    hf = transformers.LlamaForSequenceClassification(cfg).eval()
+    spec = LLAMA_SPEC.format(kv=2, theta=500, scaling="", window="").replace(
+        "lm_head(rmsnorm(x), tied=true)", 'cls_head(rmsnorm(x), classes=3, pool="last")')
+    ours = _build(spec)
+    sd = hf.state_dict()
+    m = _llama_like_map(sd, 2)
+    m["classifier.classifier.weight"] = sd["score.weight"]
+    m["classifier.classifier.bias"] = torch.zeros(3)  # the score layer has no bias
+    _load(ours, m)
+    ids = torch.randint(1, 128, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    ids = ids * mask  # pad id 0 after the real tokens
+    torch.testing.assert_close(ours(ids, attention_mask=mask).logits, hf(ids, attention_mask=mask).logits,
+                               atol=ATOL, rtol=1.3e-6)
+
+
+def test_mean_pooling_and_token_classification_losses():
+    """Mean pooling averages real tokens only; token classification is per-token cross-entropy
+    with -100 ignored (torch's own F.cross_entropy as the reference)."""
+    import torch.nn.functional as F
+
+    base = LLAMA_SPEC.format(kv=2, theta=500, scaling="", window="")
+    mean_model = _build(base.replace("lm_head(rmsnorm(x), tied=true)", 'cls_head(x, classes=2, pool="mean")'))
+    ids = torch.randint(0, 128, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    out = mean_model(ids, attention_mask=mask).logits
+    alone = mean_model(ids[1:, :5]).logits
+    torch.testing.assert_close(out[1:], alone, atol=ATOL, rtol=1.3e-6)
+
+    tag = _build(base.replace("lm_head(rmsnorm(x), tied=true)", "token_cls_head(x, classes=5)"))
+    labels = torch.randint(0, 5, (2, 8))
+    labels[0, :3] = -100
+    res = tag(ids, labels=labels)
+    ref = F.cross_entropy(res.logits.reshape(-1, 5), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(res.loss, ref)

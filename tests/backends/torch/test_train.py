@@ -9,18 +9,9 @@ from archc.backends.torch import build
 from archc.backends.torch.checkpoint import load_weights
 from archc.backends.torch.tasks import IGNORE, SEP, make_task
 from archc.backends.torch.train import TrainConfig, config_from_section, lr_at, train
+from tests.conftest import tiny_lm_spec
 
-TINY = """
-model t(tokens) {
-  block decoder(x) {
-    x = x + attention(rmsnorm(x), heads=2, causal=true, pos=rope())
-    return x + swiglu(rmsnorm(x), hidden=64)
-  }
-  x = embed(tokens, 300, 32)
-  x = repeat(2, decoder)(x)
-  return lm_head(rmsnorm(x), tied=true)
-}
-"""
+TINY = tiny_lm_spec(vocab=300)
 
 
 @pytest.fixture
