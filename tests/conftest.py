@@ -49,3 +49,18 @@ def diagnostics(text: str, tmp_path: Path | None = None, name: str = "m.arch", *
         return list(archc.loads(text, name, **limits).warnings)
     except ArchError as e:
         return list(e.diagnostics)
+
+
+def assert_step_matches_forward(model, ids, chunks, atol: float = 1e-5, rtol: float = 1.3e-6) -> None:
+    """Decoding `ids` in the given chunk lengths with `model.step` reproduces the full forward."""
+    import torch
+
+    assert sum(chunks) == ids.shape[1]
+    full = model(ids).logits
+    state = model.init_state(ids.shape[0], ids.shape[1] + 3)
+    out, pos = [], 0
+    for c in chunks:
+        lg, state = model.step(ids[:, pos:pos + c], pos, state)
+        out.append(lg)
+        pos += c
+    torch.testing.assert_close(torch.cat(out, 1), full, atol=atol, rtol=rtol)

@@ -16,7 +16,7 @@ from typing import Any
 from archc.ir.graph import Graph, Node
 from archc.ir.types import TensorType
 
-FAMILIES = ("embeddings", "norms", "ffn", "attention", "heads", "moe")
+FAMILIES = ("embeddings", "norms", "ffn", "attention", "linear_attention", "conv", "heads", "moe")
 
 _MODULES: dict[str, type] = {}
 _loaded = False

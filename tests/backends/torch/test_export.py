@@ -41,12 +41,14 @@ def _buildable(spec):
     return model
 
 
+_TINY = [s for s in SPECS if "tiny" in s.stem or s.stem in ("gated-conv-lm",)]
+
+
 def _vocab(model):
     return min(model.out_type_vocab(), 256) if model.head == "lm_head" else 100
 
 
-@pytest.mark.parametrize("spec", [s for s in SPECS if "tiny" in s.stem or s.stem in ("gated-conv-lm",)],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("spec", _TINY, ids=lambda p: p.stem)
 def test_forward_exports_with_dynamic_batch_and_length(spec):
     model = _buildable(spec)
     if model is None or len(model.input_names) != 1:
@@ -89,6 +91,32 @@ model t(tokens) {{
     torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=1e-5, rtol=1.3e-6)
 
 
+def _cache_dims(model) -> list[dict[int, Dim]]:
+    """Per state tensor: batch (dim 0) and every dim that grows with max_len, dynamic."""
+    batch, cache = Dim("batch", min=1, max=64), Dim("cache", min=2, max=4096)
+    a, b = model.init_state(1, 16), model.init_state(1, 32)
+    return [{0: batch, **{i: cache for i in range(1, x.dim()) if x.shape[i] != y.shape[i]}} for x, y in zip(a, b, strict=True)]
+
+
+@pytest.mark.parametrize("spec", _TINY, ids=lambda p: p.stem)
+def test_step_exports_for_every_causal_spec(spec):
+    """The exported `step` decodes token by token exactly as the model's own forward."""
+    model = _buildable(spec)
+    if model is None or not model.causal or len(model.input_names) != 1:
+        pytest.skip("not a causal single-input model built by the torch backend")
+    v = _vocab(model)
+    state = model.init_state(2, 16)
+    ids = torch.randint(0, v, (2, 1))
+    ep = torch.export.export(_Step(model), (ids, torch.tensor(3), *state),
+                             dynamic_shapes=({0: Dim("batch", min=1, max=64)}, None, tuple(_cache_dims(model))))
+    seq = torch.randint(0, v, (3, 12))
+    st, outs = model.init_state(3, 24), []
+    for i in range(12):
+        lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)
+        outs.append(lg)
+    torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=1e-4, rtol=1e-4)
+
+
 def test_compile_matches_eager():
     model = build("specs/llama-tiny.arch", seed=0).eval()
     compiled = torch.compile(model, dynamic=True)
@@ -97,3 +125,21 @@ def test_compile_matches_eager():
     out = compiled(ids, labels=ids)
     out.loss.backward()
     assert model.get_parameter("embed.weight").grad is not None
+
+
+@pytest.mark.parametrize("extra", ["causal=true, window=6", "window=8"], ids=["causal-window", "bidirectional-window"])
+def test_blockwise_window_exports_with_dynamic_length(extra):
+    """Sliding windows run blockwise (local_attention): the block count must stay symbolic, also
+    when traced at a length shorter than one block."""
+    spec = f"""
+model t(tokens) {{
+  x = embed(tokens, 64, 32)
+  x = x + attention(x, heads=4, {extra})
+  return lm_head(x)
+}}"""
+    model = build(archc.loads(spec, "t.arch").graph, seed=0).eval()
+    ep = torch.export.export(_Logits(model), (torch.randint(0, 64, (2, 5)),),
+                             dynamic_shapes={"ids": {0: Dim("batch", max=64), 1: Dim("seq", min=2, max=1024)}})
+    for b, t in ((1, 3), (3, 50), (2, 129)):
+        x = torch.randint(0, 64, (b, t))
+        torch.testing.assert_close(ep.module()(x), model(x).logits, atol=1e-5, rtol=1.3e-6)

@@ -81,7 +81,7 @@ def test_aux_losses_reach_the_output_and_gradients():
 
 def test_moe_exports_with_dynamic_length():
     model, _ = _moe(2, ", capacity_factor=1.25")
-    model = model.eval()
+    model = model.train()  # capacity dropping (with its cumulative-sum ranks) is on while training
 
     class Logits(torch.nn.Module):
         def __init__(self):
@@ -97,3 +97,18 @@ def test_moe_exports_with_dynamic_length():
     for t in (5, 40):
         x = torch.randint(0, 40, (3, t))
         torch.testing.assert_close(ep.module()(x), model(x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_capacity_drops_tokens_in_training_only():
+    """Training: over-capacity assignments are dropped (output zero for a dropped top-1 token);
+    eval: dropless, equal to the naive loop, so decoding equals the forward."""
+    from archc.backends.torch.module import Context
+
+    _, moe = _moe(1, ", capacity_factor=0.5")
+    x = torch.randn(1, 40, 16)
+    ctx = Context(torch.arange(40))
+    torch.testing.assert_close(moe(x, ctx)[0], _naive(moe, x[0]), atol=1e-5, rtol=1e-5)
+    moe.train()
+    out = moe(x, ctx)[0]
+    dropped = (out.abs().sum(-1) == 0).sum().item()
+    assert dropped >= 40 - 4 * moe.capacity(40)

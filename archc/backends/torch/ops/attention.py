@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.module import Context, Init, OpModule, State
 from archc.backends.torch.ops.positions import (
     RelativeBias,
@@ -45,13 +46,11 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
     """
     t = q.shape[2]
     b = max(left, right, 1)
-    pad = (-t) % b
-    qb, kb, vb = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (-1, b)) for x in (q, k, v))  # [B,H,n,b,hd]
+    qb, kb, vb = (to_blocks(x, 2, b) for x in (q, k, v))  # [B, H, n, b, hd]
     n = qb.shape[2]
-    if key_valid is not None:
-        valid = F.pad(key_valid, (0, pad), value=False).unflatten(1, (-1, b))  # [B, n, b]
-    else:
-        valid = (torch.arange(n * b, device=q.device) < t).unflatten(0, (-1, b))[None]  # [1, n, b]
+    if key_valid is None:
+        key_valid = torch.ones(1, t, dtype=torch.bool, device=q.device)
+    valid = to_blocks(key_valid, 1, b, value=False)  # [B|1, n, b]
     ks, vs, oks, offs = [kb], [vb], [valid], [torch.arange(b, device=q.device)]
     if left > 0:  # previous block: shift blocks by one along n, padding the first with nothing valid
         ks.insert(0, F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :, :n])
@@ -71,7 +70,7 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
         band = band & (delta.remainder(dilation) == 0)
     mask = band[None, None] & key_ok[:, :, None, :]  # [B|1, n, b, K]
     out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask[:, None], dropout_p=dropout)
-    return out.flatten(2, 3)[:, :, :t]
+    return from_blocks(out, 2, t)
 
 
 class AttentionCore(OpModule):

@@ -1,5 +1,5 @@
 """Mixture of experts: top-k softmax routing (Mixtral), Switch top-1 with a capacity factor and
-token dropping (Fedus et al.), shared experts (DeepSeekMoE), load-balancing and router z-losses.
+token dropping while training (Fedus et al.), shared experts (DeepSeekMoE), load-balancing and router z-losses.
 
 Routing produces one dense gate matrix G [N, E] (zero where a token does not go), computed with
 tensor ops only — top-k, one-hot, cumulative sums for the capacity ranks — so the routing is the
@@ -104,7 +104,10 @@ class MoE(OpModule):
         if self.training and p.jitter > 0:
             r_in = h * torch.empty_like(h).uniform_(1 - p.jitter, 1 + p.jitter)
         logits = self.router(r_in)
-        cap = self.capacity(h.shape[0]) if p.capacity_factor is not None else None
+        # capacity dropping is a training-time balancing device: at inference every token gets its
+        # experts, so a sequence's output does not depend on the rest of the batch or on future
+        # tokens, and cached decoding equals the forward
+        cap = self.capacity(h.shape[0]) if p.capacity_factor is not None and self.training else None
         gates, probs, top_i = route(logits, p.top_k, cap)
         if p.aux_loss > 0:
             ctx.aux_losses.append(p.aux_loss * load_balancing_loss(probs, top_i, p.experts))
