@@ -16,7 +16,8 @@ from typing import Any
 from archc.ir.graph import Graph, Node
 from archc.ir.types import TensorType
 
-FAMILIES = ("embeddings", "norms", "ffn", "attention", "linear_attention", "conv", "heads", "moe")
+FAMILIES = ("embeddings", "norms", "ffn", "attention", "sparse_attention", "linear_attention", "conv", "heads",
+            "moe")
 
 _MODULES: dict[str, type] = {}
 _loaded = False

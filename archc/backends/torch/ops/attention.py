@@ -34,7 +34,8 @@ def expand_kv(x: Tensor, groups: int) -> Tensor:
 
 
 def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dilation: int = 1,
-                    key_valid: Tensor | None = None, dropout: float = 0.0) -> Tensor:
+                    key_valid: Tensor | None = None, dropout: float = 0.0,
+                    extra: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
     """Banded attention without an L×L matrix: query i attends keys j with −right ≤ i − j ≤ left
     and (i − j) divisible by `dilation`.
 
@@ -43,6 +44,9 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
     memory is O(T·b) instead of O(T²). Blocks are a batch axis of one SDPA call: the trip count
     is not a Python loop, and `torch.export` keeps T symbolic. q, k, v: [B, H, T, hd] with the
     same number of heads; key_valid: [B, T] bool padding mask or None.
+
+    `extra` = (keys [B, H, G, hd], values, valid [B|1, G] bool) are attended by every query in the
+    same softmax as its band: Longformer's global tokens.
     """
     t = q.shape[2]
     b = max(left, right, 1)
@@ -69,6 +73,15 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
     if dilation > 1:
         band = band & (delta.remainder(dilation) == 0)
     mask = band[None, None] & key_ok[:, :, None, :]  # [B|1, n, b, K]
+    if extra is not None:
+        ek, ev, e_ok = extra
+        g = ek.shape[2]
+        kk = torch.cat((kk, ek[:, :, None].expand(-1, -1, n, -1, -1)), dim=3)
+        vv = torch.cat((vv, ev[:, :, None].expand(-1, -1, n, -1, -1)), dim=3)
+        e_mask = e_ok[:, None, None, :].expand(-1, n, b, g)
+        mask = torch.cat((mask.expand(e_mask.shape[0], -1, -1, -1), e_mask), dim=3)
+    # rows with no key at all (padding past the end) get every key: finite values, discarded later
+    mask = mask | ~mask.any(-1, keepdim=True)
     out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask[:, None], dropout_p=dropout)
     return from_blocks(out, 2, t)
 
