@@ -65,17 +65,23 @@ def build_op(op: str, params: dict[str, Any], in_types: list[TensorType], out_ty
     return mod
 
 
+def _time_axis(t: TensorType) -> object:
+    """The sequence dimension of a [batch, seq, ...] type (None for lower ranks)."""
+    return t.shape[1] if len(t.shape) >= 2 else None
+
+
 class GraphModule(nn.Module):
     """Runs one `Graph`: its op nodes are submodules at their id paths; `add`/`mul` run inline."""
 
     def __init__(self, graph: Graph) -> None:
         super().__init__()
         self.graph = graph
-        #: (node id, module or None, input ids, op) in topological order.
-        self._plan: list[tuple[str, OpModule | None, tuple[str, ...], str]] = []
+        #: (node id, module or None, input ids, op, on the input's time axis) in topological order.
+        self._plan: list[tuple[str, OpModule | None, tuple[str, ...], str, bool]] = []
         #: (module, first state index, number of state tensors) for stateful modules.
         self._stateful: list[tuple[OpModule, int, int]] = []
         names: list[str] = []
+        time_axis = _time_axis(graph.nodes[graph.inputs[0]].type) if graph.inputs else None
         for node in graph.nodes.values():
             if node.op == "input":
                 continue
@@ -93,7 +99,9 @@ class GraphModule(nn.Module):
                 if n_state:
                     self._stateful.append((mod, len(names), n_state))
                     names.extend(f"{node.id}.{s}" for s in mod.state_names)
-            self._plan.append((node.id, mod, node.inputs, node.op))
+            first = graph.nodes[node.inputs[0]].type if node.inputs else None
+            same_axis = first is None or _time_axis(first) in (None, time_axis)
+            self._plan.append((node.id, mod, node.inputs, node.op, same_axis))
         self.state_names: tuple[str, ...] = tuple(names)
         #: True when every state tensor is a position-indexed KV cache, so entries written past the
         #: current position are masked out and later overwritten (free rollback).
@@ -102,14 +110,22 @@ class GraphModule(nn.Module):
         self.positional_state = all(getattr(m, "positional_state", False) for m, _, _ in self._stateful)
 
     def op_modules(self) -> list[tuple[str, OpModule]]:
-        return [(nid, m) for nid, m, _, _ in self._plan if m is not None]
+        return [(nid, m) for nid, m, _, _, _ in self._plan if m is not None]
 
     def run(self, inputs: list[Tensor], ctx: Context, state: State | None = None) -> tuple[list[Tensor], State]:
         env: dict[str, Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
         new_state: list[Tensor] = []
         pos = 0
-        for nid, mod, ins, op in self._plan:
+        own_ctx = ctx
+        other: Context | None = None  # for ops on another time axis (after Perceiver's latents)
+        for nid, mod, ins, op, same_axis in self._plan:
             args = [env[i] for i in ins]
+            if not same_axis:
+                if other is None:
+                    other = ctx.on_new_axis(args[0].shape[1], args[0].device)
+                ctx = other
+            else:
+                ctx = own_ctx
             if mod is None:
                 env[nid] = args[0] + args[1] if op == "add" else args[0] * args[1]
             elif state is not None and mod.state_names:

@@ -45,6 +45,17 @@ class Context:
     #: Per-call memo for values every layer would recompute (e.g. RoPE tables), keyed by the op.
     memo: dict[Any, Any] = field(default_factory=dict)
 
+    def on_new_axis(self, length: int, device: torch.device) -> Context:
+        """The context of ops on another time axis (e.g. Perceiver's latents): positions 0..length-1,
+        no padding mask; auxiliary losses still go to the same list."""
+        return Context(torch.arange(length, device=device), aux_losses=self.aux_losses, decoding=self.decoding)
+
+
+def tracing() -> bool:
+    """True under `torch.compile` / `torch.export`: eager-only shortcuts (data-dependent early
+    exits, gathers by `nonzero`) must not be taken, or the traced graph would bake them in."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
 
 class OpModule(nn.Module):
     """Base class of the modules built from IR nodes; see the module docstring for the contract."""

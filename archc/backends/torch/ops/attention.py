@@ -257,3 +257,37 @@ class Attention(AttentionCore):
         bias = self.position_bias(q_pos, k_pos)
         mask: Tensor = ok if bias is None else bias.to(q.dtype).masked_fill(~ok, NEG_INF)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
+
+
+@implements("latent_attention")
+class LatentAttention(OpModule):
+    """`latent_attention(x, latents=N, d_latent, heads)`: Perceiver's cross-attention (Jaegle et al.,
+    2021): a learned latent array `latents` [N, d_latent] (N(0, 0.02)) queries the input, so the
+    output is [B, N, d_latent] whatever T is — the ops after it run on N latent positions. Queries
+    are projected from the latents (`q_proj`, d_latent → heads·head_dim), keys and values from the
+    input (`k_proj`, `v_proj`), `o_proj` back to d_latent. Padded input tokens are not attended."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        dl = p.d_latent or d
+        self.heads = p.heads
+        self.head_dim = p.head_dim or dl // p.heads
+        inner = self.heads * self.head_dim
+        self.latents = nn.Parameter(torch.empty(p.latents, dl))
+        self.q_proj = nn.Linear(dl, inner, bias=p.bias)
+        self.k_proj = nn.Linear(d, inner, bias=p.bias)
+        self.v_proj = nn.Linear(d, inner, bias=p.bias)
+        self.o_proj = nn.Linear(inner, dl, bias=p.o_bias)
+        self.dropout = p.dropout
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        assert ctx is not None
+        b, t, _ = x.shape
+        n = self.latents.shape[0]
+        q = self.q_proj(self.latents).view(1, n, self.heads, self.head_dim).transpose(1, 2).expand(b, -1, -1, -1)
+        k = self.k_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        mask = ctx.attention_mask[:, None, None, :] if ctx.attention_mask is not None else None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.o_proj(y.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))

@@ -22,12 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule
+from archc.backends.torch.module import Context, Init, OpModule, tracing
 from archc.backends.torch.registry import implements
-
-
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def route(logits: Tensor, top_k: int, capacity: int | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -114,7 +110,7 @@ class MoE(OpModule):
         if p.z_loss > 0:
             ctx.aux_losses.append(p.z_loss * router_z_loss(logits))
         gates = gates.to(h.dtype)
-        if _tracing() or h.shape[0] <= len(self.experts):  # traced, or a few decode tokens: dense
+        if tracing() or h.shape[0] <= len(self.experts):  # traced, or a few decode tokens: dense
             out = torch.zeros_like(h)
             for e, expert in enumerate(self.experts):
                 out = out + expert(h) * gates[:, e:e + 1]

@@ -1,0 +1,102 @@
+"""Conditional computation around a block: adaptive computation time (Graves, 2016) as in the
+Universal Transformer (Dehghani et al., 2019).
+
+The wrapped block is the node's body graph, run by its own `GraphModule` (parameters under
+`<node>.body.`); its weights are shared across the ponder steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from archc.backends.torch.module import Context, Init, OpModule, State, tracing
+from archc.backends.torch.registry import implements
+
+
+def _body(bctx):
+    from archc.backends.torch.model import GraphModule  # the interpreter builds op modules itself
+
+    return GraphModule(bctx.node.body)
+
+
+@implements("act")
+class AdaptiveComputationTime(OpModule):
+    """`act(x, block=layer, max_steps=N, threshold=1−ε, ponder_cost=τ)`.
+
+    Per position, step n computes a halting probability p_n = σ(halting(s_n)) from the current state
+    and applies the block, s_{n+1} = block(s_n). A position halts at the first step where Σ p
+    exceeds the threshold (forced at step N); its remainder R = 1 − Σ_{earlier} p replaces that
+    step's p, and the output is the mean-field mixture Σ_n w_n s_{n+1} with weights summing to one
+    (Graves eqs. 7–10). The ponder cost τ·mean(N(t) + R(t)) (Graves eq. 11, over unpadded
+    positions) is added to the auxiliary losses.
+
+    The loop runs `max_steps` times (fixed by the spec, so traced graphs keep it); in eager
+    `forward` it stops early once every position has halted — later steps have zero weight.
+    `step` always runs all steps, because each ponder step has its own copy of the block's state
+    (KV caches of step n hold the step-n states of earlier tokens): `<node>.step{n}.<name>`.
+    Weights: `halting` Linear(d, 1), N(0, 0.02) with bias 1 (as tensor2tensor's UT: early halting
+    starts likely); the block's own init.
+    """
+
+    @classmethod
+    def build(cls, p, in_types, out_type, bctx) -> AdaptiveComputationTime:
+        mod = cls(p, in_types, out_type)
+        mod.body = _body(bctx)
+        mod.state_names = tuple(f"step{n}.{s}" for n in range(p.max_steps) for s in mod.body.state_names)
+        return mod
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.halting = nn.Linear(in_types[0].width, 1)
+
+    def init_weights(self, init: Init) -> None:
+        init.normal_(self.halting.weight)
+        with torch.no_grad():
+            self.halting.bias.fill_(1.0)
+        self.body.init_weights(init)
+
+    def _ponder(self, x: Tensor, ctx: Context, state: State | None) -> tuple[Tensor, State]:
+        p = self.params
+        n_state = len(self.body.state_names)
+        total = x.new_zeros(x.shape[:-1])  # Σ p of the steps taken so far
+        running = torch.ones_like(total)
+        ponder = torch.zeros_like(total)  # N + R
+        out = torch.zeros_like(x)
+        s = x
+        new_state: list[Tensor] = []
+        for n in range(p.max_steps):
+            h = torch.sigmoid(self.halting(s)).squeeze(-1)
+            last = n == p.max_steps - 1
+            halts = running if last else running * (total + h > p.threshold).to(x.dtype)
+            going = running - halts
+            weight = going * h + halts * (1.0 - total)  # p_n, or the remainder at the halting step
+            ponder = ponder + running + halts * (1.0 - total)
+            total = total + going * h
+            if state is None:
+                s = self.body.run([s], ctx)[0][0]
+            else:
+                (s,), st = self.body.run([s], ctx, state[n * n_state:(n + 1) * n_state])
+                new_state.extend(st)
+            out = out + s * weight[..., None]
+            running = going
+            if state is None and not tracing() and not bool(running.any()):
+                break
+        if p.ponder_cost > 0:
+            if ctx.attention_mask is not None:
+                m = ctx.attention_mask.to(ponder.dtype)
+                cost = (ponder * m).sum() / m.sum().clamp_min(1.0)
+            else:
+                cost = ponder.mean()
+            ctx.aux_losses.append(p.ponder_cost * cost)
+        return out, tuple(new_state)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        assert ctx is not None
+        return self._ponder(x, ctx, None)[0]
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        return tuple(t for _ in range(self.params.max_steps) for t in self.body.init_state(batch, max_len, device, dtype))
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        return self._ponder(x, ctx, state)
