@@ -15,6 +15,8 @@ from archc.ops.registry import OpDef, Params, ShapeError, register, width_of
 
 class MoDParams(Params):
     capacity: float = Field(0.125, gt=0.0, le=1.0, description="fraction of tokens routed through the block")
+    aux_loss: float = Field(0.01, ge=0.0, description="weight of the router's BCE loss that teaches it to "
+                            "predict the top-k choice causally (for decoding)")
 
 
 def _same(p: Params, ins: list[TensorType]) -> TensorType:

@@ -85,3 +85,71 @@ def test_ponder_cost_trains_the_halting_unit():
     assert out.aux_loss is not None and out.aux_loss > 0
     out.loss.backward()
     assert model.get_parameter("act.halting.weight").grad.abs().sum() > 0
+
+
+MOD = """
+model t(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x), heads=2, causal=true, pos=rope())
+    return x + swiglu(rmsnorm(x), hidden=32)
+  }
+  block routed(x) {
+    return mod(x, block=decoder, capacity=0.25)
+  }
+  x = embed(tokens, 40, 16)
+  x = repeat(2, routed)(x)
+  return lm_head(rmsnorm(x))
+}
+"""
+
+
+def _mod_model():
+    model = build(archc.loads(MOD, "t.arch").graph, seed=0)
+    with torch.no_grad():  # route about half the tokens in eval
+        for name, p in model.named_parameters():
+            if name.endswith("router.weight"):
+                p.normal_(0, 1.0, generator=torch.Generator().manual_seed(3))
+    return model, model.get_submodule("layers.0.mod")
+
+
+def _through_block(mod, x, chosen):
+    """The block run on the chosen tokens of each sequence alone, as a sequence of their own whose
+    RoPE positions are the tokens' real positions; unchosen tokens unchanged."""
+    out = x.clone()
+    gate = torch.sigmoid(mod.router(x).squeeze(-1))
+    for b in range(x.shape[0]):
+        p = chosen[b].nonzero().squeeze(-1)
+        if len(p) == 0:
+            continue
+        y = mod.body.run([x[b:b + 1, p]], Context(p))[0][0][0]
+        out[b, p] = x[b, p] + gate[b, p, None] * (y - x[b, p])
+    return out
+
+
+def test_mod_training_routes_the_top_capacity_tokens():
+    _, mod = _mod_model()
+    mod.train()
+    x = torch.randn(2, 12, 16)
+    ctx = Context(torch.arange(12))
+    got = mod(x, ctx=ctx)
+    logits = mod.router(x).squeeze(-1)
+    chosen = torch.zeros(2, 12, dtype=torch.bool)
+    chosen.scatter_(1, logits.topk(3, dim=1).indices, True)  # ⌈0.25·12⌉ = 3
+    torch.testing.assert_close(got, _through_block(mod, x, chosen), atol=1e-5, rtol=1e-5)
+    assert len(ctx.aux_losses) == 1  # the router's BCE toward the top-k choice
+
+
+def test_mod_eval_routes_by_router_probability():
+    _, mod = _mod_model()
+    mod.eval()
+    x = torch.randn(2, 12, 16)
+    got = mod(x, ctx=Context(torch.arange(12)))
+    chosen = torch.sigmoid(mod.router(x).squeeze(-1)) > 0.5
+    assert 0 < chosen.sum() < chosen.numel()
+    torch.testing.assert_close(got, _through_block(mod, x, chosen), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunks", [(1,) * 10, (4, 1, 5), (10,)])
+def test_mod_decodes_like_eval_forward(chunks):
+    model, _ = _mod_model()
+    assert_step_matches_forward(model.eval(), torch.randint(0, 40, (2, 10)), chunks)

@@ -245,17 +245,21 @@ class Attention(AttentionCore):
             last = pos[-c:]
             k_cache = k_cache.index_copy(2, torch.remainder(last, c), k[:, :, -c:])
             v_cache = v_cache.index_copy(2, torch.remainder(last, c), v[:, :, -c:])
-        valid = k_pos >= 0
+        valid = (k_pos >= 0)[None]  # [1, K]
+        if ctx.attention_mask is not None:  # in decoding: which absolute positions may be attended
+            valid = valid & ctx.attention_mask.index_select(1, k_pos.clamp(min=0))
         y = self._sdpa_step(q, keys, values, pos, k_pos, valid)
         return self.out(y), (k_cache, v_cache)
 
     def _sdpa_step(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, valid: Tensor) -> Tensor:
+        """valid: [B|1, K] keys that exist (and are not masked)."""
         delta = q_pos[:, None] - k_pos[None, :]
-        ok = (delta >= 0) & valid[None, :]
+        ok = delta >= 0
         if self.window:
             ok = ok & (delta < self.window)
+        ok = (ok[None] & valid[:, None, :])[:, None]  # [B|1, 1, Tq, K]
         bias = self.position_bias(q_pos, k_pos)
-        mask: Tensor = ok if bias is None else bias.to(q.dtype).masked_fill(~ok, NEG_INF)
+        mask: Tensor = ok if bias is None else torch.where(ok, bias.to(q.dtype), NEG_INF)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
 
 

@@ -28,8 +28,11 @@ def rope_inv_freq(p, rot_dim: int, device: torch.device | None = None) -> Tensor
 
 
 def rope_cos_sin(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """cos/sin tables [T, rot_dim] for the given positions, computed in fp32 (as transformers)."""
-    freqs = positions.float()[:, None] * inv_freq[None, :]
+    """cos/sin tables [T, rot_dim] for positions [T] ([B, 1, T, rot_dim] for per-sequence positions
+    [B, T], as mixture-of-depths' routed tokens), computed in fp32 (as transformers)."""
+    freqs = positions.float()[..., None] * inv_freq
+    if positions.dim() == 2:
+        freqs = freqs[:, None]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 

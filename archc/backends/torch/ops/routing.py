@@ -1,5 +1,5 @@
-"""Conditional computation around a block: adaptive computation time (Graves, 2016) as in the
-Universal Transformer (Dehghani et al., 2019).
+"""Conditional computation around a block: mixture-of-depths (Raposo et al., 2024) and adaptive
+computation time (Graves, 2016) as in the Universal Transformer (Dehghani et al., 2019).
 
 The wrapped block is the node's body graph, run by its own `GraphModule` (parameters under
 `<node>.body.`); its weights are shared across the ponder steps.
@@ -8,6 +8,7 @@ The wrapped block is the node's body graph, run by its own `GraphModule` (parame
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.module import Context, Init, OpModule, State, tracing
@@ -100,3 +101,90 @@ class AdaptiveComputationTime(OpModule):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self._ponder(x, ctx, state)
+
+
+@implements("mod")
+class MixtureOfDepths(OpModule):
+    """`mod(x, block=decoder, capacity=c)` (Raposo et al., 2024).
+
+    A router r_i = w·x_i + b scores each token. In training, the top ⌈c·T⌉ tokens of each sequence
+    (expert-choice, padding never chosen) are gathered in order and run through the block alone —
+    compute ∝ c — with their real positions (RoPE sees per-sequence positions); the others skip it:
+
+        x'_i = x_i + σ(r_i)·(block(X̃)_i − x_i)   if i is chosen, else x_i
+
+    (the block's output includes its own residual, so block − x is its update; σ(r) puts the router
+    on the gradient path, as the paper's r_i·f_i). Top-k over the sequence is not causal, so, as
+    the paper's first method, a BCE loss (weight `aux_loss`) trains σ(r_i) to predict whether i was
+    chosen, and in eval mode and in `step` a token is routed when σ(r_i) > 0.5 — a causal rule,
+    so cached decoding equals the eval forward. The eval forward runs the block on all tokens with
+    unrouted tokens masked out as keys (their own outputs are discarded).
+
+    State: `routed` [B, max_len] (which earlier positions went through the block, the key mask of
+    the block's attention caches) and the block's own state under `body.`.
+    """
+
+    @classmethod
+    def build(cls, p, in_types, out_type, bctx) -> MixtureOfDepths:
+        mod = cls(p, in_types, out_type)
+        mod.body = _body(bctx)
+        mod.state_names = ("routed", *(f"body.{s}" for s in mod.body.state_names))
+        return mod
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.router = nn.Linear(in_types[0].width, 1)
+
+    def init_weights(self, init: Init) -> None:
+        init.normal_(self.router.weight)
+        with torch.no_grad():
+            self.router.bias.zero_()
+        self.body.init_weights(init)
+
+    def capacity(self, t: int) -> int:
+        """⌈c·T⌉ (≥ 1 for T ≥ 1), in integer arithmetic so that a symbolic T stays symbolic."""
+        num, den = self.params.capacity.as_integer_ratio()
+        return (t * num + den - 1) // den
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        assert ctx is not None
+        logits = self.router(x).squeeze(-1)  # [B, T]
+        gate = torch.sigmoid(logits)
+        if not self.training:
+            routed = gate > 0.5
+            if ctx.attention_mask is not None:
+                routed = routed & ctx.attention_mask
+            body_ctx = Context(ctx.positions, routed, aux_losses=ctx.aux_losses)
+            y = self.body.run([x], body_ctx)[0][0]
+            return x + torch.where(routed[..., None], (y - x) * gate[..., None], 0.0)
+        d = x.shape[-1]
+        scores = logits if ctx.attention_mask is None else logits.masked_fill(~ctx.attention_mask, float("-inf"))
+        top = scores.topk(self.capacity(x.shape[1]), dim=1).indices.sort(dim=1).values  # [B, k] in order
+        idx = top[..., None].expand(-1, -1, d)
+        chosen = x.gather(1, idx)
+        valid = ctx.attention_mask.gather(1, top) if ctx.attention_mask is not None else None
+        body_ctx = Context(ctx.positions[top], valid, aux_losses=ctx.aux_losses)
+        y = self.body.run([chosen], body_ctx)[0][0]
+        out = x.scatter_add(1, idx, (y - chosen) * gate.gather(1, top)[..., None])
+        if self.params.aux_loss > 0:
+            target = torch.zeros_like(logits).scatter(1, top, 1.0)
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            if ctx.attention_mask is not None:
+                m = ctx.attention_mask.to(bce.dtype)
+                bce = (bce * m).sum() / m.sum().clamp_min(1.0)
+            else:
+                bce = bce.mean()
+            ctx.aux_losses.append(self.params.aux_loss * bce)
+        return out
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        routed = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        return (routed, *self.body.init_state(batch, max_len, device, dtype))
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        gate = torch.sigmoid(self.router(x).squeeze(-1))
+        now = gate > 0.5
+        routed = state[0].index_copy(1, ctx.positions, now)
+        body_ctx = Context(ctx.positions, routed, aux_losses=ctx.aux_losses, decoding=True)
+        (y,), body_state = self.body.run([x], body_ctx, state[1:])
+        return x + torch.where(now[..., None], (y - x) * gate[..., None], 0.0), (routed, *body_state)
