@@ -143,3 +143,15 @@ model t(tokens) {{
     for b, t in ((1, 3), (3, 50), (2, 129)):
         x = torch.randint(0, 64, (b, t))
         torch.testing.assert_close(ep.module()(x), model(x).logits, atol=1e-5, rtol=1.3e-6)
+
+
+@pytest.mark.parametrize("spec", ["performer-tiny", "bigbird-tiny", "longformer-tiny", "universal-transformer-tiny",
+                                  "mod-tiny", "perceiver-tiny"])
+def test_compile_matches_eager_per_family(spec):
+    """torch.compile (dynamic shapes) of one spec per op family equals eager, at two lengths."""
+    model = build(f"specs/{spec}.arch", seed=0).eval()
+    compiled = torch.compile(model, dynamic=True)
+    v = _vocab(model)
+    for t in (40, 77):
+        ids = torch.randint(0, v, (2, t))
+        torch.testing.assert_close(compiled(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)

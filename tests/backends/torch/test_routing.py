@@ -28,6 +28,7 @@ def _ut(steps=4, thr=0.9, seed=0):
     return build(archc.loads(UT.format(steps=steps, thr=thr), "t.arch").graph, seed=seed).eval()
 
 
+@torch.no_grad()
 def _graves(act, x):
     """Per position t: p_n = σ(W s_n + b); N(t) = min{n : Σ_{i≤n} p_i > 1 − ε} or the last step;
     R(t) = 1 − Σ_{i<N} p_i; y = Σ_{n<N} p_n s_{n+1} + R s_{N+1}; ponder ρ = N + R."""
