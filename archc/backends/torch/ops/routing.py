@@ -15,14 +15,38 @@ from archc.backends.torch.module import Context, Init, OpModule, State, tracing
 from archc.backends.torch.registry import implements
 
 
-def _body(bctx):
-    from archc.backends.torch.model import GraphModule  # the interpreter builds op modules itself
+class _BlockOp(OpModule):
+    """An op around the node's body block (run by its own `GraphModule` under `<node>.body.`) with
+    a Linear(d, 1) scoring unit (ACT's halting unit, MoD's router): N(0, 0.02) weight, bias
+    `score_bias`. Subclasses name their state from the body's (`body_state_names`)."""
 
-    return GraphModule(bctx.node.body)
+    score_bias = 0.0
+    #: Attribute name of the scoring unit (so checkpoints keep the paper's name).
+    score_name = "router"
+    body: nn.Module
+
+    @classmethod
+    def build(cls, p, in_types, out_type, bctx) -> _BlockOp:
+        from archc.backends.torch.model import GraphModule  # the interpreter builds op modules itself
+
+        mod = cls(p, in_types, out_type)
+        mod.body = GraphModule(bctx.node.body)
+        mod.state_names = mod.body_state_names(mod.body.state_names)
+        return mod
+
+    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        return names
+
+    def init_weights(self, init: Init) -> None:
+        score = getattr(self, self.score_name)
+        init.normal_(score.weight)
+        with torch.no_grad():
+            score.bias.fill_(self.score_bias)
+        self.body.init_weights(init)
 
 
 @implements("act")
-class AdaptiveComputationTime(OpModule):
+class AdaptiveComputationTime(_BlockOp):
     """`act(x, block=layer, max_steps=N, threshold=1−ε, ponder_cost=τ)`.
 
     Per position, step n computes a halting probability p_n = σ(halting(s_n)) from the current state
@@ -40,22 +64,15 @@ class AdaptiveComputationTime(OpModule):
     starts likely); the block's own init.
     """
 
-    @classmethod
-    def build(cls, p, in_types, out_type, bctx) -> AdaptiveComputationTime:
-        mod = cls(p, in_types, out_type)
-        mod.body = _body(bctx)
-        mod.state_names = tuple(f"step{n}.{s}" for n in range(p.max_steps) for s in mod.body.state_names)
-        return mod
+    score_bias = 1.0
+    score_name = "halting"
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.halting = nn.Linear(in_types[0].width, 1)
 
-    def init_weights(self, init: Init) -> None:
-        init.normal_(self.halting.weight)
-        with torch.no_grad():
-            self.halting.bias.fill_(1.0)
-        self.body.init_weights(init)
+    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(f"step{n}.{s}" for n in range(self.params.max_steps) for s in names)
 
     def _ponder(self, x: Tensor, ctx: Context, state: State | None) -> tuple[Tensor, State]:
         p = self.params
@@ -104,7 +121,7 @@ class AdaptiveComputationTime(OpModule):
 
 
 @implements("mod")
-class MixtureOfDepths(OpModule):
+class MixtureOfDepths(_BlockOp):
     """`mod(x, block=decoder, capacity=c)` (Raposo et al., 2024).
 
     A router r_i = w·x_i + b scores each token. In training, the top ⌈c·T⌉ tokens of each sequence
@@ -124,22 +141,12 @@ class MixtureOfDepths(OpModule):
     the block's attention caches) and the block's own state under `body.`.
     """
 
-    @classmethod
-    def build(cls, p, in_types, out_type, bctx) -> MixtureOfDepths:
-        mod = cls(p, in_types, out_type)
-        mod.body = _body(bctx)
-        mod.state_names = ("routed", *(f"body.{s}" for s in mod.body.state_names))
-        return mod
-
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.router = nn.Linear(in_types[0].width, 1)
 
-    def init_weights(self, init: Init) -> None:
-        init.normal_(self.router.weight)
-        with torch.no_grad():
-            self.router.bias.zero_()
-        self.body.init_weights(init)
+    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        return ("routed", *(f"body.{s}" for s in names))
 
     def capacity(self, t: int) -> int:
         """⌈c·T⌉ (≥ 1 for T ≥ 1), in integer arithmetic so that a symbolic T stays symbolic."""
