@@ -3,7 +3,7 @@ and recurrent memory tokens carried across segments (RMT, Bulatov et al., 2022).
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
@@ -15,6 +15,15 @@ class CompressiveParams(Params):
     mem_len: PositiveInt = Field(512, description="recent activations kept uncompressed")
     cmem_len: PositiveInt = Field(512, description="compressed memory slots")
     ratio: PositiveInt = Field(4, description="compression rate c: c old memories -> one slot (conv, stride c)")
+    reconstruction: NonNegativeFloat = Field(
+        1.0, description="weight of the attention-reconstruction loss that trains the compression (0: off)")
+
+
+def compressive_buffers(p: CompressiveParams) -> tuple[int, int]:
+    """Sizes of the decoding ring buffers: raw positions (the window holds up to mem_len + ratio − 1
+    past tokens) and compressed slots (cmem_len visible, plus those complete or in progress but not
+    yet evicted from the raw window)."""
+    return p.mem_len + p.ratio, p.cmem_len + p.mem_len // p.ratio + 3
 
 
 def _cm_shape(p: CompressiveParams, ins: list[TensorType]) -> TensorType:
@@ -24,13 +33,18 @@ def _cm_shape(p: CompressiveParams, ins: list[TensorType]) -> TensorType:
 
 def _cm_cost(p: CompressiveParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
     """q, k, v, o (no biases) 4d², compression conv1d d→d with kernel = stride = ratio: d²·ratio + d.
-    Each query attends ~T/2 + mem_len + cmem_len keys. State: memory [mem_len, d] and compressed
-    memory [cmem_len, d]."""
+    Each query attends at most mem_len + ratio raw and cmem_len compressed keys. State: keys and
+    values of the raw window and of the compressed slots (ring buffers, `compressive_buffers`) and
+    the inputs of the slot being filled [ratio, d]."""
     d = width_of(ins)
     t = seq_len(ins[0], ctx)
     params = 4 * d * d + d * d * p.ratio + d
-    t_eff = (t + 1) / 2 + p.mem_len + p.cmem_len
-    state = (StateTensor("memory", (p.mem_len, d)), StateTensor("compressed", (p.cmem_len, d)))
+    t_eff = min((t + 1) / 2, p.mem_len + p.ratio / 2) + p.cmem_len
+    raw, slots = compressive_buffers(p)
+    hd = d // p.heads
+    state = (StateTensor("key", (p.heads, raw, hd)), StateTensor("value", (p.heads, raw, hd)),
+             StateTensor("pending", (p.ratio, d)),
+             StateTensor("compressed_key", (p.heads, slots, hd)), StateTensor("compressed_value", (p.heads, slots, hd)))
     return Cost(params, 8 * d * d + 4 * t_eff * d + 2 * d * d, 5 * d * ctx.dtype_bytes,
                 sum(s.numel for s in state) * ctx.dtype_bytes, state)
 

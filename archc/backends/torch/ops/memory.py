@@ -1,0 +1,233 @@
+"""Memory-augmented layers: the Compressive Transformer's attention over raw and compressed memories
+(Rae et al., 2020) and the Recurrent Memory Transformer's memory tokens carried across segments
+(Bulatov et al., 2022)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.blocks import from_blocks, to_blocks
+from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.registry import implements
+from archc.ops.memory import compressive_buffers
+
+
+def _floor_div(a: Tensor, b: int) -> Tensor:
+    return torch.div(a, b, rounding_mode="floor")
+
+
+@implements("compressive_memory")
+class CompressiveMemory(OpModule):
+    """`compressive_memory(x, heads, mem_len=M, cmem_len=S, ratio=c, reconstruction=λ)`.
+
+    The Compressive Transformer's FIFO of memories, at token granularity. Token t attends, in one
+    softmax,
+
+    * raw keys at positions r_t ≤ s ≤ t, with r_t = c·⌊max(0, t − M)/c⌋: the token itself and the
+      M to M + c − 1 tokens before it (the paper's memory, evicted c tokens at a time);
+    * compressed slots j with J_t − S ≤ j < J_t, J_t = r_t / c: slot j = Conv1d(kernel = stride =
+      c) of the inputs at positions jc … jc + c − 1 (the paper's best compression function), i.e.
+      the last S groups of c tokens evicted from the raw window.
+
+    So the paper's memory hierarchy is exact for each token (not only at segment boundaries), the
+    forward over a long sequence equals token-by-token decoding, and both use O(M + S) keys per
+    token. The forward is blockwise (query blocks of M + c − 1 tokens, each with its own and the
+    previous key block plus the ≤ S + b/c slots it can see): no T×T matrix.
+
+    Training the compression (paper §3.2): the attention-reconstruction loss λ·‖attn(q, raw) −
+    attn(q, compressed)‖² over, per query, exactly the tokens it sees compressed, with the
+    attention weights and the queries, keys and inputs held constant (stop-gradient), so only the
+    compression learns from it; added to the auxiliary losses. Unlike the paper — whose memories
+    come from earlier segments, cut from the graph — the task loss also reaches the compression
+    here, since the whole sequence is one graph.
+
+    Padding: a padded key is never attended; a compressed slot only if its c tokens are all real.
+    Weights: q/k/v/o Linear(d, d) without bias (o: the scaled residual init), `compress` Conv1d
+    weight N(0, 0.02), bias 0. No positional encoding (causal attention orders tokens itself).
+
+    State for `step` (ring buffers, `compressive_buffers`): `key`, `value` [B, H, M + c, hd] of the
+    raw window; `pending` [B, c, d], the inputs of the last c positions (the slot being filled);
+    `compressed_key`, `compressed_value` [B, H, S + ⌊M/c⌋ + 3, hd] of the compressed slots.
+    """
+
+    state_names = ("key", "value", "pending", "compressed_key", "compressed_value")
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.heads = p.heads
+        self.head_dim = d // p.heads
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.compress = nn.Conv1d(d, d, kernel_size=p.ratio, stride=p.ratio)
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+
+    # -- pieces shared by both forms ---------------------------------------------------------
+
+    def _split(self, y: Tensor) -> Tensor:
+        """[B, T, d] -> [B, H, T, hd]."""
+        b, t, _ = y.shape
+        return y.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+    def _compress(self, groups: Tensor) -> Tensor:
+        """[B, n, c, d] groups of c inputs -> [B, n, d] slots: the strided conv, as one matmul."""
+        return torch.einsum("bnci,oic->bno", groups, self.compress.weight) + self.compress.bias
+
+    def _raw_start(self, t: Tensor) -> Tensor:
+        """r_t: the first position token t still sees uncompressed."""
+        c = self.params.ratio
+        return _floor_div((t - self.params.mem_len).clamp(min=0), c) * c
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
+        # rows with no key at all (padding past the end) get every key: finite values, discarded later
+        mask = mask | ~mask.any(-1, keepdim=True)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def _out(self, y: Tensor) -> Tensor:
+        b, _, t, _ = y.shape
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+    # -- forward: blockwise over the whole sequence ------------------------------------------
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        assert ctx is not None
+        p = self.params
+        c, s_max = p.ratio, p.cmem_len
+        bsz, t, _ = x.shape
+        dev = x.device
+        q, k, v = (self._split(f(x)) for f in (self.q_proj, self.k_proj, self.v_proj))
+        key_valid = ctx.attention_mask if ctx.attention_mask is not None else torch.ones(1, t, dtype=torch.bool,
+                                                                                             device=dev)
+        # compressed slots of every complete (and the last incomplete) group of c inputs
+        groups = to_blocks(x, 1, c)  # [B, n_s, c, d]
+        n_s = groups.shape[1]
+        slots = self._compress(groups)
+        slot_ok = to_blocks(key_valid, 1, c, value=False).all(-1)  # [B|1, n_s]
+        ck, cv = self._split(self.k_proj(slots)), self._split(self.v_proj(slots))
+
+        # query blocks of b tokens; raw keys from the previous and the own block (r_t ≥ t − b)
+        b = p.mem_len + c - 1
+        qb, kb, vb = (to_blocks(y, 2, b) for y in (q, k, v))  # [B, H, n, b, hd]
+        n = qb.shape[2]
+        blk = torch.arange(n, device=dev)[:, None]
+        q_pos = blk * b + torch.arange(b, device=dev)  # [n, b]
+        k_pos = (blk - 1) * b + torch.arange(2 * b, device=dev)  # [n, 2b]
+        shift = lambda y: F.pad(y, (0, 0, 0, 0, 1, 0))[:, :, :n]  # noqa: E731 — block i−1 beside block i
+        raw_k, raw_v = torch.cat((shift(kb), kb), 3), torch.cat((shift(vb), vb), 3)
+        valid_b = to_blocks(key_valid, 1, b, value=False)  # [B|1, n, b]
+        raw_ok = torch.cat((F.pad(valid_b, (0, 0, 1, 0), value=False)[:, :n], valid_b), 2)  # [B|1, n, 2b]
+        r = self._raw_start(q_pos)
+        raw_mask = ((k_pos[:, None, :] >= r[..., None]) & (k_pos[:, None, :] <= q_pos[..., None]))[None] \
+            & raw_ok[:, :, None, :]  # [B|1, n, b, 2b]
+
+        # the slots a block can see: S before the first query's J up to the last query's J
+        j_t = _floor_div(r, c)  # [n, b]
+        k_c = s_max + (b - 1) // c + 1
+        j = (j_t[:, :1] - s_max) + torch.arange(k_c, device=dev)  # [n, Kc] slot ids
+        idx = j.clamp(0, n_s - 1).flatten()
+        vis = (j[:, None, :] >= j_t[..., None] - s_max) & (j[:, None, :] < j_t[..., None]) & (j >= 0)[:, None, :]
+        slot_vis = vis[None] & slot_ok.index_select(1, idx).view(-1, n, 1, k_c)  # [B|1, n, b, Kc]
+        gather = lambda y: y.index_select(2, idx).view(bsz, self.heads, n, k_c, self.head_dim)  # noqa: E731
+        keys = torch.cat((gather(ck), raw_k), 3)
+        values = torch.cat((gather(cv), raw_v), 3)
+        mask = torch.cat((slot_vis, raw_mask), 3)  # both [B|1, …] from the same padding mask
+        y = from_blocks(self._attend(qb, keys, values, mask[:, None]), 2, t)
+        if self.training and p.reconstruction > 0:
+            self._reconstruction_loss(qb, k, v, groups, idx, slot_vis, key_valid, valid_b, ctx)
+        return self._out(y)
+
+    def _reconstruction_loss(self, qb: Tensor, k: Tensor, v: Tensor, groups: Tensor, idx: Tensor,
+                             slot_vis: Tensor, key_valid: Tensor, query_valid: Tensor, ctx: Context) -> None:
+        """λ·mean ‖attn(q, the raw tokens of the visible slots) − attn(q, the slots)‖² (Rae et al.
+        §3.2) over the real queries that see a slot, with everything but the compression held
+        constant."""
+        c = self.params.ratio
+        bsz, h, n, _, hd = qb.shape
+        k_c = slot_vis.shape[-1]
+        qd = qb.detach()
+        slots = self._compress(groups.detach())
+        ck = self._split(F.linear(slots, self.k_proj.weight.detach()))
+        cv = self._split(F.linear(slots, self.v_proj.weight.detach()))
+        gather = lambda y: y.index_select(2, idx).view(bsz, h, n, k_c, hd)  # noqa: E731
+        pred = self._attend(qd, gather(ck), gather(cv), slot_vis[:, None])
+        # the same slots' c tokens each, uncompressed: [B, H, n, Kc·c, hd]
+        raw = lambda y: to_blocks(y.detach(), 2, c).index_select(2, idx).view(bsz, h, n, k_c * c, hd)  # noqa: E731
+        tok_ok = to_blocks(key_valid, 1, c, value=False).index_select(1, idx).view(-1, n, 1, k_c * c)
+        raw_vis = slot_vis.repeat_interleave(c, dim=-1) & tok_ok
+        with torch.no_grad():
+            target = self._attend(qd, raw(k), raw(v), raw_vis[:, None])
+        rows = slot_vis.any(-1) & query_valid  # [B|1, n, b]: real queries that see at least one slot
+        err = (pred - target).pow(2).mean(dim=(1, 4))  # [B, n, b]
+        w = rows.expand_as(err).to(err.dtype)
+        ctx.aux_losses.append(self.params.reconstruction * (err * w).sum() / w.sum().clamp_min(1.0))
+
+    # -- step: ring buffers ------------------------------------------------------------------
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        raw, n_slots = compressive_buffers(self.params)
+        kv = (batch, self.heads, raw, self.head_dim)
+        ckv = (batch, self.heads, n_slots, self.head_dim)
+        z = lambda shape: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
+        return z(kv), z(kv), z((batch, self.params.ratio, self.in_types[0].width)), z(ckv), z(ckv)
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        p = self.params
+        c, s_max = p.ratio, p.cmem_len
+        k_ring, v_ring, pending, ck_ring, cv_ring = state
+        r_len, n_ring = k_ring.shape[2], ck_ring.shape[2]
+        bsz, t_new, _ = x.shape
+        dev = x.device
+        pos = ctx.positions
+        start = pos[0]
+        q, k, v = (self._split(f(x)) for f in (self.q_proj, self.k_proj, self.v_proj))
+
+        # raw keys: ring slot s holds the latest position < start with position ≡ s (mod R)
+        before = start - 1
+        ring_pos = before - torch.remainder(before - torch.arange(r_len, device=dev), r_len)
+        raw_pos = torch.cat((ring_pos, pos))
+
+        # slots j0 … j0 + K − 1 touched by this call (the last may still be incomplete)
+        j0 = _floor_div(start, c)
+        n_new = (t_new + c - 2) // c + 1
+        new_j = j0 + torch.arange(n_new, device=dev)
+        tok = new_j[:, None] * c + torch.arange(c, device=dev)  # [K, c] positions
+        src = torch.where(tok < start, torch.remainder(tok, c), (c + tok - start).clamp(max=c + t_new - 1))
+        groups = torch.cat((pending, x), 1).index_select(1, src.flatten()).view(bsz, n_new, c, -1)
+        slots = self._compress(groups)
+        nk, nv = self._split(self.k_proj(slots)), self._split(self.v_proj(slots))
+        top_old = _floor_div(start - 1, c)  # last slot id written before this call
+        ring_j = top_old - torch.remainder(top_old - torch.arange(n_ring, device=dev), n_ring)
+        slot_j = torch.cat((ring_j, new_j))
+        slot_fresh = torch.cat((ring_j < j0, torch.ones_like(new_j, dtype=torch.bool)))  # old copies of j ≥ j0 are stale
+
+        r = self._raw_start(pos)  # [T_new]
+        j_t = _floor_div(r, c)
+        slot_mask = (slot_j[None] >= j_t[:, None] - s_max) & (slot_j[None] < j_t[:, None]) \
+            & ((slot_j >= 0) & slot_fresh)[None]  # [T_new, Ks]
+        raw_mask = (raw_pos[None] >= r[:, None]) & (raw_pos[None] <= pos[:, None]) & (raw_pos >= 0)[None]
+        slot_mask, raw_mask = slot_mask[None], raw_mask[None]
+        if ctx.attention_mask is not None:  # in decoding: which absolute positions may be attended
+            am = ctx.attention_mask
+            raw_mask = raw_mask & am.index_select(1, raw_pos.clamp(min=0))[:, None, :]
+            slot_tok = (slot_j[:, None] * c + torch.arange(c, device=dev)).clamp(min=0)
+            ok = am.index_select(1, slot_tok.flatten()).view(am.shape[0], -1, c).all(-1)
+            slot_mask = slot_mask & ok[:, None, :]
+        keys = torch.cat((ck_ring, nk, k_ring, k), 2)
+        values = torch.cat((cv_ring, nv, v_ring, v), 2)
+        mask = torch.cat((slot_mask, raw_mask), 2)
+        y = self._attend(q, keys, values, mask[:, None])
+
+        last = pos[-r_len:]
+        k_ring = k_ring.index_copy(2, torch.remainder(last, r_len), k[:, :, -r_len:])
+        v_ring = v_ring.index_copy(2, torch.remainder(last, r_len), v[:, :, -r_len:])
+        pending = pending.index_copy(1, torch.remainder(pos[-c:], c), x[:, -c:])
+        w = torch.remainder(new_j[-n_ring:], n_ring)
+        ck_ring = ck_ring.index_copy(2, w, nk[:, :, -n_ring:])
+        cv_ring = cv_ring.index_copy(2, w, nv[:, :, -n_ring:])
+        return self._out(y), (k_ring, v_ring, pending, ck_ring, cv_ring)
