@@ -146,7 +146,7 @@ model t(tokens) {{
 
 
 @pytest.mark.parametrize("spec", ["performer-tiny", "bigbird-tiny", "longformer-tiny", "universal-transformer-tiny",
-                                  "mod-tiny", "perceiver-tiny"])
+                                  "mod-tiny", "perceiver-tiny", "compressive-tiny", "rmt-tiny"])
 def test_compile_matches_eager_per_family(spec):
     """torch.compile (dynamic shapes) of one spec per op family equals eager, at two lengths."""
     model = build(f"specs/{spec}.arch", seed=0).eval()

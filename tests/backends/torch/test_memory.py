@@ -139,3 +139,108 @@ def test_compressive_exports_with_dynamic_length():
     for b, t in ((1, 3), (3, 50), (2, 129)):
         ids = torch.randint(0, 50, (b, t))
         torch.testing.assert_close(ep.module()(ids), model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def _rmt_model(memory: int = 2, segment: int = 5, causal: str = "true"):
+    spec = f"""
+model rmt(tokens) {{
+  block dec(x) {{
+    x = x + attention(rmsnorm(x), heads={H}, causal={causal}, pos=rope())
+    return x + swiglu(rmsnorm(x), hidden=24)
+  }}
+  x = embed(tokens, 50, {D})
+  x = recurrent_memory(x, block=repeat(2, dec), memory={memory}, segment={segment})
+  return lm_head(rmsnorm(x))
+}}"""
+    return build(archc.loads(spec, "rmt.arch").graph, seed=0).eval()
+
+
+def _rmt_reference(rmt, x: torch.Tensor) -> torch.Tensor:
+    """Bulatov et al. §3, decoder form: H_s = body([M_s; X_s; M_s]), the segment's outputs are the
+    middle of H_s and M_{s+1} its last M rows; the last segment is as long as what is left."""
+    m, seg = rmt.params.memory, rmt.params.segment
+    mem = rmt.memory[None].expand(x.shape[0], -1, -1)
+    ys = []
+    for s in range(0, x.shape[1], seg):
+        xs = x[:, s:s + seg]
+        h = torch.cat((mem, xs, mem), 1)
+        (out,), _ = rmt.body.run([h], Context(torch.arange(h.shape[1])))
+        ys.append(out[:, m:m + xs.shape[1]])
+        mem = out[:, -m:]
+    return torch.cat(ys, 1)
+
+
+@pytest.mark.parametrize("t", [3, 5, 12, 23])
+def test_rmt_equals_segment_recurrence(t):
+    model = _rmt_model()
+    rmt = model.get_submodule("rmt")
+    x = torch.randn(2, t, D)
+    with torch.no_grad():
+        torch.testing.assert_close(rmt(x, ctx=Context(torch.arange(t))), _rmt_reference(rmt, x), atol=1e-5, rtol=1e-5)
+
+
+def test_rmt_memory_carries_information_and_gradients():
+    model = _rmt_model().train()
+    ids = torch.randint(0, 50, (1, 15))
+    emb = model.get_submodule("embed")(ids, ctx=None).detach().requires_grad_(True)
+    rmt = model.get_submodule("rmt")
+    y = rmt(emb, ctx=Context(torch.arange(15)))
+    y[0, 12].sum().backward()  # third segment
+    reach = emb.grad[0].abs().sum(-1)
+    assert (reach[:10] > 0).all()  # earlier segments reach it only through the memory (BPTT)
+    assert rmt.memory.grad.abs().sum() > 0  # the learned initial memory is trained
+
+
+def test_rmt_bidirectional_body_ignores_the_padding_of_the_last_segment():
+    model = _rmt_model(causal="false")
+    rmt = model.get_submodule("rmt")
+    x = torch.randn(2, 12, D)
+    with torch.no_grad():
+        torch.testing.assert_close(rmt(x, ctx=Context(torch.arange(12))), _rmt_reference(rmt, x), atol=1e-5, rtol=1e-5)
+
+
+def test_rmt_step_matches_forward_across_segments():
+    model = _rmt_model()
+    ids = torch.randint(0, 50, (2, 23))
+    for chunks in ([1] * 23, [5, 5, 5, 5, 3], [7, 1, 9, 6], [23], [4, 2, 11, 6]):
+        assert_step_matches_forward(model, ids, chunks)
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, ids):
+        return self.m(ids).logits
+
+
+class _Step(torch.nn.Module):
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.m = model
+
+    def forward(self, ids, pos, *state):
+        return self.m.step(ids, pos, state)
+
+
+def test_rmt_exports_with_dynamic_length_and_segment_count():
+    model = _rmt_model()
+    ep = torch.export.export(_Logits(model), (torch.randint(0, 50, (3, 9)),),
+                             dynamic_shapes={"ids": {0: Dim("batch", max=64), 1: Dim("seq", min=2, max=1024)}})
+    for b, t in ((1, 3), (2, 5), (4, 23), (2, 61)):
+        ids = torch.randint(0, 50, (b, t))
+        torch.testing.assert_close(ep.module()(ids), model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_rmt_exported_step_crosses_segment_boundaries():
+    model = _rmt_model()
+    state = model.init_state(3, 16)
+    ep = torch.export.export(_Step(model), (torch.randint(0, 50, (3, 1)), torch.tensor(3), *state),
+                             dynamic_shapes=({0: Dim("batch", max=64)}, None, tuple({0: Dim("batch", max=64)} for _ in state)))
+    seq = torch.randint(0, 50, (2, 13))
+    st, outs = model.init_state(2, 13), []
+    for i in range(13):
+        lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)
+        outs.append(lg)
+    torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=1e-5, rtol=1e-5)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
+from archc.backends.torch.body import BodyOp
 from archc.backends.torch.module import Context, Init, OpModule, State
 from archc.backends.torch.registry import implements
 from archc.ops.memory import compressive_buffers
@@ -111,23 +112,27 @@ class CompressiveMemory(OpModule):
         slot_ok = to_blocks(key_valid, 1, c, value=False).all(-1)  # [B|1, n_s]
         ck, cv = self._split(self.k_proj(slots)), self._split(self.v_proj(slots))
 
-        # query blocks of b tokens; raw keys from the previous and the own block (r_t ≥ t − b)
-        b = p.mem_len + c - 1
+        # query blocks of b ≥ M + c − 1 tokens, b a multiple of c; raw keys from the previous and the
+        # own block (r_t ≥ t − b). Masks are written per offset u in the block plus whether the block
+        # starts before M: no division of a symbolic index (Inductor cannot simplify those).
+        b = c * -(-(p.mem_len + c - 1) // c)
         qb, kb, vb = (to_blocks(y, 2, b) for y in (q, k, v))  # [B, H, n, b, hd]
         n = qb.shape[2]
-        blk = torch.arange(n, device=dev)[:, None]
-        q_pos = blk * b + torch.arange(b, device=dev)  # [n, b]
-        k_pos = (blk - 1) * b + torch.arange(2 * b, device=dev)  # [n, 2b]
+        u = torch.arange(b, device=dev)
         shift = lambda y: F.pad(y, (0, 0, 0, 0, 1, 0))[:, :, :n]  # noqa: E731 — block i−1 beside block i
         raw_k, raw_v = torch.cat((shift(kb), kb), 3), torch.cat((shift(vb), vb), 3)
         valid_b = to_blocks(key_valid, 1, b, value=False)  # [B|1, n, b]
         raw_ok = torch.cat((F.pad(valid_b, (0, 0, 1, 0), value=False)[:, :n], valid_b), 2)  # [B|1, n, 2b]
-        r = self._raw_start(q_pos)
-        raw_mask = ((k_pos[:, None, :] >= r[..., None]) & (k_pos[:, None, :] <= q_pos[..., None]))[None] \
-            & raw_ok[:, :, None, :]  # [B|1, n, b, 2b]
+        rel = torch.arange(2 * b, device=dev)[None] - b - u[:, None]  # [b, 2b]: s − t
+        # t ≥ M: r_t − t = −M − ((t − M) mod c), and (t − M) mod c = (u − M) mod c as c divides b
+        lo = torch.tensor([-p.mem_len - (i - p.mem_len) % c for i in range(b)], device=dev)
+        early = (torch.arange(n, device=dev)[:, None] * b + u) < p.mem_len  # [n, b]: r_t = 0
+        raw_mask = ((rel <= 0) & ((rel >= lo[:, None]) | early[..., None]))[None] & raw_ok[:, :, None, :]
 
-        # the slots a block can see: S before the first query's J up to the last query's J
-        j_t = _floor_div(r, c)  # [n, b]
+        # the slots a block can see: S before the first query's J up to the last query's J, with
+        # J_t = ⌊(t − M)/c⌋ = i·b/c + ⌊(u − M)/c⌋ for t ≥ M, else 0
+        fl = torch.tensor([(i - p.mem_len) // c for i in range(b)], device=dev)
+        j_t = torch.where(early, 0, torch.arange(n, device=dev)[:, None] * (b // c) + fl)  # [n, b]
         k_c = s_max + (b - 1) // c + 1
         j = (j_t[:, :1] - s_max) + torch.arange(k_c, device=dev)  # [n, Kc] slot ids
         idx = j.clamp(0, n_s - 1).flatten()
@@ -231,3 +236,181 @@ class CompressiveMemory(OpModule):
         ck_ring = ck_ring.index_copy(2, w, nk[:, :, -n_ring:])
         cv_ring = cv_ring.index_copy(2, w, nv[:, :, -n_ring:])
         return self._out(y), (k_ring, v_ring, pending, ck_ring, cv_ring)
+
+
+@implements("recurrent_memory")
+class RecurrentMemory(BodyOp):
+    """`recurrent_memory(x, block=body, memory=M, segment=L)`: the Recurrent Memory Transformer
+    (Bulatov et al., 2022), decoder form.
+
+    The sequence is cut into segments of L tokens. The body runs on each segment with the memory
+    written twice around it, [mem; segment; mem] (L + 2M tokens, positions 0 … L + 2M − 1 of its
+    own): the first M read the memory (every segment token sees them), the last M write it — their
+    outputs are the memory of the next segment. The first segment reads `memory` [M, d], a learned
+    embedding (N(0, 0.02)). Gradients flow through the memory across segments (BPTT, as the paper).
+
+    The last segment is padded to L (padding masked out when the body is not causal), so every
+    segment is the same computation. Eager and compiled forwards loop over segments in Python;
+    `torch.export` gets a `while_loop` over the segment count, so the exported program keeps the
+    length dynamic (a Python loop would bake in the traced length's segment count). Auxiliary losses
+    of the body (MoE balance, …) are collected per segment in eager mode; the exported graph
+    (inference) leaves them out.
+
+    State for `step`: `memory` [B, M, d] (read by the current segment) and the body's own state for
+    L + 2M positions. At the first token of a segment the body state is reset and the read tokens
+    are fed; after its last token the write tokens are fed and their outputs become the memory.
+    Traced `step`s take these branches with `torch.cond`, so an exported step crosses segment
+    boundaries too.
+    """
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.memory = nn.Parameter(torch.empty(p.memory, in_types[0].width))
+
+    @classmethod
+    def build(cls, p, in_types, out_type, bctx) -> RecurrentMemory:
+        from archc.backends.torch.model import _is_causal
+
+        mod = super().build(p, in_types, out_type, bctx)
+        mod.body_causal = _is_causal(bctx.node.body)
+        return mod
+
+    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        return ("memory", *(f"body.{s}" for s in names))
+
+    def init_weights(self, init: Init) -> None:
+        init.normal_(self.memory)
+        self.body.init_weights(init)
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def _segment(self, mem: Tensor, seg: Tensor, seg_valid: Tensor | None, aux: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """One segment [B, L, d] with the memory [B, M, d] read before and written after it;
+        returns the segment's outputs and the next memory."""
+        m, seg_len = self.params.memory, seg.shape[1]
+        mask = None
+        if seg_valid is not None:
+            ones = seg_valid.new_ones(seg_valid.shape[0], m)
+            mask = torch.cat((ones, seg_valid, ones), 1)
+        ctx = Context(torch.arange(seg_len + 2 * m, device=seg.device), mask, aux_losses=aux)
+        (out,), _ = self.body.run([torch.cat((mem, seg, mem), 1)], ctx)
+        return out[:, m:m + seg_len], out[:, m + seg_len:].contiguous()
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        assert ctx is not None
+        seg_len = self.params.segment
+        bsz, t, _ = x.shape
+        segs = to_blocks(x, 1, seg_len)  # [B, n, L, d]
+        n_real = (t + seg_len - 1) // seg_len
+        valid = ctx.attention_mask
+        if valid is None and not self.body_causal:  # the padding of the last segment must not be seen
+            valid = torch.ones(bsz, t, dtype=torch.bool, device=x.device)
+        seg_valid = to_blocks(valid, 1, seg_len, value=False) if valid is not None else None
+        mem = self.memory[None].expand(bsz, -1, -1).contiguous()
+        if torch.compiler.is_exporting():
+            return from_blocks(self._segments_while_loop(mem, segs, seg_valid, n_real), 1, t)
+        ys = []
+        for i in range(n_real):
+            y, mem = self._segment(mem, segs[:, i], seg_valid[:, i] if seg_valid is not None else None,
+                                   ctx.aux_losses)
+            ys.append(y)
+        return torch.cat(ys, 1)[:, :t]
+
+    def _segments_while_loop(self, mem: Tensor, segs: Tensor, seg_valid: Tensor | None, n_real: int) -> Tensor:
+        from torch._higher_order_ops.while_loop import while_loop
+
+        def more(i: Tensor, mem: Tensor, out: Tensor) -> Tensor:
+            return i < n_real
+
+        def one(i: Tensor, mem: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            at = i.reshape(1)
+            sv = seg_valid.index_select(1, at).squeeze(1) if seg_valid is not None else None
+            y, mem = self._segment(mem, segs.index_select(1, at).squeeze(1), sv, [])
+            return i + 1, mem, out.index_copy(1, at, y[:, None])
+
+        start = torch.zeros((), dtype=torch.long, device=segs.device)
+        _, _, out = while_loop(more, one, (start, mem, torch.zeros_like(segs)))
+        return out
+
+    # -- step --------------------------------------------------------------------------------
+
+    def _body_len(self) -> int:
+        return self.params.segment + 2 * self.params.memory
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        mem = self.memory.detach().to(device=device, dtype=dtype)[None].expand(batch, -1, -1).contiguous()
+        return (mem, *self.body.init_state(batch, self._body_len(), device, dtype))
+
+    def _body_ctx(self, positions: Tensor, seg_start: Tensor, ctx: Context) -> Context:
+        """The body's decoding context: its own positions; an absolute key mask mapped onto them."""
+        mask = None
+        if ctx.attention_mask is not None:
+            am = ctx.attention_mask
+            m, seg_len = self.params.memory, self.params.segment
+            at = (seg_start + torch.arange(seg_len, device=am.device)).clamp(max=am.shape[1] - 1)
+            ones = am.new_ones(am.shape[0], m)
+            mask = torch.cat((ones, am.index_select(1, at), ones), 1)
+        return Context(positions, mask, aux_losses=[], decoding=True)
+
+    def _read(self, mem: Tensor, seg_start: Tensor, ctx: Context) -> State:
+        """A fresh body state with the memory's read tokens fed (positions 0 … M − 1)."""
+        fresh = self.body.init_state(mem.shape[0], self._body_len(), mem.device, mem.dtype)
+        pos = torch.arange(self.params.memory, device=mem.device)
+        return self.body.run([mem], self._body_ctx(pos, seg_start, ctx), fresh)[1]
+
+    def _write(self, mem: Tensor, body_state: State, seg_start: Tensor, ctx: Context) -> Tensor:
+        """The next memory: the body's outputs at the write tokens (positions L + M … L + 2M − 1)."""
+        m = self.params.memory
+        pos = self.params.segment + m + torch.arange(m, device=mem.device)
+        return self.body.run([mem], self._body_ctx(pos, seg_start, ctx), body_state)[0][0].contiguous()
+
+    def _piece(self, x: Tensor, start: Tensor, mem: Tensor, body_state: State, ctx: Context) -> tuple[Tensor, State]:
+        """Tokens of one segment at body positions M + (start mod L) …"""
+        seg_len = self.params.segment
+        seg_start = start - torch.remainder(start, seg_len)
+        pos = self.params.memory + (start - seg_start) + torch.arange(x.shape[1], device=x.device)
+        (y,), body_state = self.body.run([x], self._body_ctx(pos, seg_start, ctx), body_state)
+        return y, body_state
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        seg_len = self.params.segment
+        mem, body_state = state[0], tuple(state[1:])
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return self._traced_step(x, mem, body_state, ctx)
+        start, end = int(ctx.positions[0]), int(ctx.positions[-1]) + 1
+        ys = []
+        while start < end:  # pieces that stay within one segment
+            stop = min(end, (start // seg_len + 1) * seg_len)
+            seg_start = torch.tensor(start - start % seg_len, device=x.device)
+            if start % seg_len == 0:
+                body_state = self._read(mem, seg_start, ctx)
+            piece = x[:, start - int(ctx.positions[0]):stop - int(ctx.positions[0])]
+            y, body_state = self._piece(piece, torch.tensor(start, device=x.device), mem, body_state, ctx)
+            ys.append(y)
+            if stop % seg_len == 0:
+                mem = self._write(mem, body_state, seg_start, ctx)
+            start = stop
+        return torch.cat(ys, 1), (mem, *body_state)
+
+    def _traced_step(self, x: Tensor, mem: Tensor, body_state: State, ctx: Context) -> tuple[Tensor, State]:
+        """Token by token (T_new is static in a traced step), segment boundaries by `torch.cond`."""
+        seg_len = self.params.segment
+        n = len(body_state)
+        ys = []
+        for i in range(x.shape[1]):
+            t = ctx.positions[i]
+            seg_start = t - torch.remainder(t, seg_len)
+            body_state = tuple(torch.cond(
+                torch.remainder(t, seg_len) == 0,
+                lambda mem, at, *st: tuple(self._read(mem, at, ctx)),
+                lambda mem, at, *st: tuple(s.clone() for s in st),
+                (mem, seg_start, *body_state)))
+            y, body_state = self._piece(x[:, i:i + 1], t, mem, body_state, ctx)
+            ys.append(y)
+            mem = torch.cond(
+                torch.remainder(t, seg_len) == seg_len - 1,
+                lambda mem, at, *st: self._write(mem, st, at, ctx),
+                lambda mem, at, *st: mem.clone(),
+                (mem, seg_start, *body_state))
+            assert len(body_state) == n
+        return torch.cat(ys, 1), (mem, *body_state)

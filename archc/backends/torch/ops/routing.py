@@ -11,31 +11,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule, State, tracing
+from archc.backends.torch.body import BodyOp
+from archc.backends.torch.module import Context, Init, State, tracing
 from archc.backends.torch.registry import implements
 
 
-class _BlockOp(OpModule):
-    """An op around the node's body block (run by its own `GraphModule` under `<node>.body.`) with
-    a Linear(d, 1) scoring unit (ACT's halting unit, MoD's router): N(0, 0.02) weight, bias
-    `score_bias`. Subclasses name their state from the body's (`body_state_names`)."""
+class _BlockOp(BodyOp):
+    """A block-bodied op with a Linear(d, 1) scoring unit (ACT's halting unit, MoD's router):
+    N(0, 0.02) weight, bias `score_bias`."""
 
     score_bias = 0.0
     #: Attribute name of the scoring unit (so checkpoints keep the paper's name).
     score_name = "router"
-    body: nn.Module
-
-    @classmethod
-    def build(cls, p, in_types, out_type, bctx) -> _BlockOp:
-        from archc.backends.torch.model import GraphModule  # the interpreter builds op modules itself
-
-        mod = cls(p, in_types, out_type)
-        mod.body = GraphModule(bctx.node.body)
-        mod.state_names = mod.body_state_names(mod.body.state_names)
-        return mod
-
-    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        return names
 
     def init_weights(self, init: Init) -> None:
         score = getattr(self, self.score_name)
