@@ -6,7 +6,8 @@ and threads, fp32, this machine's CPU).
 Measures, for llama-tiny vs `LlamaForCausalLM` and mixtral-tiny vs `MixtralForCausalLM`:
 forward at batch 1 × 512, a training step (forward + backward + AdamW) at batch 4 × 256, and
 per-token greedy decode after a 128-token prompt; plus archc's decode time per token at 128 vs
-2048 tokens of context. Reports medians and the ratio archc / transformers (< 1: archc faster).
+2048 tokens of context. Reports medians and the ratio archc / transformers (< 1: archc faster);
+archc and transformers are timed alternately, so that the machine's drift hits both alike.
 """
 
 from __future__ import annotations
@@ -21,15 +22,23 @@ import transformers
 import archc
 
 
-def _median_time(fn, repeat: int, warmup: int = 2) -> float:
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _paired(fa, fb, repeat: int, warmup: int = 2) -> tuple[float, float]:
+    """Medians of fa's and fb's times, measured alternately (a, b, a, b, …) so that drift in the
+    machine's speed (other load, frequency scaling) hits both sides alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        fa()
+        fb()
+    ta, tb = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        ta.append(fa())
+        tb.append(fb())
+    return statistics.median(ta), statistics.median(tb)
 
 
 def _hf_llama():
@@ -50,49 +59,40 @@ def _hf_mixtral():
 def forward(model, hf, repeat):
     ids = torch.randint(0, 4096, (1, 512))
     with torch.no_grad():
-        a = _median_time(lambda: model(ids), repeat)
-        b = _median_time(lambda: hf(ids), repeat)
-    return a, b
+        return _paired(lambda: _timed(lambda: model(ids)), lambda: _timed(lambda: hf(ids)), repeat)
 
 
 def train_step(model, hf, repeat):
     ids = torch.randint(0, 4096, (4, 256))
-    res = []
+    steps = []
     for m in (model, hf):
-        m.train()
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
 
         def step(m=m, opt=opt):
+            m.train()
             opt.zero_grad(set_to_none=True)
-            m(ids, labels=ids).loss.backward()
-            opt.step()
+            t = _timed(lambda: m(ids, labels=ids).loss.backward() or opt.step())
+            m.eval()
+            return t
 
-        res.append(_median_time(step, repeat))
-        m.eval()
-    return res[0], res[1]
+        steps.append(step)
+    return _paired(steps[0], steps[1], repeat)
 
 
-def decode(model, hf, prompt_len: int, new: int, with_hf: bool = True):
+def _per_token(gen, new: int) -> float:
+    """Seconds per generated token after the prompt: (time for `new` tokens − time for 1) / (new − 1)."""
+    return (_timed(lambda: gen(new)) - _timed(lambda: gen(1))) / (new - 1)
+
+
+def decode(model, hf, prompt_len: int, new: int, repeat: int, with_hf: bool = True):
     ids = torch.randint(0, 4096, (1, prompt_len))
+    kw = dict(do_sample=False, pad_token_id=0)
+    ours = lambda: _per_token(lambda n: model.generate(ids, max_new_tokens=n), new)  # noqa: E731
+    theirs = lambda: _per_token(lambda n: hf.generate(ids, max_new_tokens=n, min_new_tokens=n, **kw), new)  # noqa: E731
     with torch.no_grad():
-        model.generate(ids, max_new_tokens=4)
-        t0 = time.perf_counter()
-        model.generate(ids, max_new_tokens=new)
-        t_full = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        model.generate(ids, max_new_tokens=1)
-        ours = (t_full - (time.perf_counter() - t0)) / (new - 1)
         if not with_hf:
-            return ours, float("nan")
-        kw = dict(do_sample=False, pad_token_id=0)
-        hf.generate(ids, max_new_tokens=4, min_new_tokens=4, **kw)
-        t0 = time.perf_counter()
-        hf.generate(ids, max_new_tokens=new, min_new_tokens=new, **kw)
-        t_full = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        hf.generate(ids, max_new_tokens=1, **kw)
-        theirs = (t_full - (time.perf_counter() - t0)) / (new - 1)
-    return ours, theirs
+            return _paired(ours, lambda: 0.0, repeat, warmup=1)[0], float("nan")
+        return _paired(ours, theirs, repeat, warmup=1)
 
 
 def main() -> None:
@@ -109,10 +109,10 @@ def main() -> None:
         assert model.num_parameters() == hf.num_parameters(), (model.num_parameters(), hf.num_parameters())
         rows = [("forward 1×512 (s)", forward(model, hf, repeat)),
                 ("train step 4×256 (s)", train_step(model, hf, repeat)),
-                ("decode/token after 128 (ms)", tuple(1e3 * t for t in decode(model, hf, 128, 33)))]
+                ("decode/token after 128 (ms)", tuple(1e3 * t for t in decode(model, hf, 128, 33, repeat)))]
         for what, (a, b) in rows:
             print(f"{name:<14}{what:<34}{a:>10.4f}{b:>10.4f}{a / b:>8.2f}")
-        long = 1e3 * decode(model, hf, 2048, 17, with_hf=False)[0]
+        long = 1e3 * decode(model, hf, 2048, 17, max(3, repeat // 2), with_hf=False)[0]
         short = rows[2][1][0]
         print(f"{name:<14}{'archc decode/token 2048 vs 128 ctx':<34}{long:>10.3f}{short:>10.3f}{long / short:>8.2f}")
 

@@ -254,7 +254,9 @@ class ArchModel(GraphModule):
         if self.head == "cls_head" and logits.shape[-1] == 1:
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
         if self.head == "lm_head" and self.causal:
-            logits, labels = logits[:, :-1], labels[:, 1:]
+            # shift the labels, not the logits: slicing [B, T, V] logits would copy them (as
+            # transformers' ForCausalLMLoss, the last position gets the ignored label)
+            labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
         if self.head not in ("lm_head", "cls_head", "token_cls_head"):
             raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
                              "end the spec with lm_head, cls_head or token_cls_head")

@@ -110,16 +110,15 @@ class MoE(OpModule):
         if p.z_loss > 0:
             ctx.aux_losses.append(p.z_loss * router_z_loss(logits))
         gates = gates.to(h.dtype)
-        if tracing() or h.shape[0] <= len(self.experts):  # traced, or a few decode tokens: dense
-            out = torch.zeros_like(h)
+        out = torch.zeros_like(h)
+        if tracing():  # no data-dependent shapes in traced graphs: every expert on every token
             for e, expert in enumerate(self.experts):
                 out = out + expert(h) * gates[:, e:e + 1]
-        else:
-            out = torch.zeros_like(h)
-            for e, expert in enumerate(self.experts):
+        else:  # only the experts some token chose, each on its own tokens (a decode step: top-k of E)
+            for e in torch.unique(top_i).tolist():
                 idx = gates[:, e].nonzero().squeeze(-1)
                 if idx.numel():
-                    out.index_add_(0, idx, expert(h[idx]) * gates[idx, e:e + 1])
+                    out.index_add_(0, idx, self.experts[e](h[idx]) * gates[idx, e:e + 1])
         for s in self.shared:
             out = out + s(h)
         return out.reshape(shape)
