@@ -244,3 +244,13 @@ def test_rmt_exported_step_crosses_segment_boundaries():
         lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)
         outs.append(lg)
     torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_memory_models_generate_speculatively_as_greedily():
+    """Speculative decoding restarts these (non-positional) states from the verified prefix: the
+    output must equal plain greedy decoding, across RMT segment boundaries."""
+    draft = _rmt_model(memory=1, segment=3)
+    ids = torch.randint(0, 50, (1, 7))
+    for target in (_rmt_model(), _compressive_model(4, 2, 2)):
+        greedy = target.generate(ids, max_new_tokens=14)
+        torch.testing.assert_close(target.generate(ids, max_new_tokens=14, draft=draft, num_draft_tokens=3), greedy)
