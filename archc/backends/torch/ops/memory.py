@@ -34,7 +34,7 @@ class CompressiveMemory(OpModule):
 
     So the paper's memory hierarchy is exact for each token (not only at segment boundaries), the
     forward over a long sequence equals token-by-token decoding, and both use O(M + S) keys per
-    token. The forward is blockwise (query blocks of M + c − 1 tokens, each with its own and the
+    token. The forward is blockwise (query blocks of ≥ M + c − 1 tokens, each with its own and the
     previous key block plus the ≤ S + b/c slots it can see): no T×T matrix.
 
     Training the compression (paper §3.2): the attention-reconstruction loss λ·‖attn(q, raw) −
