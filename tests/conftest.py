@@ -64,3 +64,33 @@ def assert_step_matches_forward(model, ids, chunks, atol: float = 1e-5, rtol: fl
         out.append(lg)
         pos += c
     torch.testing.assert_close(torch.cat(out, 1), full, atol=atol, rtol=rtol)
+
+
+def exportable_logits(model):
+    """`model` as a module from input ids to logits, for `torch.export` (which wants tensors out)."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids):
+            return self.model(ids).logits
+
+    return Logits()
+
+
+def exportable_step(model):
+    """`model.step` as a module taking the state as flat tensor arguments, for `torch.export`."""
+    import torch
+
+    class Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids, pos, *state):
+            return self.model.step(ids, pos, tuple(state))
+
+    return Step()

@@ -9,25 +9,7 @@ from torch.export import Dim
 
 import archc
 from archc.backends.torch import BackendError, build
-from tests.conftest import SPECS
-
-
-class _Logits(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids):
-        return self.model(ids).logits
-
-
-class _Step(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids, pos, *state):
-        return self.model.step(ids, pos, tuple(state))
+from tests.conftest import SPECS, exportable_logits, exportable_step
 
 
 def _buildable(spec):
@@ -55,7 +37,7 @@ def test_forward_exports_with_dynamic_batch_and_length(spec):
         pytest.skip("not built by the torch backend yet")
     batch, seq = Dim("batch", min=1, max=64), Dim("seq", min=2, max=1024)
     ids = torch.randint(0, _vocab(model), (2, 24))
-    ep = torch.export.export(_Logits(model), (ids,), dynamic_shapes={"ids": {0: batch, 1: seq}})
+    ep = torch.export.export(exportable_logits(model), (ids,), dynamic_shapes={"ids": {0: batch, 1: seq}})
     for b, t in ((1, 7), (3, 50), (2, 129)):
         x = torch.randint(0, _vocab(model), (b, t))
         torch.testing.assert_close(ep.module()(x), model(x).logits, atol=1e-5, rtol=1.3e-6)
@@ -80,7 +62,7 @@ model t(tokens) {{
     batch, cache = Dim("batch", min=1, max=64), Dim("cache", min=2, max=4096)
     # a ring buffer's length is the window, fixed by the spec; a full cache's is max_len, dynamic
     dyn = tuple({0: batch} if extra else {0: batch, 2: cache} for _ in state)
-    ep = torch.export.export(_Step(model), (ids, pos, *state), dynamic_shapes=({0: batch}, None, dyn))
+    ep = torch.export.export(exportable_step(model), (ids, pos, *state), dynamic_shapes=({0: batch}, None, dyn))
     # decode a sequence with the exported step and compare with the model's own forward
     seq = torch.randint(0, 64, (3, 20))
     st = model.init_state(3, 24)
@@ -107,7 +89,7 @@ def test_step_exports_for_every_causal_spec(spec):
     v = _vocab(model)
     state = model.init_state(2, 16)
     ids = torch.randint(0, v, (2, 1))
-    ep = torch.export.export(_Step(model), (ids, torch.tensor(3), *state),
+    ep = torch.export.export(exportable_step(model), (ids, torch.tensor(3), *state),
                              dynamic_shapes=({0: Dim("batch", min=1, max=64)}, None, tuple(_cache_dims(model))))
     seq = torch.randint(0, v, (3, 12))
     st, outs = model.init_state(3, 24), []
@@ -138,7 +120,7 @@ model t(tokens) {{
   return lm_head(x)
 }}"""
     model = build(archc.loads(spec, "t.arch").graph, seed=0).eval()
-    ep = torch.export.export(_Logits(model), (torch.randint(0, 64, (2, 5)),),
+    ep = torch.export.export(exportable_logits(model), (torch.randint(0, 64, (2, 5)),),
                              dynamic_shapes={"ids": {0: Dim("batch", max=64), 1: Dim("seq", min=2, max=1024)}})
     for b, t in ((1, 3), (3, 50), (2, 129)):
         x = torch.randint(0, 64, (b, t))

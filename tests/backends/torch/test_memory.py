@@ -14,7 +14,7 @@ from torch.export import Dim
 import archc
 from archc.backends.torch import build
 from archc.backends.torch.module import Context
-from tests.conftest import assert_step_matches_forward
+from tests.conftest import assert_step_matches_forward, exportable_logits, exportable_step
 
 D, H = 16, 2
 
@@ -126,15 +126,7 @@ def test_compressive_spec_trains_and_decodes():
 def test_compressive_exports_with_dynamic_length():
     model = _compressive_model(5, 3, 2).eval()
 
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.m = model
-
-        def forward(self, ids):
-            return self.m(ids).logits
-
-    ep = torch.export.export(Logits(), (torch.randint(0, 50, (2, 9)),),
+    ep = torch.export.export(exportable_logits(model), (torch.randint(0, 50, (2, 9)),),
                              dynamic_shapes={"ids": {0: Dim("batch", max=64), 1: Dim("seq", min=2, max=1024)}})
     for b, t in ((1, 3), (3, 50), (2, 129)):
         ids = torch.randint(0, 50, (b, t))
@@ -206,27 +198,9 @@ def test_rmt_step_matches_forward_across_segments():
         assert_step_matches_forward(model, ids, chunks)
 
 
-class _Logits(torch.nn.Module):
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.m = model
-
-    def forward(self, ids):
-        return self.m(ids).logits
-
-
-class _Step(torch.nn.Module):
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.m = model
-
-    def forward(self, ids, pos, *state):
-        return self.m.step(ids, pos, state)
-
-
 def test_rmt_exports_with_dynamic_length_and_segment_count():
     model = _rmt_model()
-    ep = torch.export.export(_Logits(model), (torch.randint(0, 50, (3, 9)),),
+    ep = torch.export.export(exportable_logits(model), (torch.randint(0, 50, (3, 9)),),
                              dynamic_shapes={"ids": {0: Dim("batch", max=64), 1: Dim("seq", min=2, max=1024)}})
     for b, t in ((1, 3), (2, 5), (4, 23), (2, 61)):
         ids = torch.randint(0, 50, (b, t))
@@ -236,7 +210,7 @@ def test_rmt_exports_with_dynamic_length_and_segment_count():
 def test_rmt_exported_step_crosses_segment_boundaries():
     model = _rmt_model()
     state = model.init_state(3, 16)
-    ep = torch.export.export(_Step(model), (torch.randint(0, 50, (3, 1)), torch.tensor(3), *state),
+    ep = torch.export.export(exportable_step(model), (torch.randint(0, 50, (3, 1)), torch.tensor(3), *state),
                              dynamic_shapes=({0: Dim("batch", max=64)}, None, tuple({0: Dim("batch", max=64)} for _ in state)))
     seq = torch.randint(0, 50, (2, 13))
     st, outs = model.init_state(2, 13), []
