@@ -94,3 +94,24 @@ def exportable_step(model):
             return self.model.step(ids, pos, tuple(state))
 
     return Step()
+
+
+def assert_exported_step_matches_forward(model, vocab: int, n_tokens: int, atol: float = 1e-4) -> None:
+    """`model.step`, exported with the batch and every state dim that grows with max_len dynamic
+    (traced at batch 2, position 3), decodes `n_tokens` one by one at batch 3 as the forward does."""
+    import torch
+    from torch.export import Dim
+
+    batch, cache = Dim("batch", min=1, max=64), Dim("cache", min=2, max=4096)
+    a, b = model.init_state(1, 16), model.init_state(1, 32)
+    state_dims = tuple({0: batch, **{i: cache for i in range(1, x.dim()) if x.shape[i] != y.shape[i]}}
+                       for x, y in zip(a, b, strict=True))
+    ep = torch.export.export(exportable_step(model), (torch.randint(0, vocab, (2, 1)), torch.tensor(3),
+                                                      *model.init_state(2, 16)),
+                             dynamic_shapes=({0: batch}, None, state_dims))
+    seq = torch.randint(0, vocab, (3, n_tokens))
+    st, outs = model.init_state(3, n_tokens + 12), []
+    for i in range(n_tokens):
+        lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)
+        outs.append(lg)
+    torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=atol, rtol=atol)

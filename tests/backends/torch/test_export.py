@@ -9,7 +9,7 @@ from torch.export import Dim
 
 import archc
 from archc.backends.torch import BackendError, build
-from tests.conftest import SPECS, exportable_logits, exportable_step
+from tests.conftest import SPECS, assert_exported_step_matches_forward, exportable_logits, exportable_step
 
 
 def _buildable(spec):
@@ -73,30 +73,13 @@ model t(tokens) {{
     torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=1e-5, rtol=1.3e-6)
 
 
-def _cache_dims(model) -> list[dict[int, Dim]]:
-    """Per state tensor: batch (dim 0) and every dim that grows with max_len, dynamic."""
-    batch, cache = Dim("batch", min=1, max=64), Dim("cache", min=2, max=4096)
-    a, b = model.init_state(1, 16), model.init_state(1, 32)
-    return [{0: batch, **{i: cache for i in range(1, x.dim()) if x.shape[i] != y.shape[i]}} for x, y in zip(a, b, strict=True)]
-
-
 @pytest.mark.parametrize("spec", _TINY, ids=lambda p: p.stem)
 def test_step_exports_for_every_causal_spec(spec):
     """The exported `step` decodes token by token exactly as the model's own forward."""
     model = _buildable(spec)
     if model is None or not model.causal or len(model.input_names) != 1:
         pytest.skip("not a causal single-input model built by the torch backend")
-    v = _vocab(model)
-    state = model.init_state(2, 16)
-    ids = torch.randint(0, v, (2, 1))
-    ep = torch.export.export(exportable_step(model), (ids, torch.tensor(3), *state),
-                             dynamic_shapes=({0: Dim("batch", min=1, max=64)}, None, tuple(_cache_dims(model))))
-    seq = torch.randint(0, v, (3, 12))
-    st, outs = model.init_state(3, 24), []
-    for i in range(12):
-        lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)
-        outs.append(lg)
-    torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=1e-4, rtol=1e-4)
+    assert_exported_step_matches_forward(model, _vocab(model), 12)
 
 
 def test_compile_matches_eager():

@@ -14,7 +14,11 @@ from torch.export import Dim
 import archc
 from archc.backends.torch import build
 from archc.backends.torch.module import Context
-from tests.conftest import assert_step_matches_forward, exportable_logits, exportable_step
+from tests.conftest import (
+    assert_exported_step_matches_forward,
+    assert_step_matches_forward,
+    exportable_logits,
+)
 
 D, H = 16, 2
 
@@ -208,16 +212,8 @@ def test_rmt_exports_with_dynamic_length_and_segment_count():
 
 
 def test_rmt_exported_step_crosses_segment_boundaries():
-    model = _rmt_model()
-    state = model.init_state(3, 16)
-    ep = torch.export.export(exportable_step(model), (torch.randint(0, 50, (3, 1)), torch.tensor(3), *state),
-                             dynamic_shapes=({0: Dim("batch", max=64)}, None, tuple({0: Dim("batch", max=64)} for _ in state)))
-    seq = torch.randint(0, 50, (2, 13))
-    st, outs = model.init_state(2, 13), []
-    for i in range(13):
-        lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)
-        outs.append(lg)
-    torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=1e-5, rtol=1e-5)
+    """Segments of 5 tokens: the read and write branches (`torch.cond`) run inside the export."""
+    assert_exported_step_matches_forward(_rmt_model(), 50, 13, atol=1e-5)
 
 
 def test_memory_models_generate_speculatively_as_greedily():
