@@ -115,3 +115,26 @@ def assert_exported_step_matches_forward(model, vocab: int, n_tokens: int, atol:
         lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)
         outs.append(lg)
     torch.testing.assert_close(torch.cat(outs, 1), model(seq).logits, atol=atol, rtol=atol)
+
+
+def copy_weights(model, mapping) -> None:
+    """Copy a reference model's tensors into `model` by archc parameter name; every parameter
+    must be covered and every shape must agree."""
+    import torch
+
+    ours = dict(model.named_parameters())
+    assert set(mapping) == set(ours), (set(ours) - set(mapping), set(mapping) - set(ours))
+    with torch.no_grad():
+        for k, v in mapping.items():
+            assert ours[k].shape == v.shape, (k, ours[k].shape, v.shape)
+            ours[k].copy_(v)
+
+
+@pytest.fixture
+def without_mamba_module(monkeypatch):
+    """The torch registry as if `mamba` had no module: how a backend reports an op it lacks."""
+    from archc.backends.torch import registry
+
+    modules = dict(registry.modules())
+    del modules["mamba"]
+    monkeypatch.setattr(registry, "_MODULES", modules)

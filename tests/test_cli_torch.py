@@ -24,7 +24,7 @@ def test_build_writes_reproducible_weights_and_refuses_overwrite(tmp_path: Path,
     assert all((first[k] == again[k]).all() for k in first)
 
 
-def test_build_of_an_op_without_module_points_at_the_call(capsys):
+def test_build_of_an_op_without_module_points_at_the_call(capsys, without_mamba_module):
     assert main(["build", "specs/mamba-tiny.arch"]) == 1
     err = capsys.readouterr().err
     assert "ARC0901" in err and "mamba-tiny.arch:" in err and "^" in err and "Traceback" not in err

@@ -12,19 +12,11 @@ import torch
 
 import archc
 from archc.backends.torch import build
+from tests.conftest import copy_weights
 
 transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-5
-
-
-def _load(model, mapping: dict[str, torch.Tensor]) -> None:
-    ours = dict(model.named_parameters())
-    assert set(mapping) == set(ours), (set(ours) - set(mapping), set(mapping) - set(ours))
-    with torch.no_grad():
-        for k, v in mapping.items():
-            assert ours[k].shape == v.shape, (k, ours[k].shape, v.shape)
-            ours[k].copy_(v)
 
 
 def _build(spec: str):
@@ -66,7 +58,7 @@ def llama_pair(kv: int, seed: int = 0):
     torch.manual_seed(seed)
     hf = transformers.LlamaForCausalLM(cfg).eval()
     ours = _build(LLAMA_SPEC.format(kv=kv, theta=500, scaling="", window=""))
-    _load(ours, _llama_like_map(hf.state_dict(), 2))
+    copy_weights(ours, _llama_like_map(hf.state_dict(), 2))
     return hf, ours
 
 
@@ -87,7 +79,7 @@ def test_llama_linear_rope_scaling_matches_transformers():
     torch.manual_seed(1)
     hf = transformers.LlamaForCausalLM(cfg).eval()
     ours = _build(LLAMA_SPEC.format(kv=2, theta=10000, scaling=', scaling="linear", factor=4', window=""))
-    _load(ours, _llama_like_map(hf.state_dict(), 2))
+    copy_weights(ours, _llama_like_map(hf.state_dict(), 2))
     ids = torch.randint(0, 128, (1, 40))
     torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=ATOL, rtol=1.3e-6)
 
@@ -100,7 +92,7 @@ def test_mistral_sliding_window_matches_transformers(seq):
     torch.manual_seed(2)
     hf = transformers.MistralForCausalLM(cfg).eval()
     ours = _build(LLAMA_SPEC.format(kv=2, theta=10000, scaling="", window=", window=8"))
-    _load(ours, _llama_like_map(hf.state_dict(), 2))
+    copy_weights(ours, _llama_like_map(hf.state_dict(), 2))
     ids = torch.randint(0, 128, (2, seq))
     torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=ATOL, rtol=1.3e-6)
 
@@ -144,7 +136,7 @@ def test_gpt2_matches_transformers():
         m[f"h.{i}.mlp.down_proj.weight"] = sd[p + "mlp.c_proj.weight"].t()
         m[f"h.{i}.mlp.down_proj.bias"] = sd[p + "mlp.c_proj.bias"]
     ours = _build(GPT2_SPEC)
-    _load(ours, m)
+    copy_weights(ours, m)
     ids = torch.randint(0, 128, (2, 20))
     torch.testing.assert_close(ours(ids).logits, hf(ids).logits, atol=ATOL, rtol=1.3e-6)
 
@@ -193,7 +185,7 @@ def test_bert_with_padding_and_token_types_matches_transformers():
         m[q + "norm_1.weight"] = sd[p + "output.LayerNorm.weight"]
         m[q + "norm_1.bias"] = sd[p + "output.LayerNorm.bias"]
     ours = _build(BERT_SPEC)
-    _load(ours, m)
+    copy_weights(ours, m)
     ids = torch.randint(0, 128, (3, 16))
     types = torch.randint(0, 2, (3, 16))
     mask = torch.ones(3, 16, dtype=torch.long)
@@ -272,7 +264,7 @@ def test_mixtral_matches_transformers(layers):
             m[f"layers.{i}.moe.experts.{e}.up_proj.weight"] = gate_up[e, 48:]
             m[f"layers.{i}.moe.experts.{e}.down_proj.weight"] = down[e]
     ours = _build(MIXTRAL_SPEC.replace("LAYERS", str(layers)).replace("AUX", "0.02"))
-    _load(ours, m)
+    copy_weights(ours, m)
     ids = torch.randint(0, 64, (2, 12))
     ref = hf(ids, labels=ids)
     out = ours(ids, labels=ids)
@@ -296,7 +288,7 @@ model t(tokens) {
   return geglu(x, hidden=48)
 }""")
     ff = model.get_submodule("mlp")
-    _load(ff, {"gate_proj.weight": ref.wi_0.weight, "up_proj.weight": ref.wi_1.weight,
+    copy_weights(ff, {"gate_proj.weight": ref.wi_0.weight, "up_proj.weight": ref.wi_1.weight,
                "down_proj.weight": ref.wo.weight})
     x = torch.randn(2, 5, 32)
     torch.testing.assert_close(ff(x, Context(torch.arange(5))), ref(x), atol=ATOL, rtol=1.3e-6)
@@ -327,7 +319,7 @@ def test_last_token_pooling_matches_llama_sequence_classifier():
     m = _llama_like_map(sd, 2)
     m["classifier.classifier.weight"] = sd["score.weight"]
     m["classifier.classifier.bias"] = torch.zeros(3)  # the score layer has no bias
-    _load(ours, m)
+    copy_weights(ours, m)
     ids = torch.randint(1, 128, (3, 10))
     mask = torch.ones(3, 10, dtype=torch.long)
     mask[1, 6:] = 0

@@ -1,0 +1,225 @@
+"""State-space mixers: Mamba (selective SSM, Gu & Dao 2023) and Mamba-2 (SSD, Dao & Gu 2024).
+
+Parameter names and layouts are those of `mamba_ssm` and transformers' `MambaMixer` /
+`Mamba2Mixer`, so checkpoints map one to one. The scans are `archc.backends.torch.scan`'s chunked
+forms (no loop over the sequence); `step` of one token is the plain recurrence. States are fp32:
+
+* Mamba: `conv` [B, E, d_conv] (the last d_conv inputs of the convolution, as transformers'
+  cache) and `ssm` [B, E, N];
+* Mamba-2: `conv` [B, E + 2GN, d_conv] and `ssm` [B, H, P, N].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.registry import implements
+from archc.backends.torch.scan import chunked_decay_attention, selective_scan
+
+
+def causal_depthwise_conv(x: Tensor, conv: nn.Conv1d, prev: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Causal depthwise convolution of x [B, C, T] whose left context is `prev` [B, C, k] (the
+    last k inputs before x; zeros if None). Returns (y [B, C, T], the last k inputs after x)."""
+    k = conv.kernel_size[0]
+    window = F.pad(x, (k - 1, 0)) if prev is None else torch.cat((prev[:, :, 1:].to(x.dtype), x), dim=2)
+    y = F.conv1d(window, conv.weight, conv.bias, groups=conv.groups)
+    if prev is None:
+        window = F.pad(x, (k, 0))
+    return y, window[:, :, -k:]
+
+
+def init_conv(conv: nn.Conv1d, init: Init) -> None:
+    """PyTorch's default Conv1d init, U(±1/√fan_in) for weight and bias, as `mamba_ssm` keeps it
+    (fan_in = kernel for a depthwise conv), drawn from the seeded generator."""
+    bound = 1 / math.sqrt(conv.weight[0].numel())
+    init.uniform_(conv.weight, -bound, bound)
+    if conv.bias is not None:
+        init.uniform_(conv.bias, -bound, bound)
+
+
+def init_dt_bias(bias: Tensor, init: Init, dt_min: float = 0.001, dt_max: float = 0.1, floor: float = 1e-4) -> None:
+    """Δ's bias so that softplus(bias) is log-uniform in [dt_min, dt_max] (`mamba_ssm`), via the
+    inverse softplus dt + log(−expm1(−dt))."""
+    u = torch.empty_like(bias, dtype=torch.float32)
+    init.uniform_(u, 0.0, 1.0)
+    dt = (u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).exp().clamp(min=floor)
+    with torch.no_grad():
+        bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+
+def _mask(x: Tensor, ctx: Context | None) -> Tensor:
+    """Zero the padded positions (transformers' `apply_mask_to_padding_states`)."""
+    if ctx is None or ctx.attention_mask is None:
+        return x
+    return x * ctx.attention_mask[..., None].to(x.dtype)
+
+
+@implements("mamba")
+class Mamba(OpModule):
+    """`mamba(x, d_state=N, expand, d_conv, dt_rank, conv_bias, bias)`:
+
+        x, z = in_proj(x);  u = silu(conv1d(x));  Δ, B, C = x_proj(u) (Δ through dt_proj, softplus)
+        y = selective_scan(u, Δ, A = −exp(A_log), B, C) + D·u;  out = out_proj(y · silu(z))
+
+    Init as `mamba_ssm`: A = −(1..N) per channel (S4D-real), D = 1, Δ's bias log-uniform in
+    [0.001, 0.1], dt_proj.weight U(±R^−½), the conv PyTorch's default; out_proj takes the scaled
+    residual std."""
+
+    state_names = ("conv", "ssm")
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.e, self.n = p.expand * d, p.d_state
+        self.r = p.dt_rank or math.ceil(d / 16)
+        self.in_proj = nn.Linear(d, 2 * self.e, bias=p.bias)
+        self.conv1d = nn.Conv1d(self.e, self.e, p.d_conv, groups=self.e, bias=p.conv_bias)
+        self.x_proj = nn.Linear(self.e, self.r + 2 * self.n, bias=False)
+        self.dt_proj = nn.Linear(self.r, self.e)
+        self.A_log = nn.Parameter(torch.empty(self.e, self.n))
+        self.D = nn.Parameter(torch.empty(self.e))
+        self.out_proj = nn.Linear(self.e, d, bias=p.bias)
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+        init.normal_(self.out_proj.weight, init.residual_std)
+        init_conv(self.conv1d, init)
+        init.uniform_(self.dt_proj.weight, -self.r ** -0.5, self.r ** -0.5)
+        init_dt_bias(self.dt_proj.bias, init)
+        with torch.no_grad():
+            self.A_log.copy_(torch.arange(1, self.n + 1, dtype=torch.float32).log().expand(self.e, -1))
+            self.D.fill_(1.0)
+
+    def _inner(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The projections and the convolution: (u, z, Δ, B, C, new conv state), u/Δ/z [B, T, E]."""
+        xs, z = self.in_proj(_mask(x, ctx)).chunk(2, dim=-1)
+        u, conv_state = causal_depthwise_conv(xs.transpose(1, 2), self.conv1d, conv_prev)
+        u = _mask(F.silu(u).transpose(1, 2), ctx)
+        dt, b, c = self.x_proj(u).split((self.r, self.n, self.n), dim=-1)
+        return u, z, F.softplus(self.dt_proj(dt).float()), b, c, conv_state
+
+    def _out(self, y: Tensor, u: Tensor, z: Tensor) -> Tensor:
+        y = (y + u.float() * self.D.float()) * F.silu(z.float())
+        return self.out_proj(y.to(u.dtype))
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        u, z, dt, b, c, _ = self._inner(x, ctx, None)
+        y, _ = selective_scan(u, dt, -self.A_log.float().exp(), b, c)
+        return self._out(y, u, z)
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        return (torch.zeros(batch, self.e, self.conv1d.kernel_size[0], device=device),
+                torch.zeros(batch, self.e, self.n, device=device))
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        u, z, dt, b, c, conv = self._inner(x, ctx, state[0])
+        A = -self.A_log.float().exp()
+        if x.shape[1] == 1:  # one token: the recurrence itself (Alg. 2 at one step)
+            h = torch.addcmul((dt[:, 0] * u[:, 0].float())[..., None] * b[:, 0, None].float(),
+                              (dt[:, 0, :, None] * A).exp(), state[1])
+            y = (h @ c[:, 0, :, None].float()).transpose(1, 2)
+        else:
+            y, h = selective_scan(u, dt, A, b, c, state[1])
+        return self._out(y, u, z), (conv.float(), h)
+
+
+class GatedRMSNorm(nn.Module):
+    """Mamba-2's output norm: RMSNorm(y · silu(z)) over groups of the features (one group per B/C
+    group, so the layer stays correct under tensor parallelism), weight [E]."""
+
+    def __init__(self, width: int, groups: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.groups, self.eps = groups, eps
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        h = (y.float() * F.silu(z.float())).unflatten(-1, (self.groups, -1))
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.flatten(-2).to(z.dtype)
+
+
+@implements("mamba2")
+class Mamba2(OpModule):
+    """`mamba2(x, d_state=N, expand, d_conv, head_dim=P, groups=G, chunk)`: in_proj gives
+    z [E], xBC [E + 2GN] and Δ [H]; xBC through the causal conv and silu; per head h
+
+        S_t = exp(Δ_t A_h) S_{t−1} + Δ_t x_t ⊗ B_t,    y_t = S_t C_t + D_h x_t
+
+    (A_h = −exp(A_log_h) a scalar, B/C shared by the H/G heads of a group), computed by the
+    chunked SSD algorithm with chunk length `chunk`; out = out_proj(GatedRMSNorm(y, z)). Init as
+    `mamba_ssm`: A_h = −h (1..H), D = 1, Δ's bias log-uniform in [0.001, 0.1]."""
+
+    state_names = ("conv", "ssm")
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.e, self.n, self.g, self.p = p.expand * d, p.d_state, p.groups, p.head_dim
+        self.h = self.e // self.p
+        self.conv_dim = self.e + 2 * self.g * self.n
+        self.in_proj = nn.Linear(d, self.e + self.conv_dim + self.h, bias=p.bias)
+        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, p.d_conv, groups=self.conv_dim, bias=p.conv_bias)
+        self.dt_bias = nn.Parameter(torch.empty(self.h))
+        self.A_log = nn.Parameter(torch.empty(self.h))
+        self.D = nn.Parameter(torch.empty(self.h))
+        self.norm = GatedRMSNorm(self.e, self.g)
+        self.out_proj = nn.Linear(self.e, d, bias=p.bias)
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+        init.normal_(self.out_proj.weight, init.residual_std)
+        init_conv(self.conv1d, init)
+        init_dt_bias(self.dt_bias, init)
+        with torch.no_grad():
+            self.A_log.copy_(torch.arange(1, self.h + 1, dtype=torch.float32).log())
+            self.D.fill_(1.0)
+
+    def _inner(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None):
+        """(x [B, T, H, P], z [B, T, E], Δ [B, T, H], B/C [B, T, H, N], new conv state)."""
+        z, xbc, dt = self.in_proj(_mask(x, ctx)).split((self.e, self.conv_dim, self.h), dim=-1)
+        xbc, conv_state = causal_depthwise_conv(xbc.transpose(1, 2), self.conv1d, conv_prev)
+        xbc = _mask(F.silu(xbc).transpose(1, 2), ctx)
+        xs, b, c = xbc.split((self.e, self.g * self.n, self.g * self.n), dim=-1)
+        heads_per_group = self.h // self.g
+        b, c = (t.unflatten(-1, (self.g, self.n)).repeat_interleave(heads_per_group, dim=2) for t in (b, c))
+        dt = F.softplus(dt.float() + self.dt_bias.float())
+        return xs.unflatten(-1, (self.h, self.p)), z, dt, b, c, conv_state
+
+    def _out(self, y: Tensor, xs: Tensor, z: Tensor) -> Tensor:
+        y = y + xs.float() * self.D.float()[:, None]  # [B, T, H, P]
+        return self.out_proj(self.norm(y.flatten(-2), z))
+
+    def _scan(self, xs: Tensor, dt: Tensor, b: Tensor, c: Tensor, ssm: Tensor | None) -> tuple[Tensor, Tensor]:
+        """SSD over the sequence; ssm / the returned state [B, H, P, N]."""
+        A = -self.A_log.float().exp()
+        v = (xs.float() * dt[..., None]).transpose(1, 2)  # [B, H, T, P]
+        y, s = chunked_decay_attention(c.transpose(1, 2), b.transpose(1, 2), v, (dt * A).transpose(1, 2),
+                                       None if ssm is None else ssm.transpose(-1, -2), self.params.chunk)
+        return y.transpose(1, 2), s.transpose(-1, -2)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        xs, z, dt, b, c, _ = self._inner(x, ctx, None)
+        y, _ = self._scan(xs, dt, b, c, None)
+        return self._out(y, xs, z)
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        return (torch.zeros(batch, self.conv_dim, self.conv1d.kernel_size[0], device=device),
+                torch.zeros(batch, self.h, self.p, self.n, device=device))
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        xs, z, dt, b, c, conv = self._inner(x, ctx, state[0])
+        if x.shape[1] == 1:  # one token: S ← exp(ΔA) S + Δx ⊗ B, y = S C
+            A = -self.A_log.float().exp()
+            dt0 = dt[:, 0]  # [B, H]
+            s = torch.addcmul((dt0[..., None] * xs[:, 0].float())[..., None] * b[:, 0, :, None, :].float(),
+                              (dt0 * A).exp()[..., None, None], state[1])
+            y = (s @ c[:, 0, :, :, None].float())[..., 0][:, None]
+        else:
+            y, s = self._scan(xs, dt, b, c, state[1])
+        return self._out(y, xs, z), (conv.float(), s)
