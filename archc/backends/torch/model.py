@@ -15,6 +15,7 @@ Parameter names follow node ids: the node `layers.3.attn` owns `layers.3.attn.q_
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,7 +218,8 @@ class ArchModel(GraphModule):
         """Initialize every parameter from `seed` (documented per op; see `Init`)."""
         n_layers = sum(1 for n in self.graph.walk() if n.op != "input" and REGISTRY[n.op].kind == "layer"
                        and REGISTRY[n.op].category not in ("ffn", "norm", "misc", "embedding", "head", "moe"))
-        super().init_weights(Init(seed, n_layers=n_layers))
+        counts = Counter(n.op for n in self.graph.walk())
+        super().init_weights(Init(seed, n_layers=n_layers, op_counts=counts))
         return self
 
     # -- forward -----------------------------------------------------------------------------

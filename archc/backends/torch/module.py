@@ -97,10 +97,21 @@ class Init:
     (GPT-2's scaled residual init, Radford et al. 2019), with n_layers the number of token mixers.
     """
 
-    def __init__(self, seed: int, std: float = 0.02, n_layers: int = 1) -> None:
+    def __init__(self, seed: int, std: float = 0.02, n_layers: int = 1,
+                 op_counts: dict[str, int] | None = None) -> None:
         self.gen = torch.Generator().manual_seed(seed)
         self.std = std
         self.residual_std = std / (2 * max(n_layers, 1)) ** 0.5
+        #: How many nodes of each op the model has (depth-dependent inits, e.g. RWKV's).
+        self.op_counts: dict[str, int] = dict(op_counts or {})
+        self._seen: dict[str, int] = {}
+
+    def layer_index(self, op: str) -> int:
+        """0, 1, 2, … on successive calls for `op`: the depth of the module being initialized
+        among the model's nodes of that op (modules are initialized in node order)."""
+        i = self._seen.get(op, 0)
+        self._seen[op] = i + 1
+        return i
 
     def normal_(self, t: Tensor, std: float | None = None, mean: float = 0.0) -> None:
         v = torch.randn(t.shape, generator=self.gen, dtype=torch.float32) * (self.std if std is None else std) + mean

@@ -1,0 +1,112 @@
+"""RetNet's multi-scale retention (Sun et al., 2023, "Retentive Network"), laid out as torchscale's
+`MultiScaleRetention` (q/k/v/g/out projections without biases).
+
+Per head h with decay γ_h = 1 − 2^(−5−h):
+
+    Q = (X W_Q) e^{inθ},  K = (X W_K) e^{imθ} / √d_k,  V = X W_V
+    Retention(X) = (Q K^† ⊙ D) V,   D_nm = γ^(n−m) for n ≥ m, else 0
+    MSR(X) = (swish(X W_G) ⊙ GroupNorm_h(Retention)) W_O
+
+The rotation pairs features (2i, 2i+1) as one complex number (torchscale's `theta_shift`) with
+θ_i = 10000^(−i/(d_k/2 − 1)), so q·k depends on n − m only. Three forms compute the same
+thing: parallel (the formula above), chunkwise (`scan.chunked_decay_attention`, used by
+`forward` — its chunk is the op's `chunk`) and recurrent (`step` of one token:
+S_n = γ S_{n−1} + K_nᵀ V_n, o_n = Q_n S_n). torchscale also rescales D's rows and the scores for
+fp16 range; GroupNorm cancels such per-token, per-head scales (up to its ε), so they are left out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.registry import implements
+from archc.backends.torch.scan import chunked_decay_attention
+
+#: GroupNorm ε (torchscale's `layernorm_eps`).
+EPS = 1e-6
+
+
+def retention_decays(heads: int, device: torch.device | None = None) -> Tensor:
+    """log γ_h for γ_h = 1 − 2^(−5−h), h = 0..heads−1 (the paper's per-head decays), in fp32.
+    Computed where used rather than kept as buffers: a model cast to bf16 would round them."""
+    return torch.log1p(-(2.0 ** (-5.0 - torch.arange(heads, dtype=torch.float32, device=device))))
+
+
+def xpos_angles(key_dim: int, device: torch.device | None = None) -> Tensor:
+    """θ [key_dim/2]: 1/10000^(linspace(0, 1, key_dim/2)), torchscale's `RetNetRelPos`."""
+    return 1.0 / 10000 ** torch.linspace(0, 1, key_dim // 2, device=device)
+
+
+def rotate(x: Tensor, positions: Tensor, theta: Tensor) -> Tensor:
+    """x [B, H, T, d_k] with each pair (2i, 2i+1) multiplied by e^{i·n·θ_i}, n = positions [T]."""
+    angle = (positions.float()[:, None] * theta).repeat_interleave(2, dim=-1)
+    x1, x2 = x[..., ::2], x[..., 1::2]
+    rotated = torch.stack((-x2, x1), dim=-1).flatten(-2)
+    return x * angle.cos().to(x.dtype) + rotated * angle.sin().to(x.dtype)
+
+
+@implements("retention")
+class Retention(OpModule):
+    """`retention(x, heads, value_factor, chunk)`. Weights `q_proj`, `k_proj` [d, d], `v_proj`,
+    `g_proj` [vf·d, d], `out_proj` [d, vf·d]; the GroupNorm has no affine weights. State: `kv`
+    [B, H, d/H, vf·d/H] in fp32."""
+
+    state_names = ("kv",)
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.heads, dv = p.heads, p.value_factor * d
+        self.dk, self.dv = d // p.heads, dv // p.heads
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, dv, bias=False)
+        self.g_proj = nn.Linear(d, dv, bias=False)
+        self.out_proj = nn.Linear(dv, d, bias=False)
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+        init.normal_(self.out_proj.weight, init.residual_std)
+
+    def _qkv(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.dk).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.heads, self.dk).transpose(1, 2) / math.sqrt(self.dk)
+        v = self.v_proj(x).view(b, t, self.heads, self.dv).transpose(1, 2)
+        if ctx.attention_mask is not None:  # padded tokens add nothing to the state
+            k = k * ctx.attention_mask[:, None, :, None].to(k.dtype)
+        theta = xpos_angles(self.dk, x.device)
+        return rotate(q, ctx.positions, theta), rotate(k, ctx.positions, theta), v
+
+    def _out(self, y: Tensor, x: Tensor) -> Tensor:
+        """y [B, H, T, dv] -> GroupNorm per head, swish gate, out_proj."""
+        y = F.layer_norm(y.float(), (self.dv,), eps=EPS).transpose(1, 2).flatten(2)
+        return self.out_proj(F.silu(self.g_proj(x)) * y.to(x.dtype))
+
+    def _log_decay(self, x: Tensor) -> Tensor:
+        """log γ per head and token [B, H, T]."""
+        return retention_decays(self.heads, x.device)[None, :, None].expand(x.shape[0], self.heads, x.shape[1])
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        assert ctx is not None
+        q, k, v = self._qkv(x, ctx)
+        y, _ = chunked_decay_attention(q, k, v, self._log_decay(x), chunk=self.params.chunk)
+        return self._out(y, x)
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        return (torch.zeros(batch, self.heads, self.dk, self.dv, device=device),)
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        q, k, v = self._qkv(x, ctx)
+        if x.shape[1] == 1:  # the recurrent form: S ← γ S + kᵀv, o = q S
+            s = torch.addcmul(k.float().transpose(-1, -2) @ v.float(), retention_decays(self.heads, x.device).exp()[:, None, None], state[0])
+            y = q.float() @ s
+        else:
+            y, s = chunked_decay_attention(q, k, v, self._log_decay(x), state[0],
+                                           chunk=self.params.chunk)
+        return self._out(y, x), (s,)
