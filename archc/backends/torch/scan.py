@@ -84,6 +84,7 @@ def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
     return h
 
 
+@torch.compiler.disable
 def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None,
                    chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
     """Mamba's selective scan (Gu & Dao 2023, Alg. 2) without the D skip and the gate:
@@ -127,6 +128,7 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
     return from_blocks(torch.stack(ys, dim=2)[..., 0], 1, t), final
 
 
+@torch.compiler.disable
 def chunked_decay_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor, state: Tensor | None = None,
                             chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
     """The scalar-decay linear recurrence of Mamba-2 (SSD), RetNet and gated linear attention:
@@ -185,6 +187,7 @@ def wkv4_step(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: WkvState) -> tu
     return out, _merge(state, -w, (v, torch.ones_like(v), k))
 
 
+@torch.compiler.disable
 def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: WkvState | None = None,
          chunk: int = WKV_CHUNK) -> tuple[Tensor, WkvState]:
     """RWKV-4's WKV (Peng et al. 2023, eq. 14) per channel, in the numerically stable form:

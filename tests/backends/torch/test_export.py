@@ -120,3 +120,25 @@ def test_compile_matches_eager_per_family(spec):
     for t in (40, 77):
         ids = torch.randint(0, v, (2, t))
         torch.testing.assert_close(compiled(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mixer", ["mamba(x, d_state=4, expand=2)", "mamba2(x, d_state=8, head_dim=16, chunk=16)",
+                                   "retention(x, heads=2, chunk=16)", "rwkv_time_mix(x, version=4)"],
+                         ids=lambda m: m.split("(")[0])
+def test_compile_matches_eager_for_recurrent_mixers(mixer):
+    """torch.compile (dynamic shapes) around the chunked scans, which run eagerly (a graph break:
+    Inductor needs ~9 minutes for one unrolled Mamba scan, docs/architecture.md)."""
+    spec = f"""
+model t(tokens) {{
+  block layer(x) {{
+    return x + {mixer.replace("(x", "(rmsnorm(x)", 1)}
+  }}
+  x = embed(tokens, 64, 32)
+  x = repeat(1, layer)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}}"""
+    model = build(archc.loads(spec, "t.arch").graph, seed=0).eval()
+    compiled = torch.compile(model, dynamic=True)
+    for t in (40, 77):
+        ids = torch.randint(0, 64, (2, t))
+        torch.testing.assert_close(compiled(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)

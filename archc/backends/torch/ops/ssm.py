@@ -1,4 +1,5 @@
-"""State-space mixers: Mamba (selective SSM, Gu & Dao 2023) and Mamba-2 (SSD, Dao & Gu 2024).
+"""State-space mixers: S4D (Gu et al. 2022), Mamba (selective SSM, Gu & Dao 2023) and Mamba-2
+(SSD, Dao & Gu 2024).
 
 Parameter names and layouts are those of `mamba_ssm` and transformers' `MambaMixer` /
 `Mamba2Mixer`, so checkpoints map one to one. The scans are `archc.backends.torch.scan`'s chunked
@@ -17,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archc.backends.torch.blocks import num_blocks
+from archc.backends.torch.model import BackendError
 from archc.backends.torch.module import Context, Init, OpModule, State
-from archc.backends.torch.registry import implements
+from archc.backends.torch.registry import BuildCtx, implements
 from archc.backends.torch.scan import chunked_decay_attention, selective_scan
 
 
@@ -223,3 +226,171 @@ class Mamba2(OpModule):
         else:
             y, s = self._scan(xs, dt, b, c, state[1])
         return self._out(y, xs, z), (conv.float(), s)
+
+
+# -- S4 / S4D ---------------------------------------------------------------------------------
+
+#: Block length of the two-level Vandermonde products (memory O(H·N·(block + L/block))).
+VANDERMONDE_BLOCK = 64
+
+
+def hippo_legs_diagonal(n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """S4's NPLR form of HiPPO-LegS (Gu et al. 2022, §3.1; S4D-LegS, Gu et al. 2022b, §4):
+
+        A_nk = −√(2n+1)√(2k+1) (n > k), −(n+1) (n = k), 0 (n < k);   B_n = √(2n+1)
+        A = V (Λ − P̃P̃^*) V^*,   P_n = √(n + ½),   Λ = −½ + iω (A + PPᵀ is −½I + skew)
+
+    Returns (Λ, B̃ = V^*B, P̃ = V^*P) for the n/2 modes with ω > 0 (the others are their
+    conjugates), complex64."""
+    q = torch.arange(n, dtype=torch.float64)
+    r = (2 * q + 1).sqrt()
+    a = -torch.where(q[:, None] > q[None, :], r[:, None] * r[None, :], torch.diag(q + 1))
+    p = (q + 0.5).sqrt()
+    s = a + p[:, None] * p[None, :]  # −½I + skew-symmetric
+    w, v = torch.linalg.eigh(-1j * (s + 0.5 * torch.eye(n, dtype=torch.float64)))  # Hermitian: s_skew = iW
+    keep = w > 0
+    lam = (-0.5 + 1j * w[keep]).to(torch.complex64)
+    vh = v[:, keep].conj().T
+    return lam, (vh @ r.to(torch.complex128)).to(torch.complex64), (vh @ p.to(torch.complex128)).to(torch.complex64)
+
+
+def vandermonde(coef: Tensor, log_a: Tensor, length: int) -> Tensor:
+    """out[..., h, l] = Σ_n coef[..., h, n] · exp(l · log_a[h, n]) for l < length (complex).
+
+    l = q·b + r is split so that exp(r·log_a) [H, N, b] and exp(q·b·log_a) [H, N, ⌈L/b⌉] are the
+    only Vandermonde factors materialized (O(H·N·(b + L/b)) instead of O(H·N·L))."""
+    b = VANDERMONDE_BLOCK
+    nq = num_blocks(length, b)  # one spare block: never specialized to 1 under export
+    inner = (log_a[..., None] * torch.arange(b, device=log_a.device)).exp()  # [H, N, b]
+    outer = (log_a[..., None] * (b * torch.arange(nq, device=log_a.device))).exp()  # [H, N, nq]
+    part = (coef[..., None] * inner).transpose(-1, -2)  # [..., H, b, N]
+    out = (part @ outer).transpose(-1, -2).flatten(-2)  # [..., H, nq·b]
+    return out.index_select(-1, torch.arange(length, device=out.device))
+
+
+def vandermonde_t(v: Tensor, log_a: Tensor) -> Tensor:
+    """out[..., h, n] = Σ_l v[..., h, l] · exp(l · log_a[h, n]): the transposed product, blocked
+    the same way (v real or complex [..., H, L])."""
+    b = VANDERMONDE_BLOCK
+    length = v.shape[-1]
+    nq = num_blocks(length, b)
+    vb = F.pad(v, (0, nq * b - length)).unflatten(-1, (nq, b)).to(log_a.dtype)  # [..., H, nq, b]
+    inner = (log_a[..., None] * torch.arange(b, device=log_a.device)).exp()  # [H, N, b]
+    outer = (log_a[..., None] * (b * torch.arange(nq, device=log_a.device))).exp()  # [H, N, nq]
+    per_block = vb @ inner.transpose(-1, -2)  # [..., H, nq, N]
+    return (per_block * outer.transpose(-1, -2)).sum(-2)
+
+
+def fft_conv(u: Tensor, k: Tensor) -> Tensor:
+    """Causal convolution y_t = Σ_{j ≤ t} k_j u_{t−j} of u [B, H, L] with k [H, L] by FFT over 2L
+    points (no wrap-around), O(L log L)."""
+    n = 2 * u.shape[-1]
+    y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)
+    return y[..., :u.shape[-1]]
+
+
+@implements("s4")
+class S4(OpModule):
+    """`s4(x, d_state=N, mode="diag", discretization, bidirectional, dt_min, dt_max)`: per channel
+    h an N/2-mode complex diagonal SSM (S4D; mode="dplr", S4's diagonal plus low rank, is not
+    built yet), discretized with learned Δ_h:
+
+        zoh:      Ā = exp(ΔA),  B̄ = (Ā − 1)/A · B        bilinear: Ā = (1 + ΔA/2)/(1 − ΔA/2),  B̄ = ΔB/(1 − ΔA/2)
+        K_l = 2·Re(Σ_n C_n B̄_n Ā_n^l),   y = K ∗ u + D·u   (FFT, O(L log L));   out = GLU(W·GELU(y))
+
+    The recurrent form (`step`) is x_t = Ā x_{t−1} + B̄ u_t, y_t = 2·Re(C x_t) + D u_t, O(N) per
+    token. Bidirectional: a second C runs the kernel right to left (strictly future tokens), as
+    S4's `bidirectional`. Parameters (S4's names): `log_dt` [H], `A_real` (log of −Re A) and
+    `A_imag` [H, N/2], `B` [H, N/2, 2] and `C` [c, H, N/2, 2] (complex as real pairs), `D` [H],
+    `output_linear` d→2d. Init: HiPPO-LegS (Λ, B̃ of `hippo_legs_diagonal`), C ~ CN(0, 1),
+    D ~ N(0, 1), Δ log-uniform in [dt_min, dt_max]. State: `ssm` [B, H, N] (N/2 complex as
+    real pairs), fp32."""
+
+    state_names = ("ssm",)
+
+    @classmethod
+    def build(cls, p, in_types, out_type, bctx: BuildCtx) -> S4:
+        if p.mode == "dplr":
+            raise BackendError(bctx.node, "s4 mode=\"dplr\" has no PyTorch module yet",
+                               "use mode=\"diag\" (S4D); docs/backends.md lists what the torch backend builds")
+        return cls(p, in_types, out_type)
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        h, m = in_types[0].width, p.d_state // 2
+        self.h, self.m = h, m
+        self.channels = 2 if p.bidirectional else 1
+        self.state_names = () if p.bidirectional else ("ssm",)
+        self.log_dt = nn.Parameter(torch.empty(h))
+        self.A_real = nn.Parameter(torch.empty(h, m))
+        self.A_imag = nn.Parameter(torch.empty(h, m))
+        self.B = nn.Parameter(torch.empty(h, m, 2))
+        self.C = nn.Parameter(torch.empty(self.channels, h, m, 2))
+        self.D = nn.Parameter(torch.empty(h))
+        self.output_linear = nn.Linear(h, 2 * h)
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+        lam, b, _ = hippo_legs_diagonal(self.params.d_state)
+        init.uniform_(self.log_dt, math.log(self.params.dt_min), math.log(self.params.dt_max))
+        init.normal_(self.C, 0.5 ** 0.5)
+        init.normal_(self.D, 1.0)
+        with torch.no_grad():
+            self.A_real.copy_((-lam.real).log().expand(self.h, -1))
+            self.A_imag.copy_(lam.imag.expand(self.h, -1))
+            self.B.copy_(torch.view_as_real(b).expand(self.h, -1, -1))
+
+    def discrete(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(log Ā [H, N/2], B̄ [H, N/2], C [c, H, N/2]) in complex64."""
+        dt = self.log_dt.float().exp()[:, None]
+        A = torch.complex(-self.A_real.float().exp(), self.A_imag.float())
+        B = torch.view_as_complex(self.B.float().contiguous())
+        C = torch.view_as_complex(self.C.float().contiguous())
+        dta = dt * A
+        if self.params.discretization == "zoh":
+            log_da = dta
+            db = torch.expm1(dta) / A * B
+        else:
+            log_da = torch.log((1 + dta / 2) / (1 - dta / 2))
+            db = dt * B / (1 - dta / 2)
+        return log_da, db, C
+
+    def _conv(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """y [B, H, L] (before D, the activation and the output map) and the state after u."""
+        log_da, db, C = self.discrete()
+        length = u.shape[-1]
+        k = 2 * vandermonde(C * db, log_da, length).real  # [c, H, L]
+        y = fft_conv(u, k[0])
+        if self.channels == 2:  # future tokens only: lag −1 − j gets k1_j
+            y = y + fft_conv(F.pad(u.flip(-1), (1, 0))[..., :length], k[1]).flip(-1)
+        if state is None:
+            return y, None
+        x0 = torch.view_as_complex(state.unflatten(-1, (self.m, 2)).contiguous())  # [B, H, N/2]
+        y = y + 2 * vandermonde(C[0] * x0 * log_da.exp(), log_da, length).real  # C Ā^{t+1} x0
+        # x_L = Ā^L x0 + Σ_s Ā^{L−1−s} B̄ u_s
+        x = (log_da * length).exp() * x0 + db * vandermonde_t(u.flip(-1), log_da)
+        return y, torch.view_as_real(x).flatten(-2)
+
+    def _finish(self, y: Tensor, u: Tensor, dtype: torch.dtype) -> Tensor:
+        y = F.gelu(y + self.D.float()[:, None] * u).transpose(1, 2)
+        return F.glu(self.output_linear(y.to(dtype)), dim=-1)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        u = _mask(x, ctx).float().transpose(1, 2)  # [B, H, L]
+        y, _ = self._conv(u, None)
+        return self._finish(y, u, x.dtype)
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        return (torch.zeros(batch, self.h, 2 * self.m, device=device),) if self.channels == 1 else ()
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        u = x.float().transpose(1, 2)
+        if x.shape[1] == 1:  # the recurrence: x ← Ā x + B̄ u, y = 2 Re(C x)
+            log_da, db, C = self.discrete()
+            s = torch.view_as_complex(state[0].unflatten(-1, (self.m, 2)).contiguous())
+            s = log_da.exp() * s + db * u
+            y = 2 * (C[0] * s).sum(-1, keepdim=True).real
+            new = torch.view_as_real(s).flatten(-2)
+        else:
+            y, new = self._conv(u, state[0])
+        return self._finish(y, u, x.dtype), (new,)

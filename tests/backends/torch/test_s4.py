@@ -1,0 +1,145 @@
+"""S4D against references archc did not write: the discretizations against `torch.linalg.matrix_exp`
+(Van Loan's block exponential) and a dense solve, the FFT convolution against the explicit
+recurrence x_k = Ā x_{k−1} + B̄ u_k (both directions), and every form against the others."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.export import Dim
+
+import archc
+from archc.backends.torch import BackendError, build
+from archc.backends.torch.module import Context
+from archc.backends.torch.ops.ssm import hippo_legs_diagonal, vandermonde, vandermonde_t
+from tests.conftest import assert_exported_step_matches_forward, assert_step_matches_forward
+
+SPEC = """
+model ref(tokens) {{
+  block layer(x) {{
+    x = x + s4(layernorm(x), d_state=8, mode="diag", discretization="{disc}"{extra})
+    return x + mlp(layernorm(x), hidden=64)
+  }}
+  x = embed(tokens, 64, 16)
+  x = repeat(2, layer)(x)
+  return lm_head(layernorm(x), tied=true)
+}}
+"""
+
+
+def _model(disc: str = "zoh", extra: str = ""):
+    return build(archc.loads(SPEC.format(disc=disc, extra=extra), "ref.arch").graph, seed=0).eval()
+
+
+def _dense_discretization(mod, disc):
+    """Ā, B̄ per channel from the continuous (A, B, Δ) with dense linear algebra: ZOH by the
+    matrix exponential of [[ΔA, ΔB], [0, 0]] (= [[Ā, B̄], [0, 1]]), bilinear by a solve."""
+    A = torch.complex(-mod.A_real.double().exp(), mod.A_imag.double())
+    B = torch.view_as_complex(mod.B.double().contiguous())
+    dt = mod.log_dt.double().exp()
+    bars = []
+    for h in range(A.shape[0]):
+        m = A.shape[1]
+        a, b = torch.diag(A[h]) * dt[h], (B[h] * dt[h])[:, None]
+        if disc == "zoh":
+            big = torch.zeros(m + 1, m + 1, dtype=torch.complex128)
+            big[:m, :m], big[:m, m:] = a, b
+            e = torch.linalg.matrix_exp(big)
+            bars.append((e[:m, :m], e[:m, m]))
+        else:
+            eye = torch.eye(m, dtype=torch.complex128)
+            bars.append((torch.linalg.solve(eye - a / 2, eye + a / 2), torch.linalg.solve(eye - a / 2, b)[:, 0]))
+    return bars
+
+
+def _recurrence_output(mod, x, disc):
+    """The S4 layer by the explicit recurrence (forward, and the right-to-left one when
+    bidirectional), then D·u, GELU, the GLU output map."""
+    u = x.double().transpose(1, 2)  # [B, H, L]
+    C = torch.view_as_complex(mod.C.double().contiguous())
+    y = torch.zeros_like(u)
+    length = u.shape[-1]
+    for h, (a_bar, b_bar) in enumerate(_dense_discretization(mod, disc)):
+        s = torch.zeros(u.shape[0], a_bar.shape[0], dtype=torch.complex128)
+        for t in range(length):
+            s = s @ a_bar.T + u[:, h, t, None] * b_bar
+            y[:, h, t] += 2 * (s @ C[0, h]).real
+        if C.shape[0] == 2:  # z_t = Ā z_{t+1} + B̄ u_{t+1}: strictly future tokens
+            z = torch.zeros_like(s)
+            for t in range(length - 2, -1, -1):
+                z = z @ a_bar.T + u[:, h, t + 1, None] * b_bar
+                y[:, h, t] += 2 * (z @ C[1, h]).real
+    y = F.gelu(y + mod.D.double()[:, None] * u).transpose(1, 2)
+    return F.glu(y @ mod.output_linear.weight.double().T + mod.output_linear.bias.double(), dim=-1)
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_fft_convolution_equals_the_recurrence(disc, bidirectional):
+    torch.manual_seed(0)
+    model = _model(disc, ", bidirectional=true" if bidirectional else "")
+    mod = model.get_submodule("layers.0.mixer")
+    with torch.no_grad():  # larger Δ, so that the kernel's tail matters over 70 steps
+        mod.log_dt.uniform_(-2.0, 0.0)
+    x = torch.randn(2, 70, 16)
+    got = mod(x, ctx=Context(torch.arange(70)))
+    torch.testing.assert_close(got.double(), _recurrence_output(mod, x, disc), atol=1e-5, rtol=1e-5)
+
+
+def test_hippo_legs_modes():
+    lam, b, p = hippo_legs_diagonal(16)
+    assert lam.shape == (8,)
+    torch.testing.assert_close(lam.real, torch.full((8,), -0.5))
+    assert (lam.imag > 0).all()
+    # V is unitary and B real: the kept half of the modes carries half of |B|² = Σ (2n + 1) = N²
+    torch.testing.assert_close(b.abs().square().sum(), torch.tensor(128.0))
+    torch.testing.assert_close(p.abs().square().sum(), torch.tensor(sum(n + 0.5 for n in range(16)) / 2))
+
+
+def test_blocked_vandermonde_products():
+    torch.manual_seed(0)
+    log_a = torch.complex(-torch.rand(3, 5), torch.randn(3, 5))
+    coef = torch.randn(2, 3, 5, dtype=torch.complex64)
+    powers = (log_a[..., None] * torch.arange(150)).exp()  # [3, 5, 150]
+    torch.testing.assert_close(vandermonde(coef, log_a, 150), (coef[..., None] * powers).sum(-2))
+    v = torch.randn(2, 3, 150)
+    torch.testing.assert_close(vandermonde_t(v, log_a), (v[:, :, None, :] * powers).sum(-1), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("disc", ["zoh", "bilinear"])
+@pytest.mark.parametrize("chunks", [[37], [1, 1, 35], [9, 1, 20, 1, 6], [1] * 37], ids=lambda c: f"{len(c)}-steps")
+def test_every_form_agrees(disc, chunks):
+    """Convolution (FFT) = prefill from a state (convolution + the state's Vandermonde terms) =
+    the O(N) recurrence."""
+    assert_step_matches_forward(_model(disc), torch.randint(0, 64, (2, 37)), chunks, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_exports_with_a_dynamic_length_and_compiles():
+    model = _model("bilinear")
+    ids = torch.randint(0, 64, (2, 24))
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, ids):
+            return self.model(ids).logits
+
+    ep = torch.export.export(Logits(), (ids,), dynamic_shapes=({0: Dim("b", max=64), 1: Dim("t", min=2, max=8192)},))
+    compiled = torch.compile(model, dynamic=True)
+    for t in (5, 150):
+        x = torch.randint(0, 64, (3, t))
+        torch.testing.assert_close(ep.module()(x), model(x).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(compiled(x).logits, model(x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_step_exports():
+    assert_exported_step_matches_forward(_model("zoh"), 64, 12)
+
+
+def test_dplr_is_reported_not_built():
+    spec = SPEC.format(disc="bilinear", extra="").replace('mode="diag"', 'mode="dplr"')
+    with pytest.raises(BackendError, match="dplr"):
+        build(archc.loads(spec, "ref.arch").graph, device="meta")
