@@ -85,8 +85,18 @@ def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
 
 
 @torch.compiler.disable
+def selective_chunk(t: int) -> int:
+    """The chunk length of `selective_scan` for T tokens: in eager mode about T/32 (a power of
+    two in 32 … 256), so each step's [B, T/chunk, E, N] slab stays near 1 MB and in cache
+    (measured at E·N = 8192: 0.45 → 0.21 s at 8192 tokens, 0.89 → 0.42 s at 16384, against a
+    fixed 32); `CHUNK` under tracing, where the chunk is unrolled into the graph."""
+    if tracing():
+        return CHUNK
+    return min(256, max(CHUNK, 1 << max(0, (t // 32 - 1).bit_length())))
+
+
 def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None,
-                   chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
+                   chunk: int | None = None) -> tuple[Tensor, Tensor]:
     """Mamba's selective scan (Gu & Dao 2023, Alg. 2) without the D skip and the gate:
 
         h_t = exp(Δ_t ⊗ A) ⊙ h_{t−1} + (Δ_t u_t) ⊗ B_t,    y_t = h_t · C_t
@@ -100,6 +110,7 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
     cache; the discretized exp(Δ⊗A) and Δu⊗B are recomputed per step rather than materialized as
     [B, T, E, N] tensors (measured faster: memory traffic, not arithmetic, bounds this on a CPU)."""
     t = u.shape[1]
+    chunk = chunk or selective_chunk(t)
     u, dt, B, C, A = wide(u), wide(dt), wide(B), wide(C), wide(A)
 
     def steps(x: Tensor) -> tuple[Tensor, ...]:
@@ -109,9 +120,13 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
         return to_blocks(x, 1, chunk).movedim(2, 0).contiguous().unbind(0)
 
     dts, dus = steps(dt[..., None]), steps((dt * u)[..., None])  # [B, n, E, 1]
-    bs, cs = steps(B[:, :, None, :]), steps(C[..., None])  # [B, n, 1, N], [B, n, N, 1]
+    bs, cs = steps(B[:, :, None, :]), steps(C)  # [B, n, 1, N], [B, n, N]
+
+    in_place = not (torch.is_grad_enabled() or tracing())
 
     def advance(h: Tensor, i: int) -> Tensor:
+        if in_place:  # inference: no new [B, n, E, N] buffer per step
+            return h.mul_(torch.mul(dts[i], A).exp_()).addcmul_(dus[i], bs[i])
         return torch.addcmul(dus[i] * bs[i], (dts[i] * A).exp(), h)
 
     h = u.new_zeros((*dus[0].shape[:-1], A.shape[1]))
@@ -121,11 +136,12 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
     total = sum(dts[1:], dts[0])
     h = linear_scan(_shift(total * A), _shift(h), None if h0 is None else wide(h0))
     final = h[:, -1]
+    h = h.clone() if in_place else h  # `final` is a view of the start states
     ys = []
     for i in range(chunk):
         h = advance(h, i)
-        ys.append(h @ cs[i])
-    return from_blocks(torch.stack(ys, dim=2)[..., 0], 1, t), final
+        ys.append(torch.einsum("bcen,bcn->bce", h, cs[i]))  # faster than bmm with N-long rows
+    return from_blocks(torch.stack(ys, dim=2), 1, t), final
 
 
 @torch.compiler.disable

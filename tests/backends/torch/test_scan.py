@@ -119,3 +119,15 @@ def test_scans_export_with_a_dynamic_length(fn):
     for t in (3, 129, 700):
         x = torch.randn(shape(t))
         torch.testing.assert_close(ep.module()(x), mod(x))
+
+
+def test_selective_scan_inference_path_is_the_same():
+    """Without autograd the scan updates its state in place and picks its chunk by length."""
+    torch.manual_seed(0)
+    u, dt, A = torch.randn(2, 300, 6), torch.rand(2, 300, 6), -torch.rand(6, 4) * 3
+    B, C, h0 = torch.randn(2, 300, 4), torch.randn(2, 300, 4), torch.randn(2, 6, 4)
+    y, h = selective_scan(u, dt, A, B, C, h0, chunk=8)
+    with torch.no_grad():
+        y2, h2 = selective_scan(u, dt, A, B, C, h0)
+    torch.testing.assert_close(y2, y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h2, h, atol=1e-5, rtol=1e-5)
