@@ -118,26 +118,26 @@ def scaling(repeat: int, lengths: list[int], plot: str | None) -> None:
 
 
 def decode_vs_context(repeat: int, contexts: tuple[int, int]) -> None:
+    """`step` of one token after each context, the two contexts timed alternately."""
     print(f"\n{'model':<13}{'decode ms/token':>16}" + "".join(f"{f'@{c}':>10}" for c in contexts)
           + f"{'ratio':>8}{'state bytes':>14}{'same size':>11}")
     for name in (*LINEAR, "llama-tiny"):
         model = archc.build(f"specs/{name}.arch", seed=0).eval()
-        per_ctx, sizes = [], []
+        timers, sizes = [], []
+        tok = torch.randint(0, 4096, (1, 1))
         for c in contexts:
             state = model.init_state(1, c + 64)
             with torch.no_grad():
                 _, state = model.step(torch.randint(0, 4096, (1, c)), 0, state)
-                tok = torch.randint(0, 4096, (1, 1))
 
-                def one(model=model, tok=tok, state=state, c=c) -> float:
-                    return _timed(lambda: model.step(tok, c, state))
+            def one(state=state, c=c) -> float:
+                with torch.no_grad():
+                    return _timed(lambda: model.step(tok, c, state))  # noqa: B023 (model: this iteration's)
 
-                for _ in range(3):
-                    one()
-                per_ctx.append(1e3 * statistics.median(one() for _ in range(10 * repeat)))
+            timers.append(one)
             sizes.append(sum(s.numel() * s.element_size() for s in state))
-        print(f"{name:<13}{'':>16}" + "".join(f"{t:>10.3f}" for t in per_ctx)
-              + f"{per_ctx[1] / per_ctx[0]:>8.2f}{sizes[1]:>14,}{sizes[0] == sizes[1]!s:>11}")
+        a, b = _paired(timers[0], timers[1], 20 * repeat, warmup=5)
+        print(f"{name:<13}{'':>16}{1e3 * a:>10.3f}{1e3 * b:>10.3f}{b / a:>8.2f}{sizes[1]:>14,}{sizes[0] == sizes[1]!s:>11}")
 
 
 def main() -> None:
