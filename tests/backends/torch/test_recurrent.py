@@ -10,7 +10,11 @@ from torch.export import Dim
 import archc
 from archc.backends.torch import build
 from archc.backends.torch.module import Context
-from tests.conftest import assert_exported_step_matches_forward, assert_step_matches_forward
+from tests.conftest import (
+    assert_exported_step_matches_forward,
+    assert_step_matches_forward,
+    exportable_logits,
+)
 
 SPEC = """
 model ref(tokens) {{
@@ -101,13 +105,5 @@ def test_forward_export_fixes_the_length(cell):
     length, so a dynamic length is refused; a `while_loop` form for export is the next step."""
     model = _model(cell)
 
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids):
-            return self.model(ids).logits
-
     with pytest.raises(Exception, match="specialized it to be a constant"):
-        torch.export.export(Logits(), (torch.randint(0, 64, (2, 10)),), dynamic_shapes=({1: Dim("t", min=2, max=4096)},))
+        torch.export.export(exportable_logits(model), (torch.randint(0, 64, (2, 10)),), dynamic_shapes=({1: Dim("t", min=2, max=4096)},))

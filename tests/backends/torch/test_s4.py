@@ -13,7 +13,11 @@ import archc
 from archc.backends.torch import BackendError, build
 from archc.backends.torch.module import Context
 from archc.backends.torch.ops.ssm import hippo_legs_diagonal, vandermonde, vandermonde_t
-from tests.conftest import assert_exported_step_matches_forward, assert_step_matches_forward
+from tests.conftest import (
+    assert_exported_step_matches_forward,
+    assert_step_matches_forward,
+    exportable_logits,
+)
 
 SPEC = """
 model ref(tokens) {{
@@ -119,15 +123,7 @@ def test_forward_exports_with_a_dynamic_length_and_compiles():
     model = _model("bilinear")
     ids = torch.randint(0, 64, (2, 24))
 
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, ids):
-            return self.model(ids).logits
-
-    ep = torch.export.export(Logits(), (ids,), dynamic_shapes=({0: Dim("b", max=64), 1: Dim("t", min=2, max=8192)},))
+    ep = torch.export.export(exportable_logits(model), (ids,), dynamic_shapes=({0: Dim("b", max=64), 1: Dim("t", min=2, max=8192)},))
     compiled = torch.compile(model, dynamic=True)
     for t in (5, 150):
         x = torch.randint(0, 64, (3, t))
