@@ -100,10 +100,12 @@ def test_step_exports(cell):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_forward_export_fixes_the_length(cell):
-    """Known limit (torch 2.13): exporting `aten.lstm`/`aten.gru` unrolls them over the traced
-    length, so a dynamic length is refused; a `while_loop` form for export is the next step."""
-    model = _model(cell)
-
-    with pytest.raises(Exception, match="specialized it to be a constant"):
-        torch.export.export(exportable_logits(model), (torch.randint(0, 64, (2, 10)),), dynamic_shapes=({1: Dim("t", min=2, max=4096)},))
+@pytest.mark.parametrize("layers,bidir", [(2, False), (2, True)], ids=["causal", "bidirectional"])
+def test_forward_exports_with_a_dynamic_length(cell, layers, bidir):
+    """The exported forward (a while_loop over the tokens) equals torch.nn's fused cells."""
+    model = _model(cell, layers, bidir)
+    ep = torch.export.export(exportable_logits(model), (torch.randint(0, 64, (2, 10)),),
+                             dynamic_shapes=({0: Dim("b", max=64), 1: Dim("t", min=2, max=4096)},))
+    for b, t in ((1, 3), (3, 40)):
+        x = torch.randint(0, 64, (b, t))
+        torch.testing.assert_close(ep.module()(x), model(x).logits, atol=1e-5, rtol=1e-5)

@@ -2,8 +2,9 @@
 and GRU (Cho et al., 2014), single or bidirectional, stacked.
 
 These recurrences are nonlinear in the state, so no chunked algebra replaces the loop over time;
-they run as PyTorch's fused `torch.nn.LSTM` / `torch.nn.GRU` (one native op per call, which
-`torch.export` keeps with a dynamic length and ONNX has as its own LSTM/GRU operators). Parameter
+they run as PyTorch's fused `torch.nn.LSTM` / `torch.nn.GRU` (one native op per call). Under
+`torch.export`, which would unroll those ops over the traced length, the forward is a
+`while_loop` over the tokens instead (the same equations; the length stays dynamic). Parameter
 names and layouts are torch.nn's (`weight_ih_l0`, `weight_hh_l0_reverse`, …), gates in torch's
 order (LSTM i, f, g, o; GRU r, z, n).
 """
@@ -11,6 +12,7 @@ order (LSTM i, f, g, o; GRU r, z, n).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +43,41 @@ class _RNN(OpModule):
         for w in self.rnn.parameters():
             init.uniform_(w, -bound, bound)
 
+    #: One token of the cell, (gx, h, c, W_hh, b_hh) -> (h, c), gx the input's gate pre-activations.
+    cell_step: Callable[..., tuple[Tensor, Tensor]]
+
+    def _exported_forward(self, x: Tensor) -> Tensor:
+        """The stacked recurrence as `while_loop`s over the tokens, for `torch.export`: exporting
+        `aten.lstm`/`aten.gru` unrolls them over the traced length (torch 2.13), while a
+        `while_loop`'s trip count stays a symbolic T. The input projections of all tokens are one
+        matmul per layer and direction; the loop carries (t, h, c, outputs)."""
+        from torch._higher_order_ops.while_loop import while_loop
+
+        rnn, t = self.rnn, x.shape[1]
+        for layer in range(rnn.num_layers):
+            outs = []
+            for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
+                w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{n}_l{layer}{suffix}")
+                                          for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+                gx = x @ w_ih.T + b_ih  # [B, T, gates·H]
+                reverse = bool(suffix)
+
+                def more(i: Tensor, h: Tensor, c: Tensor, out: Tensor) -> Tensor:
+                    return i < t
+
+                def one(i: Tensor, h: Tensor, c: Tensor, out: Tensor, gx=gx, w_hh=w_hh, b_hh=b_hh,
+                        reverse=reverse) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                    at = (t - 1 - i if reverse else i).reshape(1)
+                    h, c = self.cell_step(gx.index_select(1, at)[:, 0], h, c, w_hh, b_hh)
+                    return i + 1, h, c, out.index_copy(1, at, h[:, None])
+
+                h0 = x.new_zeros(x.shape[0], rnn.hidden_size)
+                start = torch.zeros((), dtype=torch.long, device=x.device)
+                out = x.new_zeros(x.shape[0], t, rnn.hidden_size)
+                outs.append(while_loop(more, one, (start, h0, h0.clone(), out))[3])
+            x = torch.cat(outs, dim=-1)
+        return x
+
     def _run(self, x: Tensor, ctx: Context | None, hx) -> tuple[Tensor, object]:
         mask = None if ctx is None else ctx.attention_mask
         if mask is not None and not tracing() and not bool(mask.all()):
@@ -50,6 +87,8 @@ class _RNN(OpModule):
         return self.rnn(x, hx)
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        if torch.compiler.is_exporting():
+            return self._exported_forward(x)
         return self._run(x, ctx, None)[0]
 
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
@@ -70,6 +109,11 @@ class LSTM(_RNN):
     cell = nn.LSTM
     cells = ("h", "c")
 
+    def cell_step(self, gx: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+        i, f, g, o = (gx + h @ w_hh.T + b_hh).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
 
 @implements("gru")
 class GRU(_RNN):
@@ -77,3 +121,9 @@ class GRU(_RNN):
 
     cell = nn.GRU
     cells = ("h",)
+
+    def cell_step(self, gx: Tensor, h: Tensor, c: Tensor, w_hh: Tensor, b_hh: Tensor) -> tuple[Tensor, Tensor]:
+        xr, xz, xn = gx.chunk(3, dim=-1)
+        hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        return (1 - z) * torch.tanh(xn + r * hn) + z * h, c.clone()  # c: an unused carry (a loop may not alias)
