@@ -122,12 +122,13 @@ def test_compile_matches_eager_per_family(spec):
         torch.testing.assert_close(compiled(ids).logits, model(ids).logits, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("mixer", ["mamba(x, d_state=4, expand=2)", "mamba2(x, d_state=8, head_dim=16, chunk=16)",
-                                   "retention(x, heads=2, chunk=16)", "rwkv_time_mix(x, version=4)"],
-                         ids=lambda m: m.split("(")[0])
+@pytest.mark.parametrize("mixer", ["mamba2(x, d_state=8, head_dim=16, chunk=16)", "retention(x, heads=2, chunk=16)",
+                                   "rwkv_time_mix(x, version=4)"], ids=lambda m: m.split("(")[0])
 def test_compile_matches_eager_for_recurrent_mixers(mixer):
     """torch.compile (dynamic shapes) around the chunked scans, which run eagerly (a graph break:
-    Inductor needs ~9 minutes for one unrolled Mamba scan, docs/architecture.md)."""
+    Inductor needs ~9 minutes for one unrolled Mamba scan, docs/architecture.md). Mamba itself
+    compiles and matches too, but in 30 s to over 3 minutes depending on what the process
+    compiled before, so it is left out of the suite (see the issue note)."""
     spec = f"""
 model t(tokens) {{
   block layer(x) {{
@@ -138,6 +139,7 @@ model t(tokens) {{
   return lm_head(rmsnorm(x), tied=true)
 }}"""
     model = build(archc.loads(spec, "t.arch").graph, seed=0).eval()
+    torch._dynamo.reset()  # compiled frames of the earlier tests' models would be recompiled against
     compiled = torch.compile(model, dynamic=True)
     for t in (40, 77):
         ids = torch.randint(0, 64, (2, t))

@@ -124,6 +124,7 @@ def test_forward_exports_with_a_dynamic_length_and_compiles():
     ids = torch.randint(0, 64, (2, 24))
 
     ep = torch.export.export(exportable_logits(model), (ids,), dynamic_shapes=({0: Dim("b", max=64), 1: Dim("t", min=2, max=8192)},))
+    torch._dynamo.reset()
     compiled = torch.compile(model, dynamic=True)
     for t in (5, 150):
         x = torch.randint(0, 64, (3, t))
