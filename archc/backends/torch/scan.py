@@ -8,10 +8,8 @@ The functions here never loop over the length: they cut the sequence into fixed-
 
 * inside a chunk either loop over the C positions *vectorized across all chunks at once* (a static
   trip count C) or use the chunk's C×C decay matrix (the "dual", attention-like form);
-* across chunks combine the chunk summaries by a matmul with the chunks' decay matrix (scalar
-  decays, Mamba-2's SSD listing, Dao & Gu 2024) or by a log-step (Hillis–Steele) scan whose step
-  count is a constant in traced programs; either way the number of chunks stays a symbolic
-  tensor dimension.
+* across chunks combine the chunk summaries with a log-step (Hillis–Steele) scan whose step count
+  is a constant in traced programs, so the number of chunks stays a symbolic tensor dimension.
 
 Decays are passed as logarithms (log a ≤ 0) and combined with `segsum`, which sums log-decays
 instead of dividing cumulative products, so long products underflow to exactly 0 instead of
@@ -169,17 +167,11 @@ def chunked_decay_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor, stat
     intra = scores @ vc
     to_end = (cum[..., -1:] - cum).exp()  # decay from each position to its chunk's end
     own = (kc * to_end[..., None]).transpose(-1, -2) @ vc  # [B, H, n, K, V]
-    # each chunk's start state S_c = Σ_{c' < c} (decay from c' to c) own_c' + (decay from 0) h0,
-    # one matmul by the chunks' decay matrix: the decay is a scalar per head, so this costs
-    # O(n²·K·V) FLOPs at matmul speed, where a scan over n would move n·K·V floats per step
-    # (measured 13 s → 2 s for mamba2-tiny at 16k tokens). The last chunk is all padding: its
-    # start state is the final state.
-    tot = _shift(cum[..., -1].transpose(1, 2)).transpose(1, 2)  # [B, H, n]: decay of chunk c − 1
-    starts = (segsum(tot).exp() @ _shift(own.transpose(1, 2)).transpose(1, 2).flatten(-2)).unflatten(-1, own.shape[-2:])
-    if state is not None:
-        starts = starts + tot.cumsum(-1).exp()[..., None, None] * wide(state)[:, :, None]
-    y = intra + (qc * cum.exp()[..., None]) @ starts
-    return from_blocks(y, 2, t), starts[:, :, -1]
+    h0 = None if state is None else wide(state)
+    # each chunk's start state [B, n, H, K, V]; the last chunk is all padding: its start is final
+    starts = linear_scan(_shift(cum[..., -1].transpose(1, 2)[..., None, None]), _shift(own.transpose(1, 2)), h0)
+    y = intra + (qc * cum.exp()[..., None]) @ starts.transpose(1, 2)
+    return from_blocks(y, 2, t), starts[:, -1]
 
 
 #: log 0 for the max-stabilized WKV states: finite, so max() and differences never meet inf − inf
