@@ -24,8 +24,10 @@ from torch import Tensor
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.module import tracing
 
-#: Positions per chunk of the scans. 32 and 64 are equally fast for Mamba's scan on a CPU from
-#: 512 tokens on (tools/bench_ssm.py); 32 wastes less on short inputs and halves the traced graph.
+#: Positions per chunk of the scans under tracing (and of `chunked_decay_attention`'s callers that
+#: pass none): short enough that the unrolled chunk keeps exported graphs small. In eager mode
+#: `selective_scan` picks its chunk by length (`selective_chunk`). Chunk sweeps of the scan alone
+#: were measured ad hoc on this CPU (figures in `selective_chunk`'s docstring), not by a tool.
 CHUNK = 32
 #: Steps of `linear_scan` in traced programs: up to 2^20 chunks (2^25 tokens with chunks of 32).
 MAX_SCAN_STEPS = 20
