@@ -56,6 +56,11 @@ def test_kv_heads_must_divide_heads():
     assert "kv_heads" in d.message
 
 
+def test_s4_dplr_refuses_zero_order_hold():
+    d = _one(HEAD + '  return lm_head(s4(x, mode="dplr", discretization="zoh"))\n}\n', "ARC0305")
+    assert "bilinear" in d.message and 'discretization="bilinear"' in d.hint
+
+
 def test_shape_mismatch_in_residual():
     d = _one(HEAD + "  y = linear(x, out=32)\n  return lm_head(x + y)\n}\n", "ARC0301")
     assert "float[batch, seq, 64]" in d.message and "float[batch, seq, 32]" in d.message

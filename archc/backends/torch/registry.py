@@ -17,7 +17,8 @@ from archc.ir.graph import Graph, Node
 from archc.ir.types import TensorType
 
 FAMILIES = ("embeddings", "norms", "ffn", "attention", "sparse_attention", "linear_attention", "conv", "heads",
-            "moe", "routing", "memory", "ssm", "retention", "rwkv", "recurrent")
+            "moe", "routing", "memory", "ssm", "retention", "rwkv", "recurrent",
+            "xlstm")
 
 _MODULES: dict[str, type] = {}
 _loaded = False

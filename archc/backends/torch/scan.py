@@ -180,10 +180,12 @@ def chunked_decay_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor, stat
 #: (the value the RWKV reference kernels use).
 NEG = -1e38
 
-WkvState = tuple[Tensor, Tensor, Tensor]
+#: A max-stabilized state (v, w, m) standing for (v·e^m, w·e^m): WKV's (num, den, m), mLSTM's
+#: (C, n, m).
+StableState = tuple[Tensor, Tensor, Tensor]
 
 
-def _merge(a: WkvState, decay: Tensor, b: WkvState) -> WkvState:
+def _merge(a: StableState, decay: Tensor, b: StableState) -> StableState:
     """State a decayed by exp(decay), plus state b; states are (num, den, m) standing for
     (num·e^m, den·e^m), so no exponent is ever taken of a large positive number."""
     m = torch.maximum(a[2] + decay, b[2])
@@ -191,12 +193,29 @@ def _merge(a: WkvState, decay: Tensor, b: WkvState) -> WkvState:
     return ea * a[0] + eb * b[0], ea * a[1] + eb * b[1], m
 
 
+def _stabilized_scan(own: StableState, decay: Tensor, h0: StableState | None) -> StableState:
+    """Every chunk's start state from the chunks' own states (v, w, m) [B, n, …] (each standing for
+    (v·e^m, w·e^m), as in `_merge`) and their total log-decays [B, n, …]; h0 the state before the
+    first chunk (none if None). A log-step scan under `_merge` of the states shifted by one chunk:
+    the max-stabilized counterpart of `linear_scan`, for recurrences with exponential inputs."""
+    decay = _shift(decay)
+    v, w, m = _shift(own[0]), _shift(own[1]), _shift(own[2], fill=NEG)
+    steps = MAX_SCAN_STEPS if tracing() else max(1, (v.shape[1] - 1).bit_length())
+    for j in range(steps):
+        by = 2 ** j
+        v, w, m = _merge((_shift(v, by), _shift(w, by), _shift(m, by, NEG)), decay, (v, w, m))
+        decay = decay + _shift(decay, by)
+    if h0 is not None:  # decay is now the log-decay from the start to each chunk
+        v, w, m = _merge(tuple(wide(s)[:, None] for s in h0), decay, (v, w, m))  # type: ignore[arg-type]
+    return v, w, m
+
+
 #: Chunk of `wkv4`: its per-step tensors are [B, chunks, A], small, so fewer, larger steps win
 #: (16 was fastest from 128 to 16k tokens at A = 256 on this CPU).
 WKV_CHUNK = 16
 
 
-def wkv4_step(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: WkvState) -> tuple[Tensor, WkvState]:
+def wkv4_step(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: StableState) -> tuple[Tensor, StableState]:
     """One token of `wkv4` (k, v [B, A]): the reference recurrence itself."""
     k, v = wide(k), wide(v)
     mo = torch.maximum(state[2], u + k)
@@ -206,8 +225,8 @@ def wkv4_step(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: WkvState) -> tu
 
 
 @torch.compiler.disable
-def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: WkvState | None = None,
-         chunk: int = WKV_CHUNK) -> tuple[Tensor, WkvState]:
+def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: StableState | None = None,
+         chunk: int = WKV_CHUNK) -> tuple[Tensor, StableState]:
     """RWKV-4's WKV (Peng et al. 2023, eq. 14) per channel, in the numerically stable form:
 
         wkv_t = (Σ_{i<t} e^{−(t−1−i)w + k_i} v_i + e^{u + k_t} v_t) / (same sums without v)
@@ -228,20 +247,11 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: WkvState | None = No
     ks, vs = steps(k, NEG), steps(v, 0.0)  # padding: no input ...
     decays = steps((-w).expand_as(k), 0.0)  # ... and no decay
     zero = torch.zeros_like(ks[0])
-    own: WkvState = (zero, zero, torch.full_like(zero, NEG))
+    own: StableState = (zero, zero, torch.full_like(zero, NEG))
     for i in range(chunk):
         own = _merge(own, decays[i], (vs[i], torch.ones_like(zero), ks[i]))
-    # each chunk's start state: a log-step scan of the shifted chunk states under the merge
-    decay = _shift(sum(decays[1:], decays[0]))
-    num, den, m = _shift(own[0]), _shift(own[1]), _shift(own[2], fill=NEG)
-    steps_n = MAX_SCAN_STEPS if tracing() else max(1, (num.shape[1] - 1).bit_length())
-    for j in range(steps_n):
-        by = 2 ** j
-        num, den, m = _merge((_shift(num, by), _shift(den, by), _shift(m, by, NEG)), decay, (num, den, m))
-        decay = decay + _shift(decay, by)
-    if state is not None:
-        num, den, m = _merge(tuple(wide(s)[:, None] for s in state), decay, (num, den, m))  # type: ignore[arg-type]
-    h: WkvState = (num, den, m)
+    num, den, m = _stabilized_scan(own, sum(decays[1:], decays[0]), state)
+    h: StableState = (num, den, m)
     final = (num[:, -1], den[:, -1], m[:, -1])  # the last chunk is all padding
     out = []
     for i in range(chunk):
@@ -250,3 +260,75 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: WkvState | None = No
         out.append((ea * h[0] + eb * vs[i]) / (ea * h[1] + eb))
         h = _merge(h, decays[i], (vs[i], torch.ones_like(zero), ks[i]))
     return from_blocks(torch.stack(out, dim=2), 1, t), final
+
+
+def _lower_bound(m: Tensor) -> Tensor:
+    """e^{−m}, the 1 of max(|nᵀq|, 1) in units stabilized by m. Its exponent is capped at 80 (a
+    memory whose largest weight is below e^−80 is empty as far as fp32 can tell): padded positions
+    have m ≈ NEG, and e^{+1e38} = inf would turn into 0·inf = NaN in the backward pass."""
+    return (-m).clamp(max=80.0).exp()
+
+
+#: Chunk of `mlstm_scan`: its C×C score matrices dominate at large chunks, its D×D chunk states at
+#: small ones (D = 128 in xlstm-tiny).
+MLSTM_CHUNK = 64
+
+
+@torch.compiler.disable
+def mlstm_scan(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i: Tensor, state: StableState | None = None,
+               eps: float = 1e-6, chunk: int | None = None) -> tuple[Tensor, StableState]:
+    """xLSTM's mLSTM memory (Beck et al. 2024, eqs. 19–27) with exponential input gates:
+
+        C_t = f_t C_{t−1} + e^{i_t} k_t v_tᵀ,   n_t = f_t n_{t−1} + e^{i_t} k_t,
+        h_t = C_tᵀ q_t / max(|n_tᵀ q_t|, 1)
+
+    q, k, v [B, H, T, D] (k already scaled by 1/√D); log_f = log σ(f̃) and i (the raw input gate)
+    [B, H, T]; state (C [B, H, D, D], n [B, H, D], m [B, H]) standing for (C·e^m, n·e^m) (no
+    memory if None). Returns (h [B, H, T, D], the state after T).
+
+    The exponent i_t is unbounded, so every sum is kept relative to its largest log-weight m (the
+    stabilizer of the paper; no exponent ever exceeds 0) and h = (C̃ᵀq) / (max(|ñᵀq|, e^{−m}) + eps)
+    with C̃ = C·e^{−m}: the same value for any m, up to eps (xlstm's convention). Chunked like
+    `chunked_decay_attention`: a C×C log-weight matrix inside each chunk, the chunks' own (C, n, m)
+    combined by `_stabilized_scan`, then read out by the queries of the next chunk."""
+    t = q.shape[2]
+    chunk = chunk or (CHUNK if tracing() else MLSTM_CHUNK)
+    q, k, v, log_f, i = wide(q), wide(k), wide(v), wide(log_f), wide(i)
+    qc, kc, vc = (to_blocks(x, 2, chunk) for x in (q, k, v))  # [B, H, n, L, D]
+    la = to_blocks(log_f, 2, chunk)  # [B, H, n, L]; padding: no decay ...
+    ic = to_blocks(i, 2, chunk, value=NEG)  # ... and no input
+    cum = la.cumsum(dim=-1)
+    # each chunk's own memory: log-weights of its tokens at the chunk's end, stabilized by their max
+    w_end = cum[..., -1:] - cum + ic
+    m_own = w_end.amax(dim=-1)
+    kw = kc * (w_end - m_own[..., None]).exp()[..., None]
+    own = (kw.transpose(-1, -2) @ vc, kw.sum(dim=-2), m_own)  # C [B, H, n, D, D], n [B, H, n, D], m
+    by_chunk = (own[0].transpose(1, 2), own[1].transpose(1, 2)[..., None], own[2].transpose(1, 2)[..., None, None])
+    h0 = None if state is None else (state[0], state[1][..., None], state[2][..., None, None])
+    big_c, big_n, big_m = _stabilized_scan(by_chunk, cum[..., -1].transpose(1, 2)[..., None, None], h0)
+    final = (big_c[:, -1], big_n[:, -1, ..., 0], big_m[:, -1, :, 0, 0])  # the last chunk is all padding
+    c0, n0, m0 = big_c.transpose(1, 2), big_n[..., 0].transpose(1, 2), big_m[..., 0, 0].transpose(1, 2)
+    # read-out: the chunk's start memory (log-weight cum_t + m0) and the chunk's own tokens
+    log_w = segsum(la) + ic[..., None, :]  # [B, H, n, L, L]
+    carry = cum + m0[..., None]
+    m = torch.maximum(carry, log_w.amax(dim=-1))
+    scores = (qc @ kc.transpose(-1, -2)) * (log_w - m[..., None]).exp()
+    from_start = (carry - m).exp()
+    num = scores @ vc + from_start[..., None] * (qc @ c0)
+    den = scores.sum(dim=-1) + from_start * (qc @ n0[..., None])[..., 0]
+    h = num / (torch.maximum(den.abs(), _lower_bound(m)) + eps)[..., None]
+    return from_blocks(h, 2, t), final
+
+
+def mlstm_step(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i: Tensor, state: StableState,
+               eps: float = 1e-6) -> tuple[Tensor, StableState]:
+    """One token of `mlstm_scan` (q, k, v [B, H, D]; log_f, i [B, H]): the recurrence itself."""
+    q, k, v, log_f, i = wide(q), wide(k), wide(v), wide(log_f), wide(i)
+    c, n, m = state
+    m_new = torch.maximum(log_f + m, i)
+    fg, ig = (log_f + m - m_new).exp(), (i - m_new).exp()
+    c = fg[..., None, None] * c + ig[..., None, None] * k[..., :, None] * v[..., None, :]
+    n = fg[..., None] * n + ig[..., None] * k
+    den = (n * q).sum(-1)
+    h = (q[..., None, :] @ c)[..., 0, :] / (torch.maximum(den.abs(), _lower_bound(m_new)) + eps)[..., None]
+    return h, (c, n, m_new)

@@ -20,16 +20,8 @@ def _graph(text: str):
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
 def test_parameter_count_equals_summary(spec):
     graph = archc.load(str(spec)).graph
-    try:
-        model = build(graph, device="meta")
-    except BackendError as e:  # xLSTM: the rest of the recurrent-mixer issue
-        assert e.node.op in {"slstm", "mlstm"} or e.node.op in _PENDING, e.node.op
-        pytest.skip(f"{e.node.op}: no torch module yet")
+    model = build(graph, device="meta")
     assert model.num_parameters() == archc.summary(str(spec)).total.params
-
-
-#: Ops of this (attention-family) issue not built yet; must be empty when issue 3 closes.
-_PENDING: set[str] = set()
 
 
 def test_parameter_names_follow_node_ids():

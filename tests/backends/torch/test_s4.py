@@ -1,6 +1,8 @@
-"""S4D against references archc did not write: the discretizations against `torch.linalg.matrix_exp`
-(Van Loan's block exponential) and a dense solve, the FFT convolution against the explicit
-recurrence x_k = Ā x_{k−1} + B̄ u_k (both directions), and every form against the others."""
+"""S4D and S4 (DPLR) against references archc did not write: the discretizations against
+`torch.linalg.matrix_exp` (Van Loan's block exponential) and dense solves, the FFT convolutions
+(S4D's Vandermonde kernel, S4's Cauchy kernel with Woodbury's identity) against the explicit
+recurrence x_k = Ā x_{k−1} + B̄ u_k with dense matrices (both directions), S4's initial state
+matrix against HiPPO-LegS's spectrum, and every form against the others."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from torch.export import Dim
 
 import archc
-from archc.backends.torch import BackendError, build
+from archc.backends.torch import build
 from archc.backends.torch.module import Context
 from archc.backends.torch.ops.ssm import hippo_legs_diagonal, vandermonde, vandermonde_t
 from tests.conftest import (
@@ -22,7 +24,7 @@ from tests.conftest import (
 SPEC = """
 model ref(tokens) {{
   block layer(x) {{
-    x = x + s4(layernorm(x), d_state=8, mode="diag", discretization="{disc}"{extra})
+    x = x + s4(layernorm(x), d_state=8, mode="{mode}", discretization="{disc}"{extra})
     return x + mlp(layernorm(x), hidden=64)
   }}
   x = embed(tokens, 64, 16)
@@ -32,8 +34,8 @@ model ref(tokens) {{
 """
 
 
-def _model(disc: str = "zoh", extra: str = ""):
-    return build(archc.loads(SPEC.format(disc=disc, extra=extra), "ref.arch").graph, seed=0).eval()
+def _model(disc: str = "zoh", extra: str = "", mode: str = "diag"):
+    return build(archc.loads(SPEC.format(disc=disc, extra=extra, mode=mode), "ref.arch").graph, seed=0).eval()
 
 
 def _dense_discretization(mod, disc):
@@ -57,23 +59,49 @@ def _dense_discretization(mod, disc):
     return bars
 
 
-def _recurrence_output(mod, x, disc):
+def _diag_systems(mod, disc):
+    """Per channel (Ā, B̄, the read-out rows): y = Re(row · x), so S4D's 2·Re(C x) has rows 2C."""
+    C = torch.view_as_complex(mod.C.double().contiguous())
+    return [(a, b, [2 * C[c, h] for c in range(C.shape[0])]) for h, (a, b) in enumerate(_dense_discretization(mod, disc))]
+
+
+def _full(t):
+    """A half-space vector with its conjugate appended: the full, conjugate-symmetric space."""
+    return torch.cat((t, t.conj()), dim=-1)
+
+
+def _dplr_systems(mod):
+    """S4's system per channel over the full N-dimensional complex space, with dense matrices:
+    A = diag(Λ) − Σ_r P_r P_r*, Ā = (I − ΔA/2)⁻¹(I + ΔA/2), B̄ = Δ(I − ΔA/2)⁻¹B by solves."""
+    lam = _full(torch.complex(-mod.A_real.double().exp(), mod.A_imag.double()))
+    B, P, C = (_full(torch.view_as_complex(t.double().contiguous())) for t in (mod.B, mod.P, mod.C))
+    dt = mod.log_dt.double().exp()
+    systems = []
+    for h in range(lam.shape[0]):
+        A = torch.diag(lam[h]) - sum(P[r, h, :, None] * P[r, h].conj() for r in range(P.shape[0]))
+        eye = torch.eye(A.shape[0], dtype=torch.complex128)
+        lhs = eye - dt[h] * A / 2
+        systems.append((torch.linalg.solve(lhs, eye + dt[h] * A / 2), dt[h] * torch.linalg.solve(lhs, B[h]),
+                        [C[c, h] for c in range(C.shape[0])]))
+    return systems
+
+
+def _recurrence_output(mod, x, systems):
     """The S4 layer by the explicit recurrence (forward, and the right-to-left one when
     bidirectional), then D·u, GELU, the GLU output map."""
     u = x.double().transpose(1, 2)  # [B, H, L]
-    C = torch.view_as_complex(mod.C.double().contiguous())
     y = torch.zeros_like(u)
     length = u.shape[-1]
-    for h, (a_bar, b_bar) in enumerate(_dense_discretization(mod, disc)):
+    for h, (a_bar, b_bar, rows) in enumerate(systems):
         s = torch.zeros(u.shape[0], a_bar.shape[0], dtype=torch.complex128)
         for t in range(length):
             s = s @ a_bar.T + u[:, h, t, None] * b_bar
-            y[:, h, t] += 2 * (s @ C[0, h]).real
-        if C.shape[0] == 2:  # z_t = Ā z_{t+1} + B̄ u_{t+1}: strictly future tokens
+            y[:, h, t] += (s @ rows[0]).real
+        if len(rows) == 2:  # z_t = Ā z_{t+1} + B̄ u_{t+1}: strictly future tokens
             z = torch.zeros_like(s)
             for t in range(length - 2, -1, -1):
                 z = z @ a_bar.T + u[:, h, t + 1, None] * b_bar
-                y[:, h, t] += 2 * (z @ C[1, h]).real
+                y[:, h, t] += (z @ rows[1]).real
     y = F.gelu(y + mod.D.double()[:, None] * u).transpose(1, 2)
     return F.glu(y @ mod.output_linear.weight.double().T + mod.output_linear.bias.double(), dim=-1)
 
@@ -88,7 +116,42 @@ def test_fft_convolution_equals_the_recurrence(disc, bidirectional):
         mod.log_dt.uniform_(-2.0, 0.0)
     x = torch.randn(2, 70, 16)
     got = mod(x, ctx=Context(torch.arange(70)))
-    torch.testing.assert_close(got.double(), _recurrence_output(mod, x, disc), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.double(), _recurrence_output(mod, x, _diag_systems(mod, disc)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidirectional"])
+def test_dplr_cauchy_kernel_equals_the_recurrence(rank, bidirectional):
+    """S4's kernel (C̃ = C(I − Ā^L), Cauchy sums, Woodbury, inverse FFT) against the recurrence
+    with the dense full-space Ā; P, Δ moved off their init so that the low-rank term matters."""
+    torch.manual_seed(0)
+    extra = f", rank={rank}" + (", bidirectional=true" if bidirectional else "")
+    mod = _model("bilinear", extra, mode="dplr").get_submodule("layers.0.mixer")
+    with torch.no_grad():
+        mod.log_dt.uniform_(-2.0, 0.0)
+        mod.P.add_(torch.randn_like(mod.P) * 0.3)
+    x = torch.randn(2, 70, 16)
+    got = mod(x, ctx=Context(torch.arange(70)))
+    torch.testing.assert_close(got.double(), _recurrence_output(mod, x, _dplr_systems(mod)), atol=1e-5, rtol=1e-5)
+
+
+def test_dplr_init_is_hippo_legs():
+    """At init (Λ − PP*, B) is HiPPO-LegS's (A, B) in a unitary basis V: A_nk = −√(2n+1)√(2k+1)
+    (n > k), −(n+1) (n = k), 0 (n < k), B_n = √(2n+1). Unitary similarity keeps the transfer
+    function Bᵀ(g − A)⁻¹B, which (unlike the eigenvalues of this non-normal matrix) is well
+    conditioned away from the spectrum: compare it at a few points g."""
+    mod = _model("bilinear", mode="dplr").get_submodule("layers.0.mixer")
+    lam = _full(torch.complex(-mod.A_real.double().exp(), mod.A_imag.double()))[0]
+    B, P = (_full(torch.view_as_complex(t.double().contiguous())) for t in (mod.B, mod.P))
+    A = torch.diag(lam) - P[0, 0, :, None] * P[0, 0].conj()
+    n = torch.arange(8, dtype=torch.float64)
+    r = (2 * n + 1).sqrt()
+    legs = -torch.where(n[:, None] > n[None, :], r[:, None] * r[None, :], torch.diag(n + 1))
+    eye = torch.eye(8, dtype=torch.complex128)
+    for g in (0.5, 2 + 3j, -0.25 + 10j):
+        ours = B[0].conj() @ torch.linalg.solve(g * eye - A, B[0])
+        paper = r.to(torch.complex128) @ torch.linalg.solve(g * eye - legs.to(torch.complex128), r.to(torch.complex128))
+        torch.testing.assert_close(ours, paper, atol=1e-5, rtol=1e-5)
 
 
 def test_hippo_legs_modes():
@@ -119,8 +182,16 @@ def test_every_form_agrees(disc, chunks):
     assert_step_matches_forward(_model(disc), torch.randint(0, 64, (2, 37)), chunks, atol=1e-5, rtol=1e-5)
 
 
-def test_forward_exports_with_a_dynamic_length_and_compiles():
-    model = _model("bilinear")
+@pytest.mark.parametrize("chunks", [[37], [9, 1, 20, 1, 6], [1] * 37], ids=lambda c: f"{len(c)}-steps")
+def test_dplr_every_form_agrees(chunks):
+    """Cauchy-kernel convolution = the Woodbury recurrence, from any state."""
+    model = _model("bilinear", ", rank=2", mode="dplr")
+    assert_step_matches_forward(model, torch.randint(0, 64, (2, 37)), chunks, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["diag", "dplr"])
+def test_forward_exports_with_a_dynamic_length_and_compiles(mode):
+    model = _model("bilinear", mode=mode)
     ids = torch.randint(0, 64, (2, 24))
 
     ep = torch.export.export(exportable_logits(model), (ids,), dynamic_shapes=({0: Dim("b", max=64), 1: Dim("t", min=2, max=8192)},))
@@ -132,11 +203,6 @@ def test_forward_exports_with_a_dynamic_length_and_compiles():
         torch.testing.assert_close(compiled(x).logits, model(x).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_step_exports():
-    assert_exported_step_matches_forward(_model("zoh"), 64, 12)
-
-
-def test_dplr_is_reported_not_built():
-    spec = SPEC.format(disc="bilinear", extra="").replace('mode="diag"', 'mode="dplr"')
-    with pytest.raises(BackendError, match="dplr"):
-        build(archc.loads(spec, "ref.arch").graph, device="meta")
+@pytest.mark.parametrize("disc,mode", [("zoh", "diag"), ("bilinear", "dplr")])
+def test_step_exports(disc, mode):
+    assert_exported_step_matches_forward(_model(disc, mode=mode), 64, 12)

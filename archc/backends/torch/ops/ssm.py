@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import num_blocks
-from archc.backends.torch.model import BackendError
-from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.module import Context, Init, OpModule, State, tracing
 from archc.backends.torch.registry import BuildCtx, implements
 from archc.backends.torch.scan import chunked_decay_attention, selective_scan
 
@@ -292,8 +291,7 @@ def fft_conv(u: Tensor, k: Tensor) -> Tensor:
 @implements("s4")
 class S4(OpModule):
     """`s4(x, d_state=N, mode="diag", discretization, bidirectional, dt_min, dt_max)`: per channel
-    h an N/2-mode complex diagonal SSM (S4D; mode="dplr", S4's diagonal plus low rank, is not
-    built yet), discretized with learned Δ_h:
+    h an N/2-mode complex diagonal SSM (S4D; mode="dplr" is `S4DPLR`), discretized with learned Δ_h:
 
         zoh:      Ā = exp(ΔA),  B̄ = (Ā − 1)/A · B        bilinear: Ā = (1 + ΔA/2)/(1 − ΔA/2),  B̄ = ΔB/(1 − ΔA/2)
         K_l = 2·Re(Σ_n C_n B̄_n Ā_n^l),   y = K ∗ u + D·u   (FFT, O(L log L));   out = GLU(W·GELU(y))
@@ -310,10 +308,7 @@ class S4(OpModule):
 
     @classmethod
     def build(cls, p, in_types, out_type, bctx: BuildCtx) -> S4:
-        if p.mode == "dplr":
-            raise BackendError(bctx.node, "s4 mode=\"dplr\" has no PyTorch module yet",
-                               "use mode=\"diag\" (S4D); docs/backends.md lists what the torch backend builds")
-        return cls(p, in_types, out_type)
+        return (S4DPLR if p.mode == "dplr" else cls)(p, in_types, out_type)
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -355,16 +350,27 @@ class S4(OpModule):
             db = dt * B / (1 - dta / 2)
         return log_da, db, C
 
-    def _conv(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """y [B, H, L] (before D, the activation and the output map) and the state after u."""
+    def kernel(self, length: int) -> Tensor:
+        """K [c, H, L]: K_l = C Ā^l B̄ for each direction's C (real)."""
         log_da, db, C = self.discrete()
+        return 2 * vandermonde(C * db, log_da, length).real
+
+    def _convolve(self, u: Tensor) -> Tensor:
+        """K ∗ u [B, H, L] by FFT, plus the right-to-left kernel over strictly future tokens."""
         length = u.shape[-1]
-        k = 2 * vandermonde(C * db, log_da, length).real  # [c, H, L]
+        k = self.kernel(length)
         y = fft_conv(u, k[0])
         if self.channels == 2:  # future tokens only: lag −1 − j gets k1_j
             y = y + fft_conv(F.pad(u.flip(-1), (1, 0))[..., :length], k[1]).flip(-1)
+        return y
+
+    def _conv(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """y [B, H, L] (before D, the activation and the output map) and the state after u."""
+        y = self._convolve(u)
         if state is None:
             return y, None
+        log_da, db, C = self.discrete()
+        length = u.shape[-1]
         x0 = torch.view_as_complex(state.unflatten(-1, (self.m, 2)).contiguous())  # [B, H, N/2]
         y = y + 2 * vandermonde(C[0] * x0 * log_da.exp(), log_da, length).real  # C Ā^{t+1} x0
         # x_L = Ā^L x0 + Σ_s Ā^{L−1−s} B̄ u_s
@@ -394,3 +400,167 @@ class S4(OpModule):
         else:
             y, new = self._conv(u, state[0])
         return self._finish(y, u, x.dtype), (new,)
+
+
+def _to_real(z: Tensor) -> Tensor:
+    """[..., m] complex -> [..., 2m] real, (Re, Im) interleaved: the state's real coordinates."""
+    return torch.view_as_real(z.contiguous()).flatten(-2)
+
+
+def power_by_length(a: Tensor, length: int) -> Tensor:
+    """a^length for square matrices a [..., n, n] by binary powering. Under tracing the length is
+    symbolic, so its bits are read from a tensor and all `MAX_POWER_BITS` squarings are taken."""
+    if not tracing():
+        return torch.linalg.matrix_power(a, length)
+    n = torch.ones(length, dtype=torch.long, device=a.device).sum()  # the length as a tensor
+    torch._check(length < 2 ** MAX_POWER_BITS, lambda: f"power_by_length supports lengths below 2^{MAX_POWER_BITS}")
+    out = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
+    for bit in range(MAX_POWER_BITS):
+        out = torch.where(((n >> bit) & 1).bool(), out @ a, out)
+        a = a @ a
+    return out
+
+
+#: Squarings of `power_by_length` in traced programs (sequences up to 2^20 tokens).
+MAX_POWER_BITS = 20
+
+
+class S4DPLR(S4):
+    """`s4(x, mode="dplr", rank=r, discretization="bilinear", …)`: S4 proper (Gu et al. 2022), the
+    state matrix diagonal plus low rank in HiPPO-LegS's eigenbasis of its normal part,
+
+        A = Λ − P P*,   Λ = −exp(A_real) + i·A_imag,   P [r, H, N/2] (S4's `P`; init P̃ of
+        `hippo_legs_diagonal` for the first rank, zeros for the rest),
+
+    over the full N-dimensional complex space whose second half is the conjugate of the first
+    (Λ, P, B, C all conjugate-symmetric, so the system is real). Only the bilinear discretization
+    keeps the structure: Ā = (I − ΔA/2)⁻¹(I + ΔA/2), B̄ = Δ(I − ΔA/2)⁻¹B.
+
+    Kernel (Algorithm 1 of the paper): C̃ = C(I − Ā^L) (binary powering of the dense Ā in real
+    coordinates, O(N³ log L) per channel), then at the L-th roots of unity z the generating
+    function Σ_{l<L} K_l z^l = Δ·[k₀₀ − α k₀₁ (I + α k₁₁)⁻¹ k₁₀], α = Δ(1+z)/2, where k_ab = Σ_n
+    a_n b_n / ((1 − z) − α λ_n) are Cauchy sums (Woodbury's identity for the low-rank term), and
+    an inverse real FFT. (The paper's 2/(1+z)·R(g(z)) is rewritten with (1+z) multiplied through,
+    so z = −1 is not a singular point.) The Cauchy matrix [H, L/2 + 1, N] is materialized.
+
+    `step`: x ← (I − ΔA/2)⁻¹((I + ΔA/2)x + ΔBu) applied in O(N·r) per token with Woodbury (the
+    paper's recurrent form); several tokens loop over it (a `while_loop` under export). State
+    `ssm` [B, H, N]: the first half's complex state as (Re, Im) pairs."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.P = nn.Parameter(torch.empty(p.rank, self.h, self.m, 2))
+
+    def init_weights(self, init: Init) -> None:
+        super().init_weights(init)
+        _, _, p_tilde = hippo_legs_diagonal(self.params.d_state)
+        with torch.no_grad():
+            self.P.zero_()
+            self.P[0].copy_(torch.view_as_real(p_tilde).expand(self.h, -1, -1))
+
+    def continuous(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(Δ [H], Λ [H, m], B [H, m], P [r, H, m], C [c, H, m]), complex64 (Δ real)."""
+        lam = torch.complex(-self.A_real.float().exp(), self.A_imag.float())
+        B, P, C = (torch.view_as_complex(t.float().contiguous()) for t in (self.B, self.P, self.C))
+        return self.log_dt.float().exp(), lam, B, P, C
+
+    def _recur(self, x: Tensor, u: Tensor, consts: tuple[Tensor, ...]) -> Tensor:
+        """One bilinear step of the half-space state x [..., H, m] with input u [..., H] (Woodbury:
+        x' = d ⊙ (w − Δ P t), (I + ΔG) t = Re(P*(d ⊙ w)), w = (1 + Δλ/2) x − Δ P Re(P* x) + Δ B u).
+        The map is only R-linear: the full-space inner products P_f* x_f are 2·Re(P* x)."""
+        dt, lam, B, P, d, g_inv = consts
+        s = torch.einsum("...hm,rhm->...rh", x, P.conj()).real
+        w = (1 + dt[:, None] * lam / 2) * x - dt[:, None] * torch.einsum("...rh,rhm->...hm", s.to(P.dtype), P)
+        w = w + dt[:, None] * B * u[..., None]
+        rhs = torch.einsum("...hm,rhm->...rh", d * w, P.conj()).real
+        t = torch.einsum("hrs,...sh->...rh", g_inv, rhs)
+        return d * (w - dt[:, None] * torch.einsum("...rh,rhm->...hm", t.to(P.dtype), P))
+
+    def _step_consts(self) -> tuple[Tensor, ...]:
+        dt, lam, B, P, _ = self.continuous()
+        d = 1 / (1 - dt[:, None] * lam / 2)
+        g = torch.einsum("rhm,hm,shm->hrs", P.conj(), d, P).real
+        eye = torch.eye(P.shape[0], device=g.device)
+        return dt, lam, B, P, d, torch.linalg.inv(eye + dt[:, None, None] * g)
+
+    def dense_transition(self) -> Tensor:
+        """Ā in real coordinates [H, N, N]: the step map applied to the N real basis vectors."""
+        consts = self._step_consts()
+        m = self.m
+        eye = torch.eye(m, dtype=torch.complex64, device=self.A_real.device)
+        basis = torch.stack((eye, 1j * eye), dim=1).reshape(2 * m, m)  # (Re, Im) interleaved
+        basis = basis[:, None, :].expand(-1, self.h, -1)  # [N, H, m]
+        cols = self._recur(basis, torch.zeros(2 * m, self.h, device=eye.device), consts)
+        return _to_real(cols).permute(1, 2, 0)  # [H, N (rows), N (columns)]
+
+    @torch.compiler.disable  # complex arithmetic: Inductor has no code generation for it
+    def kernel(self, length: int) -> Tensor:
+        dt, lam, B, P, C = self.continuous()
+        # C̃ = C (I − Ā^L), in real coordinates: C acts as 2·Re(C x) = [2 Re C, −2 Im C]·x_R
+        c_real = _to_real(2 * C.conj())  # [c, H, N]
+        c_real = c_real - (c_real[..., None, :] @ power_by_length(self.dense_transition(), length))[..., 0, :]
+        c_tilde = torch.view_as_complex(c_real.unflatten(-1, (self.m, 2))).conj() / 2
+        full = lambda t: torch.cat((t, t.conj()), dim=-1)  # noqa: E731 — conjugate-symmetric full space
+        lam_f, b_f, p_f, c_f = full(lam), full(B), full(P), full(c_tilde)
+        # the generating function at the L-th roots of unity z_k = e^{−2πik/L}; K is real, so in
+        # eager mode only k ≤ L/2 (an inverse real FFT). Traced, all L: the L//2 + 1 frequencies
+        # made the exporter guard on floor divisions it cannot discharge.
+        half = not tracing()
+        freqs = torch.arange(length // 2 + 1 if half else length, device=lam.device)
+        z = torch.exp(-2j * math.pi * freqs / length).to(lam.dtype)
+        alpha = dt[:, None] / 2 * (1 + z)  # [H, K]
+        cauchy = 1 / ((1 - z)[None, :, None] - alpha[..., None] * lam_f[:, None, :])  # [H, K, N]
+        # the weights a_n·b_n of every Cauchy sum, one matmul for all of them
+        c, r = c_f.shape[0], p_f.shape[0]
+        rows = torch.cat((c_f, p_f.conj()), dim=0)  # a ∈ {C̃, P*}: [c + r, H, N]
+        cols = torch.cat((b_f[None], p_f), dim=0)  # b ∈ {B, P}: [1 + r, H, N]
+        weights = (rows[:, None] * cols[None]).flatten(0, 1).permute(1, 2, 0)  # [H, N, (c+r)(1+r)]
+        sums = (cauchy @ weights).unflatten(-1, (c + r, 1 + r)).permute(2, 3, 0, 1)  # [c+r, 1+r, H, K]
+        k00, k01 = sums[:c, 0], sums[:c, 1:]  # [c, H, K], [c, r, H, K]
+        k10, k11 = sums[c:, 0], sums[c:, 1:]  # [r, H, K], [r, r, H, K]
+        eye = torch.eye(r, dtype=k11.dtype, device=k11.device)[..., None, None]
+        woodbury = torch.linalg.solve((eye + alpha * k11).permute(2, 3, 0, 1), k10.permute(1, 2, 0)[..., None])
+        gen = k00 - alpha * torch.einsum("crhk,hkr->chk", k01, woodbury[..., 0])
+        gen = dt[:, None] * gen
+        return torch.fft.irfft(gen, n=length) if half else torch.fft.ifft(gen).real
+
+    def _conv(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if state is None:
+            return self._convolve(u), None
+        return _dplr_steps(self, u, state)
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        u = x.float().transpose(1, 2)
+        y, new = _dplr_steps(self, u, state[0])
+        return self._finish(y, u, x.dtype), (new,)
+
+
+@torch.compiler.disable
+def _dplr_steps(mod: S4DPLR, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    """The recurrence over u [B, H, T] from `state` [B, H, N]: (2·Re(C x_t) [B, H, T], x_T). A
+    Python loop in eager mode, a `while_loop` under export (so an exported step keeps T_new
+    dynamic); a graph break inside `torch.compile`."""
+    consts = mod._step_consts()
+    C = torch.view_as_complex(mod.C.float().contiguous())[0]
+    x = torch.view_as_complex(state.float().unflatten(-1, (mod.m, 2)).contiguous())
+    if torch.compiler.is_exporting():
+        from torch._higher_order_ops.while_loop import while_loop
+
+        t = u.shape[-1]
+
+        def more(i: Tensor, x: Tensor, out: Tensor) -> Tensor:
+            return i < t
+
+        def one(i: Tensor, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+            at = i.reshape(1)
+            x = mod._recur(x, u.index_select(-1, at)[..., 0], consts)
+            return i + 1, x, out.index_copy(-1, at, 2 * (C * x).sum(-1, keepdim=True).real)
+
+        start = torch.zeros((), dtype=torch.long, device=u.device)
+        _, x, y = while_loop(more, one, (start, x.clone(), torch.zeros_like(u)))
+        return y, _to_real(x)
+    ys = []
+    for ut in u.unbind(-1):
+        x = mod._recur(x, ut, consts)
+        ys.append(2 * (C * x).sum(-1).real)
+    return torch.stack(ys, dim=-1), _to_real(x)
