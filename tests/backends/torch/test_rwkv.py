@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import archc
-from archc.backends.torch import BackendError, build
+from archc.backends.torch import build
 from archc.backends.torch.scan import wkv4
 from tests.conftest import assert_step_matches_forward, copy_weights
 
@@ -107,9 +107,3 @@ def test_init_follows_rwkv4_by_depth():
     assert first.time_decay[0].item() == pytest.approx(-5.0) and first.time_decay[-1].item() == pytest.approx(3.0)
     assert torch.equal(first.time_mix_key[0, 0], torch.arange(256) / 256)  # (i/d)^1 at layer 0
     assert (last.time_mix_key > first.time_mix_key).sum() > 200  # pushed towards 1 with depth
-
-
-def test_version_6_is_reported_not_built():
-    spec = SPEC.replace("version=4", "version=6, head_size=16, mix_rank=4, decay_rank=8")
-    with pytest.raises(BackendError, match="version 6"):
-        build(archc.loads(spec, "ref.arch").graph, device="meta")

@@ -1,7 +1,8 @@
 """RWKV-4 time-mix and channel-mix (Peng et al., 2023, "RWKV: Reinventing RNNs for the Transformer
 Era"), laid out as transformers' `RwkvSelfAttention` / `RwkvFeedForward` (the names of the RWKV-4
 checkpoints: `time_decay`, `time_first`, `time_mix_*` [1, 1, d], `key`, `value`, `receptance`,
-`output`).
+`output`); and RWKV-6's time-mix (Finch: Peng et al., 2024, "Eagle and Finch"), laid out as the
+RWKV-LM x060 checkpoints (`time_maa_*`, `time_decay_w1`/`w2`, `time_faaaa`, `ln_x`, …).
 
 Token shift mixes each token with the one before it (x_{t−1}: zeros at the start, the `shift`
 state in `step`). The WKV recurrence is `scan.wkv4`, chunked and max-stabilized; its state is
@@ -14,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.model import BackendError
 from archc.backends.torch.module import Context, Init, OpModule, State
 from archc.backends.torch.registry import BuildCtx, implements
-from archc.backends.torch.scan import NEG, wkv4, wkv4_step
+from archc.backends.torch.scan import NEG, wide, wkv4, wkv4_step, wkv6, wkv6_step
 
 
 def token_shift(x: Tensor, last: Tensor | None) -> Tensor:
@@ -51,11 +51,8 @@ class TimeMix(OpModule):
     state_names = ("shift", "num", "den", "max")
 
     @classmethod
-    def build(cls, p, in_types, out_type, bctx: BuildCtx) -> TimeMix:
-        if p.version != 4:
-            raise BackendError(bctx.node, "rwkv_time_mix version 6 (Finch) has no PyTorch module yet",
-                               "use version=4; docs/backends.md lists what the torch backend builds")
-        return cls(p, in_types, out_type)
+    def build(cls, p, in_types, out_type, bctx: BuildCtx) -> TimeMix | TimeMix6:
+        return (TimeMix6 if p.version == 6 else cls)(p, in_types, out_type)
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -108,6 +105,99 @@ class TimeMix(OpModule):
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
         zeros = torch.zeros(batch, self.a, device=device)
         return (torch.zeros(batch, self.d, device=device), zeros, zeros.clone(), torch.full_like(zeros, NEG))
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        return self._run(x, ctx, state)
+
+
+#: RWKV-6's ln_x epsilon: 1e-5 · head_size_divisor² with RWKV-LM's head_size_divisor 8.
+LN_X_EPS = 64e-5
+
+
+class TimeMix6(OpModule):
+    """`rwkv_time_mix(x, version=6, head_size, mix_rank, decay_rank)`, Finch's time-mix:
+
+        Δx = x_{t−1} − x;  m_{w,k,v,r,g} = tanh((x + Δx·maa_x) W₁) W₂ (one low-rank map, five outputs)
+        x_• = x + Δx·(maa_• + m_•);  r, k, v = receptance/key/value(x_•);  g = silu(gate(x_g))
+        log w = −exp(time_decay + tanh(x_w D₁) D₂)   (data-dependent decay per channel)
+        out = output(GroupNorm_H(wkv6(r, k, v, w, u = time_faaaa)) ⊙ g)
+
+    Names and init as RWKV-LM's x060 (layer l of L): maa_x/w/k = 1 − (i/d)^(1 − l/L),
+    maa_v = that − 0.3·l/(L−1), maa_r/g = 1 − (i/d)^((1 − l/L)/2); W₁, D₁ zero and W₂, D₂
+    U(±0.01); time_decay_n = −6 + 5·(n/(d−1))^(0.7 + 1.3·l/(L−1)); time_faaaa = (l/(L−1))·(1 −
+    n/(d−1)) + zigzag·0.1. The square maps take archc's default N(0, 0.02) (output: the residual
+    std), where RWKV-LM uses orthogonal/zero inits. State: `shift` [B, d], `wkv` [B, H, hs, hs]."""
+
+    state_names = ("shift", "wkv")
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.d, self.h, self.hs = d, d // p.head_size, p.head_size
+        for name in ("x", "w", "k", "v", "r", "g"):
+            setattr(self, f"time_maa_{name}", nn.Parameter(torch.empty(1, 1, d)))
+        self.time_maa_w1 = nn.Parameter(torch.empty(d, 5 * p.mix_rank))
+        self.time_maa_w2 = nn.Parameter(torch.empty(5, p.mix_rank, d))
+        self.time_decay = nn.Parameter(torch.empty(1, 1, d))
+        self.time_decay_w1 = nn.Parameter(torch.empty(d, p.decay_rank))
+        self.time_decay_w2 = nn.Parameter(torch.empty(p.decay_rank, d))
+        self.time_faaaa = nn.Parameter(torch.empty(self.h, self.hs))
+        self.receptance, self.key, self.value, self.gate = (nn.Linear(d, d, bias=False) for _ in range(4))
+        self.output = nn.Linear(d, d, bias=False)
+        self.ln_x = nn.GroupNorm(self.h, d, eps=LN_X_EPS)
+
+    def init_weights(self, init: Init) -> None:
+        for lin in (self.receptance, self.key, self.value, self.gate):
+            init.normal_(lin.weight)
+        init.normal_(self.output.weight, init.residual_std)
+        init.uniform_(self.time_maa_w2, -0.01, 0.01)
+        init.uniform_(self.time_decay_w2, -0.01, 0.01)
+        layer, layers = init.layer_index(self.op), init.op_counts[self.op]
+        r01, r10 = layer / max(layers - 1, 1), 1.0 - layer / layers
+        ddd = torch.arange(self.d, dtype=torch.float32).view(1, 1, -1) / self.d
+        n = torch.arange(self.d, dtype=torch.float32)
+        with torch.no_grad():
+            for name in ("x", "w", "k"):
+                getattr(self, f"time_maa_{name}").copy_(1 - ddd ** r10)
+            self.time_maa_v.copy_(1 - (ddd ** r10 + 0.3 * r01))
+            self.time_maa_r.copy_(1 - ddd ** (0.5 * r10))
+            self.time_maa_g.copy_(1 - ddd ** (0.5 * r10))
+            self.time_maa_w1.zero_()
+            self.time_decay_w1.zero_()
+            self.time_decay.copy_((-6 + 5 * (n / max(self.d - 1, 1)) ** (0.7 + 1.3 * r01)).view(1, 1, -1))
+            zigzag = ((n + 1) % 3 - 1) * 0.1
+            self.time_faaaa.copy_((r01 * (1 - n / max(self.d - 1, 1)) + zigzag).view(self.h, self.hs))
+            self.ln_x.weight.fill_(1.0)
+            self.ln_x.bias.zero_()
+
+    def _run(self, x: Tensor, ctx: Context | None, state: State | None) -> tuple[Tensor, State]:
+        b, t, d = x.shape
+        dx = token_shift(x, None if state is None else state[0]) - x
+        lora = torch.tanh((x + dx * self.time_maa_x) @ self.time_maa_w1).unflatten(-1, (5, -1))
+        mw, mk, mv, mr, mg = torch.einsum("btfr,frd->fbtd", lora, self.time_maa_w2).unbind(0)
+        xw, xk, xv, xr, xg = (x + dx * (getattr(self, f"time_maa_{n}") + m)
+                              for n, m in zip("wkvrg", (mw, mk, mv, mr, mg), strict=True))
+        heads = lambda y: y.unflatten(-1, (self.h, self.hs)).transpose(1, 2)  # noqa: E731 — [B, H, T, hs]
+        r, k, v = heads(self.receptance(xr)), heads(self.key(xk)), heads(self.value(xv))
+        if ctx is not None and ctx.attention_mask is not None:  # padded tokens add nothing
+            k = k * ctx.attention_mask[:, None, :, None].to(k.dtype)
+        g = F.silu(self.gate(xg))
+        log_w = -(wide(self.time_decay) + wide(torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2)).exp()
+        log_w = heads(log_w)
+        if state is not None and t == 1:  # one token: the recurrence itself
+            y, wkv = wkv6_step(r[:, :, 0], k[:, :, 0], v[:, :, 0], log_w[:, :, 0], self.time_faaaa, state[1])
+            y = y[:, :, None]
+        else:
+            y, wkv = wkv6(r, k, v, log_w, self.time_faaaa, None if state is None else state[1])
+        y = F.group_norm(y.transpose(1, 2).reshape(b * t, d), self.h, wide(self.ln_x.weight), wide(self.ln_x.bias),
+                         self.ln_x.eps).view(b, t, d)
+        return self.output(y.to(x.dtype) * g), (x[:, -1].float(), wkv)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return self._run(x, ctx, None)[0]
+
+    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
+        return torch.zeros(batch, self.d, device=device), torch.zeros(batch, self.h, self.hs, self.hs, device=device)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self._run(x, ctx, state)
