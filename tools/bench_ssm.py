@@ -1,13 +1,15 @@
 """archc's linear-time mixers on this CPU: against transformers side by side, and how they scale.
 
-    .venv/bin/python tools/bench_ssm.py [--quick] [--plot docs/scaling.png]
+    .venv/bin/python tools/bench_ssm.py [--quick] [--only hf|scaling|decode] [--models SPEC …]
+                                        [--plot docs/scaling.png]
 
 1. mamba-tiny vs `MambaForCausalLM` (its PyTorch path), forward at batch 1 × {512, 2048, 8192};
 2. rwkv-tiny vs `RwkvForCausalLM` (its CPU kernel), forward at 1 × {512, 2048} and per-token
    greedy decode after a 128-token prompt;
-3. forward time against the sequence length, 256 … 16384, for mamba-tiny, mamba2-tiny,
-   retnet-tiny, rwkv-tiny and llama-tiny (softmax attention, the quadratic reference), as a table
-   and a log-log PNG, with time(16384) / time(1024) (16 for an exactly linear cost);
+3. forward time against the sequence length, 256 … 16384, for every linear-time mixer's spec
+   (mamba, mamba2, retnet, rwkv, rwkv6, xlstm, s4-lm = S4D, s4-dplr-lm = S4) and llama-tiny
+   (softmax attention, the quadratic reference), as a table and a log-log PNG, with
+   time(16384) / time(1024) (16 for an exactly linear cost);
 4. per-token decode (`step` of one token) at 128 and 8192 tokens of context, and the state size
    in bytes at both.
 
@@ -30,7 +32,7 @@ from bench_torch import _paired, _per_token, _timed
 
 import archc
 
-LINEAR = ("mamba-tiny", "mamba2-tiny", "retnet-tiny", "rwkv-tiny")
+LINEAR = ("mamba-tiny", "mamba2-tiny", "retnet-tiny", "rwkv-tiny", "rwkv6-tiny", "xlstm-tiny", "s4-lm", "s4-dplr-lm")
 
 
 def _hf_mamba():
@@ -77,8 +79,8 @@ def against_transformers(repeat: int) -> None:
     print(f"{'rwkv-tiny':<12}{'decode/token after 128 (ms)':<30}{1e3 * a:>10.3f}{1e3 * b:>10.3f}{b / a:>10.2f}")
 
 
-def scaling(repeat: int, lengths: list[int], plot: str | None) -> None:
-    names = (*LINEAR, "llama-tiny")
+def scaling(repeat: int, lengths: list[int], plot: str | None, models: tuple[str, ...] = LINEAR) -> None:
+    names = (*models, "llama-tiny")
     times: dict[str, list[float]] = {}
     for name in names:
         model = archc.build(f"specs/{name}.arch", seed=0).eval()
@@ -107,7 +109,7 @@ def scaling(repeat: int, lengths: list[int], plot: str | None) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         for n in names:
             ax.loglog(lengths, times[n], marker="o", label=n)
-        ax.loglog(lengths, [times["mamba-tiny"][0] * t / lengths[0] for t in lengths], "k:", label="linear")
+        ax.loglog(lengths, [times[names[0]][0] * t / lengths[0] for t in lengths], "k:", label="linear")
         ax.set_xlabel("sequence length")
         ax.set_ylabel("forward time, batch 1 (s)")
         ax.set_title("archc forward on a 2-core CPU (fp32)")
@@ -117,11 +119,11 @@ def scaling(repeat: int, lengths: list[int], plot: str | None) -> None:
         print(f"plot: {plot}")
 
 
-def decode_vs_context(repeat: int, contexts: tuple[int, int]) -> None:
+def decode_vs_context(repeat: int, contexts: tuple[int, int], models: tuple[str, ...] = LINEAR) -> None:
     """`step` of one token after each context, the two contexts timed alternately."""
     print(f"\n{'model':<13}{'decode ms/token':>16}" + "".join(f"{f'@{c}':>10}" for c in contexts)
           + f"{'ratio':>8}{'state bytes':>14}{'same size':>11}")
-    for name in (*LINEAR, "llama-tiny"):
+    for name in (*models, "llama-tiny"):
         model = archc.build(f"specs/{name}.arch", seed=0).eval()
         timers, sizes = [], []
         tok = torch.randint(0, 4096, (1, 1))
@@ -145,6 +147,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats, lengths up to 4096")
     ap.add_argument("--plot", default=None, help="write the scaling plot (PNG) here")
     ap.add_argument("--only", choices=("hf", "scaling", "decode"), default=None)
+    ap.add_argument("--models", nargs="+", default=None, help="scaling/decode: only these specs (and llama-tiny)")
     args = ap.parse_args()
     repeat = 3 if args.quick else 5
     torch.manual_seed(0)
@@ -153,9 +156,9 @@ def main() -> None:
         against_transformers(repeat)
     if args.only in (None, "scaling"):
         lengths = [256, 512, 1024, 2048, 4096] if args.quick else [256, 512, 1024, 2048, 4096, 8192, 16384]
-        scaling(repeat, lengths, args.plot)
+        scaling(repeat, lengths, args.plot, tuple(args.models or LINEAR))
     if args.only in (None, "decode"):
-        decode_vs_context(repeat, (128, 2048) if args.quick else (128, 8192))
+        decode_vs_context(repeat, (128, 2048) if args.quick else (128, 8192), tuple(args.models or LINEAR))
 
 
 if __name__ == "__main__":

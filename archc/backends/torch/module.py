@@ -57,6 +57,32 @@ def tracing() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
+#: Tokens per piece of `segmented_forward`.
+SEGMENT = 2048
+
+
+def segmented_forward(mod: OpModule, x: Tensor, ctx: Context | None) -> Tensor | None:
+    """A recurrent mixer's forward over a long sequence in eager inference, as consecutive
+    `step`s of `SEGMENT` tokens that carry the state (chunked prefill): the same values — step
+    equals forward for every chunking, tested for every mixer — with each intermediate tensor
+    [B, SEGMENT, ·] instead of [B, T, ·], so it stays in cache (mamba-tiny at 16k tokens: 4.4 →
+    3.2 s). None where it does not apply: T ≤ 2·SEGMENT, autograd on, or tracing."""
+    t = x.shape[1]
+    if t <= 2 * SEGMENT or torch.is_grad_enabled() or tracing():
+        return None
+    positions = ctx.positions if ctx is not None else torch.arange(t, device=x.device)
+    mask = ctx.attention_mask if ctx is not None else None
+    aux = ctx.aux_losses if ctx is not None else []
+    state = mod.init_state(x.shape[0], t, x.device, x.dtype)
+    ys = []
+    for start in range(0, t, SEGMENT):
+        piece = slice(start, start + SEGMENT)
+        sub = Context(positions[piece], None if mask is None else mask[:, piece], aux_losses=aux)
+        y, state = mod.step(x[:, piece], state=state, ctx=sub)
+        ys.append(y)
+    return torch.cat(ys, dim=1)
+
+
 class OpModule(nn.Module):
     """Base class of the modules built from IR nodes; see the module docstring for the contract."""
 

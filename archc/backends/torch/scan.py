@@ -70,12 +70,22 @@ def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
     log_a [B, n, *F'] broadcasts against u [B, n, *F] (a scalar decay per head, or one per
     element); h0 [B, *F]. Returns h [B, n, *F] (h[:, -1] is the final state).
 
-    Used on the short sequences of chunk summaries (n = T / chunk). Hillis–Steele's log-step scan
-    of the affine maps h ↦ a·h + u: after step k every position has composed the 2^k maps before
-    it, so ⌈log2 n⌉ steps of O(n·F) finish. The step count is a Python int — ⌈log2 n⌉ in eager
-    mode, `MAX_SCAN_STEPS` under tracing (surplus steps add zeros) — so no loop depends on n."""
+    Used on the short sequences of chunk summaries (n = T / chunk). In eager mode a plain pass
+    over the n chunks: O(n·F) work in n small steps. Traced, Hillis–Steele's log-step scan of the
+    affine maps h ↦ a·h + u: after step k every position has composed the 2^k maps before it, so
+    `MAX_SCAN_STEPS` steps of O(n·F) finish for any n (surplus steps add zeros) and no loop's trip
+    count depends on n. (The log-step form does log n times the work: at 16k tokens Mamba-2's
+    [H, P, N] chunk states made it the slowest part of the layer.)"""
     n = u.shape[1]
-    steps = MAX_SCAN_STEPS if tracing() else max(1, (n - 1).bit_length())
+    if not tracing():
+        decay = log_a.exp()
+        h = torch.zeros_like(u[:, 0]) if h0 is None else h0.to(u.dtype)
+        out = []
+        for i in range(n):
+            h = torch.addcmul(u[:, i], decay[:, i], h)
+            out.append(h)
+        return torch.stack(out, dim=1)
+    steps = MAX_SCAN_STEPS
     torch._check(n <= 2 ** MAX_SCAN_STEPS, lambda: f"linear_scan supports {2 ** MAX_SCAN_STEPS} chunks")
     la, h = log_a, u
     for k in range(steps):
@@ -125,13 +135,15 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
     bs, cs = steps(B[:, :, None, :]), steps(C)  # [B, n, 1, N], [B, n, N]
 
     in_place = not (torch.is_grad_enabled() or tracing())
+    h = u.new_zeros((*dus[0].shape[:-1], A.shape[1]))
+    decay = torch.empty_like(h) if in_place else None
 
     def advance(h: Tensor, i: int) -> Tensor:
-        if in_place:  # inference: no new [B, n, E, N] buffer per step
-            return h.mul_(torch.mul(dts[i], A).exp_()).addcmul_(dus[i], bs[i])
+        if decay is not None:  # inference: no new [B, n, E, N] buffer per step (a fresh multi-MB
+            # allocation per step is page-faulted in: measured 0.7 ms vs 0.1 ms in place at 16k)
+            return h.mul_(torch.mul(dts[i], A, out=decay).exp_()).addcmul_(dus[i], bs[i])
         return torch.addcmul(dus[i] * bs[i], (dts[i] * A).exp(), h)
 
-    h = u.new_zeros((*dus[0].shape[:-1], A.shape[1]))
     for i in range(chunk):
         h = advance(h, i)
     # each chunk's start state; the last chunk is all padding, so its start is the final state

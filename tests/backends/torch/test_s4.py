@@ -135,6 +135,16 @@ def test_dplr_cauchy_kernel_equals_the_recurrence(rank, bidirectional):
     torch.testing.assert_close(got.double(), _recurrence_output(mod, x, _dplr_systems(mod)), atol=1e-5, rtol=1e-5)
 
 
+def test_dplr_kernel_in_frequency_blocks_is_the_same(monkeypatch):
+    from archc.backends.torch.ops import ssm
+
+    mod = _model("bilinear", ", rank=2", mode="dplr").get_submodule("layers.0.mixer")
+    with torch.no_grad():
+        whole = mod.kernel(150)
+        monkeypatch.setattr(ssm, "CAUCHY_BLOCK", 8)
+        torch.testing.assert_close(mod.kernel(150), whole)
+
+
 def test_dplr_init_is_hippo_legs():
     """At init (Λ − PP*, B) is HiPPO-LegS's (A, B) in a unitary basis V: A_nk = −√(2n+1)√(2k+1)
     (n > k), −(n+1) (n = k), 0 (n < k), B_n = √(2n+1). Unitary similarity keeps the transfer

@@ -43,9 +43,19 @@ def test_segsum_is_the_sum_between_two_steps():
             torch.testing.assert_close(s[i, j], want)
 
 
+@pytest.fixture(params=["eager", "log-step"])
+def scan_form(request, monkeypatch):
+    """linear_scan's two forms: a pass over the chunks (eager) and the log-step scan (traced)."""
+    if request.param == "log-step":
+        from archc.backends.torch import scan
+
+        monkeypatch.setattr(scan, "tracing", lambda: True)
+    return request.param
+
+
 @pytest.mark.parametrize("n", [1, 2, 5, 16, 17, 300])
 @pytest.mark.parametrize("per_element", [False, True], ids=["scalar-decay", "elementwise-decay"])
-def test_linear_scan_matches_the_recurrence(n, per_element):
+def test_linear_scan_matches_the_recurrence(n, per_element, scan_form):
     torch.manual_seed(n)
     la = -torch.rand(2, n, 3, 4 if per_element else 1) * 2
     u, h0 = torch.randn(2, n, 3, 4), torch.randn(2, 3, 4)
@@ -53,7 +63,7 @@ def test_linear_scan_matches_the_recurrence(n, per_element):
     torch.testing.assert_close(linear_scan(la, u), _linear_reference(la, u, torch.zeros(2, 3, 4)))
 
 
-def test_linear_scan_survives_decays_that_underflow():
+def test_linear_scan_survives_decays_that_underflow(scan_form):
     """A decay product below fp32's range is exactly 0, never 0/0 (log-space segment sums)."""
     la = torch.full((1, 40, 2), -30.0)
     u = torch.randn(1, 40, 2)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
 from archc.backends.torch.registry import implements
 from archc.backends.torch.scan import chunked_decay_attention
 
@@ -94,6 +94,8 @@ class Retention(OpModule):
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         assert ctx is not None
+        if (y := segmented_forward(self, x, ctx)) is not None:
+            return y
         q, k, v = self._qkv(x, ctx)
         y, _ = chunked_decay_attention(q, k, v, self._log_decay(x), chunk=self.params.chunk)
         return self._out(y, x)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
 from archc.backends.torch.registry import BuildCtx, implements
 from archc.backends.torch.scan import NEG, wide, wkv4, wkv4_step, wkv6, wkv6_step
 
@@ -100,6 +100,8 @@ class TimeMix(OpModule):
         return self.output(r * wkv.to(x.dtype)), (x[:, -1].float(), num, den, m)
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        if (y := segmented_forward(self, x, ctx)) is not None:
+            return y
         return self._run(x, ctx, None)[0]
 
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
@@ -194,6 +196,8 @@ class TimeMix6(OpModule):
         return self.output(y.to(x.dtype) * g), (x[:, -1].float(), wkv)
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        if (y := segmented_forward(self, x, ctx)) is not None:
+            return y
         return self._run(x, ctx, None)[0]
 
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:

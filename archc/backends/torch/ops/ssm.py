@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import num_blocks
-from archc.backends.torch.module import Context, Init, OpModule, State, tracing
+from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward, tracing
 from archc.backends.torch.registry import BuildCtx, implements
 from archc.backends.torch.scan import chunked_decay_attention, selective_scan
 
@@ -111,6 +111,8 @@ class Mamba(OpModule):
         return self.out_proj(y.to(u.dtype))
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        if (y := segmented_forward(self, x, ctx)) is not None:
+            return y
         u, z, dt, b, c, _ = self._inner(x, ctx, None)
         y, _ = selective_scan(u, dt, -self.A_log.float().exp(), b, c)
         return self._out(y, u, z)
@@ -206,6 +208,8 @@ class Mamba2(OpModule):
         return y.transpose(1, 2), s.transpose(-1, -2)
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        if (y := segmented_forward(self, x, ctx)) is not None:
+            return y
         xs, z, dt, b, c, _ = self._inner(x, ctx, None)
         y, _ = self._scan(xs, dt, b, c, None)
         return self._out(y, xs, z)
@@ -423,6 +427,8 @@ def power_by_length(a: Tensor, length: int) -> Tensor:
 
 #: Squarings of `power_by_length` in traced programs (sequences up to 2^20 tokens).
 MAX_POWER_BITS = 20
+#: Frequencies per block of S4's Cauchy sums in eager mode (memory H·N·block complex numbers).
+CAUCHY_BLOCK = 1024
 
 
 class S4DPLR(S4):
@@ -441,7 +447,8 @@ class S4DPLR(S4):
     function Σ_{l<L} K_l z^l = Δ·[k₀₀ − α k₀₁ (I + α k₁₁)⁻¹ k₁₀], α = Δ(1+z)/2, where k_ab = Σ_n
     a_n b_n / ((1 − z) − α λ_n) are Cauchy sums (Woodbury's identity for the low-rank term), and
     an inverse real FFT. (The paper's 2/(1+z)·R(g(z)) is rewritten with (1+z) multiplied through,
-    so z = −1 is not a singular point.) The Cauchy matrix [H, L/2 + 1, N] is materialized.
+    so z = −1 is not a singular point.) The Cauchy matrix is materialized in blocks of
+    `CAUCHY_BLOCK` frequencies in eager mode, whole ([H, L, N]) in traced programs.
 
     `step`: x ← (I − ΔA/2)⁻¹((I + ΔA/2)x + ΔBu) applied in O(N·r) per token with Woodbury (the
     paper's recurrent form); several tokens loop over it (a `while_loop` under export). State
@@ -509,13 +516,21 @@ class S4DPLR(S4):
         freqs = torch.arange(length // 2 + 1 if half else length, device=lam.device)
         z = torch.exp(-2j * math.pi * freqs / length).to(lam.dtype)
         alpha = dt[:, None] / 2 * (1 + z)  # [H, K]
-        cauchy = 1 / ((1 - z)[None, :, None] - alpha[..., None] * lam_f[:, None, :])  # [H, K, N]
         # the weights a_n·b_n of every Cauchy sum, one matmul for all of them
         c, r = c_f.shape[0], p_f.shape[0]
         rows = torch.cat((c_f, p_f.conj()), dim=0)  # a ∈ {C̃, P*}: [c + r, H, N]
         cols = torch.cat((b_f[None], p_f), dim=0)  # b ∈ {B, P}: [1 + r, H, N]
         weights = (rows[:, None] * cols[None]).flatten(0, 1).permute(1, 2, 0)  # [H, N, (c+r)(1+r)]
-        sums = (cauchy @ weights).unflatten(-1, (c + r, 1 + r)).permute(2, 3, 0, 1)  # [c+r, 1+r, H, K]
+
+        def cauchy_sums(z: Tensor, alpha: Tensor) -> Tensor:
+            return (1 / ((1 - z)[None, :, None] - alpha[..., None] * lam_f[:, None, :])) @ weights  # [H, K, ·]
+
+        if half:  # eager: frequencies in blocks, so the Cauchy matrix [H, K, N] is never whole
+            sums = torch.cat([cauchy_sums(z[i:i + CAUCHY_BLOCK], alpha[:, i:i + CAUCHY_BLOCK])
+                              for i in range(0, z.shape[0], CAUCHY_BLOCK)], dim=1)
+        else:
+            sums = cauchy_sums(z, alpha)
+        sums = sums.unflatten(-1, (c + r, 1 + r)).permute(2, 3, 0, 1)  # [c+r, 1+r, H, K]
         k00, k01 = sums[:c, 0], sums[:c, 1:]  # [c, H, K], [c, r, H, K]
         k10, k11 = sums[c:, 0], sums[c:, 1:]  # [r, H, K], [r, r, H, K]
         eye = torch.eye(r, dtype=k11.dtype, device=k11.device)[..., None, None]

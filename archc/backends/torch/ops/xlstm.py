@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
 from archc.backends.torch.ops.ssm import _mask, causal_depthwise_conv, init_conv
 from archc.backends.torch.registry import implements
 from archc.backends.torch.scan import NEG, mlstm_scan, mlstm_step, wide
@@ -255,6 +255,8 @@ class MLSTM(OpModule):
         return self.proj_down((h + self.learnable_skip * xc) * F.silu(z))
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        if (y := segmented_forward(self, x, ctx)) is not None:
+            return y
         q, k, v, log_f, i, xc, z, _ = self._inner(x, ctx, None)
         return self._out(mlstm_scan(q, k, v, log_f, i)[0], xc, z)
 
