@@ -54,7 +54,7 @@ def init_dt_bias(bias: Tensor, init: Init, dt_min: float = 0.001, dt_max: float 
         bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
 
-def _mask(x: Tensor, ctx: Context | None) -> Tensor:
+def mask_padding(x: Tensor, ctx: Context | None) -> Tensor:
     """Zero the padded positions (transformers' `apply_mask_to_padding_states`)."""
     if ctx is None or ctx.attention_mask is None:
         return x
@@ -100,9 +100,9 @@ class Mamba(OpModule):
     def _inner(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None
                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The projections and the convolution: (u, z, Δ, B, C, new conv state), u/Δ/z [B, T, E]."""
-        xs, z = self.in_proj(_mask(x, ctx)).chunk(2, dim=-1)
+        xs, z = self.in_proj(mask_padding(x, ctx)).chunk(2, dim=-1)
         u, conv_state = causal_depthwise_conv(xs.transpose(1, 2), self.conv1d, conv_prev)
-        u = _mask(F.silu(u).transpose(1, 2), ctx)
+        u = mask_padding(F.silu(u).transpose(1, 2), ctx)
         dt, b, c = self.x_proj(u).split((self.r, self.n, self.n), dim=-1)
         return u, z, F.softplus(self.dt_proj(dt).float()), b, c, conv_state
 
@@ -186,9 +186,9 @@ class Mamba2(OpModule):
 
     def _inner(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None):
         """(x [B, T, H, P], z [B, T, E], Δ [B, T, H], B/C [B, T, H, N], new conv state)."""
-        z, xbc, dt = self.in_proj(_mask(x, ctx)).split((self.e, self.conv_dim, self.h), dim=-1)
+        z, xbc, dt = self.in_proj(mask_padding(x, ctx)).split((self.e, self.conv_dim, self.h), dim=-1)
         xbc, conv_state = causal_depthwise_conv(xbc.transpose(1, 2), self.conv1d, conv_prev)
-        xbc = _mask(F.silu(xbc).transpose(1, 2), ctx)
+        xbc = mask_padding(F.silu(xbc).transpose(1, 2), ctx)
         xs, b, c = xbc.split((self.e, self.g * self.n, self.g * self.n), dim=-1)
         heads_per_group = self.h // self.g
         b, c = (t.unflatten(-1, (self.g, self.n)).repeat_interleave(heads_per_group, dim=2) for t in (b, c))
@@ -386,7 +386,7 @@ class S4(OpModule):
         return F.glu(self.output_linear(y.to(dtype)), dim=-1)
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
-        u = _mask(x, ctx).float().transpose(1, 2)  # [B, H, L]
+        u = mask_padding(x, ctx).float().transpose(1, 2)  # [B, H, L]
         y, _ = self._conv(u, None)
         return self._finish(y, u, x.dtype)
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
-from archc.backends.torch.ops.ssm import _mask, causal_depthwise_conv, init_conv
+from archc.backends.torch.ops.ssm import causal_depthwise_conv, init_conv, mask_padding
 from archc.backends.torch.registry import implements
 from archc.backends.torch.scan import NEG, mlstm_scan, mlstm_step, wide
 
@@ -164,7 +164,7 @@ class SLSTM(OpModule):
 
     def _gates(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """The gates' input pre-activations with biases [B, T, 4, H, D], and the new conv window."""
-        x = _mask(x, ctx)
+        x = mask_padding(x, ctx)
         xc, conv_state = x, None
         if self.conv1d is not None:
             xc, conv_state = causal_depthwise_conv(x.transpose(1, 2), self.conv1d, conv_prev)
@@ -241,9 +241,9 @@ class MLSTM(OpModule):
 
     def _inner(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None):
         """(q, k, v [B, H, T, D] with k scaled, log f, ĩ [B, H, T], x̃, z [B, T, E], conv window)."""
-        xm, z = self.proj_up(_mask(x, ctx)).chunk(2, dim=-1)
+        xm, z = self.proj_up(mask_padding(x, ctx)).chunk(2, dim=-1)
         xc, conv_state = causal_depthwise_conv(xm.transpose(1, 2), self.conv1d, conv_prev)
-        xc = _mask(F.silu(xc.transpose(1, 2)), ctx)
+        xc = mask_padding(F.silu(xc.transpose(1, 2)), ctx)
         q, k, v = self.q_proj(xc), self.k_proj(xc), self.v_proj(xm)
         qkv = torch.cat((q, k, v), dim=-1)
         i, log_f = self.igate(qkv), F.logsigmoid(wide(self.fgate(qkv)))
