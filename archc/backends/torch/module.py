@@ -19,6 +19,7 @@ ids, and the list that auxiliary losses (MoE balance, ACT ponder cost) are appen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,33 @@ def tracing() -> bool:
     """True under `torch.compile` / `torch.export`: eager-only shortcuts (data-dependent early
     exits, gathers by `nonzero`) must not be taken, or the traced graph would bake them in."""
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+Carry = tuple[Tensor, ...]
+
+
+def exported_time_loop(step: Callable[[Tensor, Carry], tuple[Tensor, Carry]], xs: Tensor, carry: Carry,
+                       out: Tensor, dim: int = 1, reverse: bool = False) -> tuple[Tensor, Carry]:
+    """y_t, carry = step(x_t, carry) for every t along `dim` of xs, as one `while_loop`: what a
+    nonlinear recurrence (LSTM, GRU, sLSTM, S4's multi-token step) becomes under `torch.export`,
+    where a Python loop would bake the traced length in and `aten.lstm` is unrolled over it. The
+    trip count stays the symbolic length. `out` is zeros shaped like the stacked outputs (written
+    with `index_copy`); `reverse` runs right to left. Returns (outputs, final carry)."""
+    from torch._higher_order_ops.while_loop import while_loop
+
+    t = xs.shape[dim]
+
+    def more(i: Tensor, out: Tensor, *carry: Tensor) -> Tensor:
+        return i < t
+
+    def one(i: Tensor, out: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
+        at = (t - 1 - i if reverse else i).reshape(1)
+        y, carry = step(xs.index_select(dim, at).squeeze(dim), carry)
+        return (i + 1, out.index_copy(dim, at, y.unsqueeze(dim)), *carry)
+
+    start = torch.zeros((), dtype=torch.long, device=xs.device)
+    _, out, *final = while_loop(more, one, (start, out, *(c.clone() for c in carry)))
+    return out, tuple(final)
 
 
 #: Tokens per piece of `segmented_forward`.

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from archc.backends.torch.module import Context, Init, OpModule, State, tracing
+from archc.backends.torch.module import Context, Init, OpModule, State, exported_time_loop, tracing
 from archc.backends.torch.registry import implements
 
 
@@ -47,34 +47,23 @@ class _RNN(OpModule):
     cell_step: Callable[..., tuple[Tensor, Tensor]]
 
     def _exported_forward(self, x: Tensor) -> Tensor:
-        """The stacked recurrence as `while_loop`s over the tokens, for `torch.export`: exporting
-        `aten.lstm`/`aten.gru` unrolls them over the traced length (torch 2.13), while a
-        `while_loop`'s trip count stays a symbolic T. The input projections of all tokens are one
-        matmul per layer and direction; the loop carries (t, h, c, outputs)."""
-        from torch._higher_order_ops.while_loop import while_loop
-
-        rnn, t = self.rnn, x.shape[1]
+        """The stacked recurrence as `exported_time_loop`s over the tokens, for `torch.export`
+        (exporting `aten.lstm`/`aten.gru` unrolls them over the traced length, torch 2.13). The
+        input projections of all tokens are one matmul per layer and direction."""
+        rnn = self.rnn
         for layer in range(rnn.num_layers):
             outs = []
             for suffix in ("", "_reverse")[: 2 if rnn.bidirectional else 1]:
                 w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{n}_l{layer}{suffix}")
                                           for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-                gx = x @ w_ih.T + b_ih  # [B, T, gates·H]
-                reverse = bool(suffix)
 
-                def more(i: Tensor, h: Tensor, c: Tensor, out: Tensor) -> Tensor:
-                    return i < t
-
-                def one(i: Tensor, h: Tensor, c: Tensor, out: Tensor, gx=gx, w_hh=w_hh, b_hh=b_hh,
-                        reverse=reverse) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-                    at = (t - 1 - i if reverse else i).reshape(1)
-                    h, c = self.cell_step(gx.index_select(1, at)[:, 0], h, c, w_hh, b_hh)
-                    return i + 1, h, c, out.index_copy(1, at, h[:, None])
+                def one(gx: Tensor, carry: tuple[Tensor, ...], w_hh=w_hh, b_hh=b_hh) -> tuple[Tensor, tuple[Tensor, ...]]:
+                    h, c = self.cell_step(gx, *carry, w_hh, b_hh)
+                    return h, (h, c)
 
                 h0 = x.new_zeros(x.shape[0], rnn.hidden_size)
-                start = torch.zeros((), dtype=torch.long, device=x.device)
-                out = x.new_zeros(x.shape[0], t, rnn.hidden_size)
-                outs.append(while_loop(more, one, (start, h0, h0.clone(), out))[3])
+                out = x.new_zeros(x.shape[0], x.shape[1], rnn.hidden_size)
+                outs.append(exported_time_loop(one, x @ w_ih.T + b_ih, (h0, h0), out, reverse=bool(suffix))[0])
             x = torch.cat(outs, dim=-1)
         return x
 

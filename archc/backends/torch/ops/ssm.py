@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import num_blocks
-from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward, tracing
+from archc.backends.torch.module import (
+    Context,
+    Init,
+    OpModule,
+    State,
+    exported_time_loop,
+    segmented_forward,
+    tracing,
+)
 from archc.backends.torch.registry import BuildCtx, implements
 from archc.backends.torch.scan import chunked_decay_attention, selective_scan
 
@@ -559,20 +567,11 @@ def _dplr_steps(mod: S4DPLR, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     C = torch.view_as_complex(mod.C.float().contiguous())[0]
     x = torch.view_as_complex(state.float().unflatten(-1, (mod.m, 2)).contiguous())
     if torch.compiler.is_exporting():
-        from torch._higher_order_ops.while_loop import while_loop
+        def one(ut: Tensor, carry: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+            x = mod._recur(carry[0], ut, consts)
+            return 2 * (C * x).sum(-1).real, (x,)
 
-        t = u.shape[-1]
-
-        def more(i: Tensor, x: Tensor, out: Tensor) -> Tensor:
-            return i < t
-
-        def one(i: Tensor, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-            at = i.reshape(1)
-            x = mod._recur(x, u.index_select(-1, at)[..., 0], consts)
-            return i + 1, x, out.index_copy(-1, at, 2 * (C * x).sum(-1, keepdim=True).real)
-
-        start = torch.zeros((), dtype=torch.long, device=u.device)
-        _, x, y = while_loop(more, one, (start, x.clone(), torch.zeros_like(u)))
+        y, (x,) = exported_time_loop(one, u, (x,), torch.zeros_like(u), dim=-1)
         return y, _to_real(x)
     ys = []
     for ut in u.unbind(-1):

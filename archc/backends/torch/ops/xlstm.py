@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
+from archc.backends.torch.module import Context, Init, OpModule, State, exported_time_loop, segmented_forward
 from archc.backends.torch.ops.ssm import causal_depthwise_conv, init_conv, mask_padding
 from archc.backends.torch.registry import implements
 from archc.backends.torch.scan import NEG, mlstm_scan, mlstm_step, wide
@@ -107,22 +107,12 @@ def slstm_scan(g: Tensor, R: Tensor, state: SLSTMState) -> tuple[Tensor, SLSTMSt
 
 
 def _slstm_while_loop(g: Tensor, R: Tensor, state: SLSTMState) -> tuple[Tensor, SLSTMState]:
-    from torch._higher_order_ops.while_loop import while_loop
+    def one(gt: Tensor, carry: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        carry = slstm_cell(gt, R, carry)  # type: ignore[arg-type]
+        return carry[0], carry
 
-    t = g.shape[1]
-
-    def more(i: Tensor, h: Tensor, c: Tensor, n: Tensor, m: Tensor, out: Tensor) -> Tensor:
-        return i < t
-
-    def one(i: Tensor, h: Tensor, c: Tensor, n: Tensor, m: Tensor, out: Tensor) -> tuple[Tensor, ...]:
-        at = i.reshape(1)
-        h, c, n, m = slstm_cell(g.index_select(1, at)[:, 0], R, (h, c, n, m))
-        return i + 1, h, c, n, m, out.index_copy(1, at, h[:, None])
-
-    start = torch.zeros((), dtype=torch.long, device=g.device)
-    out = g.new_zeros(g.shape[0], t, *g.shape[3:])
-    _, h, c, n, m, out = while_loop(more, one, (start, *(s.clone() for s in state), out))
-    return out, (h, c, n, m)
+    out, final = exported_time_loop(one, g, state, g.new_zeros(g.shape[0], g.shape[1], *g.shape[3:]))
+    return out, final  # type: ignore[return-value]
 
 
 @implements("slstm")
