@@ -8,8 +8,9 @@ The functions here never loop over the length: they cut the sequence into fixed-
 
 * inside a chunk either loop over the C positions *vectorized across all chunks at once* (a static
   trip count C) or use the chunk's C×C decay matrix (the "dual", attention-like form);
-* across chunks combine the chunk summaries with a log-step (Hillis–Steele) scan whose step count
-  is a constant in traced programs, so the number of chunks stays a symbolic tensor dimension.
+* across chunks combine the chunk summaries: in eager mode by a pass over them (T/chunk small
+  steps), in traced programs by a log-step (Hillis–Steele) scan whose step count is a constant,
+  so the number of chunks stays a symbolic tensor dimension.
 
 Decays are passed as logarithms (log a ≤ 0) and combined with `segsum`, which sums log-decays
 instead of dividing cumulative products, so long products underflow to exactly 0 instead of

@@ -1,4 +1,5 @@
-"""`segmented_forward`: long eager-inference forwards of the recurrent mixers run as consecutive
+"""module.py's `segmented_forward` (its `exported_time_loop` is exercised by the LSTM/GRU, sLSTM
+and S4 DPLR export tests): long eager-inference forwards of the recurrent mixers run as consecutive
 `step`s of SEGMENT tokens; the result must be the whole-sequence forward's (which runs whenever
 autograd is on), padding masks included."""
 
