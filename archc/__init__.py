@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from archc.version import __version__
 
 if TYPE_CHECKING:
     from archc.dsl.ast import Module
@@ -34,14 +34,14 @@ def parse(text: str, path: str = "<string>") -> Module:
 def load(path: str, **limits: Any) -> Program:
     """Spec file -> checked `Program` (graph, warnings, sources). Raises `ArchError`."""
     from archc.frontend import load as _load
-    from archc.ir.lower import Limits
+    from archc.frontend.lower import Limits
 
     return _load(path, Limits(**limits))
 
 
 def loads(text: str, path: str = "<string>", **limits: Any) -> Program:
     from archc.frontend import loads as _loads
-    from archc.ir.lower import Limits
+    from archc.frontend.lower import Limits
 
     return _loads(text, path, Limits(**limits))
 

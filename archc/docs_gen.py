@@ -10,11 +10,6 @@ from pathlib import Path
 from archc.ops.registry import OpDef
 
 
-def _type_name(ann: object) -> str:
-    s = getattr(ann, "__name__", None) or str(ann)
-    return s.replace("typing.", "").replace("Annotated[", "").replace("NoneType", "none")
-
-
 def op_reference(op: OpDef) -> str:
     lines = [f"### `{op.name}`", "", op.summary, ""]
     inputs = ", ".join([*op.inputs, *(f"{i}?" for i in op.optional_inputs)])

@@ -152,6 +152,18 @@ A command-line option does not fit the spec or the machine: an unknown task, a t
 vocabulary the model cannot hold, a text prompt for a model without byte-level vocabulary, a
 missing optional dependency. The message says which, and the hint what to do instead.
 """),
+    "ARC1001": ("a pass failed", """
+An IR pass (`archc passes --list`) could not transform the graph: a rewrite left a node whose
+inputs no longer type-check (e.g. a pruned width that no longer divides the heads), or an edit
+would break the graph's order. The message names the pass, the passes that ran before it, and the
+node; the span points at the `.arch` call that made that node.
+"""),
+    "ARC1002": ("a pass broke an IR invariant", """
+After a pass, the verifier found the graph broken: a node reading a value that is not defined
+before it, a type that its op's shape rule does not give, a missing source span, parameters outside
+the op's schema. This is a bug in the pass (archc's, or one you registered), not in the spec; the
+message names the pass and the node. `archc passes SPEC --dump-after NAME` shows the IR it left.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

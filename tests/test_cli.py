@@ -108,12 +108,12 @@ def test_explain_and_ops():
 
 
 def test_internal_errors_are_reported_not_raised(monkeypatch, capsys):
-    import archc.cli
+    import archc.cli.frontend
 
     def boom(args):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(archc.cli, "cmd_check", boom)
+    monkeypatch.setattr(archc.cli.frontend, "cmd_check", boom)
     rc = main(["check", "specs/gpt2.arch"])
     assert rc == 3 and "internal error[ARC9999]: RuntimeError: kaboom" in capsys.readouterr().err
 

@@ -1,6 +1,6 @@
 """The AST of the .arch language: frozen dataclasses, each with the `span` it came from.
 
-The AST is what the parser hands to the lowering (`archc.ir.lower`) and what the formatter
+The AST is what the parser hands to the lowering (`archc.frontend.lower`) and what the formatter
 prints. It keeps the user's spelling of literals (`1e4` stays `1e4`) so `archc fmt` never
 rewrites numbers. `Module.comments` holds every comment with its position: comments are not
 part of the tree, the formatter re-attaches them to the statement they precede.

@@ -9,6 +9,8 @@ that line, which keeps one typo from cascading into a dozen reports.
 
 from __future__ import annotations
 
+import functools
+from contextvars import ContextVar
 from pathlib import Path
 
 from lark import Lark, Token, v_args
@@ -18,6 +20,7 @@ from lark.visitors import Transformer_NonRecursive
 from archc.dsl import ast
 from archc.errors import Collector, Diagnostic, Span
 
+#: The only grammar (`grammar/arch.lark`, linked into the package as `archc/grammar`).
 GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "arch.lark"
 
 #: Nesting deeper than this is refused: later stages walk the AST recursively.
@@ -48,9 +51,11 @@ class _TooDeep(Exception):
 class ToAst(Transformer_NonRecursive):
     """Lark tree -> `archc.dsl.ast` nodes, walked without recursion (deep input cannot overflow)."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: str = "<string>") -> None:
         super().__init__()
-        self.file = "<string>"
+        self.file = file
+        #: Nesting depth of the expression nodes built so far, keyed by id (one transformer per parse).
+        self.depths: dict[int, int] = {}
 
     # Unmapped rules are bugs in the grammar/transformer pair, never user errors.
     def __default__(self, data, children, meta):
@@ -181,10 +186,10 @@ class ToAst(Transformer_NonRecursive):
         return tuple(children)
 
     def _nest(self, node: ast.Node, *children: object) -> ast.Node:
-        depth = 1 + max((_DEPTHS.get(id(c), 0) for c in children), default=0)
+        depth = 1 + max((self.depths.get(id(c), 0) for c in children), default=0)
         if depth > MAX_DEPTH:
             raise _TooDeep(node.span)
-        _DEPTHS[id(node)] = depth
+        self.depths[id(node)] = depth
         return node
 
 
@@ -195,25 +200,29 @@ def _unescape(token: str) -> str:
     return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), token[1:-1])
 
 
-# Nesting depth of the expression nodes built during one parse, keyed by id (cleared per parse).
-_DEPTHS: dict[int, int] = {}
-_COMMENTS: list[Token] = []
-_TRANSFORMER = ToAst()
-_PARSER: Lark | None = None
+#: The comments of the parse in progress. Lark calls lexer callbacks fixed when the parser is
+#: built, so the one shared parser appends to whatever list the current parse installed here: a
+#: context variable, so that parses in other threads (or an include parsed while lowering) never
+#: see each other's comments. The parser itself holds no per-parse state.
+_COMMENTS: ContextVar[list[Token]] = ContextVar("archc_comments")
 
 
+def _keep_comment(token: Token) -> Token:
+    _COMMENTS.get().append(token)
+    return token
+
+
+@functools.cache
 def _parser() -> Lark:
-    global _PARSER
-    if _PARSER is None:
-        _PARSER = Lark(
-            GRAMMAR_PATH.read_text(),
-            parser="lalr",
-            propagate_positions=True,
-            maybe_placeholders=True,
-            lexer_callbacks={"COMMENT": _COMMENTS.append},
-            cache=True,
-        )
-    return _PARSER
+    return Lark.open(
+        "../grammar/arch.lark", rel_to=__file__,
+        parser="lalr",
+        strict=True,  # shift/reduce conflicts and colliding terminals are grammar bugs
+        propagate_positions=True,
+        maybe_placeholders=True,
+        lexer_callbacks={"COMMENT": _keep_comment},
+        cache=True,
+    )
 
 
 def _token_name(t: str) -> str:
@@ -270,9 +279,9 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         diags.raise_if_errors()
 
     parser = _parser()
-    _TRANSFORMER.file = path
-    _DEPTHS.clear()
-    _COMMENTS.clear()
+    transformer = ToAst(path)
+    comments: list[Token] = []
+    reset = _COMMENTS.set(comments)
     last_line = [0]
 
     def on_error(err: UnexpectedInput) -> bool:
@@ -285,7 +294,7 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
 
     try:
         tree = parser.parse(text, on_error=on_error)
-        items = () if diags.items else _TRANSFORMER.transform(tree)
+        items = () if diags.items else transformer.transform(tree)
     except _TooDeep as e:
         diags.error("ARC0104", f"expression nested deeper than {MAX_DEPTH} levels", e.span,
                     "name intermediate values with assignments")
@@ -305,9 +314,7 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         diags.error("ARC0101", f"bad literal: {e}", Span(path, 1, 1, 1, 1))
         items = ()
     finally:
-        _DEPTHS.clear()
+        _COMMENTS.reset(reset)
     diags.raise_if_errors()
-    comments = tuple(ast.Comment(c.line, c.column, str(c)) for c in _COMMENTS)
-    _COMMENTS.clear()
-    return ast.Module(path, tuple(items), comments)
+    return ast.Module(path, tuple(items), tuple(ast.Comment(c.line, c.column, str(c)) for c in comments))
 

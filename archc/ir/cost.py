@@ -15,6 +15,7 @@ summary adds them per layer and in total. Conventions (docs/ops.md states each o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
 
@@ -36,19 +37,55 @@ class CostCtx:
         return {"batch": self.batch, "seq": self.seq}
 
 
+#: The symbolic state dimension bound to the context length a state is allocated for.
+MAX_LEN = "max_len"
+
+#: The initial value of a log-space stabilizer state (RWKV-4's running max, xLSTM's m): far below
+#: any exponent, yet finite, so that max(m, x) and exp(m − x) never meet inf − inf.
+NEG_FILL = -1e38
+
+#: Bytes per element of each state dtype; `model` is the dtype the model runs in (a KV cache in
+#: bf16 for a bf16 model), the costed dtype in `archc summary`.
+STATE_DTYPE_BYTES = {"fp32": 4, "bool": 1}
+
+
 @dataclass(frozen=True, slots=True)
 class StateTensor:
-    """One tensor of an op's inference state, per sequence (batch dimension left out)."""
+    """One tensor of an op's inference state, per sequence (the batch dimension left out).
+
+    This is the op record's declared state: `archc summary` costs it, the torch backend allocates
+    it (`init_state`), the ONNX backend will name its graph inputs and outputs after it. A dimension
+    is an int or `MAX_LEN`, the context length the state is allocated for, capped at `cap` (a
+    sliding window's ring buffer holds `min(max_len, window)` slots). `fill` is the initial value,
+    or the name of a parameter of the op each sequence starts from (RMT's memory tokens).
+    """
 
     name: str
-    shape: tuple[int, ...]
+    shape: tuple[int | str, ...]
+    dtype: Literal["fp32", "model", "bool"] = "fp32"
+    fill: float | str = 0.0
+    cap: int | None = None
 
-    @property
-    def numel(self) -> int:
+    def sizes(self, max_len: int) -> tuple[int, ...]:
+        """The shape with `max_len` bound (and capped)."""
+        bound = max_len if self.cap is None else min(max_len, self.cap)
+        return tuple(bound if d == MAX_LEN else int(d) for d in self.shape)
+
+    def numel(self, max_len: int) -> int:
         n = 1
-        for s in self.shape:
+        for s in self.sizes(max_len):
             n *= s
         return n
+
+    def nbytes(self, max_len: int, model_bytes: int) -> int:
+        return self.numel(max_len) * STATE_DTYPE_BYTES.get(self.dtype, model_bytes)
+
+    def bound(self, max_len: int) -> StateTensor:
+        """This tensor with `max_len` bound: every dimension an int."""
+        return StateTensor(self.name, self.sizes(max_len), self.dtype, self.fill)
+
+    def renamed(self, name: str) -> StateTensor:
+        return StateTensor(name, self.shape, self.dtype, self.fill, self.cap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,15 @@ if TYPE_CHECKING:
     import networkx
 
 
+class GraphError(ValueError):
+    """An edit that would break the graph's invariants (SSA order, unique ids, no dangling reads)."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.node = node
+
+
 class Node(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
@@ -38,6 +47,9 @@ class Node(BaseModel):
     blocks: tuple[str, ...] = ()
     #: The wrapped block of a higher-order op; its inputs are the op's tensor inputs.
     body: Graph | None = None
+    #: Weights shared with another node, as {own parameter: "node.parameter"} (a tied lm_head's
+    #: {"weight": "embed.weight"}); the op's tie rule says which parameters may be tied.
+    ties: dict[str, str] = Field(default_factory=dict)
     #: Free-form analysis results (cost, plan, ...), as in torch.fx's `node.meta`.
     meta: dict[str, Any] = Field(default_factory=dict)
 
@@ -52,12 +64,94 @@ class Graph(BaseModel):
     #: Deployment sections by kind (`export`, `parallel`, `train`), validated settings.
     sections: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    # ---- edits: every one keeps the SSA order (a node after the nodes it reads) and a span ----
+
     def add(self, node: Node) -> Node:
-        assert node.id not in self.nodes, f"duplicate node id {node.id}"
+        """Append `node`; its inputs must already be defined."""
+        return self.insert(node)
+
+    def insert(self, node: Node, *, before: str | None = None, after: str | None = None) -> Node:
+        """Insert `node` at the end, or just before / after an existing node. Its inputs must be
+        defined earlier; a node without a span takes the span of the node it is placed beside."""
+        if node.id in self.nodes:
+            raise GraphError(f"node id `{node.id}` is already defined", node.id)
+        if before is not None and after is not None:
+            raise GraphError("insert takes `before` or `after`, not both", node.id)
+        order = list(self.nodes)
+        anchor = before if before is not None else after
+        if anchor is None:
+            at = len(order)
+        elif anchor not in self.nodes:
+            raise GraphError(f"no node `{anchor}` to insert `{node.id}` beside", node.id)
+        else:
+            at = order.index(anchor) + (1 if after is not None else 0)
+        defined = set(order[:at])
         for i in node.inputs:
-            assert i in self.nodes, f"{node.id} uses {i} before it is defined"
-        self.nodes[node.id] = node
+            if i not in defined:
+                raise GraphError(f"`{node.id}` reads `{i}`, which is not defined before it", node.id)
+        if node.span is None and anchor is not None:
+            node = node.model_copy(update={"span": self.nodes[anchor].span})
+        if at == len(order):
+            self.nodes[node.id] = node
+        else:
+            items = list(self.nodes.items())
+            items.insert(at, (node.id, node))
+            self.nodes = dict(items)
         return node
+
+    def replace(self, node_id: str, new: Node) -> Node:
+        """Put `new` where `node_id` stands and point every use of `node_id` at `new`. `new` may keep
+        the id or take another; without a span it takes the old node's."""
+        if node_id not in self.nodes:
+            raise GraphError(f"no node `{node_id}` to replace", node_id)
+        if new.id != node_id and new.id in self.nodes:
+            raise GraphError(f"node id `{new.id}` is already defined", new.id)
+        order = list(self.nodes)
+        defined = set(order[:order.index(node_id)])
+        for i in new.inputs:
+            if i not in defined:
+                raise GraphError(f"`{new.id}` reads `{i}`, which is not defined before `{node_id}`", new.id)
+        if new.span is None:
+            new = new.model_copy(update={"span": self.nodes[node_id].span})
+        self.nodes = {(new.id if k == node_id else k): (new if k == node_id else n) for k, n in self.nodes.items()}
+        if new.id != node_id:
+            self.replace_uses(node_id, new.id)
+        return new
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Every input and output that reads `old` reads `new` instead (`new` must precede them)."""
+        if new not in self.nodes:
+            raise GraphError(f"no node `{new}` to read instead of `{old}`", new)
+        order = {k: i for i, k in enumerate(self.nodes)}
+        for n in list(self.nodes.values()):
+            if old in n.inputs:
+                if order[new] >= order[n.id]:
+                    raise GraphError(f"`{n.id}` would read `{new}`, which is defined after it", n.id)
+                self.nodes[n.id] = n.model_copy(update={"inputs": tuple(new if i == old else i for i in n.inputs)})
+        self.outputs = [new if o == old else o for o in self.outputs]
+
+    def erase(self, node_id: str) -> None:
+        """Remove a node nothing reads (erase or rewire its users first)."""
+        if node_id not in self.nodes:
+            raise GraphError(f"no node `{node_id}` to erase", node_id)
+        users = self.users_of(node_id)
+        if users or node_id in self.outputs:
+            what = ", ".join(f"`{u}`" for u in users) or "the graph's outputs"
+            raise GraphError(f"`{node_id}` is still read by {what}", node_id)
+        del self.nodes[node_id]
+        if node_id in self.inputs:
+            self.inputs.remove(node_id)
+
+    def copy(self) -> Graph:
+        """An independent copy: nodes, bodies and meta dicts are new objects (params are shared
+        read-only values), so a pass can edit the copy and leave its input untouched."""
+        nodes = {k: n.model_copy(update={"meta": dict(n.meta), "params": dict(n.params),
+                                         "body": None if n.body is None else n.body.copy()})
+                 for k, n in self.nodes.items()}
+        return Graph(name=self.name, nodes=nodes, inputs=list(self.inputs), outputs=list(self.outputs),
+                     sections={k: dict(v) for k, v in self.sections.items()})
+
+    # ---- queries ----
 
     def __getitem__(self, node_id: str) -> Node:
         return self.nodes[node_id]
@@ -72,12 +166,12 @@ class Graph(BaseModel):
             if n.body is not None:
                 yield from n.body.walk()
 
-    def users(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {k: [] for k in self.nodes}
-        for n in self.nodes.values():
-            for i in n.inputs:
-                out[i].append(n.id)
-        return out
+    def users_of(self, node_id: str) -> list[str]:
+        """The nodes that read `node_id`, in order."""
+        return [n.id for n in self.nodes.values() if node_id in n.inputs]
+
+    def input_types(self, node: Node) -> list[TensorType]:
+        return [self.nodes[i].type for i in node.inputs]
 
     @property
     def nx(self) -> networkx.DiGraph:
@@ -91,19 +185,34 @@ class Graph(BaseModel):
                 g.add_edge(i, n.id)
         return g
 
-    def to_text(self, indent: str = "") -> str:
-        """The canonical text form (torch.fx / jaxpr style), used by docs, tests and dumps."""
+    def to_text(self, indent: str = "", annotations: bool = False) -> str:
+        """The canonical text form (torch.fx / jaxpr style), used by docs, tests and dumps:
+
+            graph t(%tokens: int[batch, seq]) {
+              %embed : float[batch, seq, 32] = embed(%tokens; vocab=256, d=32, ...)
+              ...
+              return %lm_head
+            }
+
+        Ties print as `ties={weight=embed.weight}`; with `annotations`, analyses that left a
+        printable summary in `meta` (the cost pass's `cost`) follow each node as a comment."""
         ins = ", ".join(f"%{i}: {self.nodes[i].type}" for i in self.inputs)
         lines = [f"{indent}graph {self.name}({ins}) {{"]
         for n in self.nodes.values():
-            if n.op == "input":
+            if n.id in self.inputs:
                 continue
             args = ", ".join(f"%{i}" for i in n.inputs)
             params = ", ".join(f"{k}={_fmt_param(v)}" for k, v in n.params.items())
+            if n.ties:
+                params += (", " if params else "") + "ties={" + ", ".join(f"{k}={v}" for k, v in n.ties.items()) + "}"
             sep = "; " if args and params else ""
-            lines.append(f"{indent}  %{n.id} : {n.type} = {n.op}({args}{sep}{params})")
+            line = f"{indent}  %{n.id} : {n.type} = {n.op}({args}{sep}{params})"
+            if annotations and "cost" in n.meta:
+                c = n.meta["cost"]
+                line += f"  # params={c.params:,} flops/token={c.flops:,.0f}"
+            lines.append(line)
             if n.body is not None:
-                lines.append(n.body.to_text(indent + "    "))
+                lines.append(n.body.to_text(indent + "    ", annotations))
         lines.append(f"{indent}  return {', '.join('%' + o for o in self.outputs)}")
         lines.append(f"{indent}}}")
         return "\n".join(lines)

@@ -1,22 +1,14 @@
-"""The op catalog. Importing this package registers every op (one family per file)."""
+"""The op catalog. Importing this package registers every op: each module in this folder (but
+the registry itself) is a family file and is imported by file name, so adding a family is adding
+a file (the way tinygrad finds its runtimes)."""
 
-from archc.ops import (  # noqa: F401  (imported for their registrations)
-    arith,
-    attention,
-    conv,
-    embeddings,
-    ffn,
-    heads,
-    memory,
-    moe,
-    norms,
-    positions,
-    recurrent,
-    retention,
-    routing,
-    rwkv,
-    ssm,
-)
-from archc.ops.registry import REGISTRY, OpDef, get
+import importlib
+import pkgutil
 
-__all__ = ["REGISTRY", "OpDef", "get"]
+from archc.ops.registry import REGISTRY, OpDef
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "registry":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+__all__ = ["REGISTRY", "OpDef"]

@@ -13,9 +13,18 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
-from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, ShapeError, divides, register, seq_len, width_of
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    ShapeError,
+    divides,
+    mixes_both_ways,
+    register,
+    seq_len,
+    width_of,
+)
 
 
 class AttentionBase(Params):
@@ -29,6 +38,20 @@ class AttentionBase(Params):
     def o_bias(self) -> bool:
         return self.bias if self.out_bias is None else self.out_bias
 
+    def head_dim_for(self, d: int) -> int:
+        """The per-head width on inputs of width d: `head_dim`, else d / heads (a shape error if
+        heads does not divide d)."""
+        if self.head_dim is not None:
+            return self.head_dim
+        divides(self.heads, d, "heads", "the width", arg="heads",
+                hint=f"choose heads dividing {d}, or give head_dim explicitly")
+        return d // self.heads
+
+    @property
+    def kv_head_count(self) -> int:
+        """Key/value heads: `kv_heads` where the op has it (GQA / MQA), else one per query head."""
+        return getattr(self, "kv_heads", None) or self.heads
+
 
 class AttentionParams(AttentionBase):
     kv_heads: PositiveInt | None = Field(None, description="key/value heads: =heads MHA, 1 MQA, else GQA")
@@ -37,21 +60,9 @@ class AttentionParams(AttentionBase):
     pos: dict[str, Any] | None = Field(None, description="relative positions: rope(...), alibi(), relative_bias(...)")
 
 
-def _head_dim(p: AttentionBase, d: int) -> int:
-    if p.head_dim is not None:
-        return p.head_dim
-    divides(p.heads, d, "heads", "the width", arg="heads",
-            hint=f"choose heads dividing {d}, or give head_dim explicitly")
-    return d // p.heads
-
-
-def _kv_heads(p: Any) -> int:
-    return getattr(p, "kv_heads", None) or p.heads
-
-
 def _check_common(p: Any, d: int) -> int:
-    hd = _head_dim(p, d)
-    kv = _kv_heads(p)
+    hd = p.head_dim_for(d)
+    kv = p.kv_head_count
     divides(kv, p.heads, "kv_heads", "heads", arg="kv_heads",
             hint="each key/value head serves an equal group of query heads (GQA)")
     pos = getattr(p, "pos", None)
@@ -106,7 +117,7 @@ def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, 
     average for sliding windows, the memory length for cross-attention. State: the KV cache,
     keys and values [kv_heads, min(T, window), head_dim] (a ring buffer for a window)."""
     d = width_of(ins)
-    hd, kv = _check_common(p, d), _kv_heads(p)
+    hd, kv = _check_common(p, d), p.kv_head_count
     d_kv = ins[1].width if len(ins) > 1 else d
     params, flops = _projections(p, d, d_kv, hd, kv)
     if p.pos is not None and p.pos["op"] == "relative_bias":
@@ -117,16 +128,29 @@ def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, 
     else:
         t_eff = _causal_avg_context(t, p.window)
     flops += 4 * t_eff * p.heads * hd
-    cached = min(t, p.window) if p.window else t
-    state = (StateTensor("key", (kv, cached, hd)), StateTensor("value", (kv, cached, hd)))
-    return Cost(params, flops, _act_bytes(d, p.heads, hd, kv, ctx),
-                sum(s.numel for s in state) * ctx.dtype_bytes, state)
+    return Cost(params, flops, _act_bytes(d, p.heads, hd, kv, ctx))
+
+
+def _attention_causal(p: AttentionParams, ins: list[TensorType]) -> bool | None:
+    # cross-attention reads another sequence; each query position stays on its own
+    return None if len(ins) > 1 else p.causal
+
+
+def _attention_state(p: AttentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """The KV cache, keys and values [kv_heads, max_len, head_dim] in the model's dtype, a ring
+    buffer of `window` slots for a sliding window; none for cross-attention (it recomputes the
+    memory's keys and values)."""
+    if len(ins) > 1:
+        return ()
+    kv, hd = p.kv_head_count, p.head_dim_for(width_of(ins))
+    return tuple(StateTensor(n, (kv, MAX_LEN, hd), "model", cap=p.window) for n in ("key", "value"))
 
 
 register(OpDef(
     "attention", AttentionParams, _attention_shape, _attention_cost,
     "Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.",
     "attention", optional_inputs=("kv",), components={"pos": ("position",)}, default_name="attn",
+    role="mixer", causal=_attention_causal, state=_attention_state, residual_weights=("o_proj.weight",),
 ))
 
 
@@ -173,7 +197,8 @@ def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType
 
 register(OpDef("longformer_attention", LongformerParams, _plain_shape, _longformer_cost,
                "Longformer attention: sliding window (optionally dilated) plus global tokens.",
-               "attention", default_name="attn"))
+               "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               residual_weights=("o_proj.weight",)))
 
 
 class BigBirdParams(AttentionBase):
@@ -192,7 +217,7 @@ def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx:
 
 register(OpDef("bigbird_attention", BigBirdParams, _plain_shape, _bigbird_cost,
                "BigBird block-sparse attention: window + global + random blocks.", "attention",
-               default_name="attn"))
+               default_name="attn", role="mixer", causal=mixes_both_ways, residual_weights=("o_proj.weight",)))
 
 
 class LinformerParams(AttentionBase):
@@ -213,7 +238,8 @@ def _linformer_cost(p: LinformerParams, ins: list[TensorType], out: TensorType, 
 
 register(OpDef("linformer_attention", LinformerParams, _plain_shape, _linformer_cost,
                "Linformer: keys and values projected along the sequence to k rows (linear in T).",
-               "attention", default_name="attn"))
+               "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               residual_weights=("o_proj.weight",)))
 
 
 class LinearAttentionParams(AttentionBase):
@@ -227,14 +253,30 @@ def _linear_cost(p: LinearAttentionParams, ins: list[TensorType], out: TensorTyp
     d = width_of(ins)
     hd = _check_common(p, d)
     params, flops = _projections(p, d, d, hd, p.heads)
-    state = (StateTensor("kv", (p.heads, hd, hd)), StateTensor("normalizer", (p.heads, hd)))
-    return Cost(params, flops + 4 * p.heads * hd * hd, _act_bytes(d, p.heads, hd, p.heads, ctx),
-                sum(s.numel for s in state) * 4, state)
+    return Cost(params, flops + 4 * p.heads * hd * hd, _act_bytes(d, p.heads, hd, p.heads, ctx))
+
+
+def _kernel_state(features: int, p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """S [H, m, head_dim] and the normalizer z [H, m] in fp32 (m = the feature map's width);
+    none when bidirectional."""
+    if not p.causal:
+        return ()
+    return (StateTensor("kv", (p.heads, features, p.head_dim_for(width_of(ins)))),
+            StateTensor("normalizer", (p.heads, features)))
+
+
+def _linear_state(p: LinearAttentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    return _kernel_state(p.head_dim_for(width_of(ins)), p, ins)
+
+
+def _by_flag(p: Any, ins: list[TensorType]) -> bool | None:
+    return p.causal
 
 
 register(OpDef("linear_attention", LinearAttentionParams, _plain_shape, _linear_cost,
                "Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.",
-               "attention", default_name="attn"))
+               "attention", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
+               residual_weights=("o_proj.weight",)))
 
 
 class PerformerParams(AttentionBase):
@@ -250,15 +292,18 @@ def _performer_cost(p: PerformerParams, ins: list[TensorType], out: TensorType, 
     hd = _check_common(p, d)
     params, flops = _projections(p, d, d, hd, p.heads)
     m = p.features
-    state = (StateTensor("kv", (p.heads, m, hd)), StateTensor("normalizer", (p.heads, m)))
     return Cost(params, flops + 4 * hd * m * p.heads + 4 * p.heads * m * hd,
-                _act_bytes(d, p.heads, hd, p.heads, ctx) + 2 * p.heads * m * ctx.dtype_bytes,
-                sum(s.numel for s in state) * 4, state)
+                _act_bytes(d, p.heads, hd, p.heads, ctx) + 2 * p.heads * m * ctx.dtype_bytes)
+
+
+def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    return _kernel_state(p.features, p, ins)
 
 
 register(OpDef("performer_attention", PerformerParams, _plain_shape, _performer_cost,
                "Performer FAVOR+: positive orthogonal random features approximating softmax attention.",
-               "attention", default_name="attn"))
+               "attention", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
+               residual_weights=("o_proj.weight",)))
 
 
 class LatentParams(AttentionBase):
@@ -271,7 +316,7 @@ class LatentParams(AttentionBase):
 def _latent_shape(p: LatentParams, ins: list[TensorType]) -> TensorType:
     d = width_of(ins)
     dl = p.d_latent or d
-    _head_dim(p, dl)
+    p.head_dim_for(dl)
     return hidden(ins[0].shape[0], p.latents, dl)
 
 
@@ -281,7 +326,7 @@ def _latent_cost(p: LatentParams, ins: list[TensorType], out: TensorType, ctx: C
     T, the latents' queries attending all T inputs."""
     d = width_of(ins)
     dl = p.d_latent or d
-    hd = _head_dim(p, dl)
+    hd = p.head_dim_for(dl)
     h = p.heads
     params = p.latents * dl + dl * h * hd + 2 * d * h * hd + h * hd * dl
     if p.bias:
@@ -295,4 +340,5 @@ def _latent_cost(p: LatentParams, ins: list[TensorType], out: TensorType, ctx: C
 
 register(OpDef("latent_attention", LatentParams, _latent_shape, _latent_cost,
                "Perceiver latent cross-attention: N learned latents attend to the input; output [B, N, d].",
-               "attention", default_name="cross_attn"))
+               "attention", default_name="cross_attn", role="mixer", causal=mixes_both_ways,
+               residual_weights=("o_proj.weight",)))

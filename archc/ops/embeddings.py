@@ -31,7 +31,7 @@ def _embed_cost(p: EmbedParams, ins: list[TensorType], out: TensorType, ctx: Cos
 
 register(OpDef("embed", EmbedParams, _embed_shape, _embed_cost,
                "Token embedding table: int[B, T] -> float[B, T, d].", "embedding",
-               inputs=("tokens",), int_inputs=(0,), default_name="embed"))
+               inputs=("tokens",), int_inputs=(0,), default_name="embed", role="embedding"))
 
 
 class LearnedPosParams(Params):
@@ -51,7 +51,7 @@ def _pos_shape(p: Params, ins: list[TensorType]) -> TensorType:
 
 register(OpDef("learned_pos", LearnedPosParams, _pos_shape, _learned_pos_cost,
                "Learned absolute position embeddings added to x (GPT-2, BERT).", "embedding",
-               default_name="pos_embed"))
+               default_name="pos_embed", role="position"))
 
 
 class SinusoidalParams(Params):
@@ -73,4 +73,4 @@ def _sinusoidal_shape(p: SinusoidalParams, ins: list[TensorType]) -> TensorType:
 
 register(OpDef("sinusoidal_pos", SinusoidalParams, _sinusoidal_shape, _sinusoidal_cost,
                "Fixed sinusoidal position encodings added to x (Vaswani et al., 2017).", "embedding",
-               default_name="pos_embed"))
+               default_name="pos_embed", role="position"))

@@ -49,13 +49,13 @@ def _glu_cost(p: GLUParams, ins: list[TensorType], out: TensorType, ctx: CostCtx
 
 register(OpDef("mlp", MLPParams, _ffn_shape, _mlp_cost,
                "Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).", "ffn",
-               default_name="mlp"))
+               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
 register(OpDef("swiglu", GLUParams, _ffn_shape, _glu_cost,
                "SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).", "ffn",
-               default_name="mlp"))
+               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
 register(OpDef("geglu", GLUParams, _ffn_shape, _glu_cost,
                "GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).", "ffn",
-               default_name="mlp"))
+               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
 
 
 class LinearParams(Params):
@@ -76,7 +76,7 @@ def _linear_cost(p: LinearParams, ins: list[TensorType], out: TensorType, ctx: C
 
 
 register(OpDef("linear", LinearParams, _linear_shape, _linear_cost,
-               "A dense projection to `out` features.", "ffn", default_name="proj"))
+               "A dense projection to `out` features.", "ffn", default_name="proj", role="ffn"))
 
 
 class DropoutParams(Params):
@@ -89,7 +89,7 @@ def _elementwise_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: Co
 
 
 register(OpDef("dropout", DropoutParams, _ffn_shape, _elementwise_cost,
-               "Dropout (identity at inference).", "misc", default_name="drop"))
+               "Dropout (identity at inference).", "misc", default_name="drop", role="misc"))
 
 
 class NoParams(Params):
@@ -97,4 +97,5 @@ class NoParams(Params):
 
 
 for _act in ("relu", "gelu", "silu", "sigmoid", "tanh"):
-    register(OpDef(_act, NoParams, _ffn_shape, _elementwise_cost, f"Elementwise {_act}.", "misc"))
+    register(OpDef(_act, NoParams, _ffn_shape, _elementwise_cost, f"Elementwise {_act}.", "misc",
+                   role="activation"))

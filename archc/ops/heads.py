@@ -32,9 +32,13 @@ def _lm_cost(p: LMHeadParams, ins: list[TensorType], out: TensorType, ctx: CostC
     return Cost(params=n, flops=f, act_bytes=(d + out.width) * ctx.dtype_bytes)
 
 
+def _lm_ties(p: LMHeadParams) -> dict[str, tuple[str, str]]:
+    return {"weight": ("embed", "weight")} if p.tied else {}
+
+
 register(OpDef("lm_head", LMHeadParams, _lm_shape, _lm_cost,
                "Language-modeling head: logits over the vocabulary, optionally tied to the embedding.", "head",
-               default_name="lm_head"))
+               default_name="lm_head", role="head", loss=lambda p: "lm", ties=_lm_ties))
 
 
 class ClsHeadParams(Params):
@@ -58,7 +62,8 @@ def _cls_cost(p: ClsHeadParams, ins: list[TensorType], out: TensorType, ctx: Cos
 
 register(OpDef("cls_head", ClsHeadParams, _cls_shape, _cls_cost,
                "Sequence classification: pool (cls / mean / last), optional pooler, linear classifier.",
-               "head", default_name="classifier"))
+               "head", default_name="classifier", role="head",
+               loss=lambda p: "regression" if p.classes == 1 else "classification"))
 
 
 class TokenClsParams(Params):
@@ -78,4 +83,4 @@ def _tok_cost(p: TokenClsParams, ins: list[TensorType], out: TensorType, ctx: Co
 
 register(OpDef("token_cls_head", TokenClsParams, _tok_shape, _tok_cost,
                "Token classification (tagging): a linear classifier on every token.", "head",
-               default_name="classifier"))
+               default_name="classifier", role="head", loss=lambda p: "token_classification"))

@@ -7,7 +7,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, register, seq_len, width_of
+from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, seq_len, width_of
 
 
 class CompressiveParams(Params):
@@ -33,25 +33,30 @@ def _cm_shape(p: CompressiveParams, ins: list[TensorType]) -> TensorType:
 
 def _cm_cost(p: CompressiveParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
     """q, k, v, o (no biases) 4d², compression conv1d d→d with kernel = stride = ratio: d²·ratio + d.
-    Each query attends at most mem_len + ratio raw and cmem_len compressed keys. State: keys and
-    values of the raw window and of the compressed slots (ring buffers, `compressive_buffers`) and
-    the inputs of the slot being filled [ratio, d]."""
+    Each query attends at most mem_len + ratio raw and cmem_len compressed keys."""
     d = width_of(ins)
     t = seq_len(ins[0], ctx)
     params = 4 * d * d + d * d * p.ratio + d
     t_eff = min((t + 1) / 2, p.mem_len + p.ratio / 2) + p.cmem_len
+    return Cost(params, 8 * d * d + 4 * t_eff * d + 2 * d * d, 5 * d * ctx.dtype_bytes)
+
+
+def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """Keys and values of the raw window and of the compressed slots (ring buffers,
+    `compressive_buffers`) and the inputs of the slot being filled [ratio, d]; model dtype."""
+    d = width_of(ins)
     raw, slots = compressive_buffers(p)
     hd = d // p.heads
-    state = (StateTensor("key", (p.heads, raw, hd)), StateTensor("value", (p.heads, raw, hd)),
-             StateTensor("pending", (p.ratio, d)),
-             StateTensor("compressed_key", (p.heads, slots, hd)), StateTensor("compressed_value", (p.heads, slots, hd)))
-    return Cost(params, 8 * d * d + 4 * t_eff * d + 2 * d * d, 5 * d * ctx.dtype_bytes,
-                sum(s.numel for s in state) * ctx.dtype_bytes, state)
+    return (StateTensor("key", (p.heads, raw, hd), "model"), StateTensor("value", (p.heads, raw, hd), "model"),
+            StateTensor("pending", (p.ratio, d), "model"),
+            StateTensor("compressed_key", (p.heads, slots, hd), "model"),
+            StateTensor("compressed_value", (p.heads, slots, hd), "model"))
 
 
 register(OpDef("compressive_memory", CompressiveParams, _cm_shape, _cm_cost,
                "Compressive Transformer attention over [compressed memory, memory, input].", "memory",
-               default_name="attn"))
+               default_name="attn", role="mixer", causal=mixes_causally, state=_cm_state,
+               residual_weights=("o_proj.weight",)))
 
 
 class RMTParams(Params):
@@ -66,15 +71,25 @@ def _rmt_shape(p: RMTParams, ins: list[TensorType]) -> TensorType:
 
 def _rmt_cost(p: RMTParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
     """memory embeddings memory·d plus the body's parameters; the body runs on segment + 2·memory
-    tokens per segment, so its compute per token scales by (segment + 2·memory) / segment.
-    State: the memory tokens [memory, d] carried to the next segment."""
+    tokens per segment, so its compute per token scales by (segment + 2·memory) / segment."""
     d = width_of(ins)
     scale = (p.segment + 2 * p.memory) / p.segment
-    state = (StateTensor("memory", (p.memory, d)),)
-    return Cost(params=p.memory * d, state_bytes=p.memory * d * ctx.dtype_bytes, state=state) \
-        + body.scale_compute(scale)
+    return Cost(params=p.memory * d) + body.scale_compute(scale)
+
+
+def _rmt_state(p: RMTParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """The memory tokens [memory, d] carried to the next segment, starting from the learned
+    `memory` (model dtype)."""
+    return (StateTensor("memory", (p.memory, width_of(ins)), "model", fill="memory"),)
+
+
+def _rmt_body_state(p: RMTParams, body: tuple[StateTensor, ...]) -> tuple[StateTensor, ...]:
+    """The body's state sized for one segment with its memory tokens (segment + 2·memory)."""
+    n = p.segment + 2 * p.memory
+    return tuple(s.bound(n).renamed(f"body.{s.name}") for s in body)
 
 
 register(OpDef("recurrent_memory", RMTParams, _rmt_shape, _rmt_cost,
                "Recurrent memory transformer: segments processed in order, memory tokens carried between them.",
-               "memory", takes_block=True, default_name="rmt"))
+               "memory", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
+               state=_rmt_state, body_state=_rmt_body_state))

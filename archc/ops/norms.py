@@ -39,9 +39,10 @@ def _norm_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) 
 
 register(OpDef("layernorm", LayerNormParams, _norm_shape, _norm_cost,
                "Layer normalization (Ba et al.): scale and optional shift over the width.", "norm",
-               default_name="norm"))
+               default_name="norm", role="norm"))
 register(OpDef("rmsnorm", RMSNormParams, _norm_shape, _norm_cost,
-               "Root-mean-square normalization (Zhang & Sennrich): scale only.", "norm", default_name="norm"))
+               "Root-mean-square normalization (Zhang & Sennrich): scale only.", "norm", default_name="norm",
+               role="norm"))
 register(OpDef("groupnorm", GroupNormParams, _norm_shape, _norm_cost,
                "Group normalization over channel groups of each token (scale and shift).", "norm",
-               default_name="norm"))
+               default_name="norm", role="norm"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt
 
-from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, divides, register, width_of
+from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, width_of
 
 
 class RNNParams(Params):
@@ -32,20 +32,31 @@ def _rnn_cost(gates: int, cells: tuple[str, ...]):
             params += dirs * (gates * h * (d_in + h) + 2 * gates * h)
             flops += dirs * 2 * gates * h * (d_in + h)
             d_in = h * dirs
-        state = tuple(StateTensor(c, (p.layers * dirs, h)) for c in cells)
-        return Cost(params, flops, p.layers * dirs * (gates + 2) * h * ctx.dtype_bytes,
-                    sum(s.numel for s in state) * 4, state)
+        return Cost(params, flops, p.layers * dirs * (gates + 2) * h * ctx.dtype_bytes)
 
     cost.__doc__ = (f"Per layer and direction: W_ih {gates}h·d_in, W_hh {gates}h·h, two biases {gates}h each "
-                    f"(torch.nn layout). State: {', '.join(cells)} [layers·directions, h].")
+                    f"(torch.nn layout).")
     return cost
+
+
+def _rnn_state(cells: tuple[str, ...]):
+    def state(p: RNNParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+        return () if p.bidirectional else tuple(StateTensor(c, (p.layers, p.hidden)) for c in cells)
+
+    state.__doc__ = f"{', '.join(cells)} [layers, h] in fp32; none when bidirectional."
+    return state
+
+
+def _unless_bidirectional(p: RNNParams, ins: list[TensorType]) -> bool | None:
+    return not p.bidirectional
 
 
 register(OpDef("lstm", RNNParams, _rnn_shape, _rnn_cost(4, ("h", "c")),
                "LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.", "recurrent",
-               default_name="lstm"))
+               default_name="lstm", role="mixer", causal=_unless_bidirectional, state=_rnn_state(("h", "c"))))
 register(OpDef("gru", RNNParams, _rnn_shape, _rnn_cost(3, ("h",)),
-               "GRU (Cho et al.), single or bidirectional, stacked.", "recurrent", default_name="gru"))
+               "GRU (Cho et al.), single or bidirectional, stacked.", "recurrent", default_name="gru",
+               role="mixer", causal=_unless_bidirectional, state=_rnn_state(("h",))))
 
 
 class SLSTMParams(Params):
@@ -64,16 +75,21 @@ def _slstm_cost(p: SLSTMParams, ins: list[TensorType], out: TensorType, ctx: Cos
     d, h = width_of(ins), p.heads
     conv = d * p.d_conv + d if p.d_conv else 0
     params = conv + 4 * d * d // h + 4 * d * d // h + 4 * d + d
-    state = tuple(StateTensor(c, (d,)) for c in ("c", "n", "m", "h"))
-    if p.d_conv:
-        state += (StateTensor("conv", (d, p.d_conv)),)
-    return Cost(params, 2 * (8 * d * d // h) + 2 * d * p.d_conv, 10 * d * ctx.dtype_bytes,
-                sum(s.numel for s in state) * 4, state)
+    return Cost(params, 2 * (8 * d * d // h) + 2 * d * p.d_conv, 10 * d * ctx.dtype_bytes)
+
+
+def _slstm_state(p: SLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """h, c, n [d], the stabilizer m [d] (starting far below any gate), and the conv window
+    [d, k] when there is a conv; fp32."""
+    d = width_of(ins)
+    state = (StateTensor("h", (d,)), StateTensor("c", (d,)), StateTensor("n", (d,)),
+             StateTensor("m", (d,), fill=NEG_FILL))
+    return state + ((StateTensor("conv", (d, p.d_conv)),) if p.d_conv else ())
 
 
 register(OpDef("slstm", SLSTMParams, _slstm_shape, _slstm_cost,
                "xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.",
-               "recurrent", default_name="slstm"))
+               "recurrent", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state))
 
 
 class MLSTMParams(Params):
@@ -99,11 +115,17 @@ def _mlstm_cost(p: MLSTMParams, ins: list[TensorType], out: TensorType, ctx: Cos
     dh = e // h
     params = 2 * e * d + e * p.d_conv + e + 3 * e * p.qkv_block + 2 * (3 * e * h + h) + e + e + e * d
     flops = 2 * (2 * e * d + e * d + 3 * e * p.qkv_block + 6 * e * h) + 2 * e * p.d_conv + 4 * e * dh
-    state = (StateTensor("C", (h, dh, dh)), StateTensor("n", (h, dh)), StateTensor("m", (h,)),
-             StateTensor("conv", (e, p.d_conv)))
-    return Cost(params, flops, (d + 8 * e) * ctx.dtype_bytes, sum(s.numel for s in state) * 4, state)
+    return Cost(params, flops, (d + 8 * e) * ctx.dtype_bytes)
+
+
+def _mlstm_state(p: MLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """C [H, E/H, E/H], n [H, E/H], the stabilizer m [H], conv [E, k]; fp32."""
+    e = p.expand * width_of(ins)
+    dh = e // p.heads
+    return (StateTensor("C", (p.heads, dh, dh)), StateTensor("n", (p.heads, dh)),
+            StateTensor("m", (p.heads,), fill=NEG_FILL), StateTensor("conv", (e, p.d_conv)))
 
 
 register(OpDef("mlstm", MLSTMParams, _mlstm_shape, _mlstm_cost,
                "xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.",
-               "recurrent", default_name="mlstm"))
+               "recurrent", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state))

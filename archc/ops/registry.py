@@ -10,18 +10,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from archc.ir.cost import Cost, CostCtx
+from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
 
-Kind = Literal["layer", "component", "arith"]
+if TYPE_CHECKING:
+    from archc.ir.graph import Graph, Node
+
+Kind = Literal["layer", "component", "arith", "input"]
+
+#: What an op does in a model. Backends and passes read this instead of guessing from names:
+#: the initializer counts `mixer`s for GPT-2's residual scaling, the loss comes from the `head`.
+Role = Literal["input", "embedding", "position", "mixer", "ffn", "norm", "head", "wrapper", "arith",
+               "activation", "misc"]
+
+#: The training objective a head implies (`lm`: next-token prediction when the model is causal,
+#: masked-LM style — unshifted labels — when it is bidirectional).
+Loss = Literal["lm", "classification", "regression", "token_classification"]
 
 
 class Params(BaseModel):
-    """Base of every op's parameter schema: frozen, unknown keys rejected."""
+    """Base of every op's parameter schema: frozen, unknown keys rejected. Values derived from
+    the parameters and the input width (a head's width, Δ's rank) are methods of the schema, so
+    the cost rule, the declared state and every backend compute them in one place."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
@@ -35,14 +49,49 @@ class ShapeError(Exception):
         self.hint = hint
         self.arg = arg
         self.code = code
+        #: The node being typed, when a pass raised it.
+        self.node: str | None = None
 
 
 ShapeRule = Callable[[Any, list[TensorType]], TensorType]
 CostRule = Callable[..., Cost]
+#: True: only the past reaches a position; False: the future does too; None: positions do not mix.
+CausalRule = Callable[[Any, list[TensorType]], bool | None]
+StateRule = Callable[[Any, list[TensorType]], tuple[StateTensor, ...]]
+#: The state of a higher-order op built from its body's state (renamed, repeated, rebound).
+BodyStateRule = Callable[[Any, tuple[StateTensor, ...]], tuple[StateTensor, ...]]
+
+
+def pointwise(p: Any, ins: list[TensorType]) -> bool | None:
+    """The causality rule of ops that never mix positions."""
+    return None
+
+
+def mixes_causally(p: Any, ins: list[TensorType]) -> bool | None:
+    return True
+
+
+def mixes_both_ways(p: Any, ins: list[TensorType]) -> bool | None:
+    return False
+
+
+def no_state(p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    return ()
+
+
+def no_loss(p: Any) -> Loss | None:
+    return None
+
+
+def no_ties(p: Any) -> dict[str, tuple[str, str]]:
+    return {}
 
 
 @dataclass(frozen=True)
 class OpDef:
+    """Everything the compiler knows about one op (DESIGN.md §3). Backends attach their
+    implementations in their own lowering tables, keyed by the op's name."""
+
     name: str
     params: type[Params]
     shape: ShapeRule
@@ -62,6 +111,23 @@ class OpDef:
     default_name: str = ""
     #: Which input positions must be token ids rather than hidden states.
     int_inputs: tuple[int, ...] = ()
+    #: What the op does in a model (see `Role`).
+    role: Role = "misc"
+    #: Whether the op mixes positions, and only causally (see `CausalRule`). A higher-order op's
+    #: body is checked as well, so its own rule covers only what it adds (MoD's routing).
+    causal: CausalRule = pointwise
+    #: The declared inference state, per sequence (empty: stateless).
+    state: StateRule = no_state
+    #: Higher-order ops: their state as a function of the body's (default: the body's, prefixed `body.`).
+    body_state: BodyStateRule | None = None
+    #: Heads: the loss the head implies.
+    loss: Callable[[Any], Loss | None] = no_loss
+    #: Weight tying: {own parameter: (op, its parameter)}, resolved by lowering to the nearest
+    #: preceding node of that op (a tied lm_head shares the embedding's `weight`).
+    ties: Callable[[Any], dict[str, tuple[str, str]]] = no_ties
+    #: Parameters (names inside the op's module) that are residual-branch output projections and
+    #: take GPT-2's scaled init, std/√(2·mixers). Everything else takes the module's own init.
+    residual_weights: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.default_name:
@@ -75,10 +141,6 @@ def register(op: OpDef) -> OpDef:
     assert op.name not in REGISTRY, f"op {op.name} registered twice"
     REGISTRY[op.name] = op
     return op
-
-
-def get(name: str) -> OpDef:
-    return REGISTRY[name]
 
 
 def no_cost(p: Any, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
@@ -117,3 +179,54 @@ def divides(a: int, b: int, what_a: str, what_b: str, arg: str | None = None, hi
     """Shape error unless a divides b (e.g. heads must divide the width)."""
     if a <= 0 or b % a != 0:
         raise ShapeError(f"{what_a} ({a}) does not divide {what_b} ({b})", hint, arg=arg, code="ARC0303")
+
+
+# ---- facts of a whole graph, derived from the records ---------------------------------------
+
+
+def prefixed(prefix: str, state: tuple[StateTensor, ...]) -> tuple[StateTensor, ...]:
+    return tuple(s.renamed(f"{prefix}.{s.name}") for s in state)
+
+
+def node_state(graph: Graph, node: Node) -> tuple[StateTensor, ...]:
+    """The declared state of one node, its body's included (names relative to the node)."""
+    op = REGISTRY[node.op]
+    p = op.params(**node.params)
+    own = op.state(p, graph.input_types(node))
+    if node.body is None:
+        return own
+    inner = graph_state(node.body)
+    return own + (op.body_state(p, inner) if op.body_state is not None else prefixed("body", inner))
+
+
+def graph_state(graph: Graph) -> tuple[StateTensor, ...]:
+    """The declared state of a graph in node order, named `<node id>.<state>` (the names the torch
+    backend's `state_names` and the ONNX backend's state inputs use)."""
+    out: list[StateTensor] = []
+    for n in graph.nodes.values():
+        out.extend(prefixed(n.id, node_state(graph, n)))
+    return tuple(out)
+
+
+def is_causal(graph: Graph) -> bool:
+    """True when no node lets a position see the future: labels are then shifted (next-token
+    prediction) and the model decodes incrementally. Ops say so in their `causal` rule."""
+    for n in graph.nodes.values():
+        op = REGISTRY[n.op]
+        if op.causal(op.params(**n.params), graph.input_types(n)) is False:
+            return False
+        if n.body is not None and not is_causal(n.body):
+            return False
+    return True
+
+
+def head_loss(graph: Graph) -> Loss | None:
+    """The loss implied by the op producing the graph's (first) output, None if it implies none."""
+    n = graph.nodes[graph.outputs[0]]
+    op = REGISTRY[n.op]
+    return op.loss(op.params(**n.params))
+
+
+def count_role(graph: Graph, role: Role) -> int:
+    """How many nodes (bodies included) have `role` (e.g. the mixers of GPT-2's scaled init)."""
+    return sum(1 for n in graph.walk() if REGISTRY[n.op].role == role)

@@ -6,7 +6,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, register, width_of
+from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, width_of
 
 
 class RetentionParams(Params):
@@ -30,10 +30,16 @@ def _cost(p: RetentionParams, ins: list[TensorType], out: TensorType, ctx: CostC
     dk_h, dv_h = d // p.heads, dv // p.heads
     params = 2 * d * d + 3 * d * dv
     flops = 2 * params + 4 * p.heads * dk_h * dv_h
-    state = (StateTensor("kv", (p.heads, dk_h, dv_h)),)
-    return Cost(params, flops, (d + 2 * d + 2 * dv + dv) * ctx.dtype_bytes, state[0].numel * 4, state)
+    return Cost(params, flops, (d + 2 * d + 2 * dv + dv) * ctx.dtype_bytes)
+
+
+def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """S [H, d/H, vf·d/H] in fp32."""
+    d = width_of(ins)
+    return (StateTensor("kv", (p.heads, d // p.heads, p.value_factor * d // p.heads)),)
 
 
 register(OpDef("retention", RetentionParams, _shape, _cost,
                "RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
-               "parallel, recurrent and chunkwise forms.", "retention", default_name="retention"))
+               "parallel, recurrent and chunkwise forms.", "retention", default_name="retention",
+               role="mixer", causal=mixes_causally, state=_state, residual_weights=("out_proj.weight",)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt
 
-from archc.ir.cost import Cost, CostCtx
+from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
 from archc.ops.registry import OpDef, Params, ShapeError, register, width_of
 
@@ -31,9 +31,16 @@ def _mod_cost(p: MoDParams, ins: list[TensorType], out: TensorType, ctx: CostCtx
     return Cost(params=d + 1, flops=2 * d, act_bytes=d * ctx.dtype_bytes) + body.scale_compute(p.capacity)
 
 
+def _mod_state(p: MoDParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """Which past positions went through the block, [max_len] bool (the body's KV caches hold
+    entries only for those), then the body's state."""
+    return (StateTensor("routed", (MAX_LEN,), "bool"),)
+
+
 register(OpDef("mod", MoDParams, _same, _mod_cost,
                "Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
-               "the rest skip it.", "routing", takes_block=True, default_name="mod"))
+               "the rest skip it.", "routing", takes_block=True, default_name="mod", role="wrapper",
+               state=_mod_state))
 
 
 class ACTParams(Params):
@@ -55,7 +62,13 @@ def _act_shape(p: ACTParams, ins: list[TensorType]) -> TensorType:
     return _same(p, ins)
 
 
+def _act_body_state(p: ACTParams, body: tuple[StateTensor, ...]) -> tuple[StateTensor, ...]:
+    """One copy of the block's state per ponder step, `step{n}.<name>` (step n's KV caches hold
+    the step-n states of earlier tokens)."""
+    return tuple(s.renamed(f"step{n}.{s.name}") for n in range(p.max_steps) for s in body)
+
+
 register(OpDef("act", ACTParams, _act_shape, _act_cost,
                "Adaptive computation time: apply the (shared) block until the halting probability "
                "passes the threshold; returns the ponder cost as an auxiliary loss.", "routing",
-               takes_block=True, default_name="act"))
+               takes_block=True, default_name="act", role="wrapper", body_state=_act_body_state))

@@ -10,9 +10,9 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, register, width_of
+from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, width_of
 
 
 class TimeMixParams(Params):
@@ -40,19 +40,28 @@ def _tm_cost(p: TimeMixParams, ins: list[TensorType], out: TensorType, ctx: Cost
         a = p.hidden or d
         params = 2 * a + 3 * d + 3 * d * a + a * d
         flops = 2 * (3 * d * a + a * d) + 10 * a
-        state = (StateTensor("shift", (d,)), StateTensor("num", (a,)), StateTensor("den", (a,)),
-                 StateTensor("max", (a,)))
     else:
         h = d // p.head_size
         params = 6 * d + 2 * 5 * p.mix_rank * d + d + 2 * p.decay_rank * d + d + 5 * d * d + 2 * d
         flops = 2 * (5 * d * d + 2 * 5 * p.mix_rank * d + 2 * p.decay_rank * d) + 4 * h * p.head_size ** 2
-        state = (StateTensor("shift", (d,)), StateTensor("wkv", (h, p.head_size, p.head_size)))
-    return Cost(params, flops, 8 * d * ctx.dtype_bytes, sum(s.numel for s in state) * 4, state)
+    return Cost(params, flops, 8 * d * ctx.dtype_bytes)
+
+
+def _tm_state(p: TimeMixParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """v4: the previous token [d] and the WKV numerator, denominator and running max [A]; v6: shift
+    [d] and the WKV matrix [H, hs, hs]. All fp32."""
+    d = width_of(ins)
+    if p.version == 4:
+        a = p.hidden or d
+        return (StateTensor("shift", (d,)), StateTensor("num", (a,)), StateTensor("den", (a,)),
+                StateTensor("max", (a,), fill=NEG_FILL))
+    return StateTensor("shift", (d,)), StateTensor("wkv", (d // p.head_size, p.head_size, p.head_size))
 
 
 register(OpDef("rwkv_time_mix", TimeMixParams, _tm_shape, _tm_cost,
                "RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).",
-               "rwkv", default_name="attention"))
+               "rwkv", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
+               residual_weights=("output.weight",)))
 
 
 class ChannelMixParams(Params):
@@ -69,10 +78,15 @@ def _cm_cost(p: ChannelMixParams, ins: list[TensorType], out: TensorType, ctx: C
     State: the previous token [d]."""
     d, h = width_of(ins), p.hidden
     params = 2 * d + d * h + d * d + h * d
-    state = (StateTensor("shift", (d,)),)
-    return Cost(params, 2 * (d * h + d * d + h * d), (3 * d + 2 * h) * ctx.dtype_bytes, d * 4, state)
+    return Cost(params, 2 * (d * h + d * d + h * d), (3 * d + 2 * h) * ctx.dtype_bytes)
+
+
+def _cm_state(p: ChannelMixParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """The previous token [d] (fp32): the token shift looks one step back."""
+    return (StateTensor("shift", (width_of(ins),)),)
 
 
 register(OpDef("rwkv_channel_mix", ChannelMixParams, _cm_shape, _cm_cost,
                "RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", "rwkv",
-               default_name="feed_forward"))
+               default_name="feed_forward", role="ffn", causal=mixes_causally, state=_cm_state,
+               residual_weights=("value.weight",)))

@@ -14,11 +14,16 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, ShapeError, divides, register, seq_len, width_of
-
-
-def _state_bytes(state: tuple[StateTensor, ...]) -> int:
-    return sum(s.numel for s in state) * 4  # recurrent states are kept in fp32
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    ShapeError,
+    divides,
+    mixes_causally,
+    register,
+    seq_len,
+    width_of,
+)
 
 
 class S4Params(Params):
@@ -63,13 +68,21 @@ def _s4_cost(p: S4Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) 
     else:
         kernel = 8 * c * n
     flops = 2 * d * 2 * d + kernel * d + 15 * c * d * math.log2(2 * t)
-    state = (StateTensor("ssm", (d, n)),)
-    return Cost(params, flops, (3 * d + 2 * d) * ctx.dtype_bytes, _state_bytes(state), state)
+    return Cost(params, flops, (3 * d + 2 * d) * ctx.dtype_bytes)
+
+
+def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """The complex state [d, N/2] as N reals per channel (fp32); none when bidirectional."""
+    return () if p.bidirectional else (StateTensor("ssm", (width_of(ins), p.d_state)),)
+
+
+def _unless_bidirectional(p: S4Params, ins: list[TensorType]) -> bool | None:
+    return not p.bidirectional
 
 
 register(OpDef("s4", S4Params, _s4_shape, _s4_cost,
                "S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.", "ssm",
-               default_name="mixer"))
+               default_name="mixer", role="mixer", causal=_unless_bidirectional, state=_s4_state))
 
 
 class MambaParams(Params):
@@ -79,6 +92,14 @@ class MambaParams(Params):
     dt_rank: PositiveInt | None = Field(None, description="rank of Δ's projection; default ceil(d/16)")
     conv_bias: bool = True
     bias: bool = Field(False, description="biases on in_proj and out_proj")
+
+    def inner(self, d: int) -> int:
+        """E = expand·d."""
+        return self.expand * d
+
+    def dt_rank_for(self, d: int) -> int:
+        """R: `dt_rank`, else ⌈d/16⌉ (mamba_ssm's default)."""
+        return self.dt_rank or math.ceil(d / 16)
 
 
 def _ffn_like_shape(p: Params, ins: list[TensorType]) -> TensorType:
@@ -91,19 +112,26 @@ def _mamba_cost(p: MambaParams, ins: list[TensorType], out: TensorType, ctx: Cos
     out_proj E→d (Gu & Dao; mamba_ssm). Scan FLOPs 9·E·N per token (the paper's count).
     State: conv [E, d_conv] and ssm [E, N], as transformers' MambaCache."""
     d = width_of(ins)
-    e, n = p.expand * d, p.d_state
-    r = p.dt_rank or math.ceil(d / 16)
+    e, n = p.inner(d), p.d_state
+    r = p.dt_rank_for(d)
     b = 1 if p.bias else 0
     params = (d * 2 * e + b * 2 * e) + (e * p.d_conv + (e if p.conv_bias else 0)) + e * (r + 2 * n) \
         + (r * e + e) + e * n + e + (e * d + b * d)
     flops = 2 * d * 2 * e + 2 * e * p.d_conv + 2 * e * (r + 2 * n) + 2 * r * e + 9 * e * n + 2 * e * d
-    state = (StateTensor("conv", (e, p.d_conv)), StateTensor("ssm", (e, n)))
-    return Cost(params, flops, (d + 6 * e + 2 * n) * ctx.dtype_bytes, _state_bytes(state), state)
+    return Cost(params, flops, (d + 6 * e + 2 * n) * ctx.dtype_bytes)
+
+
+def _mamba_state(p: MambaParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """conv [E, d_conv] (the last d_conv inputs of the convolution) and ssm [E, N], fp32, as
+    transformers' MambaCache."""
+    e = p.inner(width_of(ins))
+    return StateTensor("conv", (e, p.d_conv)), StateTensor("ssm", (e, p.d_state))
 
 
 register(OpDef("mamba", MambaParams, _ffn_like_shape, _mamba_cost,
                "Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.",
-               "ssm", default_name="mixer"))
+               "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
+               residual_weights=("out_proj.weight",)))
 
 
 class Mamba2Params(Params):
@@ -115,6 +143,18 @@ class Mamba2Params(Params):
     chunk: PositiveInt = Field(256, description="chunk length of the SSD algorithm")
     conv_bias: bool = True
     bias: bool = False
+
+    def inner(self, d: int) -> int:
+        """E = expand·d."""
+        return self.expand * d
+
+    def heads_for(self, d: int) -> int:
+        """H = E / P."""
+        return self.inner(d) // self.head_dim
+
+    def conv_width(self, d: int) -> int:
+        """Channels through the convolution: x, B and C, E + 2·G·N."""
+        return self.inner(d) + 2 * self.groups * self.d_state
 
 
 def _mamba2_shape(p: Mamba2Params, ins: list[TensorType]) -> TensorType:
@@ -130,19 +170,26 @@ def _mamba2_cost(p: Mamba2Params, ins: list[TensorType], out: TensorType, ctx: C
     4·E·N plus the intra-chunk quadratic part 2·Q·(G·N + E) with Q = min(chunk, T).
     State: conv [E+2GN, d_conv] and ssm [H, P, N]."""
     d = width_of(ins)
-    e, n, g = p.expand * d, p.d_state, p.groups
-    h = e // p.head_dim
-    conv_dim = e + 2 * g * n
+    e, n, g = p.inner(d), p.d_state, p.groups
+    h = p.heads_for(d)
+    conv_dim = p.conv_width(d)
     b = 1 if p.bias else 0
     proj = 2 * e + 2 * g * n + h
     params = d * proj + b * proj + conv_dim * p.d_conv + (conv_dim if p.conv_bias else 0) + 3 * h + e \
         + e * d + b * d
     q = min(p.chunk, seq_len(ins[0], ctx))
     flops = 2 * d * proj + 2 * conv_dim * p.d_conv + 4 * e * n + 2 * q * (g * n + e) + 2 * e * d
-    state = (StateTensor("conv", (conv_dim, p.d_conv)), StateTensor("ssm", (h, p.head_dim, n)))
-    return Cost(params, flops, (d + proj + conv_dim + 2 * e) * ctx.dtype_bytes, _state_bytes(state), state)
+    return Cost(params, flops, (d + proj + conv_dim + 2 * e) * ctx.dtype_bytes)
+
+
+def _mamba2_state(p: Mamba2Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """conv [E + 2GN, d_conv] and ssm [H, P, N], fp32."""
+    d = width_of(ins)
+    return (StateTensor("conv", (p.conv_width(d), p.d_conv)),
+            StateTensor("ssm", (p.heads_for(d), p.head_dim, p.d_state)))
 
 
 register(OpDef("mamba2", Mamba2Params, _mamba2_shape, _mamba2_cost,
                "Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.",
-               "ssm", default_name="mixer"))
+               "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
+               residual_weights=("out_proj.weight",)))

@@ -1,8 +1,14 @@
-"""Cost analysis: parameters, FLOPs, activation and state memory, per node, per layer and in total.
+"""Cost analysis as a pass: every node annotated with its `Cost` (`node.meta["cost"]`), and the
+`CostReport` of `archc summary` (per node, per layer, in total) read back from the annotations.
 
-`estimate_cost(graph, ctx)` is an analysis pass: it reads the graph and returns a `CostReport`
-(it does not change the graph). Each node's cost comes from its op's cost rule in the registry;
-higher-order ops receive the summed cost of their body.
+A node's cost is its op's cost rule plus its declared state (the op record's `state`, bound to
+the costed context length), so the state `archc summary` reports is the state the backends
+allocate. Higher-order ops receive the summed cost of their body (its state left out: the op's
+declared state says how the body's state is kept).
+
+    >>> from archc.passes.manager import PassContext, run
+    >>> g = run(graph, "summary", PassContext(CostCtx(seq=4096))).graph
+    >>> g.nodes["layers.0.attn"].meta["cost"].params
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from dataclasses import dataclass, field
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.graph import Graph, Node
-from archc.ops.registry import REGISTRY
+from archc.ops.registry import REGISTRY, node_state, prefixed
+from archc.passes.manager import PassContext, register_pass, run
 
 #: Tokens per parameter for compute-optimal training (Hoffmann et al., 2022, "Chinchilla").
 CHINCHILLA_TOKENS_PER_PARAM = 20
@@ -20,22 +27,28 @@ CHINCHILLA_TOKENS_PER_PARAM = 20
 _LAYER = re.compile(r"^(.*?\.\d+)\.")
 
 
-def node_cost(graph: Graph, node: Node, ctx: CostCtx) -> Cost:
-    if node.op == "input":
-        return Cost()
+def node_cost(graph: Graph, node: Node, ctx: CostCtx, with_state: bool = True) -> Cost:
+    """The cost of one node: its op's rule (bodies summed in) plus its declared state."""
     op = REGISTRY[node.op]
     p = op.params(**node.params)
-    ins = [graph.nodes[i].type for i in node.inputs]
+    ins = graph.input_types(node)
     if op.takes_block:
         assert node.body is not None
-        return op.cost(p, ins, node.type, ctx, body=total_cost(node.body, ctx))
-    return op.cost(p, ins, node.type, ctx)
+        body = total_cost(node.body, ctx, with_state=False)
+        c = op.cost(p, ins, node.type, ctx, body=body)
+    else:
+        c = op.cost(p, ins, node.type, ctx)
+    if not with_state:
+        return c
+    state = tuple(s.bound(ctx.seq) for s in prefixed(node.id, node_state(graph, node)))
+    nbytes = sum(s.nbytes(ctx.seq, ctx.dtype_bytes) for s in state)
+    return Cost(c.params, c.flops, c.act_bytes, nbytes, state)
 
 
-def total_cost(graph: Graph, ctx: CostCtx) -> Cost:
+def total_cost(graph: Graph, ctx: CostCtx, with_state: bool = True) -> Cost:
     total = Cost()
     for n in graph.nodes.values():
-        total = total + node_cost(graph, n, ctx)
+        total = total + node_cost(graph, n, ctx, with_state)
     return total
 
 
@@ -45,6 +58,14 @@ def layer_of(node_id: str) -> str:
     if m:
         return m.group(1)
     return node_id.split(".")[0]
+
+
+@register_pass("estimate_cost", "annotate every node with its cost (meta['cost']) at the context's seq/batch/dtype")
+def annotate_cost(graph: Graph, ctx: PassContext) -> Graph:
+    g = graph.copy()
+    for n in g.nodes.values():
+        n.meta["cost"] = node_cost(g, n, ctx.cost)
+    return g
 
 
 @dataclass
@@ -81,20 +102,26 @@ def _cost_json(cost: Cost, c: CostCtx) -> dict:
         "flops_per_token": cost.flops,
         "activation_bytes": cost.act_bytes * c.seq * c.batch,
         "state_bytes": cost.state_bytes * c.batch,
-        "state": [{"name": s.name, "shape": list(s.shape)} for s in cost.state],
+        "state": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in cost.state],
     }
 
 
-def estimate_cost(graph: Graph, ctx: CostCtx) -> CostReport:
-    report = CostReport(ctx)
+def report(graph: Graph, ctx: CostCtx) -> CostReport:
+    """The per-layer report of a graph the `estimate_cost` pass annotated."""
+    out = CostReport(ctx)
     for n in graph.nodes.values():
-        if n.op == "input":
+        if REGISTRY[n.op].kind == "input":
             continue
         key = layer_of(n.id)
-        c = node_cost(graph, n, ctx)
-        report.layers[key] = report.layers.get(key, Cost()) + c
-        report.ops.setdefault(key, [])
-        if n.op not in report.ops[key] and n.op not in ("add", "mul"):
-            report.ops[key].append(n.op)
-        report.total = report.total + c
-    return report
+        c: Cost = n.meta["cost"]
+        out.layers[key] = out.layers.get(key, Cost()) + c
+        out.ops.setdefault(key, [])
+        if n.op not in out.ops[key] and REGISTRY[n.op].kind != "arith":
+            out.ops[key].append(n.op)
+        out.total = out.total + c
+    return out
+
+
+def estimate_cost(graph: Graph, ctx: CostCtx) -> CostReport:
+    """Run the `summary` pipeline on `graph` and report its costs (what `archc summary` prints)."""
+    return report(run(graph, "summary", PassContext(cost=ctx), verify_each=False).graph, ctx)

@@ -90,3 +90,25 @@ def test_string_escapes_roundtrip_through_the_formatter(value):
 
 def ast_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def test_parse_is_reentrant_across_threads():
+    """The parser keeps no per-parse state in module globals: parses in other threads never mix
+    their comments or spans into each other's."""
+    import threading
+
+    texts = {p.name: p.read_text() for p in SPECS[:6]}
+    serial = {name: parse(t, name) for name, t in texts.items()}
+    got: dict[str, list] = {name: [] for name in texts}
+
+    def work(name: str) -> None:
+        for _ in range(5):
+            got[name].append(parse(texts[name], name))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in texts for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, mods in got.items():
+        assert all(m == serial[name] for m in mods), name

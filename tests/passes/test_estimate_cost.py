@@ -97,7 +97,8 @@ def test_recurrent_state_is_constant_in_context():
 
 def test_mamba_state_shapes_match_transformers_cache():
     r = archc.summary("specs/mamba-130m.arch")
-    shapes = {(s.name, s.shape) for s in r.total.state}
+    assert r.total.state[0].name == "layers.0.mixer.conv"  # named as the backends name them
+    shapes = {(s.name.rsplit(".", 1)[-1], s.shape) for s in r.total.state}
     assert shapes == {("conv", (1536, 4)), ("ssm", (1536, 16))}
 
 

@@ -2,7 +2,8 @@
 
 Higher-order ops (`act`, `mod`, `recurrent_memory`) take `block=…`; the IR keeps the block as the
 node's body `Graph`. `BodyOp` builds it as a `GraphModule` under `<node>.body` (so its parameters
-are `<node>.body.<inner node id>.…`) and names the op's state from the body's.
+are `<node>.body.<inner node id>.…`). The op's state — its own and its body's, renamed or repeated
+by the record's `body_state` rule — is the record's declared state like any op's.
 """
 
 from __future__ import annotations
@@ -13,22 +14,16 @@ from archc.backends.torch.module import Init, OpModule
 
 
 class BodyOp(OpModule):
-    """An op whose module runs the node's body block. Subclasses name their state from the body's
-    (`body_state_names`) and initialize their own parameters before the body's."""
+    """An op whose module runs the node's body block. Subclasses initialize their own parameters
+    before the body's."""
 
     body: nn.Module
 
     @classmethod
     def build(cls, p, in_types, out_type, bctx) -> BodyOp:
-        from archc.backends.torch.model import GraphModule  # the interpreter builds op modules itself
-
         mod = cls(p, in_types, out_type)
-        mod.body = GraphModule(bctx.node.body)
-        mod.state_names = mod.body_state_names(mod.body.state_names)
+        mod.body = bctx.build_graph(bctx.node.body)
         return mod
-
-    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        return names
 
     def init_weights(self, init: Init) -> None:
         self.body.init_weights(init)

@@ -8,12 +8,16 @@ leaves the old ones intact), which is what lets speculative decoding roll back f
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from archc.backends.torch.model import ArchModel
 from archc.backends.torch.module import State
+
+if TYPE_CHECKING:
+    from archc.backends.torch.model import ArchModel
 
 
 def warp(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> Tensor:

@@ -28,7 +28,7 @@ from archc.backends.torch.module import Context, Init, OpModule, State
 from archc.backends.torch.registry import BuildCtx, modules
 from archc.ir.graph import Graph, Node
 from archc.ir.types import TensorType
-from archc.ops.registry import REGISTRY
+from archc.ops.registry import REGISTRY, count_role, head_loss, is_causal, node_state
 
 #: Label value ignored by the losses (the Hugging Face / PyTorch convention).
 IGNORE_INDEX = -100
@@ -59,10 +59,15 @@ def _put(root: nn.Module, path: str, module: nn.Module) -> None:
 
 def build_op(op: str, params: dict[str, Any], in_types: list[TensorType], out_type: TensorType,
              bctx: BuildCtx | None = None) -> OpModule:
+    """The module of one op, with the record's facts attached (declared state, residual weights)."""
     cls = modules()[op]
-    p = REGISTRY[op].params(**params)
+    record = REGISTRY[op]
+    p = record.params(**params)
     mod = cls.build(p, in_types, out_type, bctx) if hasattr(cls, "build") else cls(p, in_types, out_type)
     mod.op = op
+    mod.residual_weights = record.residual_weights
+    mod.declared_state = (node_state(bctx.graph, bctx.node) if bctx is not None and bctx.node.op == op
+                          else record.state(p, in_types))
     return mod
 
 
@@ -84,12 +89,13 @@ class GraphModule(nn.Module):
         names: list[str] = []
         time_axis = _time_axis(graph.nodes[graph.inputs[0]].type) if graph.inputs else None
         for node in graph.nodes.values():
-            if node.op == "input":
+            kind = REGISTRY[node.op].kind
+            if kind == "input":
                 continue
             mod = None
-            if REGISTRY[node.op].kind != "arith":
+            if kind != "arith":
                 in_types = [graph.nodes[i].type for i in node.inputs]
-                bctx = BuildCtx(node, graph, lambda op, prm, ts: build_op(op, prm, ts, ts[0]))
+                bctx = BuildCtx(node, graph, lambda op, prm, ts: build_op(op, prm, ts, ts[0]), GraphModule)
                 if node.op not in modules():
                     raise BackendError(node, f"op `{node.op}` has no PyTorch module yet",
                                        "see docs/backends.md for the ops the torch backend builds")
@@ -170,24 +176,6 @@ with contextlib.suppress(AttributeError, ValueError):  # older torch, or re-regi
     torch.export.register_dataclass(ModelOutput)
 
 
-_CAUSAL_FALSE = {"longformer_attention", "bigbird_attention", "linformer_attention", "latent_attention"}
-
-
-def _is_causal(graph: Graph) -> bool:
-    """True when every sequence mixer only looks at the past: labels are then shifted (next-token
-    prediction), and the model can decode incrementally."""
-    for n in graph.walk():
-        if n.op == "input":
-            continue
-        if n.op in _CAUSAL_FALSE:
-            return False
-        if REGISTRY[n.op].category == "attention" and not n.params.get("causal", False) and len(n.inputs) == 1:
-            return False
-        if n.params.get("bidirectional"):
-            return False
-    return True
-
-
 class ArchModel(GraphModule):
     """A compiled spec: a trainable `nn.Module` with the Hugging Face calling convention.
 
@@ -203,21 +191,23 @@ class ArchModel(GraphModule):
         super().__init__(graph)
         self.input_names = list(graph.inputs)
         self.head = graph.nodes[graph.outputs[0]].op
-        self.causal = _is_causal(graph)
+        #: The loss the head implies and whether the model is causal: facts of the op records.
+        self.head_loss = head_loss(graph)
+        self.causal = is_causal(graph)
         self._tie_weights()
 
     # -- construction ------------------------------------------------------------------------
 
     def _tie_weights(self) -> None:
+        """Share the weights the IR's ties name ({own parameter: "node.parameter"})."""
         for nid, mod in self.op_modules():
-            tied = self.graph.nodes[nid].meta.get("tied_to") if nid in self.graph.nodes else None
-            if tied:
-                mod.tie(self.get_submodule(tied))
+            for param, target in self.graph.nodes[nid].ties.items():
+                owner, owner_param = target.rsplit(".", 1)
+                mod.tie(param, self.get_submodule(owner), owner_param)
 
     def initialize(self, seed: int = 0) -> ArchModel:
         """Initialize every parameter from `seed` (documented per op; see `Init`)."""
-        n_layers = sum(1 for n in self.graph.walk() if n.op != "input" and REGISTRY[n.op].kind == "layer"
-                       and REGISTRY[n.op].category not in ("ffn", "norm", "misc", "embedding", "head", "moe"))
+        n_layers = count_role(self.graph, "mixer")
         counts = Counter(n.op for n in self.graph.walk())
         super().init_weights(Init(seed, n_layers=n_layers, op_counts=counts))
         return self
@@ -253,15 +243,15 @@ class ArchModel(GraphModule):
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
         """The task loss of this model's head (see the class docstring)."""
-        if self.head == "cls_head" and logits.shape[-1] == 1:
+        if self.head_loss is None:
+            raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
+                             "end the spec with lm_head, cls_head or token_cls_head")
+        if self.head_loss == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-        if self.head == "lm_head" and self.causal:
+        if self.head_loss == "lm" and self.causal:
             # shift the labels, not the logits: slicing [B, T, V] logits would copy them (as
             # transformers' ForCausalLMLoss, the last position gets the ignored label)
             labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-        if self.head not in ("lm_head", "cls_head", "token_cls_head"):
-            raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
-                             "end the spec with lm_head, cls_head or token_cls_head")
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                ignore_index=IGNORE_INDEX)
 

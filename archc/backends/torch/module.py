@@ -4,7 +4,9 @@ An `OpModule` is a plain `nn.Module` built from one IR node. It has
 
 * `forward(*inputs, ctx)`: the parallel form over a whole sequence (training, prefill);
 * `init_state(batch, max_len, device, dtype)`: the per-sequence inference state as a tuple of
-  tensors (empty for stateless ops) — KV caches, recurrent states, memories;
+  tensors (empty for stateless ops) — KV caches, recurrent states, memories. It is built from the
+  op record's declared state (`declared_state`, set by the builder): the module does not say
+  what its state is, the record does, and `archc summary` and the ONNX backend read the same;
 * `step(*inputs, state, ctx)`: the incremental form over the next `T_new ≥ 1` tokens given the
   state, returning the output and the new state. Stateless ops inherit `step = forward`.
 
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from archc.ir.cost import StateTensor
 from archc.ir.types import TensorType
 
 State = tuple[Tensor, ...]
@@ -61,23 +64,29 @@ def tracing() -> bool:
 Carry = tuple[Tensor, ...]
 
 
-def exported_time_loop(step: Callable[[Tensor, Carry], tuple[Tensor, Carry]], xs: Tensor, carry: Carry,
-                       out: Tensor, dim: int = 1, reverse: bool = False) -> tuple[Tensor, Carry]:
+def exported_time_loop(step: Callable[[Any, Carry], tuple[Tensor, Carry]], xs: Tensor | tuple[Tensor, ...],
+                       carry: Carry, out: Tensor, dim: int = 1, reverse: bool = False) -> tuple[Tensor, Carry]:
     """y_t, carry = step(x_t, carry) for every t along `dim` of xs, as one `while_loop`: what a
-    nonlinear recurrence (LSTM, GRU, sLSTM, S4's multi-token step) becomes under `torch.export`,
-    where a Python loop would bake the traced length in and `aten.lstm` is unrolled over it. The
-    trip count stays the symbolic length. `out` is zeros shaped like the stacked outputs (written
-    with `index_copy`); `reverse` runs right to left. Returns (outputs, final carry)."""
+    recurrence without an elementwise scan form (LSTM, GRU, sLSTM, S4's multi-token step, the
+    gated delta rule's chunks) becomes under `torch.export`, where a Python loop would bake the
+    traced length in and `aten.lstm` is unrolled over it. The trip count stays the symbolic length.
+    `xs` is one tensor or a tuple of tensors sharing that axis (then step gets the tuple of their
+    slices). `out` is zeros shaped like the stacked outputs (written with `index_copy`);
+    `reverse` runs right to left. Returns (outputs, final carry)."""
     from torch._higher_order_ops.while_loop import while_loop
 
-    t = xs.shape[dim]
+    t = (xs[0] if isinstance(xs, tuple) else xs).shape[dim]
+
+    def at_step(x: Tensor, at: Tensor) -> Tensor:
+        return x.index_select(dim, at).squeeze(dim)
 
     def more(i: Tensor, out: Tensor, *carry: Tensor) -> Tensor:
         return i < t
 
     def one(i: Tensor, out: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
         at = (t - 1 - i if reverse else i).reshape(1)
-        y, carry = step(xs.index_select(dim, at).squeeze(dim), carry)
+        x_t = tuple(at_step(x, at) for x in xs) if isinstance(xs, tuple) else at_step(xs, at)
+        y, carry = step(x_t, carry)
         return (i + 1, out.index_copy(dim, at, y.unsqueeze(dim)), *carry)
 
     start = torch.zeros((), dtype=torch.long, device=xs.device)
@@ -111,15 +120,25 @@ def segmented_forward(mod: OpModule, x: Tensor, ctx: Context | None) -> Tensor |
     return torch.cat(ys, dim=1)
 
 
+_STATE_DTYPES = {"fp32": torch.float32, "bool": torch.bool}
+
+
 class OpModule(nn.Module):
     """Base class of the modules built from IR nodes; see the module docstring for the contract."""
 
-    #: Names of the state tensors, in `init_state` order.
-    state_names: tuple[str, ...] = ()
     #: The op this module implements (set by the builder; several ops may share a class).
     op: str = ""
     #: The id of the IR node it was built from (set by the builder).
     node_id: str = ""
+    #: The op record's declared state for this node (set by the builder).
+    declared_state: tuple[StateTensor, ...] = ()
+    #: Parameter names that take the scaled residual init (the record's `residual_weights`).
+    residual_weights: tuple[str, ...] = ()
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the state tensors, in `init_state` order."""
+        return tuple(s.name for s in self.declared_state)
 
     def __init__(self, params: Any, in_types: list[TensorType], out_type: TensorType) -> None:
         super().__init__()
@@ -128,7 +147,18 @@ class OpModule(nn.Module):
         self.out_type = out_type
 
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return ()
+        """The declared state, allocated: [batch, *shape] with `max_len` bound, filled with the
+        declared value (or broadcast from the named parameter)."""
+        out = []
+        for s in self.declared_state:
+            shape = (batch, *s.sizes(max_len))
+            dt = _STATE_DTYPES.get(s.dtype, dtype)
+            if isinstance(s.fill, str):
+                start = self.get_parameter(s.fill).detach().to(device=device, dtype=dt)
+                out.append(start.expand(shape).contiguous())
+            else:
+                out.append(torch.full(shape, s.fill, dtype=dt, device=device))
+        return tuple(out)
 
     def step(self, *inputs: Tensor, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self(*inputs, ctx=ctx), state
@@ -147,8 +177,9 @@ class Init:
     Values are drawn on the CPU from one `torch.Generator` in node order and copied to the
     parameter's device, so a seed gives the same weights on CPU and CUDA. Defaults follow GPT-2 /
     Llama: linear and embedding weights N(0, std=0.02), biases zero, norm scales one; the output
-    projections of residual branches (attention `o_proj`, FFN `down_proj`) use std/√(2·n_layers)
-    (GPT-2's scaled residual init, Radford et al. 2019), with n_layers the number of token mixers.
+    projections of residual branches (the weights each op record lists as `residual_weights`:
+    attention's `o_proj.weight`, an FFN's `down_proj.weight`, …) use std/√(2·n_layers) (GPT-2's
+    scaled residual init, Radford et al. 2019), with n_layers the number of token mixers.
     """
 
     def __init__(self, seed: int, std: float = 0.02, n_layers: int = 1,
@@ -181,7 +212,9 @@ class Init:
         return torch.randn(shape, generator=self.gen, dtype=torch.float32)
 
     def default(self, module: nn.Module) -> None:
-        """N(0, std) for linear/embedding/conv weights, zeros for biases, ones for norm scales."""
+        """N(0, std) for linear/embedding/conv weights (the residual std for the module's
+        `residual_weights`), zeros for biases, ones for norm scales."""
+        residual_names = set(getattr(module, "residual_weights", ()))
         for name, p in module.named_parameters():
             leaf = name.rsplit(".", 1)[-1]
             if leaf == "bias":
@@ -191,5 +224,11 @@ class Init:
                 with torch.no_grad():
                     p.fill_(1.0)
             else:
-                residual = name.startswith(("o_proj.", "down_proj."))
-                self.normal_(p, self.residual_std if residual else None)
+                self.normal_(p, self.residual_std if name in residual_names else None)
+
+    def residual_(self, module: nn.Module) -> None:
+        """Draw the module's residual output projections (again) at the residual std: after an
+        init of the module's own, or after `default` where the module has always drawn them a
+        second time (kept, so that a seed gives the weights it gave before)."""
+        for name in getattr(module, "residual_weights", ()):
+            self.normal_(module.get_parameter(name), self.residual_std)

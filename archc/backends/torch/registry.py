@@ -45,9 +45,12 @@ def modules() -> dict[str, type]:
 
 @dataclass
 class BuildCtx:
-    """What a module constructor gets besides its parameters: the node, the graph it is in, and a
-    way to build component ops (the expert of `moe`) from their specs and input types."""
+    """What a module constructor gets besides its parameters: the node, the graph it is in, a way
+    to build component ops (the expert of `moe`) from their specs and input types, and a way to
+    build a body graph's interpreter (the block of `act`, `mod`, `recurrent_memory`) — passed in,
+    so that op modules never import the interpreter that imports them."""
 
     node: Node
     graph: Graph
     build_op: Callable[[str, dict[str, Any], list[TensorType]], Any]
+    build_graph: Callable[[Graph], Any]

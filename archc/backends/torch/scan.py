@@ -97,7 +97,6 @@ def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
     return h
 
 
-@torch.compiler.disable
 def selective_chunk(t: int) -> int:
     """The chunk length of `selective_scan` for T tokens: in eager mode about T/32 (a power of
     two in 32 … 256), so each step's [B, T/chunk, E, N] slab stays near 1 MB and in cache
@@ -108,6 +107,7 @@ def selective_chunk(t: int) -> int:
     return min(256, max(CHUNK, 1 << max(0, (t // 32 - 1).bit_length())))
 
 
+@torch.compiler.disable
 def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None = None,
                    chunk: int | None = None) -> tuple[Tensor, Tensor]:
     """Mamba's selective scan (Gu & Dao 2023, Alg. 2) without the D skip and the gate:

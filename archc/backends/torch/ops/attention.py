@@ -162,7 +162,6 @@ class Attention(AttentionCore):
         self.cross = len(in_types) > 1
         self.causal = p.causal
         self.window = p.window
-        self.state_names = () if self.cross else ("key", "value")
         self.positional_state = not self.window
         self.dropout = p.dropout
 
@@ -216,12 +215,6 @@ class Attention(AttentionCore):
         plain_causal = self.causal and not self.window
         return self.out(self._sdpa(q, k, v, ctx.positions, ctx.positions, ctx.attention_mask, plain_causal))
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        if self.cross:
-            return ()
-        c = min(max_len, self.window) if self.window else max_len
-        shape = (batch, self.kv_heads, c, self.head_dim)
-        return torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
 
     def step(self, x: Tensor, kv: Tensor | None = None, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         if kv is not None:

@@ -24,7 +24,6 @@ class GatedConv(OpModule):
         d = in_types[0].width
         self.kernel = p.kernel
         self.conv = nn.Conv1d(d, 2 * d, p.kernel)
-        self.state_names = ("conv",) if p.kernel > 1 else ()
 
     def _glu(self, x_padded: Tensor) -> Tensor:
         """x_padded [B, d, k−1+T] -> [B, T, d]."""
@@ -35,10 +34,6 @@ class GatedConv(OpModule):
             x = x * ctx.attention_mask[..., None].to(x.dtype)
         return self._glu(F.pad(x.transpose(1, 2), (self.kernel - 1, 0)))
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        if self.kernel == 1:
-            return ()
-        return (torch.zeros(batch, self.conv.in_channels, self.kernel - 1, device=device, dtype=dtype),)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         if self.kernel == 1:

@@ -21,13 +21,16 @@ class LMHead(OpModule):
         self.weight = None if p.tied else nn.Parameter(torch.empty(vocab, d))
         self.bias = nn.Parameter(torch.zeros(vocab)) if p.bias else None
         self._tied: list[nn.Module] = []
+        self._tied_param = "weight"
 
-    def tie(self, embed: nn.Module) -> None:
+    def tie(self, param: str, owner: nn.Module, owner_param: str) -> None:
+        """Read `param` from `owner`'s `owner_param` (the IR's tie; only `weight` is tied)."""
+        assert param == "weight", param
         # a list, so the embedding is not registered twice as a submodule
-        self._tied = [embed]
+        self._tied, self._tied_param = [owner], owner_param
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
-        w = self.weight if self.weight is not None else self._tied[0].weight
+        w = self.weight if self.weight is not None else getattr(self._tied[0], self._tied_param)
         return F.linear(x, w, self.bias)
 
     def init_weights(self, init: Init) -> None:

@@ -67,12 +67,10 @@ class _KernelAttention(AttentionCore):
     State for `step`: `kv` [B, H, m, head_dim] = S and `normalizer` [B, H, m] = z, in fp32.
     """
 
-    state_names = ("kv", "normalizer")
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.causal = p.causal
-        self.state_names = ("kv", "normalizer") if p.causal else ()
 
     #: Width m of φ's output (set by each subclass).
     feature_dim: int
@@ -101,10 +99,6 @@ class _KernelAttention(AttentionCore):
             out = fq @ (fk.transpose(-1, -2) @ v1)
         return self._finish(out, x.dtype)
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        m, hd = self.feature_dim, self.head_dim
-        return (torch.zeros(batch, self.heads, m, hd, device=device),
-                torch.zeros(batch, self.heads, m, device=device))
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         fq, fk, v1 = self._fqkv(x, ctx)

@@ -12,7 +12,7 @@ from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.body import BodyOp
 from archc.backends.torch.module import Context, Init, OpModule, State
 from archc.backends.torch.registry import implements
-from archc.ops.memory import compressive_buffers
+from archc.ops.registry import is_causal
 
 
 def _floor_div(a: Tensor, b: int) -> Tensor:
@@ -53,7 +53,6 @@ class CompressiveMemory(OpModule):
     `compressed_key`, `compressed_value` [B, H, S + ⌊M/c⌋ + 3, hd] of the compressed slots.
     """
 
-    state_names = ("key", "value", "pending", "compressed_key", "compressed_value")
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -174,12 +173,6 @@ class CompressiveMemory(OpModule):
 
     # -- step: ring buffers ------------------------------------------------------------------
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        raw, n_slots = compressive_buffers(self.params)
-        kv = (batch, self.heads, raw, self.head_dim)
-        ckv = (batch, self.heads, n_slots, self.head_dim)
-        z = lambda shape: torch.zeros(shape, device=device, dtype=dtype)  # noqa: E731
-        return z(kv), z(kv), z((batch, self.params.ratio, self.in_types[0].width)), z(ckv), z(ckv)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         p = self.params
@@ -269,14 +262,9 @@ class RecurrentMemory(BodyOp):
 
     @classmethod
     def build(cls, p, in_types, out_type, bctx) -> RecurrentMemory:
-        from archc.backends.torch.model import _is_causal
-
         mod = super().build(p, in_types, out_type, bctx)
-        mod.body_causal = _is_causal(bctx.node.body)
+        mod.body_causal = is_causal(bctx.node.body)
         return mod
-
-    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        return ("memory", *(f"body.{s}" for s in names))
 
     def init_weights(self, init: Init) -> None:
         init.normal_(self.memory)
@@ -284,15 +272,22 @@ class RecurrentMemory(BodyOp):
 
     # -- forward -----------------------------------------------------------------------------
 
-    def _segment(self, mem: Tensor, seg: Tensor, seg_valid: Tensor | None, aux: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _segment(self, mem: Tensor, seg: Tensor, seg_valid: Tensor | None, aux: list[Tensor],
+                 real: Tensor | int | None = None) -> tuple[Tensor, Tensor]:
         """One segment [B, L, d] with the memory [B, M, d] read before and written after it;
-        returns the segment's outputs and the next memory."""
+        returns the segment's outputs and the next memory. `real` (< L for the last segment) is
+        how many of its tokens are not padding: the written memory takes the positions right after
+        them, as in the paper's [M; X_s; M] of a short last segment (what a bidirectional body's
+        relative positions see)."""
         m, seg_len = self.params.memory, seg.shape[1]
         mask = None
         if seg_valid is not None:
             ones = seg_valid.new_ones(seg_valid.shape[0], m)
             mask = torch.cat((ones, seg_valid, ones), 1)
-        ctx = Context(torch.arange(seg_len + 2 * m, device=seg.device), mask, aux_losses=aux)
+        positions = torch.arange(seg_len + 2 * m, device=seg.device)
+        if real is not None:
+            positions = torch.cat((positions[:m + seg_len], m + real + torch.arange(m, device=seg.device)))
+        ctx = Context(positions, mask, aux_losses=aux)
         (out,), _ = self.body.run([torch.cat((mem, seg, mem), 1)], ctx)
         return out[:, m:m + seg_len], out[:, m + seg_len:].contiguous()
 
@@ -308,15 +303,16 @@ class RecurrentMemory(BodyOp):
         seg_valid = to_blocks(valid, 1, seg_len, value=False) if valid is not None else None
         mem = self.memory[None].expand(bsz, -1, -1).contiguous()
         if torch.compiler.is_exporting():
-            return from_blocks(self._segments_while_loop(mem, segs, seg_valid, n_real), 1, t)
+            return from_blocks(self._segments_while_loop(mem, segs, seg_valid, n_real, t), 1, t)
         ys = []
         for i in range(n_real):
             y, mem = self._segment(mem, segs[:, i], seg_valid[:, i] if seg_valid is not None else None,
-                                   ctx.aux_losses)
+                                   ctx.aux_losses, min(seg_len, t - i * seg_len))
             ys.append(y)
         return torch.cat(ys, 1)[:, :t]
 
-    def _segments_while_loop(self, mem: Tensor, segs: Tensor, seg_valid: Tensor | None, n_real: int) -> Tensor:
+    def _segments_while_loop(self, mem: Tensor, segs: Tensor, seg_valid: Tensor | None, n_real: int,
+                             t: int) -> Tensor:
         from torch._higher_order_ops.while_loop import while_loop
 
         def more(i: Tensor, mem: Tensor, out: Tensor) -> Tensor:
@@ -325,7 +321,8 @@ class RecurrentMemory(BodyOp):
         def one(i: Tensor, mem: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             at = i.reshape(1)
             sv = seg_valid.index_select(1, at).squeeze(1) if seg_valid is not None else None
-            y, mem = self._segment(mem, segs.index_select(1, at).squeeze(1), sv, [])
+            real = (t - i * segs.shape[2]).clamp(max=segs.shape[2])
+            y, mem = self._segment(mem, segs.index_select(1, at).squeeze(1), sv, [], real)
             return i + 1, mem, out.index_copy(1, at, y[:, None])
 
         start = torch.zeros((), dtype=torch.long, device=segs.device)
@@ -337,9 +334,6 @@ class RecurrentMemory(BodyOp):
     def _body_len(self) -> int:
         return self.params.segment + 2 * self.params.memory
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        mem = self.memory.detach().to(device=device, dtype=dtype)[None].expand(batch, -1, -1).contiguous()
-        return (mem, *self.body.init_state(batch, self._body_len(), device, dtype))
 
     def _body_ctx(self, positions: Tensor, seg_start: Tensor, ctx: Context) -> Context:
         """The body's decoding context: its own positions; an absolute key mask mapped onto them."""

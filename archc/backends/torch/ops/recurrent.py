@@ -36,7 +36,6 @@ class _RNN(OpModule):
         super().__init__(p, in_types, out_type)
         self.rnn = self.cell(in_types[0].width, p.hidden, num_layers=p.layers, bidirectional=p.bidirectional,
                              batch_first=True)
-        self.state_names = () if p.bidirectional else self.cells
 
     def init_weights(self, init: Init) -> None:
         bound = 1 / math.sqrt(self.params.hidden)
@@ -80,9 +79,6 @@ class _RNN(OpModule):
             return self._exported_forward(x)
         return self._run(x, ctx, None)[0]
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return tuple(torch.zeros(batch, self.params.layers, self.params.hidden, device=device)
-                     for _ in self.state_names)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         hx = tuple(s.transpose(0, 1).to(x.dtype).contiguous() for s in state)

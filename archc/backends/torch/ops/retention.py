@@ -56,7 +56,6 @@ class Retention(OpModule):
     `g_proj` [vf·d, d], `out_proj` [d, vf·d]; the GroupNorm has no affine weights. State: `kv`
     [B, H, d/H, vf·d/H] in fp32."""
 
-    state_names = ("kv",)
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -71,7 +70,7 @@ class Retention(OpModule):
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.normal_(self.out_proj.weight, init.residual_std)
+        init.residual_(self)
 
     def _qkv(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
         b, t, _ = x.shape
@@ -100,8 +99,6 @@ class Retention(OpModule):
         y, _ = chunked_decay_attention(q, k, v, self._log_decay(x), chunk=self.params.chunk)
         return self._out(y, x)
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return (torch.zeros(batch, self.heads, self.dk, self.dv, device=device),)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         q, k, v = self._qkv(x, ctx)

@@ -58,8 +58,6 @@ class AdaptiveComputationTime(_BlockOp):
         super().__init__(p, in_types, out_type)
         self.halting = nn.Linear(in_types[0].width, 1)
 
-    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(f"step{n}.{s}" for n in range(self.params.max_steps) for s in names)
 
     def _ponder(self, x: Tensor, ctx: Context, state: State | None) -> tuple[Tensor, State]:
         p = self.params
@@ -100,8 +98,6 @@ class AdaptiveComputationTime(_BlockOp):
         assert ctx is not None
         return self._ponder(x, ctx, None)[0]
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return tuple(t for _ in range(self.params.max_steps) for t in self.body.init_state(batch, max_len, device, dtype))
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self._ponder(x, ctx, state)
@@ -132,8 +128,6 @@ class MixtureOfDepths(_BlockOp):
         super().__init__(p, in_types, out_type)
         self.router = nn.Linear(in_types[0].width, 1)
 
-    def body_state_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        return ("routed", *(f"body.{s}" for s in names))
 
     def capacity(self, t: int) -> int:
         """⌈c·T⌉ (≥ 1 for T ≥ 1), in integer arithmetic so that a symbolic T stays symbolic."""
@@ -171,9 +165,6 @@ class MixtureOfDepths(_BlockOp):
             ctx.aux_losses.append(self.params.aux_loss * bce)
         return out
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        routed = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
-        return (routed, *self.body.init_state(batch, max_len, device, dtype))
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         gate = torch.sigmoid(self.router(x).squeeze(-1))

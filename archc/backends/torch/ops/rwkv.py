@@ -48,7 +48,6 @@ class TimeMix(OpModule):
     time_mix_k = (i/d)^(1 − l/L), time_mix_v = that + 0.3·l/(L−1), time_mix_r = (i/d)^((1 − l/L)/2).
     State: `shift` [B, d], `num`, `den`, `max` [B, A] (fp32)."""
 
-    state_names = ("shift", "num", "den", "max")
 
     @classmethod
     def build(cls, p, in_types, out_type, bctx: BuildCtx) -> TimeMix | TimeMix6:
@@ -71,7 +70,7 @@ class TimeMix(OpModule):
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.normal_(self.output.weight, init.residual_std)
+        init.residual_(self)
         layer, layers = init.layer_index(self.op), init.op_counts[self.op]
         r01 = layer / max(layers - 1, 1)
         r10 = 1.0 - layer / layers
@@ -104,9 +103,6 @@ class TimeMix(OpModule):
             return y
         return self._run(x, ctx, None)[0]
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        zeros = torch.zeros(batch, self.a, device=device)
-        return (torch.zeros(batch, self.d, device=device), zeros, zeros.clone(), torch.full_like(zeros, NEG))
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self._run(x, ctx, state)
@@ -130,7 +126,6 @@ class TimeMix6(OpModule):
     n/(d−1)) + zigzag·0.1. The square maps take archc's default N(0, 0.02) (output: the residual
     std), where RWKV-LM uses orthogonal/zero inits. State: `shift` [B, d], `wkv` [B, H, hs, hs]."""
 
-    state_names = ("shift", "wkv")
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -151,7 +146,7 @@ class TimeMix6(OpModule):
     def init_weights(self, init: Init) -> None:
         for lin in (self.receptance, self.key, self.value, self.gate):
             init.normal_(lin.weight)
-        init.normal_(self.output.weight, init.residual_std)
+        init.residual_(self)
         init.uniform_(self.time_maa_w2, -0.01, 0.01)
         init.uniform_(self.time_decay_w2, -0.01, 0.01)
         layer, layers = init.layer_index(self.op), init.op_counts[self.op]
@@ -200,8 +195,6 @@ class TimeMix6(OpModule):
             return y
         return self._run(x, ctx, None)[0]
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return torch.zeros(batch, self.d, device=device), torch.zeros(batch, self.h, self.hs, self.hs, device=device)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self._run(x, ctx, state)
@@ -213,7 +206,6 @@ class ChannelMix(OpModule):
     token shift as in the time-mix. Init: time_mix_k = time_mix_r = (i/d)^(1 − l/L).
     State: `shift` [B, d]."""
 
-    state_names = ("shift",)
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -227,7 +219,7 @@ class ChannelMix(OpModule):
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.normal_(self.value.weight, init.residual_std)
+        init.residual_(self)
         layer, layers = init.layer_index(self.op), init.op_counts[self.op]
         with torch.no_grad():
             self.time_mix_key.copy_(_ratios(self.d, 1.0 - layer / layers))
@@ -241,8 +233,6 @@ class ChannelMix(OpModule):
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         return self._run(x, None)
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return (torch.zeros(batch, self.d, device=device),)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self._run(x, state[0]), (x[:, -1].float(),)

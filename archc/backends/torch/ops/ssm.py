@@ -80,7 +80,6 @@ class Mamba(OpModule):
     [0.001, 0.1], dt_proj.weight U(±R^−½), the conv PyTorch's default; out_proj takes the scaled
     residual std."""
 
-    state_names = ("conv", "ssm")
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -97,7 +96,7 @@ class Mamba(OpModule):
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.normal_(self.out_proj.weight, init.residual_std)
+        init.residual_(self)
         init_conv(self.conv1d, init)
         init.uniform_(self.dt_proj.weight, -self.r ** -0.5, self.r ** -0.5)
         init_dt_bias(self.dt_proj.bias, init)
@@ -125,9 +124,6 @@ class Mamba(OpModule):
         y, _ = selective_scan(u, dt, -self.A_log.float().exp(), b, c)
         return self._out(y, u, z)
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return (torch.zeros(batch, self.e, self.conv1d.kernel_size[0], device=device),
-                torch.zeros(batch, self.e, self.n, device=device))
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         u, z, dt, b, c, conv = self._inner(x, ctx, state[0])
@@ -167,7 +163,6 @@ class Mamba2(OpModule):
     chunked SSD algorithm with chunk length `chunk`; out = out_proj(GatedRMSNorm(y, z)). Init as
     `mamba_ssm`: A_h = −h (1..H), D = 1, Δ's bias log-uniform in [0.001, 0.1]."""
 
-    state_names = ("conv", "ssm")
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -185,7 +180,7 @@ class Mamba2(OpModule):
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.normal_(self.out_proj.weight, init.residual_std)
+        init.residual_(self)
         init_conv(self.conv1d, init)
         init_dt_bias(self.dt_bias, init)
         with torch.no_grad():
@@ -222,9 +217,6 @@ class Mamba2(OpModule):
         y, _ = self._scan(xs, dt, b, c, None)
         return self._out(y, xs, z)
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return (torch.zeros(batch, self.conv_dim, self.conv1d.kernel_size[0], device=device),
-                torch.zeros(batch, self.h, self.p, self.n, device=device))
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         xs, z, dt, b, c, conv = self._inner(x, ctx, state[0])
@@ -316,7 +308,6 @@ class S4(OpModule):
     D ~ N(0, 1), Δ log-uniform in [dt_min, dt_max]. State: `ssm` [B, H, N] (N/2 complex as
     real pairs), fp32."""
 
-    state_names = ("ssm",)
 
     @classmethod
     def build(cls, p, in_types, out_type, bctx: BuildCtx) -> S4:
@@ -327,7 +318,6 @@ class S4(OpModule):
         h, m = in_types[0].width, p.d_state // 2
         self.h, self.m = h, m
         self.channels = 2 if p.bidirectional else 1
-        self.state_names = () if p.bidirectional else ("ssm",)
         self.log_dt = nn.Parameter(torch.empty(h))
         self.A_real = nn.Parameter(torch.empty(h, m))
         self.A_imag = nn.Parameter(torch.empty(h, m))
@@ -398,8 +388,6 @@ class S4(OpModule):
         y, _ = self._conv(u, None)
         return self._finish(y, u, x.dtype)
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return (torch.zeros(batch, self.h, 2 * self.m, device=device),) if self.channels == 1 else ()
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         u = x.float().transpose(1, 2)

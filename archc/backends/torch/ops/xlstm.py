@@ -136,7 +136,6 @@ class SLSTM(OpModule):
         self.recurrent_kernel = nn.Parameter(torch.empty(p.heads, self.hd, 4, self.hd))
         self.bias = nn.Parameter(torch.empty(p.heads, 4, self.hd))
         self.group_norm = HeadNorm(d, p.heads)
-        self.state_names = ("h", "c", "n", "m") + (("conv",) if p.d_conv else ())
 
     def init_weights(self, init: Init) -> None:
         depth, blocks = init.layer_index(_XLSTM_DEPTH), _xlstm_blocks(init)
@@ -174,11 +173,6 @@ class SLSTM(OpModule):
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         return self._run(x, ctx, self._empty(x.shape[0], x.device, wide(x).dtype), None)[0]
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        state = tuple(s.flatten(1) for s in self._empty(batch, device))
-        if self.conv1d is not None:
-            state += (torch.zeros(batch, self.d, self.conv1d.kernel_size[0], device=device),)
-        return state
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         cell = tuple(s.unflatten(1, (self.h, self.hd)) for s in state[:4])
@@ -200,7 +194,6 @@ class MLSTM(OpModule):
     N(0, 0.1) and forget-gate bias linspace(3, 6) with zero gate weights, skip 1. State (fp32):
     C [B, H, D, D], n [B, H, D], m [B, H] (the memory, scaled by e^−m) and the conv window."""
 
-    state_names = ("C", "n", "m", "conv")
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
@@ -250,11 +243,6 @@ class MLSTM(OpModule):
         q, k, v, log_f, i, xc, z, _ = self._inner(x, ctx, None)
         return self._out(mlstm_scan(q, k, v, log_f, i)[0], xc, z)
 
-    def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
-        return (torch.zeros(batch, self.h, self.hd, self.hd, device=device),
-                torch.zeros(batch, self.h, self.hd, device=device),
-                torch.full((batch, self.h), NEG, device=device),
-                torch.zeros(batch, self.e, self.conv1d.kernel_size[0], device=device))
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         q, k, v, log_f, i, xc, z, conv = self._inner(x, ctx, state[3])
@@ -264,4 +252,4 @@ class MLSTM(OpModule):
             h = h[:, :, None]
         else:
             h, memory = mlstm_scan(q, k, v, log_f, i, memory)
-        return self._out(h, xc, z), (*memory, conv.float())
+        return self._out(h, xc, z), (*memory, wide(conv))

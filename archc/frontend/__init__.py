@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archc.errors import ArchError, Diagnostic
+from archc.frontend.lower import Limits, ast_to_graph
 from archc.ir.graph import Graph
-from archc.ir.lower import Limits, ast_to_graph
 
 
 @dataclass

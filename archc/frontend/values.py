@@ -75,11 +75,9 @@ class Pattern:
     span: Span
 
 
-Callable_ = Block | Repeat | Pattern
-Value = Any  # int | float | bool | str | None | list | Tensor | OpSpec | Block | Repeat | Pattern | Poison
 
 
-def describe(v: Value) -> str:
+def describe(v: Any) -> str:
     """How a value is named in diagnostics."""
     if isinstance(v, Tensor):
         return f"a tensor {v.type}"

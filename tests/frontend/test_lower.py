@@ -24,7 +24,7 @@ def test_graph_has_readable_ids_types_and_spans():
     assert n.type.shape == ("batch", "seq", 256)
     assert n.span.file == "specs/llama-tiny.arch" and n.span.line == 12
     assert n.blocks == ("decoder",)
-    assert g.nodes["lm_head"].meta["tied_to"] == "embed"
+    assert g.nodes["lm_head"].ties == {"weight": "embed.weight"}
     assert g.outputs == ["lm_head"]
     import networkx as nx
 

@@ -1,6 +1,6 @@
 """`archc build`, `archc train` and `archc generate`: the commands that need PyTorch.
 
-They live apart from `archc/cli.py` so that the fast commands never import torch. Every failure a
+They live apart from `archc/cli/frontend.py` so that the fast commands never import torch. Every failure a
 user can cause (an op without a module yet, weights that do not fit the spec, an output that
 already exists, a bad option) is a diagnostic with a code, never a traceback.
 """
@@ -11,9 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from archc.cli.common import EXIT_ERRORS, EXIT_OK, load_spec, print_diags
 from archc.errors import ArchError, Diagnostic
-
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
 
 class CommandError(Exception):
@@ -35,12 +34,10 @@ def _need_torch() -> None:
 
 
 def _build_model(path: str, seed: int, sources: dict[str, str], device: str = "cpu"):
-    from archc.cli import _load
-
     _need_torch()
     from archc.backends.torch import BackendError, build
 
-    prog = _load(path, argparse.Namespace(max_nodes=200_000, max_params=1e13), sources)
+    prog = load_spec(path, argparse.Namespace(max_nodes=200_000, max_params=1e13), sources)
     try:
         return build(prog.graph, seed=seed, device=device), prog
     except BackendError as e:
@@ -54,15 +51,13 @@ def _refuse_overwrite(path: Path, force: bool, what: str = "file") -> None:
 
 
 def _run(fn, args: argparse.Namespace) -> int:
-    from archc.cli import _print_diags
-
     sources: dict[str, str] = {}
     try:
         return fn(args, sources)
     except ArchError as e:
-        _print_diags(e.diagnostics, sources)
+        print_diags(e.diagnostics, sources)
     except CommandError as e:
-        _print_diags([e.diag], sources)
+        print_diags([e.diag], sources)
     return EXIT_ERRORS
 
 
@@ -109,7 +104,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     torch.manual_seed(args.seed)
     section = prog.graph.sections.get("train")
     task_name = args.task or (section or {}).get("task") or "induction"
-    if model.head != "lm_head":
+    if model.head_loss != "lm":
         raise _fail("ARC0904", f"the built-in tasks train language models; {prog.graph.name} ends in {model.head}")
     vocab = model.out_type_vocab()
     try:
@@ -152,7 +147,7 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
         except (OSError, ValueError) as e:
             raise _fail("ARC0902", f"cannot load {args.weights}: {e}",
                         "weights must come from `archc build -o` or `archc train` of the same spec") from None
-    if model.head != "lm_head" or not model.causal:
+    if model.head_loss != "lm" or not model.causal:
         raise _fail("ARC0904", f"{prog.graph.name} is not a causal language model; generate needs one")
     vocab = model.out_type_vocab()
     byte_level = args.prompt_ids is None

@@ -20,11 +20,12 @@ from pydantic import ValidationError
 from archc import ops as _ops  # noqa: F401  (registers the catalog)
 from archc.dsl import ast
 from archc.errors import ArchError, Collector, Span, did_you_mean
+from archc.frontend.values import Block, OpSpec, Pattern, Poison, Repeat, SectionCall, Tensor, describe
 from archc.ir.graph import Graph, Node
 from archc.ir.sections import SECTIONS
 from archc.ir.types import TensorType
-from archc.ir.values import Block, OpSpec, Pattern, Poison, Repeat, SectionCall, Tensor, describe
 from archc.ops.registry import REGISTRY, OpDef, ShapeError
+from archc.passes.infer_shapes import node_type
 
 BUILTINS = ("repeat", "pattern")
 MAX_INT = 2**63 - 1
@@ -39,11 +40,6 @@ class Limits:
     max_nodes: int = 200_000
     max_params: int = 10**13
     max_layers: int = 100_000
-
-
-class _Return(Exception):
-    def __init__(self, values: list[Any], span: Span) -> None:
-        self.values, self.span = values, span
 
 
 class _Abort(Exception):
@@ -67,6 +63,8 @@ class Lowering:
         self.node_count = 0
         self.active_blocks: list[ast.BlockDef] = []
         self.embeds: list[Node] = []
+        #: The latest node of each op, which a tie rule's target resolves to.
+        self.latest: dict[str, Node] = {}
         self.scopes: list[_Scope] = []
         self.stack_names: dict[tuple[int, str | None], int] = {}
 
@@ -130,8 +128,7 @@ class Lowering:
                 self.error("ARC0408", f"input `{name}` is declared twice", model.span)
                 continue
             seq = "seq" if len(model.inputs) == 1 else f"seq_{name}"
-            node = graph.add(Node(id=name, op="input", type=TensorType(shape=("batch", seq), dtype="int"),
-                                  span=model.span))
+            node = graph.add(input_node(name, TensorType(shape=("batch", seq), dtype="int"), model.span))
             graph.inputs.append(node.id)
             env[name] = Tensor(node.id, node.type)
         try:
@@ -161,7 +158,7 @@ class Lowering:
         from archc.passes.estimate_cost import node_cost
 
         ctx = CostCtx(seq=2048)
-        total = sum(node_cost(graph, n, ctx).params for n in graph.nodes.values())
+        total = sum(node_cost(graph, n, ctx, with_state=False).params for n in graph.nodes.values())
         if total > self.limits.max_params:
             self.error("ARC0601", f"the model has {total:,} parameters, past the limit of "
                        f"{self.limits.max_params:,}", span, "raise the limit with --max-params if this is intended")
@@ -345,7 +342,7 @@ class Lowering:
                                   e.span)
             op = REGISTRY["add" if e.op == "+" else "mul"]
             try:
-                out = op.shape(op.params(), [a.type, b.type])
+                out = node_type(op, op.params(), [a.type, b.type])
             except ShapeError as err:
                 return self.error(err.code, err.message, e.span, err.hint)
             return self.add_node(op.name, op.name, [a, b], {}, out, e.span)
@@ -396,6 +393,9 @@ class Lowering:
             name = e.func.id
             if name in BUILTINS:
                 return self.builtin(name, e, env)
+            if name in REGISTRY and REGISTRY[name].kind == "input":
+                return self.error("ARC0403", "`input` is not called: a model declares its inputs", e.func.span,
+                                  "write `model name(tokens) { ... }`")
             if name in REGISTRY:
                 return self.op_call(REGISTRY[name], e, env)
             if in_section:
@@ -681,15 +681,19 @@ class Lowering:
             if body is None:
                 return Poison()
         try:
-            out = op.shape(p, [t.type for t in ins])
+            out = node_type(op, p, [t.type for t in ins])
         except ShapeError as err:
             span = params[err.arg][1] if err.arg in params else e.span
             return self.error(err.code, f"{op.name}: {err.message}", span, err.hint)
         t = self.add_node(node_name or op.default_name, op.name, ins, p.model_dump(), out, e.span, body)
+        node = self.scope.graph.nodes[t.node]
+        self.latest[op.name] = node
         if op.name == "embed":
-            self.embeds.append(self.scope.graph.nodes[t.node])
-        if op.name == "lm_head" and p.tied:
-            self.scope.graph.nodes[t.node].meta["tied_to"] = self.embeds[-1].id
+            self.embeds.append(node)
+        ties = {own: f"{self.latest[target].id}.{param}" for own, (target, param) in op.ties(p).items()
+                if target in self.latest}
+        if ties:
+            self.scope.graph.nodes[t.node] = node.model_copy(update={"ties": ties})
         return t
 
     def resolve_lm_head(self, plain: dict[str, Any], x: Tensor, span: Span) -> bool:
@@ -741,7 +745,7 @@ class Lowering:
             self.error("ARC0202", f"block= takes a block, got {describe(blk)}", b_span)
             return None
         body = Graph(name=f"{op.name}_body")
-        x = body.add(Node(id="x", op="input", type=ins[0].type, span=span))
+        x = body.add(input_node("x", ins[0].type, span))
         body.inputs.append(x.id)
         self.scopes.append(_Scope(body, "", self.scope.blocks))
         try:
@@ -756,6 +760,11 @@ class Lowering:
             return None
         body.outputs.append(out.node)
         return body
+
+
+def input_node(name: str, t: TensorType, span: Span) -> Node:
+    """A graph input of type `t` (the model's token ids, a body's hidden states)."""
+    return Node(id=name, op="input", params={"dtype": t.dtype, "shape": t.shape}, type=t, span=span)
 
 
 def _pyd_msg(err: dict[str, Any]) -> str:

@@ -1,0 +1,40 @@
+"""What every `archc` command shares: exit codes, diagnostics on stderr, loading a spec with the
+resource limits the flags set."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def color(stream) -> bool:
+    return stream.isatty() and os.environ.get("NO_COLOR") is None
+
+
+def print_diags(diags: list, sources: dict[str, str], stream=None) -> None:
+    from archc.errors import render
+
+    stream = stream or sys.stderr
+    for d in diags:
+        print(render(d, sources, color(stream)), file=stream)
+        print(file=stream)
+
+
+def limits_of(args: argparse.Namespace):
+    from archc.frontend.lower import Limits
+
+    return Limits(max_nodes=args.max_nodes, max_params=int(args.max_params), max_layers=args.max_nodes)
+
+
+def load_spec(path: str, args: argparse.Namespace, sources: dict[str, str]):
+    from archc.frontend import load
+
+    return load(path, limits_of(args), sources)
+
+
+def add_limit_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--max-params", type=float, default=1e13, help="refuse specs with more parameters (1e13)")
+    sp.add_argument("--max-nodes", type=int, default=200_000, help="refuse specs lowering to more nodes (200000)")

@@ -1,0 +1,227 @@
+"""The commands of the front end: `check`, `summary`, `fmt`, `graph`, `passes`, `explain`, `ops`.
+None of them imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, load_spec, print_diags
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from archc.errors import ArchError
+
+    all_diags = []
+    sources: dict[str, str] = {}
+    for path in args.files:
+        try:
+            prog = load_spec(path, args, sources)
+            all_diags.extend(prog.warnings)
+        except ArchError as e:
+            all_diags.extend(e.diagnostics)
+    errors = sum(d.severity == "error" for d in all_diags)
+    warnings = len(all_diags) - errors
+    failed = errors > 0 or (args.strict and warnings > 0)
+    if args.format == "json":
+        print(json.dumps({
+            "format_version": "1.0", "valid": not failed, "error_count": errors, "warning_count": warnings,
+            "diagnostics": [d.to_json() for d in all_diags],
+        }, indent=2))
+    elif all_diags:
+        print_diags(all_diags, sources)
+        print(f"{errors} error(s), {warnings} warning(s)", file=sys.stderr)
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from archc.errors import ArchError
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
+
+    sources: dict[str, str] = {}
+    try:
+        prog = load_spec(args.file, args, sources)
+    except ArchError as e:
+        print_diags(e.diagnostics, sources)
+        return EXIT_ERRORS
+    if prog.warnings:
+        print_diags(prog.warnings, sources)
+    ctx = CostCtx(seq=args.seq, batch=args.batch, dtype=args.dtype)
+    report = estimate_cost(prog.graph, ctx)
+    if args.json:
+        print(json.dumps(report.to_json(prog.graph), indent=2))
+        return EXIT_OK
+    from archc.summary import print_report
+
+    print_report(prog.graph, report, depth=args.depth)
+    return EXIT_OK
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    import difflib
+    import tempfile
+
+    from archc.dsl.fmt import format_text
+    from archc.errors import ArchError, Diagnostic
+
+    changed, status = [], EXIT_OK
+    sources: dict[str, str] = {}
+    for path in args.files:
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            print_diags([Diagnostic("ARC0001", f"cannot read {path}: {e}")], sources)
+            status = EXIT_ERRORS
+            continue
+        sources[path] = text
+        try:
+            out = format_text(text, path)
+        except ArchError as e:
+            print_diags(e.diagnostics, sources)
+            status = EXIT_ERRORS
+            continue
+        if out != text:
+            changed.append(path)
+        if args.check:
+            continue
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), out.splitlines(True), path, path))
+        elif args.write:
+            if out != text:  # atomic replace: a crash never leaves a half-written spec
+                fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(out)
+                os.replace(tmp, p)
+                print(f"formatted {path}", file=sys.stderr)
+        else:
+            sys.stdout.write(out)
+    if args.check and changed:
+        for c in changed:
+            print(f"would reformat {c}", file=sys.stderr)
+        return EXIT_ERRORS
+    return status
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from archc.errors import ArchError, Diagnostic
+    from archc.viz import RenderError, graph_to_dot, render_dot
+
+    sources: dict[str, str] = {}
+    try:
+        prog = load_spec(args.file, args, sources)
+    except ArchError as e:
+        print_diags(e.diagnostics, sources)
+        return EXIT_ERRORS
+    fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "dot")
+    fmt = "text" if fmt == "txt" else fmt
+    if fmt not in ("text", "dot", "svg", "png", "pdf"):
+        print(f"archc graph: unknown output format {fmt!r} (text, dot, svg, png, pdf)", file=sys.stderr)
+        return EXIT_USAGE
+    if fmt == "text":
+        text = prog.graph.to_text() + "\n"
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
+    dot = graph_to_dot(prog.graph)
+    if fmt == "dot":
+        if args.output:
+            Path(args.output).write_text(dot)
+        else:
+            sys.stdout.write(dot)
+        return EXIT_OK
+    try:
+        data = render_dot(dot, fmt)
+    except RenderError as e:
+        print_diags([Diagnostic("ARC0801", str(e), None, e.hint)], sources)
+        return EXIT_ERRORS
+    if args.output:
+        Path(args.output).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from archc.explain import EXPLANATIONS
+
+    code = args.code.upper()
+    if code not in EXPLANATIONS:
+        print(f"archc explain: no error code {args.code!r}; codes: {', '.join(sorted(EXPLANATIONS))}", file=sys.stderr)
+        return EXIT_USAGE
+    title, body = EXPLANATIONS[code]
+    print(f"{code}: {title}\n\n{body.strip()}")
+    return EXIT_OK
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    from archc.docs_gen import op_reference
+    from archc.ops import REGISTRY
+
+    if args.name:
+        if args.name not in REGISTRY:
+            from archc.errors import did_you_mean
+
+            print(f"archc ops: no op {args.name!r}. {did_you_mean(args.name, list(REGISTRY)) or ''}", file=sys.stderr)
+            return EXIT_USAGE
+        print(op_reference(REGISTRY[args.name]))
+        return EXIT_OK
+    for name, op in sorted(REGISTRY.items(), key=lambda kv: (kv[1].category, kv[0])):
+        print(f"{op.category:<10} {name:<22} {op.summary}")
+    return EXIT_OK
+
+
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from archc.errors import ArchError, Diagnostic
+    from archc.ir.cost import CostCtx
+    from archc.passes.manager import PIPELINES, PassContext, PassError, passes, run
+
+    if args.list:
+        for name, p in sorted(passes().items()):
+            print(f"pass      {name:<22} {p.summary}")
+        for name, names in PIPELINES.items():
+            print(f"pipeline  {name:<22} {' -> '.join(names)}")
+        return EXIT_OK
+    if not args.file:
+        print("archc passes: give a spec file (or --list)", file=sys.stderr)
+        return EXIT_USAGE
+    pipeline = args.pipeline if args.pipeline in PIPELINES else [n.strip() for n in args.pipeline.split(",") if n.strip()]
+    sources: dict[str, str] = {}
+    try:
+        prog = load_spec(args.file, args, sources)
+    except ArchError as e:
+        print_diags(e.diagnostics, sources)
+        return EXIT_ERRORS
+    ctx = PassContext(cost=CostCtx(seq=args.seq, batch=args.batch, dtype=args.dtype))
+    try:
+        result = run(prog.graph, pipeline, ctx, dump_after=args.dump_after)
+    except ValueError as e:
+        print(f"archc passes: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except PassError as e:
+        ran = f" (after {', '.join(e.before)})" if e.before else ""
+        print_diags([Diagnostic(e.code, f"pass `{e.pass_name}`{ran} failed at node `{e.node}`: {e.message}"
+                                if e.node else f"pass `{e.pass_name}`{ran} failed: {e.message}", e.span, e.hint)],
+                    sources)
+        return EXIT_ERRORS
+    for r in result.records:
+        print(f"{r.name:<22} {r.seconds * 1e3:8.2f} ms  nodes {r.nodes_before} -> {r.nodes_after}", file=sys.stderr)
+    for i, (name, text) in enumerate(result.dumps.items()):
+        if args.output:
+            out = Path(args.output)
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / f"{prog.graph.name}.{i + 1}-{name}.txt"
+            path.write_text(text + "\n")
+            print(f"wrote {path}", file=sys.stderr)
+        else:
+            print(f"# after {name}")
+            print(text)
+    return EXIT_OK
