@@ -147,10 +147,27 @@ load the file with the spec `archc train` / `archc build -o` used.
 archc never replaces a file or a training run you saved without being asked. Choose another
 output path, continue a run with `--resume`, or pass `--force` to replace it.
 """),
-    "ARC0904": ("bad option for this command", """
-A command-line option does not fit the spec or the machine: an unknown task, a task whose
-vocabulary the model cannot hold, a text prompt for a model without byte-level vocabulary, a
-missing optional dependency. The message says which, and the hint what to do instead.
+    "ARC0904": ("a dependency is missing", """
+The command needs an optional dependency that is not installed (PyTorch for build, train and
+generate). The hint names the extra to install, e.g. `pip install "archc[torch]"`.
+"""),
+    "ARC0905": ("nothing to resume", """
+`archc train --resume` continues the run in its output folder from `train_state.safetensors`;
+the folder has none. Start the run without `--resume`, or point `--output` at the run to continue.
+"""),
+    "ARC0906": ("the model does not fit the command", """
+The spec is valid, but the command needs another kind of model: the built-in training tasks and
+`archc generate` need a language model (a spec ending in `lm_head`), and `generate` a causal one
+(no bidirectional mixer, so that it can decode token by token).
+"""),
+    "ARC0907": ("the task does not fit the model", """
+A built-in training task cannot run on this model, e.g. its token ids do not fit the model's
+vocabulary. The message says what the task needs.
+"""),
+    "ARC0908": ("bad prompt", """
+The prompt cannot be fed to the model: text prompts are UTF-8 bytes and need a vocabulary of at
+least 256; `--prompt-ids` takes integers in [0, vocab) separated by spaces or commas;
+`--draft-weights` needs `--draft`.
 """),
     "ARC1001": ("a pass failed", """
 An IR pass (`archc passes --list`) could not transform the graph: a rewrite left a node whose

@@ -141,9 +141,9 @@ def copy_weights(model, mapping) -> None:
 
 @pytest.fixture
 def without_mamba_module(monkeypatch):
-    """The torch registry as if `mamba` had no module: how a backend reports an op it lacks."""
-    from archc.backends.torch import registry
+    """The lowering table as if `mamba` had no torch module: how a backend reports an op it lacks."""
+    from archc.backends import lowering
 
-    modules = dict(registry.modules())
-    del modules["mamba"]
-    monkeypatch.setattr(registry, "_MODULES", modules)
+    lowering.lowerings("torch")
+    table = {k: v for k, v in lowering._TABLE.items() if k != ("mamba", "torch")}
+    monkeypatch.setattr(lowering, "_TABLE", table)

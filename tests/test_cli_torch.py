@@ -14,7 +14,7 @@ TINY = tiny_lm_spec(vocab=256)
 
 def test_build_writes_reproducible_weights_and_refuses_overwrite(tmp_path: Path, capsys):
     out = tmp_path / "w.safetensors"
-    assert main(["build", "specs/llama-tiny.arch", "--init-seed", "0", "-o", str(out)]) == 0
+    assert main(["build", "specs/llama-tiny.arch", "--seed", "0", "-o", str(out)]) == 0
     assert "3,819,776 parameters" in capsys.readouterr().out
     first = load_file(str(out))
     assert main(["build", "specs/llama-tiny.arch", "-o", str(out)]) == 1
@@ -58,4 +58,20 @@ def test_generate_with_mismatched_weights_is_a_diagnostic(tmp_path: Path, write_
 
 def test_generate_needs_a_causal_lm(capsys):
     assert main(["generate", "specs/bert-base.arch"]) == 1
-    assert "ARC0904" in capsys.readouterr().err
+    assert "ARC0906" in capsys.readouterr().err
+
+
+def test_bad_draft_weights_and_prompt_ids_are_diagnostics(tmp_path: Path, capsys):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    assert main(["generate", "specs/llama-tiny.arch", "--draft", "specs/llama-tiny.arch",
+                 "--draft-weights", str(bad), "--max-new-tokens", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "ARC0902" in err and "--draft-weights" in err and "Traceback" not in err
+    assert main(["generate", "specs/llama-tiny.arch", "--prompt-ids", "3 x 5"]) == 2  # a usage error
+    assert "ARC0908" in capsys.readouterr().err
+
+
+def test_max_layers_is_its_own_limit(capsys):
+    assert main(["build", "specs/llama-tiny.arch", "--max-layers", "3"]) == 1
+    assert "ARC0602" in capsys.readouterr().err

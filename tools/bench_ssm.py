@@ -7,7 +7,7 @@
 2. rwkv-tiny vs `RwkvForCausalLM` (its CPU kernel), forward at 1 × {512, 2048} and per-token
    greedy decode after a 128-token prompt;
 3. forward time against the sequence length, 256 … 16384, for every linear-time mixer's spec
-   (mamba, mamba2, retnet, rwkv, rwkv6, xlstm, s4-lm = S4D, s4-dplr-lm = S4) and llama-tiny
+   (mamba, mamba2, retnet, rwkv, rwkv6, xlstm, s4-lm = S4D, s4-dplr-lm = S4, gated-deltanet) and llama-tiny
    (softmax attention, the quadratic reference), as a table and a log-log PNG, with
    time(16384) / time(1024) (16 for an exactly linear cost);
 4. per-token decode (`step` of one token) at 128 and 8192 tokens of context, and the state size
@@ -32,7 +32,8 @@ from bench_torch import _paired, _per_token, _timed
 
 import archc
 
-LINEAR = ("mamba-tiny", "mamba2-tiny", "retnet-tiny", "rwkv-tiny", "rwkv6-tiny", "xlstm-tiny", "s4-lm", "s4-dplr-lm")
+LINEAR = ("mamba-tiny", "mamba2-tiny", "retnet-tiny", "rwkv-tiny", "rwkv6-tiny", "xlstm-tiny", "s4-lm", "s4-dplr-lm",
+          "gated-deltanet-tiny")
 
 
 def _hf_mamba():
@@ -94,12 +95,13 @@ def scaling(repeat: int, lengths: list[int], plot: str | None, models: tuple[str
             run()
             row.append(statistics.median(run() for _ in range(repeat if t <= 4096 else 2)))
         times[name] = row
-    print(f"\nforward time (s) at batch 1\n{'T':>7}" + "".join(f"{n:>13}" for n in names))
+    w = max(13, *(len(n) + 2 for n in names))
+    print(f"\nforward time (s) at batch 1\n{'T':>7}" + "".join(f"{n:>{w}}" for n in names))
     for i, t in enumerate(lengths):
-        print(f"{t:>7}" + "".join(f"{times[n][i]:>13.4f}" for n in names))
+        print(f"{t:>7}" + "".join(f"{times[n][i]:>{w}.4f}" for n in names))
     if 1024 in lengths and 16384 in lengths:
         a, b = lengths.index(1024), lengths.index(16384)
-        print(f"{'16k/1k':>7}" + "".join(f"{times[n][b] / times[n][a]:>13.1f}" for n in names))
+        print(f"{'16k/1k':>7}" + "".join(f"{times[n][b] / times[n][a]:>{w}.1f}" for n in names))
     if plot:
         import matplotlib
 
@@ -121,7 +123,7 @@ def scaling(repeat: int, lengths: list[int], plot: str | None, models: tuple[str
 
 def decode_vs_context(repeat: int, contexts: tuple[int, int], models: tuple[str, ...] = LINEAR) -> None:
     """`step` of one token after each context, the two contexts timed alternately."""
-    print(f"\n{'model':<13}{'decode ms/token':>16}" + "".join(f"{f'@{c}':>10}" for c in contexts)
+    print(f"\n{'model':<20}{'decode ms/token':>16}" + "".join(f"{f'@{c}':>10}" for c in contexts)
           + f"{'ratio':>8}{'state bytes':>14}{'same size':>11}")
     for name in (*models, "llama-tiny"):
         model = archc.build(f"specs/{name}.arch", seed=0).eval()
@@ -139,7 +141,7 @@ def decode_vs_context(repeat: int, contexts: tuple[int, int], models: tuple[str,
             timers.append(one)
             sizes.append(sum(s.numel() * s.element_size() for s in state))
         a, b = _paired(timers[0], timers[1], 20 * repeat, warmup=5)
-        print(f"{name:<13}{'':>16}{1e3 * a:>10.3f}{1e3 * b:>10.3f}{b / a:>8.2f}{sizes[1]:>14,}{sizes[0] == sizes[1]!s:>11}")
+        print(f"{name:<20}{'':>16}{1e3 * a:>10.3f}{1e3 * b:>10.3f}{b / a:>8.2f}{sizes[1]:>14,}{sizes[0] == sizes[1]!s:>11}")
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ def print_diags(diags: list, sources: dict[str, str], stream=None) -> None:
 def limits_of(args: argparse.Namespace):
     from archc.frontend.lower import Limits
 
-    return Limits(max_nodes=args.max_nodes, max_params=int(args.max_params), max_layers=args.max_nodes)
+    return Limits(max_nodes=args.max_nodes, max_params=int(args.max_params), max_layers=args.max_layers)
 
 
 def load_spec(path: str, args: argparse.Namespace, sources: dict[str, str]):
@@ -38,3 +38,5 @@ def load_spec(path: str, args: argparse.Namespace, sources: dict[str, str]):
 def add_limit_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--max-params", type=float, default=1e13, help="refuse specs with more parameters (1e13)")
     sp.add_argument("--max-nodes", type=int, default=200_000, help="refuse specs lowering to more nodes (200000)")
+    sp.add_argument("--max-layers", type=int, default=100_000,
+                    help="refuse a repeat/pattern of more layers (100000)")

@@ -11,18 +11,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from archc.cli.common import EXIT_ERRORS, EXIT_OK, load_spec, print_diags
+from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, add_limit_flags, load_spec, print_diags
 from archc.errors import ArchError, Diagnostic
 
 
 class CommandError(Exception):
-    def __init__(self, diag: Diagnostic) -> None:
+    def __init__(self, diag: Diagnostic, status: int = EXIT_ERRORS) -> None:
         super().__init__(diag.message)
         self.diag = diag
+        self.status = status
 
 
-def _fail(code: str, message: str, hint: str | None = None, span=None) -> CommandError:
-    return CommandError(Diagnostic(code, message, span, hint))
+def _fail(code: str, message: str, hint: str | None = None, span=None, usage: bool = False) -> CommandError:
+    """A diagnostic for the user; `usage` for a malformed option (exit status 2, not 1)."""
+    return CommandError(Diagnostic(code, message, span, hint), EXIT_USAGE if usage else EXIT_ERRORS)
 
 
 def _need_torch() -> None:
@@ -33,11 +35,12 @@ def _need_torch() -> None:
                     'install the torch extra: pip install "archc[torch]"') from None
 
 
-def _build_model(path: str, seed: int, sources: dict[str, str], device: str = "cpu"):
+def _build_model(path: str, seed: int, sources: dict[str, str], limits: argparse.Namespace,
+                 device: str = "cpu"):
     _need_torch()
     from archc.backends.torch import BackendError, build
 
-    prog = load_spec(path, argparse.Namespace(max_nodes=200_000, max_params=1e13), sources)
+    prog = load_spec(path, limits, sources)
     try:
         return build(prog.graph, seed=seed, device=device), prog
     except BackendError as e:
@@ -58,6 +61,7 @@ def _run(fn, args: argparse.Namespace) -> int:
         print_diags(e.diagnostics, sources)
     except CommandError as e:
         print_diags([e.diag], sources)
+        return e.status
     return EXIT_ERRORS
 
 
@@ -70,13 +74,13 @@ def _cmd_build(args: argparse.Namespace, sources: dict[str, str]) -> int:
     out = Path(args.output) if args.output else None
     if out is not None:
         _refuse_overwrite(out, args.force)
-    model, prog = _build_model(args.file, args.init_seed, sources)
+    model, prog = _build_model(args.file, args.seed, sources, args)
     n = model.num_parameters()
     print(f"{prog.graph.name}: {n:,} parameters, {len(list(model.named_parameters()))} tensors, "
           f"state {', '.join(model.state_names[:4])}{' …' if len(model.state_names) > 4 else ''}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(model, out, {"spec": prog.graph.name, "seed": args.init_seed})
+        save_weights(model, out, {"spec": prog.graph.name, "seed": args.seed})
         print(f"wrote {out}")
     return EXIT_OK
 
@@ -94,8 +98,9 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
         raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
                     "pass --resume to continue it, --force to start over, or --out for a new folder")
     if args.resume and not (out / "train_state.safetensors").exists():
-        raise _fail("ARC0904", f"--resume: {out} has no train_state.safetensors to resume from")
-    model, prog = _build_model(args.file, args.seed, sources)
+        raise _fail("ARC0905", f"--resume: {out} has no train_state.safetensors to resume from",
+                    "start the run without --resume, or point --output at the run folder", usage=True)
+    model, prog = _build_model(args.file, args.seed, sources, args)
     import torch
 
     from archc.backends.torch.tasks import make_task
@@ -105,12 +110,13 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     section = prog.graph.sections.get("train")
     task_name = args.task or (section or {}).get("task") or "induction"
     if model.head_loss != "lm":
-        raise _fail("ARC0904", f"the built-in tasks train language models; {prog.graph.name} ends in {model.head}")
+        raise _fail("ARC0906", f"the built-in tasks train language models; {prog.graph.name} ends in {model.head}",
+                    "end the spec with lm_head(...) to train it here; other heads train in your own loop")
     vocab = model.out_type_vocab()
     try:
         task = make_task(task_name, vocab)
     except ValueError as e:
-        raise _fail("ARC0904", str(e)) from None
+        raise _fail("ARC0907", str(e)) from None
     cfg = config_from_section(section, steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
                               accum=args.accum, warmup=args.warmup, seed=args.seed,
                               checkpointing=args.checkpointing or None, bf16=args.bf16 or None)
@@ -136,38 +142,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
-    model, prog = _build_model(args.file, args.seed, sources)
+    model, prog = _build_model(args.file, args.seed, sources, args)
     import torch
 
-    from archc.backends.torch.checkpoint import load_weights
-
     if args.weights:
-        try:
-            load_weights(model, args.weights)
-        except (OSError, ValueError) as e:
-            raise _fail("ARC0902", f"cannot load {args.weights}: {e}",
-                        "weights must come from `archc build -o` or `archc train` of the same spec") from None
+        _load_weights(model, args.weights, "--weights")
     if model.head_loss != "lm" or not model.causal:
-        raise _fail("ARC0904", f"{prog.graph.name} is not a causal language model; generate needs one")
+        raise _fail("ARC0906", f"{prog.graph.name} is not a causal language model; generate needs one",
+                    "generate decodes specs that end in lm_head and whose mixers are all causal")
     vocab = model.out_type_vocab()
     byte_level = args.prompt_ids is None
     if byte_level:
         if vocab < 256:
-            raise _fail("ARC0904", f"text prompts are UTF-8 bytes, which needs a vocabulary ≥ 256 (this has {vocab})",
+            raise _fail("ARC0908", f"text prompts are UTF-8 bytes, which needs a vocabulary ≥ 256 (this has {vocab})",
                         "pass token ids with --prompt-ids '3 4 5'")
         ids = list(args.prompt.encode("utf-8")) or [10]
     else:
         try:
             ids = [int(t) for t in args.prompt_ids.replace(",", " ").split()]
         except ValueError:
-            raise _fail("ARC0904", "--prompt-ids takes integers separated by spaces or commas") from None
+            raise _fail("ARC0908", "--prompt-ids takes integers separated by spaces or commas", usage=True) from None
         if not ids or max(ids) >= vocab or min(ids) < 0:
-            raise _fail("ARC0904", f"--prompt-ids must be non-empty token ids in [0, {vocab})")
+            raise _fail("ARC0908", f"--prompt-ids must be non-empty token ids in [0, {vocab})", usage=True)
     draft = None
     if args.draft:
-        draft, _ = _build_model(args.draft, args.seed, sources)
+        draft, _ = _build_model(args.draft, args.seed, sources, args)
         if args.draft_weights:
-            load_weights(draft, args.draft_weights)
+            _load_weights(draft, args.draft_weights, "--draft-weights")
+    elif args.draft_weights:
+        raise _fail("ARC0908", "--draft-weights without --draft", "give the draft's spec with --draft", usage=True)
     x = torch.tensor([ids])
     out = model.generate(x, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, num_beams=args.num_beams, draft=draft, seed=args.seed)
@@ -181,48 +184,65 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
     return EXIT_OK
 
 
+def _load_weights(model, path: str, flag: str) -> None:
+    from safetensors import SafetensorError
+
+    from archc.backends.torch.checkpoint import load_weights
+
+    try:
+        load_weights(model, path)
+    except (OSError, ValueError, SafetensorError) as e:  # missing, mismatched, or not a safetensors file
+        raise _fail("ARC0902", f"{flag}: cannot load {path}: {e}",
+                    "weights must come from `archc build -o` or `archc train` of the same spec") from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     return _run(_cmd_generate, args)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="compile a spec to a PyTorch module; optionally save its initial weights")
-    b.add_argument("file", metavar="FILE")
-    b.add_argument("--init-seed", type=int, default=0, help="seed of the weight initialization (0)")
+    b.add_argument("file", metavar="FILE", help="spec file (.arch)")
+    b.add_argument("--seed", "--init-seed", dest="seed", type=int, default=0,
+                   help="seed of the weight initialization (0)")
     b.add_argument("-o", "--output", help="write the weights to this .safetensors file")
     b.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_limit_flags(b)
     b.set_defaults(fn=cmd_build)
 
     t = sub.add_parser("train", help="train a spec on a built-in synthetic task (no downloads)")
-    t.add_argument("file", metavar="FILE")
+    t.add_argument("file", metavar="FILE", help="spec file (.arch)")
     t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "chars"),
                    help="task (default: the spec's train section, else induction)")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--batch", type=int)
-    t.add_argument("--seq", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--warmup", type=int)
+    t.add_argument("--steps", type=int, help="optimizer steps (default: the train section's, else 300)")
+    t.add_argument("--batch", type=int, help="sequences per step (default: the train section's, else 16)")
+    t.add_argument("--seq", type=int, help="tokens per sequence (default: the train section's, else 128)")
+    t.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: the train section's)")
+    t.add_argument("--warmup", type=int, help="linear warmup steps before the cosine decay")
     t.add_argument("--accum", type=int, help="gradient accumulation steps")
     t.add_argument("--checkpointing", action="store_true", help="activation checkpointing per layer")
     t.add_argument("--bf16", action="store_true", help="bf16 autocast")
     t.add_argument("--seed", type=int, default=0, help="seed of the init and the data (0)")
-    t.add_argument("--out", default="run", help="run folder for checkpoints and loss.png (run)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--force", action="store_true", help="overwrite a previous run in --out")
+    t.add_argument("-o", "--output", "--out", dest="out", default="run",
+                   help="run folder for checkpoints and loss.png (run)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --output")
+    t.add_argument("--force", action="store_true", help="overwrite a previous run in --output")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_limit_flags(t)
     t.set_defaults(fn=cmd_train)
 
     g = sub.add_parser("generate", help="sample from a (trained) causal language model")
-    g.add_argument("file", metavar="FILE")
+    g.add_argument("file", metavar="FILE", help="spec file (.arch)")
     g.add_argument("--weights", help=".safetensors from `archc train` / `archc build -o` (default: random init)")
     g.add_argument("--prompt", default="", help="text prompt, as UTF-8 bytes (byte-level models)")
     g.add_argument("--prompt-ids", help="token ids instead of text, e.g. '3 4 5'")
-    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (64)")
     g.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--num-beams", type=int, default=1)
+    g.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    g.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability ≥ p")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (1: none)")
     g.add_argument("--draft", help="a draft spec for speculative decoding")
-    g.add_argument("--draft-weights")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--draft-weights", help=".safetensors of the draft spec (default: random init)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the init (without --weights) and the sampling (0)")
+    add_limit_flags(g)
     g.set_defaults(fn=cmd_generate)

@@ -89,7 +89,7 @@ def exported_time_loop(step: Callable[[Any, Carry], tuple[Tensor, Carry]], xs: T
         y, carry = step(x_t, carry)
         return (i + 1, out.index_copy(dim, at, y.unsqueeze(dim)), *carry)
 
-    start = torch.zeros((), dtype=torch.long, device=xs.device)
+    start = torch.zeros((), dtype=torch.long, device=out.device)
     _, out, *final = while_loop(more, one, (start, out, *(c.clone() for c in carry)))
     return out, tuple(final)
 

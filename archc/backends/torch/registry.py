@@ -1,46 +1,31 @@
-"""Which torch module implements which op.
+"""The torch backend's entries in the lowering table (`archc.backends.lowering`), and what a
+module constructor is given.
 
-Torch modules live in `archc/backends/torch/ops/<family>.py`, beside (not inside) the op's
-`archc/ops/<family>.py` record: importing torch from the op records would make `archc check`
-cost a full `import torch` (docs/architecture.md). Each family file decorates its module classes
-with `@implements("op", ...)`; `modules()` imports all family files once.
+Torch modules live in `archc/backends/torch/ops/<family>.py`, mirroring the op's
+`archc/ops/<family>.py` record (not inside it: importing torch from the op records would make
+`archc check` cost a full `import torch`, docs/architecture.md). Each family file decorates its
+module classes with `@implements("op", ...)`, i.e. `register_lowering("torch", "op", ...)`.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from archc.backends.lowering import lowerings, register_lowering
 from archc.ir.graph import Graph, Node
 from archc.ir.types import TensorType
 
-FAMILIES = ("embeddings", "norms", "ffn", "attention", "sparse_attention", "linear_attention", "conv", "heads",
-            "moe", "routing", "memory", "ssm", "retention", "rwkv", "recurrent",
-            "xlstm")
-
-_MODULES: dict[str, type] = {}
-_loaded = False
-
 
 def implements(*ops: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        for op in ops:
-            assert op not in _MODULES, f"torch module for {op} registered twice"
-            _MODULES[op] = cls
-        return cls
-
-    return deco
+    """`@implements("attention")`: register a module class as the torch lowering of the ops."""
+    return register_lowering("torch", *ops)
 
 
 def modules() -> dict[str, type]:
-    global _loaded
-    if not _loaded:
-        for fam in FAMILIES:
-            importlib.import_module(f"archc.backends.torch.ops.{fam}")
-        _loaded = True
-    return _MODULES
+    """The torch module class of every op the backend implements."""
+    return lowerings("torch")
 
 
 @dataclass

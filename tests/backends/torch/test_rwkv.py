@@ -9,7 +9,7 @@ import torch
 
 import archc
 from archc.backends.torch import build
-from archc.backends.torch.scan import wkv4
+from archc.backends.torch.kernels.wkv4 import wkv4
 from tests.conftest import assert_step_matches_forward, copy_weights
 
 transformers = pytest.importorskip("transformers")

@@ -13,8 +13,8 @@ from torch.export import Dim
 
 import archc
 from archc.backends.torch import build
+from archc.backends.torch.kernels.wkv6 import naive_wkv6, wkv6
 from archc.backends.torch.module import Context
-from archc.backends.torch.scan import wkv6, wkv6_step
 from tests.conftest import assert_step_matches_forward
 
 os.environ.setdefault("RWKV_JIT_ON", "0")  # read at import: plain functions, no TorchScript
@@ -91,22 +91,16 @@ def test_time_mix_steps_match_the_rwkv_package():
             torch.testing.assert_close(ours[0, 0], ref - x[t], atol=1e-5, rtol=1e-5)
 
 
-def _recurrence(r, k, v, log_w, u, s):
-    ys = []
-    for t in range(r.shape[2]):
-        y, s = wkv6_step(r[:, :, t], k[:, :, t], v[:, :, t], log_w[:, :, t], u, s)
-        ys.append(y)
-    return torch.stack(ys, 2), s
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 16, 64])
-def test_wkv6_matches_the_recurrence(chunk):
+def test_wkv6_matches_thenaive_wkv6(chunk):
     """Decays down to e^−e^4 per token: chunking by cumulative-decay division would overflow."""
     torch.manual_seed(0)
     d = dict(dtype=torch.float64)
     r, k, v = (torch.randn(2, 3, 70, 5, **d) for _ in range(3))
     log_w, u, s0 = -torch.exp(torch.randn(2, 3, 70, 5, **d) * 2), torch.randn(3, 5, **d), torch.randn(2, 3, 5, 5, **d)
-    y_ref, s_ref = _recurrence(r, k, v, log_w, u, s0)
+    y_ref, s_ref = naive_wkv6(r, k, v, log_w, u, s0)
     y, s = wkv6(r, k, v, log_w, u, s0, chunk=chunk)
     torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=1e-10)
     torch.testing.assert_close(s, s_ref, atol=1e-10, rtol=1e-10)

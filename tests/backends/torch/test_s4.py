@@ -14,7 +14,7 @@ from torch.export import Dim
 import archc
 from archc.backends.torch import build
 from archc.backends.torch.module import Context
-from archc.backends.torch.ops.ssm import hippo_legs_diagonal, vandermonde, vandermonde_t
+from archc.backends.torch.ops.s4 import hippo_legs_diagonal, vandermonde, vandermonde_t
 from tests.conftest import (
     assert_exported_step_matches_forward,
     assert_step_matches_forward,
@@ -136,12 +136,12 @@ def test_dplr_cauchy_kernel_equals_the_recurrence(rank, bidirectional):
 
 
 def test_dplr_kernel_in_frequency_blocks_is_the_same(monkeypatch):
-    from archc.backends.torch.ops import ssm
+    from archc.backends.torch.ops import s4
 
     mod = _model("bilinear", ", rank=2", mode="dplr").get_submodule("layers.0.mixer")
     with torch.no_grad():
         whole = mod.kernel(150)
-        monkeypatch.setattr(ssm, "CAUCHY_BLOCK", 8)
+        monkeypatch.setattr(s4, "CAUCHY_BLOCK", 8)
         torch.testing.assert_close(mod.kernel(150), whole)
 
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.export import Dim
 
-from archc.backends.torch.scan import chunked_decay_attention, linear_scan, segsum, selective_scan
+from archc.backends.torch.kernels.common import linear_scan, segsum
+from archc.backends.torch.kernels.selective_scan import naive_selective_scan, selective_scan
+from archc.backends.torch.kernels.ssd import chunked_decay_attention, naive_decay_attention
 
 
 def _linear_reference(log_a, u, h0):
@@ -18,20 +20,6 @@ def _linear_reference(log_a, u, h0):
     return torch.stack(out, 1)
 
 
-def _selective_reference(u, dt, A, B, C, h):
-    ys = []
-    for t in range(u.shape[1]):
-        h = (dt[:, t, :, None] * A).exp() * h + (dt[:, t] * u[:, t])[..., None] * B[:, t, None]
-        ys.append((h * C[:, t, None]).sum(-1))
-    return torch.stack(ys, 1), h
-
-
-def _decay_attention_reference(q, k, v, log_a, s):
-    ys = []
-    for t in range(q.shape[2]):
-        s = log_a[:, :, t, None, None].exp() * s + k[:, :, t, :, None] * v[:, :, t, None]
-        ys.append(q[:, :, t, None] @ s)
-    return torch.cat(ys, 2), s
 
 
 def test_segsum_is_the_sum_between_two_steps():
@@ -47,9 +35,11 @@ def test_segsum_is_the_sum_between_two_steps():
 def scan_form(request, monkeypatch):
     """linear_scan's two forms: a pass over the chunks (eager) and the log-step scan (traced)."""
     if request.param == "log-step":
-        from archc.backends.torch import scan
+        from archc.backends.torch.kernels import common
+        from archc.backends.torch.kernels.selective_scan import chunk
 
-        monkeypatch.setattr(scan, "tracing", lambda: True)
+        monkeypatch.setattr(common, "tracing", lambda: True)
+        monkeypatch.setattr(chunk, "tracing", lambda: True)
     return request.param
 
 
@@ -79,7 +69,7 @@ def test_selective_scan_matches_the_recurrence(t):
     u, dt, A = torch.randn(2, t, e), torch.rand(2, t, e), -torch.rand(e, n) * 3
     B, C, h0 = torch.randn(2, t, n), torch.randn(2, t, n), torch.randn(2, e, n)
     y, h = selective_scan(u, dt, A, B, C, h0, chunk=8)
-    y_ref, h_ref = _selective_reference(u, dt, A, B, C, h0)
+    y_ref, h_ref = naive_selective_scan(u, dt, A, B, C, h0)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
 
@@ -90,7 +80,7 @@ def test_chunked_decay_attention_matches_the_recurrence(t):
     q, k, v = torch.randn(2, 3, t, 4), torch.randn(2, 3, t, 4), torch.randn(2, 3, t, 5)
     la, s0 = -torch.rand(2, 3, t), torch.randn(2, 3, 4, 5)
     y, s = chunked_decay_attention(q, k, v, la, s0, chunk=8)
-    y_ref, s_ref = _decay_attention_reference(q, k, v, la, s0)
+    y_ref, s_ref = naive_decay_attention(q, k, v, la, s0)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(s, s_ref, atol=1e-5, rtol=1e-5)
 

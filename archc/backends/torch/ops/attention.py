@@ -94,7 +94,7 @@ class AttentionCore(OpModule):
         d = in_types[0].width
         d_kv = in_types[1].width if len(in_types) > 1 else d
         self.heads = p.heads
-        self.head_dim = p.head_dim or d // p.heads
+        self.head_dim = p.head_dim_for(d)
         self.kv_heads = getattr(p, "kv_heads", None) or p.heads
         hd, h, kv = self.head_dim, self.heads, self.kv_heads
         self.q_proj = nn.Linear(d, h * hd, bias=p.bias)
@@ -269,7 +269,7 @@ class LatentAttention(OpModule):
         d = in_types[0].width
         dl = p.d_latent or d
         self.heads = p.heads
-        self.head_dim = p.head_dim or dl // p.heads
+        self.head_dim = p.head_dim_for(dl)
         inner = self.heads * self.head_dim
         self.latents = nn.Parameter(torch.empty(p.latents, dl))
         self.q_proj = nn.Linear(dl, inner, bias=p.bias)

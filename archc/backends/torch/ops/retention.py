@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archc.backends.torch.kernels.ssd import chunked_decay_attention
 from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
 from archc.backends.torch.registry import implements
-from archc.backends.torch.scan import chunked_decay_attention
 
 #: GroupNorm ε (torchscale's `layernorm_eps`).
 EPS = 1e-6

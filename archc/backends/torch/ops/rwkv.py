@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archc.backends.torch.kernels.common import NEG, wide
+from archc.backends.torch.kernels.wkv4 import wkv4, wkv4_step
+from archc.backends.torch.kernels.wkv6 import wkv6, wkv6_step
 from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
 from archc.backends.torch.registry import BuildCtx, implements
-from archc.backends.torch.scan import NEG, wide, wkv4, wkv4_step, wkv6, wkv6_step
 
 
 def token_shift(x: Tensor, last: Tensor | None) -> Tensor:

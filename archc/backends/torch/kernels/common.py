@@ -1,0 +1,131 @@
+"""What the chunked kernels share: linear recurrences over a sequence, chunkwise at matrix speed
+and in export-safe form.
+
+Every linear-time mixer of the catalog is a recurrence h_t = a_t ⊙ h_{t−1} + u_t with a read-out.
+Written as a Python loop over t it is slow on the CPU (one tiny kernel per token) and, worse, it
+makes `torch.export` fix the sequence length to the traced one (the loop's trip count is baked in).
+The functions here never loop over the length: they cut the sequence into fixed-size chunks
+(`blocks.to_blocks`, which keeps T symbolic) and
+
+* inside a chunk either loop over the C positions *vectorized across all chunks at once* (a static
+  trip count C) or use the chunk's C×C decay matrix (the "dual", attention-like form);
+* across chunks combine the chunk summaries: in eager mode by a pass over them (T/chunk small
+  steps), in traced programs by a log-step (Hillis–Steele) scan whose step count is a constant,
+  so the number of chunks stays a symbolic tensor dimension.
+
+Decays are passed as logarithms (log a ≤ 0) and combined with `segsum`, which sums log-decays
+instead of dividing cumulative products, so long products underflow to exactly 0 instead of
+producing 0/0. All arithmetic is fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from archc.backends.torch.module import tracing
+
+#: Positions per chunk of the scans under tracing (and of `chunked_decay_attention`'s callers that
+#: pass none): short enough that the unrolled chunk keeps exported graphs small. In eager mode
+#: `selective_scan` picks its chunk by length (`selective_chunk`). Chunk sweeps of the scan alone
+#: were measured ad hoc on this CPU (figures in `selective_chunk`'s docstring), not by a tool.
+CHUNK = 32
+#: Steps of `linear_scan` in traced programs: up to 2^20 chunks (2^25 tokens with chunks of 32).
+MAX_SCAN_STEPS = 20
+
+
+def wide(x: Tensor) -> Tensor:
+    """x in fp32 at least (fp64 stays fp64, for gradcheck): the states and sums of a long scan
+    lose too much in half precision."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def segsum(x: Tensor) -> Tensor:
+    """[..., n] -> [..., n, n]: out[i, j] = x[j+1] + … + x[i] for j ≤ i, −inf above the diagonal.
+
+    exp(segsum(log a))[i, j] is the decay a_{j+1}·…·a_i from step j to step i. The sums are
+    taken directly (cumulative sum of a masked copy), not as differences of one cumulative sum,
+    which would cancel catastrophically once the cumulative log-decay is large."""
+    n = x.shape[-1]
+    below = torch.ones(n, n, dtype=torch.bool, device=x.device).tril(-1)
+    sums = x[..., None].expand(*x.shape, n).masked_fill(~below, 0.0).cumsum(dim=-2)
+    return sums.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=x.device).tril(), float("-inf"))
+
+
+def shift(x: Tensor, by: int = 1, fill: float = 0.0) -> Tensor:
+    """x along dim 1 moved `by` steps later, `fill` in front: x'[i] = x[i − by] (fill for i < by).
+
+    An index_select rather than pad-and-slice: it costs O(n) for any shift and keeps the length
+    symbolic (slicing an element off would create a length n − 1 that the exporter specializes
+    when it asks whether it is 1)."""
+    n = x.shape[1]
+    src = torch.arange(n, device=x.device) - by
+    valid = (src >= 0).view((1, n) + (1,) * (x.dim() - 2))
+    moved = x.index_select(1, src.clamp(min=0))
+    return moved * valid if fill == 0.0 else torch.where(valid, moved, fill)
+
+
+def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
+    """All states of h_i = exp(log_a_i) ⊙ h_{i−1} + u_i along dim 1, h_{−1} = h0 (zeros if None).
+
+    log_a [B, n, *F'] broadcasts against u [B, n, *F] (a scalar decay per head, or one per
+    element); h0 [B, *F]. Returns h [B, n, *F] (h[:, -1] is the final state).
+
+    Used on the short sequences of chunk summaries (n = T / chunk). In eager mode a plain pass
+    over the n chunks: O(n·F) work in n small steps. Traced, Hillis–Steele's log-step scan of the
+    affine maps h ↦ a·h + u: after step k every position has composed the 2^k maps before it, so
+    `MAX_SCAN_STEPS` steps of O(n·F) finish for any n (surplus steps add zeros) and no loop's trip
+    count depends on n. (The log-step form does log n times the work: at 16k tokens Mamba-2's
+    [H, P, N] chunk states made it the slowest part of the layer.)"""
+    n = u.shape[1]
+    if not tracing():
+        decay = log_a.exp()
+        h = torch.zeros_like(u[:, 0]) if h0 is None else h0.to(u.dtype)
+        out = []
+        for i in range(n):
+            h = torch.addcmul(u[:, i], decay[:, i], h)
+            out.append(h)
+        return torch.stack(out, dim=1)
+    steps = MAX_SCAN_STEPS
+    torch._check(n <= 2 ** MAX_SCAN_STEPS, lambda: f"linear_scan supports {2 ** MAX_SCAN_STEPS} chunks")
+    la, h = log_a, u
+    for k in range(steps):
+        h = torch.addcmul(h, la.exp(), shift(h, 2 ** k))
+        la = la + shift(la, 2 ** k)
+    if h0 is not None:
+        h = torch.addcmul(h, la.exp(), h0[:, None])  # la is now the log-decay from the start
+    return h
+
+
+#: log 0 for the max-stabilized WKV states: finite, so max() and differences never meet inf − inf
+#: (the value the RWKV reference kernels use).
+NEG = -1e38
+
+#: A max-stabilized state (v, w, m) standing for (v·e^m, w·e^m): WKV's (num, den, m), mLSTM's
+#: (C, n, m).
+StableState = tuple[Tensor, Tensor, Tensor]
+
+
+def merge(a: StableState, decay: Tensor, b: StableState) -> StableState:
+    """State a decayed by exp(decay), plus state b; states are (num, den, m) standing for
+    (num·e^m, den·e^m), so no exponent is ever taken of a large positive number."""
+    m = torch.maximum(a[2] + decay, b[2])
+    ea, eb = (a[2] + decay - m).exp(), (b[2] - m).exp()
+    return ea * a[0] + eb * b[0], ea * a[1] + eb * b[1], m
+
+
+def stabilized_scan(own: StableState, decay: Tensor, h0: StableState | None) -> StableState:
+    """Every chunk's start state from the chunks' own states (v, w, m) [B, n, …] (each standing for
+    (v·e^m, w·e^m), as in `merge`) and their total log-decays [B, n, …]; h0 the state before the
+    first chunk (none if None). A log-step scan under `merge` of the states shifted by one chunk:
+    the max-stabilized counterpart of `linear_scan`, for recurrences with exponential inputs."""
+    decay = shift(decay)
+    v, w, m = shift(own[0]), shift(own[1]), shift(own[2], fill=NEG)
+    steps = MAX_SCAN_STEPS if tracing() else max(1, (v.shape[1] - 1).bit_length())
+    for j in range(steps):
+        by = 2 ** j
+        v, w, m = merge((shift(v, by), shift(w, by), shift(m, by, NEG)), decay, (v, w, m))
+        decay = decay + shift(decay, by)
+    if h0 is not None:  # decay is now the log-decay from the start to each chunk
+        v, w, m = merge(tuple(wide(s)[:, None] for s in h0), decay, (v, w, m))  # type: ignore[arg-type]
+    return v, w, m

@@ -1,0 +1,53 @@
+"""Building blocks several mixers share: the causal depthwise convolution with its decoding
+window (Mamba, Mamba-2, xLSTM, Gated DeltaNet), its init, Δ's bias init, and zeroing padded
+positions before a recurrence."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.module import (
+    Context,
+    Init,
+)
+
+
+def causal_depthwise_conv(x: Tensor, conv: nn.Conv1d, prev: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Causal depthwise convolution of x [B, C, T] whose left context is `prev` [B, C, k] (the
+    last k inputs before x; zeros if None). Returns (y [B, C, T], the last k inputs after x)."""
+    k = conv.kernel_size[0]
+    window = F.pad(x, (k - 1, 0)) if prev is None else torch.cat((prev[:, :, 1:].to(x.dtype), x), dim=2)
+    y = F.conv1d(window, conv.weight, conv.bias, groups=conv.groups)
+    if prev is None:
+        window = F.pad(x, (k, 0))
+    return y, window[:, :, -k:]
+
+
+def init_conv(conv: nn.Conv1d, init: Init) -> None:
+    """PyTorch's default Conv1d init, U(±1/√fan_in) for weight and bias, as `mamba_ssm` keeps it
+    (fan_in = kernel for a depthwise conv), drawn from the seeded generator."""
+    bound = 1 / math.sqrt(conv.weight[0].numel())
+    init.uniform_(conv.weight, -bound, bound)
+    if conv.bias is not None:
+        init.uniform_(conv.bias, -bound, bound)
+
+
+def init_dt_bias(bias: Tensor, init: Init, dt_min: float = 0.001, dt_max: float = 0.1, floor: float = 1e-4) -> None:
+    """Δ's bias so that softplus(bias) is log-uniform in [dt_min, dt_max] (`mamba_ssm`), via the
+    inverse softplus dt + log(−expm1(−dt))."""
+    u = torch.empty_like(bias, dtype=torch.float32)
+    init.uniform_(u, 0.0, 1.0)
+    dt = (u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).exp().clamp(min=floor)
+    with torch.no_grad():
+        bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+
+def mask_padding(x: Tensor, ctx: Context | None) -> Tensor:
+    """Zero the padded positions (transformers' `apply_mask_to_padding_states`)."""
+    if ctx is None or ctx.attention_mask is None:
+        return x
+    return x * ctx.attention_mask[..., None].to(x.dtype)

@@ -1,0 +1,88 @@
+"""Mamba's selective SSM block (Gu & Dao 2023), with `mamba_ssm`'s and transformers' `MambaMixer`
+parameter names, so checkpoints map one to one. State: `conv` [B, E, d_conv] (the last d_conv
+inputs of the convolution, as transformers' cache) and `ssm` [B, E, N], fp32."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from archc.backends.torch.kernels.selective_scan import selective_scan
+from archc.backends.torch.layers import causal_depthwise_conv, init_conv, init_dt_bias, mask_padding
+from archc.backends.torch.module import (
+    Context,
+    Init,
+    OpModule,
+    State,
+    segmented_forward,
+)
+from archc.backends.torch.registry import implements
+
+
+@implements("mamba")
+class Mamba(OpModule):
+    """`mamba(x, d_state=N, expand, d_conv, dt_rank, conv_bias, bias)`:
+
+        x, z = in_proj(x);  u = silu(conv1d(x));  Δ, B, C = x_proj(u) (Δ through dt_proj, softplus)
+        y = selective_scan(u, Δ, A = −exp(A_log), B, C) + D·u;  out = out_proj(y · silu(z))
+
+    Init as `mamba_ssm`: A = −(1..N) per channel (S4D-real), D = 1, Δ's bias log-uniform in
+    [0.001, 0.1], dt_proj.weight U(±R^−½), the conv PyTorch's default; out_proj takes the scaled
+    residual std."""
+
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        d = in_types[0].width
+        self.e, self.n = p.inner(d), p.d_state
+        self.r = p.dt_rank_for(d)
+        self.in_proj = nn.Linear(d, 2 * self.e, bias=p.bias)
+        self.conv1d = nn.Conv1d(self.e, self.e, p.d_conv, groups=self.e, bias=p.conv_bias)
+        self.x_proj = nn.Linear(self.e, self.r + 2 * self.n, bias=False)
+        self.dt_proj = nn.Linear(self.r, self.e)
+        self.A_log = nn.Parameter(torch.empty(self.e, self.n))
+        self.D = nn.Parameter(torch.empty(self.e))
+        self.out_proj = nn.Linear(self.e, d, bias=p.bias)
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+        init.residual_(self)
+        init_conv(self.conv1d, init)
+        init.uniform_(self.dt_proj.weight, -self.r ** -0.5, self.r ** -0.5)
+        init_dt_bias(self.dt_proj.bias, init)
+        with torch.no_grad():
+            self.A_log.copy_(torch.arange(1, self.n + 1, dtype=torch.float32).log().expand(self.e, -1))
+            self.D.fill_(1.0)
+
+    def _inner(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The projections and the convolution: (u, z, Δ, B, C, new conv state), u/Δ/z [B, T, E]."""
+        xs, z = self.in_proj(mask_padding(x, ctx)).chunk(2, dim=-1)
+        u, conv_state = causal_depthwise_conv(xs.transpose(1, 2), self.conv1d, conv_prev)
+        u = mask_padding(F.silu(u).transpose(1, 2), ctx)
+        dt, b, c = self.x_proj(u).split((self.r, self.n, self.n), dim=-1)
+        return u, z, F.softplus(self.dt_proj(dt).float()), b, c, conv_state
+
+    def _out(self, y: Tensor, u: Tensor, z: Tensor) -> Tensor:
+        y = (y + u.float() * self.D.float()) * F.silu(z.float())
+        return self.out_proj(y.to(u.dtype))
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        if (y := segmented_forward(self, x, ctx)) is not None:
+            return y
+        u, z, dt, b, c, _ = self._inner(x, ctx, None)
+        y, _ = selective_scan(u, dt, -self.A_log.float().exp(), b, c)
+        return self._out(y, u, z)
+
+
+    def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
+        u, z, dt, b, c, conv = self._inner(x, ctx, state[0])
+        A = -self.A_log.float().exp()
+        if x.shape[1] == 1:  # one token: the recurrence itself (Alg. 2 at one step)
+            h = torch.addcmul((dt[:, 0] * u[:, 0].float())[..., None] * b[:, 0, None].float(),
+                              (dt[:, 0, :, None] * A).exp(), state[1])
+            y = (h @ c[:, 0, :, None].float()).transpose(1, 2)
+        else:
+            y, h = selective_scan(u, dt, A, b, c, state[1])
+        return self._out(y, u, z), (conv.float(), h)

@@ -1,0 +1,87 @@
+"""Gated DeltaNet (Yang, Kautz & Hatamizadeh 2024, "Gated Delta Networks: Improving Mamba2 with
+Delta Rule"): a matrix memory per head written by the gated delta rule,
+
+    S_t = α_t (I − β_t k_t k_tᵀ) S_{t−1} + β_t k_t v_tᵀ,    o_t = S_tᵀ q_t,
+
+with short causal convolutions on q, k, v, L2-normalized q and k, α_t = exp(−e^{A}·softplus(a_t +
+dt_bias)) (Mamba-2's decay), β_t = σ(b_t), and an output gate: RMSNorm(o) ⊙ silu(z) per head.
+Counted and laid out as transformers' `Qwen3NextGatedDeltaNet` (in_proj_qkvz, in_proj_ba, conv1d
+without bias, dt_bias, A_log, norm, out_proj), whose key heads may serve several value heads.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, seq_len, width_of
+
+
+class GatedDeltaNetParams(Params):
+    heads: PositiveInt = Field(description="query/key heads")
+    head_dim: PositiveInt = Field(description="width K of each query/key head")
+    v_heads: PositiveInt | None = Field(None, description="value heads (a multiple of heads); default: heads")
+    v_head_dim: PositiveInt | None = Field(None, description="width V of each value head; default: head_dim")
+    d_conv: PositiveInt = Field(4, description="width of the short causal convolution on q, k, v")
+    chunk: PositiveInt = Field(64, description="chunk length of the WY form (training, prefill)")
+    norm_eps: PositiveFloat = Field(1e-6, description="epsilon of the gated output RMSNorm")
+
+    @property
+    def value_heads(self) -> int:
+        return self.v_heads or self.heads
+
+    @property
+    def value_dim(self) -> int:
+        """V per value head."""
+        return self.v_head_dim or self.head_dim
+
+    @property
+    def key_width(self) -> int:
+        """heads·K, the width of q and of k."""
+        return self.heads * self.head_dim
+
+    @property
+    def value_width(self) -> int:
+        """v_heads·V, the width of v, z and the output before out_proj."""
+        return self.value_heads * self.value_dim
+
+    @property
+    def conv_width(self) -> int:
+        """Channels through the convolution: q, k and v."""
+        return 2 * self.key_width + self.value_width
+
+
+def _shape(p: GatedDeltaNetParams, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    divides(p.heads, p.value_heads, "heads", "v_heads", arg="v_heads",
+            hint="each query/key head serves an equal group of value heads")
+    return ins[0]
+
+
+def _cost(p: GatedDeltaNetParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """in_proj_qkvz d→2·H·K + 2·Hv·V, in_proj_ba d→2·Hv, conv1d over 2·H·K + Hv·V channels
+    (k taps, no bias), dt_bias Hv, A_log Hv, norm V, out_proj Hv·V→d (no biases). Per token the
+    recurrence costs 8·Hv·K·V (decay, read-back, delta write, read-out) and the chunk's quadratic
+    part 2·Q·Hv·(K + V) with Q = min(chunk, T)."""
+    d = width_of(ins)
+    hv, k, v = p.value_heads, p.head_dim, p.value_dim
+    proj = 2 * p.key_width + 2 * p.value_width + 2 * hv
+    params = d * proj + p.conv_width * p.d_conv + 2 * hv + v + p.value_width * d
+    q = min(p.chunk, seq_len(ins[0], ctx))
+    flops = 2 * d * proj + 2 * p.conv_width * p.d_conv + 8 * hv * k * v + 2 * q * hv * (k + v) \
+        + 2 * p.value_width * d
+    return Cost(params, flops, (d + proj + p.conv_width + 2 * p.value_width) * ctx.dtype_bytes)
+
+
+def _state(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """conv [2·H·K + Hv·V, d_conv] (the last d_conv inputs of the convolution) and the memory
+    recurrent [Hv, K, V], fp32: Qwen3-Next's `conv_state` and `recurrent_state`."""
+    return (StateTensor("conv", (p.conv_width, p.d_conv)),
+            StateTensor("recurrent", (p.value_heads, p.head_dim, p.value_dim)))
+
+
+register(OpDef("gated_deltanet", GatedDeltaNetParams, _shape, _cost,
+               "Gated DeltaNet: gated delta rule memory, short convs, output gate; chunked WY form and "
+               "recurrent step.", "linear", default_name="mixer", role="mixer", causal=mixes_causally,
+               state=_state, residual_weights=("out_proj.weight",)))

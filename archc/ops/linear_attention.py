@@ -1,0 +1,78 @@
+"""Kernelized linear attention (Katharopoulos et al.) and Performer's FAVOR+ (Choromanski et
+al.): φ(q)(φ(k)ᵀv), linear in T, with a recurrent step when causal."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.attention import AttentionBase, act_bytes, check_common, plain_shape, projections
+from archc.ops.registry import OpDef, register, width_of
+
+
+class LinearAttentionParams(AttentionBase):
+    feature_map: Literal["elu", "relu"] = Field("elu", description="φ with φ(q)·φ(k) ≥ 0 (elu+1 as Katharopoulos et al.)")
+    causal: bool = True
+
+
+def _linear_cost(p: LinearAttentionParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """q, k, v, o; per token the state update S += φ(k)ᵀv and read φ(q)S cost 4·H·hd² FLOPs.
+    State: S [H, hd, hd] and the normalizer z [H, hd], constant in T."""
+    d = width_of(ins)
+    hd = check_common(p, d)
+    params, flops = projections(p, d, d, hd, p.heads)
+    return Cost(params, flops + 4 * p.heads * hd * hd, act_bytes(d, p.heads, hd, p.heads, ctx))
+
+
+def _kernel_state(features: int, p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """S [H, m, head_dim] and the normalizer z [H, m] in fp32 (m = the feature map's width);
+    none when bidirectional."""
+    if not p.causal:
+        return ()
+    return (StateTensor("kv", (p.heads, features, p.head_dim_for(width_of(ins)))),
+            StateTensor("normalizer", (p.heads, features)))
+
+
+def _linear_state(p: LinearAttentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    return _kernel_state(p.head_dim_for(width_of(ins)), p, ins)
+
+
+def _by_flag(p: Any, ins: list[TensorType]) -> bool | None:
+    return p.causal
+
+
+register(OpDef("linear_attention", LinearAttentionParams, plain_shape, _linear_cost,
+               "Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.",
+               "attention", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
+               residual_weights=("o_proj.weight",)))
+
+
+class PerformerParams(AttentionBase):
+    features: PositiveInt = Field(256, description="random features m of FAVOR+")
+    causal: bool = True
+
+
+def _performer_cost(p: PerformerParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """q, k, v, o (the random projection is a buffer, not a parameter; Choromanski et al.). Per
+    token: features for q and k (2·2·hd·m·H) and the linear-attention product (4·H·m·hd).
+    State: S [H, m, hd] and z [H, m], kept in fp32."""
+    d = width_of(ins)
+    hd = check_common(p, d)
+    params, flops = projections(p, d, d, hd, p.heads)
+    m = p.features
+    return Cost(params, flops + 4 * hd * m * p.heads + 4 * p.heads * m * hd,
+                act_bytes(d, p.heads, hd, p.heads, ctx) + 2 * p.heads * m * ctx.dtype_bytes)
+
+
+def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    return _kernel_state(p.features, p, ins)
+
+
+register(OpDef("performer_attention", PerformerParams, plain_shape, _performer_cost,
+               "Performer FAVOR+: positive orthogonal random features approximating softmax attention.",
+               "attention", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
+               residual_weights=("o_proj.weight",)))
+

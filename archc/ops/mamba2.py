@@ -1,0 +1,78 @@
+"""Mamba-2 (SSD, Dao & Gu 2024), counted as transformers' `Mamba2Mixer`."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    divides,
+    mixes_causally,
+    register,
+    seq_len,
+    width_of,
+)
+
+
+class Mamba2Params(Params):
+    d_state: PositiveInt = Field(128, description="state size N per head")
+    expand: PositiveInt = Field(2, description="inner width E = expand·d")
+    d_conv: PositiveInt = 4
+    head_dim: PositiveInt = Field(64, description="P; heads = E / P")
+    groups: PositiveInt = Field(1, description="groups sharing B and C (like GQA for SSMs)")
+    chunk: PositiveInt = Field(256, description="chunk length of the SSD algorithm")
+    conv_bias: bool = True
+    bias: bool = False
+
+    def inner(self, d: int) -> int:
+        """E = expand·d."""
+        return self.expand * d
+
+    def heads_for(self, d: int) -> int:
+        """H = E / P."""
+        return self.inner(d) // self.head_dim
+
+    def conv_width(self, d: int) -> int:
+        """Channels through the convolution: x, B and C, E + 2·G·N."""
+        return self.inner(d) + 2 * self.groups * self.d_state
+
+
+def _mamba2_shape(p: Mamba2Params, ins: list[TensorType]) -> TensorType:
+    d = width_of(ins)
+    divides(p.head_dim, p.expand * d, "head_dim", "the inner width expand·d", arg="head_dim")
+    divides(p.groups, p.expand * d // p.head_dim, "groups", "the number of heads", arg="groups")
+    return ins[0]
+
+
+def _mamba2_cost(p: Mamba2Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """in_proj d→2E+2GN+H, conv1d over E+2GN channels, dt_bias H, A_log H, D H, gated RMSNorm E,
+    out_proj E→d (Dao & Gu; transformers' Mamba2Mixer). SSD FLOPs per token: state in/out
+    4·E·N plus the intra-chunk quadratic part 2·Q·(G·N + E) with Q = min(chunk, T).
+    State: conv [E+2GN, d_conv] and ssm [H, P, N]."""
+    d = width_of(ins)
+    e, n, g = p.inner(d), p.d_state, p.groups
+    h = p.heads_for(d)
+    conv_dim = p.conv_width(d)
+    b = 1 if p.bias else 0
+    proj = 2 * e + 2 * g * n + h
+    params = d * proj + b * proj + conv_dim * p.d_conv + (conv_dim if p.conv_bias else 0) + 3 * h + e \
+        + e * d + b * d
+    q = min(p.chunk, seq_len(ins[0], ctx))
+    flops = 2 * d * proj + 2 * conv_dim * p.d_conv + 4 * e * n + 2 * q * (g * n + e) + 2 * e * d
+    return Cost(params, flops, (d + proj + conv_dim + 2 * e) * ctx.dtype_bytes)
+
+
+def _mamba2_state(p: Mamba2Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """conv [E + 2GN, d_conv] and ssm [H, P, N], fp32."""
+    d = width_of(ins)
+    return (StateTensor("conv", (p.conv_width(d), p.d_conv)),
+            StateTensor("ssm", (p.heads_for(d), p.head_dim, p.d_state)))
+
+
+register(OpDef("mamba2", Mamba2Params, _mamba2_shape, _mamba2_cost,
+               "Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.",
+               "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
+               residual_weights=("out_proj.weight",)))

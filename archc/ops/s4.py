@@ -1,0 +1,78 @@
+"""S4 / S4D structured state spaces (Gu et al.): HiPPO-LegS init, DPLR or diagonal A."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+
+from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.types import TensorType
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    ShapeError,
+    register,
+    seq_len,
+    width_of,
+)
+
+
+class S4Params(Params):
+    d_state: PositiveInt = Field(64, description="state size N per channel (N/2 complex modes)")
+    mode: Literal["dplr", "diag"] = Field("diag", description="diag = S4D; dplr = S4's diagonal plus low rank")
+    rank: PositiveInt = Field(1, description="rank of the low-rank term P (dplr only)")
+    discretization: Literal["zoh", "bilinear"] = Field("zoh", description="zoh: diag only; dplr needs bilinear")
+    bidirectional: bool = Field(False, description="a second kernel runs right-to-left; outputs are summed")
+    dt_min: float = Field(0.001, gt=0)
+    dt_max: float = Field(0.1, gt=0)
+
+
+def _s4_shape(p: S4Params, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    if p.d_state % 2:
+        raise ShapeError(f"d_state must be even (N/2 complex modes), got {p.d_state}", arg="d_state",
+                         code="ARC0303")
+    if p.dt_min >= p.dt_max:
+        raise ShapeError("dt_min must be below dt_max", arg="dt_min", code="ARC0305")
+    if p.mode == "dplr" and p.discretization == "zoh":
+        raise ShapeError("S4's DPLR kernel (the Cauchy kernel with the Woodbury identity) needs the bilinear "
+                         "discretization: exp(Δ(Λ − PP*)) has no diagonal-plus-low-rank form",
+                         'write discretization="bilinear", or mode="diag" (S4D) for zero-order hold',
+                         arg="discretization", code="ARC0305")
+    return ins[0]
+
+
+def _s4_cost(p: S4Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """Per channel H=d with N/2 complex modes stored as real pairs: A (log_A_real, A_imag) H·N, B H·N,
+    C c·H·N (c = 2 if bidirectional), P rank·H·N (dplr), log_dt H, D H, then the output
+    GLU(Linear(d, 2d)) 2d² + 2d. FLOPs: the output linear, the kernel and the FFT convolution (≈ 3
+    FFTs of 2T points, 15·log2(2T) per channel). Kernel per channel and position: diag, a
+    Vandermonde product, 8·c·N; dplr, Cauchy sums at T/2 + 1 frequencies over the full N modes,
+    4·N·(c + r)(1 + r), plus C̃ = C(I − Ā^T) by binary powering, 4·N³·log2(T) / T.
+    State (recurrent mode): the complex state [d, N/2] as N reals per channel."""
+    d = width_of(ins)
+    n, c = p.d_state, 2 if p.bidirectional else 1
+    params = d * n * (2 + c) + (p.rank * d * n if p.mode == "dplr" else 0) + 2 * d + 2 * d * d + 2 * d
+    t = seq_len(ins[0], ctx)
+    if p.mode == "dplr":
+        kernel = 4 * n * (c + p.rank) * (1 + p.rank) + 4 * n ** 3 * math.log2(max(t, 2)) / t
+    else:
+        kernel = 8 * c * n
+    flops = 2 * d * 2 * d + kernel * d + 15 * c * d * math.log2(2 * t)
+    return Cost(params, flops, (3 * d + 2 * d) * ctx.dtype_bytes)
+
+
+def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    """The complex state [d, N/2] as N reals per channel (fp32); none when bidirectional."""
+    return () if p.bidirectional else (StateTensor("ssm", (width_of(ins), p.d_state)),)
+
+
+def _unless_bidirectional(p: S4Params, ins: list[TensorType]) -> bool | None:
+    return not p.bidirectional
+
+
+register(OpDef("s4", S4Params, _s4_shape, _s4_cost,
+               "S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.", "ssm",
+               default_name="mixer", role="mixer", causal=_unless_bidirectional, state=_s4_state))

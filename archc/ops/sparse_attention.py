@@ -1,0 +1,94 @@
+"""Sparse and low-rank attention: Longformer's sliding window with global tokens, BigBird's
+block-sparse pattern, Linformer's sequence projections. All bidirectional."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
+
+from archc.ir.cost import Cost, CostCtx
+from archc.ir.types import TensorType
+from archc.ops.attention import AttentionBase, act_bytes, check_common, plain_shape, projections
+from archc.ops.registry import OpDef, mixes_both_ways, register, seq_len, width_of
+
+
+class LongformerParams(AttentionBase):
+    window: PositiveInt = Field(description="local window: each token attends window/2 keys on each side")
+    global_tokens: list[NonNegativeInt] = Field([0], description="positions with global attention (e.g. [CLS])")
+    dilation: PositiveInt = Field(1, description="gap between attended keys in the local window")
+    bias: bool = True
+
+    @model_validator(mode="after")
+    def _even_window(self) -> LongformerParams:
+        if self.window % 2:
+            raise ValueError("window must be even (window/2 keys on each side)")
+        return self
+
+
+def _sparse_cost(p: Any, ins: list[TensorType], t_eff: float, extra_params: int = 0,
+                 ctx: CostCtx | None = None, extra_proj: int = 0) -> Cost:
+    assert ctx is not None
+    d = width_of(ins)
+    hd = check_common(p, d)
+    params, flops = projections(p, d, d, hd, p.heads)
+    params += extra_params + extra_proj * (d * p.heads * hd + p.heads * hd)
+    flops += extra_proj * 2 * d * p.heads * hd + 4 * t_eff * p.heads * hd
+    return Cost(params, flops, act_bytes(d, p.heads, hd, p.heads, ctx))
+
+
+def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """q, k, v, o plus separate global q, k, v projections (Beltagy et al.; transformers'
+    LongformerSelfAttention). T_eff ≈ window + 1 + 2·globals (globals attend to, and are attended
+    by, every token)."""
+    t = seq_len(ins[0], ctx)
+    g = len(p.global_tokens)
+    return _sparse_cost(p, ins, min(t, p.window + 1) + 2 * g, ctx=ctx, extra_proj=3)
+
+
+register(OpDef("longformer_attention", LongformerParams, plain_shape, _longformer_cost,
+               "Longformer attention: sliding window (optionally dilated) plus global tokens.",
+               "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               residual_weights=("o_proj.weight",)))
+
+
+class BigBirdParams(AttentionBase):
+    block: PositiveInt = Field(64, description="block size of the block-sparse pattern")
+    window_blocks: PositiveInt = Field(3, description="blocks in the sliding window (odd: centred)")
+    global_blocks: NonNegativeInt = Field(2, description="first/last blocks attending everywhere")
+    random_blocks: NonNegativeInt = Field(3, description="random key blocks per query block")
+    bias: bool = True
+
+
+def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """q, k, v, o (Zaheer et al.). T_eff = block·(window + global + random blocks), capped at T."""
+    t = seq_len(ins[0], ctx)
+    return _sparse_cost(p, ins, min(t, p.block * (p.window_blocks + p.global_blocks + p.random_blocks)), ctx=ctx)
+
+
+register(OpDef("bigbird_attention", BigBirdParams, plain_shape, _bigbird_cost,
+               "BigBird block-sparse attention: window + global + random blocks.", "attention",
+               default_name="attn", role="mixer", causal=mixes_both_ways, residual_weights=("o_proj.weight",)))
+
+
+class LinformerParams(AttentionBase):
+    k: PositiveInt = Field(256, description="projected sequence length of keys and values")
+    max_len: PositiveInt = Field(description="longest input: E, F are [max_len, k] projections")
+    bias: bool = True
+
+
+def _linformer_cost(p: LinformerParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """q, k, v, o plus the sequence projections E and F, max_len·k each (Wang et al.);
+    T_eff = k (every query attends the k projected keys)."""
+    d = width_of(ins)
+    hd = check_common(p, d)
+    c = _sparse_cost(p, ins, p.k, extra_params=2 * p.max_len * p.k, ctx=ctx)
+    # projecting keys and values along the sequence: 2·k multiply-adds per token per channel
+    return c + Cost(flops=2 * 2 * p.k * p.heads * hd)
+
+
+register(OpDef("linformer_attention", LinformerParams, plain_shape, _linformer_cost,
+               "Linformer: keys and values projected along the sequence to k rows (linear in T).",
+               "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               residual_weights=("o_proj.weight",)))
+
