@@ -6,30 +6,117 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from archc.ops.registry import OpDef
 
 
-def op_reference(op: OpDef) -> str:
-    lines = [f"### `{op.name}`", "", op.summary, ""]
-    inputs = ", ".join([*op.inputs, *(f"{i}?" for i in op.optional_inputs)])
+def value_text(v: Any) -> str:
+    """A value as a user writes it in a spec: `true`, `none`, `"elu"`, `[0]`, `rope(theta=10000.0)`."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(value_text(x) for x in v) + "]"
+    if isinstance(v, dict) and "op" in v:
+        inner = ", ".join(f"{k}={value_text(x)}" for k, x in v.get("params", {}).items())
+        return f"{v['op']}({inner})"
+    return str(v)
+
+
+_BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
+
+
+def _bounds(metadata: list[Any]) -> str:
+    parts = []
+    for m in metadata:
+        for attr, sym in _BOUNDS:
+            if getattr(m, attr, None) is not None:
+                parts.append(f"{sym} {value_text(getattr(m, attr))}")
+    return " and ".join(parts)
+
+
+def type_text(annotation: Any, metadata: list[Any] | None = None, components: tuple[str, ...] = ()) -> str:
+    """A parameter's type in the language's terms: `int > 0`, `number ≥ 0`, `true/false`,
+    `"elu" | "relu"`, `list of int ≥ 0`, `a position op, e.g. rope(...)` (`, optional` when none
+    is allowed)."""
+    metadata = list(metadata or [])
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return type_text(args[0], [*metadata, *args[1:]], components)
+    if origin in (Union, UnionType):
+        real = [a for a in args if a is not type(None)]
+        text = " | ".join(type_text(a, metadata, components) for a in real)
+        return f"{text}, optional" if len(real) < len(args) else text
+    if origin is Literal:
+        return " | ".join(value_text(a) for a in args)
+    if origin in (list, tuple):
+        return f"list of {type_text(args[0], [], components)}" if args else "list"
+    if origin is dict or annotation is dict:
+        kinds = " or ".join(components) or "an"
+        return f"{kinds} op, e.g. {_EXAMPLE.get(components[0] if components else '', 'op(...)')}"
+    names = {bool: "true/false", int: "int", float: "number", str: "string"}
+    base = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    bounds = _bounds(metadata)
+    return f"{base} {bounds}" if bounds else base
+
+
+_EXAMPLE = {"position": "rope(theta=10000)", "ffn": "swiglu(hidden=512)"}
+
+
+def _rows(op: OpDef) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for name, f in op.params.model_fields.items():
+        typ = type_text(f.annotation, f.metadata, op.components.get(name, ()))
+        default = "required" if f.is_required() else value_text(f.default)
+        rows.append((name, typ, default, f.description or ""))
+    return rows
+
+
+def _inputs(op: OpDef) -> str:
+    inputs = ", ".join([*op.inputs, *(f"{i} (optional)" for i in op.optional_inputs)])
     if op.takes_block:
         inputs += ", block=<block>"
-    lines.append(f"*category* {op.category} · *kind* {op.kind} · *tensor inputs* `{inputs or '-'}`")
+    return inputs or "-"
+
+
+def op_reference(op: OpDef) -> str:
+    """One op's entry of docs/ops.md (markdown)."""
+    lines = [f"### `{op.name}`", "", op.summary, ""]
+    lines.append(f"*category* {op.category} · *role* {op.role} · *tensor inputs* `{_inputs(op)}`")
     lines.append("")
-    fields = op.params.model_fields
-    if fields:
+    rows = _rows(op)
+    if rows:
         lines += ["| parameter | type | default | meaning |", "| --- | --- | --- | --- |"]
-        for name, f in fields.items():
-            default = "required" if f.is_required() else f"`{f.default!r}`".replace("None", "none")
-            ann = str(f.annotation).replace("typing.", "").replace("NoneType", "None")
-            if hasattr(f.annotation, "__name__") and "[" not in ann:
-                ann = f.annotation.__name__  # type: ignore[union-attr]
-            lines.append(f"| `{name}` | `{ann}` | {default} | {f.description or ''} |")
+        lines += [f"| `{n}` | {t} | {'required' if d == 'required' else f'`{d}`'} | {m} |" for n, t, d, m in rows]
         lines.append("")
     doc = (op.cost.__doc__ or "").strip()
     if doc:
         lines += ["**Cost.** " + " ".join(doc.split()), ""]
+    return "\n".join(lines)
+
+
+def op_text(op: OpDef) -> str:
+    """One op for the terminal (`archc ops NAME`): values as a spec writes them, so they can be
+    pasted into one."""
+    lines = [f"{op.name}: {op.summary}", f"  tensor inputs: {_inputs(op)}"]
+    rows = _rows(op)
+    if rows:
+        w_name, w_type = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+        lines.append("  parameters:")
+        for n, t, d, m in rows:
+            default = "required" if d == "required" else f"default {d}"
+            lines.append(f"    {n:<{w_name}}  {t:<{w_type}}  {default}" + (f" — {m}" if m else ""))
+    doc = (op.cost.__doc__ or "").strip()
+    if doc:
+        lines.append("  cost: " + " ".join(doc.split()))
+    example = ", ".join(f"{n}=..." for n, _, d, _ in rows if d == "required")
+    if op.kind == "layer":
+        lines.append(f"  e.g.  {op.name}({', '.join(op.inputs)}{', ' + example if example else ''})")
     return "\n".join(lines)
 
 

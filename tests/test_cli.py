@@ -104,7 +104,9 @@ def test_explain_and_ops():
     assert p.returncode == 0 and "kv_heads must divide heads" in p.stdout
     assert run("explain", "ARC1234").returncode == 2
     assert "mamba" in run("ops").stdout
-    assert "`d_state`" in run("ops", "mamba").stdout
+    text = run("ops", "mamba").stdout
+    assert "d_state    int > 0            default 16" in text and "e.g.  mamba(x)" in text
+    assert "`d_state`" in run("ops", "mamba", "--markdown").stdout
 
 
 def test_internal_errors_are_reported_not_raised(monkeypatch, capsys):

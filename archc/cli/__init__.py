@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     o = sub.add_parser("ops", help="list the op catalog, or show one op's schema")
     o.add_argument("name", nargs="?", help="an op name (e.g. attention); omit to list every op")
+    o.add_argument("--markdown", action="store_true", help="the entry as in docs/ops.md")
     o.set_defaults(fn=frontend.cmd_ops)
 
     model_commands.add_parsers(sub)

@@ -161,7 +161,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_ops(args: argparse.Namespace) -> int:
-    from archc.docs_gen import op_reference
+    from archc.docs_gen import op_reference, op_text
     from archc.ops import REGISTRY
 
     if args.name:
@@ -170,7 +170,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
 
             print(f"archc ops: no op {args.name!r}. {did_you_mean(args.name, list(REGISTRY)) or ''}", file=sys.stderr)
             return EXIT_USAGE
-        print(op_reference(REGISTRY[args.name]))
+        print(op_reference(REGISTRY[args.name]) if args.markdown else op_text(REGISTRY[args.name]))
         return EXIT_OK
     for name, op in sorted(REGISTRY.items(), key=lambda kv: (kv[1].category, kv[0])):
         print(f"{op.category:<10} {name:<22} {op.summary}")

@@ -112,7 +112,7 @@ def _attention_shape(p: AttentionParams, ins: list[TensorType]) -> TensorType:
 
 
 def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """Projections as in `_projections`; T_eff = T (bidirectional), (T+1)/2 (causal), the window's
+    """q, k, v, o projections (Vaswani et al.); T_eff = T (bidirectional), (T+1)/2 (causal), the window's
     average for sliding windows, the memory length for cross-attention. State: the KV cache,
     keys and values [kv_heads, min(T, window), head_dim] (a ring buffer for a window)."""
     d = width_of(ins)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from archc.backends.torch.module import Init, OpModule
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import OpModule
 
 
 class BodyOp(OpModule):

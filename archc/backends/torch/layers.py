@@ -10,10 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import (
-    Context,
-    Init,
-)
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
 
 
 def causal_depthwise_conv(x: Tensor, conv: nn.Conv1d, prev: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import BuildCtx, modules
 from archc.ir.graph import Graph, Node
 from archc.ir.types import TensorType

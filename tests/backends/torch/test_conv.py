@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from archc.backends.torch import build
-from archc.backends.torch.module import Context
+from archc.backends.torch.context import Context
 from tests.conftest import assert_step_matches_forward
 
 

@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 import archc
 from archc.backends.torch import build
+from archc.backends.torch.context import Context
 from archc.backends.torch.kernels.gated_delta_rule import (
     chunk_gated_delta_rule,
     gated_delta_rule_step,
     naive_gated_delta_rule,
 )
-from archc.backends.torch.module import Context
 from tests.conftest import assert_step_matches_forward, copy_weights
 
 qwen3_next = pytest.importorskip("transformers.models.qwen3_next.modeling_qwen3_next")

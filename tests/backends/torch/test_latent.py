@@ -8,7 +8,7 @@ import torch
 
 import archc
 from archc.backends.torch import build
-from archc.backends.torch.module import Context
+from archc.backends.torch.context import Context
 from archc.ir.cost import CostCtx
 from archc.passes.estimate_cost import estimate_cost
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import archc
 from archc.backends.torch import build
-from archc.backends.torch.module import Context, Init
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
 from archc.backends.torch.ops.linear_attention import causal_linear_attention, orthogonal_gaussian
 from tests.conftest import assert_step_matches_forward
 

@@ -9,7 +9,7 @@ from torch.export import Dim
 
 import archc
 from archc.backends.torch import build
-from archc.backends.torch.module import Context
+from archc.backends.torch.context import Context
 from tests.conftest import (
     assert_exported_step_matches_forward,
     assert_step_matches_forward,

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import archc
 from archc.backends.torch import build
-from archc.backends.torch.module import Context
+from archc.backends.torch.context import Context
 from tests.conftest import assert_step_matches_forward
 
 SPEC = """

@@ -13,8 +13,8 @@ from torch.export import Dim
 
 import archc
 from archc.backends.torch import build
+from archc.backends.torch.context import Context
 from archc.backends.torch.kernels.wkv6 import naive_wkv6, wkv6
-from archc.backends.torch.module import Context
 from tests.conftest import assert_step_matches_forward
 
 os.environ.setdefault("RWKV_JIT_ON", "0")  # read at import: plain functions, no TorchScript

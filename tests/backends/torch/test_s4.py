@@ -13,7 +13,7 @@ from torch.export import Dim
 
 import archc
 from archc.backends.torch import build
-from archc.backends.torch.module import Context
+from archc.backends.torch.context import Context
 from archc.backends.torch.ops.s4 import hippo_legs_diagonal, vandermonde, vandermonde_t
 from tests.conftest import (
     assert_exported_step_matches_forward,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import archc
 from archc.backends.torch import build
-from archc.backends.torch.module import Context
+from archc.backends.torch.context import Context
 from archc.backends.torch.ops.sparse_attention import bigbird_layout
 
 ENCODER = """

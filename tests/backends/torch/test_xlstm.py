@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 import archc
 from archc.backends.torch import build
+from archc.backends.torch.context import Context
 from archc.backends.torch.kernels.common import NEG
 from archc.backends.torch.kernels.mlstm import mlstm_scan, mlstm_step
-from archc.backends.torch.module import Context
 from tests.conftest import assert_step_matches_forward, copy_weights
 
 xlstm = pytest.importorskip("xlstm")

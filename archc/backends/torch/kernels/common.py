@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from archc.backends.torch.module import tracing
+from archc.backends.torch.context import tracing
 
 #: Positions per chunk of the scans under tracing (and of `chunked_decay_attention`'s callers that
 #: pass none): short enough that the unrolled chunk keeps exported graphs small. In eager mode

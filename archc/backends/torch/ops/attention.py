@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
-from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.ops.positions import (
     RelativeBias,
     alibi_bias,

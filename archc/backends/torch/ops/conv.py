@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, OpModule, State
+from archc.backends.torch.context import Context
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 
 

@@ -7,7 +7,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, OpModule
+from archc.backends.torch.context import Context
+from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
 ACTIVATIONS = {

@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
-from archc.backends.torch.module import Context, Init, State
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import State
 from archc.backends.torch.ops.attention import AttentionCore
 from archc.backends.torch.registry import implements
 

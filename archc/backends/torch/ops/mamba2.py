@@ -7,15 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.ssd import chunked_decay_attention
 from archc.backends.torch.layers import causal_depthwise_conv, init_conv, init_dt_bias, mask_padding
-from archc.backends.torch.module import (
-    Context,
-    Init,
-    OpModule,
-    State,
-    segmented_forward,
-)
+from archc.backends.torch.loops import segmented_forward
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 
 

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.body import BodyOp
-from archc.backends.torch.module import Context, Init, OpModule, State
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 from archc.ops.registry import is_causal
 

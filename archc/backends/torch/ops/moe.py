@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from archc.backends.torch.module import Context, Init, OpModule, tracing
+from archc.backends.torch.context import Context, tracing
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
 

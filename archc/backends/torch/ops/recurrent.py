@@ -18,7 +18,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from archc.backends.torch.module import Context, Init, OpModule, State, exported_time_loop, tracing
+from archc.backends.torch.context import Context, tracing
+from archc.backends.torch.init import Init
+from archc.backends.torch.loops import exported_time_loop
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 
 

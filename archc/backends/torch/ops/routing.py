@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.body import BodyOp
-from archc.backends.torch.module import Context, Init, State, tracing
+from archc.backends.torch.context import Context, tracing
+from archc.backends.torch.init import Init
+from archc.backends.torch.module import State
 from archc.backends.torch.registry import implements
 
 

@@ -15,10 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.common import NEG, wide
 from archc.backends.torch.kernels.wkv4 import wkv4, wkv4_step
 from archc.backends.torch.kernels.wkv6 import wkv6, wkv6_step
-from archc.backends.torch.module import Context, Init, OpModule, State, segmented_forward
+from archc.backends.torch.loops import segmented_forward
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import BuildCtx, implements
 
 

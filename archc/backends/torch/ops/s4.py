@@ -10,15 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import num_blocks
+from archc.backends.torch.context import Context, tracing
+from archc.backends.torch.init import Init
 from archc.backends.torch.layers import mask_padding
-from archc.backends.torch.module import (
-    Context,
-    Init,
-    OpModule,
-    State,
-    exported_time_loop,
-    tracing,
-)
+from archc.backends.torch.loops import exported_time_loop
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import BuildCtx, implements
 
 #: Block length of the two-level Vandermonde products (memory O(H·N·(block + L/block))).

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import from_blocks, num_blocks, to_blocks
-from archc.backends.torch.module import Context, Init
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
 from archc.backends.torch.ops.attention import AttentionCore, local_attention
 from archc.backends.torch.registry import implements
 

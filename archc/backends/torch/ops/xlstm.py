@@ -23,10 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.common import NEG, wide
 from archc.backends.torch.kernels.mlstm import mlstm_scan, mlstm_step
 from archc.backends.torch.layers import causal_depthwise_conv, init_conv, mask_padding
-from archc.backends.torch.module import Context, Init, OpModule, State, exported_time_loop, segmented_forward
+from archc.backends.torch.loops import exported_time_loop, segmented_forward
+from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 
 #: The key of `Init.layer_index` shared by both cells: the block's depth among the xLSTM blocks.

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
-from archc.backends.torch.module import exported_time_loop
+from archc.backends.torch.loops import exported_time_loop
 
 #: Tokens per chunk: the chunk's C×C matrices stay small, and the inverse's product has 6 terms.
 CHUNK = 64

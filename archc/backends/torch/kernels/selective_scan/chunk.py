@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
+from archc.backends.torch.context import tracing
 from archc.backends.torch.kernels.common import CHUNK, linear_scan, shift, wide
-from archc.backends.torch.module import tracing
 
 
 def selective_chunk(t: int) -> int:

@@ -1,4 +1,4 @@
-"""module.py's `segmented_forward` (its `exported_time_loop` is exercised by the LSTM/GRU, sLSTM
+"""loops.py's `segmented_forward` (its `exported_time_loop` is exercised by the LSTM/GRU, sLSTM
 and S4 DPLR export tests): long eager-inference forwards of the recurrent mixers run as consecutive
 `step`s of SEGMENT tokens; the result must be the whole-sequence forward's (which runs whenever
 autograd is on), padding masks included."""
@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import archc
-from archc.backends.torch import build, module
+from archc.backends.torch import build, loops
 
 MIXERS = ["mamba(x, d_state=8)", "mamba2(x, d_state=8, head_dim=16, chunk=8)", "retention(x, heads=2, chunk=8)",
           "rwkv_time_mix(x, version=4)", "rwkv_time_mix(x, version=6, head_size=16, mix_rank=4, decay_rank=8)",
-          "mlstm(x, heads=2)"]
+          "mlstm(x, heads=2)", "gated_deltanet(x, heads=2, head_dim=8, chunk=8)"]
 
 
 @pytest.mark.parametrize("mixer", MIXERS, ids=lambda m: m.split("(")[0] + ("6" if "version=6" in m else ""))
@@ -25,7 +25,7 @@ model t(tokens) {{
   return lm_head(layernorm(x))
 }}"""
     model = build(archc.loads(spec, "t.arch").graph, seed=0).eval()
-    monkeypatch.setattr(module, "SEGMENT", 8)
+    monkeypatch.setattr(loops, "SEGMENT", 8)
     (mod,) = (m for m in model.modules() if getattr(m, "op", "") == mixer.split("(")[0])
     calls = []
     step = mod.step

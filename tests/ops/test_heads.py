@@ -1,0 +1,23 @@
+"""Heads: the loss each implies, the tie rule of lm_head."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.ops.contract import check_contract, ops_of, params, record
+
+FAMILY = "heads"
+
+
+@pytest.mark.parametrize("name", ops_of(FAMILY))
+def test_contract(name):
+    check_contract(name)
+
+
+def test_losses_and_ties():
+    assert record("lm_head").loss(params("lm_head", vocab=10)) == "lm"
+    assert record("cls_head").loss(params("cls_head", classes=1)) == "regression"
+    assert record("cls_head").loss(params("cls_head", classes=3)) == "classification"
+    assert record("token_cls_head").loss(params("token_cls_head", classes=3)) == "token_classification"
+    assert record("lm_head").ties(params("lm_head", tied=True)) == {"weight": ("embed", "weight")}
+    assert record("lm_head").ties(params("lm_head", vocab=10)) == {}
