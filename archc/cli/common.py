@@ -40,3 +40,14 @@ def add_limit_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--max-nodes", type=int, default=200_000, help="refuse specs lowering to more nodes (200000)")
     sp.add_argument("--max-layers", type=int, default=100_000,
                     help="refuse a repeat/pattern of more layers (100000)")
+
+
+def load_or_report(path: str, args: argparse.Namespace, sources: dict[str, str]):
+    """The checked program of a spec, or None after printing its diagnostics (the caller exits 1)."""
+    from archc.errors import ArchError
+
+    try:
+        return load_spec(path, args, sources)
+    except ArchError as e:
+        print_diags(e.diagnostics, sources)
+        return None

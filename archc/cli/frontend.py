@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, load_spec, print_diags
+from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, load_or_report, load_spec, print_diags
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -38,15 +38,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from archc.errors import ArchError
     from archc.ir.cost import CostCtx
     from archc.passes.estimate_cost import estimate_cost
 
     sources: dict[str, str] = {}
-    try:
-        prog = load_spec(args.file, args, sources)
-    except ArchError as e:
-        print_diags(e.diagnostics, sources)
+    prog = load_or_report(args.file, args, sources)
+    if prog is None:
         return EXIT_ERRORS
     if prog.warnings:
         print_diags(prog.warnings, sources)
@@ -108,14 +105,12 @@ def cmd_fmt(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from archc.errors import ArchError, Diagnostic
+    from archc.errors import Diagnostic
     from archc.viz import RenderError, graph_to_dot, render_dot
 
     sources: dict[str, str] = {}
-    try:
-        prog = load_spec(args.file, args, sources)
-    except ArchError as e:
-        print_diags(e.diagnostics, sources)
+    prog = load_or_report(args.file, args, sources)
+    if prog is None:
         return EXIT_ERRORS
     fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "dot")
     fmt = "text" if fmt == "txt" else fmt
@@ -180,7 +175,7 @@ def cmd_ops(args: argparse.Namespace) -> int:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
-    from archc.errors import ArchError, Diagnostic
+    from archc.errors import Diagnostic
     from archc.ir.cost import CostCtx
     from archc.passes.manager import PIPELINES, PassContext, PassError, passes, run
 
@@ -195,10 +190,8 @@ def cmd_passes(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     pipeline = args.pipeline if args.pipeline in PIPELINES else [n.strip() for n in args.pipeline.split(",") if n.strip()]
     sources: dict[str, str] = {}
-    try:
-        prog = load_spec(args.file, args, sources)
-    except ArchError as e:
-        print_diags(e.diagnostics, sources)
+    prog = load_or_report(args.file, args, sources)
+    if prog is None:
         return EXIT_ERRORS
     ctx = PassContext(cost=CostCtx(seq=args.seq, batch=args.batch, dtype=args.dtype))
     try:

@@ -6,7 +6,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, register, width_of
+from archc.ops.registry import OpDef, Params, register, unless_bidirectional, width_of
 
 
 class RNNParams(Params):
@@ -46,13 +46,10 @@ def _rnn_state(cells: tuple[str, ...]):
     return state
 
 
-def _unless_bidirectional(p: RNNParams, ins: list[TensorType]) -> bool | None:
-    return not p.bidirectional
-
 
 register(OpDef("lstm", RNNParams, _rnn_shape, _rnn_cost(4, ("h", "c")),
                "LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.", "recurrent",
-               default_name="lstm", role="mixer", causal=_unless_bidirectional, state=_rnn_state(("h", "c"))))
+               default_name="lstm", role="mixer", causal=unless_bidirectional, state=_rnn_state(("h", "c"))))
 register(OpDef("gru", RNNParams, _rnn_shape, _rnn_cost(3, ("h",)),
                "GRU (Cho et al.), single or bidirectional, stacked.", "recurrent", default_name="gru",
-               role="mixer", causal=_unless_bidirectional, state=_rnn_state(("h",))))
+               role="mixer", causal=unless_bidirectional, state=_rnn_state(("h",))))

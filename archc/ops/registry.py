@@ -75,6 +75,11 @@ def mixes_both_ways(p: Any, ins: list[TensorType]) -> bool | None:
     return False
 
 
+def unless_bidirectional(p: Any, ins: list[TensorType]) -> bool | None:
+    """Causal unless the op's `bidirectional` parameter is set (S4, LSTM, GRU)."""
+    return not p.bidirectional
+
+
 def no_state(p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     return ()
 

@@ -15,6 +15,7 @@ from archc.ops.registry import (
     ShapeError,
     register,
     seq_len,
+    unless_bidirectional,
     width_of,
 )
 
@@ -69,10 +70,7 @@ def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     return () if p.bidirectional else (StateTensor("ssm", (width_of(ins), p.d_state)),)
 
 
-def _unless_bidirectional(p: S4Params, ins: list[TensorType]) -> bool | None:
-    return not p.bidirectional
-
 
 register(OpDef("s4", S4Params, _s4_shape, _s4_cost,
                "S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.", "ssm",
-               default_name="mixer", role="mixer", causal=_unless_bidirectional, state=_s4_state))
+               default_name="mixer", role="mixer", causal=unless_bidirectional, state=_s4_state))

@@ -123,5 +123,7 @@ def report(graph: Graph, ctx: CostCtx) -> CostReport:
 
 
 def estimate_cost(graph: Graph, ctx: CostCtx) -> CostReport:
-    """Run the `summary` pipeline on `graph` and report its costs (what `archc summary` prints)."""
-    return report(run(graph, "summary", PassContext(cost=ctx), verify_each=False).graph, ctx)
+    """Annotate a typed graph (a lowered one, or one a pipeline re-typed) with its costs and report
+    them (what `archc summary` prints). It runs the cost pass alone: re-typing a graph lowering
+    has just typed would only cost `archc summary` time (the `summary` pipeline does both)."""
+    return report(run(graph, ["estimate_cost"], PassContext(cost=ctx), verify_each=False).graph, ctx)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from archc.ir.cost import CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
 from archc.ops import REGISTRY
-from archc.ops.registry import OpDef, ShapeError
+from archc.ops.registry import OpDef, ShapeError, no_loss
 
 X = hidden("batch", "seq", 64)
 
@@ -52,8 +52,10 @@ def check_contract(name: str) -> None:
                        "activation", "misc")
     if op.role == "mixer":
         assert op.kind == "layer"
-    if op.role == "head":
-        assert op.loss is not None
+    if op.role == "head":  # a head says what it trains on; nothing else does
+        assert op.loss is not no_loss, f"{name}: a head needs a loss rule"
+    else:
+        assert op.loss is no_loss, f"{name}: only heads imply a loss"
 
 
 def cost(name: str, ins: list[TensorType] | None = None, seq: int = 128, **kw: Any):

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
-from archc.backends.torch.kernels.common import CHUNK, linear_scan, segsum, shift, wide
+from archc.backends.torch.kernels.common import CHUNK, linear_scan, segsum, shift
 
 
 @torch.compiler.disable
@@ -24,7 +24,9 @@ def chunked_decay_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor, stat
     `linear_scan` combines the chunk states into start states; q exp(cumsum log a) reads them out
     (Dao & Gu 2024, Listing 1, with the cross-chunk step made hierarchical)."""
     t = q.shape[2]
-    q, k, v, log_a = wide(q), wide(k), wide(v), wide(log_a)
+    # one dtype for all (fp32 at least): Mamba-2 passes fp32 decays beside the model's dtype
+    dt = torch.promote_types(torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype), torch.float32)
+    q, k, v, log_a = q.to(dt), k.to(dt), v.to(dt), log_a.to(dt)
     qc, kc, vc = (to_blocks(x, 2, chunk) for x in (q, k, v))  # [B, H, n, C, ·]
     la = to_blocks(log_a, 2, chunk)  # [B, H, n, C]; padding: decay 1 (log 0), k = 0
     cum = la.cumsum(dim=-1)
@@ -32,7 +34,7 @@ def chunked_decay_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tensor, stat
     intra = scores @ vc
     to_end = (cum[..., -1:] - cum).exp()  # decay from each position to its chunk's end
     own = (kc * to_end[..., None]).transpose(-1, -2) @ vc  # [B, H, n, K, V]
-    h0 = None if state is None else wide(state)
+    h0 = None if state is None else state.to(dt)
     # each chunk's start state [B, n, H, K, V]; the last chunk is all padding: its start is final
     starts = linear_scan(shift(cum[..., -1].transpose(1, 2)[..., None, None]), shift(own.transpose(1, 2)), h0)
     y = intra + (qc * cum.exp()[..., None]) @ starts.transpose(1, 2)
