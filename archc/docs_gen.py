@@ -1,6 +1,7 @@
-"""Generated reference documents: docs/ops.md from the op registry, docs/errors.md from the codes.
+"""Generated files: docs/ops.md from the op registry, docs/errors.md from the codes, and the
+registry's catalog of family files (`archc/ops/_catalog.py`, what makes op lookup lazy).
 
-`python -m archc.docs_gen` rewrites both; a test checks that the committed files are current.
+`python -m archc.docs_gen` rewrites all three; a test checks that the committed files are current.
 """
 
 from __future__ import annotations
@@ -153,8 +154,11 @@ def errors_markdown() -> str:
 
 
 def write_all(root: Path) -> None:
+    from archc.ops.registry import catalog_source
+
     (root / "docs" / "ops.md").write_text(ops_markdown())
     (root / "docs" / "errors.md").write_text(errors_markdown())
+    (root / "archc" / "ops" / "_catalog.py").write_text(catalog_source())
 
 
 if __name__ == "__main__":

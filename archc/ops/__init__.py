@@ -1,14 +1,8 @@
-"""The op catalog. Importing this package registers every op: each module in this folder (but
-the registry itself) is a family file and is imported by file name, so adding a family is adding
-a file (the way tinygrad finds its runtimes)."""
-
-import importlib
-import pkgutil
+"""The op catalog. `REGISTRY` maps op names to records; each module in this folder (but the
+registry itself and private ones) is a family file, found by file name, so adding a family is
+adding a file (the way tinygrad finds its runtimes). Family files are imported on first use of
+one of their ops (see `Registry`)."""
 
 from archc.ops.registry import REGISTRY, OpDef
-
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "registry":
-        importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["REGISTRY", "OpDef"]

@@ -6,16 +6,11 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, mixes_causally, register, width_of
+from archc.ops.registry import OpDef, Params, hidden_to_hidden, mixes_causally, register, width_of
 
 
 class GatedConvParams(Params):
     kernel: PositiveInt = Field(4, description="causal kernel width k")
-
-
-def _shape(p: GatedConvParams, ins: list[TensorType]) -> TensorType:
-    width_of(ins)
-    return ins[0]
 
 
 def _cost(p: GatedConvParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
@@ -29,6 +24,6 @@ def _state(p: GatedConvParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
     return (StateTensor("conv", (width_of(ins), p.kernel - 1), "model"),) if p.kernel > 1 else ()
 
 
-register(OpDef("gated_conv", GatedConvParams, _shape, _cost,
+register(OpDef("gated_conv", GatedConvParams, hidden_to_hidden, _cost,
                "Gated convolutional unit: causal conv1d to 2d channels, GLU.", "conv", default_name="conv",
                role="mixer", causal=mixes_causally, state=_state))

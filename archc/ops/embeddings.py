@@ -6,7 +6,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, ShapeError, register, same_shape, width_of
+from archc.ops.registry import OpDef, Params, ShapeError, hidden_to_hidden, register, same_shape, width_of
 
 
 class EmbedParams(Params):
@@ -44,12 +44,7 @@ def _learned_pos_cost(p: LearnedPosParams, ins: list[TensorType], out: TensorTyp
     return Cost(params=(p.max_len + p.offset) * width_of(ins), flops=width_of(ins))
 
 
-def _pos_shape(p: Params, ins: list[TensorType]) -> TensorType:
-    width_of(ins)
-    return ins[0]
-
-
-register(OpDef("learned_pos", LearnedPosParams, _pos_shape, _learned_pos_cost,
+register(OpDef("learned_pos", LearnedPosParams, hidden_to_hidden, _learned_pos_cost,
                "Learned absolute position embeddings added to x (GPT-2, BERT).", "embedding",
                default_name="pos_embed", role="position"))
 

@@ -11,7 +11,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, linear, register, width_of
+from archc.ops.registry import OpDef, Params, hidden_to_hidden, linear, register, width_of
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
 
@@ -25,11 +25,6 @@ class MLPParams(Params):
 class GLUParams(Params):
     hidden: PositiveInt = Field(description="inner width (of each of the gate and up projections)")
     bias: bool = Field(False, description="biases on the three projections")
-
-
-def _ffn_shape(p: Params, ins: list[TensorType]) -> TensorType:
-    width_of(ins)
-    return ins[0]
 
 
 def _mlp_cost(p: MLPParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
@@ -47,13 +42,13 @@ def _glu_cost(p: GLUParams, ins: list[TensorType], out: TensorType, ctx: CostCtx
                 act_bytes=(d + 3 * p.hidden) * ctx.dtype_bytes)
 
 
-register(OpDef("mlp", MLPParams, _ffn_shape, _mlp_cost,
+register(OpDef("mlp", MLPParams, hidden_to_hidden, _mlp_cost,
                "Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).", "ffn",
                default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
-register(OpDef("swiglu", GLUParams, _ffn_shape, _glu_cost,
+register(OpDef("swiglu", GLUParams, hidden_to_hidden, _glu_cost,
                "SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).", "ffn",
                default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
-register(OpDef("geglu", GLUParams, _ffn_shape, _glu_cost,
+register(OpDef("geglu", GLUParams, hidden_to_hidden, _glu_cost,
                "GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).", "ffn",
                default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
 
@@ -88,7 +83,7 @@ def _elementwise_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: Co
     return Cost(flops=width_of(ins), act_bytes=width_of(ins) * ctx.dtype_bytes)
 
 
-register(OpDef("dropout", DropoutParams, _ffn_shape, _elementwise_cost,
+register(OpDef("dropout", DropoutParams, hidden_to_hidden, _elementwise_cost,
                "Dropout (identity at inference).", "misc", default_name="drop", role="misc"))
 
 
@@ -97,5 +92,5 @@ class NoParams(Params):
 
 
 for _act in ("relu", "gelu", "silu", "sigmoid", "tanh"):
-    register(OpDef(_act, NoParams, _ffn_shape, _elementwise_cost, f"Elementwise {_act}.", "misc",
+    register(OpDef(_act, NoParams, hidden_to_hidden, _elementwise_cost, f"Elementwise {_act}.", "misc",
                    role="activation"))

@@ -10,15 +10,17 @@ from pydantic import Field, PositiveInt
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
 from archc.ops.registry import (
+    Expands,
     OpDef,
     Params,
+    hidden_to_hidden,
     mixes_causally,
     register,
     width_of,
 )
 
 
-class MambaParams(Params):
+class MambaParams(Params, Expands):
     d_state: PositiveInt = Field(16, description="SSM state size N")
     expand: PositiveInt = Field(2, description="inner width E = expand·d")
     d_conv: PositiveInt = Field(4, description="causal depthwise convolution width")
@@ -26,18 +28,9 @@ class MambaParams(Params):
     conv_bias: bool = True
     bias: bool = Field(False, description="biases on in_proj and out_proj")
 
-    def inner(self, d: int) -> int:
-        """E = expand·d."""
-        return self.expand * d
-
     def dt_rank_for(self, d: int) -> int:
         """R: `dt_rank`, else ⌈d/16⌉ (mamba_ssm's default)."""
         return self.dt_rank or math.ceil(d / 16)
-
-
-def _ffn_like_shape(p: Params, ins: list[TensorType]) -> TensorType:
-    width_of(ins)
-    return ins[0]
 
 
 def _mamba_cost(p: MambaParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
@@ -61,7 +54,7 @@ def _mamba_state(p: MambaParams, ins: list[TensorType]) -> tuple[StateTensor, ..
     return StateTensor("conv", (e, p.d_conv)), StateTensor("ssm", (e, p.d_state))
 
 
-register(OpDef("mamba", MambaParams, _ffn_like_shape, _mamba_cost,
+register(OpDef("mamba", MambaParams, hidden_to_hidden, _mamba_cost,
                "Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.",
                "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
                residual_weights=("out_proj.weight",)))

@@ -7,6 +7,7 @@ from pydantic import Field, PositiveInt
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
 from archc.ops.registry import (
+    Expands,
     OpDef,
     Params,
     divides,
@@ -17,7 +18,7 @@ from archc.ops.registry import (
 )
 
 
-class Mamba2Params(Params):
+class Mamba2Params(Params, Expands):
     d_state: PositiveInt = Field(128, description="state size N per head")
     expand: PositiveInt = Field(2, description="inner width E = expand·d")
     d_conv: PositiveInt = 4
@@ -26,10 +27,6 @@ class Mamba2Params(Params):
     chunk: PositiveInt = Field(256, description="chunk length of the SSD algorithm")
     conv_bias: bool = True
     bias: bool = False
-
-    def inner(self, d: int) -> int:
-        """E = expand·d."""
-        return self.expand * d
 
     def heads_for(self, d: int) -> int:
         """H = E / P."""
@@ -42,8 +39,8 @@ class Mamba2Params(Params):
 
 def _mamba2_shape(p: Mamba2Params, ins: list[TensorType]) -> TensorType:
     d = width_of(ins)
-    divides(p.head_dim, p.expand * d, "head_dim", "the inner width expand·d", arg="head_dim")
-    divides(p.groups, p.expand * d // p.head_dim, "groups", "the number of heads", arg="groups")
+    divides(p.head_dim, p.inner(d), "head_dim", "the inner width expand·d", arg="head_dim")
+    divides(p.groups, p.heads_for(d), "groups", "the number of heads", arg="groups")
     return ins[0]
 
 

@@ -7,10 +7,20 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, seq_len, width_of
+from archc.ops.registry import (
+    Heads,
+    OpDef,
+    Params,
+    divides,
+    hidden_to_hidden,
+    mixes_causally,
+    register,
+    seq_len,
+    width_of,
+)
 
 
-class CompressiveParams(Params):
+class CompressiveParams(Params, Heads):
     heads: PositiveInt
     mem_len: PositiveInt = Field(512, description="recent activations kept uncompressed")
     cmem_len: PositiveInt = Field(512, description="compressed memory slots")
@@ -46,7 +56,7 @@ def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor,
     `compressive_buffers`) and the inputs of the slot being filled [ratio, d]; model dtype."""
     d = width_of(ins)
     raw, slots = compressive_buffers(p)
-    hd = d // p.heads
+    hd = p.head_dim_for(d)
     return (StateTensor("key", (p.heads, raw, hd), "model"), StateTensor("value", (p.heads, raw, hd), "model"),
             StateTensor("pending", (p.ratio, d), "model"),
             StateTensor("compressed_key", (p.heads, slots, hd), "model"),
@@ -62,11 +72,6 @@ register(OpDef("compressive_memory", CompressiveParams, _cm_shape, _cm_cost,
 class RMTParams(Params):
     memory: PositiveInt = Field(16, description="memory tokens read at the start of each segment and written at its end")
     segment: PositiveInt = Field(512, description="segment length; the body sees segment + 2·memory tokens")
-
-
-def _rmt_shape(p: RMTParams, ins: list[TensorType]) -> TensorType:
-    width_of(ins)
-    return ins[0]
 
 
 def _rmt_cost(p: RMTParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
@@ -89,7 +94,7 @@ def _rmt_body_state(p: RMTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
     return tuple(s.bound(n).renamed(f"body.{s.name}") for s in body)
 
 
-register(OpDef("recurrent_memory", RMTParams, _rmt_shape, _rmt_cost,
+register(OpDef("recurrent_memory", RMTParams, hidden_to_hidden, _rmt_cost,
                "Recurrent memory transformer: segments processed in order, memory tokens carried between them.",
                "memory", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
                state=_rmt_state, body_state=_rmt_body_state))

@@ -14,6 +14,14 @@ class RetentionParams(Params):
     value_factor: PositiveInt = Field(2, description="value / gate width = value_factor·d")
     chunk: PositiveInt = Field(64, description="chunk length of the chunkwise form")
 
+    def value_width(self, d: int) -> int:
+        """The value / gate width, value_factor·d."""
+        return self.value_factor * d
+
+    def head_dims_for(self, d: int) -> tuple[int, int]:
+        """(key, value) width of one head: d/H and value_factor·d/H."""
+        return d // self.heads, self.value_width(d) // self.heads
+
 
 def _shape(p: RetentionParams, ins: list[TensorType]) -> TensorType:
     d = width_of(ins)
@@ -26,8 +34,8 @@ def _cost(p: RetentionParams, ins: list[TensorType], out: TensorType, ctx: CostC
     params = 2d² + 3·vf·d². Per token (recurrent form) 4·H·dk·dv for the state update and read.
     State: S [H, d/H, vf·d/H] in fp32."""
     d = width_of(ins)
-    dv = p.value_factor * d
-    dk_h, dv_h = d // p.heads, dv // p.heads
+    dv = p.value_width(d)
+    dk_h, dv_h = p.head_dims_for(d)
     params = 2 * d * d + 3 * d * dv
     flops = 2 * params + 4 * p.heads * dk_h * dv_h
     return Cost(params, flops, (d + 2 * d + 2 * dv + dv) * ctx.dtype_bytes)
@@ -35,8 +43,7 @@ def _cost(p: RetentionParams, ins: list[TensorType], out: TensorType, ctx: CostC
 
 def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     """S [H, d/H, vf·d/H] in fp32."""
-    d = width_of(ins)
-    return (StateTensor("kv", (p.heads, d // p.heads, p.value_factor * d // p.heads)),)
+    return (StateTensor("kv", (p.heads, *p.head_dims_for(width_of(ins)))),)
 
 
 register(OpDef("retention", RetentionParams, _shape, _cost,

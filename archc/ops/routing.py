@@ -10,18 +10,13 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, ShapeError, register, width_of
+from archc.ops.registry import OpDef, Params, ShapeError, hidden_to_hidden, register, width_of
 
 
 class MoDParams(Params):
     capacity: float = Field(0.125, gt=0.0, le=1.0, description="fraction of tokens routed through the block")
     aux_loss: float = Field(0.01, ge=0.0, description="weight of the router's BCE loss that teaches it to "
                             "predict the top-k choice causally (for decoding)")
-
-
-def _same(p: Params, ins: list[TensorType]) -> TensorType:
-    width_of(ins)
-    return ins[0]
 
 
 def _mod_cost(p: MoDParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
@@ -37,7 +32,7 @@ def _mod_state(p: MoDParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     return (StateTensor("routed", (MAX_LEN,), "bool"),)
 
 
-register(OpDef("mod", MoDParams, _same, _mod_cost,
+register(OpDef("mod", MoDParams, hidden_to_hidden, _mod_cost,
                "Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
                "the rest skip it.", "routing", takes_block=True, default_name="mod", role="wrapper",
                state=_mod_state))
@@ -59,7 +54,7 @@ def _act_cost(p: ACTParams, ins: list[TensorType], out: TensorType, ctx: CostCtx
 def _act_shape(p: ACTParams, ins: list[TensorType]) -> TensorType:
     if p.max_steps > 64:
         raise ShapeError("max_steps above 64", arg="max_steps", code="ARC0305")
-    return _same(p, ins)
+    return hidden_to_hidden(p, ins)
 
 
 def _act_body_state(p: ACTParams, body: tuple[StateTensor, ...]) -> tuple[StateTensor, ...]:

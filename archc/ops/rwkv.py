@@ -12,7 +12,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, width_of
+from archc.ops.registry import OpDef, Params, divides, hidden_to_hidden, mixes_causally, register, width_of
 
 
 class TimeMixParams(Params):
@@ -68,11 +68,6 @@ class ChannelMixParams(Params):
     hidden: PositiveInt = Field(description="inner width of the squared-ReLU key projection")
 
 
-def _cm_shape(p: ChannelMixParams, ins: list[TensorType]) -> TensorType:
-    width_of(ins)
-    return ins[0]
-
-
 def _cm_cost(p: ChannelMixParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
     """time_mix_{k,r} 2d, key d→hidden, receptance d→d, value hidden→d, no biases.
     State: the previous token [d]."""
@@ -86,7 +81,7 @@ def _cm_state(p: ChannelMixParams, ins: list[TensorType]) -> tuple[StateTensor, 
     return (StateTensor("shift", (width_of(ins),)),)
 
 
-register(OpDef("rwkv_channel_mix", ChannelMixParams, _cm_shape, _cm_cost,
+register(OpDef("rwkv_channel_mix", ChannelMixParams, hidden_to_hidden, _cm_cost,
                "RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", "rwkv",
                default_name="feed_forward", role="ffn", causal=mixes_causally, state=_cm_state,
                residual_weights=("value.weight",)))

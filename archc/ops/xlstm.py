@@ -6,10 +6,10 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, width_of
+from archc.ops.registry import Expands, Heads, OpDef, Params, divides, mixes_causally, register, width_of
 
 
-class SLSTMParams(Params):
+class SLSTMParams(Params, Heads):
     heads: PositiveInt = Field(4, description="heads; the recurrent matrices are block-diagonal per head")
     d_conv: int = Field(4, ge=0, description="causal conv before the i/f gates (0: none)")
 
@@ -42,15 +42,19 @@ register(OpDef("slstm", SLSTMParams, _slstm_shape, _slstm_cost,
                "recurrent", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state))
 
 
-class MLSTMParams(Params):
+class MLSTMParams(Params, Expands):
     heads: PositiveInt = Field(4, description="heads of the matrix memory")
     expand: PositiveInt = Field(2, description="inner width E = expand·d (up-projection block)")
     d_conv: PositiveInt = 4
     qkv_block: PositiveInt = Field(4, description="block size of the block-diagonal q/k/v maps")
 
+    def head_dim_for(self, d: int) -> int:
+        """The width of one head of the matrix memory, E/H."""
+        return self.inner(d) // self.heads
+
 
 def _mlstm_shape(p: MLSTMParams, ins: list[TensorType]) -> TensorType:
-    e = p.expand * width_of(ins)
+    e = p.inner(width_of(ins))
     divides(p.heads, e, "heads", "the inner width expand·d", arg="heads")
     divides(p.qkv_block, e, "qkv_block", "the inner width expand·d", arg="qkv_block")
     return ins[0]
@@ -61,8 +65,8 @@ def _mlstm_cost(p: MLSTMParams, ins: list[TensorType], out: TensorType, ctx: Cos
     outnorm E, learnable skip E, down_proj E→d (xlstm's mLSTMLayer). Per token the matrix memory
     costs 4·E·(E/H). State: C [H, E/H, E/H], n [H, E/H], m [H], conv [E, k]."""
     d = width_of(ins)
-    e, h = p.expand * d, p.heads
-    dh = e // h
+    e, h = p.inner(d), p.heads
+    dh = p.head_dim_for(d)
     params = 2 * e * d + e * p.d_conv + e + 3 * e * p.qkv_block + 2 * (3 * e * h + h) + e + e + e * d
     flops = 2 * (2 * e * d + e * d + 3 * e * p.qkv_block + 6 * e * h) + 2 * e * p.d_conv + 4 * e * dh
     return Cost(params, flops, (d + 8 * e) * ctx.dtype_bytes)
@@ -70,8 +74,8 @@ def _mlstm_cost(p: MLSTMParams, ins: list[TensorType], out: TensorType, ctx: Cos
 
 def _mlstm_state(p: MLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     """C [H, E/H, E/H], n [H, E/H], the stabilizer m [H], conv [E, k]; fp32."""
-    e = p.expand * width_of(ins)
-    dh = e // p.heads
+    d = width_of(ins)
+    e, dh = p.inner(d), p.head_dim_for(d)
     return (StateTensor("C", (p.heads, dh, dh)), StateTensor("n", (p.heads, dh)),
             StateTensor("m", (p.heads,), fill=NEG_FILL), StateTensor("conv", (e, p.d_conv)))
 

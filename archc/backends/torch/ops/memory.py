@@ -60,7 +60,7 @@ class CompressiveMemory(OpModule):
         super().__init__(p, in_types, out_type)
         d = in_types[0].width
         self.heads = p.heads
-        self.head_dim = d // p.heads
+        self.head_dim = p.head_dim_for(d)
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, d, bias=False)
         self.v_proj = nn.Linear(d, d, bias=False)

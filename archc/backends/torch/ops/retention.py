@@ -63,8 +63,8 @@ class Retention(OpModule):
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         d = in_types[0].width
-        self.heads, dv = p.heads, p.value_factor * d
-        self.dk, self.dv = d // p.heads, dv // p.heads
+        self.heads, dv = p.heads, p.value_width(d)
+        self.dk, self.dv = p.head_dims_for(d)
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, d, bias=False)
         self.v_proj = nn.Linear(d, dv, bias=False)

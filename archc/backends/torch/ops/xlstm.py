@@ -134,7 +134,7 @@ class SLSTM(OpModule):
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.d = d = in_types[0].width
-        self.h, self.hd = p.heads, d // p.heads
+        self.h, self.hd = p.heads, p.head_dim_for(d)
         self.conv1d = nn.Conv1d(d, d, p.d_conv, groups=d) if p.d_conv else None
         self.igate, self.fgate, self.zgate, self.ogate = (HeadwiseLinear(d, p.heads) for _ in range(4))
         self.recurrent_kernel = nn.Parameter(torch.empty(p.heads, self.hd, 4, self.hd))
@@ -202,8 +202,8 @@ class MLSTM(OpModule):
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.d = d = in_types[0].width
-        self.e = e = p.expand * d
-        self.h, self.hd = p.heads, e // p.heads
+        self.e = e = p.inner(d)
+        self.h, self.hd = p.heads, p.head_dim_for(d)
         self.proj_up = nn.Linear(d, 2 * e, bias=False)
         self.q_proj, self.k_proj, self.v_proj = (HeadwiseLinear(e, e // p.qkv_block) for _ in range(3))
         self.conv1d = nn.Conv1d(e, e, p.d_conv, groups=e)
