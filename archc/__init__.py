@@ -74,6 +74,26 @@ def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None) -> A
     return _build(spec, seed=seed, device=device, dtype=dtype or torch.float32)
 
 
+def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opset: int | None = None,
+                force: bool = False, seed: int = 0) -> Any:
+    """Spec path (or lowered `Graph`) -> an ONNX export folder (`model.onnx`, `archc_export.json`);
+    returns the path of `model.onnx`. Needs the torch and onnx extras. See docs/onnx.md."""
+    from pathlib import Path
+
+    from archc.backends.onnx import DEFAULT_OPSET
+    from archc.backends.onnx.export import export_model
+    from archc.backends.torch import build as _build
+    from archc.backends.torch.checkpoint import load_weights
+
+    model = _build(spec, seed=seed)
+    if weights:
+        load_weights(model, weights)
+    text = Path(spec).read_text() if isinstance(spec, str | Path) else ""
+    report = export_model(model, Path(out), text, model.graph.name, weights or f"random init, seed {seed}",
+                          opset=opset or DEFAULT_OPSET, force=force)
+    return report.folder / "model.onnx"
+
+
 def fmt(text: str, path: str = "<string>") -> str:
     """Canonical formatting of spec text."""
     from archc.dsl.fmt import format_text
@@ -81,4 +101,4 @@ def fmt(text: str, path: str = "<string>") -> str:
     return format_text(text, path)
 
 
-__all__ = ["__version__", "build", "check", "fmt", "load", "loads", "parse", "summary"]
+__all__ = ["__version__", "build", "check", "export_onnx", "fmt", "load", "loads", "parse", "summary"]

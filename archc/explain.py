@@ -181,6 +181,27 @@ before it, a type that its op's shape rule does not give, a missing source span,
 the op's schema. This is a bug in the pass (archc's, or one you registered), not in the spec; the
 message names the pass and the node. `archc passes SPEC --dump-after NAME` shows the IR it left.
 """),
+    "ARC1101": ("this spec cannot be exported as asked", """
+`archc export` met a part of the spec the ONNX backend does not export yet (the message names it,
+and the span points at the op's `.arch` line), for instance a decode state that starts from a
+parameter. Nothing is written. docs/onnx.md lists what exports; `archc generate` runs every spec
+with PyTorch.
+"""),
+    "ARC1102": ("cannot write the export folder", """
+The output folder of `archc export` cannot be created or written (permissions, a read-only file
+system, a path through a file). Choose a folder you can write to with `-o DIR`.
+"""),
+    "ARC1103": ("unsupported opset", """
+The ONNX opset asked for with `--opset` is older than the exporter emits (torch's ONNX exporter
+writes opset 18 and newer). Pass `--opset 18` or newer; onnxruntime runs every opset up to the one
+its release implements.
+"""),
+    "ARC1104": ("not an archc export", """
+`archc run` needs a folder written by `archc export`: `archc_export.json` beside `model.onnx`, the
+manifest valid, and the graph taking and returning exactly the inputs and outputs the manifest
+lists. A folder copied in part, edited by hand, or exported by another tool is refused rather than
+run with a wrong state layout. Export again with `archc export SPEC -o DIR`.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

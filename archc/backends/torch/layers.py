@@ -49,3 +49,14 @@ def mask_padding(x: Tensor, ctx: Context | None) -> Tensor:
     if ctx is None or ctx.attention_mask is None:
         return x
     return x * ctx.attention_mask[..., None].to(x.dtype)
+
+
+def blockwise_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float = 0.0) -> Tensor:
+    """Attention within blocks: q [B, H, n, L, hd] against k, v [B, H, n, S, hd] under a boolean
+    mask broadcastable to [B, H, n, L, S], as one 4-D `scaled_dot_product_attention` over
+    [B, H·n, ·, hd] — the layout torch's ONNX exporter translates (it takes 4-D inputs only)."""
+    b, h, n = q.shape[:3]
+    mask = mask.expand(b, h, n, *mask.shape[3:]).flatten(1, 2)
+    out = F.scaled_dot_product_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=mask,
+                                         dropout_p=dropout_p)
+    return out.unflatten(1, (h, n))

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
+from archc.backends.torch.layers import blockwise_sdpa
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.ops.positions import (
     RelativeBias,
@@ -84,7 +85,7 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
         mask = torch.cat((mask.expand(e_mask.shape[0], -1, -1, -1), e_mask), dim=3)
     # rows with no key at all (padding past the end) get every key: finite values, discarded later
     mask = mask | ~mask.any(-1, keepdim=True)
-    out = F.scaled_dot_product_attention(qb, kk, vv, attn_mask=mask[:, None], dropout_p=dropout)
+    out = blockwise_sdpa(qb, kk, vv, mask[:, None], dropout)
     return from_blocks(out, 2, t)
 
 

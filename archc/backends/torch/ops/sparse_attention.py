@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from archc.backends.torch.blocks import from_blocks, num_blocks, to_blocks
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
+from archc.backends.torch.layers import blockwise_sdpa
 from archc.backends.torch.ops.attention import AttentionCore, local_attention
 from archc.backends.torch.registry import implements
 
@@ -154,7 +155,7 @@ class BigBirdAttention(AttentionCore):
         mask = key_ok.flatten(2, 3)[:, None, :, None, :]  # [B, 1, n, 1, K·bs]
         mask = mask | ~mask.any(-1, keepdim=True)  # padding-only blocks: finite, discarded
         drop = self.dropout if self.training else 0.0
-        y = from_blocks(F.scaled_dot_product_attention(qb, keys, values, attn_mask=mask, dropout_p=drop), 2, t)
+        y = from_blocks(blockwise_sdpa(qb, keys, values, mask, drop), 2, t)
         # global blocks' rows attend the whole sequence
         gpos, g_ok = self.global_rows(t, x.device)
         yg = F.scaled_dot_product_attention(q.index_select(2, gpos.clamp(0, t - 1)), k, v,

@@ -1,0 +1,348 @@
+"""The model's ONNX graph, laid out from the IR: one inlined copy of a unit graph per node.
+
+The IR says which node feeds which, which state each node holds and what its weights are called;
+`units.py` gives each distinct node's computation as an ONNX graph. The assembler walks the IR in
+order, places a copy of each node's unit graph (every value renamed under the node's id, the
+unit's inputs bound to the values of the node's inputs and state, its `m.*` initializers to the
+model's weights under their state_dict keys), and adds `Add`/`Mul` for the IR's arithmetic.
+
+A decoder is one graph: `If(seq > 1)` takes the prefill branch (each stateful node's chunked form)
+or the decode branch (its one-token recurrent form); both read the same weights, stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from archc.backends.onnx.names import StateName, state_names
+from archc.backends.onnx.units import Mode, UnitSpec, export_unit
+from archc.backends.torch.model import ArchModel, GraphModule
+from archc.backends.torch.module import OpModule
+from archc.ir.graph import Node
+from archc.ops.registry import REGISTRY, node_state
+
+_DTYPES = {"fp32": TensorProto.FLOAT, "model": TensorProto.FLOAT, "bool": TensorProto.BOOL}
+
+
+@dataclass
+class Port:
+    """A graph input or output as `archc_export.json` lists it."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+@dataclass
+class Exported:
+    model: onnx.ModelProto
+    inputs: list[Port]
+    outputs: list[Port]
+    states: list[tuple[StateName, Port]]
+    units: int  # distinct unit graphs exported
+    unit_seconds: float
+    kind: str  # "decoder" | "forward"
+
+
+def _fingerprint(mod: OpModule) -> str:
+    """The plain Python attributes of a module and its submodules: two nodes share a unit only if
+    these agree too (a value a module computed at build time and uses in `forward` would be baked
+    into the traced graph)."""
+    import torch
+
+    parts = []
+    for name, sub in mod.named_modules():
+        attrs = {k: v for k, v in vars(sub).items() if not k.startswith("_") and k not in ("params", "in_types",
+                 "out_type", "declared_state", "node_id", "graph", "training")
+                 and isinstance(v, int | float | str | bool | tuple)}
+        # tensors held as plain attributes (not parameters or buffers) are traced as constants
+        tensors = {k: hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest()[:16]
+                   for k, v in vars(sub).items() if isinstance(v, torch.Tensor)}
+        parts.append((name, type(sub).__name__, sorted((k, repr(v)) for k, v in attrs.items()), sorted(tensors.items())))
+    return json.dumps(parts)
+
+
+@dataclass
+class _Scope:
+    """The nodes and the value names of one graph being filled (the model's, or a branch's)."""
+
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        self.count += 1
+        out = f"{name}/{op}_{self.count}"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+
+class Assembler:
+    def __init__(self, model: ArchModel, opset: int) -> None:
+        self.model, self.graph, self.opset = model, model.graph, opset
+        self.units: dict[str, onnx.ModelProto] = {}
+        self.unit_seconds = 0.0
+        self.initializers: dict[str, TensorProto] = {}
+        self.functions: dict[tuple[str, str], onnx.FunctionProto] = {}
+        self.opsets: dict[str, int] = {"": opset}
+        #: id(tensor) -> the first state_dict key naming it (tied weights are stored once)
+        self.canonical: dict[int, str] = {}
+        for key, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+            self.canonical.setdefault(id(t), key)
+        self.seq_symbol = str(self.graph.nodes[self.graph.inputs[0]].type.shape[1])
+
+    # -- units ------------------------------------------------------------------------------
+
+    def _module(self, node: Node) -> OpModule:
+        return self.model.get_submodule(node.id)
+
+    def _owners(self, node: Node) -> list:
+        """The modules whose weights the node's ties read, in a fixed order."""
+        return [self.model.get_submodule(target.rsplit(".", 1)[0]) for _, target in sorted(node.ties.items())]
+
+    def unit_spec(self, node: Node, mode: Mode, masked: bool = False, token_types: bool = False) -> UnitSpec:
+        mod = self._module(node)
+        in_types = tuple(self.graph.input_types(node))
+        first = in_types[0] if in_types else None
+        main = first is not None and len(first.shape) > 1 and str(first.shape[1]) == self.seq_symbol
+        state = () if mode == "forward" else tuple(tuple(s.shape) for s in mod.init_state(1, 64, *_cpu32()))
+        params = json.dumps([node.params, sorted(node.ties.items())], sort_keys=True, default=str) + _fingerprint(mod)
+        return UnitSpec(node.op, params, in_types, state, mode, main, masked and main, token_types and main)
+
+    def unit(self, node: Node, spec: UnitSpec) -> onnx.ModelProto:
+        if spec.key not in self.units:
+            t0 = time.perf_counter()
+            proto = export_unit(self._module(node), spec, self.seq_symbol, self.opset, self._owners(node))
+            self.unit_seconds += time.perf_counter() - t0
+            for f in proto.functions:
+                self.functions.setdefault((f.domain, f.name), f)
+            for o in proto.opset_import:
+                self.opsets.setdefault(o.domain, o.version)
+            self.units[spec.key] = proto
+        return self.units[spec.key]
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def _weight(self, node: Node, name: str, init: TensorProto) -> str:
+        """The model-level initializer for a unit initializer `name` placed at `node`."""
+        t = None
+        if name.startswith("m."):
+            t = _tensor(self._module(node), name[2:])
+        elif name.startswith("tied."):
+            i, attr = name[len("tied."):].split(".", 1)
+            t = _tensor(self._owners(node)[int(i)], attr)
+        if t is not None:
+            key = self.canonical.get(id(t), f"{node.id}.{name.split('.', 1)[1]}")
+            if key not in self.initializers:
+                self.initializers[key] = numpy_helper.from_array(t.detach().cpu().contiguous().numpy(), key)
+            return key
+        # a constant of the traced code: the same in every copy, stored once by content
+        digest = hashlib.sha256(init.SerializeToString()).hexdigest()[:16]
+        key = f"const.{digest}"
+        if key not in self.initializers:
+            c = TensorProto()
+            c.CopyFrom(init)
+            c.name = key
+            self.initializers[key] = c
+        return key
+
+    # -- inlining ---------------------------------------------------------------------------
+
+    def inline(self, scope: _Scope, node: Node, spec: UnitSpec, prefix: str, inputs: list[str],
+               outputs: list[str]) -> None:
+        """A copy of the unit graph of `node`: its inputs bound to `inputs`, its outputs named `outputs`."""
+        g = self.unit(node, spec).graph
+        bind = dict(zip((i.name for i in g.input), inputs, strict=True))
+        for init in g.initializer:
+            bind[init.name] = self._weight(node, init.name, init)
+        passthrough = []  # unit outputs that are an input or a weight (an op returning x unchanged)
+        for o, target in zip(g.output, outputs, strict=True):
+            if o.name in bind:
+                passthrough.append((bind[o.name], target))
+            else:
+                bind[o.name] = target
+
+        def rename(n: str) -> str:
+            return "" if not n else bind.get(n, f"{prefix}/{n}")
+
+        for n in g.node:
+            scope.nodes.append(_renamed(n, rename, prefix))
+        for src, target in passthrough:
+            scope.nodes.append(helper.make_node("Identity", [src], [target], name=f"{target}/passthrough"))
+
+    # -- graphs -----------------------------------------------------------------------------
+
+    def emit(self, scope: _Scope, mode: Mode, positions: str, feeds: dict[str, str],
+             past: dict[str, list[str]], present: dict[str, list[str]], mask: str | None = None,
+             token_types: str | None = None) -> str:
+        """Every IR node of the model into `scope`; returns the value of the graph's output.
+        `feeds` maps the IR's input nodes to values; `past`/`present` the state of each node."""
+        values = dict(feeds)
+        prefix_mode = f"{mode}/"
+        for node in self.graph.nodes.values():
+            kind = REGISTRY[node.op].kind
+            if kind == "input":
+                continue
+            ins = [values[i] for i in node.inputs]
+            if kind == "arith":
+                op = "Add" if node.op == "add" else "Mul"
+                out = f"{prefix_mode}{node.id}"
+                scope.nodes.append(helper.make_node(op, ins, [out], name=out))
+                values[node.id] = out
+                continue
+            stateful = bool(past.get(node.id))
+            node_mode: Mode = mode if (mode == "forward" or stateful) else "prefill"
+            spec = self.unit_spec(node, node_mode, mask is not None, token_types is not None)
+            unit_ins = ([positions] if spec.main_axis else []) + ins
+            unit_ins += ([mask] if spec.masked else []) + ([token_types] if spec.token_types else [])
+            if mode != "forward":
+                unit_ins += past.get(node.id, [])
+            out = f"{prefix_mode}{node.id}"
+            self.inline(scope, node, spec, f"{prefix_mode}{node.id}", unit_ins, [out, *present.get(node.id, [])])
+            values[node.id] = out
+        return values[self.graph.outputs[0]]
+
+    def decoder(self) -> Exported:
+        g = self.graph
+        names = state_names([(n.id, node_state(g, n)) for n in g.nodes.values() if REGISTRY[n.op].kind == "layer"])
+        by_node: dict[str, list[StateName]] = {}
+        for sn in names:
+            by_node.setdefault(sn.node, []).append(sn)
+        ports: list[tuple[StateName, Port]] = []
+        for node_id, sns in by_node.items():
+            mod = self.model.get_submodule(node_id)
+            small = mod.init_state(1, 64, *_cpu32())
+            large = mod.init_state(1, 96, *_cpu32())
+            for sn, a, b in zip(sns, small, large, strict=True):
+                shape: list[int | str] = ["batch", *("max_len" if a.shape[k] != b.shape[k] else int(a.shape[k])
+                                                     for k in range(1, a.dim()))]
+                ports.append((sn, Port(sn.past, _np_name(a.dtype), shape)))
+        vocab = self.model.out_type_vocab()
+        top = _Scope()
+        seq = top.add("Gather", [top.add("Shape", ["input_ids"], "top"), "const.one_index"], "top", axis=0)
+        end = top.add("Add", ["position", seq], "top")
+        positions = top.add("Range", ["position", end, "const.one"], "top")
+        self.initializers["const.one"] = numpy_helper.from_array(np.array(1, dtype=np.int64), "const.one")
+        self.initializers["const.one_index"] = numpy_helper.from_array(np.array(1, dtype=np.int64), "const.one_index")
+        feeds = {g.inputs[0]: "input_ids"}
+        past = {nid: [sn.past for sn in sns] for nid, sns in by_node.items()}
+        outs = ["logits", *(sn.present for sn in names)]
+        out_ports = [Port("logits", "float32", ["batch", "seq", vocab]),
+                     *(Port(sn.present, p.dtype, p.shape) for sn, p in ports)]
+        if names:
+            branches = {}
+            for mode in ("prefill", "decode"):
+                scope = _Scope()
+                present = {nid: [f"{mode}/{sn.present}" for sn in sns] for nid, sns in by_node.items()}
+                logits = self.emit(scope, mode, positions, feeds, past, present)
+                branch_outs = [logits, *(f"{mode}/{sn.present}" for sn in names)]
+                branches[mode] = helper.make_graph(scope.nodes, f"{mode}", [],
+                                                   [_value_info(n, p) for n, p in zip(branch_outs, out_ports, strict=True)])
+            more = top.add("Greater", [seq, "const.one"], "top")
+            top.nodes.append(helper.make_node("If", [more], outs, name="prefill_or_decode",
+                                              then_branch=branches["prefill"], else_branch=branches["decode"]))
+        else:
+            logits = self.emit(top, "prefill", positions, feeds, {}, {})
+            top.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
+        in_ports = [Port("input_ids", "int64", ["batch", "seq"]), Port("position", "int64", []),
+                    *(p for _, p in ports)]
+        model = self._model(top, in_ports, out_ports)
+        return Exported(model, in_ports, out_ports, ports, len(self.units), self.unit_seconds, "decoder")
+
+    def forward_graph(self) -> Exported:
+        g = self.graph
+        single = len(g.inputs) == 1
+        in_names = ["input_ids"] if single else list(g.inputs)
+        token_types = any(n.op == "embed" and n.params.get("token_types") for n in g.nodes.values())
+        top = _Scope()
+        first = in_names[0]
+        seq = top.add("Gather", [top.add("Shape", [first], "top"), "const.one_index"], "top", axis=0)
+        positions = top.add("Range", ["const.zero", seq, "const.one"], "top")
+        for name, v in (("const.one", 1), ("const.one_index", 1), ("const.zero", 0)):
+            self.initializers[name] = numpy_helper.from_array(np.array(v, dtype=np.int64), name)
+        mask = top.add("Cast", ["attention_mask"], "top", to=TensorProto.BOOL)
+        feeds = dict(zip(g.inputs, in_names, strict=True))
+        out = self.emit(top, "forward", positions, feeds, {}, {}, mask, "token_type_ids" if token_types else None)
+        top.nodes.append(helper.make_node("Identity", [out], ["logits"], name="logits"))
+        in_ports = [Port(n, "int64", ["batch", "seq" if i == 0 else f"seq_{n}"]) for i, n in enumerate(in_names)]
+        in_ports.append(Port("attention_mask", "int64", ["batch", "seq"]))
+        if token_types:
+            in_ports.append(Port("token_type_ids", "int64", ["batch", "seq"]))
+        out_t = g.nodes[g.outputs[0]].type
+        out_shape: list[int | str] = ["batch", *(d if isinstance(d, int) else "seq" for d in out_t.shape[1:])]
+        out_ports = [Port("logits", "float32", out_shape)]
+        model = self._model(top, in_ports, out_ports)
+        return Exported(model, in_ports, out_ports, [], len(self.units), self.unit_seconds, "forward")
+
+    def _model(self, top: _Scope, inputs: list[Port], outputs: list[Port]) -> onnx.ModelProto:
+        graph = helper.make_graph(top.nodes, self.graph.name, [_value_info(p.name, p) for p in inputs],
+                                  [_value_info(p.name, p) for p in outputs],
+                                  initializer=[self.initializers[k] for k in sorted(self.initializers)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items())],
+                                  functions=list(self.functions.values()), producer_name="archc")
+        model.ir_version = max(u.ir_version for u in self.units.values()) if self.units else 10
+        return model
+
+
+def _tensor(mod: OpModule, attr: str):
+    """The module's parameter or buffer `attr`, or None (a constant the trace lifted)."""
+    for get in (mod.get_parameter, mod.get_buffer):
+        try:
+            return get(attr)
+        except AttributeError:
+            pass
+    return None
+
+
+def _cpu32():
+    import torch
+
+    return torch.device("cpu"), torch.float32
+
+
+_NP = {"torch.float32": "float32", "torch.bool": "bool", "torch.int64": "int64", "torch.float64": "float64"}
+_ONNX = {"float32": TensorProto.FLOAT, "bool": TensorProto.BOOL, "int64": TensorProto.INT64,
+         "float64": TensorProto.DOUBLE}
+
+
+def _np_name(dtype) -> str:
+    return _NP[str(dtype)]
+
+
+def _value_info(name: str, p: Port) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, _ONNX[p.dtype], p.shape)
+
+
+def _renamed(n: onnx.NodeProto, rename, prefix: str) -> onnx.NodeProto:
+    """A copy of node `n` with every value name mapped, subgraphs (If/Loop/Scan bodies) included."""
+    out = onnx.NodeProto()
+    out.CopyFrom(n)
+    out.name = f"{prefix}/{n.name}" if n.name else ""
+    out.input[:] = [rename(i) for i in n.input]
+    out.output[:] = [rename(o) for o in n.output]
+    for a in out.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            _rename_graph(a.g, rename, prefix)
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            for sub in a.graphs:
+                _rename_graph(sub, rename, prefix)
+    return out
+
+
+def _rename_graph(g: onnx.GraphProto, rename, prefix: str) -> None:
+    for v in list(g.input) + list(g.output) + list(g.value_info):
+        v.name = rename(v.name)
+    for init in g.initializer:
+        init.name = rename(init.name)
+    nodes = [_renamed(n, rename, prefix) for n in g.node]
+    del g.node[:]
+    g.node.extend(nodes)
+
+
+__all__ = ["Assembler", "Exported", "GraphModule", "Port"]

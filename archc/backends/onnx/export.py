@@ -1,0 +1,198 @@
+"""`archc export`: a spec (and its weights) to a folder onnxruntime runs without torch.
+
+The folder holds `model.onnx` (a decoder for causal single-input specs: tokens, the first
+token's position and the declared state in; logits and the new state out; a forward graph for
+everything else) and `archc_export.json` (see `manifest.py`). Nothing outside the folder is
+written; an existing folder is refused unless `force`, and then only archc's own files in it
+are replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from archc.backends.onnx import DEFAULT_OPSET
+from archc.backends.onnx.assemble import Assembler, Exported
+from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo
+from archc.backends.onnx.optimize import simplify
+from archc.backends.torch.model import ArchModel
+from archc.ir.graph import Node
+from archc.ops.registry import node_state
+
+#: the files an export writes: the only ones `force` replaces
+OWN_FILES = ("model.onnx", "model.onnx.data", MANIFEST)
+
+
+class ExportError(Exception):
+    """A spec that cannot be exported as asked; `node` places the diagnostic at its `.arch` line."""
+
+    def __init__(self, message: str, hint: str | None = None, node: Node | None = None, code: str = "ARC1101") -> None:
+        super().__init__(message)
+        self.message, self.hint, self.node, self.code = message, hint, node, code
+
+
+@dataclass
+class ExportReport:
+    folder: Path
+    manifest: Manifest
+    seconds: float
+    unit_seconds: float
+    units: int
+    nodes: int
+    bytes: int
+
+
+def _check_exportable(model: ArchModel) -> None:
+    for n in model.graph.nodes.values():
+        for s in node_state(model.graph, n):
+            if isinstance(s.fill, str):
+                raise ExportError(f"`{n.op}`'s state `{s.name}` starts from the parameter `{s.fill}`, which the "
+                                  "ONNX decoder does not take yet", "export the forward graph of a bidirectional "
+                                  "variant, or run it with `archc generate`", n)
+
+
+def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
+                 opset: int = DEFAULT_OPSET, force: bool = False) -> ExportReport:
+    """Export `model` (built from the spec whose text is `spec_text`) into `folder`."""
+    t0 = time.perf_counter()
+    prepare_folder(folder, force)
+    model = model.eval()
+    decoder = model.causal and len(model.input_names) == 1
+    if decoder:
+        _check_exportable(model)
+    asm = Assembler(model, opset)
+    ex = asm.decoder() if decoder else asm.forward_graph()
+    proto = simplify(ex.model)
+    onnx.checker.check_model(proto, full_check=True)
+    path = folder / "model.onnx"
+    _save(proto, path)
+    manifest = _manifest(ex, model, spec_text, spec_name, weights, opset)
+    manifest.write(folder)
+    size = sum((folder / f).stat().st_size for f in OWN_FILES if (folder / f).exists())
+    return ExportReport(folder, manifest, time.perf_counter() - t0, ex.unit_seconds, ex.units, _count(proto.graph), size)
+
+
+def _count(g: onnx.GraphProto) -> int:
+    """Nodes, those of If/Loop/Scan bodies included."""
+    n = 0
+    for node in g.node:
+        n += 1
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                n += _count(a.g)
+    return n
+
+
+def _save(proto: onnx.ModelProto, path: Path) -> None:
+    """Weights inline below protobuf's 2 GB limit, else in `model.onnx.data` beside the model
+    (a relative location inside the folder)."""
+    big = proto.ByteSize() > 1_800_000_000
+    tmp = path.with_suffix(".onnx.tmp")
+    if big:
+        onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location="model.onnx.data", size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(tmp))
+    os.replace(tmp, path)
+
+
+def prepare_folder(folder: Path, force: bool) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise ExportError(f"{folder} exists and is not a folder", "choose another output folder", code="ARC0903")
+    if folder.exists() and any(folder.iterdir()):
+        if not force:
+            raise ExportError(f"{folder} already exists and is not empty; refusing to overwrite it",
+                              "choose another output folder, or pass --force to replace archc's files in it",
+                              code="ARC0903")
+        for f in OWN_FILES:
+            (folder / f).unlink(missing_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".archc_write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ExportError(f"cannot write to {folder}: {e.strerror}", "choose a folder you can write to",
+                          code="ARC1102") from None
+
+
+def _manifest(ex: Exported, model: ArchModel, spec_text: str, spec_name: str, weights: str, opset: int) -> Manifest:
+    fills = {(n.id, s.name): float(s.fill) for n in model.graph.nodes.values() for s in node_state(model.graph, n)}
+    states = [StateInfo(input=sn.past, output=sn.present, node=sn.node, state=sn.state, dtype=p.dtype,
+                        shape=p.shape, fill=fills[(sn.node, sn.state)]) for sn, p in ex.states]
+    return Manifest(kind=ex.kind, spec=spec_name, spec_sha256=hashlib.sha256(spec_text.encode()).hexdigest(),
+                    opset=opset, vocab=model.out_type_vocab(),
+                    inputs=[PortInfo(name=p.name, dtype=p.dtype, shape=p.shape) for p in ex.inputs],
+                    outputs=[PortInfo(name=p.name, dtype=p.dtype, shape=p.shape) for p in ex.outputs],
+                    state=states, weights=weights)
+
+
+# -- parity ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ParityRow:
+    what: str
+    max_abs: float
+    ok: bool
+
+
+def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 17, 512), prefill: int = 64,
+                 steps: int = 64, atol: float = 1e-4, seed: int = 0) -> list[ParityRow]:
+    """onnxruntime (CPU) against the torch module in fp32: full-sequence logits at each length,
+    and for decoders a prefill of `prefill` tokens then `steps` one-token steps through the ONNX
+    state against the torch forward of the whole sequence; batch 3."""
+    import torch
+
+    from archc.backends.onnx.runtime import OnnxModel
+
+    onnx_model = OnnxModel(folder)
+    gen = torch.Generator().manual_seed(seed)
+    vocab = onnx_model.manifest.vocab
+    rows: list[ParityRow] = []
+    model = model.eval()
+    longest = max_positions(model)
+    for t in lengths:
+        if longest is not None and t > longest:
+            continue  # beyond the spec's learned positions: no model runs there
+        ids = torch.randint(0, _input_vocab(model), (3, t), generator=gen)
+        with torch.no_grad():
+            ref = model(ids).logits.float().numpy()
+        got = onnx_model.logits(ids.numpy())
+        err = float(np.abs(got - ref).max())
+        rows.append(ParityRow(f"forward, seq {t}", err, err <= atol))
+    if onnx_model.manifest.kind == "decoder" and steps:
+        ids = torch.randint(0, _input_vocab(model), (3, prefill + steps), generator=gen)
+        with torch.no_grad():
+            ref = model(ids).logits.float().numpy()
+        state = onnx_model.init_state(3, prefill + steps)
+        outs = []
+        lg, state = onnx_model.step(ids[:, :prefill].numpy(), 0, state)
+        outs.append(lg)
+        for i in range(prefill, prefill + steps):
+            lg, state = onnx_model.step(ids[:, i:i + 1].numpy(), i, state)
+            outs.append(lg)
+        err = float(np.abs(np.concatenate(outs, 1) - ref).max())
+        rows.append(ParityRow(f"prefill {prefill} + {steps} steps", err, err <= atol))
+    del vocab
+    return rows
+
+
+def max_positions(model: ArchModel) -> int | None:
+    """The longest sequence the spec can take (learned position tables), None when unbounded."""
+    limits = [int(n.params["max_len"]) for n in model.graph.walk() if n.op == "learned_pos"]
+    return min(limits) if limits else None
+
+
+def _input_vocab(model: ArchModel) -> int:
+    for n in model.graph.nodes.values():
+        if n.op == "embed":
+            return int(n.params["vocab"])
+    return model.out_type_vocab()

@@ -1,0 +1,78 @@
+"""`archc_export.json`: what an exported folder holds, for `archc run` and for people.
+
+It lists the graph's inputs and outputs with dtypes and shapes (symbols: `batch`, `seq`,
+`max_len` — the context the state is allocated for), every state tensor with the input that
+takes it, the output that returns it, the IR node and record state it is, and how a fresh state
+starts; the vocabulary, the spec's name and the SHA-256 of its text. It imports neither torch
+nor onnx: the runtime reads it with numpy and onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+MANIFEST = "archc_export.json"
+FORMAT = "archc-onnx/1"
+
+
+class PortInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+
+
+class StateInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: str
+    output: str
+    node: str
+    state: str
+    dtype: str
+    shape: list[int | str]
+    #: the initial value: a number (zeros, or −∞-like stabilizers)
+    fill: float
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["archc-onnx/1"] = FORMAT
+    kind: Literal["decoder", "forward"]
+    model: str = "model.onnx"
+    spec: str
+    spec_sha256: str
+    opset: int
+    vocab: int
+    inputs: list[PortInfo]
+    outputs: list[PortInfo]
+    state: list[StateInfo] = []
+    #: exported from these weights (a file name), or a seeded random init
+    weights: str
+    #: where onnxruntime-genai can run the folder, and if not, why
+    genai: str = "no genai_config.json written yet (docs/onnx.md)"
+
+    def write(self, folder: Path) -> None:
+        (folder / MANIFEST).write_text(json.dumps(self.model_dump(), indent=2) + "\n")
+
+
+class NotAnExport(Exception):
+    """`archc run` was pointed at a folder that is not an archc export (or a damaged one)."""
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise NotAnExport(f"{folder} has no {MANIFEST}: it is not a folder written by `archc export`")
+    try:
+        return Manifest.model_validate_json(path.read_text())
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise NotAnExport(f"{path} is not a valid archc export manifest: {'.'.join(map(str, first['loc']))}: "
+                          f"{first['msg']}") from None

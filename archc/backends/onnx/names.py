@@ -1,0 +1,57 @@
+"""Graph input and output names of the decode state, in onnxruntime-genai's conventions.
+
+KV caches are `past_key_values.N.key` / `.value` in, `present.N.key` / `.value` out (genai's
+decoder-only models); a recurrent layer's convolution window and recurrent state are
+`.conv_state` / `.recurrent_state` (its model builder's names for Qwen3-Next's linear-attention
+layers). Every other state is numbered by layer and named by the op record's state name the same
+way (`past_key_values.3.shift`). N is the layer: the first all-digit component of the node id
+(`layers.3.attn`, `h.3.attn`, `blocks.3.attention`); when one layer holds several stateful nodes
+(RWKV's time mix and channel mix), the node's name inside the layer goes in between
+(`past_key_values.3.attention.shift`); a node outside any numbered layer uses its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archc.ir.cost import StateTensor
+
+#: The op records' state names genai has names for.
+GENAI_NAMES = {"key": "key", "value": "value", "conv": "conv_state", "ssm": "recurrent_state",
+               "recurrent": "recurrent_state"}
+
+
+@dataclass(frozen=True)
+class StateName:
+    node: str  # the IR node holding the state
+    state: str  # the record's name, relative to the node (`key`, `body.attn.key`)
+    past: str  # graph input
+    present: str  # graph output
+
+
+def _layer(node_id: str) -> tuple[str, str]:
+    """(layer, the node's name inside it): `layers.3.attn` -> ("3", "attn")."""
+    parts = node_id.split(".")
+    for i, part in enumerate(parts):
+        if part.isdigit():
+            return part, ".".join(parts[i + 1:])
+    return node_id, ""
+
+
+def state_names(states: list[tuple[str, tuple[StateTensor, ...]]]) -> list[StateName]:
+    """Names for each (node id, its declared state) in graph order."""
+    per_layer: dict[str, set[str]] = {}
+    for node, state in states:
+        if state:
+            layer, local = _layer(node)
+            per_layer.setdefault(layer, set()).add(local)
+    out: list[StateName] = []
+    for node, state in states:
+        layer, local = _layer(node)
+        shared = len(per_layer.get(layer, ())) > 1
+        for s in state:
+            name = GENAI_NAMES.get(s.name, s.name) if not shared else f"{local}.{s.name}"
+            out.append(StateName(node, s.name, f"past_key_values.{layer}.{name}", f"present.{layer}.{name}"))
+    seen = [n.past for n in out]
+    assert len(set(seen)) == len(seen), f"state names collide: {seen}"
+    return out

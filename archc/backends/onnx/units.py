@@ -1,0 +1,166 @@
+"""One IR node's torch module exported to ONNX once, for every node that shares its signature.
+
+The torch module is the one implementation of an op's numerics; the ONNX graph of a node is what
+`torch.onnx.export(dynamo=True)` makes of that module's `step` (decoders) or `forward` (encoders).
+Exporting the whole model at once costs minutes for the scan-heavy mixers (the chunk loops of
+every layer traced again, docs/onnx.md); here each distinct node — same op, parameters, input
+types and state — is exported once and `assemble.py` places a copy of its graph for every node
+that shares it, binding the copy to that node's weights. Export time grows with the number of
+distinct layers, not with depth.
+
+A unit's graph has inputs `positions` (int64 [T], absent for ops on another time axis, which
+count from 0), then the node's tensor inputs `in_0 …`, then (forward units of the main axis)
+`attention_mask` (bool [B, T]) and `token_type_ids`, then the state `state_0 …`; outputs `out`
+and the new state `new_0 …`. Its initializers named `m.<param>` are the module's own tensors and
+`tied.<i>.<param>` those of the modules its ties read; the assembler renames both to the model's
+state_dict keys and takes each node's own values. Any other initializer is a constant of the
+traced code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import onnx
+import torch
+from torch import Tensor, nn
+from torch.export import Dim
+
+from archc.backends.torch.context import Context
+from archc.backends.torch.module import OpModule
+from archc.ir.types import TensorType
+
+#: decode: one token from a state (the recurrent form); prefill: many tokens from a state (the
+#: chunked form, T ≥ 2); forward: the whole sequence, no state (encoders, classifiers).
+Mode = Literal["decode", "prefill", "forward"]
+
+#: Example sizes the units are traced at; every one of them is dynamic in the exported graph.
+EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_CACHE = 2, 8, 64
+MAX_DIM = 1 << 20
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """What a unit's graph depends on: nodes with equal specs share one exported graph."""
+
+    op: str
+    params: str  # canonical JSON
+    in_types: tuple[TensorType, ...]
+    state_shapes: tuple[tuple[int, ...], ...]
+    mode: Mode
+    main_axis: bool
+    masked: bool
+    token_types: bool
+
+    @property
+    def key(self) -> str:
+        text = json.dumps([self.op, self.params, [str(t) for t in self.in_types], self.state_shapes,
+                           self.mode, self.main_axis, self.masked, self.token_types])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Unit(nn.Module):
+    """A node's module as a function of plain tensors (what `torch.onnx.export` takes)."""
+
+    def __init__(self, mod: OpModule, spec: UnitSpec, owners: list[nn.Module]) -> None:
+        super().__init__()
+        self.m = mod
+        self.spec = spec
+        # the modules whose weights this node's ties read (a tied lm_head's embedding): registered
+        # here, their tensors export as initializers `tied.<i>.<name>`, not as anonymous constants
+        self.tied = nn.ModuleList(owners)
+
+    def forward(self, *args: Tensor) -> tuple[Tensor, ...]:
+        spec, args = self.spec, list(args)
+        positions = args.pop(0) if spec.main_axis else None
+        n_in = len(spec.in_types)
+        xs, rest = args[:n_in], args[n_in:]
+        if positions is None:
+            positions = torch.arange(xs[0].shape[1], device=xs[0].device)
+        if spec.mode == "forward":
+            mask = rest.pop(0) if spec.masked else None
+            types = rest.pop(0) if spec.token_types else None
+            return (self.m(*xs, ctx=Context(positions, mask, types)),)
+        y, new = self.m.step(*xs, state=tuple(rest), ctx=Context(positions, decoding=True))
+        return (y, *new)
+
+
+def _example(t: TensorType, sizes: dict[str, int], dims: dict[str, Dim | None]) -> tuple[Tensor, dict[int, Dim]]:
+    """A tensor of type `t` at the example sizes, and its dynamic dimensions (symbols map to one
+    `Dim` each: the main sequence axis, an encoder's length, the batch)."""
+    shape, dyn = [], {}
+    for i, d in enumerate(t.shape):
+        if isinstance(d, int):
+            shape.append(d)
+            continue
+        sym = "batch" if i == 0 else str(d)
+        if sym not in dims:
+            dims[sym] = Dim(sym.replace("*", "_"), min=2, max=MAX_DIM)
+            sizes[sym] = EXAMPLE_SEQ + 3
+        shape.append(sizes[sym])
+        if dims[sym] is not None:
+            dyn[i] = dims[sym]
+    if t.dtype == "int":
+        return torch.zeros(shape, dtype=torch.long), dyn
+    return torch.randn(shape), dyn
+
+
+def unit_inputs(mod: OpModule, spec: UnitSpec, seq_symbol: str) -> tuple[list[Tensor], list[dict[int, Dim] | None],
+                                                                       list[str]]:
+    """Example arguments, their dynamic shapes and their names, in the unit's argument order.
+    `seq_symbol` is the model's main time axis (static 1 in a decode unit)."""
+    seq = 1 if spec.mode == "decode" else EXAMPLE_SEQ
+    # a stateful node's prefill unit is its chunked form, from two tokens on (one token is the
+    # decode unit); everything else serves any length
+    shortest = 2 if spec.mode == "prefill" and spec.state_shapes else 1
+    seq_dim = None if spec.mode == "decode" else Dim("seq", min=shortest, max=MAX_DIM)
+    batch = Dim("batch", min=1, max=MAX_DIM)
+    dims: dict[str, Dim | None] = {"batch": batch, seq_symbol: seq_dim}
+    sizes = {"batch": EXAMPLE_BATCH, seq_symbol: seq}
+    args: list[Tensor] = []
+    dyn: list[dict[int, Dim] | None] = []
+    names: list[str] = []
+    if spec.main_axis:
+        args.append(torch.arange(seq) + 3)
+        dyn.append({0: seq_dim} if seq_dim is not None else None)
+        names.append("positions")
+    for i, t in enumerate(spec.in_types):
+        x, d = _example(t, sizes, dims)
+        args.append(x)
+        dyn.append(d or None)
+        names.append(f"in_{i}")
+    if spec.mode == "forward":
+        for flag, name, dtype in ((spec.masked, "attention_mask", torch.bool), (spec.token_types, "token_type_ids", torch.long)):
+            if flag:
+                args.append(torch.ones(EXAMPLE_BATCH, seq, dtype=dtype))
+                dyn.append({0: batch, 1: seq_dim})
+                names.append(name)
+        return args, dyn, names
+    small = mod.init_state(EXAMPLE_BATCH, EXAMPLE_CACHE, torch.device("cpu"), torch.float32)
+    large = mod.init_state(EXAMPLE_BATCH, EXAMPLE_CACHE + 32, torch.device("cpu"), torch.float32)
+    cache = Dim("cache", min=2, max=MAX_DIM)
+    for i, (s, s2) in enumerate(zip(small, large, strict=True)):
+        args.append(s)
+        dyn.append({0: batch, **{k: cache for k in range(1, s.dim()) if s.shape[k] != s2.shape[k]}})
+        names.append(f"state_{i}")
+    return args, dyn, names
+
+
+def export_unit(mod: OpModule, spec: UnitSpec, seq_symbol: str, opset: int,
+                owners: list[nn.Module]) -> onnx.ModelProto:
+    """The unit's ONNX graph: `torch.onnx.export(dynamo=True)` of the module, unoptimized (the
+    optimizer would fold transposes into copies of the weights under new names; the assembled
+    model is optimized once with the weights kept as they are)."""
+    args, dyn, names = unit_inputs(mod, spec, seq_symbol)
+    n_state = 0 if spec.mode == "forward" else len(mod.state_names)
+    outputs = ["out", *(f"new_{i}" for i in range(n_state))]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(_Unit(mod, spec, owners).eval(), tuple(args), dynamic_shapes=(tuple(dyn),), dynamo=True,
+                                 opset_version=opset, optimize=False, input_names=names, output_names=outputs,
+                                 verbose=False, report=False)
+    return prog.model_proto

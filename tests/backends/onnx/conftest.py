@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+DECODER = """
+model small(tokens) {
+  block layer(x) {
+    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope())
+    return x + swiglu(rmsnorm(x), hidden=64)
+  }
+  x = embed(tokens, 300, 32)
+  x = repeat(2, layer)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}
+"""
+
+
+@pytest.fixture(scope="session")
+def decoder_export(tmp_path_factory):
+    """A 2-layer GQA decoder with tied embeddings, its weights saved and exported once."""
+    import archc
+    from archc.backends.onnx.export import export_model
+    from archc.backends.torch import build
+    from archc.backends.torch.checkpoint import save_weights
+
+    root = tmp_path_factory.mktemp("decoder")
+    (root / "small.arch").write_text(DECODER)
+    model = build(archc.loads(DECODER, "small.arch").graph, seed=3).eval()
+    save_weights(model, root / "w.safetensors")
+    report = export_model(model, root / "out", DECODER, "small", "w.safetensors")
+    return model, root, report

@@ -1,0 +1,91 @@
+"""`archc run` and `OnnxModel`: numpy and onnxruntime only; greedy output equal to `archc
+generate` on the same weights; the sampling warpers equal the torch backend's; bad folders."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[3]
+
+_NO_TORCH = """
+import sys
+import numpy as np
+from archc.backends.onnx.runtime import OnnxModel
+m = OnnxModel(sys.argv[1])
+out = m.generate(np.array([[1, 2, 3]]), max_new_tokens=5, temperature=0.7, top_k=20, top_p=0.9, seed=0)
+assert out.shape == (1, 8), out.shape
+print("torch" in sys.modules)
+"""
+
+
+def test_runtime_never_imports_torch(decoder_export):
+    _, root, _ = decoder_export
+    out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(root / "out")], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "archc", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_archc_run_greedy_equals_archc_generate(decoder_export):
+    _, root, _ = decoder_export
+    prompt = "5 17 250 3"
+    run = _cli("run", str(root / "out"), "--prompt-ids", prompt, "--max-new-tokens", "24")
+    gen = _cli("generate", str(root / "small.arch"), "--weights", str(root / "w.safetensors"),
+               "--prompt-ids", prompt, "--max-new-tokens", "24")
+    assert run.returncode == 0 and gen.returncode == 0, run.stderr + gen.stderr
+    assert run.stdout.split() == gen.stdout.split()
+    assert len(run.stdout.split()) == 4 + 24
+
+
+def test_byte_prompts_and_the_stop_token(decoder_export):
+    _, root, _ = decoder_export
+    free = _cli("run", str(root / "out"), "--prompt", "ab", "--max-new-tokens", "8")
+    assert free.returncode == 0 and free.stdout.startswith("ab")
+    ids = _cli("run", str(root / "out"), "--prompt-ids", "97 98", "--max-new-tokens", "8").stdout.split()
+    stop = int(ids[2])  # the first generated token: nothing after the prompt is printed
+    stopped = _cli("run", str(root / "out"), "--prompt-ids", "97 98", "--max-new-tokens", "8", "--stop-token", str(stop))
+    assert stopped.stdout.split() == ids[:2]
+
+
+def test_benchmark_prints_throughput(decoder_export):
+    _, root, _ = decoder_export
+    out = _cli("run", str(root / "out"), "--benchmark", "--bench-prompt", "16", "--max-new-tokens", "4", "--threads", "1")
+    assert out.returncode == 0 and "tokens/s" in out.stdout and "ms/token" in out.stdout
+
+
+@pytest.mark.parametrize("top_k, top_p", [(None, None), (5, None), (None, 0.7), (8, 0.5), (1, 0.99)])
+def test_warpers_equal_the_torch_backends(top_k, top_p):
+    from archc.backends.onnx.runtime import warp as np_warp
+    from archc.backends.torch.generate import warp as torch_warp
+
+    logits = torch.randn(4, 50) * 3
+    want = torch_warp(logits, 0.8, top_k, top_p).numpy()
+    got = np_warp(logits.numpy(), 0.8, top_k, top_p)
+    assert np.array_equal(np.isinf(got), np.isinf(want))
+    np.testing.assert_allclose(got[np.isfinite(got)], want[np.isfinite(want)], rtol=1e-6)
+
+
+def test_a_folder_that_is_not_an_export_is_a_diagnostic(tmp_path, decoder_export):
+    out = _cli("run", str(tmp_path))
+    assert out.returncode == 1 and "ARC1104" in out.stderr and "archc_export.json" in out.stderr
+    _, root, _ = decoder_export
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes((root / "out" / "model.onnx").read_bytes())
+    manifest = json.loads((root / "out" / "archc_export.json").read_text())
+    manifest["state"] = manifest["state"][:1]
+    manifest["inputs"] = manifest["inputs"][:3]
+    (broken / "archc_export.json").write_text(json.dumps(manifest))
+    out = _cli("run", str(broken))
+    assert out.returncode == 1 and "ARC1104" in out.stderr and "does not match" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,88 @@
+"""Export every spec of `specs/` that fits this machine, check it against the torch module in
+onnxruntime, and write the table of docs/onnx.md.
+
+    .venv/bin/python tools/export_all.py [--only llama-tiny,mamba-tiny] [--out /tmp/archc-export]
+        [--lengths 1,17,512,4096] [--prefill 64 --steps 448] [--md docs/onnx_table.md]
+
+Per spec: the graph kind, export time (and the part spent in torch.onnx on the distinct node
+graphs), node count, file size, and the max |onnxruntime − torch| of the logits at each length
+and over a prefill then one-token steps (batch 3, fp32). A spec that fails to export is listed
+with its diagnostic. Specs above `--max-params` (the 7B-class ones: their fp32 weights do not fit
+in this machine's memory) are skipped and listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help="comma-separated spec names")
+    ap.add_argument("--out", default="/tmp/archc-export")
+    ap.add_argument("--lengths", default="1,17,512,4096")
+    ap.add_argument("--prefill", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=448)
+    ap.add_argument("--max-params", type=float, default=5e8)
+    ap.add_argument("--json", default="docs/onnx_results.json", help="results, merged by spec name")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+
+    import torch
+
+    import archc
+    from archc.backends.onnx.export import ExportError, check_parity, export_model
+    from archc.backends.torch import BackendError, build
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
+
+    torch.set_num_threads(2)
+    specs = sorted((ROOT / "specs").glob("*.arch"))
+    if args.only:
+        specs = [p for p in specs if p.stem in args.only.split(",")]
+    lengths = tuple(int(x) for x in args.lengths.split(","))
+    results_path = ROOT / args.json
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for path in specs:
+        row: dict = {"spec": path.stem}
+        graph = archc.load(str(path)).graph
+        params = estimate_cost(graph, CostCtx(seq=16)).total.params
+        if params > args.max_params:
+            row["status"] = f"skipped: {params / 1e9:.1f}B parameters (fp32 weights exceed this machine's memory)"
+            results[path.stem] = row
+            print(path.stem, row["status"], flush=True)
+            continue
+        try:
+            model = build(graph, seed=0).eval()
+            report = export_model(model, Path(args.out) / path.stem, path.read_text(), graph.name,
+                                  "random init, seed 0", force=True)
+            row.update(kind=report.manifest.kind, export_s=round(report.seconds, 1),
+                       torch_onnx_s=round(report.unit_seconds, 1), units=report.units, nodes=report.nodes,
+                       mb=round(report.bytes / 1e6, 1), state=len(report.manifest.state))
+            t0 = time.perf_counter()
+            rows = check_parity(model, Path(args.out) / path.stem, lengths=lengths, prefill=args.prefill,
+                                steps=args.steps)
+            row["parity"] = {r.what: r.max_abs for r in rows}
+            row["check_s"] = round(time.perf_counter() - t0, 1)
+            row["status"] = "ok" if all(r.ok for r in rows) else "parity FAILED"
+        except (ExportError, BackendError) as e:
+            row["status"] = f"not exported: {e.message}"
+        except Exception as e:  # a failure the table must show, not hide
+            row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            traceback.print_exc(limit=3)
+        results[path.stem] = row
+        results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
