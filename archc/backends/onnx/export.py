@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from archc.backends.onnx import DEFAULT_OPSET
 from archc.backends.onnx.assemble import Assembler, Exported
@@ -69,37 +70,31 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
         _check_exportable(model)
     asm = Assembler(model, opset)
     ex = asm.decoder() if decoder else asm.forward_graph()
-    proto = simplify(ex.model)
-    onnx.checker.check_model(proto, full_check=True)
+    model_ir = simplify(ex.model)
+    del ex.model  # the unsimplified copy of every weight
     path = folder / "model.onnx"
-    _save(proto, path)
+    _save(model_ir, path)
+    onnx.checker.check_model(str(path), full_check=True)  # by path: it may exceed protobuf's 2 GB
     manifest = _manifest(ex, model, spec_text, spec_name, weights, opset)
     manifest.write(folder)
     size = sum((folder / f).stat().st_size for f in OWN_FILES if (folder / f).exists())
-    return ExportReport(folder, manifest, time.perf_counter() - t0, ex.unit_seconds, ex.units, _count(proto.graph), size)
+    nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model_ir.graph))
+    return ExportReport(folder, manifest, time.perf_counter() - t0, ex.unit_seconds, ex.units, nodes, size)
 
 
-def _count(g: onnx.GraphProto) -> int:
-    """Nodes, those of If/Loop/Scan bodies included."""
-    n = 0
-    for node in g.node:
-        n += 1
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                n += _count(a.g)
-    return n
+#: Above this many bytes of weights they go to `model.onnx.data` (protobuf's limit is 2 GB).
+EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
-def _save(proto: onnx.ModelProto, path: Path) -> None:
+def _save(model: ir.Model, path: Path) -> None:
     """Weights inline below protobuf's 2 GB limit, else in `model.onnx.data` beside the model
-    (a relative location inside the folder)."""
-    big = proto.ByteSize() > 1_800_000_000
-    tmp = path.with_suffix(".onnx.tmp")
-    if big:
-        onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=1024)
+    (a relative location inside the folder). Written to a temporary name, then moved."""
+    weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    tmp = path.with_name(path.name + ".tmp")
+    if weights > EXTERNAL_DATA_BYTES:
+        ir.save(model, tmp, external_data="model.onnx.data")
     else:
-        onnx.save_model(proto, str(tmp))
+        ir.save(model, tmp)
     os.replace(tmp, path)
 
 
@@ -163,8 +158,13 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
         if longest is not None and t > longest:
             continue  # beyond the spec's learned positions: no model runs there
         ids = torch.randint(0, _input_vocab(model), (3, t), generator=gen)
-        with torch.no_grad():
-            ref = model(ids).logits.float().numpy()
+        try:
+            with torch.no_grad():
+                ref = model(ids).logits.float().numpy()
+        except (IndexError, RuntimeError) as e:  # a length the spec's own tables do not reach
+            rows.append(ParityRow(f"forward, seq {t} (skipped: the torch model cannot run it: {type(e).__name__})",
+                                  float("nan"), True))
+            continue
         got = onnx_model.logits(ids.numpy())
         err = float(np.abs(got - ref).max())
         rows.append(ParityRow(f"forward, seq {t}", err, err <= atol))

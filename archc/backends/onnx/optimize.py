@@ -18,7 +18,7 @@ import onnxscript.optimizer
 CONSTANT_PREFIX = "const."
 
 
-def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
+def simplify(proto: onnx.ModelProto) -> ir.Model:
     model = ir.serde.deserialize_model(proto)
     g = model.graph
     weights = [v for name, v in g.initializers.items() if not name.startswith(CONSTANT_PREFIX)]
@@ -31,4 +31,4 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
         g.inputs.remove(v)
         if v.name in used:
             g.register_initializer(v)
-    return ir.serde.serialize_model(model)
+    return model

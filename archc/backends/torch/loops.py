@@ -48,6 +48,29 @@ def exported_time_loop(step: Callable[[Any, Carry], tuple[Tensor, Carry]], xs: T
     return out, tuple(final)
 
 
+def exported_fold(step: Callable[[Any, Carry], Carry], xs: Tensor | tuple[Tensor, ...], carry: Carry,
+                  dim: int = 1) -> Carry:
+    """carry = step(x_t, carry) for every t along `dim` of xs, as one `while_loop`, keeping only
+    the final carry (`exported_time_loop` without outputs): a chunked scan's first pass, which
+    needs each chunk's end state and nothing per position."""
+    from torch._higher_order_ops.while_loop import while_loop
+
+    t = (xs[0] if isinstance(xs, tuple) else xs).shape[dim]
+
+    def more(i: Tensor, *carry: Tensor) -> Tensor:
+        return i < t
+
+    def one(i: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
+        at = i.reshape(1)
+        x_t = tuple(x.index_select(dim, at).squeeze(dim) for x in xs) if isinstance(xs, tuple) else \
+            xs.index_select(dim, at).squeeze(dim)
+        return (i + 1, *step(x_t, carry))
+
+    start = torch.zeros((), dtype=torch.long, device=carry[0].device)
+    _, *final = while_loop(more, one, (start, *(c.clone() for c in carry)))
+    return tuple(final)
+
+
 #: Tokens per piece of `segmented_forward`.
 SEGMENT = 2048
 

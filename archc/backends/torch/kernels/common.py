@@ -24,13 +24,14 @@ import torch
 from torch import Tensor
 
 from archc.backends.torch.context import tracing
+from archc.backends.torch.loops import exported_time_loop
 
 #: Positions per chunk of the scans under tracing (and of `chunked_decay_attention`'s callers that
 #: pass none): short enough that the unrolled chunk keeps exported graphs small. In eager mode
 #: `selective_scan` picks its chunk by length (`selective_chunk`). Chunk sweeps of the scan alone
 #: were measured ad hoc on this CPU (figures in `selective_chunk`'s docstring), not by a tool.
 CHUNK = 32
-#: Steps of `linear_scan` in traced programs: up to 2^20 chunks (2^25 tokens with chunks of 32).
+#: Steps of `stabilized_scan` in traced programs: up to 2^20 chunks (2^25 tokens with chunks of 32).
 MAX_SCAN_STEPS = 20
 
 
@@ -71,12 +72,11 @@ def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
     log_a [B, n, *F'] broadcasts against u [B, n, *F] (a scalar decay per head, or one per
     element); h0 [B, *F]. Returns h [B, n, *F] (h[:, -1] is the final state).
 
-    Used on the short sequences of chunk summaries (n = T / chunk). In eager mode a plain pass
-    over the n chunks: O(n·F) work in n small steps. Traced, Hillis–Steele's log-step scan of the
-    affine maps h ↦ a·h + u: after step k every position has composed the 2^k maps before it, so
-    `MAX_SCAN_STEPS` steps of O(n·F) finish for any n (surplus steps add zeros) and no loop's trip
-    count depends on n. (The log-step form does log n times the work: at 16k tokens Mamba-2's
-    [H, P, N] chunk states made it the slowest part of the layer.)"""
+    Used on the short sequences of chunk summaries (n = T / chunk): O(n·F) work in n small
+    steps, a plain Python loop in eager mode and one `while_loop` over the symbolic n when traced
+    (`exported_time_loop`; an ONNX `Loop`). The traced form was Hillis–Steele's log-step scan,
+    20 unrolled steps of O(n·F): log n times the work, and the largest part of the exported
+    graphs of Mamba, Mamba-2, RetNet and RWKV-6 (their ONNX export took minutes)."""
     n = u.shape[1]
     if not tracing():
         decay = log_a.exp()
@@ -86,15 +86,12 @@ def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
             h = torch.addcmul(u[:, i], decay[:, i], h)
             out.append(h)
         return torch.stack(out, dim=1)
-    steps = MAX_SCAN_STEPS
-    torch._check(n <= 2 ** MAX_SCAN_STEPS, lambda: f"linear_scan supports {2 ** MAX_SCAN_STEPS} chunks")
-    la, h = log_a, u
-    for k in range(steps):
-        h = torch.addcmul(h, la.exp(), shift(h, 2 ** k))
-        la = la + shift(la, 2 ** k)
-    if h0 is not None:
-        h = torch.addcmul(h, la.exp(), h0[:, None])  # la is now the log-decay from the start
-    return h
+    def one(x: tuple[Tensor, Tensor], carry: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        h = torch.addcmul(x[1], x[0].exp(), carry[0])
+        return h, (h,)
+
+    start = torch.zeros_like(u[:, 0]) if h0 is None else h0.to(u.dtype)
+    return exported_time_loop(one, (log_a, u), (start,), torch.zeros_like(u), dim=1)[0]
 
 
 #: log 0 for the max-stabilized WKV states: finite, so max() and differences never meet inf − inf

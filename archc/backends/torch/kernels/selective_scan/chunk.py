@@ -8,6 +8,7 @@ from torch import Tensor
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.context import tracing
 from archc.backends.torch.kernels.common import CHUNK, linear_scan, shift, wide
+from archc.backends.torch.loops import exported_fold, exported_time_loop
 
 
 def selective_chunk(t: int) -> int:
@@ -38,6 +39,8 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
     t = u.shape[1]
     chunk = chunk or selective_chunk(t)
     u, dt, B, C, A = wide(u), wide(dt), wide(B), wide(C), wide(A)
+    if tracing():
+        return _traced(u, dt, A, B, C, h0, chunk)
 
     def steps(x: Tensor) -> tuple[Tensor, ...]:
         """[B, T, *F] -> `chunk` contiguous slabs [B, n, *F], one per position inside the chunks
@@ -70,3 +73,28 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
         h = advance(h, i)
         ys.append(torch.einsum("bcen,bcn->bce", h, cs[i]))  # faster than bmm with N-long rows
     return from_blocks(torch.stack(ys, dim=2), 1, t), final
+
+
+def _traced(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None,
+            chunk: int) -> tuple[Tensor, Tensor]:
+    """The same two passes under `torch.export`, each a `while_loop` over the positions of the
+    chunks: the loop body is traced once instead of `chunk` times (unrolled, the 2·chunk steps of
+    each pass made Mamba's exported graph the largest of any mixer, and its ONNX export the
+    slowest)."""
+    dtb, dub = to_blocks(dt[..., None], 1, chunk), to_blocks((dt * u)[..., None], 1, chunk)  # [B, n, c, E, 1]
+    bb, cb = to_blocks(B[:, :, None, :], 1, chunk), to_blocks(C, 1, chunk)  # [B, n, c, 1, N], [B, n, c, N]
+
+    def advance(x: tuple[Tensor, ...], h: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        dt_i, du_i, b_i = x[:3]
+        return (torch.addcmul(du_i * b_i, (dt_i * A).exp(), h[0]),)
+
+    def advance_and_read(x: tuple[Tensor, ...], h: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        (h,) = advance(x, h)
+        return torch.einsum("bcen,bcn->bce", h, x[3]), (h,)
+
+    start = u.new_zeros((*dub.shape[:2], *dub.shape[3:-1], A.shape[1]))  # [B, n, E, N]
+    (ends,) = exported_fold(advance, (dtb, dub, bb), (start,), dim=2)
+    h = linear_scan(shift(dtb.sum(2) * A), shift(ends), None if h0 is None else wide(h0))
+    ys, _ = exported_time_loop(advance_and_read, (dtb, dub, bb, cb), (h,), u.new_zeros(cb.shape[:3] + u.shape[2:]),
+                               dim=2)
+    return from_blocks(ys, 1, u.shape[1]), h[:, -1]

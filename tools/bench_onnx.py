@@ -1,0 +1,115 @@
+"""onnxruntime against archc's torch eager, side by side in one process: prefill of 1×512 tokens
+and decode ms/token after a 128-token prompt, fp32, 2 threads each, on the tiny specs.
+
+    .venv/bin/python tools/bench_onnx.py [--specs llama-tiny,mamba-tiny] [--out /tmp/archc-bench]
+        [--threads 2] [--repeats 5]
+
+Each spec is exported (random init, seed 0) and both runtimes decode the same tokens; the
+figures are medians of `--repeats` runs after a warm-up. Ratios are onnxruntime ÷ torch (< 1:
+onnxruntime faster). Export time is the `archc export` wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT = "llama-tiny,mixtral-tiny,mamba-tiny,mamba2-tiny,retnet-tiny,rwkv-tiny,xlstm-tiny"
+
+
+def _median(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_spec(name: str, args: argparse.Namespace) -> tuple:
+    import torch
+
+    from archc.backends.onnx.export import export_model
+    from archc.backends.onnx.runtime import OnnxModel
+    from archc.backends.torch import build
+
+    path = ROOT / "specs" / f"{name}.arch"
+    model = build(str(path), seed=0).eval()
+    t0 = time.perf_counter()
+    export_model(model, Path(args.out) / name, path.read_text(), name, "random init, seed 0", force=True)
+    export_s = time.perf_counter() - t0
+    ort_model = OnnxModel(Path(args.out) / name, threads=args.threads)
+    vocab = ort_model.vocab
+    ids = torch.randint(0, vocab, (1, args.prefill), generator=torch.Generator().manual_seed(0))
+    prompt = ids[:, :args.prompt]
+
+    def torch_prefill():
+        with torch.no_grad():
+            model.step(ids, 0, model.init_state(1, args.prefill))
+
+    def ort_prefill():
+        ort_model.step(ids.numpy(), 0, ort_model.init_state(1, args.prefill))
+
+    def torch_decode():
+        with torch.no_grad():
+            lg, st = model.step(prompt, 0, model.init_state(1, args.prompt + args.tokens))
+            nxt = lg[:, -1:].argmax(-1)
+            t0 = time.perf_counter()
+            for i in range(args.tokens):
+                lg, st = model.step(nxt, args.prompt + i, st)
+                nxt = lg[:, -1:].argmax(-1)
+            return (time.perf_counter() - t0) / args.tokens
+
+    def ort_decode():
+        lg, st = ort_model.step(prompt.numpy(), 0, ort_model.init_state(1, args.prompt + args.tokens))
+        nxt = lg[:, -1:].argmax(-1)
+        t0 = time.perf_counter()
+        for i in range(args.tokens):
+            lg, st = ort_model.step(nxt, args.prompt + i, st)
+            nxt = lg[:, -1:].argmax(-1)
+        return (time.perf_counter() - t0) / args.tokens
+
+    tp, op = _median(torch_prefill, args.repeats), _median(ort_prefill, args.repeats)
+    torch_decode()
+    ort_decode()
+    td = statistics.median(torch_decode() for _ in range(args.repeats))
+    od = statistics.median(ort_decode() for _ in range(args.repeats))
+    row = (name, export_s, tp * 1e3, op * 1e3, op / tp, td * 1e3, od * 1e3, od / td)
+    print(f"{name:<14} export {export_s:6.1f} s | prefill 1×{args.prefill}: torch {tp * 1e3:7.1f} ms, "
+          f"ort {op * 1e3:7.1f} ms ({op / tp:.2f}×) | decode: torch {td * 1e3:5.2f} ms, ort {od * 1e3:5.2f} ms "
+          f"({od / td:.2f}×)", flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--specs", default=DEFAULT)
+    ap.add_argument("--out", default="/tmp/archc-bench")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--prefill", type=int, default=512)
+    ap.add_argument("--prompt", type=int, default=128)
+    ap.add_argument("--tokens", type=int, default=32)
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rows = [bench_spec(name, args) for name in args.specs.split(",")]
+    print("\n| spec | export s | prefill torch ms | prefill ort ms | ort ÷ torch | decode torch ms | decode ort ms | ort ÷ torch |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
