@@ -25,6 +25,7 @@ from archc.backends.onnx.names import StateName, state_names
 from archc.backends.onnx.units import Mode, UnitSpec, export_unit
 from archc.backends.torch.model import ArchModel, GraphModule
 from archc.backends.torch.module import OpModule
+from archc.ir.cost import MAX_LEN
 from archc.ir.graph import Node
 from archc.ops.registry import REGISTRY, node_state
 
@@ -209,32 +210,56 @@ class Assembler:
         return values[self.graph.outputs[0]]
 
     def decoder(self) -> Exported:
+        """The decoder graph. Inputs `input_ids` [batch, seq], `attention_mask` [batch, past + seq]
+        (onnxruntime-genai's convention: its length minus seq is the position of the first token)
+        and the state; outputs `logits` and the new state. A cache indexed by position (a KV
+        cache) comes in holding the `past_seq` tokens so far and goes out holding `past_seq + seq`
+        (genai's and transformers' layout): the graph pads it by `seq` and the node writes the new
+        positions. Fixed-size state (recurrent states, ring buffers) keeps its shape."""
         g = self.graph
-        names = state_names([(n.id, node_state(g, n)) for n in g.nodes.values() if REGISTRY[n.op].kind == "layer"])
+        declared = [(n.id, node_state(g, n)) for n in g.nodes.values() if REGISTRY[n.op].kind == "layer"]
+        names = state_names(declared)
+        tensors = [s for _, state in declared for s in state]
         by_node: dict[str, list[StateName]] = {}
         for sn in names:
             by_node.setdefault(sn.node, []).append(sn)
         ports: list[tuple[StateName, Port]] = []
-        for node_id, sns in by_node.items():
-            mod = self.model.get_submodule(node_id)
-            small = mod.init_state(1, 64, *_cpu32())
-            large = mod.init_state(1, 96, *_cpu32())
-            for sn, a, b in zip(sns, small, large, strict=True):
-                shape: list[int | str] = ["batch", *("max_len" if a.shape[k] != b.shape[k] else int(a.shape[k])
-                                                     for k in range(1, a.dim()))]
-                ports.append((sn, Port(sn.past, _np_name(a.dtype), shape)))
+        growing: dict[str, int] = {}  # past input -> the axis that grows
+        dtypes = {n: _np_name(t.dtype) for nid in by_node
+                  for n, t in zip(self.model.get_submodule(nid).state_names,
+                                  self.model.get_submodule(nid).init_state(1, 8, *_cpu32()), strict=True)}
+        for sn, st in zip(names, tensors, strict=True):
+            shape: list[int | str] = ["batch"]
+            for k, d in enumerate(st.shape):
+                if d == MAX_LEN and st.cap is None:
+                    growing[sn.past] = k + 1
+                    shape.append("past_seq")
+                else:
+                    shape.append(st.cap if d == MAX_LEN else int(d))
+            ports.append((sn, Port(sn.past, dtypes[sn.state], shape)))
         vocab = self.model.out_type_vocab()
         top = _Scope()
+        for name, v in (("const.one", 1), ("const.one_index", 1)):
+            self.initializers[name] = numpy_helper.from_array(np.array(v, dtype=np.int64), name)
         seq = top.add("Gather", [top.add("Shape", ["input_ids"], "top"), "const.one_index"], "top", axis=0)
-        end = top.add("Add", ["position", seq], "top")
-        positions = top.add("Range", ["position", end, "const.one"], "top")
-        self.initializers["const.one"] = numpy_helper.from_array(np.array(1, dtype=np.int64), "const.one")
-        self.initializers["const.one_index"] = numpy_helper.from_array(np.array(1, dtype=np.int64), "const.one_index")
+        total = top.add("Gather", [top.add("Shape", ["attention_mask"], "top"), "const.one_index"], "top", axis=0)
+        position = top.add("Sub", [total, seq], "top")
+        positions = top.add("Range", [position, total, "const.one"], "top")
+        padded: dict[str, str] = {}
+        for sn, p in ports:
+            if sn.past in growing:
+                rank, axis = len(p.shape), growing[sn.past]
+                onehot = f"const.pad_end_{rank}_{axis}"
+                self.initializers[onehot] = numpy_helper.from_array(
+                    np.eye(2 * rank, dtype=np.int64)[rank + axis], onehot)
+                pads = top.add("Mul", [onehot, seq], f"top/{sn.past}")
+                padded[sn.past] = top.add("Pad", [sn.past, pads], f"top/{sn.past}")
         feeds = {g.inputs[0]: "input_ids"}
-        past = {nid: [sn.past for sn in sns] for nid, sns in by_node.items()}
+        past = {nid: [padded.get(sn.past, sn.past) for sn in sns] for nid, sns in by_node.items()}
         outs = ["logits", *(sn.present for sn in names)]
         out_ports = [Port("logits", "float32", ["batch", "seq", vocab]),
-                     *(Port(sn.present, p.dtype, p.shape) for sn, p in ports)]
+                     *(Port(sn.present, p.dtype, ["total_seq" if d == "past_seq" else d for d in p.shape])
+                       for sn, p in ports)]
         if names:
             branches = {}
             for mode in ("prefill", "decode"):
@@ -250,7 +275,7 @@ class Assembler:
         else:
             logits = self.emit(top, "prefill", positions, feeds, {}, {})
             top.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
-        in_ports = [Port("input_ids", "int64", ["batch", "seq"]), Port("position", "int64", []),
+        in_ports = [Port("input_ids", "int64", ["batch", "seq"]), Port("attention_mask", "int64", ["batch", "total_seq"]),
                     *(p for _, p in ports)]
         model = self._model(top, in_ports, out_ports)
         return Exported(model, in_ports, out_ports, ports, len(self.units), self.unit_seconds, "decoder")

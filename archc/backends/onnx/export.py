@@ -21,6 +21,7 @@ import onnx_ir as ir
 
 from archc.backends.onnx import DEFAULT_OPSET
 from archc.backends.onnx.assemble import Assembler, Exported
+from archc.backends.onnx.genai import CONFIG, genai_support, write_genai_config
 from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo
 from archc.backends.onnx.optimize import simplify
 from archc.backends.torch.model import ArchModel
@@ -28,7 +29,7 @@ from archc.ir.graph import Node
 from archc.ops.registry import node_state
 
 #: the files an export writes: the only ones `force` replaces
-OWN_FILES = ("model.onnx", "model.onnx.data", MANIFEST)
+OWN_FILES = ("model.onnx", "model.onnx.data", MANIFEST, CONFIG)
 
 
 class ExportError(Exception):
@@ -76,6 +77,9 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     _save(model_ir, path)
     onnx.checker.check_model(str(path), full_check=True)  # by path: it may exceed protobuf's 2 GB
     manifest = _manifest(ex, model, spec_text, spec_name, weights, opset)
+    ok, manifest.genai = genai_support(manifest)
+    if ok:
+        write_genai_config(folder, manifest, *_genai_dims(model), max_positions(model) or 8192)
     manifest.write(folder)
     size = sum((folder / f).stat().st_size for f in OWN_FILES if (folder / f).exists())
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model_ir.graph))
@@ -183,6 +187,13 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
         rows.append(ParityRow(f"prefill {prefill} + {steps} steps", err, err <= atol))
     del vocab
     return rows
+
+
+def _genai_dims(model: ArchModel) -> tuple[int, int]:
+    """(attention heads, model width) as genai's config states them."""
+    heads = [int(n.params["heads"]) for n in model.graph.walk() if n.op == "attention"]
+    width = next(int(n.type.width) for n in model.graph.walk() if n.op == "embed")
+    return (heads[0] if heads else 1), width
 
 
 def max_positions(model: ArchModel) -> int | None:

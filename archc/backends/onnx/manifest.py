@@ -56,7 +56,7 @@ class Manifest(BaseModel):
     #: exported from these weights (a file name), or a seeded random init
     weights: str
     #: where onnxruntime-genai can run the folder, and if not, why
-    genai: str = "no genai_config.json written yet (docs/onnx.md)"
+    genai: str = ""
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST).write_text(json.dumps(self.model_dump(), indent=2) + "\n")

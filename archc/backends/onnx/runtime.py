@@ -57,10 +57,13 @@ class OnnxModel:
     def vocab(self) -> int:
         return self.manifest.vocab
 
-    def init_state(self, batch: int, max_len: int) -> State:
+    def init_state(self, batch: int, max_len: int = 0) -> State:
+        """A fresh state: position-indexed caches empty (`past_seq` = 0; they grow by each step's
+        tokens), everything else at its declared fill. `max_len` is accepted for symmetry with
+        the torch backend; nothing here is preallocated."""
         out = []
         for s in self.manifest.state:
-            shape = [batch if d == "batch" else max_len if d == "max_len" else int(d) for d in s.shape]
+            shape = [batch if d == "batch" else 0 if d == "past_seq" else int(d) for d in s.shape]
             out.append(np.full(shape, s.fill, dtype=_DTYPES[s.dtype]))
         return out
 
@@ -69,7 +72,9 @@ class OnnxModel:
         tokens; returns them and the new state (the old one is left as it was)."""
         if self.manifest.kind != "decoder":
             raise ValueError(f"{self.manifest.spec} was exported as a forward graph: it has no incremental form")
-        feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64), "position": np.array(pos, dtype=np.int64)}
+        # genai's convention: the mask covers the past and the new tokens; its length gives the position
+        feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
+                 "attention_mask": np.ones((ids.shape[0], pos + ids.shape[1]), dtype=np.int64)}
         feeds.update({s.input: v for s, v in zip(self.manifest.state, state, strict=True)})
         outs = self.session.run(["logits", *(s.output for s in self.manifest.state)], feeds)
         return outs[0], outs[1:]

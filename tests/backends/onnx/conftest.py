@@ -19,7 +19,7 @@ model small(tokens) {
 
 @pytest.fixture(scope="session")
 def decoder_export(tmp_path_factory):
-    """A 2-layer GQA decoder with tied embeddings, its weights saved and exported once."""
+    """A 2-layer GQA decoder with tied embeddings, weights moved off the init, saved and exported once."""
     import archc
     from archc.backends.onnx.export import export_model
     from archc.backends.torch import build
@@ -27,7 +27,13 @@ def decoder_export(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("decoder")
     (root / "small.arch").write_text(DECODER)
+    import torch
+
     model = build(archc.loads(DECODER, "small.arch").graph, seed=3).eval()
+    with torch.no_grad():  # off the init, so that greedy decoding does not settle on one token
+        gen = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
     save_weights(model, root / "w.safetensors")
     report = export_model(model, root / "out", DECODER, "small", "w.safetensors")
     return model, root, report

@@ -18,7 +18,7 @@ from archc.backends.torch import build
 
 def test_decoder_equals_torch_over_prefill_and_steps(decoder_export):
     model, root, _ = decoder_export
-    rows = check_parity(model, root / "out", lengths=(1, 17, 100), prefill=20, steps=12, atol=1e-5)
+    rows = check_parity(model, root / "out", lengths=(1, 17, 100), prefill=20, steps=12, atol=1e-4)
     assert all(r.ok for r in rows), rows
 
 
@@ -26,7 +26,7 @@ def test_decoder_names_follow_genai_and_weights_keep_their_keys(decoder_export):
     model, root, report = decoder_export
     proto = onnx.load(root / "out" / "model.onnx")
     inputs = [i.name for i in proto.graph.input]
-    assert inputs[:2] == ["input_ids", "position"]
+    assert inputs[:2] == ["input_ids", "attention_mask"]
     assert inputs[2:] == [f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
     assert [o.name for o in proto.graph.output] == ["logits"] + [f"present.{i}.{kv}" for i in range(2) for kv in ("key", "value")]
     keys = {k for k, _ in model.named_parameters()}
@@ -41,7 +41,7 @@ def test_decoder_names_follow_genai_and_weights_keep_their_keys(decoder_export):
     manifest = json.loads((root / "out" / "archc_export.json").read_text())
     assert manifest["kind"] == "decoder" and manifest["vocab"] == 300
     assert manifest["state"][0] == {"input": "past_key_values.0.key", "output": "present.0.key", "node": "layers.0.attn",
-                                    "state": "key", "dtype": "float32", "shape": ["batch", 2, "max_len", 8], "fill": 0.0}
+                                    "state": "key", "dtype": "float32", "shape": ["batch", 2, "past_seq", 8], "fill": 0.0}
     assert report.units == 6  # embed, rmsnorm, attention (prefill and decode forms), swiglu, lm_head
 
 

@@ -89,3 +89,37 @@ def test_a_folder_that_is_not_an_export_is_a_diagnostic(tmp_path, decoder_export
     out = _cli("run", str(broken))
     assert out.returncode == 1 and "ARC1104" in out.stderr and "does not match" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_onnxruntime_genai_generates_what_archc_run_does(decoder_export):
+    """onnxruntime-genai from PyPI loads the folder by its genai_config.json and greedy-decodes the
+    same tokens as `archc run` (token ids in, token ids out)."""
+    og = pytest.importorskip("onnxruntime_genai")
+    from archc.backends.onnx.runtime import OnnxModel
+
+    _, root, report = decoder_export
+    assert (root / "out" / "genai_config.json").exists() and report.manifest.genai.startswith("onnxruntime-genai runs it")
+    prompt = np.array([[5, 17, 250, 3, 99]])
+    vocab = report.manifest.vocab
+    ours = OnnxModel(root / "out").generate(prompt, max_new_tokens=20, eos_token_id=vocab - 1)[0].tolist()
+    model = og.Model(str(root / "out"))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=prompt.shape[1] + 20, do_sample=False)
+    gen = og.Generator(model, params)
+    gen.append_tokens(prompt.astype(np.int32))
+    while not gen.is_done():
+        gen.generate_next_token()
+    theirs = [int(t) for t in gen.get_sequence(0)]
+    assert theirs == ours[:len(theirs)] and (len(theirs) == len(ours) or theirs[-1] == vocab - 1)
+    assert len(set(ours[5:])) > 2  # the model's continuation is not a constant
+
+
+def test_recurrent_exports_say_why_genai_cannot_run_them(tmp_path):
+    from archc.backends.onnx.genai import genai_support
+    from archc.backends.onnx.manifest import Manifest, StateInfo
+
+    m = Manifest(kind="decoder", spec="m", spec_sha256="0", opset=20, vocab=10, inputs=[], outputs=[], weights="w",
+                 state=[StateInfo(input="past_key_values.0.conv_state", output="present.0.conv_state", node="n",
+                                  state="conv", dtype="float32", shape=["batch", 8, 4], fill=0.0)])
+    ok, why = genai_support(m)
+    assert not ok and "recurrent state" in why and "archc run" in why
