@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -36,8 +36,9 @@ class StateInfo(BaseModel):
     state: str
     dtype: str
     shape: list[int | str]
-    #: the initial value: a number (zeros, or −∞-like stabilizers)
-    fill: float
+    #: the initial value: a number (zeros, or the stabilizers' −∞ stand-in), or the values of
+    #: the parameter each sequence starts from (RMT's memory tokens), without the batch axis
+    fill: float | list[Any]
 
 
 class Manifest(BaseModel):

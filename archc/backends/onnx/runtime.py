@@ -64,7 +64,7 @@ class OnnxModel:
         out = []
         for s in self.manifest.state:
             shape = [batch if d == "batch" else 0 if d == "past_seq" else int(d) for d in s.shape]
-            out.append(np.full(shape, s.fill, dtype=_DTYPES[s.dtype]))
+            out.append(np.broadcast_to(np.asarray(s.fill, dtype=_DTYPES[s.dtype]), shape).copy())
         return out
 
     def step(self, ids: np.ndarray, pos: int, state: State) -> tuple[np.ndarray, State]:

@@ -39,3 +39,10 @@ def test_bad_inputs_are_diagnostics(decoder_export, tmp_path):
         assert out.returncode == status and code in out.stderr, (argv, out.returncode, out.stderr)
         assert "Traceback" not in out.stderr and "help:" in out.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_an_op_that_does_not_export_yet_is_refused_at_its_line(tmp_path):
+    out = _cli("export", "specs/s4-lm.arch", "-o", str(tmp_path / "s4"))
+    assert out.returncode == 1 and "ARC1101" in out.stderr and "specs/s4-lm.arch:" in out.stderr
+    assert "complex" in out.stderr and "^" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "s4").exists()
