@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from archc.cli.common import EXIT_ERRORS, EXIT_OK, add_limit_flags
-from archc.cli.model import _build_model, _fail, _load_weights, _run
+from archc.cli.model import _build_model, _fail, _load_weights, _run, add_sampling_flags, prompt_ids
 
 
 def _need_onnx() -> None:
@@ -85,19 +85,7 @@ def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
               f"decode {b.decode_ms_per_token:.2f} ms/token")
         return EXIT_OK
     vocab = model.vocab
-    byte_level = args.prompt_ids is None
-    if byte_level:
-        if vocab < 256:
-            raise _fail("ARC0908", f"text prompts are UTF-8 bytes, which needs a vocabulary ≥ 256 (this has {vocab})",
-                        "pass token ids with --prompt-ids '3 4 5'")
-        ids = list(args.prompt.encode("utf-8")) or [10]
-    else:
-        try:
-            ids = [int(t) for t in args.prompt_ids.replace(",", " ").split()]
-        except ValueError:
-            raise _fail("ARC0908", "--prompt-ids takes integers separated by spaces or commas", usage=True) from None
-        if not ids or max(ids) >= vocab or min(ids) < 0:
-            raise _fail("ARC0908", f"--prompt-ids must be non-empty token ids in [0, {vocab})", usage=True)
+    ids, byte_level = prompt_ids(args, vocab)
     if args.stop_token is not None and not 0 <= args.stop_token < vocab:
         raise _fail("ARC0908", f"--stop-token must be a token id in [0, {vocab})", usage=True)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -141,12 +129,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     r = sub.add_parser("run", help="generate from an exported folder with onnxruntime (no torch)")
     r.add_argument("folder", metavar="DIR", help="a folder written by `archc export`")
-    r.add_argument("--prompt", default="", help="text prompt, as UTF-8 bytes (byte-level models)")
-    r.add_argument("--prompt-ids", help="token ids instead of text, e.g. '3 4 5'")
-    r.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (64)")
-    r.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    r.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
-    r.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability ≥ p")
+    add_sampling_flags(r)
     r.add_argument("--stop-token", type=int, help="stop when this token id is generated")
     r.add_argument("--seed", type=int, default=0, help="seed of the sampling (0)")
     r.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")

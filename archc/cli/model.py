@@ -151,19 +151,7 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
         raise _fail("ARC0906", f"{prog.graph.name} is not a causal language model; generate needs one",
                     "generate decodes specs that end in lm_head and whose mixers are all causal")
     vocab = model.out_type_vocab()
-    byte_level = args.prompt_ids is None
-    if byte_level:
-        if vocab < 256:
-            raise _fail("ARC0908", f"text prompts are UTF-8 bytes, which needs a vocabulary ≥ 256 (this has {vocab})",
-                        "pass token ids with --prompt-ids '3 4 5'")
-        ids = list(args.prompt.encode("utf-8")) or [10]
-    else:
-        try:
-            ids = [int(t) for t in args.prompt_ids.replace(",", " ").split()]
-        except ValueError:
-            raise _fail("ARC0908", "--prompt-ids takes integers separated by spaces or commas", usage=True) from None
-        if not ids or max(ids) >= vocab or min(ids) < 0:
-            raise _fail("ARC0908", f"--prompt-ids must be non-empty token ids in [0, {vocab})", usage=True)
+    ids, byte_level = prompt_ids(args, vocab)
     draft = None
     if args.draft:
         draft, _ = _build_model(args.draft, args.seed, sources, args)
@@ -182,6 +170,35 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
     else:
         print(" ".join(str(t) for t in ids + new))
     return EXIT_OK
+
+
+def add_sampling_flags(sp: argparse.ArgumentParser) -> None:
+    """The prompt and sampling flags `archc generate` and `archc run` share."""
+    sp.add_argument("--prompt", default="", help="text prompt, as UTF-8 bytes (byte-level models)")
+    sp.add_argument("--prompt-ids", help="token ids instead of text, e.g. '3 4 5'")
+    sp.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (64)")
+    sp.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    sp.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    sp.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability ≥ p")
+
+
+def prompt_ids(args: argparse.Namespace, vocab: int) -> tuple[list[int], bool]:
+    """The prompt's token ids (`--prompt` as UTF-8 bytes, or `--prompt-ids`) and whether it is
+    byte-level text; shared by `archc generate` and `archc run`."""
+    byte_level = args.prompt_ids is None
+    if byte_level:
+        if vocab < 256:
+            raise _fail("ARC0908", f"text prompts are UTF-8 bytes, which needs a vocabulary ≥ 256 (this has {vocab})",
+                        "pass token ids with --prompt-ids '3 4 5'")
+        ids = list(args.prompt.encode("utf-8")) or [10]
+    else:
+        try:
+            ids = [int(t) for t in args.prompt_ids.replace(",", " ").split()]
+        except ValueError:
+            raise _fail("ARC0908", "--prompt-ids takes integers separated by spaces or commas", usage=True) from None
+        if not ids or max(ids) >= vocab or min(ids) < 0:
+            raise _fail("ARC0908", f"--prompt-ids must be non-empty token ids in [0, {vocab})", usage=True)
+    return ids, byte_level
 
 
 def _load_weights(model, path: str, flag: str) -> None:
@@ -234,12 +251,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("generate", help="sample from a (trained) causal language model")
     g.add_argument("file", metavar="FILE", help="spec file (.arch)")
     g.add_argument("--weights", help=".safetensors from `archc train` / `archc build -o` (default: random init)")
-    g.add_argument("--prompt", default="", help="text prompt, as UTF-8 bytes (byte-level models)")
-    g.add_argument("--prompt-ids", help="token ids instead of text, e.g. '3 4 5'")
-    g.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (64)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    g.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
-    g.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability ≥ p")
+    add_sampling_flags(g)
     g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (1: none)")
     g.add_argument("--draft", help="a draft spec for speculative decoding")
     g.add_argument("--draft-weights", help=".safetensors of the draft spec (default: random init)")

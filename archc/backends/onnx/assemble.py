@@ -23,13 +23,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from archc.backends.onnx.names import StateName, state_names
 from archc.backends.onnx.units import Mode, UnitSpec, export_unit
-from archc.backends.torch.model import ArchModel, GraphModule
+from archc.backends.torch.model import ArchModel
 from archc.backends.torch.module import OpModule
 from archc.ir.cost import MAX_LEN
 from archc.ir.graph import Node
 from archc.ops.registry import REGISTRY, node_state
-
-_DTYPES = {"fp32": TensorProto.FLOAT, "model": TensorProto.FLOAT, "bool": TensorProto.BOOL}
 
 
 @dataclass
@@ -370,4 +368,4 @@ def _rename_graph(g: onnx.GraphProto, rename, prefix: str) -> None:
     g.node.extend(nodes)
 
 
-__all__ = ["Assembler", "Exported", "GraphModule", "Port"]
+__all__ = ["Assembler", "Exported", "Port"]
