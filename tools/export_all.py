@@ -2,7 +2,10 @@
 onnxruntime, and write the table of docs/onnx.md.
 
     .venv/bin/python tools/export_all.py [--only llama-tiny,mamba-tiny] [--out /tmp/archc-export]
-        [--lengths 1,17,512,4096] [--prefill 64 --steps 448] [--md docs/onnx_table.md]
+        [--lengths 1,17,512,4096] [--prefill 64 --steps 448]
+
+Results are merged by spec into docs/onnx_results.json and rendered as the table of docs/onnx.md
+(between its export-table markers).
 
 Per spec: the graph kind, export time (and the part spent in torch.onnx on the distinct node
 graphs), node count, file size, and the max |onnxruntime − torch| of the logits at each length
@@ -82,6 +85,43 @@ def main() -> None:
         results[path.stem] = row
         results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
         print(json.dumps(row), flush=True)
+    write_table(results, ROOT / "docs" / "onnx.md")
+
+
+START, END = "<!-- export table: tools/export_all.py -->", "<!-- end of export table -->"
+
+
+def _err(parity: dict, key: str) -> str:
+    v = parity.get(key)
+    return "—" if v is None or v != v else f"{v:.1e}"
+
+
+def table(results: dict) -> str:
+    """The markdown table of docs/onnx.md from the results."""
+    lengths = sorted({int(k.split()[2]) for r in results.values() for k in r.get("parity", {})
+                      if k.startswith("forward, seq ") and k.split()[2].isdigit()})
+    head = ["spec", "graph", "export s", "torch.onnx s", "node graphs", "nodes", "MB",
+            *(f"seq {t}" for t in lengths), "prefill + steps", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name in sorted(results):
+        r = results[name]
+        par = r.get("parity", {})
+
+        steps = next((k for k in par if k.startswith("prefill")), None)
+        cells = [name, r.get("kind", "—"), str(r.get("export_s", "—")), str(r.get("torch_onnx_s", "—")),
+                 str(r.get("units", "—")), f"{r['nodes']:,}" if "nodes" in r else "—", str(r.get("mb", "—")),
+                 *(_err(par, f"forward, seq {t}") for t in lengths), _err(par, steps) if steps else "—",
+                 r.get("status", "").replace("|", "/")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_table(results: dict, doc: Path) -> None:
+    text = doc.read_text()
+    if START in text:
+        before, rest = text.split(START, 1)
+        after = rest.split(END, 1)[1]
+        doc.write_text(f"{before}{START}\n{table(results)}\n{END}{after}")
 
 
 if __name__ == "__main__":
