@@ -192,6 +192,8 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
         err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
         rows.append(ParityRow(f"forward, seq {t}" + ("" if got.shape == ref.shape else
                                                      f" (shape {got.shape}, torch {ref.shape})"), err, err <= atol))
+    if onnx_model.manifest.kind == "decoder":
+        rows.append(_right_padded(model, onnx_model, gen, atol))
     if onnx_model.manifest.kind == "decoder" and steps:
         ids = torch.randint(0, _input_vocab(model, model.input_names[0]), (3, prefill + steps), generator=gen)
         with torch.no_grad():
@@ -207,6 +209,26 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
         err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
         rows.append(ParityRow(f"prefill {prefill} + {steps} steps", err, err <= atol))
     return rows
+
+
+def _right_padded(model: ArchModel, onnx_model, gen, atol: float, lengths: tuple[int, ...] = (17, 9, 4)) -> ParityRow:
+    """A batch of 3 prompts of different lengths, right-padded, in one prefill: each row's logits
+    at its real positions against the torch forward of that row alone."""
+    import torch
+
+    t = max(lengths)
+    ids = torch.randint(0, _input_vocab(model, model.input_names[0]), (len(lengths), t), generator=gen)
+    mask = (torch.arange(t)[None, :] < torch.tensor(lengths)[:, None]).long()
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    feeds.update({s.input: v for s, v in zip(onnx_model.manifest.state, onnx_model.init_state(len(lengths)),
+                                             strict=True)})
+    got = onnx_model.session.run(["logits"], feeds)[0]
+    err = 0.0
+    for i, n in enumerate(lengths):
+        with torch.no_grad():
+            ref = model(ids[i:i + 1, :n]).logits.float().numpy()
+        err = max(err, float(np.abs(got[i:i + 1, :n] - ref).max()))
+    return ParityRow(f"right-padded batch {len(lengths)} (lengths {', '.join(map(str, lengths))})", err, err <= atol)
 
 
 def _genai_dims(model: ArchModel) -> tuple[int, int]:

@@ -20,7 +20,7 @@ def test_export_check_reports_parity(decoder_export, tmp_path):
                "--check")
     assert out.returncode == 0, out.stderr
     assert "decoder of small" in out.stdout and "parity: onnxruntime equals the torch module" in out.stdout
-    assert out.stdout.count(" ok") == 4
+    assert out.stdout.count(" ok") == 5  # 3 lengths, the right-padded batch, prefill + steps
 
 
 def test_bad_inputs_are_diagnostics(decoder_export, tmp_path):
