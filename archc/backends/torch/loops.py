@@ -18,34 +18,41 @@ if TYPE_CHECKING:
 Carry = tuple[Tensor, ...]
 
 
-def exported_time_loop(step: Callable[[Any, Carry], tuple[Tensor, Carry]], xs: Tensor | tuple[Tensor, ...],
-                       carry: Carry, out: Tensor, dim: int = 1, reverse: bool = False) -> tuple[Tensor, Carry]:
+def exported_time_loop(step: Callable[[Any, Carry], tuple[Any, Carry]], xs: Tensor | tuple[Tensor, ...],
+                       carry: Carry, out: Tensor | tuple[Tensor, ...], dim: int = 1,
+                       reverse: bool = False) -> tuple[Any, Carry]:
     """y_t, carry = step(x_t, carry) for every t along `dim` of xs, as one `while_loop`: what a
     recurrence without an elementwise scan form (LSTM, GRU, sLSTM, S4's multi-token step, the
     gated delta rule's chunks) becomes under `torch.export`, where a Python loop would bake the
     traced length in and `aten.lstm` is unrolled over it. The trip count stays the symbolic length.
     `xs` is one tensor or a tuple of tensors sharing that axis (then step gets the tuple of their
-    slices). `out` is zeros shaped like the stacked outputs (written with `index_copy`);
-    `reverse` runs right to left. Returns (outputs, final carry)."""
+    slices). `out` is zeros shaped like the stacked outputs (written with `index_copy`), or a
+    tuple of them when step returns a tuple; `reverse` runs right to left. Returns (outputs,
+    final carry)."""
     from torch._higher_order_ops.while_loop import while_loop
 
     t = (xs[0] if isinstance(xs, tuple) else xs).shape[dim]
+    outs = out if isinstance(out, tuple) else (out,)
+    n_out = len(outs)
 
     def at_step(x: Tensor, at: Tensor) -> Tensor:
         return x.index_select(dim, at).squeeze(dim)
 
-    def more(i: Tensor, out: Tensor, *carry: Tensor) -> Tensor:
+    def more(i: Tensor, *rest: Tensor) -> Tensor:
         return i < t
 
-    def one(i: Tensor, out: Tensor, *carry: Tensor) -> tuple[Tensor, ...]:
+    def one(i: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
         at = (t - 1 - i if reverse else i).reshape(1)
         x_t = tuple(at_step(x, at) for x in xs) if isinstance(xs, tuple) else at_step(xs, at)
-        y, carry = step(x_t, carry)
-        return (i + 1, out.index_copy(dim, at, y.unsqueeze(dim)), *carry)
+        y, new = step(x_t, tuple(rest[n_out:]))
+        ys = y if isinstance(y, tuple) else (y,)
+        written = tuple(o.index_copy(dim, at, v.unsqueeze(dim)) for o, v in zip(rest[:n_out], ys, strict=True))
+        return (i + 1, *written, *new)
 
-    start = torch.zeros((), dtype=torch.long, device=out.device)
-    _, out, *final = while_loop(more, one, (start, out, *(c.clone() for c in carry)))
-    return out, tuple(final)
+    start = torch.zeros((), dtype=torch.long, device=outs[0].device)
+    _, *rest = while_loop(more, one, (start, *outs, *(c.clone() for c in carry)))
+    written = tuple(rest[:n_out])
+    return (written if isinstance(out, tuple) else written[0]), tuple(rest[n_out:])
 
 
 def exported_fold(step: Callable[[Any, Carry], Carry], xs: Tensor | tuple[Tensor, ...], carry: Carry,

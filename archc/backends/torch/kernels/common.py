@@ -31,8 +31,6 @@ from archc.backends.torch.loops import exported_time_loop
 #: `selective_scan` picks its chunk by length (`selective_chunk`). Chunk sweeps of the scan alone
 #: were measured ad hoc on this CPU (figures in `selective_chunk`'s docstring), not by a tool.
 CHUNK = 32
-#: Steps of `stabilized_scan` in traced programs: up to 2^20 chunks (2^25 tokens with chunks of 32).
-MAX_SCAN_STEPS = 20
 
 
 def wide(x: Tensor) -> Tensor:
@@ -116,9 +114,11 @@ def stabilized_scan(own: StableState, decay: Tensor, h0: StableState | None) -> 
     (v·e^m, w·e^m), as in `merge`) and their total log-decays [B, n, …]; h0 the state before the
     first chunk (none if None). A log-step scan under `merge` of the states shifted by one chunk:
     the max-stabilized counterpart of `linear_scan`, for recurrences with exponential inputs."""
+    if tracing():
+        return _stabilized_loop(own, decay, h0)
     decay = shift(decay)
     v, w, m = shift(own[0]), shift(own[1]), shift(own[2], fill=NEG)
-    steps = MAX_SCAN_STEPS if tracing() else max(1, (v.shape[1] - 1).bit_length())
+    steps = max(1, (v.shape[1] - 1).bit_length())
     for j in range(steps):
         by = 2 ** j
         v, w, m = merge((shift(v, by), shift(w, by), shift(m, by, NEG)), decay, (v, w, m))
@@ -126,3 +126,21 @@ def stabilized_scan(own: StableState, decay: Tensor, h0: StableState | None) -> 
     if h0 is not None:  # decay is now the log-decay from the start to each chunk
         v, w, m = merge(tuple(wide(s)[:, None] for s in h0), decay, (v, w, m))  # type: ignore[arg-type]
     return v, w, m
+
+
+def _stabilized_loop(own: StableState, decay: Tensor, h0: StableState | None) -> StableState:
+    """`stabilized_scan` under tracing: the chunks' start states one chunk after the other, as
+    one `while_loop` (an ONNX `Loop`) whose body is traced once — the unrolled log-step form was
+    most of RWKV-4's and mLSTM's exported graphs."""
+    # while_loop wants its carry's strides to stay put: every carried tensor contiguous
+    v0, w0, m0 = (s[:, 0] for s in own)
+    start = (v0.new_zeros(v0.shape), w0.new_zeros(w0.shape), m0.new_full(m0.shape, NEG)) if h0 is None else \
+        tuple(wide(s).to(v0.dtype).contiguous() for s in h0)
+
+    def one(x: tuple[Tensor, ...], s: tuple[Tensor, ...]) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        v, w, m, d = x
+        return s, tuple(t.contiguous() for t in merge(s, d, (v, w, m)))
+
+    outs = tuple(t.new_zeros(t.shape) for t in own)
+    starts, _ = exported_time_loop(one, (*own, decay), start, outs, dim=1)
+    return starts
