@@ -85,11 +85,12 @@ def linear_scan(log_a: Tensor, u: Tensor, h0: Tensor | None = None) -> Tensor:
             out.append(h)
         return torch.stack(out, dim=1)
     def one(x: tuple[Tensor, Tensor], carry: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        h = torch.addcmul(x[1], x[0].exp(), carry[0])
+        h = torch.addcmul(x[1], x[0].exp(), carry[0]).contiguous()
         return h, (h,)
 
-    start = torch.zeros_like(u[:, 0]) if h0 is None else h0.to(u.dtype)
-    return exported_time_loop(one, (log_a, u), (start,), torch.zeros_like(u), dim=1)[0]
+    # while_loop wants its carry's strides to stay put (u is often a transposed view): contiguous
+    start = u.new_zeros(u[:, 0].shape) if h0 is None else h0.to(u.dtype).contiguous()
+    return exported_time_loop(one, (log_a, u), (start,), u.new_zeros(u.shape), dim=1)[0]
 
 
 #: log 0 for the max-stabilized WKV states: finite, so max() and differences never meet inf − inf
