@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from archc.backends.onnx import ExportError
 from archc.backends.onnx.names import StateName, state_names
 from archc.backends.onnx.units import Mode, UnitSpec, export_unit
 from archc.backends.torch.model import ArchModel
@@ -117,7 +118,14 @@ class Assembler:
     def unit(self, node: Node, spec: UnitSpec) -> onnx.ModelProto:
         if spec.key not in self.units:
             t0 = time.perf_counter()
-            proto = export_unit(self._module(node), spec, self.seq_symbol, self.opset, self._owners(node))
+            try:
+                proto = export_unit(self._module(node), spec, self.seq_symbol, self.opset, self._owners(node))
+            except Exception as e:  # torch.export or torch.onnx could not take this op's module
+                first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+                raise ExportError(f"`{node.op}` could not be exported to ONNX ({spec.mode} form): "
+                                  f"{type(e).__name__}: {first[:200]}",
+                                  "run this spec with `archc generate`; docs/onnx.md lists what exports",
+                                  node) from e
             self.unit_seconds += time.perf_counter() - t0
             for f in proto.functions:
                 self.functions.setdefault((f.domain, f.name), f)
@@ -223,7 +231,7 @@ class Assembler:
             by_node.setdefault(sn.node, []).append(sn)
         ports: list[tuple[StateName, Port]] = []
         growing: dict[str, int] = {}  # past input -> the axis that grows
-        dtypes = {n: _np_name(t.dtype) for nid in by_node
+        dtypes = {(nid, n): _np_name(t.dtype) for nid in by_node
                   for n, t in zip(self.model.get_submodule(nid).state_names,
                                   self.model.get_submodule(nid).init_state(1, 8, *_cpu32()), strict=True)}
         for sn, st in zip(names, tensors, strict=True):
@@ -234,7 +242,7 @@ class Assembler:
                     shape.append("past_seq")
                 else:
                     shape.append(st.cap if d == MAX_LEN else int(d))
-            ports.append((sn, Port(sn.past, dtypes[sn.state], shape)))
+            ports.append((sn, Port(sn.past, dtypes[(sn.node, sn.state)], shape)))
         vocab = self.model.out_type_vocab()
         top = _Scope()
         for name, v in (("const.one", 1), ("const.one_index", 1)):

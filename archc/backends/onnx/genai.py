@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from archc.backends.onnx.manifest import Manifest
+from archc.ir.graph import Graph
 
 CONFIG = "genai_config.json"
 _KV = re.compile(r"past_key_values\.(\d+)\.(key|value)")
@@ -40,6 +41,13 @@ def genai_support(manifest: Manifest) -> tuple[bool, str]:
     if len(shapes) != 1:
         return False, "its layers' KV caches differ in shape; onnxruntime-genai takes one head layout"
     return True, f"onnxruntime-genai runs it ({CONFIG}, model type `decoder`)"
+
+
+def genai_dims(graph: Graph) -> tuple[int, int]:
+    """(attention heads, model width) as genai's config states them, read from the IR."""
+    heads = [int(n.params["heads"]) for n in graph.walk() if n.op == "attention"]
+    width = next(int(n.type.width) for n in graph.walk() if n.op == "embed")
+    return (heads[0] if heads else 1), width
 
 
 def write_genai_config(folder: Path, manifest: Manifest, heads: int, hidden: int, context: int) -> None:

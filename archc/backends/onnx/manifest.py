@@ -1,7 +1,8 @@
 """`archc_export.json`: what an exported folder holds, for `archc run` and for people.
 
 It lists the graph's inputs and outputs with dtypes and shapes (symbols: `batch`, `seq`,
-`max_len` — the context the state is allocated for), every state tensor with the input that
+`past_seq` / `total_seq` — the tokens a growing KV cache holds before and after a step), every
+state tensor with the input that
 takes it, the output that returns it, the IR node and record state it is, and how a fresh state
 starts; the vocabulary, the spec's name and the SHA-256 of its text. It imports neither torch
 nor onnx: the runtime reads it with numpy and onnxruntime alone.

@@ -15,6 +15,10 @@ import archc
 from archc.backends.onnx.export import check_parity, export_model
 from archc.backends.torch import build
 
+# Tolerances: fp32 in both runtimes with different GEMM kernels and summation orders (onnxruntime's
+# MLAS vs torch's oneDNN/MKL), ~1e-7 relative per op over a few dozen ops on logits of order 1–10:
+# observed 1e-6 to 2e-5 here; 1e-4 is the issue's bound and leaves a margin for other CPUs.
+
 
 def test_decoder_equals_torch_over_prefill_and_steps(decoder_export):
     model, root, _ = decoder_export
@@ -82,7 +86,7 @@ def test_recurrent_decoder_takes_the_recurrent_form_for_one_token(tmp_path):
     names = [s.input for s in report.manifest.state]
     assert names == ["past_key_values.0.conv_state", "past_key_values.0.recurrent_state",
                      "past_key_values.1.conv_state", "past_key_values.1.recurrent_state"]
-    rows = check_parity(model, tmp_path / "out", lengths=(1, 40), prefill=24, steps=8, atol=1e-5)
+    rows = check_parity(model, tmp_path / "out", lengths=(1, 40), prefill=24, steps=8, atol=1e-4)
     assert all(r.ok for r in rows), rows
     graph = onnx.load(tmp_path / "out" / "model.onnx").graph
     assert [n.op_type for n in graph.node][-1] == "If"
@@ -120,7 +124,7 @@ def test_encoder_forward_graph_with_padding(tmp_path):
         got = sess.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
                                     "token_type_ids": types.numpy()})[0]
         real = mask.numpy().astype(bool)
-        np.testing.assert_allclose(got[real], ref[real], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(got[real], ref[real], atol=1e-4, rtol=1e-4)
 
 
 def test_export_is_reproducible(decoder_export, tmp_path):
@@ -146,3 +150,39 @@ def test_existing_folder_is_refused_unless_forced(decoder_export, tmp_path, case
         return
     export_model(model, out, DECODER, "small", "w", force=True)
     assert (out / "notes.txt").read_text() == "mine" and (out / "model.onnx").exists()
+
+
+def test_large_weights_go_to_external_data_inside_the_folder(decoder_export, tmp_path, monkeypatch):
+    """Above the threshold (1.8 GB; lowered here) the weights are written to `model.onnx.data`
+    beside the model, referenced by a relative location, and onnxruntime still matches torch."""
+    from archc.backends.onnx import export as export_mod
+    from tests.backends.onnx.conftest import DECODER
+
+    monkeypatch.setattr(export_mod, "EXTERNAL_DATA_BYTES", 0)
+    model = decoder_export[0]
+    export_model(model, tmp_path / "big", DECODER, "small", "w")
+    assert (tmp_path / "big" / "model.onnx.data").stat().st_size > 100_000
+    proto = onnx.load(tmp_path / "big" / "model.onnx", load_external_data=False)
+    locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"model.onnx.data"}
+    rows = check_parity(model, tmp_path / "big", lengths=(9,), prefill=4, steps=3)
+    assert all(r.ok for r in rows), rows
+
+
+def test_an_op_torch_cannot_export_is_a_diagnostic_at_its_node(tmp_path, monkeypatch):
+    """Without the refusal list, S4's complex-valued kernel really fails in torch.onnx: the failure
+    comes back as an ExportError naming the op and carrying its node (the CLI's `.arch` line)."""
+    from archc.backends.onnx import ExportError
+    from archc.backends.onnx import export as export_mod
+
+    monkeypatch.setattr(export_mod, "NOT_YET", {})
+    spec = """
+model s(tokens) {
+  x = embed(tokens, 64, 32)
+  x = x + s4(layernorm(x), d_state=8)
+  return lm_head(layernorm(x))
+}"""
+    model = build(archc.loads(spec, "s.arch").graph, seed=0).eval()
+    with pytest.raises(ExportError, match="`s4` could not be exported") as err:
+        export_model(model, tmp_path / "out", spec, "s", "w")
+    assert err.value.node is not None and err.value.node.op == "s4" and err.value.node.span is not None
