@@ -205,6 +205,8 @@ class Assembler:
                 continue
             stateful = bool(past.get(node.id))
             node_mode: Mode = mode if (mode == "forward" or stateful) else "prefill"
+            if node_mode == "decode" and self.model.get_submodule(node.id).exported_step_loops_over_tokens:
+                node_mode = "prefill"  # its multi-token graph loops over tokens: it takes one as well
             spec = self.unit_spec(node, node_mode, mask is not None, token_types is not None)
             unit_ins = ([positions] if spec.main_axis else []) + ins
             unit_ins += ([mask] if spec.masked else []) + ([token_types] if spec.token_types else [])

@@ -42,29 +42,23 @@ class ExportReport:
     bytes: int
 
 
-#: Ops whose export is known wrong or unfinished, with the reason: refused with a diagnostic at
-#: the op's line rather than written as a graph that would compute something else.
-NOT_YET = {
-    "recurrent_memory": "its segment recurrence traces at one segment's length (the graph returned 8 of "
-                        "17 positions), and its export took 214 s",
-    "s4": "its kernel is computed in complex arithmetic (the Vandermonde product, complex exp), which torch's "
-          "ONNX exporter does not translate (no complex `expm1`; the multi-token step's loop changes dtype)",
-}
-
-
-def _refuse_unfinished(model: ArchModel) -> None:
-    for n in model.graph.walk():
-        if n.op in NOT_YET:
-            raise ExportError(f"`{n.op}` does not export to ONNX yet: {NOT_YET[n.op]}",
-                              "run this spec with `archc generate`; docs/onnx.md lists what exports", n)
-
-
 def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
                  opset: int = DEFAULT_OPSET, force: bool = False) -> ExportReport:
-    """Export `model` (built from the spec whose text is `spec_text`) into `folder`."""
-    t0 = time.perf_counter()
-    _refuse_unfinished(model)
+    """Export `model` (built from the spec whose text is `spec_text`) into `folder`. A folder this
+    call created is removed again when the export fails before writing into it."""
+    created = not folder.exists()
     prepare_folder(folder, force)
+    try:
+        return _export_into(model, folder, spec_text, spec_name, weights, opset)
+    except BaseException:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
+                 opset: int) -> ExportReport:
+    t0 = time.perf_counter()
     model = model.eval()
     decoder = model.causal and len(model.input_names) == 1
     asm = Assembler(model, opset)

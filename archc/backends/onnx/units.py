@@ -19,13 +19,16 @@ traced code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import onnx
+import onnx_ir as ir
 import torch
 from torch import Tensor, nn
 from torch.export import Dim
@@ -154,13 +157,57 @@ def export_unit(mod: OpModule, spec: UnitSpec, seq_symbol: str, opset: int,
                 owners: list[nn.Module]) -> onnx.ModelProto:
     """The unit's ONNX graph: `torch.onnx.export(dynamo=True)` of the module, unoptimized (the
     optimizer would fold transposes into copies of the weights under new names; the assembled
-    model is optimized once with the weights kept as they are)."""
+    model is optimized once with the weights kept as they are). Subgraph functions (the bodies of
+    `while_loop` and `cond`) are inlined by torch.onnx's opset conversion, which fails on a `cond`
+    nested in a `while_loop` (RMT's prefill) unless `_consistent_subgraph_domain` is in place."""
     args, dyn, names = unit_inputs(mod, spec, seq_symbol)
     n_state = 0 if spec.mode == "forward" else len(mod.state_names)
     outputs = ["out", *(f"new_{i}" for i in range(n_state))]
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _consistent_subgraph_domain():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(_Unit(mod, spec, owners).eval(), tuple(args), dynamic_shapes=(tuple(dyn),), dynamo=True,
                                  opset_version=opset, optimize=False, input_names=names, output_names=outputs,
                                  verbose=False, report=False)
-    return prog.model_proto
+    proto = prog.model_proto
+    _drop_stack_traces(proto.graph)
+    return proto
+
+
+#: Node metadata torch.onnx writes that a shipped model should not carry: the Python stack of
+#: every op (~11 KB a node, two thirds of rmt-tiny's file, with this machine's source paths).
+DROPPED_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def _drop_stack_traces(graph: onnx.GraphProto) -> None:
+    for node in graph.node:
+        kept = [p for p in node.metadata_props if p.key not in DROPPED_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                _drop_stack_traces(sub)
+
+
+@contextlib.contextmanager
+def _consistent_subgraph_domain() -> Iterator[None]:
+    """Work around a torch.onnx 2.13 bug: the model imports its local-function domain
+    (`pkg.torch.__subgraph__`, the bodies of `while_loop`/`cond`) at the opset's version, but a
+    function that calls another (a `cond` inside a `while_loop`) imports it at version 1, and the
+    inliner of the opset conversion refuses the mismatch. After torch.onnx collects the opset
+    imports, the functions are given the model's version of every domain both import."""
+    from torch.onnx._internal.exporter import _ir_passes
+
+    original = _ir_passes.add_opset_imports
+
+    def add_opset_imports(model: ir.Model) -> None:
+        original(model)
+        for fn in model.functions.values():
+            for domain in fn.opset_imports:
+                if domain in model.opset_imports:
+                    fn.opset_imports[domain] = model.opset_imports[domain]
+
+    _ir_passes.add_opset_imports = add_opset_imports
+    try:
+        yield
+    finally:
+        _ir_passes.add_opset_imports = original

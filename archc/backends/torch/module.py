@@ -48,6 +48,9 @@ class OpModule(nn.Module):
     declared_state: tuple[StateTensor, ...] = ()
     #: Parameter names that take the scaled residual init (the record's `residual_weights`).
     residual_weights: tuple[str, ...] = ()
+    #: True when the exported multi-token `step` is a loop over the one-token step (RMT), so the
+    #: ONNX exporter uses that one graph for one token too instead of exporting a second form.
+    exported_step_loops_over_tokens: bool = False
 
     @property
     def state_names(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.body import BodyOp
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
+from archc.backends.torch.loops import exported_time_loop
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 from archc.ops.registry import is_causal
@@ -258,6 +259,8 @@ class RecurrentMemory(BodyOp):
     boundaries too.
     """
 
+    exported_step_loops_over_tokens = True  # `_traced_step`: one exported graph for every length
+
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.memory = nn.Parameter(torch.empty(p.memory, in_types[0].width))
@@ -389,24 +392,39 @@ class RecurrentMemory(BodyOp):
         return torch.cat(ys, 1), (mem, *body_state)
 
     def _traced_step(self, x: Tensor, mem: Tensor, body_state: State, ctx: Context) -> tuple[Tensor, State]:
-        """Token by token (T_new is static in a traced step), segment boundaries by `torch.cond`."""
+        """Token by token, segment boundaries by `torch.cond`: one token as it comes, several in a
+        `while_loop` over them under export (a Python loop would bake in the traced length)."""
+        if x.shape[1] == 1 or not torch.compiler.is_exporting():
+            ys = []
+            for i in range(x.shape[1]):
+                y, (mem, *body_state) = self._one_token(x[:, i:i + 1], ctx.positions[i], (mem, *body_state), ctx)
+                ys.append(y)
+            return torch.cat(ys, 1), (mem, *body_state)
+
+        def one(xt: tuple[Tensor, Tensor], carry: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+            y, carry = self._one_token(xt[0][:, None], xt[1][0], carry, ctx)
+            return y[:, 0], carry
+
+        positions = ctx.positions[None].expand(x.shape[0], -1)
+        carry = tuple(t.contiguous() for t in (mem, *body_state))  # while_loop carries: contiguous
+        return exported_time_loop(one, (x, positions), carry, torch.zeros_like(x), dim=1)
+
+    def _one_token(self, x: Tensor, t: Tensor, state: State, ctx: Context) -> tuple[Tensor, State]:
+        """x [B, 1, d] at absolute position t: read at a segment's first token, write after its last."""
         seg_len = self.params.segment
+        mem, body_state = state[0], tuple(state[1:])
         n = len(body_state)
-        ys = []
-        for i in range(x.shape[1]):
-            t = ctx.positions[i]
-            seg_start = t - torch.remainder(t, seg_len)
-            body_state = tuple(torch.cond(
-                torch.remainder(t, seg_len) == 0,
-                lambda mem, at, *st: tuple(self._read(mem, at, ctx)),
-                lambda mem, at, *st: tuple(s.clone() for s in st),
-                (mem, seg_start, *body_state)))
-            y, body_state = self._piece(x[:, i:i + 1], t, mem, body_state, ctx)
-            ys.append(y)
-            mem = torch.cond(
-                torch.remainder(t, seg_len) == seg_len - 1,
-                lambda mem, at, *st: self._write(mem, st, at, ctx),
-                lambda mem, at, *st: mem.clone(),
-                (mem, seg_start, *body_state))
-            assert len(body_state) == n
-        return torch.cat(ys, 1), (mem, *body_state)
+        seg_start = t - torch.remainder(t, seg_len)
+        body_state = tuple(torch.cond(
+            torch.remainder(t, seg_len) == 0,
+            lambda mem, at, *st: tuple(self._read(mem, at, ctx)),
+            lambda mem, at, *st: tuple(s.clone() for s in st),
+            (mem, seg_start, *body_state)))
+        y, body_state = self._piece(x, t, mem, body_state, ctx)
+        mem = torch.cond(
+            torch.remainder(t, seg_len) == seg_len - 1,
+            lambda mem, at, *st: self._write(mem, st, at, ctx),
+            lambda mem, at, *st: mem.clone(),
+            (mem, seg_start, *body_state))
+        assert len(body_state) == n
+        return y, (mem, *body_state)

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from archc.backends.torch.blocks import num_blocks
 from archc.backends.torch.context import Context, tracing
 from archc.backends.torch.init import Init
+from archc.backends.torch.kernels.lti_scan import lti_scan, lti_step
 from archc.backends.torch.layers import mask_padding
-from archc.backends.torch.loops import exported_time_loop
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import BuildCtx, implements
 
@@ -66,6 +66,41 @@ def vandermonde_t(v: Tensor, log_a: Tensor) -> Tensor:
     outer = (log_a[..., None] * (b * torch.arange(nq, device=log_a.device))).exp()  # [H, N, nq]
     per_block = vb @ inner.transpose(-1, -2)  # [..., H, nq, N]
     return (per_block * outer.transpose(-1, -2)).sum(-2)
+
+
+Pair = tuple[Tensor, Tensor]  # a complex tensor as (real, imaginary) parts: the exported form's arithmetic
+
+
+def cmul(a: Pair, b: Pair) -> Pair:
+    return a[0] * b[0] - a[1] * b[1], a[0] * b[1] + a[1] * b[0]
+
+
+def cdiv(a: Pair, b: Pair) -> Pair:
+    norm = b[0] * b[0] + b[1] * b[1]
+    return (a[0] * b[0] + a[1] * b[1]) / norm, (a[1] * b[0] - a[0] * b[1]) / norm
+
+
+def cexp(z: Pair) -> Pair:
+    e = z[0].exp()
+    return e * z[1].cos(), e * z[1].sin()
+
+
+def cexpm1(z: Pair) -> Pair:
+    """exp(z) − 1 without cancellation for small |z|: Re = expm1(x)·cos y − 2 sin²(y/2)."""
+    return torch.expm1(z[0]) * z[1].cos() - 2 * (z[1] / 2).sin() ** 2, z[0].exp() * z[1].sin()
+
+
+def interleave(z: Pair) -> Tensor:
+    """[..., m] pairs -> [..., 2m] real coordinates (Re, Im interleaved), the state's layout."""
+    return torch.stack(z, dim=-1).flatten(-2)
+
+
+def diagonal_in_real_coordinates(z: Pair) -> Tensor:
+    """The map x ↦ z ⊙ x of [..., m] complex numbers as a real [..., 2m, 2m] matrix acting on
+    interleaved coordinates: 2×2 blocks [[Re z, −Im z], [Im z, Re z]] on the diagonal."""
+    blocks = torch.stack((torch.stack((z[0], -z[1]), -1), torch.stack((z[1], z[0]), -1)), -2)  # [..., m, 2, 2]
+    eye = torch.eye(z[0].shape[-1], dtype=z[0].dtype, device=z[0].device)
+    return torch.einsum("...mij,mn->...minj", blocks, eye).flatten(-4, -3).flatten(-2)
 
 
 def fft_conv(u: Tensor, k: Tensor) -> Tensor:
@@ -136,6 +171,39 @@ class S4(OpModule):
             db = dt * B / (1 - dta / 2)
         return log_da, db, C
 
+    def readout(self) -> Tensor:
+        """c [channels, H, N] with 2·Re(C x) = c·x_R in real coordinates."""
+        cr, ci = self.C.float().unbind(-1)
+        return interleave((2 * cr, -2 * ci))
+
+    def real_system(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(Ā [H, N, N], B̄ [H, N], c [channels, H, N]) in real coordinates, computed in real
+        arithmetic: the exported form's system (`lti_scan`), the same discretization as `discrete`."""
+        dt = self.log_dt.float().exp()[:, None]
+        a = (-self.A_real.float().exp(), self.A_imag.float())
+        b = self.B.float().unbind(-1)
+        z = (dt * a[0], dt * a[1])
+        if self.params.discretization == "zoh":
+            a_bar, b_bar = cexp(z), cmul(cdiv(cexpm1(z), a), b)
+        else:
+            den = (1 - z[0] / 2, -z[1] / 2)
+            a_bar, b_bar = cdiv((1 + z[0] / 2, z[1] / 2), den), cdiv((dt * b[0], dt * b[1]), den)
+        return diagonal_in_real_coordinates(a_bar), interleave(b_bar), self.readout()
+
+    def exported_conv(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """`_conv` in real arithmetic for torch.export / ONNX: the blocked recurrence of
+        `lti_scan` (one token: `lti_step`) over `real_system`, and the right-to-left channel as
+        `_convolve`'s (strictly future tokens)."""
+        a, b, c = self.real_system()
+        if u.shape[-1] == 1 and state is not None:
+            y, x = lti_step(a, b, c[0], u[..., 0], state.float())
+            return y[..., None], x
+        y, x = lti_scan(a, b, c[0], u, None if state is None else state.float())
+        if self.channels == 2:
+            future = F.pad(u.flip(-1), (1, 0))[..., :u.shape[-1]]
+            y = y + lti_scan(a, b, c[1], future)[0].flip(-1)
+        return y, x
+
     def kernel(self, length: int) -> Tensor:
         """K [c, H, L]: K_l = C Ā^l B̄ for each direction's C (real)."""
         log_da, db, C = self.discrete()
@@ -169,13 +237,14 @@ class S4(OpModule):
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         u = mask_padding(x, ctx).float().transpose(1, 2)  # [B, H, L]
-        y, _ = self._conv(u, None)
+        y, _ = self.exported_conv(u, None) if torch.compiler.is_exporting() else self._conv(u, None)
         return self._finish(y, u, x.dtype)
-
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         u = x.float().transpose(1, 2)
-        if x.shape[1] == 1:  # the recurrence: x ← Ā x + B̄ u, y = 2 Re(C x)
+        if torch.compiler.is_exporting():
+            y, new = self.exported_conv(u, state[0])
+        elif x.shape[1] == 1:  # the recurrence: x ← Ā x + B̄ u, y = 2 Re(C x)
             log_da, db, C = self.discrete()
             s = torch.view_as_complex(state[0].unflatten(-1, (self.m, 2)).contiguous())
             s = log_da.exp() * s + db * u
@@ -186,9 +255,18 @@ class S4(OpModule):
         return self._finish(y, u, x.dtype), (new,)
 
 
-def _to_real(z: Tensor) -> Tensor:
-    """[..., m] complex -> [..., 2m] real, (Re, Im) interleaved: the state's real coordinates."""
-    return torch.view_as_real(z.contiguous()).flatten(-2)
+def small_inverse(m: Tensor) -> Tensor:
+    """The inverse of small matrices m [..., r, r] (S4's (I + ΔG), r = the rank): `linalg.inv` in
+    eager mode; Gauss–Jordan elimination unrolled over r under export (ONNX has no inverse)."""
+    if not torch.compiler.is_exporting():
+        return torch.linalg.inv(m)
+    r = m.shape[-1]
+    aug = torch.cat((m, torch.eye(r, dtype=m.dtype, device=m.device).expand_as(m)), dim=-1)
+    rows = list(aug.unbind(-2))
+    for i in range(r):  # I + ΔG is near the identity: no pivoting needed
+        rows[i] = rows[i] / rows[i][..., i:i + 1]
+        rows = [row if j == i else row - row[..., i:i + 1] * rows[i] for j, row in enumerate(rows)]
+    return torch.stack(rows, dim=-2)[..., r:]
 
 
 def power_by_length(a: Tensor, length: int) -> Tensor:
@@ -251,40 +329,52 @@ class S4DPLR(S4):
         B, P, C = (torch.view_as_complex(t.float().contiguous()) for t in (self.B, self.P, self.C))
         return self.log_dt.float().exp(), lam, B, P, C
 
-    def _recur(self, x: Tensor, u: Tensor, consts: tuple[Tensor, ...]) -> Tensor:
-        """One bilinear step of the half-space state x [..., H, m] with input u [..., H] (Woodbury:
-        x' = d ⊙ (w − Δ P t), (I + ΔG) t = Re(P*(d ⊙ w)), w = (1 + Δλ/2) x − Δ P Re(P* x) + Δ B u).
-        The map is only R-linear: the full-space inner products P_f* x_f are 2·Re(P* x)."""
+    def _recur(self, x: Pair, u: Tensor, consts: tuple) -> Pair:
+        """One bilinear step of the half-space state x [..., H, m] (complex, as real pairs) with
+        input u [..., H] (Woodbury: x' = d ⊙ (w − Δ P t), (I + ΔG) t = Re(P*(d ⊙ w)),
+        w = (1 + Δλ/2) x − Δ P Re(P* x) + Δ B u). The map is only R-linear: the full-space inner
+        products P_f* x_f are 2·Re(P* x). Real arithmetic, so that it exports as it runs."""
         dt, lam, B, P, d, g_inv = consts
-        s = torch.einsum("...hm,rhm->...rh", x, P.conj()).real
-        w = (1 + dt[:, None] * lam / 2) * x - dt[:, None] * torch.einsum("...rh,rhm->...hm", s.to(P.dtype), P)
-        w = w + dt[:, None] * B * u[..., None]
-        rhs = torch.einsum("...hm,rhm->...rh", d * w, P.conj()).real
-        t = torch.einsum("hrs,...sh->...rh", g_inv, rhs)
-        return d * (w - dt[:, None] * torch.einsum("...rh,rhm->...hm", t.to(P.dtype), P))
+        re_dot = lambda z: (torch.einsum("...hm,rhm->...rh", z[0], P[0])  # noqa: E731 — Re(P* z)
+                            + torch.einsum("...hm,rhm->...rh", z[1], P[1]))
+        along_p = lambda s: tuple(torch.einsum("...rh,rhm->...hm", s, p) for p in P)  # noqa: E731 — P s
+        s = along_p(re_dot(x))
+        w = cmul((1 + dt * lam[0] / 2, dt * lam[1] / 2), x)
+        w = tuple(wi - dt * si + dt * bi * u[..., None] for wi, si, bi in zip(w, s, B, strict=True))
+        t = along_p(torch.einsum("hrs,...sh->...rh", g_inv, re_dot(cmul(d, w))))
+        return cmul(d, tuple(wi - dt * ti for wi, ti in zip(w, t, strict=True)))
 
-    def _step_consts(self) -> tuple[Tensor, ...]:
-        dt, lam, B, P, _ = self.continuous()
-        d = 1 / (1 - dt[:, None] * lam / 2)
-        g = torch.einsum("rhm,hm,shm->hrs", P.conj(), d, P).real
-        eye = torch.eye(P.shape[0], device=g.device)
-        return dt, lam, B, P, d, torch.linalg.inv(eye + dt[:, None, None] * g)
+    def _step_consts(self) -> tuple:
+        """(Δ [H, 1], λ, B, P, d = (1 − Δλ/2)⁻¹ as pairs, (I + ΔG)⁻¹ [H, r, r]), G = Re(P* d P)."""
+        dt = self.log_dt.float().exp()[:, None]
+        lam = (-self.A_real.float().exp(), self.A_imag.float())
+        B, P = self.B.float().unbind(-1), self.P.float().unbind(-1)
+        d = cdiv((torch.ones_like(lam[0]), torch.zeros_like(lam[0])), (1 - dt * lam[0] / 2, -dt * lam[1] / 2))
+        pd = cmul((P[0], -P[1]), d)  # P̄ ⊙ d
+        g = torch.einsum("rhm,shm->hrs", pd[0], P[0]) - torch.einsum("rhm,shm->hrs", pd[1], P[1])
+        eye = torch.eye(P[0].shape[0], device=g.device)
+        return dt, lam, B, P, d, small_inverse(eye + dt[..., None] * g)
 
     def dense_transition(self) -> Tensor:
         """Ā in real coordinates [H, N, N]: the step map applied to the N real basis vectors."""
         consts = self._step_consts()
-        m = self.m
-        eye = torch.eye(m, dtype=torch.complex64, device=self.A_real.device)
-        basis = torch.stack((eye, 1j * eye), dim=1).reshape(2 * m, m)  # (Re, Im) interleaved
-        basis = basis[:, None, :].expand(-1, self.h, -1)  # [N, H, m]
-        cols = self._recur(basis, torch.zeros(2 * m, self.h, device=eye.device), consts)
-        return _to_real(cols).permute(1, 2, 0)  # [H, N (rows), N (columns)]
+        eye = torch.eye(self.m, device=self.A_real.device)[:, None, :].expand(-1, self.h, -1)  # [m, H, m]
+        zero = torch.zeros_like(eye)
+        basis = (torch.stack((eye, zero), 1).flatten(0, 1), torch.stack((zero, eye), 1).flatten(0, 1))  # [N, H, m]
+        cols = self._recur(basis, torch.zeros(2 * self.m, self.h, device=eye.device), consts)
+        return interleave(cols).permute(1, 2, 0)  # [H, N (rows), N (columns)]
+
+    def real_system(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(Ā [H, N, N], B̄ = the step map of input 1 from state 0 [H, N], c [channels, H, N])."""
+        zero = torch.zeros(self.h, self.m, device=self.A_real.device)
+        b_bar = self._recur((zero, zero), torch.ones(self.h, device=zero.device), self._step_consts())
+        return self.dense_transition(), interleave(b_bar), self.readout()
 
     @torch.compiler.disable  # complex arithmetic: Inductor has no code generation for it
     def kernel(self, length: int) -> Tensor:
-        dt, lam, B, P, C = self.continuous()
+        dt, lam, B, P, _ = self.continuous()
         # C̃ = C (I − Ā^L), in real coordinates: C acts as 2·Re(C x) = [2 Re C, −2 Im C]·x_R
-        c_real = _to_real(2 * C.conj())  # [c, H, N]
+        c_real = self.readout()  # [c, H, N]: 2·Re(C x) = c·x
         c_real = c_real - (c_real[..., None, :] @ power_by_length(self.dense_transition(), length))[..., 0, :]
         c_tilde = torch.view_as_complex(c_real.unflatten(-1, (self.m, 2))).conj() / 2
         full = lambda t: torch.cat((t, t.conj()), dim=-1)  # noqa: E731 — conjugate-symmetric full space
@@ -326,27 +416,19 @@ class S4DPLR(S4):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         u = x.float().transpose(1, 2)
-        y, new = _dplr_steps(self, u, state[0])
+        y, new = self.exported_conv(u, state[0]) if torch.compiler.is_exporting() else _dplr_steps(self, u, state[0])
         return self._finish(y, u, x.dtype), (new,)
 
 
 @torch.compiler.disable
 def _dplr_steps(mod: S4DPLR, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    """The recurrence over u [B, H, T] from `state` [B, H, N]: (2·Re(C x_t) [B, H, T], x_T). A
-    Python loop in eager mode, a `while_loop` under export (so an exported step keeps T_new
-    dynamic); a graph break inside `torch.compile`."""
+    """The recurrence over u [B, H, T] from `state` [B, H, N], token by token: (2·Re(C x_t)
+    [B, H, T], x_T); a graph break inside `torch.compile` (under export: `exported_conv`)."""
     consts = mod._step_consts()
-    C = torch.view_as_complex(mod.C.float().contiguous())[0]
-    x = torch.view_as_complex(state.float().unflatten(-1, (mod.m, 2)).contiguous())
-    if torch.compiler.is_exporting():
-        def one(ut: Tensor, carry: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
-            x = mod._recur(carry[0], ut, consts)
-            return 2 * (C * x).sum(-1).real, (x,)
-
-        y, (x,) = exported_time_loop(one, u, (x,), torch.zeros_like(u), dim=-1)
-        return y, _to_real(x)
+    c = mod.readout()[0]
+    x = state.float().unflatten(-1, (mod.m, 2)).unbind(-1)
     ys = []
     for ut in u.unbind(-1):
         x = mod._recur(x, ut, consts)
-        ys.append(2 * (C * x).sum(-1).real)
-    return torch.stack(ys, dim=-1), _to_real(x)
+        ys.append((interleave(x) * c).sum(-1))
+    return torch.stack(ys, dim=-1), interleave(x)
