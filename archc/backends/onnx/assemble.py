@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from archc.backends.onnx import ExportError
 from archc.backends.onnx.names import StateName, state_names
+from archc.backends.onnx.optimize import simplify_unit
 from archc.backends.onnx.units import Mode, UnitSpec, export_unit
 from archc.backends.torch.model import ArchModel
 from archc.backends.torch.module import OpModule
@@ -119,7 +120,8 @@ class Assembler:
         if spec.key not in self.units:
             t0 = time.perf_counter()
             try:
-                proto = export_unit(self._module(node), spec, self.seq_symbol, self.opset, self._owners(node))
+                proto = simplify_unit(export_unit(self._module(node), spec, self.seq_symbol, self.opset,
+                                                  self._owners(node)))
             except Exception as e:  # torch.export or torch.onnx could not take this op's module
                 first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
                 raise ExportError(f"`{node.op}` could not be exported to ONNX ({spec.mode} form): "

@@ -23,7 +23,7 @@ from archc.backends.onnx import DEFAULT_OPSET, ExportError
 from archc.backends.onnx.assemble import Assembler, Exported
 from archc.backends.onnx.genai import CONFIG, genai_dims, genai_support, write_genai_config
 from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo
-from archc.backends.onnx.optimize import simplify
+from archc.backends.onnx.optimize import prune
 from archc.backends.torch.model import ArchModel
 from archc.ops.registry import node_state
 
@@ -63,7 +63,7 @@ def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     decoder = model.causal and len(model.input_names) == 1
     asm = Assembler(model, opset)
     ex = asm.decoder() if decoder else asm.forward_graph()
-    model_ir = simplify(ex.model)
+    model_ir = prune(ex.model)
     del ex.model  # the unsimplified copy of every weight
     path = folder / "model.onnx"
     _save(model_ir, path)
