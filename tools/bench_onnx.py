@@ -7,6 +7,11 @@ and decode ms/token after a 128-token prompt, fp32, 2 threads each, on the tiny 
 Each spec is exported (random init, seed 0) and both runtimes decode the same tokens; the
 figures are medians of `--repeats` runs after a warm-up. Ratios are onnxruntime ÷ torch (< 1:
 onnxruntime faster). Export time is the `archc export` wall time.
+
+The decoder is one graph that branches on the length (`If`). The alternative the issue names,
+a prefill graph and a step graph over one weights file, is measured beside it: each branch is
+lifted out into a graph of its own (`_one_branch`: the same nodes and weights without the `If`)
+and timed the same way ("two graphs" columns).
 """
 
 from __future__ import annotations
@@ -32,6 +37,30 @@ def _median(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _one_branch(folder: Path, out: Path, branch: str) -> Path:
+    """A copy of the export whose graph is one branch of its `If` ("then_branch": prefill,
+    "else_branch": one-token decode), lifted into the main graph."""
+    import shutil
+
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(folder / "model.onnx")
+    graph = proto.graph
+    (node,) = [n for n in graph.node if n.op_type == "If"]
+    body = next(a.g for a in node.attribute if a.name == branch)
+    nodes = [n for n in graph.node if n is not node]
+    nodes += list(body.node)
+    nodes += [helper.make_node("Identity", [o.name], [target], name=f"out/{target}")
+              for o, target in zip(body.output, node.output, strict=True)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, out / "model.onnx")
+    shutil.copy(folder / "archc_export.json", out / "archc_export.json")
+    return out
 
 
 def bench_spec(name: str, args: argparse.Namespace) -> tuple:
@@ -82,10 +111,33 @@ def bench_spec(name: str, args: argparse.Namespace) -> tuple:
     ort_decode()
     td = statistics.median(torch_decode() for _ in range(args.repeats))
     od = statistics.median(ort_decode() for _ in range(args.repeats))
-    row = (name, export_s, tp * 1e3, op * 1e3, op / tp, td * 1e3, od * 1e3, od / td)
+    # the two-graph alternative: the prefill branch and the decode branch as graphs of their own
+    folder = Path(args.out) / name
+    op2, od2 = float("nan"), float("nan")
+    if ort_model.manifest.state:
+        ort_model = OnnxModel(_one_branch(folder, Path(args.out) / f"{name}.prefill", "then_branch"),
+                              threads=args.threads)
+        op2 = _median(ort_prefill, args.repeats)
+        ort_model = OnnxModel(_one_branch(folder, Path(args.out) / f"{name}.step", "else_branch"),
+                              threads=args.threads)
+        # the step graph cannot prefill: the prompt goes through the prefill graph
+        prefill_model = OnnxModel(Path(args.out) / f"{name}.prefill", threads=args.threads)
+
+        def ort_decode_two_graphs():
+            lg, st = prefill_model.step(prompt.numpy(), 0, prefill_model.init_state(1, args.prompt + args.tokens))
+            nxt = lg[:, -1:].argmax(-1)
+            t0 = time.perf_counter()
+            for i in range(args.tokens):
+                lg, st = ort_model.step(nxt, args.prompt + i, st)
+                nxt = lg[:, -1:].argmax(-1)
+            return (time.perf_counter() - t0) / args.tokens
+
+        ort_decode_two_graphs()
+        od2 = statistics.median(ort_decode_two_graphs() for _ in range(args.repeats))
+    row = (name, export_s, tp * 1e3, op * 1e3, op / tp, td * 1e3, od * 1e3, od / td, op2 * 1e3, od2 * 1e3)
     print(f"{name:<14} export {export_s:6.1f} s | prefill 1×{args.prefill}: torch {tp * 1e3:7.1f} ms, "
           f"ort {op * 1e3:7.1f} ms ({op / tp:.2f}×) | decode: torch {td * 1e3:5.2f} ms, ort {od * 1e3:5.2f} ms "
-          f"({od / td:.2f}×)", flush=True)
+          f"({od / td:.2f}×) | two graphs: prefill {op2 * 1e3:7.1f} ms, decode {od2 * 1e3:5.2f} ms", flush=True)
     return row
 
 
@@ -105,10 +157,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     rows = [bench_spec(name, args) for name in args.specs.split(",")]
-    print("\n| spec | export s | prefill torch ms | prefill ort ms | ort ÷ torch | decode torch ms | decode ort ms | ort ÷ torch |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| spec | export s | prefill torch ms | prefill ort ms | ort ÷ torch | decode torch ms | decode ort ms "
+          "| ort ÷ torch | two graphs: prefill ms | two graphs: decode ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.2f} |")
+        print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.2f} "
+              f"| {r[8]:.1f} | {r[9]:.2f} |")
 
 
 if __name__ == "__main__":

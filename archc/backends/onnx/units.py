@@ -143,8 +143,11 @@ def unit_inputs(mod: OpModule, spec: UnitSpec, seq_symbol: str) -> tuple[list[Te
                 dyn.append({0: batch, 1: seq_dim})
                 names.append(name)
         return args, dyn, names
-    small = mod.init_state(EXAMPLE_BATCH, EXAMPLE_CACHE, torch.device("cpu"), torch.float32)
-    large = mod.init_state(EXAMPLE_BATCH, EXAMPLE_CACHE + 32, torch.device("cpu"), torch.float32)
+    # a cache capped below the context (a sliding window's ring buffer) has its cap as a fixed
+    # size: the examples are at least that long, so only the uncapped axes differ between them
+    length = max([EXAMPLE_CACHE, *(s.cap for s in mod.declared_state if s.cap)])
+    small = mod.init_state(EXAMPLE_BATCH, length, torch.device("cpu"), torch.float32)
+    large = mod.init_state(EXAMPLE_BATCH, length + 32, torch.device("cpu"), torch.float32)
     cache = Dim("cache", min=2, max=MAX_DIM)
     for i, (s, s2) in enumerate(zip(small, large, strict=True)):
         args.append(s)

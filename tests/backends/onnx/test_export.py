@@ -239,3 +239,27 @@ def test_recurrent_memory_crosses_segments_at_any_length(tmp_path):
     assert report.manifest.state[0].state == "memory"
     rows = check_parity(model, tmp_path / "out", lengths=(1, 17, 40), prefill=11, steps=10)
     assert all(r.ok for r in rows), rows
+
+
+WINDOWED = """
+model w(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, window=80, pos=rope())
+    return x + swiglu(rmsnorm(x), hidden=64)
+  }
+  x = embed(tokens, 64, 32)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x))
+}
+"""
+
+
+def test_sliding_window_cache_is_a_fixed_ring_buffer(tmp_path):
+    """A window longer than the exporter's example cache (64) stays a fixed [.., 80, ..] ring
+    buffer (it was traced as a dynamic axis, and torch.onnx could not take `positions mod size`
+    for a symbolic size), and the steps wrap around it correctly."""
+    model = build(archc.loads(WINDOWED, "w.arch").graph, seed=0).eval()
+    report = export_model(model, tmp_path / "out", WINDOWED, "w", "random")
+    assert report.manifest.state[0].shape == ["batch", 2, 80, 8]
+    rows = check_parity(model, tmp_path / "out", lengths=(1, 100), prefill=70, steps=20)
+    assert all(r.ok for r in rows), rows
