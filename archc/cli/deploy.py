@@ -26,17 +26,20 @@ def _need_onnx() -> None:
 
 def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     _need_onnx()
-    from archc.backends.onnx import DEFAULT_OPSET, ExportError
-    from archc.backends.onnx.export import check_parity, export_model
+    from archc.backends.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError
+    from archc.backends.onnx.export import check_parity, export_model, unapplied_settings
 
-    if args.opset < 18:
-        raise _fail("ARC1103", f"opset {args.opset} is older than the exporter emits (18 and newer)",
-                    f"pass --opset 18 or newer (default {DEFAULT_OPSET})", usage=True)
+    if args.opset is not None and not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise _fail("ARC1103", f"opset {args.opset} is outside what the exporter emits ({MIN_OPSET} to {MAX_OPSET})",
+                    f"pass --opset between {MIN_OPSET} and {MAX_OPSET} (default {DEFAULT_OPSET})", usage=True)
     folder = Path(args.output)
     model, prog = _build_model(args.file, args.seed, sources, args)
     if args.weights:
         _load_weights(model, args.weights, "--weights")
     text = Path(args.file).read_text()
+    for setting in unapplied_settings(model):
+        print(f"warning: the spec's export section sets {setting}, which `archc export` does not apply yet: "
+              "the model is written in fp32, unpruned", file=sys.stderr)
     try:
         report = export_model(model, folder, text, prog.graph.name, args.weights or f"random init, seed {args.seed}",
                               opset=args.opset, force=args.force)
@@ -124,7 +127,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--force", action="store_true", help="replace archc's files in an existing folder")
     x.add_argument("--check", action="store_true",
                    help="then compare onnxruntime with the torch module (exit 1 beyond 1e-4)")
-    x.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset ({DEFAULT_OPSET})")
+    x.add_argument("--opset", type=int, default=None,
+                   help=f"ONNX opset (default: the spec's export section's, else {DEFAULT_OPSET})")
     x.add_argument("--seed", type=int, default=0, help="seed of the init without --weights (0)")
     add_limit_flags(x)
     x.set_defaults(fn=cmd_export)

@@ -33,10 +33,10 @@ def _call(v: Any, allowed: dict[str, set[str]], what: str) -> dict[str, Any]:
 
 class ExportSection(_Section):
     target: Literal["onnx"] = "onnx"
-    opset: int = Field(18, ge=7, le=23, description="ONNX opset (onnxruntime runs 7 up to its own)")
+    opset: int | None = Field(None, ge=18, le=23, description="ONNX opset (default: the exporter's, 23)")
     quantize: Literal["none", "int8", "int8_static", "fp16"] = "none"
     prune: dict[str, Any] | None = Field(None, description="heads(f), ffn(f), experts(n) or magnitude(f)")
-    step: bool = Field(True, description="also export the one-token step graph with state inputs")
+    step: bool = Field(True, description="a decoder with its state (false: a forward graph of logits only)")
 
     @field_validator("prune", mode="before")
     @classmethod

@@ -149,7 +149,7 @@ def test_higher_order_ops_hold_their_block_as_a_body():
 
 def test_sections_are_validated():
     g = archc.load("specs/llama-tiny.arch").graph
-    assert g.sections["export.onnx"]["opset"] == 18
+    assert g.sections["export.onnx"]["opset"] == 23
     assert g.sections["train"]["optimizer"]["kwargs"]["lr"] == 3e-4
     d = _one(HEAD + "  return lm_head(x)\n  export onnx {\n    opset = 99\n  }\n}\n", "ARC0202")
     assert d.span.line == 5

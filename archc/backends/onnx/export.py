@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from archc.backends.onnx import DEFAULT_OPSET, ExportError
+from archc.backends.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError
 from archc.backends.onnx.assemble import Assembler, Exported
 from archc.backends.onnx.genai import CONFIG, genai_dims, genai_support, write_genai_config
 from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo
@@ -43,24 +43,48 @@ class ExportReport:
 
 
 def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
-                 opset: int = DEFAULT_OPSET, force: bool = False) -> ExportReport:
-    """Export `model` (built from the spec whose text is `spec_text`) into `folder`. A folder this
-    call created is removed again when the export fails before writing into it."""
+                 opset: int | None = None, force: bool = False) -> ExportReport:
+    """Export `model` (built from the spec whose text is `spec_text`) into `folder`. `opset`: the
+    given one, else the spec's export section's, else `DEFAULT_OPSET`; the section's `step = false`
+    writes a forward graph (logits, no state) for a decoder. A folder this call created is removed
+    again when the export fails before writing into it."""
+    settings = export_settings(model)
+    opset = opset or settings.get("opset") or DEFAULT_OPSET
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"opset {opset} is outside what the exporter emits ({MIN_OPSET} to {MAX_OPSET})",
+                          f"pass --opset {DEFAULT_OPSET} (the default), or set `opset` in the spec's export section "
+                          f"between {MIN_OPSET} and {MAX_OPSET}", code="ARC1103")
     created = not folder.exists()
     prepare_folder(folder, force)
     try:
-        return _export_into(model, folder, spec_text, spec_name, weights, opset)
+        return _export_into(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True))
     except BaseException:
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise
 
 
+def export_settings(model: ArchModel) -> dict:
+    """The spec's `export onnx { ... }` section (validated by the front end), or {}."""
+    return model.graph.sections.get("export.onnx", {})
+
+
+#: Settings of the export section this exporter does not apply yet (quantization and pruning are
+#: the compression stage): `archc export` warns that the model is written without them.
+NOT_APPLIED = {"quantize": "none", "prune": None}
+
+
+def unapplied_settings(model: ArchModel) -> list[str]:
+    """`name = value` of each export setting the export does not apply."""
+    settings = export_settings(model)
+    return [f"{k} = {settings[k]!r}" for k, default in NOT_APPLIED.items() if settings.get(k, default) != default]
+
+
 def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
-                 opset: int) -> ExportReport:
+                 opset: int, step: bool) -> ExportReport:
     t0 = time.perf_counter()
     model = model.eval()
-    decoder = model.causal and len(model.input_names) == 1
+    decoder = model.causal and len(model.input_names) == 1 and step
     asm = Assembler(model, opset)
     ex = asm.decoder() if decoder else asm.forward_graph()
     model_ir = prune(ex.model)

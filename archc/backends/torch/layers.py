@@ -51,12 +51,23 @@ def mask_padding(x: Tensor, ctx: Context | None) -> Tensor:
     return x * ctx.attention_mask[..., None].to(x.dtype)
 
 
+def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+         is_causal: bool = False, enable_gqa: bool = False) -> Tensor:
+    """`F.scaled_dot_product_attention`, with a boolean mask expanded to [..., L, S] under export:
+    torch.onnx emits ONNX's `Attention` (opset 23), whose onnxruntime CPU kernel refuses a mask
+    broadcast along the queries (a key-padding mask [B, 1, 1, S]) although the operator allows it."""
+    if attn_mask is not None and torch.compiler.is_exporting():
+        attn_mask = attn_mask.expand(*attn_mask.shape[:-2], q.shape[-2], k.shape[-2])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                                          enable_gqa=enable_gqa)
+
+
 def blockwise_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float = 0.0) -> Tensor:
     """Attention within blocks: q [B, H, n, L, hd] against k, v [B, H, n, S, hd] under a boolean
     mask broadcastable to [B, H, n, L, S], as one 4-D `scaled_dot_product_attention` over
     [B, H·n, ·, hd] — the layout torch's ONNX exporter translates (it takes 4-D inputs only)."""
     b, h, n = q.shape[:3]
     mask = mask.expand(b, h, n, *mask.shape[3:]).flatten(1, 2)
-    out = F.scaled_dot_product_attention(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=mask,
+    out = sdpa(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=mask,
                                          dropout_p=dropout_p)
     return out.unflatten(1, (h, n))

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
-from archc.backends.torch.layers import blockwise_sdpa
+from archc.backends.torch.layers import blockwise_sdpa, sdpa
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.ops.positions import (
     RelativeBias,
@@ -188,7 +188,7 @@ class Attention(AttentionCore):
         gqa = self.kv_heads != self.heads
         bias = self.position_bias(q_pos, k_pos)
         if bias is None and key_valid is None and (implicit_causal or not (self.causal or self.window)):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=implicit_causal, dropout_p=drop, enable_gqa=gqa)
+            return sdpa(q, k, v, is_causal=implicit_causal, dropout_p=drop, enable_gqa=gqa)
         allowed = self._allowed(q_pos, k_pos)
         mask: Tensor | None = allowed
         if key_valid is not None:
@@ -197,7 +197,7 @@ class Attention(AttentionCore):
         if bias is not None:
             bias = bias.to(q.dtype)
             mask = bias if mask is None else bias.masked_fill(~mask, NEG_INF)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, enable_gqa=gqa)
+        return sdpa(q, k, v, attn_mask=mask, dropout_p=drop, enable_gqa=gqa)
 
     # -- forms ------------------------------------------------------------------------------
 
@@ -256,7 +256,7 @@ class Attention(AttentionCore):
         ok = (ok[None] & valid[:, None, :])[:, None]  # [B|1, 1, Tq, K]
         bias = self.position_bias(q_pos, k_pos)
         mask: Tensor = ok if bias is None else torch.where(ok, bias.to(q.dtype), NEG_INF)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
+        return sdpa(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
 
 
 @implements("latent_attention")
@@ -289,5 +289,5 @@ class LatentAttention(OpModule):
         k = self.k_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         mask = ctx.attention_mask[:, None, None, :] if ctx.attention_mask is not None else None
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        y = sdpa(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.o_proj(y.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))

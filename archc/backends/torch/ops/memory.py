@@ -12,6 +12,7 @@ from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.body import BodyOp
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
+from archc.backends.torch.layers import sdpa
 from archc.backends.torch.loops import exported_time_loop
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
@@ -90,7 +91,7 @@ class CompressiveMemory(OpModule):
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
         # rows with no key at all (padding past the end) get every key: finite values, discarded later
         mask = mask | ~mask.any(-1, keepdim=True)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return sdpa(q, k, v, attn_mask=mask)
 
     def _out(self, y: Tensor) -> Tensor:
         b, _, t, _ = y.shape

@@ -15,13 +15,12 @@ import math
 import zlib
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import from_blocks, num_blocks, to_blocks
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
-from archc.backends.torch.layers import blockwise_sdpa
+from archc.backends.torch.layers import blockwise_sdpa, sdpa
 from archc.backends.torch.ops.attention import AttentionCore, local_attention
 from archc.backends.torch.registry import implements
 
@@ -78,7 +77,7 @@ class LongformerAttention(AttentionCore):
         # global tokens: attend every (unpadded) token with the global projections
         xg = x.index_select(1, g_idx)
         qg, kg, vg = self._heads(self.q_global(xg)), self._heads(self.k_global(x)), self._heads(self.v_global(x))
-        yg = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=valid[:, None, None, :], dropout_p=drop)
+        yg = sdpa(qg, kg, vg, attn_mask=valid[:, None, None, :], dropout_p=drop)
         return self.out(_scatter_rows(y, yg, gpos, g_ok))
 
 
@@ -158,7 +157,7 @@ class BigBirdAttention(AttentionCore):
         y = from_blocks(blockwise_sdpa(qb, keys, values, mask, drop), 2, t)
         # global blocks' rows attend the whole sequence
         gpos, g_ok = self.global_rows(t, x.device)
-        yg = F.scaled_dot_product_attention(q.index_select(2, gpos.clamp(0, t - 1)), k, v,
+        yg = sdpa(q.index_select(2, gpos.clamp(0, t - 1)), k, v,
                                             attn_mask=valid[:, None, None, :], dropout_p=drop)
         return self.out(_scatter_rows(y, yg, gpos, g_ok))
 
@@ -206,4 +205,4 @@ class LinformerAttention(AttentionCore):
         kp = torch.einsum("bhtd,tk->bhkd", k, e)
         vp = torch.einsum("bhtd,tk->bhkd", v, f)
         drop = self.dropout if self.training else 0.0
-        return self.out(F.scaled_dot_product_attention(q, kp, vp, dropout_p=drop))
+        return self.out(sdpa(q, kp, vp, dropout_p=drop))
