@@ -41,3 +41,44 @@ model t(tokens) {{
         pieces = model(ids, attention_mask=mask).logits  # 6 steps of 8 tokens
     assert len(calls) == 6
     torch.testing.assert_close(pieces, whole, atol=1e-6, rtol=1e-6)
+
+
+class _Recurrence(torch.nn.Module):
+    """h_t = tanh(W h_{t−1} + x_t), outputs h_t and 2·h_t, through `exported_time_loop`."""
+
+    def __init__(self, as_scan: bool, reverse: bool) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(4, 4) * 0.5)
+        self.as_scan, self.reverse = as_scan, reverse
+
+    def step(self, x, carry):
+        h = torch.tanh(carry[0] @ self.w.T + x)
+        return (h, 2 * h), (h,)
+
+    def forward(self, x):
+        if not torch.compiler.is_exporting():
+            h, ys = torch.zeros(x.shape[0], 4), []
+            for t in (reversed(range(x.shape[1])) if self.reverse else range(x.shape[1])):
+                (y, _), (h,) = self.step(x[:, t], (h,))
+                ys.append((t, y))
+            return torch.stack([y for _, y in sorted(ys, key=lambda p: p[0])], 1), h
+        out = (torch.zeros_like(x), torch.zeros_like(x))
+        (y, _), (h,) = loops.exported_time_loop(self.step, x, (x.new_zeros(x.shape[0], 4),), out,
+                                                reverse=self.reverse, as_scan=self.as_scan)
+        return y, h
+
+
+@pytest.mark.parametrize("as_scan", [False, True], ids=["while_loop", "scan"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_exported_time_loop_keeps_the_length_dynamic(as_scan, reverse):
+    """Both forms of the exported loop equal the Python loop at lengths other than the traced one,
+    outputs at their positions when running right to left."""
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    mod = _Recurrence(as_scan, reverse)
+    ep = torch.export.export(mod, (torch.randn(2, 6, 4),), dynamic_shapes=({1: Dim("t", min=2, max=1000)},))
+    for t in (2, 9, 31):
+        x = torch.randn(2, t, 4)
+        for got, want in zip(ep.module()(x), mod(x), strict=True):
+            torch.testing.assert_close(got, want)

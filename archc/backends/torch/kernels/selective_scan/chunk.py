@@ -77,8 +77,8 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: T
 
 def _traced(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None,
             chunk: int) -> tuple[Tensor, Tensor]:
-    """The same two passes under `torch.export`, each a `while_loop` over the positions of the
-    chunks: the loop body is traced once instead of `chunk` times (unrolled, the 2·chunk steps of
+    """The same two passes under `torch.export`, each a `scan` (ONNX `Scan`) over the positions of
+    the chunks: the loop body is traced once instead of `chunk` times (unrolled, the 2·chunk steps of
     each pass made Mamba's exported graph the largest of any mixer, and its ONNX export the
     slowest)."""
     dtb, dub = to_blocks(dt[..., None], 1, chunk), to_blocks((dt * u)[..., None], 1, chunk)  # [B, n, c, E, 1]
@@ -90,11 +90,11 @@ def _traced(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor |
 
     def advance_and_read(x: tuple[Tensor, ...], h: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         (h,) = advance(x, h)
-        return torch.einsum("bcen,bcn->bce", h, x[3]), (h,)
+        return (h @ x[3][..., None])[..., 0], (h,)  # a batched matrix-vector product: no transposes
 
     start = u.new_zeros((*dub.shape[:2], *dub.shape[3:-1], A.shape[1]))  # [B, n, E, N]
-    (ends,) = exported_fold(advance, (dtb, dub, bb), (start,), dim=2)
+    (ends,) = exported_fold(advance, (dtb, dub, bb), (start,), dim=2, as_scan=True)
     h = linear_scan(shift(dtb.sum(2) * A), shift(ends), None if h0 is None else wide(h0))
     ys, _ = exported_time_loop(advance_and_read, (dtb, dub, bb, cb), (h,), u.new_zeros(cb.shape[:3] + u.shape[2:]),
-                               dim=2)
+                               dim=2, as_scan=True)
     return from_blocks(ys, 1, u.shape[1]), h[:, -1]
