@@ -192,9 +192,9 @@ The output folder of `archc export` cannot be created or written (permissions, a
 system, a path through a file). Choose a folder you can write to with `-o DIR`.
 """),
     "ARC1103": ("unsupported opset", """
-The ONNX opset asked for with `--opset` is older than the exporter emits (torch's ONNX exporter
-writes opset 18 and newer). Pass `--opset 18` or newer; onnxruntime runs every opset up to the one
-its release implements.
+The ONNX opset asked for (with `--opset`, or `opset` in the spec's `export onnx { ... }` section)
+is outside what the exporter emits: torch's ONNX exporter writes opsets 18 to 23. The default,
+23, has the fused `Attention` operator; pass `--opset 20` for an onnxruntime older than 1.23.
 """),
     "ARC1104": ("not an archc export", """
 `archc run` needs a folder written by `archc export`: `archc_export.json` beside `model.onnx`, the
