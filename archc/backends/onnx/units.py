@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ def export_unit(mod: OpModule, spec: UnitSpec, seq_symbol: str, opset: int,
     args, dyn, names = unit_inputs(mod, spec, seq_symbol)
     n_state = 0 if spec.mode == "forward" else len(mod.state_names)
     outputs = ["out", *(f"new_{i}" for i in range(n_state))]
-    with warnings.catch_warnings(), torch.no_grad(), _consistent_subgraph_domain():
+    with warnings.catch_warnings(), torch.no_grad(), _consistent_subgraph_domain(), _quiet_exporter_logs():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(_Unit(mod, spec, owners).eval(), tuple(args), dynamic_shapes=(tuple(dyn),), dynamo=True,
                                  opset_version=opset, optimize=False, input_names=names, output_names=outputs,
@@ -189,6 +190,23 @@ def _drop_stack_traces(graph: onnx.GraphProto) -> None:
         for a in node.attribute:
             for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
                 _drop_stack_traces(sub)
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """Warnings the user can do nothing about, kept off the terminal (errors still show):
+    torch.onnx's four `torchvision is not installed` per export (24 lines in one `archc export`
+    of llama-tiny), and onnx_ir's note that an empty attribute list (a `Scan` without scan
+    outputs: a fold) defaults to INTS, which is what it is."""
+    logs = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "onnx_ir._convenience")]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
 
 
 @contextlib.contextmanager
