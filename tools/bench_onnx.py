@@ -29,7 +29,20 @@ sys.path.insert(0, str(ROOT))
 DEFAULT = "llama-tiny,mixtral-tiny,mamba-tiny,mamba2-tiny,retnet-tiny,rwkv-tiny,xlstm-tiny"
 
 
-def _median(fn, repeats: int) -> float:
+def decode_ms(step, prompt, state, tokens: int, prefill=None) -> float:
+    """Seconds per token of greedy decoding after `prompt`: `step(ids, start, state) -> (logits,
+    state)` for a torch model or an onnxruntime one alike (their argmax reads the same);
+    `prefill` takes the prompt when the step graph cannot (the two-graph variant)."""
+    logits, state = (prefill or step)(prompt, 0, state)
+    nxt = logits[:, -1:].argmax(-1)
+    t0 = time.perf_counter()
+    for i in range(tokens):
+        logits, state = step(nxt, prompt.shape[1] + i, state)
+        nxt = logits[:, -1:].argmax(-1)
+    return (time.perf_counter() - t0) / tokens
+
+
+def median_seconds(fn, repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
@@ -89,24 +102,13 @@ def bench_spec(name: str, args: argparse.Namespace) -> tuple:
 
     def torch_decode():
         with torch.no_grad():
-            lg, st = model.step(prompt, 0, model.init_state(1, args.prompt + args.tokens))
-            nxt = lg[:, -1:].argmax(-1)
-            t0 = time.perf_counter()
-            for i in range(args.tokens):
-                lg, st = model.step(nxt, args.prompt + i, st)
-                nxt = lg[:, -1:].argmax(-1)
-            return (time.perf_counter() - t0) / args.tokens
+            return decode_ms(model.step, prompt, model.init_state(1, args.prompt + args.tokens), args.tokens)
 
     def ort_decode():
-        lg, st = ort_model.step(prompt.numpy(), 0, ort_model.init_state(1, args.prompt + args.tokens))
-        nxt = lg[:, -1:].argmax(-1)
-        t0 = time.perf_counter()
-        for i in range(args.tokens):
-            lg, st = ort_model.step(nxt, args.prompt + i, st)
-            nxt = lg[:, -1:].argmax(-1)
-        return (time.perf_counter() - t0) / args.tokens
+        return decode_ms(ort_model.step, prompt.numpy(), ort_model.init_state(1, args.prompt + args.tokens),
+                         args.tokens)
 
-    tp, op = _median(torch_prefill, args.repeats), _median(ort_prefill, args.repeats)
+    tp, op = median_seconds(torch_prefill, args.repeats), median_seconds(ort_prefill, args.repeats)
     torch_decode()
     ort_decode()
     td = statistics.median(torch_decode() for _ in range(args.repeats))
@@ -117,20 +119,15 @@ def bench_spec(name: str, args: argparse.Namespace) -> tuple:
     if ort_model.manifest.state:
         ort_model = OnnxModel(_one_branch(folder, Path(args.out) / f"{name}.prefill", "then_branch"),
                               threads=args.threads)
-        op2 = _median(ort_prefill, args.repeats)
+        op2 = median_seconds(ort_prefill, args.repeats)
         ort_model = OnnxModel(_one_branch(folder, Path(args.out) / f"{name}.step", "else_branch"),
                               threads=args.threads)
         # the step graph cannot prefill: the prompt goes through the prefill graph
         prefill_model = OnnxModel(Path(args.out) / f"{name}.prefill", threads=args.threads)
 
         def ort_decode_two_graphs():
-            lg, st = prefill_model.step(prompt.numpy(), 0, prefill_model.init_state(1, args.prompt + args.tokens))
-            nxt = lg[:, -1:].argmax(-1)
-            t0 = time.perf_counter()
-            for i in range(args.tokens):
-                lg, st = ort_model.step(nxt, args.prompt + i, st)
-                nxt = lg[:, -1:].argmax(-1)
-            return (time.perf_counter() - t0) / args.tokens
+            return decode_ms(ort_model.step, prompt.numpy(), prefill_model.init_state(1, args.prompt + args.tokens),
+                             args.tokens, prefill=prefill_model.step)
 
         ort_decode_two_graphs()
         od2 = statistics.median(ort_decode_two_graphs() for _ in range(args.repeats))

@@ -28,6 +28,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from bench_onnx import decode_ms, median_seconds  # noqa: E402 — the timing both benchmarks share
 
 LLAMA = (ROOT / "specs" / "llama-tiny.arch").read_text()
 MISTRAL = """
@@ -41,16 +44,6 @@ model mistral_tiny(tokens) {
   return lm_head(rmsnorm(x, eps=1e-5))
 }
 """
-
-
-def _median(fn, repeats: int) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def hf_config(kind: str):
@@ -122,21 +115,11 @@ def bench(kind: str, args: argparse.Namespace) -> list[str]:
     opt = OptimumRunner(out / f"optimum-{kind}", args.threads)
     arc = OnnxModel(out / f"archc-{kind}", threads=args.threads)
 
-    def decode(step_fn, init):
-        logits, state = step_fn(prompt, init(), 0)
-        nxt = logits[:, -1:].argmax(-1)
-        t0 = time.perf_counter()
-        for i in range(args.tokens):
-            logits, state = step_fn(nxt, state, args.prompt + i)
-            nxt = logits[:, -1:].argmax(-1)
-        return (time.perf_counter() - t0) / args.tokens
-
-    opt_step = lambda x, st, start: opt.step(x, st, start)  # noqa: E731
-    arc_step = lambda x, st, start: arc.step(x, start, st)  # noqa: E731
-    opt_prefill = _median(lambda: opt.step(ids, None, 0), args.repeats)
-    arc_prefill = _median(lambda: arc.step(ids, 0, arc.init_state(1, args.prefill)), args.repeats)
-    opt_decode = statistics.median(decode(opt_step, lambda: None) for _ in range(args.repeats))
-    arc_decode = statistics.median(decode(arc_step, lambda: arc.init_state(1, args.prompt + args.tokens))
+    opt_step = lambda x, start, st: opt.step(x, st, start)  # noqa: E731 — the shared (ids, start, state) order
+    opt_prefill = median_seconds(lambda: opt.step(ids, None, 0), args.repeats)
+    arc_prefill = median_seconds(lambda: arc.step(ids, 0, arc.init_state(1, args.prefill)), args.repeats)
+    opt_decode = statistics.median(decode_ms(opt_step, prompt, None, args.tokens) for _ in range(args.repeats))
+    arc_decode = statistics.median(decode_ms(arc.step, prompt, arc.init_state(1, args.prompt + args.tokens), args.tokens)
                                    for _ in range(args.repeats))
     rows = [f"| {kind}-tiny | archc | {archc_export:.1f} | {arc_prefill * 1e3:.1f} | {arc_decode * 1e3:.2f} |",
             f"| {kind}-tiny | optimum {_version()} | {optimum_export:.1f} | {opt_prefill * 1e3:.1f} | "

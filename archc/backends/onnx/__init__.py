@@ -4,7 +4,8 @@ This package's `__init__` imports nothing heavy: the runtime must load without t
 
 #: The ONNX opset exported by default: 23 has the `Attention` operator, which torch.onnx emits for
 #: scaled-dot-product attention and onnxruntime (≥ 1.23) runs fused — llama-tiny's prefill of 512
-#: tokens 25–35% faster than opset 20's MatMul + Softmax (docs/onnx.md). Older runtimes: --opset 20.
+#: tokens 25–35% faster than opset 20's MatMul + Softmax (docs/onnx.md). onnxruntime 1.22 refuses an
+#: opset-23 model, 1.23.0 runs it (both tried): the onnx extra needs ≥ 1.23; older runtimes: --opset 20.
 DEFAULT_OPSET = 23
 #: The oldest opset the exporter emits (torch.onnx's dynamo exporter starts at 18).
 MIN_OPSET = 18

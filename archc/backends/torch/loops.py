@@ -34,7 +34,8 @@ def exported_time_loop(step: Callable[[Any, Carry], tuple[Any, Carry]], xs: Tens
     outputs in place, where the `Loop` gathers every input slice and scatters into a copy of the
     whole output each step: Mamba's prefill in onnxruntime 103 → 85 ms). Not the default: `scan`
     retraces the body with fresh symbolic sizes and, for some bodies (the SSD kernel's chunk
-    combination), torch.export then specializes the trip count; used where it is tested to export."""
+    combination), torch.export then specializes the trip count; used where it is tested to export.
+    The scan form stacks the outputs itself: `out` is not read."""
     if as_scan:
         return _scan(step, xs, carry, dim, reverse)
     from torch._higher_order_ops.while_loop import while_loop

@@ -265,38 +265,27 @@ def test_sliding_window_cache_is_a_fixed_ring_buffer(tmp_path):
     assert all(r.ok for r in rows), rows
 
 
-SECTION = """
-model s(tokens) {
-  block layer(x) {
-    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope())
-    return x + swiglu(rmsnorm(x), hidden=64)
-  }
-  x = embed(tokens, 64, 32)
-  x = repeat(2, layer)(x)
-  return lm_head(rmsnorm(x), tied=true)
-  export onnx {
-    opset = 20
-    step = false
-    quantize = "int8"
-  }
-}
-"""
+def _with_export_section(spec: str) -> str:
+    """conftest's decoder with an `export onnx` section before its closing brace."""
+    return spec.rstrip().removesuffix("}") + "  export onnx {\n    opset = 20\n    step = false\n    quantize = \"int8\"\n  }\n}\n"
 
 
 def test_the_specs_export_section_is_honoured(tmp_path):
     """`export onnx { opset = 20  step = false }`: opset 20 (no `Attention` operator) and a forward
     graph of logits without state; `quantize` is not applied yet and is reported as such."""
     from archc.backends.onnx.export import unapplied_settings
+    from tests.backends.onnx.conftest import DECODER
 
-    model = build(archc.loads(SECTION, "s.arch").graph, seed=0).eval()
+    section = _with_export_section(DECODER)
+    model = build(archc.loads(section, "s.arch").graph, seed=0).eval()
     assert unapplied_settings(model) == ["quantize = 'int8'"]
-    report = export_model(model, tmp_path / "out", SECTION, "s", "random")
+    report = export_model(model, tmp_path / "out", section, "s", "random")
     assert report.manifest.kind == "forward" and report.manifest.opset == 20 and not report.manifest.state
     proto = onnx.load(tmp_path / "out" / "model.onnx")
     assert {o.version for o in proto.opset_import if o.domain == ""} == {20}
     assert "Attention" not in {n.op_type for n in proto.graph.node}
     rows = check_parity(model, tmp_path / "out", lengths=(1, 17))
     assert all(r.ok for r in rows), rows
-    given = export_model(model, tmp_path / "opset23", SECTION, "s", "random", opset=23)  # the argument wins
+    given = export_model(model, tmp_path / "opset23", section, "s", "random", opset=23)  # the argument wins
     assert given.manifest.opset == 23
     assert "Attention" in {n.op_type for n in onnx.load(tmp_path / "opset23" / "model.onnx").graph.node}

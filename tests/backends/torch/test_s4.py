@@ -227,6 +227,9 @@ def test_exported_form_equals_the_eager_kernels(disc, mode, extra):
     FFT/Cauchy kernels and recurrences, from a state, at lengths across its blocks."""
     model = _model(disc, extra, mode)
     mod = next(m for m in model.modules() if type(m).__name__ in ("S4", "S4DPLR"))
+    # two fp32 algorithms (an FFT over 2L points or Cauchy sums, against squarings and a blocked
+    # recurrence) on outputs up to ~10: observed ≤ 1.6e-5 here; 1e-4 leaves room for other FFTs
+    tol = dict(atol=1e-4, rtol=1e-5)
     torch.manual_seed(1)
     for length in (1, 7, 32, 70):
         u = torch.randn(2, mod.h, length)
@@ -234,6 +237,6 @@ def test_exported_form_equals_the_eager_kernels(disc, mode, extra):
         with torch.no_grad():
             y_ref, x_ref = mod._conv(u, state) if state is not None else (mod._convolve(u), None)
             y, x = mod.exported_conv(u, state)
-        torch.testing.assert_close(y, y_ref, atol=2e-5, rtol=2e-5)
+        torch.testing.assert_close(y, y_ref, **tol)
         if state is not None:
-            torch.testing.assert_close(x, x_ref, atol=2e-5, rtol=2e-5)
+            torch.testing.assert_close(x, x_ref, **tol)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.blocks import num_blocks
-from archc.backends.torch.context import Context, tracing
+from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.lti_scan import lti_scan, lti_step
 from archc.backends.torch.layers import mask_padding
@@ -269,23 +269,7 @@ def small_inverse(m: Tensor) -> Tensor:
     return torch.stack(rows, dim=-2)[..., r:]
 
 
-def power_by_length(a: Tensor, length: int) -> Tensor:
-    """a^length for square matrices a [..., n, n] by binary powering. Under tracing the length is
-    symbolic, so its bits are read from a tensor and all `MAX_POWER_BITS` squarings are taken."""
-    if not tracing():
-        return torch.linalg.matrix_power(a, length)
-    n = torch.ones(length, dtype=torch.long, device=a.device).sum()  # the length as a tensor
-    torch._check(length < 2 ** MAX_POWER_BITS, lambda: f"power_by_length supports lengths below 2^{MAX_POWER_BITS}")
-    out = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
-    for bit in range(MAX_POWER_BITS):
-        out = torch.where(((n >> bit) & 1).bool(), out @ a, out)
-        a = a @ a
-    return out
-
-
-#: Squarings of `power_by_length` in traced programs (sequences up to 2^20 tokens).
-MAX_POWER_BITS = 20
-#: Frequencies per block of S4's Cauchy sums in eager mode (memory H·N·block complex numbers).
+#: Frequencies per block of S4's Cauchy sums (memory H·N·block complex numbers).
 CAUCHY_BLOCK = 1024
 
 
@@ -306,10 +290,11 @@ class S4DPLR(S4):
     a_n b_n / ((1 − z) − α λ_n) are Cauchy sums (Woodbury's identity for the low-rank term), and
     an inverse real FFT. (The paper's 2/(1+z)·R(g(z)) is rewritten with (1+z) multiplied through,
     so z = −1 is not a singular point.) The Cauchy matrix is materialized in blocks of
-    `CAUCHY_BLOCK` frequencies in eager mode, whole ([H, L, N]) in traced programs.
+    `CAUCHY_BLOCK` frequencies. This kernel runs eagerly (complex arithmetic); exported programs
+    take `exported_conv` (the real-coordinate system through `lti_scan`) instead.
 
     `step`: x ← (I − ΔA/2)⁻¹((I + ΔA/2)x + ΔBu) applied in O(N·r) per token with Woodbury (the
-    paper's recurrent form); several tokens loop over it (a `while_loop` under export). State
+    paper's recurrent form); several tokens loop over it (`exported_conv` under export). State
     `ssm` [B, H, N]: the first half's complex state as (Re, Im) pairs."""
 
     def __init__(self, p, in_types, out_type) -> None:
@@ -375,15 +360,13 @@ class S4DPLR(S4):
         dt, lam, B, P, _ = self.continuous()
         # C̃ = C (I − Ā^L), in real coordinates: C acts as 2·Re(C x) = [2 Re C, −2 Im C]·x_R
         c_real = self.readout()  # [c, H, N]: 2·Re(C x) = c·x
-        c_real = c_real - (c_real[..., None, :] @ power_by_length(self.dense_transition(), length))[..., 0, :]
+        c_real = c_real - (c_real[..., None, :] @ torch.linalg.matrix_power(self.dense_transition(), length))[..., 0, :]
         c_tilde = torch.view_as_complex(c_real.unflatten(-1, (self.m, 2))).conj() / 2
         full = lambda t: torch.cat((t, t.conj()), dim=-1)  # noqa: E731 — conjugate-symmetric full space
         lam_f, b_f, p_f, c_f = full(lam), full(B), full(P), full(c_tilde)
-        # the generating function at the L-th roots of unity z_k = e^{−2πik/L}; K is real, so in
-        # eager mode only k ≤ L/2 (an inverse real FFT). Traced, all L: the L//2 + 1 frequencies
-        # made the exporter guard on floor divisions it cannot discharge.
-        half = not tracing()
-        freqs = torch.arange(length // 2 + 1 if half else length, device=lam.device)
+        # the generating function at the L-th roots of unity z_k = e^{−2πik/L}; K is real, so only
+        # k ≤ L/2 (an inverse real FFT)
+        freqs = torch.arange(length // 2 + 1, device=lam.device)
         z = torch.exp(-2j * math.pi * freqs / length).to(lam.dtype)
         alpha = dt[:, None] / 2 * (1 + z)  # [H, K]
         # the weights a_n·b_n of every Cauchy sum, one matmul for all of them
@@ -395,11 +378,9 @@ class S4DPLR(S4):
         def cauchy_sums(z: Tensor, alpha: Tensor) -> Tensor:
             return (1 / ((1 - z)[None, :, None] - alpha[..., None] * lam_f[:, None, :])) @ weights  # [H, K, ·]
 
-        if half:  # eager: frequencies in blocks, so the Cauchy matrix [H, K, N] is never whole
-            sums = torch.cat([cauchy_sums(z[i:i + CAUCHY_BLOCK], alpha[:, i:i + CAUCHY_BLOCK])
-                              for i in range(0, z.shape[0], CAUCHY_BLOCK)], dim=1)
-        else:
-            sums = cauchy_sums(z, alpha)
+        # frequencies in blocks, so the Cauchy matrix [H, K, N] is never whole
+        sums = torch.cat([cauchy_sums(z[i:i + CAUCHY_BLOCK], alpha[:, i:i + CAUCHY_BLOCK])
+                          for i in range(0, z.shape[0], CAUCHY_BLOCK)], dim=1)
         sums = sums.unflatten(-1, (c + r, 1 + r)).permute(2, 3, 0, 1)  # [c+r, 1+r, H, K]
         k00, k01 = sums[:c, 0], sums[:c, 1:]  # [c, H, K], [c, r, H, K]
         k10, k11 = sums[c:, 0], sums[c:, 1:]  # [r, H, K], [r, r, H, K]
@@ -407,7 +388,7 @@ class S4DPLR(S4):
         woodbury = torch.linalg.solve((eye + alpha * k11).permute(2, 3, 0, 1), k10.permute(1, 2, 0)[..., None])
         gen = k00 - alpha * torch.einsum("crhk,hkr->chk", k01, woodbury[..., 0])
         gen = dt[:, None] * gen
-        return torch.fft.irfft(gen, n=length) if half else torch.fft.ifft(gen).real
+        return torch.fft.irfft(gen, n=length)
 
     def _conv(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor | None]:
         if state is None:
