@@ -98,7 +98,22 @@ def op_reference(op: OpDef) -> str:
     doc = (op.cost.__doc__ or "").strip()
     if doc:
         lines += ["**Cost.** " + " ".join(doc.split()), ""]
+    precision = _precision(op)
+    if precision:
+        lines += ["**Precision** (docs/compression.md). " + precision, ""]
     return "\n".join(lines)
+
+
+def _precision(op: OpDef) -> str:
+    """The op's precision rule in words: each pattern's class, quantized or kept."""
+    from archc.ops.registry import QUANTIZED_BY_DEFAULT, ROLE_CLASS
+
+    parts = [f"`{pat}` {cls} ({'quantized' if cls in QUANTIZED_BY_DEFAULT else 'fp32'})" for pat, cls in op.precision]
+    role = ROLE_CLASS.get(op.role)
+    if role is not None:
+        parts.append(f"{'other weights' if parts else 'weights'}: {role} "
+                     f"({'quantized' if role in QUANTIZED_BY_DEFAULT else 'fp32'})")
+    return "; ".join(parts)
 
 
 def op_text(op: OpDef) -> str:

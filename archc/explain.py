@@ -202,6 +202,31 @@ manifest valid, and the graph taking and returning exactly the inputs and output
 lists. A folder copied in part, edited by hand, or exported by another tool is refused rather than
 run with a wrong state layout. Export again with `archc export SPEC -o DIR`.
 """),
+    "ARC1105": ("quantization failed", """
+onnxruntime's quantization tool could not quantize the exported graph as asked. The fp32 export
+in the output folder's `reference/` is complete and runs; try another scheme (`--quantize
+int8_dynamic`, `int8_static`, `int4`), or keep the class of the failing weight in fp32
+(`--keep fp32:CLASS`, see `archc export --explain`). docs/compression.md lists what each scheme
+quantizes.
+"""),
+    "ARC1106": ("bad --keep", """
+`--keep PRECISION:CLASS[,CLASS…]` overrides the precision rule of a class of weights: `fp32` keeps
+it unquantized, `int8`/`int4`/`quantized` quantizes it with the scheme. The classes are those of
+the ops' precision rules: projection, ffn, expert, embedding, head, router, norm, ssm,
+discretization, decay, gate, conv, recurrent, position, mix, memory (docs/compression.md).
+"""),
+    "ARC1107": ("no usable calibration data", """
+Static int8 quantization calibrates activation ranges on token sequences: `--calibrate TASK:N`
+draws N sequences from a built-in task generator (`chars:256`), `--calibrate FILE:N` N windows of
+a text file's bytes (for byte-level vocabularies). The source must exist, fit the model's
+vocabulary, and hold at least one sequence of `--calibrate-seq` tokens.
+"""),
+    "ARC1108": ("a decoder branch cannot be calibrated alone", """
+Static quantization of a decoder cuts its prefill and decode branches out as models of their own
+to calibrate them; a value they read from the enclosing graph had no inferable type, or the two
+branches quantized one weight differently. Use `--quantize int8_dynamic` or `int4`, and report
+the spec: it is a gap in archc.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

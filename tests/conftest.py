@@ -107,7 +107,12 @@ def exportable_step(model):
 
 def assert_exported_step_matches_forward(model, vocab: int, n_tokens: int, atol: float = 1e-4) -> None:
     """`model.step`, exported with the batch and every state dim that grows with max_len dynamic
-    (traced at batch 2, position 3), decodes `n_tokens` one by one at batch 3 as the forward does."""
+    (traced at batch 2, position 3), decodes `n_tokens` one by one at batch 3 as the forward does.
+    The tokens come from a fixed seed, not the global generator: which tokens a test drew depended
+    on the order xdist ran the tests in, and retnet-tiny's random init has inputs on which its
+    per-head GroupNorm of a near-zero head output amplifies fp32 rounding to 3e-4 even between the
+    eager forward and the eager step (measured: 1 of 40 seeds; a property of the init, not of either
+    form) — one such draw failed a CI run."""
     import torch
     from torch.export import Dim
 
@@ -118,7 +123,7 @@ def assert_exported_step_matches_forward(model, vocab: int, n_tokens: int, atol:
     ep = torch.export.export(exportable_step(model), (torch.randint(0, vocab, (2, 1)), torch.tensor(3),
                                                       *model.init_state(2, 16)),
                              dynamic_shapes=({0: batch}, None, state_dims))
-    seq = torch.randint(0, vocab, (3, n_tokens))
+    seq = torch.randint(0, vocab, (3, n_tokens), generator=torch.Generator().manual_seed(0))
     st, outs = model.init_state(3, n_tokens + 12), []
     for i in range(n_tokens):
         lg, st = ep.module()(seq[:, i:i + 1], torch.tensor(i), *st)

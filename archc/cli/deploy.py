@@ -24,10 +24,59 @@ def _need_onnx() -> None:
 # -- export ---------------------------------------------------------------------------------
 
 
+def _quantize_options(args: argparse.Namespace, model):
+    """The QuantizeOptions, calibration data and held-out sequences the flags (else the spec's
+    export section) ask for; (None, None, None) for an fp32 export."""
+    from archc.backends.onnx.calibrate import calibration_data, parse_source
+    from archc.backends.onnx.export import export_settings
+    from archc.backends.onnx.precision import QuantizeError, QuantizeOptions, parse_keep
+
+    settings = export_settings(model)
+    scheme = args.quantize or settings.get("quantize", "none")
+    if scheme == "none":
+        if args.calibrate or args.keep or args.mixer_blind:
+            raise _fail("ARC1106", "--calibrate, --keep and --mixer-blind apply to a quantized export",
+                        "add --quantize int8 (or int8_static, int4)", usage=True)
+        return None, None, None
+    try:
+        options = QuantizeOptions(scheme, args.calibration_method, parse_keep(args.keep), args.block_size,
+                                  args.mixer_blind)
+        source = args.calibrate or settings.get("calibrate")
+        if source is None:
+            if scheme == "int8_static":
+                raise QuantizeError("int8_static needs calibration data",
+                                    "pass --calibrate TASK:N (e.g. chars:256) or --calibrate FILE.txt:N", code="ARC1107")
+            return options, None, None
+        name, count = parse_source(source)
+        vocab = model.out_type_vocab()
+        cal = calibration_data(name, count, args.calibrate_seq, vocab)
+        held_out = calibration_data(name, min(count, 32), args.calibrate_seq, vocab, seed=1).ids
+    except QuantizeError as e:
+        raise _fail(e.code, e.message, e.hint, usage=e.code == "ARC1106") from None
+    return options, cal, held_out
+
+
+def _print_parity(rows, metric: str, bound: float, what: str) -> bool:
+    width = max(len(r.what) for r in rows)
+    label = "max |onnx − torch|" if metric == "max_abs" else "rel. RMS (onnx − torch)"
+    for r in rows:
+        verdict = "skipped" if r.skipped else f"{label} = {r.max_abs:.2e}  {'ok' if r.ok else 'FAIL'}"
+        print(f"  {r.what:<{width}}  {verdict}")
+    ok = all(r.ok for r in rows)
+    if ok:
+        print(f"parity ({what}): onnxruntime equals the torch module within {bound:g}"
+              + ("" if metric == "max_abs" else " relative RMS (docs/compression.md)"))
+    else:
+        print(f"parity ({what}): FAILED", file=sys.stderr)
+    return ok
+
+
 def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     _need_onnx()
     from archc.backends.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError
-    from archc.backends.onnx.export import check_parity, export_model, unapplied_settings
+    from archc.backends.onnx.compress import explain
+    from archc.backends.onnx.export import check_parity, export_model, parity_metric, unapplied_settings
+    from archc.backends.onnx.precision import QuantizeError
 
     if args.opset is not None and not MIN_OPSET <= args.opset <= MAX_OPSET:
         raise _fail("ARC1103", f"opset {args.opset} is outside what the exporter emits ({MIN_OPSET} to {MAX_OPSET})",
@@ -39,28 +88,39 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     text = Path(args.file).read_text()
     for setting in unapplied_settings(model):
         print(f"warning: the spec's export section sets {setting}, which `archc export` does not apply yet: "
-              "the model is written in fp32, unpruned", file=sys.stderr)
+              "the model is written unpruned", file=sys.stderr)
+    options, cal, held_out = _quantize_options(args, model)
     try:
         report = export_model(model, folder, text, prog.graph.name, args.weights or f"random init, seed {args.seed}",
-                              opset=args.opset, force=args.force)
+                              opset=args.opset, force=args.force, quantize=options, calibration=cal,
+                              held_out=held_out, keep_reference=not args.no_reference)
     except ExportError as e:
         raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
+    except QuantizeError as e:
+        raise _fail(e.code, e.message, e.hint) from None
     m = report.manifest
+    q = m.quantization
     print(f"{folder}/model.onnx: {m.kind} of {m.spec}, {report.nodes:,} nodes, {report.bytes / 1e6:.1f} MB, "
           f"{len(m.state)} state tensors; exported in {report.seconds:.1f} s "
           f"({report.units} distinct node graphs, {report.unit_seconds:.1f} s)")
+    if q is not None:
+        n_q = sum(w.precision != "fp32" for w in q.weights)
+        kept = sorted({w.cls or "unclassified" for w in q.weights if w.precision == "fp32"})
+        print(f"  quantized {q.scheme}: {n_q} of {len(q.weights)} weights, {report.bytes / 1e6:.2f} MB = "
+              f"{report.bytes / report.reference_bytes:.3f}× the fp32 export ({report.reference_bytes / 1e6:.1f} MB"
+              + (f", kept in {folder / q.reference}" if q.reference else "") + f"); in fp32: {', '.join(kept) or 'nothing'}"
+              + ("" if args.explain else " (--explain lists every weight)"))
+    if args.explain and q is not None:
+        print(explain(q))
     if not args.check:
         return EXIT_OK
-    rows = check_parity(model, folder)
-    width = max(len(r.what) for r in rows)
-    for r in rows:
-        verdict = "skipped" if r.skipped else f"max |onnx − torch| = {r.max_abs:.2e}  {'ok' if r.ok else 'FAIL'}"
-        print(f"  {r.what:<{width}}  {verdict}")
-    if all(r.ok for r in rows):
-        print("parity: onnxruntime equals the torch module within 1e-4")
-        return EXIT_OK
-    print("parity: FAILED", file=sys.stderr)
-    return EXIT_ERRORS
+    ok = True
+    if report.reference is not None:
+        metric, bound = parity_metric(report.reference)
+        ok = _print_parity(check_parity(model, report.reference), metric, bound, "fp32 reference") and ok
+    metric, bound = parity_metric(folder)
+    ok = _print_parity(check_parity(model, folder), metric, bound, q.scheme if q else "fp32") and ok
+    return EXIT_OK if ok else EXIT_ERRORS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -126,10 +186,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write (model.onnx, archc_export.json)")
     x.add_argument("--force", action="store_true", help="replace archc's files in an existing folder")
     x.add_argument("--check", action="store_true",
-                   help="then compare onnxruntime with the torch module (exit 1 beyond 1e-4)")
+                   help="then compare onnxruntime with the torch module (exit 1 beyond 1e-4; a quantized export "
+                        "beyond its scheme's bound)")
     x.add_argument("--opset", type=int, default=None,
                    help=f"ONNX opset (default: the spec's export section's, else {DEFAULT_OPSET})")
     x.add_argument("--seed", type=int, default=0, help="seed of the init without --weights (0)")
+    qg = x.add_argument_group("quantization (docs/compression.md)")
+    qg.add_argument("--quantize", choices=("none", "int8", "int8_dynamic", "int8_static", "int4"),
+                    help="int8: the better of dynamic and static (static needs --calibrate); default: the spec's "
+                         "export section's, else none")
+    qg.add_argument("--calibrate", metavar="SOURCE[:N]",
+                    help="calibration data: N sequences of a task (chars:256) or N windows of a text file (notes.txt:256)")
+    qg.add_argument("--calibrate-seq", type=int, default=128, metavar="T", help="tokens per calibration sequence (128)")
+    qg.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                    help="how int8_static sets activation ranges (minmax)")
+    qg.add_argument("--keep", action="append", default=[], metavar="PREC:CLASS[,CLASS]",
+                    help="override a class's precision: fp32:router,norm keeps them, int8:conv quantizes (repeatable)")
+    qg.add_argument("--mixer-blind", action="store_true",
+                    help="ignore the precision rules: quantize every node the tool can (for comparison)")
+    qg.add_argument("--block-size", type=int, default=32, help="int4 block size (32)")
+    qg.add_argument("--no-reference", action="store_true",
+                    help="do not keep the fp32 export in DIR/reference (archc compress-report compares against it)")
+    qg.add_argument("--explain", action="store_true", help="list every weight: its class, precision, and why")
     add_limit_flags(x)
     x.set_defaults(fn=cmd_export)
 

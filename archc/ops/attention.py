@@ -150,7 +150,7 @@ register(OpDef(
     "Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.",
     "attention", optional_inputs=("kv",), components={"pos": ("position",)}, default_name="attn",
     role="mixer", causal=_attention_causal, state=_attention_state, residual_weights=("o_proj.weight",),
-))
+    precision=(("[qkvo]_proj.*", "projection"), ("relative_bias.*", "position"))))
 
 
 
@@ -194,4 +194,5 @@ def _latent_cost(p: LatentParams, ins: list[TensorType], out: TensorType, ctx: C
 register(OpDef("latent_attention", LatentParams, _latent_shape, _latent_cost,
                "Perceiver latent cross-attention: N learned latents attend to the input; output [B, N, d].",
                "attention", default_name="cross_attn", role="mixer", causal=mixes_both_ways,
-               residual_weights=("o_proj.weight",)))
+               residual_weights=("o_proj.weight",),
+               precision=(("[qkvo]_proj.*", "projection"), ("latents", "memory"))))

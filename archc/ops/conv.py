@@ -26,4 +26,5 @@ def _state(p: GatedConvParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
 
 register(OpDef("gated_conv", GatedConvParams, hidden_to_hidden, _cost,
                "Gated convolutional unit: causal conv1d to 2d channels, GLU.", "conv", default_name="conv",
-               role="mixer", causal=mixes_causally, state=_state))
+               role="mixer", causal=mixes_causally, state=_state,
+               precision=(("conv.*", "conv"),)))

@@ -84,4 +84,7 @@ def _state(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[StateTensor, 
 register(OpDef("gated_deltanet", GatedDeltaNetParams, _shape, _cost,
                "Gated DeltaNet: gated delta rule memory, short convs, output gate; chunked WY form and "
                "recurrent step.", "linear", default_name="mixer", role="mixer", causal=mixes_causally,
-               state=_state, residual_weights=("out_proj.weight",)))
+               state=_state, residual_weights=("out_proj.weight",),
+               precision=(("in_proj_qkvz.*", "projection"), ("out_proj.*", "projection"),
+                          ("in_proj_ba.*", "decay"), ("A_log", "ssm"), ("dt_bias", "discretization"),
+                          ("conv1d.*", "conv"), ("norm.*", "norm"))))

@@ -47,7 +47,8 @@ def _by_flag(p: Any, ins: list[TensorType]) -> bool | None:
 register(OpDef("linear_attention", LinearAttentionParams, plain_shape, _linear_cost,
                "Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.",
                "attention", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
-               residual_weights=("o_proj.weight",)))
+               residual_weights=("o_proj.weight",),
+               precision=(("[qkvo]_proj.*", "projection"),)))
 
 
 class PerformerParams(AttentionBase):
@@ -74,5 +75,6 @@ def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTe
 register(OpDef("performer_attention", PerformerParams, plain_shape, _performer_cost,
                "Performer FAVOR+: positive orthogonal random features approximating softmax attention.",
                "attention", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
-               residual_weights=("o_proj.weight",)))
+               residual_weights=("o_proj.weight",),
+               precision=(("[qkvo]_proj.*", "projection"),)))
 

@@ -57,4 +57,7 @@ def _mamba_state(p: MambaParams, ins: list[TensorType]) -> tuple[StateTensor, ..
 register(OpDef("mamba", MambaParams, hidden_to_hidden, _mamba_cost,
                "Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.",
                "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
-               residual_weights=("out_proj.weight",)))
+               residual_weights=("out_proj.weight",),
+               precision=(("in_proj.*", "projection"), ("x_proj.*", "projection"),
+                          ("out_proj.*", "projection"), ("dt_proj.*", "discretization"), ("A_log", "ssm"),
+                          ("D", "ssm"), ("conv1d.*", "conv"))))

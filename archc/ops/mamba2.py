@@ -72,4 +72,7 @@ def _mamba2_state(p: Mamba2Params, ins: list[TensorType]) -> tuple[StateTensor, 
 register(OpDef("mamba2", Mamba2Params, _mamba2_shape, _mamba2_cost,
                "Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.",
                "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
-               residual_weights=("out_proj.weight",)))
+               residual_weights=("out_proj.weight",),
+               precision=(("in_proj.*", "projection"), ("out_proj.*", "projection"),
+                          ("dt_bias", "discretization"), ("A_log", "ssm"), ("D", "ssm"), ("conv1d.*", "conv"),
+                          ("norm.*", "norm"))))

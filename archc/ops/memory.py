@@ -66,7 +66,8 @@ def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor,
 register(OpDef("compressive_memory", CompressiveParams, _cm_shape, _cm_cost,
                "Compressive Transformer attention over [compressed memory, memory, input].", "memory",
                default_name="attn", role="mixer", causal=mixes_causally, state=_cm_state,
-               residual_weights=("o_proj.weight",)))
+               residual_weights=("o_proj.weight",),
+               precision=(("[qkvo]_proj.*", "projection"), ("compress.*", "memory"))))
 
 
 class RMTParams(Params):
@@ -97,4 +98,5 @@ def _rmt_body_state(p: RMTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
 register(OpDef("recurrent_memory", RMTParams, hidden_to_hidden, _rmt_cost,
                "Recurrent memory transformer: segments processed in order, memory tokens carried between them.",
                "memory", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
-               state=_rmt_state, body_state=_rmt_body_state))
+               state=_rmt_state, body_state=_rmt_body_state,
+               precision=(("memory", "memory"),)))

@@ -60,4 +60,5 @@ def _cost(p: MoEParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) ->
 
 register(OpDef("moe", MoEParams, _shape, _cost,
                "Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.",
-               "moe", components={"expert": ("ffn",)}, default_name="moe", role="ffn"))
+               "moe", components={"expert": ("ffn",)}, default_name="moe", role="ffn",
+               precision=(("experts.*", "expert"), ("router.*", "router"))))

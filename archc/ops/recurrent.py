@@ -49,7 +49,9 @@ def _rnn_state(cells: tuple[str, ...]):
 
 register(OpDef("lstm", RNNParams, _rnn_shape, _rnn_cost(4, ("h", "c")),
                "LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.", "recurrent",
-               default_name="lstm", role="mixer", causal=unless_bidirectional, state=_rnn_state(("h", "c"))))
+               default_name="lstm", role="mixer", causal=unless_bidirectional, state=_rnn_state(("h", "c")),
+               precision=(("rnn.*", "recurrent"),)))
 register(OpDef("gru", RNNParams, _rnn_shape, _rnn_cost(3, ("h",)),
                "GRU (Cho et al.), single or bidirectional, stacked.", "recurrent", default_name="gru",
-               role="mixer", causal=unless_bidirectional, state=_rnn_state(("h",))))
+               role="mixer", causal=unless_bidirectional, state=_rnn_state(("h",)),
+               precision=(("rnn.*", "recurrent"),)))

@@ -8,6 +8,7 @@ is all the front end and `archc summary` need; backends attach their rules to th
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import sys
 import zlib
@@ -34,6 +35,51 @@ Role = Literal["input", "embedding", "position", "mixer", "ffn", "norm", "head",
 #: The training objective a head implies (`lm`: next-token prediction when the model is causal,
 #: masked-LM style — unshifted labels — when it is bidirectional).
 Loss = Literal["lm", "classification", "regression", "token_classification"]
+
+#: What a weight is to compression: the precision rule of DESIGN.md §3. Quantization reads the
+#: class of each weight a quantizable ONNX node (MatMul, Gather, Conv) consumes and leaves the node
+#: in fp32 when the class is kept. Classes, not op names, so that `--keep fp32:router` means the
+#: same thing in every mixer.
+TensorClass = Literal[
+    "projection",      # a mixer's input/output projections (q/k/v/o, in_proj/out_proj, r/k/v/g)
+    "ffn",             # feed-forward weights
+    "expert",          # a mixture-of-experts expert's feed-forward weights
+    "embedding",       # a token table (a tied lm_head reads it too)
+    "head",            # an untied output head, classifier, pooler
+    "router",          # MoE / MoD routers, ACT's halting unit: a top-k decision flips on small errors
+    "norm",            # norm scales and shifts
+    "ssm",             # an SSM's A, B, C, D parameters (continuous-time system)
+    "discretization",  # the step size Δ: its projection and bias (Mamba's dt_proj, S4's log_dt)
+    "decay",           # decays and bonuses of linear recurrences (RWKV's time_decay, GDN's α/β)
+    "gate",            # exponential input/forget gates (xLSTM) whose errors compound through exp
+    "conv",            # the short causal convolutions beside SSMs (kept by llama.cpp, TensorRT-LLM)
+    "recurrent",       # weights applied to the recurrent state inside a loop (LSTM, GRU, sLSTM)
+    "position",        # learned position tables and relative position biases
+    "mix",             # token-shift interpolation weights (RWKV's time_mix / time_maa)
+    "memory",          # learned memory tokens and latents (RMT, Perceiver, compressive memory)
+]
+
+#: The classes `--quantize` quantizes unless told otherwise; every other class stays in fp32.
+QUANTIZED_BY_DEFAULT: frozenset[str] = frozenset({"projection", "ffn", "expert", "embedding", "head"})
+
+#: Why a class stays in fp32 by default (shown by `archc export --explain` and docs/compression.md).
+KEPT_BECAUSE: dict[str, str] = {
+    "router": "a top-k routing decision flips on small errors",
+    "norm": "elementwise scales; no quantized kernel takes them",
+    "ssm": "A/B/C/D set the recurrence's poles; errors compound over time (state-spaces/mamba#133)",
+    "discretization": "Δ enters exp(Δ·A): a relative error in Δ is an error in every decay",
+    "decay": "decays compound over the sequence (int8 RWKV gave NaN logits, transformers#23848)",
+    "gate": "exponential gates amplify input errors",
+    "conv": "a 4-tap depthwise filter, kept in fp32 by llama.cpp and TensorRT-LLM (ggml-org/llama.cpp#9387)",
+    "recurrent": "applied to the state at every step: errors compound",
+    "position": "added to every token",
+    "mix": "elementwise interpolation weights; nothing to gain",
+    "memory": "carried across segments",
+}
+
+#: The class of weights an op's rule does not name, by the op's role (a mixer names all of its own).
+ROLE_CLASS: dict[str, str] = {"ffn": "ffn", "norm": "norm", "embedding": "embedding", "head": "head",
+                              "position": "position"}
 
 
 class Params(BaseModel):
@@ -162,6 +208,9 @@ class OpDef:
     #: Parameters (names inside the op's module) that are residual-branch output projections and
     #: take GPT-2's scaled init, std/√(2·mixers). Everything else takes the module's own init.
     residual_weights: tuple[str, ...] = ()
+    #: The precision rule: (parameter-name pattern, class) pairs, the first `fnmatch` match wins;
+    #: parameters no pattern names take their role's class (`ROLE_CLASS`). See `precision_of`.
+    precision: tuple[tuple[str, TensorClass], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.default_name:
@@ -363,6 +412,29 @@ def head_loss(graph: Graph) -> Loss | None:
     n = graph.nodes[graph.outputs[0]]
     op = REGISTRY[n.op]
     return op.loss(op.params(**n.params))
+
+
+def precision_of(op: OpDef, param: str) -> str | None:
+    """The class of the op's parameter `param` (a name inside its module, `in_proj.weight`), or
+    None when neither its rule nor its role says (a test requires every op to say)."""
+    for pattern, cls in op.precision:
+        if fnmatch.fnmatchcase(param, pattern):
+            return cls
+    return ROLE_CLASS.get(op.role)
+
+
+def weight_class(graph: Graph, key: str) -> str | None:
+    """The class of the model weight `key` (a state_dict key, `layers.3.mixer.in_proj.weight`):
+    the rule of the node that owns it, found by the longest node-id prefix; inside a
+    higher-order op (`body.` …) the rule of the body's node."""
+    owner = max((nid for nid in graph.nodes if key.startswith(nid + ".")), key=len, default=None)
+    if owner is None:
+        return None
+    node = graph.nodes[owner]
+    rest = key[len(owner) + 1:]
+    if node.body is not None and rest.startswith("body."):
+        return weight_class(node.body, rest[len("body."):])
+    return precision_of(REGISTRY[node.op], rest)
 
 
 def count_role(graph: Graph, role: Role) -> int:

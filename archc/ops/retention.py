@@ -49,4 +49,5 @@ def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
 register(OpDef("retention", RetentionParams, _shape, _cost,
                "RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
                "parallel, recurrent and chunkwise forms.", "retention", default_name="retention",
-               role="mixer", causal=mixes_causally, state=_state, residual_weights=("out_proj.weight",)))
+               role="mixer", causal=mixes_causally, state=_state, residual_weights=("out_proj.weight",),
+               precision=(("[qkvg]_proj.*", "projection"), ("out_proj.*", "projection"))))

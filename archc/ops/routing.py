@@ -35,7 +35,8 @@ def _mod_state(p: MoDParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
 register(OpDef("mod", MoDParams, hidden_to_hidden, _mod_cost,
                "Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
                "the rest skip it.", "routing", takes_block=True, default_name="mod", role="wrapper",
-               state=_mod_state))
+               state=_mod_state,
+               precision=(("router.*", "router"),)))
 
 
 class ACTParams(Params):
@@ -66,4 +67,5 @@ def _act_body_state(p: ACTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
 register(OpDef("act", ACTParams, _act_shape, _act_cost,
                "Adaptive computation time: apply the (shared) block until the halting probability "
                "passes the threshold; returns the ponder cost as an auxiliary loss.", "routing",
-               takes_block=True, default_name="act", role="wrapper", body_state=_act_body_state))
+               takes_block=True, default_name="act", role="wrapper", body_state=_act_body_state,
+               precision=(("halting.*", "router"),)))

@@ -61,7 +61,11 @@ def _tm_state(p: TimeMixParams, ins: list[TensorType]) -> tuple[StateTensor, ...
 register(OpDef("rwkv_time_mix", TimeMixParams, _tm_shape, _tm_cost,
                "RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).",
                "rwkv", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
-               residual_weights=("output.weight",)))
+               residual_weights=("output.weight",),
+               precision=(("key.*", "projection"), ("value.*", "projection"), ("receptance.*", "projection"),
+                          ("output.*", "projection"), ("gate.*", "projection"), ("time_decay*", "decay"),
+                          ("time_first", "decay"), ("time_faaaa", "decay"), ("time_mix_*", "mix"),
+                          ("time_maa_*", "mix"), ("ln_x.*", "norm"))))
 
 
 class ChannelMixParams(Params):
@@ -84,4 +88,5 @@ def _cm_state(p: ChannelMixParams, ins: list[TensorType]) -> tuple[StateTensor, 
 register(OpDef("rwkv_channel_mix", ChannelMixParams, hidden_to_hidden, _cm_cost,
                "RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", "rwkv",
                default_name="feed_forward", role="ffn", causal=mixes_causally, state=_cm_state,
-               residual_weights=("value.weight",)))
+               residual_weights=("value.weight",),
+               precision=(("time_mix_*", "mix"),)))

@@ -73,4 +73,6 @@ def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
 
 register(OpDef("s4", S4Params, _s4_shape, _s4_cost,
                "S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.", "ssm",
-               default_name="mixer", role="mixer", causal=unless_bidirectional, state=_s4_state))
+               default_name="mixer", role="mixer", causal=unless_bidirectional, state=_s4_state,
+               precision=(("output_linear.*", "projection"), ("log_dt", "discretization"), ("A_real", "ssm"),
+                          ("A_imag", "ssm"), ("B", "ssm"), ("C", "ssm"), ("P", "ssm"), ("D", "ssm"))))

@@ -49,7 +49,8 @@ def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType
 register(OpDef("longformer_attention", LongformerParams, plain_shape, _longformer_cost,
                "Longformer attention: sliding window (optionally dilated) plus global tokens.",
                "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
-               residual_weights=("o_proj.weight",)))
+               residual_weights=("o_proj.weight",),
+               precision=(("[qkvo]_proj.*", "projection"), ("[qkv]_global.*", "projection"))))
 
 
 class BigBirdParams(AttentionBase):
@@ -68,7 +69,8 @@ def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx:
 
 register(OpDef("bigbird_attention", BigBirdParams, plain_shape, _bigbird_cost,
                "BigBird block-sparse attention: window + global + random blocks.", "attention",
-               default_name="attn", role="mixer", causal=mixes_both_ways, residual_weights=("o_proj.weight",)))
+               default_name="attn", role="mixer", causal=mixes_both_ways, residual_weights=("o_proj.weight",),
+               precision=(("[qkvo]_proj.*", "projection"),)))
 
 
 class LinformerParams(AttentionBase):
@@ -90,5 +92,6 @@ def _linformer_cost(p: LinformerParams, ins: list[TensorType], out: TensorType, 
 register(OpDef("linformer_attention", LinformerParams, plain_shape, _linformer_cost,
                "Linformer: keys and values projected along the sequence to k rows (linear in T).",
                "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
-               residual_weights=("o_proj.weight",)))
+               residual_weights=("o_proj.weight",),
+               precision=(("[qkvo]_proj.*", "projection"), ("[ef]_proj", "projection"))))
 

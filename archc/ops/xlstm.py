@@ -39,7 +39,9 @@ def _slstm_state(p: SLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ..
 
 register(OpDef("slstm", SLSTMParams, _slstm_shape, _slstm_cost,
                "xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.",
-               "recurrent", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state))
+               "recurrent", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state,
+               precision=(("[zo]gate.*", "projection"), ("[if]gate.*", "gate"), ("bias", "gate"),
+                          ("recurrent_kernel", "recurrent"), ("conv1d.*", "conv"), ("group_norm.*", "norm"))))
 
 
 class MLSTMParams(Params, Expands):
@@ -82,4 +84,7 @@ def _mlstm_state(p: MLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ..
 
 register(OpDef("mlstm", MLSTMParams, _mlstm_shape, _mlstm_cost,
                "xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.",
-               "recurrent", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state))
+               "recurrent", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state,
+               precision=(("proj_up.*", "projection"), ("proj_down.*", "projection"), ("[qkv]_proj.*", "projection"),
+                          ("[if]gate.*", "gate"), ("conv1d.*", "conv"), ("outnorm.*", "norm"),
+                          ("learnable_skip", "mix"))))

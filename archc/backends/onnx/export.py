@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +23,12 @@ import onnx_ir as ir
 
 from archc.backends.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError
 from archc.backends.onnx.assemble import Assembler, Exported
+from archc.backends.onnx.calibrate import Calibration
+from archc.backends.onnx.compress import REFERENCE, quantize_folder
 from archc.backends.onnx.genai import CONFIG, genai_dims, genai_support, write_genai_config
-from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo
+from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo, read_manifest
 from archc.backends.onnx.optimize import prune
+from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.torch.model import ArchModel
 from archc.ops.registry import node_state
 
@@ -40,15 +45,25 @@ class ExportReport:
     units: int
     nodes: int
     bytes: int
+    #: a quantized export: the fp32 export it was made from (None: not kept) and its size
+    reference: Path | None = None
+    reference_bytes: int | None = None
+    quantize_seconds: float = 0.0
 
 
 def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
-                 opset: int | None = None, force: bool = False) -> ExportReport:
+                 opset: int | None = None, force: bool = False, quantize: QuantizeOptions | None = None,
+                 calibration: Calibration | None = None, held_out: np.ndarray | None = None,
+                 keep_reference: bool = True) -> ExportReport:
     """Export `model` (built from the spec whose text is `spec_text`) into `folder`. `opset`: the
     given one, else the spec's export section's, else `DEFAULT_OPSET`; the section's `step = false`
-    writes a forward graph (logits, no state) for a decoder. A folder this call created is removed
-    again when the export fails before writing into it."""
+    writes a forward graph (logits, no state) for a decoder. With `quantize` (default: the
+    section's `quantize`), the fp32 export is written to `folder/reference` (a temporary folder
+    unless `keep_reference`) and quantized into `folder` (`compress.quantize_folder`). A folder
+    this call created is removed again when the export fails before writing into it."""
     settings = export_settings(model)
+    if quantize is None and settings.get("quantize", "none") != "none":
+        quantize = QuantizeOptions(settings["quantize"])
     opset = opset or settings.get("opset") or DEFAULT_OPSET
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is outside what the exporter emits ({MIN_OPSET} to {MAX_OPSET})",
@@ -57,11 +72,34 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     created = not folder.exists()
     prepare_folder(folder, force)
     try:
-        return _export_into(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True))
+        if quantize is None or quantize.scheme == "none":
+            return _export_into(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True))
+        return _export_quantized(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True),
+                                 quantize, calibration, held_out, keep_reference)
     except BaseException:
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
         raise
+
+
+def _export_quantized(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str, opset: int,
+                      step: bool, options: QuantizeOptions, calibration: Calibration | None,
+                      held_out: np.ndarray | None, keep_reference: bool) -> ExportReport:
+    """The fp32 export into `reference/`, then its quantized copy into the folder itself."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = folder / REFERENCE if keep_reference else Path(tmp) / REFERENCE
+        ref.mkdir()
+        fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step)
+        q = quantize_folder(folder, model.graph, options, calibration, held_out, reference=ref)
+        if not keep_reference:
+            q.quantization.reference = None
+            m = read_manifest(folder)
+            m.quantization = q.quantization
+            m.write(folder)
+    manifest = read_manifest(folder)
+    return ExportReport(folder, manifest, fp32.seconds + q.seconds, fp32.unit_seconds, fp32.units, fp32.nodes, q.bytes,
+                        reference=ref if keep_reference else None, reference_bytes=fp32.bytes,
+                        quantize_seconds=q.seconds)
 
 
 def export_settings(model: ArchModel) -> dict:
@@ -69,9 +107,9 @@ def export_settings(model: ArchModel) -> dict:
     return model.graph.sections.get("export.onnx", {})
 
 
-#: Settings of the export section this exporter does not apply yet (quantization and pruning are
-#: the compression stage): `archc export` warns that the model is written without them.
-NOT_APPLIED = {"quantize": "none", "prune": None}
+#: Settings of the export section this exporter does not apply yet: `archc export` warns that the
+#: model is written without them.
+NOT_APPLIED = {"prune": None}
 
 
 def unapplied_settings(model: ArchModel) -> list[str]:
@@ -128,6 +166,8 @@ def prepare_folder(folder: Path, force: bool) -> None:
                               code="ARC0903")
         for f in OWN_FILES:
             (folder / f).unlink(missing_ok=True)
+        if (folder / REFERENCE / MANIFEST).is_file():  # the fp32 export of a quantized one
+            shutil.rmtree(folder / REFERENCE)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".archc_write_test"
@@ -169,15 +209,44 @@ class ParityRow:
     skipped: bool = False
 
 
+#: The parity bound of a quantized export, per scheme: the RMS of (onnx − torch) logits relative
+#: to the RMS of torch's logits about their per-position mean (softmax ignores the mean). Sanity
+#: bounds that hold for random-init models as well as trained ones — a wrong scale, zero point or
+#: shared table gives ≥ 1; what quantization costs a trained model is measured by
+#: `archc compress-report` (top-1 agreement and perplexity), docs/compression.md.
+QUANTIZED_TOLERANCE = {"int8_dynamic": 0.25, "int8_static": 0.25, "int4": 0.6}
+
+
+def parity_metric(folder: Path) -> tuple[str, float]:
+    """("max_abs", 1e-4) for an fp32 export, ("rel_rms", bound) for a quantized one."""
+    from archc.backends.onnx.manifest import read_manifest
+
+    q = read_manifest(folder).quantization
+    return ("max_abs", 1e-4) if q is None else ("rel_rms", QUANTIZED_TOLERANCE[q.scheme])
+
+
+def _error(got: np.ndarray, ref: np.ndarray, metric: str) -> float:
+    if got.shape != ref.shape:
+        return float("inf")
+    if metric == "max_abs":
+        return float(np.abs(got - ref).max())
+    centered = ref - ref.mean(-1, keepdims=True)
+    return float(np.sqrt(np.mean((got - ref) ** 2) / max(np.mean(centered ** 2), 1e-30)))
+
+
 def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 17, 512), prefill: int = 64,
-                 steps: int = 64, atol: float = 1e-4, seed: int = 0) -> list[ParityRow]:
+                 steps: int = 64, atol: float | None = None, seed: int = 0) -> list[ParityRow]:
     """onnxruntime (CPU) against the torch module in fp32: full-sequence logits at each length,
     and for decoders a prefill of `prefill` tokens then `steps` one-token steps through the ONNX
-    state against the torch forward of the whole sequence; batch 3."""
+    state against the torch forward of the whole sequence; batch 3. An fp32 export is held to
+    max |onnx − torch| ≤ 1e-4, a quantized one to its scheme's relative bound
+    (`QUANTIZED_TOLERANCE`); `atol` overrides the bound. `ParityRow.max_abs` holds the error."""
     import torch
 
     from archc.backends.onnx.runtime import OnnxModel
 
+    metric, bound = parity_metric(folder)
+    atol = bound if atol is None else atol
     onnx_model = OnnxModel(folder)
     gen = torch.Generator().manual_seed(seed)
     rows: list[ParityRow] = []
@@ -200,11 +269,11 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
             ort_feeds = {k: v.numpy() for k, v in feeds.items()}
             ort_feeds["attention_mask"] = np.ones((3, t), np.int64)
             got = onnx_model.session.run(["logits"], ort_feeds)[0]
-        err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
+        err = _error(got, ref, metric)
         rows.append(ParityRow(f"forward, seq {t}" + ("" if got.shape == ref.shape else
                                                      f" (shape {got.shape}, torch {ref.shape})"), err, err <= atol))
     if onnx_model.manifest.kind == "decoder":
-        rows.append(_right_padded(model, onnx_model, gen, atol))
+        rows.append(_right_padded(model, onnx_model, gen, atol, metric))
     if onnx_model.manifest.kind == "decoder" and steps:
         ids = torch.randint(0, _input_vocab(model, model.input_names[0]), (3, prefill + steps), generator=gen)
         with torch.no_grad():
@@ -217,12 +286,13 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
             lg, state = onnx_model.step(ids[:, i:i + 1].numpy(), i, state)
             outs.append(lg)
         got = np.concatenate(outs, 1)
-        err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
+        err = _error(got, ref, metric)
         rows.append(ParityRow(f"prefill {prefill} + {steps} steps", err, err <= atol))
     return rows
 
 
-def _right_padded(model: ArchModel, onnx_model, gen, atol: float, lengths: tuple[int, ...] = (17, 9, 4)) -> ParityRow:
+def _right_padded(model: ArchModel, onnx_model, gen, atol: float, metric: str,
+                  lengths: tuple[int, ...] = (17, 9, 4)) -> ParityRow:
     """A batch of 3 prompts of different lengths, right-padded, in one prefill: each row's logits
     at its real positions against the torch forward of that row alone."""
     import torch
@@ -238,7 +308,7 @@ def _right_padded(model: ArchModel, onnx_model, gen, atol: float, lengths: tuple
     for i, n in enumerate(lengths):
         with torch.no_grad():
             ref = model(ids[i:i + 1, :n]).logits.float().numpy()
-        err = max(err, float(np.abs(got[i:i + 1, :n] - ref).max()))
+        err = max(err, _error(got[i:i + 1, :n], ref, metric))
     return ParityRow(f"right-padded batch {len(lengths)} (lengths {', '.join(map(str, lengths))})", err, err <= atol)
 
 

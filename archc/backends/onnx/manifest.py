@@ -42,6 +42,39 @@ class StateInfo(BaseModel):
     fill: float | list[Any]
 
 
+class WeightPrecision(BaseModel):
+    """What quantization did with one weight (all the nodes that read it decided alike)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: str
+    cls: str | None
+    precision: str  # "int8", "int4" or "fp32"
+    nodes: int
+    why: str
+
+
+class Quantization(BaseModel):
+    """How the folder's model was quantized from its fp32 export (kept in `reference`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: str  # int8_dynamic | int8_static | int4
+    asked: str  # what the user asked for (int8 resolves to one of the two int8 schemes)
+    tool: str
+    method: str | None = None  # calibration method of int8_static
+    calibration: str | None = None
+    block_size: int | None = None
+    mixer_blind: bool = False
+    overrides: dict[str, bool] = {}
+    #: int8: the top-1 agreement with the fp32 export of each int8 scheme tried, on held-out sequences
+    candidates: dict[str, float] = {}
+    shared_tables: list[str] = []
+    weights: list[WeightPrecision] = []
+    #: the fp32 export this one was made from, relative to the folder (None: not kept)
+    reference: str | None = "reference"
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -59,6 +92,8 @@ class Manifest(BaseModel):
     weights: str
     #: where onnxruntime-genai can run the folder, and if not, why
     genai: str = ""
+    #: set when the model is quantized (`archc export --quantize`)
+    quantization: Quantization | None = None
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST).write_text(json.dumps(self.model_dump(), indent=2) + "\n")

@@ -19,7 +19,7 @@ def test_export_check_reports_parity(decoder_export, tmp_path):
     out = _cli("export", str(root / "small.arch"), "--weights", str(root / "w.safetensors"), "-o", str(tmp_path / "x"),
                "--check")
     assert out.returncode == 0, out.stderr
-    assert "decoder of small" in out.stdout and "parity: onnxruntime equals the torch module" in out.stdout
+    assert "decoder of small" in out.stdout and "parity (fp32): onnxruntime equals the torch module" in out.stdout
     assert out.stdout.count(" ok") == 5  # 3 lengths, the right-padded batch, prefill + steps
 
 

@@ -13,6 +13,7 @@ import torch
 
 import archc
 from archc.backends.onnx.export import check_parity, export_model
+from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.torch import build
 
 # Tolerances: fp32 in both runtimes with different GEMM kernels and summation orders (onnxruntime's
@@ -271,21 +272,26 @@ def _with_export_section(spec: str) -> str:
 
 
 def test_the_specs_export_section_is_honoured(tmp_path):
-    """`export onnx { opset = 20  step = false }`: opset 20 (no `Attention` operator) and a forward
-    graph of logits without state; `quantize` is not applied yet and is reported as such."""
+    """`export onnx { opset = 20  step = false  quantize = "int8" }`: opset 20 (no `Attention`
+    operator), a forward graph of logits without state, quantized (int8 without calibration data:
+    dynamic) with the fp32 export kept in `reference/`."""
     from archc.backends.onnx.export import unapplied_settings
     from tests.backends.onnx.conftest import DECODER
 
     section = _with_export_section(DECODER)
     model = build(archc.loads(section, "s.arch").graph, seed=0).eval()
-    assert unapplied_settings(model) == ["quantize = 'int8'"]
+    assert unapplied_settings(model) == []
     report = export_model(model, tmp_path / "out", section, "s", "random")
     assert report.manifest.kind == "forward" and report.manifest.opset == 20 and not report.manifest.state
-    proto = onnx.load(tmp_path / "out" / "model.onnx")
+    assert report.manifest.quantization.scheme == "int8_dynamic" and report.reference == tmp_path / "out" / "reference"
+    proto = onnx.load(tmp_path / "out" / "reference" / "model.onnx")
     assert {o.version for o in proto.opset_import if o.domain == ""} == {20}
     assert "Attention" not in {n.op_type for n in proto.graph.node}
-    rows = check_parity(model, tmp_path / "out", lengths=(1, 17))
-    assert all(r.ok for r in rows), rows
-    given = export_model(model, tmp_path / "opset23", section, "s", "random", opset=23)  # the argument wins
-    assert given.manifest.opset == 23
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(tmp_path / "out" / "model.onnx").graph.node}
+    for folder in (tmp_path / "out" / "reference", tmp_path / "out"):
+        rows = check_parity(model, folder, lengths=(1, 17))
+        assert all(r.ok for r in rows), rows
+    given = export_model(model, tmp_path / "opset23", section, "s", "random", opset=23,  # arguments win
+                         quantize=QuantizeOptions("none"))
+    assert given.manifest.opset == 23 and given.manifest.quantization is None
     assert "Attention" in {n.op_type for n in onnx.load(tmp_path / "opset23" / "model.onnx").graph.node}

@@ -1,0 +1,210 @@
+"""A quantized export folder made from an fp32 one, and how the two compare.
+
+`quantize_folder` quantizes the fp32 export in `reference/` (see `quantize.py` for what is
+quantized and why) into the folder above it; for `int8` it builds both int8 schemes when there is
+calibration data and keeps the one whose next-token predictions agree more with the fp32 export
+on held-out sequences (both figures go into the manifest). `compare` is the measurement
+`archc compress-report` and the benchmark print: top-1 agreement and perplexity against the fp32
+export, file size, onnxruntime prefill and decode latency.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from archc.backends.onnx.calibrate import Calibration
+from archc.backends.onnx.manifest import MANIFEST, Quantization, WeightPrecision, read_manifest
+from archc.backends.onnx.precision import QuantizeOptions, WeightUse
+from archc.backends.onnx.quantize import Quantized, quantize_model
+from archc.ir.graph import Graph
+
+REFERENCE = "reference"
+TOOLS = {"int8_dynamic": "onnxruntime.quantization.quantize_dynamic (QOperator, per-channel int8 weights)",
+         "int8_static": "onnxruntime.quantization.quantize_static (QDQ, per-channel int8 weights, uint8 activations)",
+         "int4": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer (block-wise int4, symmetric)"}
+
+
+@dataclass
+class QuantizeReport:
+    folder: Path
+    quantization: Quantization
+    bytes: int
+    reference_bytes: int
+    seconds: float
+
+
+def quantize_folder(folder: Path, graph: Graph, options: QuantizeOptions, calibration: Calibration | None = None,
+                    held_out: np.ndarray | None = None, reference: Path | None = None) -> QuantizeReport:
+    """Quantize the fp32 export in `reference` (default `folder/reference`) into `folder`."""
+    t0 = time.perf_counter()
+    reference = reference or folder / REFERENCE
+    manifest = read_manifest(reference)
+    proto = onnx.load(str(reference / manifest.model))
+    schemes = [options.scheme] if options.scheme != "int8" else (
+        ["int8_dynamic", "int8_static"] if calibration is not None else ["int8_dynamic"])
+    results: dict[str, Quantized] = {}
+    agreement: dict[str, float] = {}
+    for scheme in schemes:
+        opts = QuantizeOptions(scheme, options.method, options.overrides, options.block_size, options.mixer_blind)
+        results[scheme] = quantize_model(proto, graph, opts, calibration if scheme == "int8_static" else None,
+                                         manifest)
+    if len(results) > 1 and held_out is not None:
+        for scheme, q in results.items():
+            with tempfile.TemporaryDirectory() as d:
+                _write(Path(d), q.model, reference)
+                agreement[scheme] = compare(reference, Path(d), held_out, timing=False).top1
+    chosen = max(results, key=lambda s: (agreement.get(s, 0.0), s == "int8_dynamic"))
+    q = results[chosen]
+    _write(folder, q.model, reference)
+    info = Quantization(
+        scheme=chosen, asked=options.scheme, tool=TOOLS[chosen],
+        method=options.method if chosen == "int8_static" else None,
+        calibration=calibration.source if calibration is not None and chosen == "int8_static" else None,
+        block_size=options.block_size if chosen == "int4" else None, mixer_blind=options.mixer_blind,
+        overrides=dict(options.overrides), candidates={k: round(v, 5) for k, v in agreement.items()},
+        shared_tables=q.shared, weights=weight_precisions(q.uses, chosen),
+        reference=reference.relative_to(folder).as_posix() if reference.is_relative_to(folder) else None)
+    m = read_manifest(folder)
+    m.quantization = info
+    m.write(folder)
+    size = (folder / m.model).stat().st_size
+    return QuantizeReport(folder, info, size, (reference / manifest.model).stat().st_size, time.perf_counter() - t0)
+
+
+def _write(folder: Path, model: onnx.ModelProto, reference: Path) -> None:
+    """The quantized model with the reference's manifest (and genai config) beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "model.onnx.tmp"
+    onnx.save(model, str(tmp))
+    tmp.replace(folder / "model.onnx")
+    shutil.copyfile(reference / MANIFEST, folder / MANIFEST)
+    if (reference / "genai_config.json").is_file():
+        shutil.copyfile(reference / "genai_config.json", folder / "genai_config.json")
+
+
+def weight_precisions(uses: list[WeightUse], scheme: str) -> list[WeightPrecision]:
+    """One row per weight: its class, the precision it ended in, how many nodes read it, why."""
+    bits = "int4" if scheme == "int4" else "int8"
+    rows: dict[str, WeightPrecision] = {}
+    for u in uses:
+        precision = bits if u.quantize or u.why.startswith("shared:") else "fp32"
+        row = rows.get(u.weight)
+        if row is None:
+            rows[u.weight] = WeightPrecision(weight=u.weight, cls=u.cls, precision=precision, nodes=1, why=u.why)
+        else:
+            row.nodes += 1
+            if precision != "fp32" and row.precision == "fp32":  # a tied table: the head's quantized use wins
+                row.precision, row.why = precision, u.why
+    return sorted(rows.values(), key=lambda r: r.weight)
+
+
+def explain(q: Quantization) -> str:
+    """The `--explain` listing: per class, then per weight, what was quantized and why."""
+    lines = [f"quantization: {q.scheme} ({q.tool})"]
+    if q.candidates:
+        lines.append("  int8 schemes tried (top-1 agreement with fp32 on held-out sequences): "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in q.candidates.items()) + f" -> {q.scheme}")
+    if q.calibration:
+        lines.append(f"  calibration: {q.calibration}, method {q.method}")
+    by_class: dict[str, list[WeightPrecision]] = {}
+    for w in q.weights:
+        by_class.setdefault(w.cls or "unclassified", []).append(w)
+    width = max((len(w.weight) for w in q.weights), default=10)
+    for cls, ws in sorted(by_class.items()):
+        precisions = sorted({w.precision for w in ws})
+        lines.append(f"  {cls}: {len(ws)} weights -> {', '.join(precisions)}")
+        for w in ws:
+            lines.append(f"    {w.weight:<{width}}  {w.precision:<5} ({w.nodes} nodes)  {w.why}")
+    if q.shared_tables:
+        lines.append(f"  tied tables stored once, read by the embedding lookup from the head: {', '.join(q.shared_tables)}")
+    return "\n".join(lines)
+
+
+# -- comparison -----------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    top1: float  # next-token agreement with the reference
+    ppl: float  # perplexity of the candidate on the held-out tokens
+    ppl_reference: float
+    bytes: int
+    reference_bytes: int
+    prefill_ms: float | None = None
+    decode_ms: float | None = None
+    reference_prefill_ms: float | None = None
+    reference_decode_ms: float | None = None
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def compare(reference: Path, candidate: Path, ids: np.ndarray, timing: bool = True, threads: int = 2,
+            batch: int = 8) -> Comparison:
+    """`candidate` against `reference` on the token sequences `ids` [n, T]: top-1 agreement of
+    the next-token predictions at every position, perplexity of both on the next tokens; with
+    `timing`, the median prefill time of a 128-token prompt and decode time per token."""
+    from archc.backends.onnx.runtime import OnnxModel
+
+    ref, cand = OnnxModel(reference, threads=threads), OnnxModel(candidate, threads=threads)
+    agree, nll_ref, nll_cand, count = 0, 0.0, 0.0, 0
+    for i in range(0, len(ids), batch):
+        x = ids[i:i + batch]
+        a, b = ref.logits(x), cand.logits(x)
+        agree += int((a.argmax(-1) == b.argmax(-1)).sum())
+        nxt = x[:, 1:]
+        for lg, acc in ((a, "ref"), (b, "cand")):
+            lp = np.take_along_axis(_log_softmax(lg[:, :-1].astype(np.float64)), nxt[..., None], -1)
+            if acc == "ref":
+                nll_ref -= float(lp.sum())
+            else:
+                nll_cand -= float(lp.sum())
+        count += nxt.size
+    out = Comparison(agree / ids[:, :].size, float(np.exp(nll_cand / count)), float(np.exp(nll_ref / count)),
+                     _size(candidate), _size(reference))
+    if timing:
+        out.prefill_ms, out.decode_ms = latency(cand)
+        out.reference_prefill_ms, out.reference_decode_ms = latency(ref)
+    return out
+
+
+def _size(folder: Path) -> int:
+    m = read_manifest(folder)
+    return sum((folder / f).stat().st_size for f in (m.model, m.model + ".data") if (folder / f).is_file())
+
+
+def latency(model, prompt: int = 128, tokens: int = 32, repeats: int = 5) -> tuple[float, float]:
+    """Median prefill ms of a `prompt`-token prompt and median decode ms per token after it."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, model.vocab, (1, prompt))
+    model.step(ids, 0, model.init_state(1))  # warm-up
+    pre, dec = [], []
+    for _ in range(repeats):
+        state = model.init_state(1)
+        t0 = time.perf_counter()
+        logits, state = model.step(ids, 0, state)
+        pre.append(time.perf_counter() - t0)
+        nxt = logits[:, -1].argmax(-1)[:, None]
+        t0 = time.perf_counter()
+        for i in range(tokens):
+            logits, state = model.step(nxt, prompt + i, state)
+            nxt = logits[:, -1].argmax(-1)[:, None]
+        dec.append((time.perf_counter() - t0) / tokens)
+    return float(np.median(pre) * 1e3), float(np.median(dec) * 1e3)
+
+
+def comparison_json(c: Comparison) -> str:
+    return json.dumps(c.__dict__)
+
+
+__all__ = ["REFERENCE", "Comparison", "QuantizeReport", "compare", "explain", "latency", "quantize_folder"]
