@@ -75,13 +75,19 @@ def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None) -> A
 
 
 def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opset: int | None = None,
-                force: bool = False, seed: int = 0) -> Any:
+                force: bool = False, seed: int = 0, quantize: str | None = None, calibrate: str | None = None,
+                keep: list[str] | None = None) -> Any:
     """Spec path (or lowered `Graph`) -> an ONNX export folder (`model.onnx`, `archc_export.json`);
-    returns the path of `model.onnx`. Needs the torch and onnx extras. See docs/onnx.md."""
+    returns the path of `model.onnx`. `quantize` (int8, int8_dynamic, int8_static, int4; default:
+    the spec's export section's) writes the fp32 export to `out/reference` and the quantized one
+    to `out`, calibrated on `calibrate` (`chars:256`, `notes.txt:256`); `keep` as `--keep`
+    (["fp32:router"]). The section's `prune` is applied first. Needs the torch and onnx extras.
+    See docs/onnx.md, docs/compression.md."""
     from pathlib import Path
 
-    from archc.backends.onnx import DEFAULT_OPSET
-    from archc.backends.onnx.export import export_model
+    from archc.backends.onnx.calibrate import calibration_data, parse_source
+    from archc.backends.onnx.export import export_model, export_settings, section_pruned
+    from archc.backends.onnx.precision import QuantizeOptions, parse_keep
     from archc.backends.torch import build as _build
     from archc.backends.torch.checkpoint import load_weights
 
@@ -89,9 +95,43 @@ def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opse
     if weights:
         load_weights(model, weights)
     text = Path(spec).read_text() if isinstance(spec, str | Path) else ""
+    if text:
+        model, text, _ = section_pruned(model, text)
+    settings = export_settings(model)
+    scheme = quantize or settings.get("quantize", "none")
+    options = QuantizeOptions(scheme, overrides=parse_keep(keep or []))
+    cal = held = None
+    source = calibrate or settings.get("calibrate")
+    if scheme != "none" and source:
+        name, count = parse_source(source)
+        cal = calibration_data(name, count, 128, model.out_type_vocab())
+        held = calibration_data(name, min(count, 32), 128, model.out_type_vocab(), seed=1).ids
     report = export_model(model, Path(out), text, model.graph.name, weights or f"random init, seed {seed}",
-                          opset=opset or DEFAULT_OPSET, force=force)
+                          opset=opset, force=force, quantize=options, calibration=cal, held_out=held)
     return report.folder / "model.onnx"
+
+
+def prune(spec: str, weights: str | None = None, out: str = "pruned", importance: str = "magnitude",
+          calibrate: str | None = None, layers: int = 0, magnitude: float = 0.0, force: bool = False,
+          **ratios: float) -> Any:
+    """`archc prune` from Python: `archc.prune("specs/llama-tiny.arch", "w.safetensors", "out",
+    heads=0.25, ffn=0.3)` writes `out/<spec>-pruned.arch` and `out/weights.safetensors` and
+    returns the new spec's path. Ratios by unit kind: heads, ffn, inner, experts. See
+    docs/compression.md."""
+    from archc.cli import main
+
+    argv = ["prune", spec, "-o", out, "--importance", importance, "--layers", str(layers),
+            "--magnitude", str(magnitude)]
+    argv += ["--weights", weights] if weights else []
+    argv += ["--calibrate", calibrate] if calibrate else []
+    argv += ["--force"] if force else []
+    for kind, r in ratios.items():
+        argv += [f"--{kind}", str(r)]
+    if main(argv) != 0:
+        raise ValueError("archc prune failed (the diagnostic above says why)")
+    from pathlib import Path
+
+    return Path(out) / f"{Path(spec).stem}-pruned.arch"
 
 
 def fmt(text: str, path: str = "<string>") -> str:
@@ -101,4 +141,4 @@ def fmt(text: str, path: str = "<string>") -> str:
     return format_text(text, path)
 
 
-__all__ = ["__version__", "build", "check", "export_onnx", "fmt", "load", "loads", "parse", "summary"]
+__all__ = ["__version__", "build", "check", "export_onnx", "fmt", "load", "loads", "parse", "prune", "summary"]

@@ -169,6 +169,12 @@ The prompt cannot be fed to the model: text prompts are UTF-8 bytes and need a v
 least 256; `--prompt-ids` takes integers in [0, vocab) separated by spaces or commas;
 `--draft-weights` needs `--draft`.
 """),
+    "ARC0910": ("bad distillation setup", """
+`archc train --distill TEACHER.arch --teacher W` trains the student on the teacher's soft targets:
+both must be language models of the same kind (causal, or both bidirectional) over the same
+vocabulary, since the loss compares their next-token distributions token by token. `--teacher`
+needs `--distill`; `--alpha` is in [0, 1] (the soft loss's weight) and `--temperature` positive.
+"""),
     "ARC1001": ("a pass failed", """
 An IR pass (`archc passes --list`) could not transform the graph: a rewrite left a node whose
 inputs no longer type-check (e.g. a pruned width that no longer divides the heads), or an edit
@@ -226,6 +232,40 @@ Static quantization of a decoder cuts its prefill and decode branches out as mod
 to calibrate them; a value they read from the enclosing graph had no inferable type, or the two
 branches quantized one weight differently. Use `--quantize int8_dynamic` or `int4`, and report
 the spec: it is a gap in archc.
+"""),
+    "ARC1201": ("pruning failed", """
+`archc prune` could not prune the model as asked. The message says why.
+"""),
+    "ARC1202": ("an op cannot lose these units", """
+The op has units of the kind asked for but cannot lose them as configured: attention with ALiBi
+(each head's slope is a function of the head count) or RWKV-6's time-mix (no attention width
+apart from the model width). `--only 'GLOB'` restricts pruning to other nodes.
+"""),
+    "ARC1203": ("nothing of that kind to prune", """
+No op of the spec has the units asked for (`--heads`: attention, Mamba-2 and RetNet heads; `--ffn`:
+FFN hidden channels, MoE experts' included; `--inner`: Mamba and RWKV-4 inner channels;
+`--experts`: MoE experts), or a ratio is not a fraction in (0, 1). The hint lists what the spec can
+lose. `--magnitude` zeroes small weights of any spec without changing shapes.
+"""),
+    "ARC1204": ("the call is not in the spec file", """
+`archc prune` writes the pruned widths into the calls that made the pruned nodes; a call in an
+included file would need that file rewritten too, which archc does not do behind your back.
+Inline the block into the spec, or prune with `--only` outside it.
+"""),
+    "ARC1205": ("pruning needs data", """
+Activation and Taylor importance, and ranking whole layers (`--layers`), run the model on token
+sequences: pass `--calibrate TASK:N` (e.g. chars:64) or `--calibrate FILE.txt:N`.
+"""),
+    "ARC1206": ("one call, different widths", """
+Several nodes come from one call in the spec (the layers of a `repeat`, or a block used twice),
+and they were pruned to different widths, which one call cannot write. Prune them with one
+ratio; a block bound with different settings per use keeps its own widths per use only when its
+widths are block settings.
+"""),
+    "ARC1207": ("the layers cannot be removed", """
+`--layers N` removes the N layers whose loss rises least when skipped from the spec's one layer
+stack written as `repeat(n, block)`, and writes `repeat(n − N, block)`. A spec with several
+stacks, a `pattern(...)`, or N ≥ n is refused.
 """),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec

@@ -21,6 +21,7 @@ from archc.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, add_limit_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from archc.cli import compress as compress_commands
     from archc.cli import deploy as deploy_commands
     from archc.cli import model as model_commands
     from archc.version import __version__
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     model_commands.add_parsers(sub)
     deploy_commands.add_parsers(sub)
+    compress_commands.add_parsers(sub)
     return p
 
 

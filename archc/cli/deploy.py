@@ -75,8 +75,9 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     _need_onnx()
     from archc.backends.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError
     from archc.backends.onnx.compress import explain
-    from archc.backends.onnx.export import check_parity, export_model, parity_metric, unapplied_settings
+    from archc.backends.onnx.export import check_parity, export_model, parity_metric, section_pruned
     from archc.backends.onnx.precision import QuantizeError
+    from archc.backends.torch.prune import PruneError
 
     if args.opset is not None and not MIN_OPSET <= args.opset <= MAX_OPSET:
         raise _fail("ARC1103", f"opset {args.opset} is outside what the exporter emits ({MIN_OPSET} to {MAX_OPSET})",
@@ -86,9 +87,12 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if args.weights:
         _load_weights(model, args.weights, "--weights")
     text = Path(args.file).read_text()
-    for setting in unapplied_settings(model):
-        print(f"warning: the spec's export section sets {setting}, which `archc export` does not apply yet: "
-              "the model is written unpruned", file=sys.stderr)
+    try:
+        model, text, pruned = section_pruned(model, text)
+    except PruneError as e:
+        raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
+    if pruned:
+        print(f"pruned as the spec's export section says, {pruned}")
     options, cal, held_out = _quantize_options(args, model)
     try:
         report = export_model(model, folder, text, prog.graph.name, args.weights or f"random init, seed {args.seed}",

@@ -106,6 +106,10 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     from archc.backends.torch.tasks import make_task
     from archc.backends.torch.train import config_from_section, train
 
+    if args.init and not args.resume:
+        _load_weights(model, args.init, "--init")
+    distill = _teacher(args, model, prog, sources)
+
     torch.manual_seed(args.seed)
     section = prog.graph.sections.get("train")
     task_name = args.task or (section or {}).get("task") or "induction"
@@ -124,14 +128,46 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     print(f"training {prog.graph.name} ({model.num_parameters():,} parameters) on `{task.name}`"
           f"{' — ' + task.source if hasattr(task, 'source') else ''}: {cfg.steps} steps × {cfg.batch}×{cfg.seq} "
           f"tokens, lr {cfg.lr:g}, {threads} threads", file=sys.stderr)
+    if distill is not None:
+        print(f"distilling from {args.distill} ({distill.teacher.num_parameters():,} parameters): "
+              f"{distill.alpha:g}·T²·KL at T = {distill.temperature:g} + {1 - distill.alpha:g}·hard loss", file=sys.stderr)
     res = train(model, task, cfg, out_dir=out, resume=args.resume, progress=not args.quiet,
-                spec_name=prog.graph.name)
+                spec_name=prog.graph.name, distill=distill)
     first = sum(res.losses[:10]) / max(1, len(res.losses[:10]))
     last = sum(res.losses[-10:]) / max(1, len(res.losses[-10:]))
     print(f"loss {first:.3f} → {last:.3f} (mean of first/last 10 steps), accuracy on scored tokens "
           f"{res.accuracy:.3f}, {res.tokens_per_s:,.0f} tokens/s")
     print(f"wrote {out / 'last.safetensors'}, {out / 'train_state.safetensors'}, {out / 'loss.png'}")
     return EXIT_OK
+
+
+def _teacher(args: argparse.Namespace, student, prog, sources: dict[str, str]):
+    """The `Distill` of --distill/--teacher, or None; mismatched vocabularies or objectives are
+    diagnostics."""
+    from archc.backends.torch.train import Distill
+
+    if args.distill is None:
+        if args.teacher:
+            raise _fail("ARC0910", "--teacher without --distill", "give the teacher's spec with --distill", usage=True)
+        return None
+    if not 0 <= args.alpha <= 1 or args.temperature <= 0:
+        raise _fail("ARC0910", "--alpha must be in [0, 1] and --temperature positive", usage=True)
+    teacher, tprog = _build_model(args.distill, args.seed, sources, args)
+    if args.teacher:
+        _load_weights(teacher, args.teacher, "--teacher")
+    else:
+        print(f"warning: --distill without --teacher: the teacher {tprog.graph.name} is a random init",
+              file=sys.stderr)
+    tv, sv = teacher.out_type_vocab(), student.out_type_vocab()
+    if tv != sv:
+        raise _fail("ARC0910", f"the teacher {tprog.graph.name} predicts {tv:,} tokens, the student "
+                    f"{prog.graph.name} {sv:,}: soft targets need one vocabulary",
+                    "distill between specs with the same vocab (lm_head over the same tokens)")
+    if teacher.head_loss != "lm" or teacher.causal != student.causal:
+        raise _fail("ARC0910", f"the teacher {tprog.graph.name} is not a language model of the student's kind "
+                    f"({'causal' if student.causal else 'bidirectional'})",
+                    "distill a causal student from a causal teacher")
+    return Distill(teacher, args.temperature, args.alpha)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -245,6 +281,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --output")
     t.add_argument("--force", action="store_true", help="overwrite a previous run in --output")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--init", metavar="WEIGHTS", help="start from these weights (e.g. `archc prune`'s) instead of the init")
+    t.add_argument("--distill", metavar="TEACHER.arch", help="distill from this teacher spec (its --teacher weights)")
+    t.add_argument("--teacher", metavar="WEIGHTS", help="the teacher's .safetensors (with --distill)")
+    t.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T (2)")
+    t.add_argument("--alpha", type=float, default=0.5,
+                   help="weight of the soft (teacher) loss; 1 − alpha weighs the hard loss (0.5)")
     add_limit_flags(t)
     t.set_defaults(fn=cmd_train)
 

@@ -15,12 +15,15 @@ from pydantic import Field, PositiveInt
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
 from archc.ops.registry import (
+    CannotPrune,
     OpDef,
     Params,
+    PruneAxis,
     ShapeError,
     divides,
     mixes_both_ways,
     register,
+    rows,
     seq_len,
     width_of,
 )
@@ -145,12 +148,45 @@ def _attention_state(p: AttentionParams, ins: list[TensorType]) -> tuple[StateTe
     return tuple(StateTensor(n, (kv, MAX_LEN, hd), "model", cap=p.window) for n in ("key", "value"))
 
 
+def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Heads. MHA: a head is its q, k and v rows and its o_proj columns. GQA/MQA: a query head is
+    its q rows and o_proj columns, and each kv group keeps the same number of query heads (kv
+    heads stay: removing one would remove its whole group). head_dim is written explicitly, as
+    it would otherwise follow d/heads. Zeroed, a head's output is 0 before o_proj: exact."""
+    if p.pos is not None and p.pos.get("op") == "alibi":
+        raise CannotPrune("ALiBi's slopes are a function of the head count (2^(−8h/H)): removing heads would "
+                          "change every other head's slope", ("heads",))
+    d = width_of(ins)
+    h, kv, hd = p.heads, p.kv_head_count, p.head_dim_for(d)
+    mha = kv == h
+    rel = p.pos is not None and p.pos.get("op") == "relative_bias"
+
+    def slices(u: int) -> dict:
+        out = {"q_proj.weight": (0, rows(u, hd)), "o_proj.weight": (1, rows(u, hd))}
+        names = ("q_proj", "k_proj", "v_proj") if mha else ("q_proj",)
+        for name in names:
+            out[f"{name}.weight"] = (0, rows(u, hd))
+            if p.bias:
+                out[f"{name}.bias"] = (0, rows(u, hd))
+        if rel:
+            out["relative_bias.weight"] = (1, [u])
+        return out
+
+    def params(kept: list[int]) -> dict:
+        new = {"heads": len(kept), "head_dim": hd}
+        if mha and p.kv_heads is not None:
+            new["kv_heads"] = len(kept)
+        return new
+
+    return (PruneAxis("heads", h, slices, params, lambda u: ("o_proj", rows(u, hd)), groups=1 if mha else kv),)
+
+
 register(OpDef(
     "attention", AttentionParams, _attention_shape, _attention_cost,
     "Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.",
     "attention", optional_inputs=("kv",), components={"pos": ("position",)}, default_name="attn",
     role="mixer", causal=_attention_causal, state=_attention_state, residual_weights=("o_proj.weight",),
-    precision=(("[qkvo]_proj.*", "projection"), ("relative_bias.*", "position"))))
+    precision=(("[qkvo]_proj.*", "projection"), ("relative_bias.*", "position")), prune=_attention_prune))
 
 
 

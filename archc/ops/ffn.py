@@ -11,7 +11,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, hidden_to_hidden, linear, register, width_of
+from archc.ops.registry import OpDef, Params, PruneAxis, hidden_to_hidden, linear, register, width_of
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
 
@@ -42,15 +42,35 @@ def _glu_cost(p: GLUParams, ins: list[TensorType], out: TensorType, ctx: CostCtx
                 act_bytes=(d + 3 * p.hidden) * ctx.dtype_bytes)
 
 
+def ffn_axis(p: MLPParams | GLUParams, gated: bool) -> PruneAxis:
+    """Hidden units: row j of the up (and gate) projection and column j of the down projection;
+    zeroed, unit j adds act(0)·0 = 0 — the masked model equals the pruned one exactly."""
+
+    def slices(j: int) -> dict:
+        out = {"up_proj.weight": (0, [j]), "down_proj.weight": (1, [j])}
+        if gated:
+            out["gate_proj.weight"] = (0, [j])
+        if p.bias:
+            out["up_proj.bias"] = (0, [j])
+            if gated:
+                out["gate_proj.bias"] = (0, [j])
+        return out
+
+    return PruneAxis("ffn", p.hidden, slices, lambda kept: {"hidden": len(kept)}, lambda j: ("down_proj", [j]))
+
+
 register(OpDef("mlp", MLPParams, hidden_to_hidden, _mlp_cost,
                "Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).", "ffn",
-               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
+               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",),
+               prune=lambda p, ins: (ffn_axis(p, gated=False),)))
 register(OpDef("swiglu", GLUParams, hidden_to_hidden, _glu_cost,
                "SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).", "ffn",
-               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
+               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",),
+               prune=lambda p, ins: (ffn_axis(p, gated=True),)))
 register(OpDef("geglu", GLUParams, hidden_to_hidden, _glu_cost,
                "GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).", "ffn",
-               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",)))
+               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",),
+               prune=lambda p, ins: (ffn_axis(p, gated=True),)))
 
 
 class LinearParams(Params):

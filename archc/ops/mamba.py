@@ -13,6 +13,7 @@ from archc.ops.registry import (
     Expands,
     OpDef,
     Params,
+    PruneAxis,
     hidden_to_hidden,
     mixes_causally,
     register,
@@ -27,6 +28,7 @@ class MambaParams(Params, Expands):
     dt_rank: PositiveInt | None = Field(None, description="rank of Δ's projection; default ceil(d/16)")
     conv_bias: bool = True
     bias: bool = Field(False, description="biases on in_proj and out_proj")
+    inner_width: PositiveInt | None = Field(None, description="inner width E, instead of expand·d (archc prune)")
 
     def dt_rank_for(self, d: int) -> int:
         """R: `dt_rank`, else ⌈d/16⌉ (mamba_ssm's default)."""
@@ -54,10 +56,29 @@ def _mamba_state(p: MambaParams, ins: list[TensorType]) -> tuple[StateTensor, ..
     return StateTensor("conv", (e, p.d_conv)), StateTensor("ssm", (e, p.d_state))
 
 
+def _mamba_prune(p: MambaParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Inner channels: channel e's rows of in_proj (x at e, z at E+e), its conv filter, x_proj's
+    column, dt_proj's row and bias, A_log's row, D, and out_proj's column. Zeroed, x_e = 0 and
+    z_e = 0, so y_e·silu(z_e) = 0 and nothing of the channel reaches B, C or Δ: exact."""
+    e = p.inner(width_of(ins))
+
+    def slices(c: int) -> dict:
+        out = {"in_proj.weight": (0, [c, e + c]), "conv1d.weight": (0, [c]), "x_proj.weight": (1, [c]),
+               "dt_proj.weight": (0, [c]), "dt_proj.bias": (0, [c]), "A_log": (0, [c]), "D": (0, [c]),
+               "out_proj.weight": (1, [c])}
+        if p.conv_bias:
+            out["conv1d.bias"] = (0, [c])
+        if p.bias:
+            out["in_proj.bias"] = (0, [c, e + c])
+        return out
+
+    return (PruneAxis("inner", e, slices, lambda kept: {"inner_width": len(kept)}, lambda c: ("out_proj", [c])),)
+
+
 register(OpDef("mamba", MambaParams, hidden_to_hidden, _mamba_cost,
                "Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.",
                "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
                residual_weights=("out_proj.weight",),
                precision=(("in_proj.*", "projection"), ("x_proj.*", "projection"),
                           ("out_proj.*", "projection"), ("dt_proj.*", "discretization"), ("A_log", "ssm"),
-                          ("D", "ssm"), ("conv1d.*", "conv"))))
+                          ("D", "ssm"), ("conv1d.*", "conv")), prune=_mamba_prune))

@@ -10,9 +10,11 @@ from archc.ops.registry import (
     Expands,
     OpDef,
     Params,
+    PruneAxis,
     divides,
     mixes_causally,
     register,
+    rows,
     seq_len,
     width_of,
 )
@@ -27,6 +29,8 @@ class Mamba2Params(Params, Expands):
     chunk: PositiveInt = Field(256, description="chunk length of the SSD algorithm")
     conv_bias: bool = True
     bias: bool = False
+    inner_width: PositiveInt | None = Field(None, description="inner width E = heads·P, instead of expand·d "
+                                                             "(archc prune)")
 
     def heads_for(self, d: int) -> int:
         """H = E / P."""
@@ -69,10 +73,37 @@ def _mamba2_state(p: Mamba2Params, ins: list[TensorType]) -> tuple[StateTensor, 
             StateTensor("ssm", (p.heads_for(d), p.head_dim, p.d_state)))
 
 
+def _mamba2_prune(p: Mamba2Params, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Heads: head h's P rows of z, of x (in xBC) and its Δ row of in_proj, its P conv channels,
+    dt_bias, A_log, D, its P norm weights and out_proj columns; each B/C group keeps the same
+    number of heads. Zeroed, the head's y is 0, but the gated RMSNorm of a group averages over the
+    group's width: the pruned norm's weights are scaled by √(H/H′), so masked and pruned agree up
+    to the norm's ε."""
+    d = width_of(ins)
+    e, h, hp = p.inner(d), p.heads_for(d), p.head_dim
+    conv = p.conv_width(d)
+
+    def slices(u: int) -> dict:
+        r = rows(u, hp)
+        out = {"in_proj.weight": (0, r + [e + i for i in r] + [e + conv + u]), "conv1d.weight": (0, r),
+               "dt_bias": (0, [u]), "A_log": (0, [u]), "D": (0, [u]), "norm.weight": (0, r),
+               "out_proj.weight": (1, r)}
+        if p.conv_bias:
+            out["conv1d.bias"] = (0, r)
+        if p.bias:
+            out["in_proj.bias"] = out["in_proj.weight"]
+        return out
+
+    return (PruneAxis("heads", h, slices, lambda kept: {"inner_width": len(kept) * hp},
+                      lambda u: ("out_proj", rows(u, hp)), groups=p.groups,
+                      scale=lambda kept: {"norm.weight": (h / kept) ** 0.5},
+                      note="equal up to the gated RMSNorm's ε (its mean is over the pruned width)"),)
+
+
 register(OpDef("mamba2", Mamba2Params, _mamba2_shape, _mamba2_cost,
                "Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.",
                "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
                residual_weights=("out_proj.weight",),
                precision=(("in_proj.*", "projection"), ("out_proj.*", "projection"),
                           ("dt_bias", "discretization"), ("A_log", "ssm"), ("D", "ssm"), ("conv1d.*", "conv"),
-                          ("norm.*", "norm"))))
+                          ("norm.*", "norm")), prune=_mamba2_prune))

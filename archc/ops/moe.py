@@ -9,7 +9,7 @@ from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType
-from archc.ops.registry import REGISTRY, OpDef, Params, ShapeError, linear, register, width_of
+from archc.ops.registry import REGISTRY, OpDef, Params, PruneAxis, ShapeError, linear, register, width_of
 
 
 class MoEParams(Params):
@@ -58,7 +58,40 @@ def _cost(p: MoEParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) ->
                 active * e.act_bytes + p.experts * 4)
 
 
+def _moe_prune(p: MoEParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Experts: expert e's router row and its whole `experts.e` (later experts renumbered). Zeroing
+    weights cannot take an expert out of the top-k, so the masked model is defined on the router:
+    the removed experts' logits are −∞. And the experts' hidden units (`ffn`): each expert is a
+    group keeping the same count (one `expert=` spec), its units those of the expert's own rule."""
+    inner = REGISTRY[p.expert["op"]]
+    axes = [a for a in inner.prune(inner.params(**p.expert["params"]), ins) if a.kind == "ffn"]
+    out = [PruneAxis("experts", p.experts,
+                     lambda e: {"router.weight": (0, [e]), **({"router.bias": (0, [e])} if p.router_bias else {})},
+                     lambda kept: {"experts": len(kept), "top_k": min(p.top_k, len(kept))},
+                     lambda e: ("router", None), modules=lambda e: [f"experts.{e}"],
+                     note="masked on the router: removed experts' logits are −∞")]
+    if axes:
+        a, per = axes[0], axes[0].units
+
+        def slices(u: int) -> dict:
+            e, j = divmod(u, per)
+            return {f"experts.{e}.{k}": v for k, v in a.slices(j).items()}
+
+        def activation(u: int) -> tuple[str, list[int] | None]:
+            e, j = divmod(u, per)
+            mod, ch = a.activation(j)
+            return f"experts.{e}.{mod}", ch
+
+        def params(kept: list[int]) -> dict:
+            spec = dict(p.expert)
+            spec["params"] = {**p.expert["params"], **a.params(list(range(len(kept) // p.experts)))}
+            return {"expert": spec}
+
+        out.append(PruneAxis("ffn", p.experts * per, slices, params, activation, groups=p.experts))
+    return tuple(out)
+
+
 register(OpDef("moe", MoEParams, _shape, _cost,
                "Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.",
                "moe", components={"expert": ("ffn",)}, default_name="moe", role="ffn",
-               precision=(("experts.*", "expert"), ("router.*", "router"))))
+               precision=(("experts.*", "expert"), ("router.*", "router")), prune=_moe_prune))

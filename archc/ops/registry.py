@@ -100,8 +100,8 @@ class Expands:
         expand: int
 
     def inner(self, d: int) -> int:
-        """E = expand·d."""
-        return self.expand * d
+        """E = expand·d, or the schema's explicit `inner_width` (a pruned model's)."""
+        return getattr(self, "inner_width", None) or self.expand * d
 
 
 class Heads:
@@ -126,6 +126,46 @@ class ShapeError(Exception):
         self.code = code
         #: The node being typed, when a pass raised it.
         self.node: str | None = None
+
+
+@dataclass(frozen=True)
+class PruneAxis:
+    """One kind of unit an op can lose — its prune rule (DESIGN.md §3), in index arithmetic only:
+    the torch backend masks, slices and scores units from it, the spec rewrite takes `params`.
+
+    Units are numbered 0..units−1 and fall into `groups` equal groups (GQA's kv groups, a MoE's
+    experts for their hidden units) that must keep equal counts. A unit is the slices
+    `slices(u)` = {parameter: (axis, indices)} of the op's weights (zeroed, they make the unit
+    contribute nothing: `archc prune`'s masked model) and the submodules `modules(u)` it owns
+    whole (an expert). `activation(u)` = (submodule, channels of its input) carries the unit's
+    activation, for activation and Taylor importance; `params(kept)` are the op's new parameters
+    once `kept` units remain; `scale(kept)` multiplies parameters after slicing (a norm over the
+    pruned width)."""
+
+    kind: str  # "heads", "ffn", "inner", "experts"
+    units: int
+    slices: Callable[[int], dict[str, tuple[int, list[int]]]]
+    #: the kept units (sorted indices) -> the op's new parameters
+    params: Callable[[list[int]], dict[str, Any]]
+    activation: Callable[[int], tuple[str, list[int] | None]]
+    groups: int = 1
+    #: the new parameters name the kept units themselves (RetNet's decays): every node of one call
+    #: site must keep the same units, chosen by their summed importance
+    same_units: bool = False
+    modules: Callable[[int], list[str]] = lambda u: []
+    scale: Callable[[int], dict[str, float]] = lambda kept: {}
+    #: how the masked model relates to the pruned one, when not exactly equal
+    note: str = ""
+
+
+class CannotPrune(Exception):
+    """Raised by a prune rule for unit kinds the op has but cannot lose as configured (ALiBi's
+    slopes depend on the head count); `archc prune` reports it at the op's line when one of
+    `kinds` is asked for."""
+
+    def __init__(self, message: str, kinds: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.kinds = kinds
 
 
 ShapeRule = Callable[[Any, list[TensorType]], TensorType]
@@ -156,6 +196,10 @@ def unless_bidirectional(p: Any, ins: list[TensorType]) -> bool | None:
 
 
 def no_state(p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
+    return ()
+
+
+def no_prune(p: Any, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
     return ()
 
 
@@ -211,6 +255,9 @@ class OpDef:
     #: The precision rule: (parameter-name pattern, class) pairs, the first `fnmatch` match wins;
     #: parameters no pattern names take their role's class (`ROLE_CLASS`). See `precision_of`.
     precision: tuple[tuple[str, TensorClass], ...] = ()
+    #: The prune rule: the kinds of unit the op can lose (`PruneAxis`), from its parameters and
+    #: input types; an op without any cannot be pruned structurally.
+    prune: Callable[[Any, list[TensorType]], tuple[PruneAxis, ...]] = no_prune
 
     def __post_init__(self) -> None:
         if not self.default_name:
@@ -435,6 +482,11 @@ def weight_class(graph: Graph, key: str) -> str | None:
     if node.body is not None and rest.startswith("body."):
         return weight_class(node.body, rest[len("body."):])
     return precision_of(REGISTRY[node.op], rest)
+
+
+def rows(start: int, width: int) -> list[int]:
+    """Indices start·width … (start+1)·width − 1: one head's rows of a projection."""
+    return list(range(start * width, (start + 1) * width))
 
 
 def count_role(graph: Graph, role: Role) -> int:

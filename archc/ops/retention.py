@@ -6,26 +6,46 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, width_of
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    PruneAxis,
+    ShapeError,
+    divides,
+    mixes_causally,
+    register,
+    rows,
+    width_of,
+)
 
 
 class RetentionParams(Params):
     heads: PositiveInt = Field(description="retention heads, each with its own decay γ")
     value_factor: PositiveInt = Field(2, description="value / gate width = value_factor·d")
     chunk: PositiveInt = Field(64, description="chunk length of the chunkwise form")
-
-    def value_width(self, d: int) -> int:
-        """The value / gate width, value_factor·d."""
-        return self.value_factor * d
+    head_dim: PositiveInt | None = Field(None, description="key width of a head; default d / heads")
+    decays: list[int] | None = Field(None, description="which of the paper's decays γ_i = 1 − 2^(−5−i) the heads "
+                                                      "take; default 0..heads−1 (written by archc prune)")
 
     def head_dims_for(self, d: int) -> tuple[int, int]:
-        """(key, value) width of one head: d/H and value_factor·d/H."""
-        return d // self.heads, self.value_width(d) // self.heads
+        """(key, value) width of one head: `head_dim` (default d/H) and value_factor times it."""
+        dk = self.head_dim or d // self.heads
+        return dk, self.value_factor * dk
+
+    def value_width(self, d: int) -> int:
+        """The value / gate width, H·value_factor·dk (value_factor·d by default)."""
+        return self.heads * self.head_dims_for(d)[1]
+
+    def decay_indices(self) -> list[int]:
+        return list(self.decays) if self.decays is not None else list(range(self.heads))
 
 
 def _shape(p: RetentionParams, ins: list[TensorType]) -> TensorType:
     d = width_of(ins)
-    divides(p.heads, d, "heads", "the width", arg="heads")
+    if p.head_dim is None:
+        divides(p.heads, d, "heads", "the width", arg="heads")
+    if p.decays is not None and len(p.decays) != p.heads:
+        raise ShapeError(f"decays lists {len(p.decays)} heads' decays for {p.heads} heads", arg="decays")
     return ins[0]
 
 
@@ -36,9 +56,27 @@ def _cost(p: RetentionParams, ins: list[TensorType], out: TensorType, ctx: CostC
     d = width_of(ins)
     dv = p.value_width(d)
     dk_h, dv_h = p.head_dims_for(d)
-    params = 2 * d * d + 3 * d * dv
+    dk = p.heads * dk_h
+    params = 2 * d * dk + 3 * d * dv
     flops = 2 * params + 4 * p.heads * dk_h * dv_h
-    return Cost(params, flops, (d + 2 * d + 2 * dv + dv) * ctx.dtype_bytes)
+    return Cost(params, flops, (d + 2 * dk + 2 * dv + dv) * ctx.dtype_bytes)
+
+
+def _prune(p: RetentionParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Heads: q/k rows, v/g rows, out_proj columns of the head; the per-head GroupNorm makes the
+    masked model exact. The kept heads keep their decays (`decays`), so all layers of one call
+    site keep the same heads."""
+    dk, dv = p.head_dims_for(width_of(ins))
+    idx = p.decay_indices()
+
+    def slices(h: int) -> dict:
+        return {"q_proj.weight": (0, rows(h, dk)), "k_proj.weight": (0, rows(h, dk)), "v_proj.weight": (0, rows(h, dv)),
+                "g_proj.weight": (0, rows(h, dv)), "out_proj.weight": (1, rows(h, dv))}
+
+    return (PruneAxis("heads", p.heads, slices,
+                      lambda kept: {"heads": len(kept), "head_dim": dk, "decays": [idx[h] for h in kept]},
+                      lambda h: ("out_proj", rows(h, dv)), same_units=True),)
+
 
 
 def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -50,4 +88,4 @@ register(OpDef("retention", RetentionParams, _shape, _cost,
                "RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
                "parallel, recurrent and chunkwise forms.", "retention", default_name="retention",
                role="mixer", causal=mixes_causally, state=_state, residual_weights=("out_proj.weight",),
-               precision=(("[qkvg]_proj.*", "projection"), ("out_proj.*", "projection"))))
+               precision=(("[qkvg]_proj.*", "projection"), ("out_proj.*", "projection")), prune=_prune))

@@ -12,7 +12,17 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import OpDef, Params, divides, hidden_to_hidden, mixes_causally, register, width_of
+from archc.ops.registry import (
+    CannotPrune,
+    OpDef,
+    Params,
+    PruneAxis,
+    divides,
+    hidden_to_hidden,
+    mixes_causally,
+    register,
+    width_of,
+)
 
 
 class TimeMixParams(Params):
@@ -58,6 +68,28 @@ def _tm_state(p: TimeMixParams, ins: list[TensorType]) -> tuple[StateTensor, ...
     return StateTensor("shift", (d,)), StateTensor("wkv", (d // p.head_size, p.head_size, p.head_size))
 
 
+def _tm_prune(p: TimeMixParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """RWKV-4: the attention width's channels — channel c's key, value and receptance rows, its
+    output column, time_decay and time_first. Zeroed, k_c = v_c = 0 and σ(r_c)·wkv_c = 0: exact.
+    RWKV-6's heads would need an attention width apart from d (its schema has none yet)."""
+    if p.version == 6:
+        raise CannotPrune("RWKV-6's time-mix has no attention width apart from the model width yet: its heads "
+                          "cannot be removed (RWKV-4's channels can)", ("heads", "inner"))
+    a = p.hidden or width_of(ins)
+
+    def slices(c: int) -> dict:
+        return {"key.weight": (0, [c]), "value.weight": (0, [c]), "receptance.weight": (0, [c]),
+                "output.weight": (1, [c]), "time_decay": (0, [c]), "time_first": (0, [c])}
+
+    return (PruneAxis("inner", a, slices, lambda kept: {"hidden": len(kept)}, lambda c: ("output", [c])),)
+
+
+def _cm_prune(p: ChannelMixParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Hidden units: key's row j and value's column j; relu(0)² · 0 = 0: exact."""
+    return (PruneAxis("ffn", p.hidden, lambda j: {"key.weight": (0, [j]), "value.weight": (1, [j])},
+                      lambda kept: {"hidden": len(kept)}, lambda j: ("value", [j])),)
+
+
 register(OpDef("rwkv_time_mix", TimeMixParams, _tm_shape, _tm_cost,
                "RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).",
                "rwkv", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
@@ -65,7 +97,7 @@ register(OpDef("rwkv_time_mix", TimeMixParams, _tm_shape, _tm_cost,
                precision=(("key.*", "projection"), ("value.*", "projection"), ("receptance.*", "projection"),
                           ("output.*", "projection"), ("gate.*", "projection"), ("time_decay*", "decay"),
                           ("time_first", "decay"), ("time_faaaa", "decay"), ("time_mix_*", "mix"),
-                          ("time_maa_*", "mix"), ("ln_x.*", "norm"))))
+                          ("time_maa_*", "mix"), ("ln_x.*", "norm")), prune=_tm_prune))
 
 
 class ChannelMixParams(Params):
@@ -89,4 +121,4 @@ register(OpDef("rwkv_channel_mix", ChannelMixParams, hidden_to_hidden, _cm_cost,
                "RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", "rwkv",
                default_name="feed_forward", role="ffn", causal=mixes_causally, state=_cm_state,
                residual_weights=("value.weight",),
-               precision=(("time_mix_*", "mix"),)))
+               precision=(("time_mix_*", "mix"),), prune=_cm_prune))

@@ -48,33 +48,16 @@ def parse_source(text: str) -> tuple[str, int]:
 
 def calibration_data(source: str, count: int, seq: int, vocab: int, seed: int = 0) -> Calibration:
     """`count` sequences of `seq` tokens from a task generator (by name) or a text file (by path,
-    byte-level: the model's vocabulary must hold 256 bytes)."""
-    from archc.backends.torch.tasks import TASKS
+    byte-level: the model's vocabulary must hold 256 bytes); `tasks.token_sequences`."""
+    from archc.backends.torch.tasks import TASKS, token_sequences
 
-    if source in TASKS:
-        import torch
-
-        from archc.backends.torch.tasks import make_task
-
-        try:
-            task = make_task(source, vocab)
-        except ValueError as e:
-            raise QuantizeError(str(e), "calibrate with a task the model's vocabulary holds", code="ARC1107") from None
-        ids, _ = task.batch(count, seq, torch.Generator().manual_seed(seed))
-        return Calibration(ids.numpy().astype(np.int64), f"{count} sequences of {seq} tokens from the {source} task")
-    path = Path(source)
-    if not path.is_file():
-        raise QuantizeError(f"calibration source {source!r} is neither a task ({', '.join(TASKS)}) nor a file",
-                            "pass --calibrate TASK:N or --calibrate FILE.txt:N", code="ARC1107")
-    if vocab < 256:
-        raise QuantizeError(f"{path} is read as bytes, and the model's vocabulary ({vocab}) holds fewer than 256",
-                            "calibrate with a task generator instead", code="ARC1107")
-    data = np.frombuffer(path.read_bytes(), dtype=np.uint8).astype(np.int64)
-    if len(data) < seq + 1:
-        raise QuantizeError(f"{path} holds {len(data)} bytes, fewer than one calibration sequence of {seq}",
-                            "pass a longer file or a shorter --calibrate-seq", code="ARC1107")
-    starts = np.random.default_rng(seed).integers(0, len(data) - seq, count)
-    return Calibration(np.stack([data[s:s + seq] for s in starts]), f"{count} windows of {seq} bytes of {path.name}")
+    try:
+        ids = token_sequences(source, count, seq, vocab, seed).numpy().astype(np.int64)
+    except ValueError as e:
+        raise QuantizeError(str(e), "pass --calibrate TASK:N (e.g. chars:256) or --calibrate FILE.txt:N",
+                            code="ARC1107") from None
+    what = f"from the {source} task" if source in TASKS else f"windows of {Path(source).name}"
+    return Calibration(ids, f"{count} sequences of {seq} tokens {what}")
 
 
 # -- a branch as a model of its own ---------------------------------------------------------

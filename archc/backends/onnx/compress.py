@@ -183,6 +183,20 @@ def _size(folder: Path) -> int:
     return sum((folder / f).stat().st_size for f in (m.model, m.model + ".data") if (folder / f).is_file())
 
 
+def latencies(folders: list[Path], threads: int = 2, rounds: int = 9, tokens: int = 96) -> dict[Path, tuple[float, float]]:
+    """Median prefill ms and decode ms/token of each folder, measured in interleaved rounds (one
+    measurement of every folder per round) so that a slow stretch of a shared machine hits all
+    of them alike."""
+    from archc.backends.onnx.runtime import OnnxModel
+
+    models = {f: OnnxModel(f, threads=threads) for f in folders}
+    got: dict[Path, list[tuple[float, float]]] = {f: [] for f in folders}
+    for _ in range(rounds):
+        for f, m in models.items():
+            got[f].append(latency(m, tokens=tokens, repeats=1))
+    return {f: (float(np.median([p for p, _ in v])), float(np.median([d for _, d in v]))) for f, v in got.items()}
+
+
 def latency(model, prompt: int = 128, tokens: int = 32, repeats: int = 5) -> tuple[float, float]:
     """Median prefill ms of a `prompt`-token prompt and median decode ms per token after it."""
     rng = np.random.default_rng(0)
@@ -207,4 +221,5 @@ def comparison_json(c: Comparison) -> str:
     return json.dumps(c.__dict__)
 
 
-__all__ = ["REFERENCE", "Comparison", "QuantizeReport", "compare", "explain", "latency", "quantize_folder"]
+__all__ = ["REFERENCE", "Comparison", "QuantizeReport", "compare", "explain", "latencies", "latency",
+           "quantize_folder"]

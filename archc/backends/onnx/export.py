@@ -107,15 +107,27 @@ def export_settings(model: ArchModel) -> dict:
     return model.graph.sections.get("export.onnx", {})
 
 
-#: Settings of the export section this exporter does not apply yet: `archc export` warns that the
-#: model is written without them.
-NOT_APPLIED = {"prune": None}
+def section_pruned(model: ArchModel, spec_text: str) -> tuple[ArchModel, str, str | None]:
+    """The model and spec text the export section's `prune = heads(f) | ffn(f) | experts(n) |
+    magnitude(f)` makes (magnitude importance: an export has no data), and a line saying what was
+    pruned; the model unchanged without one. The pruned spec is what the manifest then records."""
+    rule = export_settings(model).get("prune")
+    if not rule:
+        return model, spec_text, None
+    from archc.backends.torch.prune_spec import PruneOptions, prune_spec
 
-
-def unapplied_settings(model: ArchModel) -> list[str]:
-    """`name = value` of each export setting the export does not apply."""
-    settings = export_settings(model)
-    return [f"{k} = {settings[k]!r}" for k, default in NOT_APPLIED.items() if settings.get(k, default) != default]
+    fn, amount = rule["fn"], float(rule["args"][0])
+    if fn == "magnitude":
+        options = PruneOptions(magnitude=amount)
+    elif fn == "experts":
+        moes = [n for n in model.graph.nodes.values() if n.op == "moe"]
+        ratio = amount / int(moes[0].params["experts"]) if moes and amount >= 1 else amount
+        options = PruneOptions({"experts": ratio})
+    else:
+        options = PruneOptions({fn: amount})
+    path = next(iter(model.graph.nodes.values())).span.file
+    res = prune_spec(model, path, spec_text, options)
+    return res.model.eval(), res.text, f"{fn}({rule['args'][0]}): {res.params_before:,} → {res.params_after:,} parameters"
 
 
 def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,

@@ -275,15 +275,23 @@ def quantize_model(proto: onnx.ModelProto, graph: Graph, options: QuantizeOption
     uses = plan(proto, graph, options)
     tied = {u.weight for u in uses if u.why.startswith("shared:")}
     prepared = to_quantizer_layout(proto, uses)
-    if scheme == "int8_dynamic":
-        q = quantize_dynamic_int8(prepared, uses)
-    elif scheme == "int4":
-        q = quantize_int4(prepared, uses, options.block_size)
-    else:
-        if calibration is None:
-            raise QuantizeError("int8_static needs calibration data",
-                                "pass --calibrate TASK:N (e.g. chars:256) or --calibrate FILE.txt:N", code="ARC1107")
-        q = quantize_static_int8(prepared, uses, calibration, options.method, manifest)
+    if scheme == "int8_static" and calibration is None:
+        raise QuantizeError("int8_static needs calibration data",
+                            "pass --calibrate TASK:N (e.g. chars:256) or --calibrate FILE.txt:N", code="ARC1107")
+    try:
+        if scheme == "int8_dynamic":
+            q = quantize_dynamic_int8(prepared, uses)
+        elif scheme == "int4":
+            q = quantize_int4(prepared, uses, options.block_size)
+        else:
+            q = quantize_static_int8(prepared, uses, calibration, options.method, manifest)
+    except QuantizeError:
+        raise
+    except Exception as e:  # onnxruntime's tool failed on this graph: say which tool and why
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise QuantizeError(f"onnxruntime's {scheme} quantizer failed: {type(e).__name__}: {first[:200]}",
+                            "try another --quantize scheme, or --keep fp32:CLASS for the class it failed on "
+                            "(--explain lists them)", code="ARC1105") from e
     _add_shared_constants(q)
     shared = share_tied_tables(q)
     for u in uses:

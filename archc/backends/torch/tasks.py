@@ -133,3 +133,23 @@ def make_task(name: str, model_vocab: int, task_vocab: int = 64) -> Task:
             raise ValueError(f"the chars task needs a vocabulary of at least 256 bytes, the model has {model_vocab}")
         return Chars(name, 256)
     return TASKS[name](name, min(task_vocab, model_vocab))
+
+
+def token_sequences(source: str, count: int, seq: int, vocab: int, seed: int = 0) -> Tensor:
+    """`count` sequences [count, seq] of token ids: drawn from the task generator named `source`,
+    or windows of the bytes of the text file at path `source` (byte-level: the vocabulary must
+    hold 256). Calibration of static quantization, activation/Taylor importance for pruning and
+    the held-out text of `archc compress-report` all come from here. ValueError on bad input."""
+    if source in TASKS:
+        ids, _ = make_task(source, vocab).batch(count, seq, torch.Generator().manual_seed(seed))
+        return ids
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"{source!r} is neither a task ({', '.join(TASKS)}) nor a file")
+    if vocab < 256:
+        raise ValueError(f"{path} is read as bytes, and the model's vocabulary ({vocab}) holds fewer than 256")
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8).long()
+    if len(data) < seq + 1:
+        raise ValueError(f"{path} holds {len(data)} bytes, fewer than one sequence of {seq}")
+    starts = torch.randint(0, len(data) - seq, (count,), generator=torch.Generator().manual_seed(seed))
+    return torch.stack([data[s:s + seq] for s in starts.tolist()])

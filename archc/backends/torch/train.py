@@ -44,6 +44,30 @@ class TrainConfig:
 
 
 @dataclass
+class Distill:
+    """Knowledge distillation (Hinton et al., 2015): the loss is
+    alpha·T²·KL(teacher_T ‖ student_T) + (1 − alpha)·(the student's own loss), with both
+    distributions softened by the temperature T (T² keeps the soft term's gradients at the scale of
+    the hard one's), over the positions the hard loss scores."""
+
+    teacher: ArchModel
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, causal: bool,
+                      temperature: float) -> torch.Tensor:
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), averaged over scored positions (the
+    positions whose next token a causal model predicts, as its hard loss)."""
+    if causal:
+        student, teacher, labels = student[:, :-1], teacher[:, :-1], labels[:, 1:]
+    scored = labels != IGNORE_INDEX
+    s = torch.log_softmax(student[scored].float() / temperature, -1)
+    t = torch.log_softmax(teacher[scored].float() / temperature, -1)
+    return torch.nn.functional.kl_div(s, t, log_target=True, reduction="batchmean") * temperature ** 2
+
+
+@dataclass
 class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)
@@ -110,8 +134,12 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> float:
 
 
 def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | None = None,
-          resume: bool = False, progress: bool = True, spec_name: str = "") -> TrainResult:
+          resume: bool = False, progress: bool = True, spec_name: str = "", distill: Distill | None = None) -> TrainResult:
+    """Train `model` on `task`; with `distill`, on the teacher's soft targets mixed with the hard
+    loss (the teacher is frozen and in eval mode)."""
     out = Path(out_dir) if out_dir is not None else None
+    if distill is not None:
+        distill.teacher.eval().requires_grad_(False)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     model.gradient_checkpointing = cfg.checkpointing
@@ -140,8 +168,14 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
                 ids, labels = ids.to(device), labels.to(device)
                 with autocast:
                     outp = model(ids, labels=labels)
-                (outp.loss / cfg.accum).backward()
-                total += float(outp.loss.detach()) / cfg.accum
+                    loss = outp.loss
+                    if distill is not None:
+                        with torch.no_grad():
+                            target = distill.teacher(ids).logits
+                        soft = distillation_loss(outp.logits, target, labels, model.causal, distill.temperature)
+                        loss = distill.alpha * soft + (1 - distill.alpha) * outp.loss
+                (loss / cfg.accum).backward()
+                total += float(loss.detach()) / cfg.accum
                 tokens += ids.numel()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import archc
-from archc.backends.onnx.export import check_parity, export_model
+from archc.backends.onnx.export import check_parity, export_model, section_pruned
 from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.torch import build
 
@@ -275,12 +275,10 @@ def test_the_specs_export_section_is_honoured(tmp_path):
     """`export onnx { opset = 20  step = false  quantize = "int8" }`: opset 20 (no `Attention`
     operator), a forward graph of logits without state, quantized (int8 without calibration data:
     dynamic) with the fp32 export kept in `reference/`."""
-    from archc.backends.onnx.export import unapplied_settings
     from tests.backends.onnx.conftest import DECODER
 
     section = _with_export_section(DECODER)
     model = build(archc.loads(section, "s.arch").graph, seed=0).eval()
-    assert unapplied_settings(model) == []
     report = export_model(model, tmp_path / "out", section, "s", "random")
     assert report.manifest.kind == "forward" and report.manifest.opset == 20 and not report.manifest.state
     assert report.manifest.quantization.scheme == "int8_dynamic" and report.reference == tmp_path / "out" / "reference"
@@ -291,6 +289,9 @@ def test_the_specs_export_section_is_honoured(tmp_path):
     for folder in (tmp_path / "out" / "reference", tmp_path / "out"):
         rows = check_parity(model, folder, lengths=(1, 17))
         assert all(r.ok for r in rows), rows
+    pruned = section.replace("step = false", "step = false\n    prune = ffn(0.25)")
+    small, text, what = section_pruned(build(archc.loads(pruned, "s.arch").graph, seed=0), pruned)
+    assert "hidden=48" in text and "ffn(0.25)" in what and small.num_parameters() < model.num_parameters()
     given = export_model(model, tmp_path / "opset23", section, "s", "random", opset=23,  # arguments win
                          quantize=QuantizeOptions("none"))
     assert given.manifest.opset == 23 and given.manifest.quantization is None

@@ -34,10 +34,13 @@ from archc.backends.torch.registry import implements
 EPS = 1e-6
 
 
-def retention_decays(heads: int, device: torch.device | None = None) -> Tensor:
-    """log γ_h for γ_h = 1 − 2^(−5−h), h = 0..heads−1 (the paper's per-head decays), in fp32.
-    Computed where used rather than kept as buffers: a model cast to bf16 would round them."""
-    return torch.log1p(-(2.0 ** (-5.0 - torch.arange(heads, dtype=torch.float32, device=device))))
+def retention_decays(heads: int | tuple[int, ...], device: torch.device | None = None) -> Tensor:
+    """log γ_i for γ_i = 1 − 2^(−5−i), i = 0..heads−1 (the paper's per-head decays) or the given
+    indices (a pruned model's heads keep theirs), in fp32. Computed where used rather than kept
+    as buffers: a model cast to bf16 would round them."""
+    i = torch.arange(heads, dtype=torch.float32, device=device) if isinstance(heads, int) else \
+        torch.tensor(list(heads), dtype=torch.float32, device=device)
+    return torch.log1p(-(2.0 ** (-5.0 - i)))
 
 
 def xpos_angles(key_dim: int, device: torch.device | None = None) -> Tensor:
@@ -65,8 +68,9 @@ class Retention(OpModule):
         d = in_types[0].width
         self.heads, dv = p.heads, p.value_width(d)
         self.dk, self.dv = p.head_dims_for(d)
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d, bias=False)
+        self.decays = tuple(p.decay_indices())
+        self.q_proj = nn.Linear(d, self.heads * self.dk, bias=False)
+        self.k_proj = nn.Linear(d, self.heads * self.dk, bias=False)
         self.v_proj = nn.Linear(d, dv, bias=False)
         self.g_proj = nn.Linear(d, dv, bias=False)
         self.out_proj = nn.Linear(dv, d, bias=False)
@@ -92,7 +96,7 @@ class Retention(OpModule):
 
     def _log_decay(self, x: Tensor) -> Tensor:
         """log γ per head and token [B, H, T]."""
-        return retention_decays(self.heads, x.device)[None, :, None].expand(x.shape[0], self.heads, x.shape[1])
+        return retention_decays(self.decays, x.device)[None, :, None].expand(x.shape[0], self.heads, x.shape[1])
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         assert ctx is not None
@@ -106,7 +110,7 @@ class Retention(OpModule):
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         q, k, v = self._qkv(x, ctx)
         if x.shape[1] == 1:  # the recurrent form: S ← γ S + kᵀv, o = q S
-            s = torch.addcmul(k.float().transpose(-1, -2) @ v.float(), retention_decays(self.heads, x.device).exp()[:, None, None], state[0])
+            s = torch.addcmul(k.float().transpose(-1, -2) @ v.float(), retention_decays(self.decays, x.device).exp()[:, None, None], state[0])
             y = q.float() @ s
         else:
             y, s = chunked_decay_attention(q, k, v, self._log_decay(x), state[0],

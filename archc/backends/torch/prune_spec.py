@@ -1,0 +1,255 @@
+"""`archc prune`: a trained model made smaller *in spec terms* — a new, ordinary `.arch` file whose
+op settings are the pruned widths (`heads`, `hidden`, `inner_width`, `experts`, `decays`, repeat
+counts) plus the sliced weights that load into it.
+
+The units come from the ops' prune rules (`prune.py`); the call of each pruned node is found in
+the spec by where it starts (the IR node's span) and rewritten with `archc/dsl/edit.py`, so the
+rest of the file — constants, blocks, comments — stays as written, formatted by `archc fmt`. All
+layers of a `repeat` share one call, so a per-op ratio keeps the same count at every layer
+(which units each layer keeps is its own). Whole layers go by their loss when skipped (their
+residual branches zeroed), and the repeat count drops.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from archc.backends.torch.model import ArchModel
+from archc.backends.torch.prune import (
+    PruneError,
+    Sparsity,
+    Units,
+    choose,
+    data_scores,
+    magnitude_scores,
+    magnitude_sparsify,
+    new_params,
+    prunable,
+    sliced_state,
+)
+from archc.dsl.edit import Where, set_call_params, set_repeat_count
+from archc.dsl.fmt import format_module
+from archc.dsl.parser import parse
+from archc.ops.registry import REGISTRY
+
+
+@dataclass
+class PruneOptions:
+    ratios: dict[str, float] = field(default_factory=dict)  # kind -> fraction of units removed
+    importance: str = "magnitude"
+    layers: int = 0  # whole layers removed
+    magnitude: float = 0.0  # unstructured: fraction of weights zeroed
+    magnitude_scope: str = "per-tensor"
+    only: str | None = None  # glob over node ids
+
+
+@dataclass
+class PruneResult:
+    text: str  # the pruned spec
+    state: dict[str, Tensor]
+    units: list[Units]
+    layers_removed: list[str]
+    params_before: int
+    params_after: int
+    sparsity: Sparsity | None = None
+    model: ArchModel | None = None  # the pruned spec built, the weights loaded
+
+
+def _positional(op: str) -> list[str]:
+    """An op's positional parameters in order: its tensor inputs, then its schema's fields."""
+    if op not in REGISTRY:
+        return []
+    rec = REGISTRY[op]
+    return [*rec.inputs, *rec.params.model_fields]
+
+
+def _site(n) -> Where:
+    return (n.span.file, n.span.line, n.span.col)
+
+
+def prune_spec(model: ArchModel, spec_path: str, spec_text: str, options: PruneOptions,
+               batches: list[tuple[Tensor, Tensor]] | None = None) -> PruneResult:
+    """`model` (built from `spec_text`, read from `spec_path`) pruned as `options` says; `batches`
+    (input ids, labels) feed activation and Taylor importance and the layer ranking."""
+    before = model.num_parameters()
+    kinds = [k for k, r in options.ratios.items() if r > 0]
+    units = prunable(model, kinds)
+    if options.only:
+        units = [u for u in units if re.fullmatch(options.only.replace(".", r"\.").replace("*", ".*"), u.node)]
+    missing = [k for k in kinds if not any(u.axis.kind == k for u in units)]
+    if missing:
+        have = sorted({a.kind for n in model.graph.nodes.values() if REGISTRY[n.op].kind == "layer"
+                       for a in _axes(model, n)})
+        raise PruneError(f"no op of {model.graph.name} has {', '.join(missing)} to prune",
+                         f"this spec can lose: {', '.join(have) or 'nothing structurally'}; --magnitude prunes "
+                         "weights without changing shapes", code="ARC1203")
+    if options.importance == "magnitude":
+        magnitude_scores(model, units)
+    else:
+        if not batches:
+            raise PruneError(f"{options.importance} importance needs calibration data", "pass --calibrate chars:64",
+                             code="ARC1205")
+        data_scores(model, units, batches, options.importance)
+    sites = {n.id: _site(n) for n in model.graph.nodes.values()}
+    choose(units, options.ratios, sites)
+    state = sliced_state(model, units) if units else {k: v.detach().clone() for k, v in model.state_dict().items()}
+    edits = _edits(model, units)
+    module = parse(spec_text, spec_path)
+    module, found = set_call_params(module, edits, _positional)
+    if set(edits) - found:
+        where = sorted(set(edits) - found)[0]
+        raise PruneError(f"the call at {where[0]}:{where[1]}:{where[2]} is not in {spec_path} (an included file?)",
+                         "archc prune rewrites the spec file itself; inline the block to prune it", code="ARC1204")
+    removed: list[str] = []
+    if options.layers:
+        module, state, removed = _drop_layers(model, module, state, options.layers, batches, spec_path)
+    text = format_module(module)
+    pruned = _load(text, spec_path, state)
+    sparsity = magnitude_sparsify(pruned, options.magnitude, options.magnitude_scope, options.only) \
+        if options.magnitude else None
+    state = {k: v.detach().clone() for k, v in pruned.state_dict().items()}
+    return PruneResult(text, state, units, removed, before, pruned.num_parameters(), sparsity, pruned)
+
+
+def _axes(model: ArchModel, n) -> list:
+    from archc.ops.registry import CannotPrune
+
+    op = REGISTRY[n.op]
+    try:
+        return list(op.prune(op.params(**n.params), model.graph.input_types(n)))
+    except CannotPrune:
+        return []
+
+
+def _edits(model: ArchModel, units: list[Units]) -> dict[Where, dict[str, Any]]:
+    """Call site -> the settings to write; every node of a site must agree."""
+    per_node = new_params(units)
+    edits: dict[Where, dict[str, Any]] = {}
+    owner: dict[Where, str] = {}
+    for nid, params in per_node.items():
+        n = model.graph.nodes[nid]
+        where = _site(n)
+        if "expert" in params:  # only the nested settings that changed
+            params = {**params, "expert": {"params": {k: v for k, v in params["expert"]["params"].items()
+                                                      if n.params["expert"]["params"].get(k) != v}}}
+        if where in edits and edits[where] != params:
+            raise PruneError(f"`{nid}` and `{owner[where]}` come from one call ({where[0]}:{where[1]}:{where[2]}) "
+                             "but were pruned to different widths", "prune them with one ratio", n, code="ARC1206")
+        edits[where], owner[where] = params, nid
+    return edits
+
+
+def _load(text: str, path: str, state: dict[str, Tensor]) -> ArchModel:
+    """The pruned spec built, with the sliced weights loaded (strictly: every key and shape must
+    fit, which checks the rewrite against the slicing)."""
+    from archc.backends.torch import build
+    from archc.frontend import loads
+
+    model = build(loads(text, path).graph)
+    model.load_state_dict(state)
+    return model
+
+
+# -- whole layers --------------------------------------------------------------------------------
+
+
+def _stacks(model: ArchModel) -> dict[str, list[str]]:
+    """Stack name -> its layer prefixes in order (`layers` -> [layers.0, layers.1, …])."""
+    out: dict[str, list[str]] = {}
+    for nid in model.graph.nodes:
+        m = re.match(r"^(.+)\.(\d+)\.", nid)
+        if m:
+            out.setdefault(m.group(1), [])
+            prefix = f"{m.group(1)}.{m.group(2)}"
+            if prefix not in out[m.group(1)]:
+                out[m.group(1)].append(prefix)
+    return {k: v for k, v in out.items() if len(v) > 1}
+
+
+def _layer_loss(model: ArchModel, prefix: str | None, batches: list[tuple[Tensor, Tensor]]) -> float:
+    """The mean loss with the layer at `prefix` skipped: its residual branches' output
+    projections (the op records' `residual_weights`) zeroed, which makes a pre-norm residual layer
+    the identity."""
+    saved = []
+    with torch.no_grad():
+        if prefix is not None:
+            for n in model.graph.nodes.values():
+                if n.id.startswith(prefix + "."):
+                    mod = model.get_submodule(n.id) if REGISTRY[n.op].kind == "layer" else None
+                    for w in REGISTRY[n.op].residual_weights if mod is not None else ():
+                        p = mod.get_parameter(w)
+                        saved.append((p, p.detach().clone()))
+                        p.zero_()
+        losses = [float(model(ids, labels=labels).loss) for ids, labels in batches]
+        for p, v in saved:
+            p.copy_(v)
+    return sum(losses) / len(losses)
+
+
+def _drop_layers(model: ArchModel, module, state: dict[str, Tensor], count: int, batches, spec_path: str):
+    stacks = _stacks(model)
+    if len(stacks) != 1:
+        raise PruneError(f"--layers needs one layer stack, {model.graph.name} has {len(stacks)}",
+                         "prune the layers of a spec with one repeat(...)", code="ARC1207")
+    name, prefixes = next(iter(stacks.items()))
+    if count >= len(prefixes):
+        raise PruneError(f"--layers {count} would remove all {len(prefixes)} layers of `{name}`", code="ARC1207")
+    if not batches:
+        raise PruneError("--layers ranks layers by the loss without each: it needs calibration data",
+                         "pass --calibrate chars:64", code="ARC1205")
+    model.eval()
+    base = _layer_loss(model, None, batches)
+    cost = {p: _layer_loss(model, p, batches) - base for p in prefixes}
+    removed = sorted(sorted(prefixes, key=lambda p: cost[p])[:count], key=prefixes.index)
+    call = _repeat_call(module, name, len(prefixes), spec_path)
+    module = set_repeat_count(module, call, len(prefixes) - count)
+    kept = [p for p in prefixes if p not in removed]
+    rename = {f"{old}.": f"{name}.{i}." for i, old in enumerate(kept)}
+    out = {}
+    for k, v in state.items():
+        if any(k.startswith(r + ".") for r in removed):
+            continue
+        for old, new in rename.items():
+            if k.startswith(old):
+                k = new + k[len(old):]
+                break
+        out[k] = v
+    return module, out, removed
+
+
+def _repeat_call(module, stack: str, n: int, path: str) -> Where:
+    """Where the `repeat(n, …)` making stack `stack` starts in the spec."""
+    from archc.dsl import ast
+
+    found: list[Where] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, tuple):
+            for x in node:
+                visit(x)
+            return
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "repeat":
+            name = next((kw.value.value for kw in node.kwargs if kw.name == "name" and isinstance(kw.value, ast.String)),
+                        "layers")
+            if name == stack:
+                found.append((node.span.file, node.span.line, node.span.col))
+        import dataclasses
+
+        if dataclasses.is_dataclass(node) and not isinstance(node, ast.Comment):
+            for f in dataclasses.fields(node):
+                if f.name != "span":
+                    visit(getattr(node, f.name))
+
+    visit(module.items)
+    if len(found) != 1:
+        raise PruneError(f"the stack `{stack}` is not one `repeat(...)` call of {path}",
+                         "--layers prunes stacks written as repeat(n, block)", code="ARC1207")
+    return found[0]
+
+
+__all__ = ["PruneOptions", "PruneResult", "prune_spec"]

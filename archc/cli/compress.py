@@ -1,0 +1,222 @@
+"""`archc prune` (needs torch) and `archc compress-report` (numpy and onnxruntime only).
+
+`archc prune` writes a smaller spec and the weights that load into it; `archc compress-report`
+measures export folders against the fp32 export they were made from. docs/compression.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from archc.cli.common import EXIT_OK, add_limit_flags
+from archc.cli.model import _build_model, _fail, _load_weights, _refuse_overwrite, _run
+
+# -- prune ----------------------------------------------------------------------------------
+
+
+def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    from archc.backends.torch.checkpoint import save_weights
+    from archc.backends.torch.prune import PruneError
+    from archc.backends.torch.prune_spec import PruneOptions, prune_spec
+    from archc.backends.torch.tasks import token_sequences
+
+    out = Path(args.output)
+    stem = Path(args.file).stem
+    spec_out, weights_out = out / f"{stem}-pruned.arch", out / "weights.safetensors"
+    for f in (spec_out, weights_out, out / "prune.json"):
+        _refuse_overwrite(f, args.force)
+    model, prog = _build_model(args.file, args.seed, sources, args)
+    if args.weights:
+        _load_weights(model, args.weights, "--weights")
+    ratios = {k: v for k, v in (("heads", args.heads), ("ffn", args.ffn), ("inner", args.inner)) if v}
+    experts = args.experts
+    for kind, r in ratios.items():
+        if not 0 < r < 1:
+            raise _fail("ARC1203", f"--{kind} {r}: a fraction of the units to remove, between 0 and 1", usage=True)
+    if experts:
+        ratios["experts"] = experts  # a fraction, or a count resolved per node below
+    if not ratios and not args.layers and not args.magnitude:
+        raise _fail("ARC1203", "nothing to prune", "pass --heads, --ffn, --inner, --experts, --layers or --magnitude",
+                    usage=True)
+    batches = None
+    if args.calibrate:
+        from archc.backends.onnx.calibrate import parse_source
+
+        name, count = parse_source(args.calibrate)
+        try:
+            ids = token_sequences(name, count, args.calibrate_seq, model.out_type_vocab(), args.seed)
+        except ValueError as e:
+            raise _fail("ARC1205", str(e), "pass --calibrate TASK:N or --calibrate FILE.txt:N") from None
+        batches = [(ids[i:i + 8], ids[i:i + 8]) for i in range(0, len(ids), 8)]
+    if experts and experts >= 1:  # a count: the same count at every MoE
+        moes = [n for n in model.graph.nodes.values() if n.op == "moe"]
+        if not moes:
+            raise _fail("ARC1203", f"no op of {prog.graph.name} has experts to prune")
+        ratios["experts"] = experts / int(moes[0].params["experts"])
+    options = PruneOptions(ratios, args.importance, args.layers, args.magnitude, args.magnitude_scope, args.only)
+    try:
+        res = prune_spec(model, args.file, Path(args.file).read_text(), options, batches)
+    except PruneError as e:
+        raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
+    out.mkdir(parents=True, exist_ok=True)
+    spec_out.write_text(res.text)
+    save_weights(res.model, weights_out, {"spec": spec_out.name, "pruned_from": args.weights or "random init"})
+    summary_params = _summary_params(spec_out)
+    report = {
+        "spec": str(spec_out), "weights": str(weights_out), "from": args.file, "importance": args.importance,
+        "params_before": res.params_before, "params_after": res.params_after, "summary_params": summary_params,
+        "units": [{"node": u.node, "kind": u.axis.kind, "units": u.axis.units, "kept": len(u.keep),
+                   "removed": u.removed, "note": u.axis.note} for u in res.units],
+        "layers_removed": res.layers_removed,
+        "sparsity": None if res.sparsity is None else {"fraction": res.sparsity.fraction, "zeros": res.sparsity.zeros,
+                                                       "of": res.sparsity.total, "tensors": res.sparsity.weights,
+                                                       "model_params": res.sparsity.model_total},
+    }
+    (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
+    by_kind: dict[str, list] = {}
+    for u in res.units:
+        by_kind.setdefault(u.axis.kind, []).append(u)
+    for kind, us in by_kind.items():
+        sizes = sorted({(u.axis.units, len(u.keep)) for u in us})
+        print(f"  {kind}: {len(us)} ops, " + ", ".join(f"{a} → {b}" for a, b in sizes) + f" ({args.importance})")
+    if res.layers_removed:
+        print(f"  layers: removed {', '.join(res.layers_removed)} (least loss when skipped)")
+    if res.sparsity is not None:
+        s = res.sparsity
+        print(f"  magnitude: {s.fraction:.1%} of {s.total:,} weights in {s.weights} matrices are zero "
+              f"({s.zeros / s.model_total:.1%} of all parameters; shapes unchanged)")
+    print(f"{prog.graph.name}: {res.params_before:,} → {res.params_after:,} parameters "
+          f"({res.params_after / res.params_before:.3f}×); archc summary of the new spec: {summary_params:,}")
+    print(f"wrote {spec_out}, {weights_out}, {out / 'prune.json'}")
+    return EXIT_OK
+
+
+def _summary_params(spec: Path) -> int:
+    import archc
+
+    return int(archc.summary(str(spec)).total.params)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    return _run(_cmd_prune, args)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a trained model into a smaller spec and weights (docs/compression.md)")
+    p.add_argument("file", metavar="FILE", help="spec file (.arch)")
+    p.add_argument("--weights", help=".safetensors from `archc train` (default: random init)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="writes DIR/<spec>-pruned.arch, DIR/weights.safetensors, DIR/prune.json")
+    p.add_argument("--heads", type=float, help="fraction of attention / Mamba-2 / RetNet heads to remove")
+    p.add_argument("--ffn", type=float, help="fraction of FFN hidden channels (MoE experts' too) to remove")
+    p.add_argument("--inner", type=float, help="fraction of Mamba / RWKV-4 inner channels to remove")
+    p.add_argument("--experts", type=float, help="MoE experts to remove: a fraction, or a count (≥ 1)")
+    p.add_argument("--layers", type=int, default=0, help="whole layers to remove from the layer stack")
+    p.add_argument("--magnitude", type=float, default=0.0,
+                   help="unstructured: zero this fraction of the smallest weights (shapes unchanged)")
+    p.add_argument("--magnitude-scope", choices=("per-tensor", "global"), default="per-tensor")
+    p.add_argument("--importance", choices=("magnitude", "activation", "taylor"), default="magnitude",
+                   help="how units are ranked: weight norm, mean |activation|, or first-order Taylor (|a·∂L/∂a|)")
+    p.add_argument("--calibrate", metavar="SOURCE[:N]", help="data for activation/Taylor importance and --layers "
+                                                             "(chars:64, notes.txt:64)")
+    p.add_argument("--calibrate-seq", type=int, default=128, help="tokens per calibration sequence (128)")
+    p.add_argument("--only", metavar="GLOB", help="prune only nodes whose id matches (e.g. 'layers.*.mlp')")
+    p.add_argument("--seed", type=int, default=0, help="seed of the init without --weights and of the data (0)")
+    p.add_argument("--force", action="store_true", help="replace files of an earlier prune in DIR")
+    add_limit_flags(p)
+    p.set_defaults(fn=cmd_prune)
+    add_report_parser(sub)
+
+
+
+# -- compress-report ------------------------------------------------------------------------
+
+
+def _precision_line(folder: Path) -> str:
+    """Per class, the precision its weights ended in (a quantized folder), else fp32."""
+    from archc.backends.onnx.manifest import read_manifest
+
+    q = read_manifest(folder).quantization
+    if q is None:
+        return "fp32"
+    by: dict[str, set[str]] = {}
+    for w in q.weights:
+        by.setdefault(w.cls or "unclassified", set()).add(w.precision)
+    return f"{q.scheme}: " + ", ".join(f"{c} {'/'.join(sorted(p))}" for c, p in sorted(by.items()))
+
+
+def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    from archc.backends.onnx.calibrate import parse_source
+    from archc.backends.onnx.compress import compare, latencies
+    from archc.backends.onnx.manifest import NotAnExport, read_manifest
+    from archc.backends.torch.tasks import token_sequences
+
+    folders = [Path(f) for f in args.folders]
+    try:
+        manifests = [read_manifest(f) for f in folders]
+        reference = Path(args.reference) if args.reference else None
+        if reference is None:
+            q = manifests[0].quantization
+            reference = folders[0] / q.reference if q is not None and q.reference else folders[0]
+        ref_manifest = read_manifest(reference)
+    except NotAnExport as e:
+        raise _fail("ARC1104", str(e), "point compress-report at folders written by `archc export`") from None
+    for f, m in zip(folders, manifests, strict=True):
+        if m.kind != "decoder":
+            raise _fail("ARC0906", f"{f} holds a forward graph; compress-report measures decoders")
+        if m.vocab != ref_manifest.vocab:
+            raise _fail("ARC0910", f"{f} predicts {m.vocab} tokens, the reference {reference} {ref_manifest.vocab}")
+    name, count = parse_source(args.data)
+    try:
+        ids = token_sequences(name, count, args.seq, ref_manifest.vocab, seed=args.seed).numpy()
+    except ValueError as e:
+        raise _fail("ARC1107", str(e), "pass --data TASK:N or --data FILE.txt:N") from None
+    rows = []
+    order = [reference, *[f for f in folders if f.resolve() != reference.resolve()]]
+    timed = {} if args.no_timing else latencies(order, args.threads)
+    for f in order:
+        c = compare(reference, f, ids, timing=False, threads=args.threads)
+        pre, dec = timed.get(f, (None, None))
+        ref_pre, ref_dec = timed.get(reference, (None, None))
+        rows.append({"folder": str(f), "spec": read_manifest(f).spec, "bytes": c.bytes,
+                     "size_ratio": c.bytes / c.reference_bytes, "prefill_ms": pre, "decode_ms": dec,
+                     "decode_speedup": ref_dec / dec if dec else None, "prefill_speedup": ref_pre / pre if pre else None,
+                     "top1": c.top1, "ppl": c.ppl, "ppl_reference": c.ppl_reference,
+                     "ppl_ratio": c.ppl / c.ppl_reference, "precision": _precision_line(f)})
+    print(f"against {reference} on {count} held-out sequences of {args.seq} tokens ({args.data}), "
+          f"{args.threads} threads")
+    head = f"{'folder':<28} {'MB':>7} {'size':>6} {'prefill ms':>10} {'decode ms':>9} {'speedup':>7} " \
+           f"{'top-1':>6} {'ppl':>8} {'Δppl':>7}  precision"
+    print(head)
+    for r in rows:
+        timing = (f"{r['prefill_ms']:>10.1f} {r['decode_ms']:>9.3f} {r['decode_speedup']:>6.2f}×" if r["decode_ms"]
+                  else f"{'-':>10} {'-':>9} {'-':>7}")
+        print(f"{r['folder'][-28:]:<28} {r['bytes'] / 1e6:>7.2f} {r['size_ratio']:>5.3f}× {timing} {r['top1']:>6.3f} "
+              f"{r['ppl']:>8.3f} {100 * (r['ppl_ratio'] - 1):>+6.2f}%  {r['precision']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"reference": str(reference), "data": args.data, "seq": args.seq,
+                                               "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def cmd_compress_report(args: argparse.Namespace) -> int:
+    return _run(_cmd_compress_report, args)
+
+
+def add_report_parser(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("compress-report", help="size, onnxruntime latency, top-1 agreement and perplexity of "
+                                               "export folders against their fp32 export")
+    r.add_argument("folders", nargs="+", metavar="DIR", help="folders written by `archc export` (quantized or not)")
+    r.add_argument("--reference", metavar="DIR",
+                   help="the fp32 export to compare against (default: the first folder's reference/)")
+    r.add_argument("--data", default="chars:32", metavar="SOURCE[:N]",
+                   help="held-out text: N sequences of a task or windows of a file (chars:32)")
+    r.add_argument("--seq", type=int, default=128, help="tokens per held-out sequence (128)")
+    r.add_argument("--seed", type=int, default=1234, help="seed of the held-out draw (1234: not calibration's)")
+    r.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (2)")
+    r.add_argument("--no-timing", action="store_true", help="accuracy and size only")
+    r.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    r.set_defaults(fn=cmd_compress_report)
