@@ -105,7 +105,7 @@ def test_explain_and_ops():
     assert run("explain", "ARC1234").returncode == 2
     assert "mamba" in run("ops").stdout
     text = run("ops", "mamba").stdout
-    assert "d_state    int > 0            default 16" in text and "e.g.  mamba(x)" in text
+    assert "d_state      int > 0            default 16" in text and "e.g.  mamba(x)" in text
     assert "`d_state`" in run("ops", "mamba", "--markdown").stdout
 
 

@@ -70,9 +70,16 @@ def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
     model = build(str(spec), seed=0)
     vocab = model.out_type_vocab()
     task = make_task("chars", vocab)
-    res = train(model, task, TrainConfig(steps=steps, batch=8, seq=128, lr=2e-3, warmup=30), out / "train",
-                progress=False, spec_name=name)
-    row["train"] = {"steps": steps, "loss": sum(res.losses[-20:]) / 20, "unigram": unigram_nats(),
+    done = out / "train" / "last.safetensors"
+    if done.is_file():  # a finished training run of an earlier, interrupted benchmark: reused
+        from archc.backends.torch.checkpoint import load_weights
+
+        losses = load_weights(model, done)["losses"]
+        model.eval()
+    else:
+        losses = train(model, task, TrainConfig(steps=steps, batch=8, seq=128, lr=2e-3, warmup=30), out / "train",
+                       progress=False, spec_name=name).losses
+    row["train"] = {"steps": len(losses), "loss": sum(losses[-20:]) / 20, "unigram": unigram_nats(),
                     "seconds": time.perf_counter() - t0}
     held = token_sequences("chars", 32, 128, vocab, seed=1234)
     row["train"]["held_out_ppl"] = torch_ppl(model, held)

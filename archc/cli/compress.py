@@ -55,7 +55,8 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
         if not moes:
             raise _fail("ARC1203", f"no op of {prog.graph.name} has experts to prune")
         ratios["experts"] = experts / int(moes[0].params["experts"])
-    options = PruneOptions(ratios, args.importance, args.layers, args.magnitude, args.magnitude_scope, args.only)
+    options = PruneOptions(ratios, args.importance, args.layers, args.magnitude, args.magnitude_scope, args.only,
+                           "global" if args.global_ratio else "per-op")
     try:
         res = prune_spec(model, args.file, Path(args.file).read_text(), options, batches)
     except PruneError as e:
@@ -94,9 +95,12 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
 
 
 def _summary_params(spec: Path) -> int:
-    import archc
+    """What `archc summary` counts for the new spec."""
+    from archc.frontend import load
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
 
-    return int(archc.summary(str(spec)).total.params)
+    return int(estimate_cost(load(spec).graph, CostCtx(seq=2048, batch=1, dtype="bf16")).total.params)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -122,6 +126,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate", metavar="SOURCE[:N]", help="data for activation/Taylor importance and --layers "
                                                              "(chars:64, notes.txt:64)")
     p.add_argument("--calibrate-seq", type=int, default=128, help="tokens per calibration sequence (128)")
+    p.add_argument("--global", dest="global_ratio", action="store_true",
+                   help="spend each ratio across all ops of the kind (ranked together) instead of per op; "
+                        "the layers of one repeat still keep one count")
     p.add_argument("--only", metavar="GLOB", help="prune only nodes whose id matches (e.g. 'layers.*.mlp')")
     p.add_argument("--seed", type=int, default=0, help="seed of the init without --weights and of the data (0)")
     p.add_argument("--force", action="store_true", help="replace files of an earlier prune in DIR")

@@ -176,6 +176,17 @@ def _main_feeds(model: onnx.ModelProto, folder_manifest, cal: Calibration) -> tu
     return prefill, decode
 
 
+def _rename_inputs(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+    """Every read of a renamed value, subgraphs included."""
+    for n in graph.node:
+        n.input[:] = [names.get(i, i) for i in n.input]
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _rename_inputs(a.g, names)
+            for g in a.graphs:
+                _rename_inputs(g, names)
+
+
 def _topologically_sorted(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
     """Nodes in an order where each comes after the producers of everything it reads, the values
     its Loop/Scan bodies read from outside included (onnxruntime's quantizer sorts by explicit
@@ -260,14 +271,21 @@ def quantize_static_int8(model: onnx.ModelProto, uses: list[WeightUse], cal: Cal
     for attr, feeds in (("then_branch", prefill_feeds), ("else_branch", decode_feeds)):
         alone, ins = _standalone(model, branches[attr], types)
         q = _qdq(alone, uses, _capture(model, ins, feeds), method)
+        renamed: dict[str, str] = {}
         for init in q.graph.initializer:
             have = inits.get(init.name)
+            if have is not None and have.raw_data != init.raw_data and numpy_helper.to_array(have).tobytes() != \
+                    numpy_helper.to_array(init).tobytes():
+                # a tensor that depends on the branch's activation scales (a Conv's int32 bias is
+                # scaled by its input's scale): each branch keeps its own copy
+                renamed[init.name] = f"{init.name}.{attr}"
+                init.name = renamed[init.name]
+                have = None
             if have is None:
                 out.graph.initializer.append(init)
                 inits[init.name] = init
-            elif have.raw_data != init.raw_data and numpy_helper.to_array(have).tobytes() != \
-                    numpy_helper.to_array(init).tobytes():
-                raise QuantizeError(f"the two branches quantized {init.name!r} differently", code="ARC1108")
+        if renamed:
+            _rename_inputs(q.graph, renamed)
         branch = next(a for a in new_iff.attribute if a.name == attr)
         del branch.g.node[:]
         branch.g.node.extend(_topologically_sorted(list(q.graph.node)))

@@ -155,18 +155,53 @@ def data_scores(model: ArchModel, units: list[Units], batches: list[tuple[Tensor
 # -- choice -------------------------------------------------------------------------------------
 
 
-def choose(units: list[Units], ratios: dict[str, float], call_site: dict[str, tuple]) -> None:
+def global_counts(units: list[Units], ratios: dict[str, float], call_site: dict[str, tuple]) -> dict[tuple, int]:
+    """Units kept per group at each call site when a kind's ratio is spent globally: every site's
+    units (scores averaged over its nodes, divided by their mean so that ops of different scale
+    compare) are ranked together, and the lowest ratio of all units in the model go. All nodes of
+    one call keep one count (one call writes one width)."""
+    out: dict[tuple, int] = {}
+    for kind, ratio in ratios.items():
+        sites: dict[tuple, list[Units]] = {}
+        for u in units:
+            if u.axis.kind == kind:
+                sites.setdefault(call_site[u.node], []).append(u)
+        pooled = []  # (normalized score, site, nodes at the site)
+        for site, us in sites.items():
+            mean = torch.stack([u.scores for u in us]).mean(0)
+            g = us[0].axis.groups
+            per_group = mean.view(g, -1).mean(0)  # a unit position's score across the groups
+            norm = per_group / per_group.mean().clamp_min(1e-12)
+            pooled += [(float(v), site, len(us) * g) for v in norm]
+        total = sum(w for _, _, w in pooled)
+        budget = ratio * total
+        removed: dict[tuple, int] = {}
+        for _, site, weight in sorted(pooled, key=lambda t: t[0]):
+            per = sites[site][0].axis.units // sites[site][0].axis.groups
+            if budget < weight / 2 or removed.get(site, 0) >= per - 1:
+                continue
+            removed[site] = removed.get(site, 0) + 1
+            budget -= weight
+        for site, us in sites.items():
+            per = us[0].axis.units // us[0].axis.groups
+            out[(site, kind)] = per - removed.get(site, 0)
+    return out
+
+
+def choose(units: list[Units], ratios: dict[str, float], call_site: dict[str, tuple], scope: str = "per-op") -> None:
     """Keep the best 1 − ratio of each node's units (a multiple of its groups, each group keeping
-    the same number, at least one). A rule whose new parameters name the kept units themselves
-    (`same_units`) keeps the same units at every node of one call site, by summed score."""
+    the same number, at least one) — per op, or with the ratio spent across the whole model
+    (`scope="global"`, `global_counts`). A rule whose new parameters name the kept units
+    themselves (`same_units`) keeps the same units at every node of one call site, by summed score."""
     by_site: dict[tuple, list[Units]] = {}
     for u in units:
         if u.axis.same_units:
             by_site.setdefault((call_site[u.node], u.axis.kind), []).append(u)
+    counts = global_counts(units, ratios, call_site) if scope == "global" else {}
     for u in units:
         n, g = u.axis.units, u.axis.groups
         per = n // g
-        keep_per = max(1, per - round(ratios[u.axis.kind] * per))
+        keep_per = counts.get((call_site[u.node], u.axis.kind)) or max(1, per - round(ratios[u.axis.kind] * per))
         scores = u.scores
         if u.axis.same_units:
             scores = torch.stack([v.scores for v in by_site[(call_site[u.node], u.axis.kind)]]).sum(0)

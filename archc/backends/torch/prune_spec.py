@@ -46,6 +46,7 @@ class PruneOptions:
     magnitude: float = 0.0  # unstructured: fraction of weights zeroed
     magnitude_scope: str = "per-tensor"
     only: str | None = None  # glob over node ids
+    scope: str = "per-op"  # or "global": each kind's ratio spent across all its ops
 
 
 @dataclass
@@ -96,7 +97,7 @@ def prune_spec(model: ArchModel, spec_path: str, spec_text: str, options: PruneO
                              code="ARC1205")
         data_scores(model, units, batches, options.importance)
     sites = {n.id: _site(n) for n in model.graph.nodes.values()}
-    choose(units, options.ratios, sites)
+    choose(units, options.ratios, sites, options.scope)
     state = sliced_state(model, units) if units else {k: v.detach().clone() for k, v in model.state_dict().items()}
     edits = _edits(model, units)
     module = parse(spec_text, spec_path)

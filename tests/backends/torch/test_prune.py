@@ -163,3 +163,23 @@ def test_cli_prune_diagnostics(tmp_path):
         r = _cli("prune", *argv, "-o", str(tmp_path / "out"))
         assert r.returncode == status and code in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
     assert f"{alibi}:3:" in _cli("prune", str(alibi), "--heads", "0.5", "-o", str(tmp_path / "o")).stderr
+
+
+def test_a_global_ratio_is_spent_where_the_units_matter_least():
+    """Two FFN calls of different strength (a hybrid's two blocks): --global removes the weak
+    call's units first; the total removed stays the ratio of all units; per op, both lose alike."""
+    text = ("model m(tokens) {\n  block a(x) {\n    return x + swiglu(rmsnorm(x), hidden=32)\n  }\n"
+            "  block b(x) {\n    return x + swiglu(rmsnorm(x), hidden=32)\n  }\n  x = embed(tokens, 300, 32)\n"
+            "  x = pattern(\"AB\", A=a, B=b)(x)\n  return lm_head(rmsnorm(x), tied=true)\n}\n")
+    model = _perturbed(text)
+    with torch.no_grad():
+        model.get_parameter("layers.1.mlp.down_proj.weight").mul_(0.01)  # block b's FFN barely matters
+    per_op = prune_spec(model, "m.arch", text, PruneOptions({"ffn": 0.25}), None)
+    assert sorted(len(u.keep) for u in per_op.units) == [24, 24]
+    glob = prune_spec(model, "m.arch", text, PruneOptions({"ffn": 0.25}, scope="global"), None)
+    kept = {u.node: len(u.keep) for u in glob.units}
+    assert kept["layers.0.mlp"] > kept["layers.1.mlp"] and sum(kept.values()) == 48
+    ref = masked(model, glob.units)
+    ids = torch.randint(0, 300, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(glob.model(ids).logits, ref(ids).logits, atol=2e-5, rtol=1e-5)
