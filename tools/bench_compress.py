@@ -51,11 +51,45 @@ def torch_ppl(model, ids: torch.Tensor) -> float:
     return math.exp(sum(losses) / len(losses))
 
 
+def quantize_rows(row: dict, graph, out: Path, held: torch.Tensor, vocab: int) -> None:
+    """The four quantized variants of `out/fp32`, measured against it (fills `row`)."""
+    from archc.backends.onnx.calibrate import calibration_data
+    from archc.backends.onnx.compress import compare, latencies, quantize_folder
+    from archc.backends.onnx.manifest import read_manifest
+    from archc.backends.onnx.precision import QuantizeOptions
+
+    fp32 = out / "fp32"
+    cal = calibration_data("chars", 256, 128, vocab)
+    held_q = calibration_data("chars", 32, 128, vocab, seed=1).ids
+    variants = {"int8": QuantizeOptions("int8"), "int8_mixer_blind": QuantizeOptions("int8", mixer_blind=True),
+                "int4": QuantizeOptions("int4"), "int4_mixer_blind": QuantizeOptions("int4", mixer_blind=True)}
+    folders = {}
+    for key, opts in variants.items():
+        t = time.perf_counter()
+        rep = quantize_folder(out / key, graph, opts, cal if opts.scheme == "int8" else None, held_q, reference=fp32)
+        folders[key] = out / key
+        row.setdefault("quantize_seconds", {})[key] = time.perf_counter() - t
+        row.setdefault("chosen", {})[key] = {"scheme": rep.quantization.scheme, "candidates": rep.quantization.candidates}
+    ids = held.numpy()
+    timed = latencies([fp32, *folders.values()], threads=2, rounds=7)
+    row["fp32"] = {"bytes": compare(fp32, fp32, ids, timing=False).bytes, "prefill_ms": timed[fp32][0],
+                   "decode_ms": timed[fp32][1]}
+    for key, f in folders.items():
+        c = compare(fp32, f, ids, timing=False)
+        q = read_manifest(f).quantization
+        row[key] = {"bytes": c.bytes, "size": c.bytes / c.reference_bytes, "top1": c.top1, "ppl": c.ppl,
+                    "ppl_fp32": c.ppl_reference, "ppl_ratio": c.ppl / c.ppl_reference,
+                    "prefill_ms": timed[f][0], "decode_ms": timed[f][1],
+                    "decode_speedup": timed[fp32][1] / timed[f][1], "prefill_speedup": timed[fp32][0] / timed[f][0],
+                    "kept_fp32": sorted({w.cls or "?" for w in q.weights if w.precision == "fp32"})}
+        print(f"  {key}: {q.scheme} size {row[key]['size']:.3f}, decode {row[key]['decode_speedup']:.2f}×, "
+              f"top-1 {c.top1:.4f}, ppl {100 * (row[key]['ppl_ratio'] - 1):+.2f}%", flush=True)
+
+
 def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
     from archc.backends.onnx.calibrate import calibration_data
     from archc.backends.onnx.compress import compare, latencies, quantize_folder
     from archc.backends.onnx.export import export_model
-    from archc.backends.onnx.manifest import read_manifest
     from archc.backends.onnx.precision import QuantizeOptions
     from archc.backends.torch import build
     from archc.backends.torch.prune_spec import PruneOptions, prune_spec
@@ -88,32 +122,10 @@ def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
 
     fp32 = out / "fp32"
     export_model(model, fp32, text, name, "trained", force=True, quantize=QuantizeOptions("none"))
+    quantize_rows(row, model.graph, out, held, vocab)
     cal = calibration_data("chars", 256, 128, vocab)
     held_q = calibration_data("chars", 32, 128, vocab, seed=1).ids
-    variants = {"int8": QuantizeOptions("int8"), "int8_mixer_blind": QuantizeOptions("int8", mixer_blind=True),
-                "int4": QuantizeOptions("int4"), "int4_mixer_blind": QuantizeOptions("int4", mixer_blind=True)}
-    folders = {}
-    for key, opts in variants.items():
-        t = time.perf_counter()
-        rep = quantize_folder(out / key, model.graph, opts, cal if opts.scheme == "int8" else None, held_q,
-                              reference=fp32)
-        folders[key] = out / key
-        row.setdefault("quantize_seconds", {})[key] = time.perf_counter() - t
-        row.setdefault("chosen", {})[key] = {"scheme": rep.quantization.scheme, "candidates": rep.quantization.candidates}
     ids = held.numpy()
-    timed = latencies([fp32, *folders.values()], threads=2, rounds=7)
-    row["fp32"] = {"bytes": compare(fp32, fp32, ids, timing=False).bytes, "prefill_ms": timed[fp32][0],
-                   "decode_ms": timed[fp32][1]}
-    for key, f in folders.items():
-        c = compare(fp32, f, ids, timing=False)
-        q = read_manifest(f).quantization
-        row[key] = {"bytes": c.bytes, "size": c.bytes / c.reference_bytes, "top1": c.top1, "ppl": c.ppl,
-                    "ppl_fp32": c.ppl_reference, "ppl_ratio": c.ppl / c.ppl_reference,
-                    "prefill_ms": timed[f][0], "decode_ms": timed[f][1],
-                    "decode_speedup": timed[fp32][1] / timed[f][1], "prefill_speedup": timed[fp32][0] / timed[f][0],
-                    "kept_fp32": sorted({w.cls or "?" for w in q.weights if w.precision == "fp32"})}
-        print(f"  {key}: size {row[key]['size']:.3f}, decode {row[key]['decode_speedup']:.2f}×, "
-              f"top-1 {c.top1:.4f}, ppl {100 * (row[key]['ppl_ratio'] - 1):+.2f}%", flush=True)
 
     # pruning then distillation
     ratios = PRUNE[name]
@@ -205,6 +217,8 @@ def main() -> None:
     ap.add_argument("--distill-steps", type=int, default=500)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_compress"))
     ap.add_argument("--table", action="store_true", help="print the table of the saved results and stop")
+    ap.add_argument("--quantize-only", action="store_true",
+                    help="redo only the quantized variants of finished specs from their fp32 folders in --out")
     ap.add_argument("--remeasure", action="store_true",
                     help="only measure the latencies again from the folders in --out (on a quiet machine)")
     args = ap.parse_args()
@@ -213,6 +227,20 @@ def main() -> None:
         print(table(results))
         return
     torch.set_num_threads(2)
+    if args.quantize_only:
+        import archc
+        from archc.backends.torch.tasks import token_sequences
+
+        for name in args.specs:
+            graph = archc.load(str(ROOT / "specs" / f"{name}-tiny.arch")).graph
+            from archc.backends.onnx.manifest import read_manifest
+
+            vocab = read_manifest(Path(args.out) / name / "fp32").vocab
+            quantize_rows(results[name], graph, Path(args.out) / name,
+                          token_sequences("chars", 32, 128, vocab, seed=1234), vocab)
+            RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
+        print(table(results))
+        return
     if args.remeasure:
         for name in args.specs:
             if name in results:

@@ -196,9 +196,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"ONNX opset (default: the spec's export section's, else {DEFAULT_OPSET})")
     x.add_argument("--seed", type=int, default=0, help="seed of the init without --weights (0)")
     qg = x.add_argument_group("quantization (docs/compression.md)")
-    qg.add_argument("--quantize", choices=("none", "int8", "int8_dynamic", "int8_static", "int4"),
-                    help="int8: the better of dynamic and static (static needs --calibrate); default: the spec's "
-                         "export section's, else none")
+    qg.add_argument("--quantize", choices=("none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"),
+                    help="int8: the best of dynamic, block-wise and static on held-out data (needs --calibrate; "
+                         "without it, dynamic); default: the spec's export section's, else none")
     qg.add_argument("--calibrate", metavar="SOURCE[:N]",
                     help="calibration data: N sequences of a task (chars:256) or N windows of a text file (notes.txt:256)")
     qg.add_argument("--calibrate-seq", type=int, default=128, metavar="T", help="tokens per calibration sequence (128)")
@@ -208,7 +208,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="override a class's precision: fp32:router,norm keeps them, int8:conv quantizes (repeatable)")
     qg.add_argument("--mixer-blind", action="store_true",
                     help="ignore the precision rules: quantize every node the tool can (for comparison)")
-    qg.add_argument("--block-size", type=int, default=32, help="int4 block size (32)")
+    qg.add_argument("--block-size", type=int, default=32, help="int4 / int8_block block size (32)")
     qg.add_argument("--no-reference", action="store_true",
                     help="do not keep the fp32 export in DIR/reference (archc compress-report compares against it)")
     qg.add_argument("--explain", action="store_true", help="list every weight: its class, precision, and why")

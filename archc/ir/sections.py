@@ -34,8 +34,9 @@ def _call(v: Any, allowed: dict[str, set[str]], what: str) -> dict[str, Any]:
 class ExportSection(_Section):
     target: Literal["onnx"] = "onnx"
     opset: int | None = Field(None, ge=18, le=23, description="ONNX opset (default: the exporter's, 23)")
-    quantize: Literal["none", "int8", "int8_dynamic", "int8_static", "int4"] = Field(
-        "none", description="int8 (the better of dynamic and static), int8_dynamic, int8_static or int4")
+    quantize: Literal["none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"] = Field(
+        "none", description="int8 (the best int8 scheme on held-out data), int8_dynamic, int8_static, int8_block "
+                            "or int4")
     calibrate: str | None = Field(None, description="calibration data: TASK:N (chars:256) or FILE:N")
     prune: dict[str, Any] | None = Field(None, description="heads(f), ffn(f), experts(n) or magnitude(f)")
     step: bool = Field(True, description="a decoder with its state (false: a forward graph of logits only)")

@@ -10,6 +10,7 @@ the quantization stage (`quantize.py`, `calibrate.py`) only carries these decisi
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from onnx import helper
 from archc.ir.graph import Graph
 from archc.ops.registry import KEPT_BECAUSE, QUANTIZED_BY_DEFAULT, TensorClass, weight_class
 
-Scheme = Literal["none", "int8", "int8_dynamic", "int8_static", "int4"]
-SCHEMES: tuple[str, ...] = ("int8", "int8_dynamic", "int8_static", "int4")
+Scheme = Literal["none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"]
+SCHEMES: tuple[str, ...] = ("int8", "int8_dynamic", "int8_static", "int8_block", "int4")
 Method = Literal["minmax", "entropy", "percentile"]
 METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
 
@@ -31,7 +32,8 @@ WEIGHT_INPUT = {"MatMul": 1, "Gemm": 1, "Gather": 0, "Conv": 1, "Einsum": 1}
 #: what each scheme's onnxruntime tool quantizes (Einsum: none of them)
 #: (a plain Gemm — MoE experts — is made a MatMul first)
 QUANTIZABLE = {"int8_dynamic": ("MatMul", "Gemm", "Gather"),
-               "int8_static": ("MatMul", "Gemm", "Gather", "Conv"), "int4": ("MatMul", "Gemm", "Gather")}
+               "int8_static": ("MatMul", "Gemm", "Gather", "Conv"), "int8_block": ("MatMul", "Gemm", "Gather"),
+               "int4": ("MatMul", "Gemm", "Gather")}
 #: why a tool leaves an op type alone (shown in the plan)
 UNSUPPORTED = {("int8_dynamic", "Conv"): "onnxruntime's dynamic Conv quantizer fails on a weight held outside the "
                                          "If branch (ValueError in operators/conv.py: measured on mamba-tiny)"}
@@ -146,6 +148,8 @@ def plan(model: onnx.ModelProto, graph: Graph, options: QuantizeOptions) -> list
     for u in uses:
         if u.quantize and u.op_type == "Gather" and u.weight in through_matmul:
             u.quantize, u.why = False, "shared: reads the tied head's quantized weight"
+        elif u.quantize and u.op_type == "Gather" and tool_scheme(options.scheme) == "int8_block":
+            u.quantize, u.why = False, "kept fp32: onnxruntime's MatMulNBits quantizer makes 4-bit lookups only"
     return uses
 
 
@@ -170,7 +174,8 @@ def quiet_quantizer() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):  # its percentile calibrator prints its bins
+            yield
     finally:
         root.setLevel(level)
         for lg, lv in zip(loggers, levels, strict=True):

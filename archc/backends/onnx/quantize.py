@@ -136,7 +136,10 @@ def quantize_dynamic_int8(proto: onnx.ModelProto, uses: list[WeightUse]) -> onnx
             extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True}))
 
 
-def quantize_int4(proto: onnx.ModelProto, uses: list[WeightUse], block_size: int) -> onnx.ModelProto:
+def quantize_nbits(proto: onnx.ModelProto, uses: list[WeightUse], bits: int, block_size: int) -> onnx.ModelProto:
+    """Block-wise weights with one fp32 scale per block (`MatMulNBits`; its 4-bit path also makes
+    `GatherBlockQuantized` lookups), activations quantized to int8 per block inside the kernel
+    (accuracy_level 4)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     include = sorted({u.node for u in uses if u.quantize})
@@ -144,8 +147,9 @@ def quantize_int4(proto: onnx.ModelProto, uses: list[WeightUse], block_size: int
         return proto
     with quiet_quantizer():
         # (its nodes_to_include does not stop it quantizing a Gather: the complement is excluded)
-        q = MatMulNBitsQuantizer(proto, bits=4, block_size=block_size, is_symmetric=True,
-                                 nodes_to_exclude=sorted({u.node for u in uses if not u.quantize}), op_types_to_quantize=("MatMul", "Gather"),
+        q = MatMulNBitsQuantizer(proto, bits=bits, block_size=block_size, is_symmetric=True,
+                                 nodes_to_exclude=sorted({u.node for u in uses if not u.quantize}),
+                                 op_types_to_quantize=("MatMul", "Gather") if bits == 4 else ("MatMul",),
                                  quant_axes=(("MatMul", 0), ("Gather", 1)), accuracy_level=4)
         q.process()
     return q.model.model
@@ -172,7 +176,9 @@ def share_tied_tables(proto: onnx.ModelProto) -> list[str]:
                 continue  # asymmetric weights: not what the int8 schemes write
             new = _int8_rows(node.name, f"{table}.T_quantized", f"{table}.T_scale", ids, out)
         elif f"{table}.T_Q4" in inits and f"{table}.T_scales" in inits:
-            new = _int4_rows(proto.graph, node.name, table, inits, ids, out)
+            new = _nbits_rows(proto.graph, node.name, table, inits, ids, out, 4)
+        elif f"{table}.T_Q8" in inits and f"{table}.T_scales" in inits:
+            new = _nbits_rows(proto.graph, node.name, table, inits, ids, out, 8)
         else:
             continue
         i = list(parent.node).index(node)
@@ -219,13 +225,13 @@ def _int8_rows(name: str, weight_q: str, scale: str, ids: str, out: str) -> list
     ]
 
 
-def _int4_rows(graph: onnx.GraphProto, name: str, table: str, inits: dict, ids: str,
-               out: str) -> list[onnx.NodeProto]:
-    """The head's MatMulNBits weight [vocab, blocks, block/2] is the table's rows packed two 4-bit
-    values a byte with one scale per block: `GatherBlockQuantized` reads it as [vocab, d/2]."""
-    q = inits[f"{table}.T_Q4"]
+def _nbits_rows(graph: onnx.GraphProto, name: str, table: str, inits: dict, ids: str, out: str,
+                bits: int) -> list[onnx.NodeProto]:
+    """The head's MatMulNBits weight [vocab, blocks, block·bits/8] is the table's rows (4-bit: two
+    values a byte) with one scale per block: `GatherBlockQuantized` reads it as [vocab, d·bits/8]."""
+    q = inits[f"{table}.T_Q{bits}"]
     vocab, blocks, blob = q.dims
-    block = blob * 2
+    block = blob * 8 // bits
     p = f"{name}/shared"
     shape = f"const.{table}.rows_shape"
     if shape not in inits:
@@ -235,9 +241,9 @@ def _int4_rows(graph: onnx.GraphProto, name: str, table: str, inits: dict, ids: 
     if f"{table}.T_zero_points" in inits:
         ins.append(f"{table}.T_zero_points")
     return [
-        helper.make_node("Reshape", [f"{table}.T_Q4", shape], [f"{p}/packed"], name=f"{p}/Reshape"),
+        helper.make_node("Reshape", [f"{table}.T_Q{bits}", shape], [f"{p}/packed"], name=f"{p}/Reshape"),
         helper.make_node("GatherBlockQuantized", ins, [out], name=f"{p}/GatherBlockQuantized",
-                         domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=4),
+                         domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=bits),
     ]
 
 
@@ -267,8 +273,8 @@ class Quantized:
 
 def quantize_model(proto: onnx.ModelProto, graph: Graph, options: QuantizeOptions, calibration: Calibration | None = None,
                    manifest: object = None) -> Quantized:
-    """The exported model quantized with `options.scheme` (int8_dynamic, int8_static or int4;
-    `int8` — the better of the two int8 schemes — is chosen by `export.quantize_export`, which
+    """The exported model quantized with `options.scheme` (int8_dynamic, int8_static, int8_block or
+    int4; `int8` — the best of the int8 schemes — is chosen by `export.quantize_export`, which
     measures both). int8_static needs `calibration` (a `calibrate.Calibration`) and, for a
     decoder, the export's `manifest` (its state)."""
     scheme = tool_scheme(options.scheme)
@@ -281,8 +287,8 @@ def quantize_model(proto: onnx.ModelProto, graph: Graph, options: QuantizeOption
     try:
         if scheme == "int8_dynamic":
             q = quantize_dynamic_int8(prepared, uses)
-        elif scheme == "int4":
-            q = quantize_int4(prepared, uses, options.block_size)
+        elif scheme in ("int4", "int8_block"):
+            q = quantize_nbits(prepared, uses, 4 if scheme == "int4" else 8, options.block_size)
         else:
             q = quantize_static_int8(prepared, uses, calibration, options.method, manifest)
     except QuantizeError:

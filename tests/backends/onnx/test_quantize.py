@@ -46,7 +46,7 @@ def _ops(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("scheme", ["int8_dynamic", "int8_static", "int4"])
+@pytest.mark.parametrize("scheme", ["int8_dynamic", "int8_static", "int8_block", "int4"])
 def test_each_scheme_passes_parity_within_its_bound(decoder_export, tmp_path, scheme):
     """The small GQA decoder quantized three ways: the fp32 reference is exact, the quantized model
     within the scheme's bound over every parity case, its weights in the scheme's operators, and
@@ -58,7 +58,8 @@ def test_each_scheme_passes_parity_within_its_bound(decoder_export, tmp_path, sc
     assert q.scheme == scheme and q.shared_tables == ["embed.weight"]
     assert report.bytes < 0.45 * report.reference_bytes  # int8/int4 tables; the tiny graph's structure is the rest
     ops = _ops(tmp_path / "q" / "model.onnx")
-    expected = {"int8_dynamic": "MatMulInteger", "int8_static": "DequantizeLinear", "int4": "MatMulNBits"}[scheme]
+    expected = {"int8_dynamic": "MatMulInteger", "int8_static": "DequantizeLinear", "int8_block": "MatMulNBits",
+                "int4": "MatMulNBits"}[scheme]
     assert expected in ops
     inits = {i.name for i in onnx.load(tmp_path / "q" / "model.onnx").graph.initializer}
     assert "embed.weight" not in inits  # the fp32 table is gone
@@ -130,7 +131,7 @@ def test_int8_picks_the_scheme_that_agrees_more_on_held_out_data(mamba_export, t
     held = calibration_data("chars", 4, 32, 300, seed=1).ids
     report = quantize_folder(tmp_path / "q", model.graph, QuantizeOptions("int8"), cal, held, reference=root / "fp32")
     q = report.quantization
-    assert set(q.candidates) == {"int8_dynamic", "int8_static"} and q.asked == "int8"
+    assert set(q.candidates) == {"int8_dynamic", "int8_block", "int8_static"} and q.asked == "int8"
     assert q.scheme == max(q.candidates, key=lambda s: (q.candidates[s], s == "int8_dynamic"))
 
 
