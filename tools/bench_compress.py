@@ -72,10 +72,10 @@ def quantize_rows(row: dict, graph, out: Path, held: torch.Tensor, vocab: int) -
         row.setdefault("chosen", {})[key] = {"scheme": rep.quantization.scheme, "candidates": rep.quantization.candidates}
     ids = held.numpy()
     timed = latencies([fp32, *folders.values()], threads=2, rounds=7)
-    row["fp32"] = {"bytes": compare(fp32, fp32, ids, timing=False).bytes, "prefill_ms": timed[fp32][0],
+    row["fp32"] = {"bytes": compare(fp32, fp32, ids).bytes, "prefill_ms": timed[fp32][0],
                    "decode_ms": timed[fp32][1]}
     for key, f in folders.items():
-        c = compare(fp32, f, ids, timing=False)
+        c = compare(fp32, f, ids)
         q = read_manifest(f).quantization
         row[key] = {"bytes": c.bytes, "size": c.bytes / c.reference_bytes, "top1": c.top1, "ppl": c.ppl,
                     "ppl_fp32": c.ppl_reference, "ppl_ratio": c.ppl / c.ppl_reference,
@@ -146,8 +146,8 @@ def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
     export_model(student, pf, pr.text, f"{name}-pruned", "distilled", force=True, quantize=QuantizeOptions("none"))
     quantize_folder(out / "pruned_int8", pruned_graph, QuantizeOptions("int8"), cal, held_q, reference=pf)
     timed = latencies([fp32, pf, out / "pruned_int8"], threads=2, rounds=7)
-    c_pf = compare(fp32, pf, ids, timing=False)
-    c_pq = compare(fp32, out / "pruned_int8", ids, timing=False)
+    c_pf = compare(fp32, pf, ids)
+    c_pq = compare(fp32, out / "pruned_int8", ids)
     row["prune"] = {"ratios": ratios, "importance": "taylor", "params": [pr.params_before, pr.params_after],
                     "ppl_teacher": ppl_teacher, "ppl_pruned": before, "ppl_distilled": after,
                     "ppl_ratio_pruned": before / ppl_teacher, "ppl_ratio_distilled": after / ppl_teacher,

@@ -184,7 +184,7 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
     order = [reference, *[f for f in folders if f.resolve() != reference.resolve()]]
     timed = {} if args.no_timing else latencies(order, args.threads)
     for f in order:
-        c = compare(reference, f, ids, timing=False, threads=args.threads)
+        c = compare(reference, f, ids, threads=args.threads)
         pre, dec = timed.get(f, (None, None))
         ref_pre, ref_dec = timed.get(reference, (None, None))
         rows.append({"folder": str(f), "spec": read_manifest(f).spec, "bytes": c.bytes,

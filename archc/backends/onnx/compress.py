@@ -10,7 +10,6 @@ export, file size, onnxruntime prefill and decode latency.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -62,7 +61,7 @@ def quantize_folder(folder: Path, graph: Graph, options: QuantizeOptions, calibr
         for scheme, q in results.items():
             with tempfile.TemporaryDirectory() as d:
                 _write(Path(d), q.model, reference)
-                agreement[scheme] = compare(reference, Path(d), held_out, timing=False).top1
+                agreement[scheme] = compare(reference, Path(d), held_out).top1
     chosen = max(results, key=lambda s: (agreement.get(s, 0.0), s == "int8_dynamic"))
     q = results[chosen]
     _write(folder, q.model, reference)
@@ -140,10 +139,6 @@ class Comparison:
     ppl_reference: float
     bytes: int
     reference_bytes: int
-    prefill_ms: float | None = None
-    decode_ms: float | None = None
-    reference_prefill_ms: float | None = None
-    reference_decode_ms: float | None = None
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -151,11 +146,10 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-def compare(reference: Path, candidate: Path, ids: np.ndarray, timing: bool = True, threads: int = 2,
-            batch: int = 8) -> Comparison:
+def compare(reference: Path, candidate: Path, ids: np.ndarray, threads: int = 2, batch: int = 8) -> Comparison:
     """`candidate` against `reference` on the token sequences `ids` [n, T]: top-1 agreement of
-    the next-token predictions at every position, perplexity of both on the next tokens; with
-    `timing`, the median prefill time of a 128-token prompt and decode time per token."""
+    the next-token predictions at every position, perplexity of both on the next tokens, file
+    sizes. Latency is `latencies` (every folder measured in the same interleaved rounds)."""
     from archc.backends.onnx.runtime import OnnxModel
 
     ref, cand = OnnxModel(reference, threads=threads), OnnxModel(candidate, threads=threads)
@@ -172,12 +166,8 @@ def compare(reference: Path, candidate: Path, ids: np.ndarray, timing: bool = Tr
             else:
                 nll_cand -= float(lp.sum())
         count += nxt.size
-    out = Comparison(agree / ids[:, :].size, float(np.exp(nll_cand / count)), float(np.exp(nll_ref / count)),
-                     _size(candidate), _size(reference))
-    if timing:
-        out.prefill_ms, out.decode_ms = latency(cand)
-        out.reference_prefill_ms, out.reference_decode_ms = latency(ref)
-    return out
+    return Comparison(agree / ids.size, float(np.exp(nll_cand / count)), float(np.exp(nll_ref / count)),
+                      _size(candidate), _size(reference))
 
 
 def _size(folder: Path) -> int:
@@ -217,10 +207,6 @@ def latency(model, prompt: int = 128, tokens: int = 32, repeats: int = 5) -> tup
             nxt = logits[:, -1].argmax(-1)[:, None]
         dec.append((time.perf_counter() - t0) / tokens)
     return float(np.median(pre) * 1e3), float(np.median(dec) * 1e3)
-
-
-def comparison_json(c: Comparison) -> str:
-    return json.dumps(c.__dict__)
 
 
 __all__ = ["REFERENCE", "Comparison", "QuantizeReport", "compare", "explain", "latencies", "latency",

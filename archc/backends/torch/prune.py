@@ -273,13 +273,16 @@ def sliced_state(model: ArchModel, units: list[Units]) -> dict[str, Tensor]:
 def _renumbered(state: dict[str, Tensor], node: str, u: Units, gone: list[str]) -> dict[str, Tensor]:
     """Drop the removed submodules (`experts.3`) and renumber the kept ones in order."""
     kept_mods = [m for i in u.keep for m in u.axis.modules(i)]
-    rename = {}
-    for new_i, old in enumerate(kept_mods):
-        base = old.rsplit(".", 1)[0]
-        rename[f"{node}.{old}."] = f"{node}.{base}.{new_i}."
+    rename = {f"{node}.{old}.": f"{node}.{old.rsplit('.', 1)[0]}.{i}." for i, old in enumerate(kept_mods)}
+    return renumbered_state(state, [f"{node}.{g}." for g in gone], rename)
+
+
+def renumbered_state(state: dict[str, Tensor], dropped: list[str], rename: dict[str, str]) -> dict[str, Tensor]:
+    """The state without the keys under the `dropped` prefixes, the rest moved from each old
+    prefix of `rename` to its new one (removed experts, removed layers: the kept ones renumbered)."""
     out = {}
     for k, v in state.items():
-        if any(k.startswith(f"{node}.{g}.") for g in gone):
+        if any(k.startswith(d) for d in dropped):
             continue
         for old, new in rename.items():
             if k.startswith(old):
@@ -340,4 +343,4 @@ def magnitude_sparsify(model: ArchModel, ratio: float, scope: str = "per-tensor"
 
 
 __all__ = ["IMPORTANCE", "PruneError", "Sparsity", "Units", "choose", "data_scores", "magnitude_scores",
-           "magnitude_sparsify", "masked", "new_params", "prunable", "sliced_state"]
+           "magnitude_sparsify", "masked", "new_params", "prunable", "renumbered_state", "sliced_state"]

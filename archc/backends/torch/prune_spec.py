@@ -30,6 +30,7 @@ from archc.backends.torch.prune import (
     magnitude_sparsify,
     new_params,
     prunable,
+    renumbered_state,
     sliced_state,
 )
 from archc.dsl.edit import Where, set_call_params, set_repeat_count
@@ -211,16 +212,7 @@ def _drop_layers(model: ArchModel, module, state: dict[str, Tensor], count: int,
     module = set_repeat_count(module, call, len(prefixes) - count)
     kept = [p for p in prefixes if p not in removed]
     rename = {f"{old}.": f"{name}.{i}." for i, old in enumerate(kept)}
-    out = {}
-    for k, v in state.items():
-        if any(k.startswith(r + ".") for r in removed):
-            continue
-        for old, new in rename.items():
-            if k.startswith(old):
-                k = new + k[len(old):]
-                break
-        out[k] = v
-    return module, out, removed
+    return module, renumbered_state(state, [r + "." for r in removed], rename), removed
 
 
 def _repeat_call(module, stack: str, n: int, path: str) -> Where:

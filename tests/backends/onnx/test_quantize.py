@@ -179,7 +179,7 @@ def test_held_out_agreement_and_size_in_the_comparison(mamba_export, tmp_path):
 
     _, root = mamba_export
     ids = np.random.default_rng(0).integers(0, 300, (2, 24))
-    c = compare(root / "fp32", root / "fp32", ids, timing=False)
+    c = compare(root / "fp32", root / "fp32", ids)
     assert c.top1 == 1.0 and c.ppl == pytest.approx(c.ppl_reference) and c.bytes == c.reference_bytes
 
 
