@@ -76,12 +76,13 @@ def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None) -> A
 
 def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opset: int | None = None,
                 force: bool = False, seed: int = 0, quantize: str | None = None, calibrate: str | None = None,
-                keep: list[str] | None = None) -> Any:
+                keep: list[str] | None = None, quantize_state: str | None = None) -> Any:
     """Spec path (or lowered `Graph`) -> an ONNX export folder (`model.onnx`, `archc_export.json`);
     returns the path of `model.onnx`. `quantize` (int8, int8_dynamic, int8_static, int4; default:
     the spec's export section's) writes the fp32 export to `out/reference` and the quantized one
     to `out`, calibrated on `calibrate` (`chars:256`, `notes.txt:256`); `keep` as `--keep`
-    (["fp32:router"]). The section's `prune` is applied first. Needs the torch and onnx extras.
+    (["fp32:router"]); `quantize_state="int8"` stores a decoder's KV caches in int8 (as
+    `--quantize-state`). The section's `prune` is applied first. Needs the torch and onnx extras.
     See docs/onnx.md, docs/compression.md."""
     from pathlib import Path
 
@@ -99,7 +100,8 @@ def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opse
         model, text, _ = section_pruned(model, text)
     settings = export_settings(model)
     scheme = quantize or settings.get("quantize", "none")
-    options = QuantizeOptions(scheme, overrides=parse_keep(keep or []))
+    state = quantize_state or settings.get("quantize_state", "fp32")
+    options = QuantizeOptions(scheme, overrides=parse_keep(keep or []), state=state)
     cal = held = None
     source = calibrate or settings.get("calibrate")
     if scheme != "none" and source:

@@ -233,6 +233,13 @@ to calibrate them; a value they read from the enclosing graph had no inferable t
 branches quantized one weight differently. Use `--quantize int8_dynamic` or `int4`, and report
 the spec: it is a gap in archc.
 """),
+    "ARC1109": ("nothing for --quantize-state to quantize", """
+`--quantize-state int8` stores a decoder's KV caches (attention keys and values, one row per
+token) in int8 with a scale per row. A spec whose state is recurrent only (Mamba, RWKV, RetNet,
+xLSTM) has no such cache, and its recurrent state stays fp32 on purpose: an error in it reaches
+every later token. A forward graph has no state at all. The per-row (blocked) QuantizeLinear
+it uses needs opset 21 or later. Drop the flag, or export an attention decoder at opset >= 21.
+"""),
     "ARC1201": ("pruning failed", """
 `archc prune` could not prune the model as asked. The message says why.
 """),

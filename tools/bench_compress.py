@@ -5,7 +5,7 @@ task, then measure side by side, 2 threads —
   precision rules off (mixer-blind), and int4 weight-only: file size, onnxruntime prefill and
   decode latency, top-1 agreement and perplexity against the fp32 export;
 * pruning (30% of FFN channels and 25% of heads — Mamba's and RWKV-4's inner channels where they
-  have no heads — by Taylor importance) followed by 500 distillation steps from the trained
+  have no heads; xLSTM's mLSTM heads, its sLSTM's heads being the model width — by Taylor importance) followed by 500 distillation steps from the trained
   model: perplexity against the unpruned model, before and after, and the pruned model's size and
   speed (fp32 and int8).
 
@@ -32,7 +32,8 @@ SPECS = ["llama", "mixtral", "mamba", "mamba2", "retnet", "rwkv", "xlstm"]
 #: what "30% FFN + 25% heads" means per spec: the structured units each one has
 PRUNE = {"llama": {"ffn": 0.3, "heads": 0.25}, "mixtral": {"ffn": 0.3, "heads": 0.25},
          "mamba": {"inner": 0.3}, "mamba2": {"heads": 0.25}, "retnet": {"ffn": 0.3, "heads": 0.25},
-         "rwkv": {"ffn": 0.3, "inner": 0.25}, "xlstm": {"ffn": 0.3}}
+         "rwkv": {"ffn": 0.3, "inner": 0.25}, "xlstm": {"ffn": 0.3, "heads": 0.25}}
+VARIANTS = ("int8", "int8_mixer_blind", "int8_kv", "int4", "int4_mixer_blind")
 
 
 def unigram_nats() -> float:
@@ -51,29 +52,44 @@ def torch_ppl(model, ids: torch.Tensor) -> float:
     return math.exp(sum(losses) / len(losses))
 
 
-def quantize_rows(row: dict, graph, out: Path, held: torch.Tensor, vocab: int) -> None:
-    """The four quantized variants of `out/fp32`, measured against it (fills `row`)."""
+def has_kv_cache(folder: Path) -> bool:
+    from archc.backends.onnx.manifest import read_manifest
+
+    return any(s.kv for s in read_manifest(folder).state)
+
+
+def quantize_rows(row: dict, graph, out: Path, held: torch.Tensor, vocab: int, only: list[str] | None = None) -> None:
+    """The quantized variants of `out/fp32` (`only` these, when given), measured against it (fills
+    `row`). `int8_kv`, for specs with KV caches: the int8 row's chosen scheme with the caches in
+    int8 as well (`--quantize-state int8`), its accuracy measured decoding the second half of each
+    sequence through the cache."""
     from archc.backends.onnx.calibrate import calibration_data
     from archc.backends.onnx.compress import compare, latencies, quantize_folder
     from archc.backends.onnx.manifest import read_manifest
     from archc.backends.onnx.precision import QuantizeOptions
+    from archc.backends.onnx.state import cache_bytes_per_token
 
     fp32 = out / "fp32"
     cal = calibration_data("chars", 256, 128, vocab)
     held_q = calibration_data("chars", 32, 128, vocab, seed=1).ids
     variants = {"int8": QuantizeOptions("int8"), "int8_mixer_blind": QuantizeOptions("int8", mixer_blind=True),
                 "int4": QuantizeOptions("int4"), "int4_mixer_blind": QuantizeOptions("int4", mixer_blind=True)}
+    if has_kv_cache(fp32):
+        variants["int8_kv"] = QuantizeOptions(row.get("chosen", {}).get("int8", {}).get("scheme", "int8"), state="int8")
+    variants = {k: v for k, v in variants.items() if only is None or k in only}
     folders = {}
     for key, opts in variants.items():
         t = time.perf_counter()
-        rep = quantize_folder(out / key, graph, opts, cal if opts.scheme == "int8" else None, held_q, reference=fp32)
+        rep = quantize_folder(out / key, graph, opts, cal if opts.scheme in ("int8", "int8_static") else None,
+                              held_q, reference=fp32)
         folders[key] = out / key
         row.setdefault("quantize_seconds", {})[key] = time.perf_counter() - t
         row.setdefault("chosen", {})[key] = {"scheme": rep.quantization.scheme, "candidates": rep.quantization.candidates}
     ids = held.numpy()
     timed = latencies([fp32, *folders.values()], threads=2, rounds=7)
-    row["fp32"] = {"bytes": compare(fp32, fp32, ids).bytes, "prefill_ms": timed[fp32][0],
-                   "decode_ms": timed[fp32][1]}
+    if only is None:
+        row["fp32"] = {"bytes": compare(fp32, fp32, ids).bytes, "prefill_ms": timed[fp32][0],
+                       "decode_ms": timed[fp32][1]}
     for key, f in folders.items():
         c = compare(fp32, f, ids)
         q = read_manifest(f).quantization
@@ -81,7 +97,10 @@ def quantize_rows(row: dict, graph, out: Path, held: torch.Tensor, vocab: int) -
                     "ppl_fp32": c.ppl_reference, "ppl_ratio": c.ppl / c.ppl_reference,
                     "prefill_ms": timed[f][0], "decode_ms": timed[f][1],
                     "decode_speedup": timed[fp32][1] / timed[f][1], "prefill_speedup": timed[fp32][0] / timed[f][0],
-                    "kept_fp32": sorted({w.cls or "?" for w in q.weights if w.precision == "fp32"})}
+                    "kept_fp32": sorted({w.cls or "?" for w in q.weights if w.precision == "fp32"}),
+                    "state": q.state, "decoded_from": c.decoded_from,
+                    "cache_bytes_per_token": cache_bytes_per_token(read_manifest(f)),
+                    "cache_bytes_per_token_fp32": cache_bytes_per_token(read_manifest(fp32))}
         print(f"  {key}: {q.scheme} size {row[key]['size']:.3f}, decode {row[key]['decode_speedup']:.2f}×, "
               f"top-1 {c.top1:.4f}, ppl {100 * (row[key]['ppl_ratio'] - 1):+.2f}%", flush=True)
 
@@ -168,7 +187,7 @@ def remeasure(row: dict, out: Path) -> None:
     """The latency fields of a finished row measured again (all folders of the spec interleaved)."""
     from archc.backends.onnx.compress import latencies
 
-    keys = [k for k in ("int8", "int8_mixer_blind", "int4", "int4_mixer_blind") if k in row]
+    keys = [k for k in VARIANTS if k in row]
     folders = [out / "fp32", *(out / k for k in keys), out / "pruned_fp32", out / "pruned_int8"]
     timed = latencies(folders, threads=2, rounds=11)
     base = timed[out / "fp32"]
@@ -182,16 +201,25 @@ def remeasure(row: dict, out: Path) -> None:
     print(f"{row['spec']}: " + ", ".join(f"{k} decode {row[k]['decode_speedup']:.2f}×" for k in keys), flush=True)
 
 
+def save(results: dict, name: str) -> None:
+    """Write `results[name]` into the results file as it is now (another run may have added specs)."""
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    saved[name] = results[name]
+    RESULTS.write_text(json.dumps(saved, indent=1, default=float) + "\n")
+
+
 def table(results: dict) -> str:
     lines = ["| spec | loss (unigram) | scheme | size × | decode × | prefill × | top-1 | ppl Δ | kept fp32 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         tr = r["train"]
-        for key in ("int8", "int8_mixer_blind", "int4", "int4_mixer_blind"):
+        for key in VARIANTS:
             if key not in r:
                 continue
             q = r[key]
-            scheme = r["chosen"][key]["scheme"] + (" (rules off)" if "blind" in key else "")
+            scheme = r["chosen"][key]["scheme"] + (" (rules off)" if "blind" in key else "") + (
+                f" + KV int8 ({q['cache_bytes_per_token_fp32']:,} → {q['cache_bytes_per_token']:,} B/token; "
+                f"top-1/ppl decoding from token {q['decoded_from']})" if key == "int8_kv" else "")
             lines.append(f"| {name} | {tr['loss']:.2f} ({tr['unigram']:.2f}) | {scheme} | {q['size']:.3f} | "
                          f"{q['decode_speedup']:.2f} | {q['prefill_speedup']:.2f} | {q['top1']:.4f} | "
                          f"{100 * (q['ppl_ratio'] - 1):+.2f}% | {', '.join(q['kept_fp32']) or '—'} |")
@@ -219,6 +247,8 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the table of the saved results and stop")
     ap.add_argument("--quantize-only", action="store_true",
                     help="redo only the quantized variants of finished specs from their fp32 folders in --out")
+    ap.add_argument("--variants", nargs="*", default=None, choices=VARIANTS,
+                    help="with --quantize-only: only these variants (e.g. int8_kv)")
     ap.add_argument("--remeasure", action="store_true",
                     help="only measure the latencies again from the folders in --out (on a quiet machine)")
     args = ap.parse_args()
@@ -237,20 +267,20 @@ def main() -> None:
 
             vocab = read_manifest(Path(args.out) / name / "fp32").vocab
             quantize_rows(results[name], graph, Path(args.out) / name,
-                          token_sequences("chars", 32, 128, vocab, seed=1234), vocab)
-            RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
+                          token_sequences("chars", 32, 128, vocab, seed=1234), vocab, args.variants)
+            save(results, name)
         print(table(results))
         return
     if args.remeasure:
         for name in args.specs:
             if name in results:
                 remeasure(results[name], Path(args.out) / name)
-                RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
+                save(results, name)
         print(table(results))
         return
     for name in args.specs:
         results[name] = run_spec(name, Path(args.out) / name, args.steps, args.distill_steps)
-        RESULTS.write_text(json.dumps(results, indent=1, default=float) + "\n")
+        save(results, name)
     print(table(results))
 
 

@@ -151,13 +151,16 @@ def _precision_line(folder: Path) -> str:
     by: dict[str, set[str]] = {}
     for w in q.weights:
         by.setdefault(w.cls or "unclassified", set()).add(w.precision)
-    return f"{q.scheme}: " + ", ".join(f"{c} {'/'.join(sorted(p))}" for c, p in sorted(by.items()))
+    weights = (f"{q.scheme}: " + ", ".join(f"{c} {'/'.join(sorted(p))}" for c, p in sorted(by.items()))
+               if q.scheme != "none" else "weights fp32")
+    return weights + (f"; KV caches {q.state}" if q.state != "fp32" else "")
 
 
 def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> int:
     from archc.backends.onnx.calibrate import parse_source
     from archc.backends.onnx.compress import compare, latencies
     from archc.backends.onnx.manifest import NotAnExport, read_manifest
+    from archc.backends.onnx.state import cache_bytes_per_token
     from archc.backends.torch.tasks import token_sequences
 
     folders = [Path(f) for f in args.folders]
@@ -191,7 +194,8 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
                      "size_ratio": c.bytes / c.reference_bytes, "prefill_ms": pre, "decode_ms": dec,
                      "decode_speedup": ref_dec / dec if dec else None, "prefill_speedup": ref_pre / pre if pre else None,
                      "top1": c.top1, "ppl": c.ppl, "ppl_reference": c.ppl_reference,
-                     "ppl_ratio": c.ppl / c.ppl_reference, "precision": _precision_line(f)})
+                     "ppl_ratio": c.ppl / c.ppl_reference, "precision": _precision_line(f),
+                     "cache_bytes_per_token": cache_bytes_per_token(read_manifest(f)), "decoded_from": c.decoded_from})
     print(f"against {reference} on {count} held-out sequences of {args.seq} tokens ({args.data}), "
           f"{args.threads} threads")
     head = f"{'folder':<28} {'MB':>7} {'size':>6} {'prefill ms':>10} {'decode ms':>9} {'speedup':>7} " \
@@ -202,6 +206,10 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
                   else f"{'-':>10} {'-':>9} {'-':>7}")
         print(f"{r['folder'][-28:]:<28} {r['bytes'] / 1e6:>7.2f} {r['size_ratio']:>5.3f}× {timing} {r['top1']:>6.3f} "
               f"{r['ppl']:>8.3f} {100 * (r['ppl_ratio'] - 1):>+6.2f}%  {r['precision']}")
+    if any(r["decoded_from"] is not None for r in rows):
+        print("  KV-cache bytes per token: " + ", ".join(f"{Path(r['folder']).name} {r['cache_bytes_per_token']:,}"
+                                                      for r in rows if r["cache_bytes_per_token"])
+              + f"; rows with quantized caches measured decoding from token {args.seq // 2} on")
     if args.json:
         Path(args.json).write_text(json.dumps({"reference": str(reference), "data": args.data, "seq": args.seq,
                                                "rows": rows}, indent=2) + "\n")

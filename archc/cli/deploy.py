@@ -33,16 +33,20 @@ def _quantize_options(args: argparse.Namespace, model):
 
     settings = export_settings(model)
     scheme = args.quantize or settings.get("quantize", "none")
-    if scheme == "none":
+    state = args.quantize_state or settings.get("quantize_state", "fp32")
+    if scheme == "none" and state == "fp32":
         if args.calibrate or args.keep or args.mixer_blind:
             raise _fail("ARC1106", "--calibrate, --keep and --mixer-blind apply to a quantized export",
                         "add --quantize int8 (or int8_static, int4)", usage=True)
         return None, None, None
     try:
+        if scheme == "none" and (args.calibrate or args.keep or args.mixer_blind):
+            raise QuantizeError("--calibrate, --keep and --mixer-blind apply to quantized weights",
+                                "add --quantize int8 (or int8_static, int4)", code="ARC1106")
         options = QuantizeOptions(scheme, args.calibration_method, parse_keep(args.keep), args.block_size,
-                                  args.mixer_blind)
+                                  args.mixer_blind, state)
         source = args.calibrate or settings.get("calibrate")
-        if source is None:
+        if source is None or scheme == "none":
             if scheme == "int8_static":
                 raise QuantizeError("int8_static needs calibration data",
                                     "pass --calibrate TASK:N (e.g. chars:256) or --calibrate FILE.txt:N", code="ARC1107")
@@ -110,10 +114,19 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if q is not None:
         n_q = sum(w.precision != "fp32" for w in q.weights)
         kept = sorted({w.cls or "unclassified" for w in q.weights if w.precision == "fp32"})
-        print(f"  quantized {q.scheme}: {n_q} of {len(q.weights)} weights, {report.bytes / 1e6:.2f} MB = "
-              f"{report.bytes / report.reference_bytes:.3f}× the fp32 export ({report.reference_bytes / 1e6:.1f} MB"
-              + (f", kept in {folder / q.reference}" if q.reference else "") + f"); in fp32: {', '.join(kept) or 'nothing'}"
-              + ("" if args.explain else " (--explain lists every weight)"))
+        if q.state != "fp32":
+            kv = [s for s in m.state if s.scale_of]
+            print(f"  KV caches in {q.state}: {len(kv)} tensors, one fp32 scale per token and head "
+                  f"({', '.join(s.scale_of or '' for s in kv[:2])}{', …' if len(kv) > 2 else ''})")
+        if q.scheme == "none":
+            print(f"  weights in fp32; the fp32 export kept in {folder / q.reference}" if q.reference else
+                  "  weights in fp32")
+        else:
+            print(f"  quantized {q.scheme}: {n_q} of {len(q.weights)} weights, {report.bytes / 1e6:.2f} MB = "
+                  f"{report.bytes / report.reference_bytes:.3f}× the fp32 export ({report.reference_bytes / 1e6:.1f} MB"
+                  + (f", kept in {folder / q.reference}" if q.reference else "")
+                  + f"); in fp32: {', '.join(kept) or 'nothing'}" + ("" if args.explain else
+                                                                    " (--explain lists every weight)"))
     if args.explain and q is not None:
         print(explain(q))
     if not args.check:
@@ -123,7 +136,9 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
         metric, bound = parity_metric(report.reference)
         ok = _print_parity(check_parity(model, report.reference), metric, bound, "fp32 reference") and ok
     metric, bound = parity_metric(folder)
-    ok = _print_parity(check_parity(model, folder), metric, bound, q.scheme if q else "fp32") and ok
+    what = "fp32" if q is None else ("fp32 weights" if q.scheme == "none" else q.scheme) + (
+        f", KV caches {q.state}" if q.state != "fp32" else "")
+    ok = _print_parity(check_parity(model, folder), metric, bound, what) and ok
     return EXIT_OK if ok else EXIT_ERRORS
 
 
@@ -209,6 +224,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     qg.add_argument("--mixer-blind", action="store_true",
                     help="ignore the precision rules: quantize every node the tool can (for comparison)")
     qg.add_argument("--block-size", type=int, default=32, help="int4 / int8_block block size (32)")
+    qg.add_argument("--quantize-state", choices=("fp32", "int8"), default=None,
+                    help="int8: store a decoder's KV caches in int8 with one scale per token and head (4x less "
+                         "state; recurrent state always stays fp32); default: the spec's export section's, else fp32")
     qg.add_argument("--no-reference", action="store_true",
                     help="do not keep the fp32 export in DIR/reference (archc compress-report compares against it)")
     qg.add_argument("--explain", action="store_true", help="list every weight: its class, precision, and why")

@@ -14,7 +14,7 @@ summary adds them per layer and in total. Conventions (docs/ops.md states each o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1, "int8": 1}
@@ -65,6 +65,10 @@ class StateTensor:
     dtype: Literal["fp32", "model", "bool"] = "fp32"
     fill: float | str = 0.0
     cap: int | None = None
+    #: a cache of attention keys or values, one row per token (slot) with the head width last:
+    #: the state `archc export --quantize-state int8` may store in int8 with one scale per row;
+    #: every other state (recurrent, convolution windows, memories) stays fp32 (docs/compression.md)
+    kv: bool = False
 
     def sizes(self, max_len: int) -> tuple[int, ...]:
         """The shape with `max_len` bound (and capped)."""
@@ -82,10 +86,10 @@ class StateTensor:
 
     def bound(self, max_len: int) -> StateTensor:
         """This tensor with `max_len` bound: every dimension an int."""
-        return StateTensor(self.name, self.sizes(max_len), self.dtype, self.fill)
+        return replace(self, shape=self.sizes(max_len), cap=None)
 
     def renamed(self, name: str) -> StateTensor:
-        return StateTensor(name, self.shape, self.dtype, self.fill, self.cap)
+        return replace(self, name=name)
 
 
 @dataclass(frozen=True, slots=True)

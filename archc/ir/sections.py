@@ -38,6 +38,8 @@ class ExportSection(_Section):
         "none", description="int8 (the best int8 scheme on held-out data), int8_dynamic, int8_static, int8_block "
                             "or int4")
     calibrate: str | None = Field(None, description="calibration data: TASK:N (chars:256) or FILE:N")
+    quantize_state: Literal["fp32", "int8"] = Field(
+        "fp32", description="int8: a decoder's KV caches stored in int8, one scale per row (opset >= 21)")
     prune: dict[str, Any] | None = Field(None, description="heads(f), ffn(f), experts(n) or magnitude(f)")
     step: bool = Field(True, description="a decoder with its state (false: a forward graph of logits only)")
 

@@ -3,7 +3,7 @@
 
 FAMILIES = {
     "arith": (4153693918, ('add', 'mul')),
-    "attention": (3994807532, ('attention', 'latent_attention')),
+    "attention": (3289232915, ('attention', 'latent_attention')),
     "conv": (330590547, ('gated_conv',)),
     "embeddings": (2115594986, ('embed', 'learned_pos', 'sinusoidal_pos')),
     "ffn": (3466107407, ('dropout', 'geglu', 'gelu', 'linear', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'tanh')),
@@ -13,15 +13,15 @@ FAMILIES = {
     "linear_attention": (1258256271, ('linear_attention', 'performer_attention')),
     "mamba": (2159992797, ('mamba',)),
     "mamba2": (711854825, ('mamba2',)),
-    "memory": (2041652548, ('compressive_memory', 'recurrent_memory')),
+    "memory": (3692266635, ('compressive_memory', 'recurrent_memory')),
     "moe": (2944775009, ('moe',)),
     "norms": (2745923706, ('groupnorm', 'layernorm', 'rmsnorm')),
     "positions": (2283197818, ('alibi', 'relative_bias', 'rope')),
     "recurrent": (3097347733, ('gru', 'lstm')),
     "retention": (2458179569, ('retention',)),
     "routing": (1300480110, ('act', 'mod')),
-    "rwkv": (1411099401, ('rwkv_channel_mix', 'rwkv_time_mix')),
+    "rwkv": (3921765888, ('rwkv_channel_mix', 'rwkv_time_mix')),
     "s4": (1382957893, ('s4',)),
     "sparse_attention": (1212234513, ('bigbird_attention', 'linformer_attention', 'longformer_attention')),
-    "xlstm": (4110303654, ('mlstm', 'slstm')),
+    "xlstm": (40475233, ('mlstm', 'slstm')),
 }

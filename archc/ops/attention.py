@@ -145,7 +145,7 @@ def _attention_state(p: AttentionParams, ins: list[TensorType]) -> tuple[StateTe
     if len(ins) > 1:
         return ()
     kv, hd = p.kv_head_count, p.head_dim_for(width_of(ins))
-    return tuple(StateTensor(n, (kv, MAX_LEN, hd), "model", cap=p.window) for n in ("key", "value"))
+    return tuple(StateTensor(n, (kv, MAX_LEN, hd), "model", cap=p.window, kv=True) for n in ("key", "value"))
 
 
 def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:

@@ -57,10 +57,11 @@ def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor,
     d = width_of(ins)
     raw, slots = compressive_buffers(p)
     hd = p.head_dim_for(d)
-    return (StateTensor("key", (p.heads, raw, hd), "model"), StateTensor("value", (p.heads, raw, hd), "model"),
+    return (StateTensor("key", (p.heads, raw, hd), "model", kv=True),
+            StateTensor("value", (p.heads, raw, hd), "model", kv=True),
             StateTensor("pending", (p.ratio, d), "model"),
-            StateTensor("compressed_key", (p.heads, slots, hd), "model"),
-            StateTensor("compressed_value", (p.heads, slots, hd), "model"))
+            StateTensor("compressed_key", (p.heads, slots, hd), "model", kv=True),
+            StateTensor("compressed_value", (p.heads, slots, hd), "model", kv=True))
 
 
 register(OpDef("compressive_memory", CompressiveParams, _cm_shape, _cm_cost,

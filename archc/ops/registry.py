@@ -135,7 +135,9 @@ class PruneAxis:
 
     Units are numbered 0..units−1 and fall into `groups` equal groups (GQA's kv groups, a MoE's
     experts for their hidden units) that must keep equal counts. A unit is the slices
-    `slices(u)` = {parameter: (axis, indices)} of the op's weights (zeroed, they make the unit
+    `slices(u)` = {parameter: (axis, indices)} of the op's weights — or a list of such pairs
+    for a parameter cut along two axes (mLSTM's gates: a head's row and its input columns);
+    `unit_slices` reads either — (zeroed, they make the unit
     contribute nothing: `archc prune`'s masked model) and the submodules `modules(u)` it owns
     whole (an expert). `activation(u)` = (submodule, channels of its input) carries the unit's
     activation, for activation and Taylor importance; `params(kept)` are the op's new parameters
@@ -144,7 +146,7 @@ class PruneAxis:
 
     kind: str  # "heads", "ffn", "inner", "experts"
     units: int
-    slices: Callable[[int], dict[str, tuple[int, list[int]]]]
+    slices: Callable[[int], dict[str, tuple[int, list[int]] | list[tuple[int, list[int]]]]]
     #: the kept units (sorted indices) -> the op's new parameters
     params: Callable[[list[int]], dict[str, Any]]
     activation: Callable[[int], tuple[str, list[int] | None]]
@@ -156,6 +158,15 @@ class PruneAxis:
     scale: Callable[[int], dict[str, float]] = lambda kept: {}
     #: how the masked model relates to the pruned one, when not exactly equal
     note: str = ""
+
+
+def unit_slices(axis: PruneAxis, unit: int) -> list[tuple[str, int, list[int]]]:
+    """(parameter, axis, indices) of every slice of `unit`, a parameter cut along two axes twice."""
+    out = []
+    for name, cut in axis.slices(unit).items():
+        for ax, idx in (cut if isinstance(cut, list) else [cut]):
+            out.append((name, ax, idx))
+    return out
 
 
 class CannotPrune(Exception):

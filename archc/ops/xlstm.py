@@ -6,7 +6,19 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.registry import Expands, Heads, OpDef, Params, divides, mixes_causally, register, width_of
+from archc.ops.registry import (
+    CannotPrune,
+    Expands,
+    Heads,
+    OpDef,
+    Params,
+    PruneAxis,
+    divides,
+    mixes_causally,
+    register,
+    rows,
+    width_of,
+)
 
 
 class SLSTMParams(Params, Heads):
@@ -47,6 +59,7 @@ register(OpDef("slstm", SLSTMParams, _slstm_shape, _slstm_cost,
 class MLSTMParams(Params, Expands):
     heads: PositiveInt = Field(4, description="heads of the matrix memory")
     expand: PositiveInt = Field(2, description="inner width E = expand·d (up-projection block)")
+    inner_width: PositiveInt | None = Field(None, description="inner width E, instead of expand·d (archc prune)")
     d_conv: PositiveInt = 4
     qkv_block: PositiveInt = Field(4, description="block size of the block-diagonal q/k/v maps")
 
@@ -82,9 +95,36 @@ def _mlstm_state(p: MLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ..
             StateTensor("m", (p.heads,), fill=NEG_FILL), StateTensor("conv", (e, p.d_conv)))
 
 
+def _mlstm_prune(p: MLSTMParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Heads: head h's inner channels c ∈ [h·D, (h+1)·D) — proj_up's rows c (x_m) and E + c (z),
+    the conv's channels, the q/k/v blocks inside the head, the skip and the norm's channels,
+    proj_down's columns — and the head's own input- and forget-gate rows, whose input columns
+    (c, E + c, 2E + c of [q, k, v]) go with them. Zeroed, x_m = z = 0 on the head's channels, so
+    x̃ = silu(0) = 0, q = k = v = 0, the head's memory reads 0, its HeadNorm (no bias) gives 0
+    and silu(z) = 0 gates it; the other heads' gates saw 0 in those columns: exact."""
+    d = width_of(ins)
+    e, dh = p.inner(d), p.head_dim_for(d)
+    if dh % p.qkv_block:
+        raise CannotPrune(f"mLSTM's q/k/v blocks ({p.qkv_block}) straddle its heads (head width {dh}): a head "
+                          "cannot be removed without cutting a block", ("heads",))
+    per = dh // p.qkv_block
+
+    def head(h: int) -> dict:
+        c = rows(h, dh)
+        blocks = list(range(h * per, (h + 1) * per))
+        gate = [(0, [h]), (1, c + [e + i for i in c] + [2 * e + i for i in c])]
+        return {"proj_up.weight": (0, c + [e + i for i in c]), "conv1d.weight": (0, c), "conv1d.bias": (0, c),
+                "q_proj.weight": (0, blocks), "k_proj.weight": (0, blocks), "v_proj.weight": (0, blocks),
+                "igate.weight": gate, "fgate.weight": gate, "igate.bias": (0, [h]), "fgate.bias": (0, [h]),
+                "outnorm.weight": (0, c), "learnable_skip": (0, c), "proj_down.weight": (1, c)}
+
+    return (PruneAxis("heads", p.heads, head, lambda kept: {"heads": len(kept), "inner_width": len(kept) * dh},
+                      lambda h: ("proj_down", rows(h, dh))),)
+
+
 register(OpDef("mlstm", MLSTMParams, _mlstm_shape, _mlstm_cost,
                "xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.",
                "recurrent", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state,
                precision=(("proj_up.*", "projection"), ("proj_down.*", "projection"), ("[qkv]_proj.*", "projection"),
                           ("[if]gate.*", "gate"), ("conv1d.*", "conv"), ("outnorm.*", "norm"),
-                          ("learnable_skip", "mix"))))
+                          ("learnable_skip", "mix")), prune=_mlstm_prune))

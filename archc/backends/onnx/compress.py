@@ -20,9 +20,10 @@ import numpy as np
 import onnx
 
 from archc.backends.onnx.calibrate import Calibration
-from archc.backends.onnx.manifest import MANIFEST, Quantization, WeightPrecision, read_manifest
+from archc.backends.onnx.manifest import MANIFEST, Manifest, Quantization, WeightPrecision, read_manifest
 from archc.backends.onnx.precision import QuantizeOptions, WeightUse
 from archc.backends.onnx.quantize import Quantized, quantize_model
+from archc.backends.onnx.state import check_kv_state, quantize_kv_state
 from archc.ir.graph import Graph
 
 REFERENCE = "reference"
@@ -30,7 +31,8 @@ TOOLS = {"int8_dynamic": "onnxruntime.quantization.quantize_dynamic (QOperator, 
          "int8_static": "onnxruntime.quantization.quantize_static (QDQ, per-channel int8 weights, uint8 activations)",
          "int8_block": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer (8 bits, blocks of "
                        "32, symmetric; activations int8 per block at run time)",
-         "int4": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer (block-wise int4, symmetric)"}
+         "int4": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer (block-wise int4, symmetric)",
+         "none": "weights left in fp32"}
 
 
 @dataclass
@@ -44,19 +46,23 @@ class QuantizeReport:
 
 def quantize_folder(folder: Path, graph: Graph, options: QuantizeOptions, calibration: Calibration | None = None,
                     held_out: np.ndarray | None = None, reference: Path | None = None) -> QuantizeReport:
-    """Quantize the fp32 export in `reference` (default `folder/reference`) into `folder`."""
+    """Quantize the fp32 export in `reference` (default `folder/reference`) into `folder`: the
+    weights by `options.scheme`, then the KV caches when `options.state` is int8."""
     t0 = time.perf_counter()
     reference = reference or folder / REFERENCE
     manifest = read_manifest(reference)
     proto = onnx.load(str(reference / manifest.model))
+    if options.state == "int8":
+        check_kv_state(manifest)  # before any quantizer runs
     schemes = [options.scheme] if options.scheme != "int8" else (
         ["int8_dynamic", "int8_block", "int8_static"] if calibration is not None else ["int8_dynamic"])
     results: dict[str, Quantized] = {}
     agreement: dict[str, float] = {}
     for scheme in schemes:
         opts = QuantizeOptions(scheme, options.method, options.overrides, options.block_size, options.mixer_blind)
-        results[scheme] = quantize_model(proto, graph, opts, calibration if scheme == "int8_static" else None,
-                                         manifest)
+        results[scheme] = (Quantized(proto, "none", []) if scheme == "none" else
+                           quantize_model(proto, graph, opts, calibration if scheme == "int8_static" else None,
+                                          manifest))
     if len(results) > 1 and held_out is not None:
         for scheme, q in results.items():
             with tempfile.TemporaryDirectory() as d:
@@ -64,14 +70,17 @@ def quantize_folder(folder: Path, graph: Graph, options: QuantizeOptions, calibr
                 agreement[scheme] = compare(reference, Path(d), held_out).top1
     chosen = max(results, key=lambda s: (agreement.get(s, 0.0), s == "int8_dynamic"))
     q = results[chosen]
-    _write(folder, q.model, reference)
+    out_model, out_manifest = q.model, manifest
+    if options.state == "int8":
+        out_model, out_manifest = quantize_kv_state(q.model, manifest)
+    _write(folder, out_model, reference, out_manifest)
     info = Quantization(
         scheme=chosen, asked=options.scheme, tool=TOOLS[chosen],
         method=options.method if chosen == "int8_static" else None,
         calibration=calibration.source if calibration is not None and chosen == "int8_static" else None,
         block_size=options.block_size if chosen in ("int4", "int8_block") else None, mixer_blind=options.mixer_blind,
         overrides=dict(options.overrides), candidates={k: round(v, 5) for k, v in agreement.items()},
-        shared_tables=q.shared, weights=weight_precisions(q.uses, chosen),
+        shared_tables=q.shared, weights=weight_precisions(q.uses, chosen), state=options.state,
         reference=reference.relative_to(folder).as_posix() if reference.is_relative_to(folder) else None)
     m = read_manifest(folder)
     m.quantization = info
@@ -80,15 +89,22 @@ def quantize_folder(folder: Path, graph: Graph, options: QuantizeOptions, calibr
     return QuantizeReport(folder, info, size, (reference / manifest.model).stat().st_size, time.perf_counter() - t0)
 
 
-def _write(folder: Path, model: onnx.ModelProto, reference: Path) -> None:
-    """The quantized model with the reference's manifest (and genai config) beside it."""
+def _write(folder: Path, model: onnx.ModelProto, reference: Path, manifest: Manifest | None = None) -> None:
+    """The quantized model with the reference's manifest (or `manifest`: quantized state changes
+    the ports) and genai config beside it (not when genai cannot run the new ports)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "model.onnx.tmp"
     onnx.save(model, str(tmp))
     tmp.replace(folder / "model.onnx")
-    shutil.copyfile(reference / MANIFEST, folder / MANIFEST)
-    if (reference / "genai_config.json").is_file():
-        shutil.copyfile(reference / "genai_config.json", folder / "genai_config.json")
+    if manifest is None:
+        shutil.copyfile(reference / MANIFEST, folder / MANIFEST)
+    else:
+        manifest.write(folder)
+    genai = folder / "genai_config.json"
+    if (reference / "genai_config.json").is_file() and (manifest is None or not any(s.scale_of for s in manifest.state)):
+        shutil.copyfile(reference / "genai_config.json", genai)
+    elif genai.is_file():
+        genai.unlink()
 
 
 def weight_precisions(uses: list[WeightUse], scheme: str) -> list[WeightPrecision]:
@@ -139,6 +155,9 @@ class Comparison:
     ppl_reference: float
     bytes: int
     reference_bytes: int
+    #: positions from this one on were decoded a token at a time through the exported state
+    #: (None: one prefill of the whole sequence)
+    decoded_from: int | None = None
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -146,17 +165,25 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-def compare(reference: Path, candidate: Path, ids: np.ndarray, threads: int = 2, batch: int = 8) -> Comparison:
+def compare(reference: Path, candidate: Path, ids: np.ndarray, threads: int = 2, batch: int = 8,
+            decode_from: int | None = None) -> Comparison:
     """`candidate` against `reference` on the token sequences `ids` [n, T]: top-1 agreement of
     the next-token predictions at every position, perplexity of both on the next tokens, file
-    sizes. Latency is `latencies` (every folder measured in the same interleaved rounds)."""
+    sizes. Logits come from one prefill of each sequence, or — from position `decode_from` on —
+    from one-token decode steps through the exported state; a candidate whose KV caches are
+    quantized is always measured so from T // 2 (a prefill reads its fresh keys in fp32: only
+    decoding reads them back from the int8 cache). Latency is `latencies` (every folder measured
+    in the same interleaved rounds)."""
     from archc.backends.onnx.runtime import OnnxModel
 
     ref, cand = OnnxModel(reference, threads=threads), OnnxModel(candidate, threads=threads)
+    q = cand.manifest.quantization
+    if decode_from is None and q is not None and q.state != "fp32":
+        decode_from = ids.shape[1] // 2
     agree, nll_ref, nll_cand, count = 0, 0.0, 0.0, 0
     for i in range(0, len(ids), batch):
         x = ids[i:i + batch]
-        a, b = ref.logits(x), cand.logits(x)
+        a, b = _logits(ref, x, decode_from), _logits(cand, x, decode_from)
         agree += int((a.argmax(-1) == b.argmax(-1)).sum())
         nxt = x[:, 1:]
         for lg, acc in ((a, "ref"), (b, "cand")):
@@ -167,7 +194,18 @@ def compare(reference: Path, candidate: Path, ids: np.ndarray, threads: int = 2,
                 nll_cand -= float(lp.sum())
         count += nxt.size
     return Comparison(agree / ids.size, float(np.exp(nll_cand / count)), float(np.exp(nll_ref / count)),
-                      _size(candidate), _size(reference))
+                      _size(candidate), _size(reference), decode_from)
+
+
+def _logits(model, x: np.ndarray, decode_from: int | None) -> np.ndarray:
+    if decode_from is None or model.manifest.kind != "decoder":
+        return model.logits(x)
+    logits, state = model.step(x[:, :decode_from], 0, model.init_state(len(x)))
+    out = [logits]
+    for t in range(decode_from, x.shape[1]):
+        logits, state = model.step(x[:, t:t + 1], t, state)
+        out.append(logits)
+    return np.concatenate(out, axis=1)
 
 
 def _size(folder: Path) -> int:

@@ -29,6 +29,7 @@ from archc.backends.onnx.genai import CONFIG, genai_dims, genai_support, write_g
 from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo, read_manifest
 from archc.backends.onnx.optimize import prune
 from archc.backends.onnx.precision import QuantizeOptions
+from archc.backends.onnx.state import refuse_state_request
 from archc.backends.torch.model import ArchModel
 from archc.ops.registry import node_state
 
@@ -60,25 +61,28 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     writes a forward graph (logits, no state) for a decoder. With `quantize` (default: the
     section's `quantize`), the fp32 export is written to `folder/reference` (a temporary folder
     unless `keep_reference`) and quantized into `folder` (`compress.quantize_folder`). A folder
-    this call created is removed again when the export fails before writing into it."""
+    this call created is removed again when the export fails. The
+    section's `quantize_state` (or `quantize.state`) int8 stores a decoder's KV caches in int8."""
     settings = export_settings(model)
-    if quantize is None and settings.get("quantize", "none") != "none":
-        quantize = QuantizeOptions(settings["quantize"])
+    if quantize is None and (settings.get("quantize", "none") != "none" or settings.get("quantize_state") == "int8"):
+        quantize = QuantizeOptions(settings.get("quantize", "none"), state=settings.get("quantize_state", "fp32"))
     opset = opset or settings.get("opset") or DEFAULT_OPSET
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"opset {opset} is outside what the exporter emits ({MIN_OPSET} to {MAX_OPSET})",
                           f"pass --opset {DEFAULT_OPSET} (the default), or set `opset` in the spec's export section "
                           f"between {MIN_OPSET} and {MAX_OPSET}", code="ARC1103")
+    if quantize is not None and quantize.state == "int8":
+        refuse_state_request(model.graph, opset, settings.get("step", True), model.graph.name)
     created = not folder.exists()
     prepare_folder(folder, force)
     try:
-        if quantize is None or quantize.scheme == "none":
+        if quantize is None or not quantize.quantizes_anything:
             return _export_into(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True))
         return _export_quantized(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True),
                                  quantize, calibration, held_out, keep_reference)
     except BaseException:
-        if created and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        if created and folder.is_dir():  # nothing in it is the user's: this call made it
+            shutil.rmtree(folder)
         raise
 
 
@@ -191,10 +195,10 @@ def prepare_folder(folder: Path, force: bool) -> None:
 
 
 def _manifest(ex: Exported, model: ArchModel, spec_text: str, spec_name: str, weights: str, opset: int) -> Manifest:
-    fills = {(n.id, s.name): _fill(model, n.id, s.fill) for n in model.graph.nodes.values()
-             for s in node_state(model.graph, n)}
+    declared = {(n.id, s.name): s for n in model.graph.nodes.values() for s in node_state(model.graph, n)}
     states = [StateInfo(input=sn.past, output=sn.present, node=sn.node, state=sn.state, dtype=p.dtype,
-                        shape=p.shape, fill=fills[(sn.node, sn.state)]) for sn, p in ex.states]
+                        shape=p.shape, fill=_fill(model, sn.node, declared[(sn.node, sn.state)].fill),
+                        kv=declared[(sn.node, sn.state)].kv) for sn, p in ex.states]
     return Manifest(kind=ex.kind, spec=spec_name, spec_sha256=hashlib.sha256(spec_text.encode()).hexdigest(),
                     opset=opset, vocab=model.out_type_vocab(),
                     inputs=[PortInfo(name=p.name, dtype=p.dtype, shape=p.shape) for p in ex.inputs],
@@ -226,7 +230,8 @@ class ParityRow:
 #: bounds that hold for random-init models as well as trained ones — a wrong scale, zero point or
 #: shared table gives ≥ 1; what quantization costs a trained model is measured by
 #: `archc compress-report` (top-1 agreement and perplexity), docs/compression.md.
-QUANTIZED_TOLERANCE = {"int8_dynamic": 0.25, "int8_static": 0.25, "int8_block": 0.25, "int4": 0.8}
+#: "none": fp32 weights with the KV caches in int8 (`--quantize-state int8` alone).
+QUANTIZED_TOLERANCE = {"int8_dynamic": 0.25, "int8_static": 0.25, "int8_block": 0.25, "int4": 0.8, "none": 0.25}
 
 
 def parity_metric(folder: Path) -> tuple[str, float]:

@@ -40,6 +40,10 @@ class StateInfo(BaseModel):
     #: the initial value: a number (zeros, or the stabilizers' −∞ stand-in), or the values of
     #: the parameter each sequence starts from (RMT's memory tokens), without the batch axis
     fill: float | list[Any]
+    #: a KV cache (one row of keys or values per token): `--quantize-state int8` may store it in int8
+    kv: bool = False
+    #: the state tensor (its input name) this one holds the int8 scales of: one per row
+    scale_of: str | None = None
 
 
 class WeightPrecision(BaseModel):
@@ -59,8 +63,8 @@ class Quantization(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scheme: str  # int8_dynamic | int8_static | int4
-    asked: str  # what the user asked for (int8 resolves to one of the two int8 schemes)
+    scheme: str  # int8_dynamic | int8_static | int8_block | int4, or none (only the state quantized)
+    asked: str  # what the user asked for (int8 resolves to one of the int8 schemes)
     tool: str
     method: str | None = None  # calibration method of int8_static
     calibration: str | None = None
@@ -71,6 +75,8 @@ class Quantization(BaseModel):
     candidates: dict[str, float] = {}
     shared_tables: list[str] = []
     weights: list[WeightPrecision] = []
+    #: the precision of the KV caches (`--quantize-state`): fp32, or int8 with one scale per row
+    state: str = "fp32"
     #: the fp32 export this one was made from, relative to the folder (None: not kept)
     reference: str | None = "reference"
 

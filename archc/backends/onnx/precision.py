@@ -49,13 +49,19 @@ class QuantizeError(Exception):
 class QuantizeOptions:
     """How to quantize. `overrides` maps a tensor class to True (quantize it) or False (keep it in
     fp32) over the defaults (`QUANTIZED_BY_DEFAULT`); `mixer_blind` ignores the rules and lets the
-    tool quantize every node it can (the comparison row of docs/compression.md)."""
+    tool quantize every node it can (the comparison row of docs/compression.md). `state` "int8"
+    stores the decoder's KV caches in int8 (`state.py`); scheme "none" with it quantizes only them."""
 
     scheme: Scheme = "int8"
     method: Method = "minmax"
     overrides: tuple[tuple[str, bool], ...] = ()
     block_size: int = 32
     mixer_blind: bool = False
+    state: Literal["fp32", "int8"] = "fp32"
+
+    @property
+    def quantizes_anything(self) -> bool:
+        return self.scheme != "none" or self.state != "fp32"
 
     def quantizes(self, cls: str | None) -> bool:
         if self.mixer_blind:

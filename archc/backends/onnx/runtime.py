@@ -20,7 +20,7 @@ import numpy as np
 from archc.backends.onnx.manifest import Manifest, NotAnExport, read_manifest
 
 State = list[np.ndarray]
-_DTYPES = {"float32": np.float32, "bool": np.bool_, "int64": np.int64, "float64": np.float64}
+_DTYPES = {"float32": np.float32, "bool": np.bool_, "int64": np.int64, "float64": np.float64, "int8": np.int8}
 
 
 class OnnxModel:

@@ -26,7 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from archc.backends.torch.model import ArchModel
-from archc.ops.registry import QUANTIZED_BY_DEFAULT, REGISTRY, CannotPrune, PruneAxis, weight_class
+from archc.ops.registry import (
+    QUANTIZED_BY_DEFAULT,
+    REGISTRY,
+    CannotPrune,
+    PruneAxis,
+    unit_slices,
+    weight_class,
+)
 
 Importance = Literal["magnitude", "activation", "taylor"]
 IMPORTANCE: tuple[str, ...] = ("magnitude", "activation", "taylor")
@@ -83,7 +90,7 @@ def magnitude_scores(model: ArchModel, units: list[Units]) -> None:
         scores = torch.zeros(u.axis.units)
         for i in range(u.axis.units):
             total = 0.0
-            for name, (axis, idx) in u.axis.slices(i).items():
+            for name, axis, idx in unit_slices(u.axis, i):
                 w = mod.get_parameter(name).detach().float()
                 total += float(w.index_select(axis, torch.tensor(idx)).pow(2).sum())
             for sub in u.axis.modules(i):
@@ -229,7 +236,7 @@ def masked(model: ArchModel, units: list[Units], layers: Iterable[str] = ()) -> 
         for u in units:
             mod = model.get_submodule(u.node)
             for i in u.removed:
-                for name, (axis, idx) in u.axis.slices(i).items():
+                for name, axis, idx in unit_slices(u.axis, i):
                     mod.get_parameter(name).index_fill_(axis, torch.tensor(idx), 0.0)
             if u.axis.kind == "experts" and u.removed:
                 dead = torch.tensor(u.removed)
@@ -253,7 +260,7 @@ def sliced_state(model: ArchModel, units: list[Units]) -> dict[str, Tensor]:
         for u in sorted(us, key=lambda u: u.axis.kind == "experts"):
             drop: dict[str, dict[int, set[int]]] = {}
             for i in u.removed:
-                for name, (axis, idx) in u.axis.slices(i).items():
+                for name, axis, idx in unit_slices(u.axis, i):
                     drop.setdefault(name, {}).setdefault(axis, set()).update(idx)
             for name, axes in drop.items():
                 key = f"{node}.{name}"

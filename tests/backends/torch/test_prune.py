@@ -42,6 +42,9 @@ CASES = {
                      "    return x + swiglu(layernorm(x), hidden=64)"), {"heads": 0.5, "ffn": 0.5}),
     "rwkv4": (_spec("    x = x + rwkv_time_mix(layernorm(x), version=4)\n"
                     "    return x + rwkv_channel_mix(layernorm(x), hidden=64)"), {"inner": 0.25, "ffn": 0.25}),
+    "rwkv6": (_spec("    return x + rwkv_time_mix(layernorm(x), version=6, head_size=8, mix_rank=4, decay_rank=6)"),
+              {"heads": 0.5}),
+    "mlstm": (_spec("    return x + mlstm(layernorm(x), heads=4, expand=2, d_conv=4, qkv_block=4)"), {"heads": 0.5}),
 }
 
 

@@ -118,7 +118,8 @@ LN_X_EPS = 64e-5
 
 
 class TimeMix6(OpModule):
-    """`rwkv_time_mix(x, version=6, head_size, mix_rank, decay_rank)`, Finch's time-mix:
+    """`rwkv_time_mix(x, version=6, head_size, mix_rank, decay_rank[, hidden])`, Finch's time-mix
+    (attention width A = `hidden`, default d: H = A / head_size heads; `archc prune --heads` sets it):
 
         Δx = x_{t−1} − x;  m_{w,k,v,r,g} = tanh((x + Δx·maa_x) W₁) W₂ (one low-rank map, five outputs)
         x_• = x + Δx·(maa_• + m_•);  r, k, v = receptance/key/value(x_•);  g = silu(gate(x_g))
@@ -135,18 +136,19 @@ class TimeMix6(OpModule):
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         d = in_types[0].width
-        self.d, self.h, self.hs = d, d // p.head_size, p.head_size
+        a = p.hidden or d  # the attention width: heads × head_size
+        self.d, self.a, self.h, self.hs = d, a, a // p.head_size, p.head_size
         for name in ("x", "w", "k", "v", "r", "g"):
             setattr(self, f"time_maa_{name}", nn.Parameter(torch.empty(1, 1, d)))
         self.time_maa_w1 = nn.Parameter(torch.empty(d, 5 * p.mix_rank))
         self.time_maa_w2 = nn.Parameter(torch.empty(5, p.mix_rank, d))
-        self.time_decay = nn.Parameter(torch.empty(1, 1, d))
+        self.time_decay = nn.Parameter(torch.empty(1, 1, a))
         self.time_decay_w1 = nn.Parameter(torch.empty(d, p.decay_rank))
-        self.time_decay_w2 = nn.Parameter(torch.empty(p.decay_rank, d))
+        self.time_decay_w2 = nn.Parameter(torch.empty(p.decay_rank, a))
         self.time_faaaa = nn.Parameter(torch.empty(self.h, self.hs))
-        self.receptance, self.key, self.value, self.gate = (nn.Linear(d, d, bias=False) for _ in range(4))
-        self.output = nn.Linear(d, d, bias=False)
-        self.ln_x = nn.GroupNorm(self.h, d, eps=LN_X_EPS)
+        self.receptance, self.key, self.value, self.gate = (nn.Linear(d, a, bias=False) for _ in range(4))
+        self.output = nn.Linear(a, d, bias=False)
+        self.ln_x = nn.GroupNorm(self.h, a, eps=LN_X_EPS)
 
     def init_weights(self, init: Init) -> None:
         for lin in (self.receptance, self.key, self.value, self.gate):
@@ -157,7 +159,7 @@ class TimeMix6(OpModule):
         layer, layers = init.layer_index(self.op), init.op_counts[self.op]
         r01, r10 = layer / max(layers - 1, 1), 1.0 - layer / layers
         ddd = torch.arange(self.d, dtype=torch.float32).view(1, 1, -1) / self.d
-        n = torch.arange(self.d, dtype=torch.float32)
+        n = torch.arange(self.a, dtype=torch.float32)
         with torch.no_grad():
             for name in ("x", "w", "k"):
                 getattr(self, f"time_maa_{name}").copy_(1 - ddd ** r10)
@@ -166,14 +168,14 @@ class TimeMix6(OpModule):
             self.time_maa_g.copy_(1 - ddd ** (0.5 * r10))
             self.time_maa_w1.zero_()
             self.time_decay_w1.zero_()
-            self.time_decay.copy_((-6 + 5 * (n / max(self.d - 1, 1)) ** (0.7 + 1.3 * r01)).view(1, 1, -1))
+            self.time_decay.copy_((-6 + 5 * (n / max(self.a - 1, 1)) ** (0.7 + 1.3 * r01)).view(1, 1, -1))
             zigzag = ((n + 1) % 3 - 1) * 0.1
-            self.time_faaaa.copy_((r01 * (1 - n / max(self.d - 1, 1)) + zigzag).view(self.h, self.hs))
+            self.time_faaaa.copy_((r01 * (1 - n / max(self.a - 1, 1)) + zigzag).view(self.h, self.hs))
             self.ln_x.weight.fill_(1.0)
             self.ln_x.bias.zero_()
 
     def _run(self, x: Tensor, ctx: Context | None, state: State | None) -> tuple[Tensor, State]:
-        b, t, d = x.shape
+        b, t, _ = x.shape
         dx = token_shift(x, None if state is None else state[0]) - x
         lora = torch.tanh((x + dx * self.time_maa_x) @ self.time_maa_w1).unflatten(-1, (5, -1))
         mw, mk, mv, mr, mg = torch.einsum("btfr,frd->fbtd", lora, self.time_maa_w2).unbind(0)
@@ -191,8 +193,8 @@ class TimeMix6(OpModule):
             y = y[:, :, None]
         else:
             y, wkv = wkv6(r, k, v, log_w, self.time_faaaa, None if state is None else state[1])
-        y = F.group_norm(y.transpose(1, 2).reshape(b * t, d), self.h, wide(self.ln_x.weight), wide(self.ln_x.bias),
-                         self.ln_x.eps).view(b, t, d)
+        y = F.group_norm(y.transpose(1, 2).reshape(b * t, self.a), self.h, wide(self.ln_x.weight),
+                         wide(self.ln_x.bias), self.ln_x.eps).view(b, t, self.a)
         return self.output(y.to(x.dtype) * g), (x[:, -1].float(), wkv)
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
