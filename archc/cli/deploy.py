@@ -223,7 +223,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="override a class's precision: fp32:router,norm keeps them, int8:conv quantizes (repeatable)")
     qg.add_argument("--mixer-blind", action="store_true",
                     help="ignore the precision rules: quantize every node the tool can (for comparison)")
-    qg.add_argument("--block-size", type=int, default=32, help="int4 / int8_block block size (32)")
+    qg.add_argument("--block-size", type=int, default=None,
+                    help="MatMulNBits block size along the input axis (default: int4 32, int8_block 64)")
     qg.add_argument("--quantize-state", choices=("fp32", "int8"), default=None,
                     help="int8: store a decoder's KV caches in int8 with one scale per token and head (4x less "
                          "state; recurrent state always stays fp32); default: the spec's export section's, else fp32")

@@ -29,8 +29,8 @@ from archc.ir.graph import Graph
 REFERENCE = "reference"
 TOOLS = {"int8_dynamic": "onnxruntime.quantization.quantize_dynamic (QOperator, per-channel int8 weights)",
          "int8_static": "onnxruntime.quantization.quantize_static (QDQ, per-channel int8 weights, uint8 activations)",
-         "int8_block": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer (8 bits, blocks of "
-                       "32, symmetric; activations int8 per block at run time)",
+         "int8_block": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer (8 bits, blocks "
+                       "along the input axis, symmetric; activations int8 per block at run time)",
          "int4": "onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer (block-wise int4, symmetric)",
          "none": "weights left in fp32"}
 
@@ -78,7 +78,8 @@ def quantize_folder(folder: Path, graph: Graph, options: QuantizeOptions, calibr
         scheme=chosen, asked=options.scheme, tool=TOOLS[chosen],
         method=options.method if chosen == "int8_static" else None,
         calibration=calibration.source if calibration is not None and chosen == "int8_static" else None,
-        block_size=options.block_size if chosen in ("int4", "int8_block") else None, mixer_blind=options.mixer_blind,
+        block_size=options.block_for(chosen) if chosen in ("int4", "int8_block") else None,
+        mixer_blind=options.mixer_blind,
         overrides=dict(options.overrides), candidates={k: round(v, 5) for k, v in agreement.items()},
         shared_tables=q.shared, weights=weight_precisions(q.uses, chosen), state=options.state,
         reference=reference.relative_to(folder).as_posix() if reference.is_relative_to(folder) else None)

@@ -228,10 +228,13 @@ def _int8_rows(name: str, weight_q: str, scale: str, ids: str, out: str) -> list
 def _nbits_rows(graph: onnx.GraphProto, name: str, table: str, inits: dict, ids: str, out: str,
                 bits: int) -> list[onnx.NodeProto]:
     """The head's MatMulNBits weight [vocab, blocks, block·bits/8] is the table's rows (4-bit: two
-    values a byte) with one scale per block: `GatherBlockQuantized` reads it as [vocab, d·bits/8]."""
+    values a byte) with one scale per block: `GatherBlockQuantized` reads it as [vocab, d·bits/8].
+    A width that is not a multiple of the block was padded by the quantizer: the rows are cut back
+    to the table's width."""
     q = inits[f"{table}.T_Q{bits}"]
     vocab, blocks, blob = q.dims
     block = blob * 8 // bits
+    width = int(inits[table].dims[1])
     p = f"{name}/shared"
     shape = f"const.{table}.rows_shape"
     if shape not in inits:
@@ -240,16 +243,29 @@ def _nbits_rows(graph: onnx.GraphProto, name: str, table: str, inits: dict, ids:
     ins = [f"{p}/packed", ids, f"{table}.T_scales"]
     if f"{table}.T_zero_points" in inits:
         ins.append(f"{table}.T_zero_points")
-    return [
+    padded = blocks * block > width
+    nodes = [
         helper.make_node("Reshape", [f"{table}.T_Q{bits}", shape], [f"{p}/packed"], name=f"{p}/Reshape"),
-        helper.make_node("GatherBlockQuantized", ins, [out], name=f"{p}/GatherBlockQuantized",
-                         domain="com.microsoft", gather_axis=0, quantize_axis=1, block_size=block, bits=bits),
+        helper.make_node("GatherBlockQuantized", ins, [f"{p}/padded" if padded else out],
+                         name=f"{p}/GatherBlockQuantized", domain="com.microsoft", gather_axis=0, quantize_axis=1,
+                         block_size=block, bits=bits),
     ]
+    if padded:
+        ends = f"const.{table}.width"
+        if ends not in inits:
+            graph.initializer.append(numpy_helper.from_array(np.array([width], np.int64), ends))
+            inits[ends] = graph.initializer[-1]
+        _add_shared_constants(graph)
+        nodes.append(helper.make_node("Slice", [f"{p}/padded", "const.shared_zero", ends, "const.shared_last_axis"],
+                                      [out], name=f"{p}/Slice"))
+    return nodes
 
 
-def _add_shared_constants(proto: onnx.ModelProto) -> None:
-    if not any(i.name == "const.shared_last_axis" for i in proto.graph.initializer):
-        proto.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "const.shared_last_axis"))
+def _add_shared_constants(graph: onnx.GraphProto) -> None:
+    have = {i.name for i in graph.initializer}
+    for name, value in (("const.shared_last_axis", -1), ("const.shared_zero", 0)):
+        if name not in have:
+            graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
 
 
 def _drop_node_metadata(graph: onnx.GraphProto) -> None:
@@ -288,7 +304,7 @@ def quantize_model(proto: onnx.ModelProto, graph: Graph, options: QuantizeOption
         if scheme == "int8_dynamic":
             q = quantize_dynamic_int8(prepared, uses)
         elif scheme in ("int4", "int8_block"):
-            q = quantize_nbits(prepared, uses, 4 if scheme == "int4" else 8, options.block_size)
+            q = quantize_nbits(prepared, uses, 4 if scheme == "int4" else 8, options.block_for(scheme))
         else:
             q = quantize_static_int8(prepared, uses, calibration, options.method, manifest)
     except QuantizeError:
@@ -298,7 +314,7 @@ def quantize_model(proto: onnx.ModelProto, graph: Graph, options: QuantizeOption
         raise QuantizeError(f"onnxruntime's {scheme} quantizer failed: {type(e).__name__}: {first[:200]}",
                             "try another --quantize scheme, or --keep fp32:CLASS for the class it failed on "
                             "(--explain lists them)", code="ARC1105") from e
-    _add_shared_constants(q)
+    _add_shared_constants(q.graph)
     shared = share_tied_tables(q)
     for u in uses:
         if u.weight in tied and u.op_type == "Gather" and u.weight not in shared:
