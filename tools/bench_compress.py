@@ -179,8 +179,30 @@ def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
                              "ppl_ratio": c_pq.ppl / c_pq.ppl_reference}}
     print(f"  pruned {pr.params_before:,} -> {pr.params_after:,}: ppl {ppl_teacher:.3f} -> {before:.3f} (pruned) -> "
           f"{after:.3f} (distilled {distill_steps} steps, {100 * (after / ppl_teacher - 1):+.2f}%)", flush=True)
+    control_row(row, name, out, distill_steps)
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def control_row(row: dict, name: str, out: Path, distill_steps: int) -> None:
+    """The fair comparison for the distilled student: the *unpruned* trained model trained the same
+    `distill_steps` more steps (same schedule, hard labels), so that "within 5% of the unpruned
+    model" does not credit the student with training the teacher never had."""
+    from archc.backends.torch import build
+    from archc.backends.torch.checkpoint import load_weights
+    from archc.backends.torch.tasks import make_task, token_sequences
+    from archc.backends.torch.train import TrainConfig, train
+
+    model = build(str(ROOT / "specs" / f"{name}-tiny.arch"), seed=0)
+    load_weights(model, out / "train" / "last.safetensors")
+    vocab = model.out_type_vocab()
+    train(model, make_task("chars", vocab), TrainConfig(steps=distill_steps, batch=8, seq=128, lr=1e-3, warmup=20),
+          out / "control", progress=False, spec_name=f"{name}-control")
+    ppl = torch_ppl(model, token_sequences("chars", 32, 128, vocab, seed=1234))
+    p = row["prune"]
+    p.update(ppl_control=ppl, ppl_ratio_control=p["ppl_distilled"] / ppl)
+    print(f"  control: the unpruned model {distill_steps} more steps: ppl {ppl:.3f}; the distilled student "
+          f"{100 * (p['ppl_ratio_control'] - 1):+.2f}% from it", flush=True)
 
 
 def remeasure(row: dict, out: Path) -> None:
@@ -223,8 +245,9 @@ def table(results: dict) -> str:
             lines.append(f"| {name} | {tr['loss']:.2f} ({tr['unigram']:.2f}) | {scheme} | {q['size']:.3f} | "
                          f"{q['decode_speedup']:.2f} | {q['prefill_speedup']:.2f} | {q['top1']:.4f} | "
                          f"{100 * (q['ppl_ratio'] - 1):+.2f}% | {', '.join(q['kept_fp32']) or '—'} |")
-    lines += ["", "| spec | pruned | params | ppl: teacher → pruned → distilled | Δ after distillation | "
-              "fp32 size × / decode × | + int8 size × / decode × / top-1 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| spec | pruned | params | ppl: teacher → pruned → distilled | Δ vs teacher | "
+              "Δ vs unpruned + same steps | fp32 size × / decode × | + int8 size × / decode × / top-1 |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in results.items():
         p = r.get("prune")
         if p is None:
@@ -232,7 +255,9 @@ def table(results: dict) -> str:
         what = ", ".join(f"{k} {v:.0%}" for k, v in p["ratios"].items())
         lines.append(f"| {name} | {what} | {p['params'][0] / 1e6:.2f}M → {p['params'][1] / 1e6:.2f}M | "
                      f"{p['ppl_teacher']:.3f} → {p['ppl_pruned']:.3f} → {p['ppl_distilled']:.3f} | "
-                     f"{100 * (p['ppl_ratio_distilled'] - 1):+.2f}% | {p['fp32']['size']:.3f} / "
+                     f"{100 * (p['ppl_ratio_distilled'] - 1):+.2f}% | "
+                     + (f"{100 * (p['ppl_ratio_control'] - 1):+.2f}% (ppl {p['ppl_control']:.3f})"
+                        if "ppl_control" in p else "—") + f" | {p['fp32']['size']:.3f} / "
                      f"{p['fp32']['decode_speedup']:.2f} | {p['int8']['size']:.3f} / {p['int8']['decode_speedup']:.2f} / "
                      f"{p['int8']['top1']:.4f} |")
     return "\n".join(lines)
@@ -249,6 +274,9 @@ def main() -> None:
                     help="redo only the quantized variants of finished specs from their fp32 folders in --out")
     ap.add_argument("--variants", nargs="*", default=None, choices=VARIANTS,
                     help="with --quantize-only: only these variants (e.g. int8_kv)")
+    ap.add_argument("--control", action="store_true",
+                    help="only train the unpruned models of finished specs --distill-steps more steps (the fair "
+                         "baseline of the distilled students)")
     ap.add_argument("--remeasure", action="store_true",
                     help="only measure the latencies again from the folders in --out (on a quiet machine)")
     args = ap.parse_args()
@@ -269,6 +297,13 @@ def main() -> None:
             quantize_rows(results[name], graph, Path(args.out) / name,
                           token_sequences("chars", 32, 128, vocab, seed=1234), vocab, args.variants)
             save(results, name)
+        print(table(results))
+        return
+    if args.control:
+        for name in args.specs:
+            if "prune" in results.get(name, {}):
+                control_row(results[name], name, Path(args.out) / name, args.distill_steps)
+                save(results, name)
         print(table(results))
         return
     if args.remeasure:

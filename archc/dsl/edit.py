@@ -2,7 +2,9 @@
 
 `set_call_params` changes settings of op calls, found by where they start: a setting passed by
 keyword is replaced, one passed positionally is replaced in place, a missing one is added as a
-keyword; a nested op spec (`expert=swiglu(hidden=688)`) is edited inside. `set_repeat_count`
+keyword; a nested op spec (`expert=swiglu(hidden=688)`) is edited inside. A setting written as
+a constant that nothing else reads (`heads = 8` … `attention(x, heads=heads)`) changes at the
+constant instead, so the spec keeps its names and no stale value is left behind. `set_repeat_count`
 changes the count of a `repeat(n, …)`. The module is then formatted by `archc fmt`'s printer,
 comments kept.
 """
@@ -41,9 +43,12 @@ def _callee(call: ast.Call) -> str:
     return call.func.id if isinstance(call.func, ast.Name) else ""
 
 
-def _edit_call(call: ast.Call, changes: dict[str, Any], positional: Callable[[str], list[str]]) -> ast.Call:
+def _edit_call(call: ast.Call, changes: dict[str, Any], positional: Callable[[str], list[str]],
+               own: dict[str, Any] | None = None) -> ast.Call:
     """`call` with the settings in `changes` set; a dict value {"params": {...}} edits a nested
-    op spec's settings."""
+    op spec's settings. `own` maps the constants read only here to None: a setting that reads
+    one gets its value put there instead (filled in) and the call keeps the name."""
+    own = {} if own is None else own
     names = positional(_callee(call))
     args, kwargs = list(call.args), list(call.kwargs)
     for name, value in changes.items():
@@ -53,7 +58,10 @@ def _edit_call(call: ast.Call, changes: dict[str, Any], positional: Callable[[st
         if isinstance(value, dict):
             if not isinstance(old, ast.Call):
                 raise ValueError(f"`{name}` of the call at {call.span} is not written as an op spec")
-            new: ast.Expr = _edit_call(old, value.get("params", {}), positional)
+            new: ast.Expr = _edit_call(old, value.get("params", {}), positional, own)
+        elif isinstance(old, ast.Name) and old.id in own and own[old.id] in (None, value):
+            own[old.id] = value
+            continue
         else:
             new = literal(value, call.span)
         if k is not None:
@@ -83,16 +91,44 @@ def set_call_params(module: ast.Module, edits: dict[Where, dict[str, Any]],
     op's positional parameters in order (tensor inputs first). Returns the module and the calls
     that were found."""
     found: set[Where] = set()
+    own: dict[str, Any] = dict.fromkeys(_read_once(module))
 
     def fn(node: Any) -> Any:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):  # not `repeat(…)(x)`, which starts there too
             where = (node.span.file, node.span.line, node.span.col)
             if where in edits:
                 found.add(where)
-                return _edit_call(node, edits[where], positional)
+                return _edit_call(node, edits[where], positional, own)
         return node
 
-    return _walk(module, fn), found
+    edited = _walk(module, fn)
+    moved = {k: v for k, v in own.items() if v is not None}
+
+    def constants(node: Any) -> Any:
+        if isinstance(node, ast.Assign) and node.name in moved:
+            return dataclasses.replace(node, value=literal(moved[node.name], node.value.span))
+        return node
+
+    return (_walk(edited, constants) if moved else edited), found
+
+
+def _read_once(module: ast.Module) -> set[str]:
+    """Constants assigned once, to a literal, and read exactly once in the whole module."""
+    reads: dict[str, int] = {}
+    assigns: dict[str, int] = {}
+    literal_assigns: set[str] = set()
+
+    def fn(node: Any) -> Any:
+        if isinstance(node, ast.Name):
+            reads[node.id] = reads.get(node.id, 0) + 1
+        elif isinstance(node, ast.Assign):
+            assigns[node.name] = assigns.get(node.name, 0) + 1
+            if isinstance(node.value, ast.Int | ast.Float | ast.List):
+                literal_assigns.add(node.name)
+        return node
+
+    _walk(module, fn)
+    return {n for n in literal_assigns if assigns[n] == 1 and reads.get(n) == 1}
 
 
 def set_repeat_count(module: ast.Module, where: Where, count: int) -> ast.Module:

@@ -109,6 +109,11 @@ def test_cli_weights_and_state_together_and_the_refusals(decoder_export, tmp_pat
         assert r.returncode != 0 and ("ARC1109" if "--opset" in argv else "ARC1106") in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "y").exists()
+    # the export section asks the same: `quantize_state = "int8"` at opset 20 is refused alike
+    section = (root / "small.arch").read_text().rstrip().removesuffix("}")
+    (tmp_path / "s.arch").write_text(section + '  export onnx {\n    opset = 20\n    quantize_state = "int8"\n  }\n}\n')
+    r = _cli("export", str(tmp_path / "s.arch"), "-o", str(tmp_path / "z"))
+    assert r.returncode != 0 and "ARC1109" in r.stderr and "opset 20" in r.stderr, r.stderr
 
 
 RECURRENT = """
