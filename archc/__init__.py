@@ -118,7 +118,7 @@ def prune(spec: str, weights: str | None = None, out: str = "pruned", importance
           **ratios: float) -> Any:
     """`archc prune` from Python: `archc.prune("specs/llama-tiny.arch", "w.safetensors", "out",
     heads=0.25, ffn=0.3)` writes `out/<spec>-pruned.arch` and `out/weights.safetensors` and
-    returns the new spec's path. Ratios by unit kind: heads, ffn, inner, experts. See
+    returns the new spec's path. Ratios by unit kind: heads, kv_heads, ffn, inner, experts. See
     docs/compression.md."""
     from archc.cli import main
 
@@ -128,7 +128,7 @@ def prune(spec: str, weights: str | None = None, out: str = "pruned", importance
     argv += ["--calibrate", calibrate] if calibrate else []
     argv += ["--force"] if force else []
     for kind, r in ratios.items():
-        argv += [f"--{kind}", str(r)]
+        argv += [f"--{kind.replace('_', '-')}", str(r)]
     if main(argv) != 0:
         raise ValueError("archc prune failed (the diagnostic above says why)")
     from pathlib import Path

@@ -30,15 +30,18 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
     model, prog = _build_model(args.file, args.seed, sources, args)
     if args.weights:
         _load_weights(model, args.weights, "--weights")
-    ratios = {k: v for k, v in (("heads", args.heads), ("ffn", args.ffn), ("inner", args.inner)) if v}
+    ratios = {k: v for k, v in (("heads", args.heads), ("kv_heads", args.kv_heads), ("ffn", args.ffn),
+                                ("inner", args.inner)) if v}
     experts = args.experts
     for kind, r in ratios.items():
         if not 0 < r < 1:
-            raise _fail("ARC1203", f"--{kind} {r}: a fraction of the units to remove, between 0 and 1", usage=True)
+            raise _fail("ARC1203", f"--{kind.replace('_', '-')} {r}: a fraction of the units to remove, between 0 "
+                        "and 1", usage=True)
     if experts:
         ratios["experts"] = experts  # a fraction, or a count resolved per node below
     if not ratios and not args.layers and not args.magnitude:
-        raise _fail("ARC1203", "nothing to prune", "pass --heads, --ffn, --inner, --experts, --layers or --magnitude",
+        raise _fail("ARC1203", "nothing to prune",
+                    "pass --heads, --kv-heads, --ffn, --inner, --experts, --layers or --magnitude",
                     usage=True)
     batches = None
     if args.calibrate:
@@ -113,7 +116,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help=".safetensors from `archc train` (default: random init)")
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="writes DIR/<spec>-pruned.arch, DIR/weights.safetensors, DIR/prune.json")
-    p.add_argument("--heads", type=float, help="fraction of attention / Mamba-2 / RetNet heads to remove")
+    p.add_argument("--heads", type=float,
+                   help="fraction of attention (query) / Mamba-2 / RetNet / RWKV-6 / mLSTM heads to remove")
+    p.add_argument("--kv-heads", type=float,
+                   help="fraction of a GQA attention's kv groups to remove, each with its query heads")
     p.add_argument("--ffn", type=float, help="fraction of FFN hidden channels (MoE experts' too) to remove")
     p.add_argument("--inner", type=float, help="fraction of Mamba / RWKV-4 inner channels to remove")
     p.add_argument("--experts", type=float, help="MoE experts to remove: a fraction, or a count (≥ 1)")

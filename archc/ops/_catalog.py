@@ -3,7 +3,7 @@
 
 FAMILIES = {
     "arith": (4153693918, ('add', 'mul')),
-    "attention": (3289232915, ('attention', 'latent_attention')),
+    "attention": (3144736771, ('attention', 'latent_attention')),
     "conv": (330590547, ('gated_conv',)),
     "embeddings": (2115594986, ('embed', 'learned_pos', 'sinusoidal_pos')),
     "ffn": (3466107407, ('dropout', 'geglu', 'gelu', 'linear', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'tanh')),

@@ -151,8 +151,10 @@ def _attention_state(p: AttentionParams, ins: list[TensorType]) -> tuple[StateTe
 def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
     """Heads. MHA: a head is its q, k and v rows and its o_proj columns. GQA/MQA: a query head is
     its q rows and o_proj columns, and each kv group keeps the same number of query heads (kv
-    heads stay: removing one would remove its whole group). head_dim is written explicitly, as
-    it would otherwise follow d/heads. Zeroed, a head's output is 0 before o_proj: exact."""
+    heads stay: removing one would remove its whole group) — or, as `kv_heads`, whole groups: a
+    kv head's k and v rows with its query heads' q rows and o_proj columns (the KV cache shrinks
+    too). head_dim is written explicitly, as it would otherwise follow d/heads. Zeroed, a head's
+    output is 0 before o_proj: exact."""
     if p.pos is not None and p.pos.get("op") == "alibi":
         raise CannotPrune("ALiBi's slopes are a function of the head count (2^(−8h/H)): removing heads would "
                           "change every other head's slope", ("heads",))
@@ -178,7 +180,25 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
             new["kv_heads"] = len(kept)
         return new
 
-    return (PruneAxis("heads", h, slices, params, lambda u: ("o_proj", rows(u, hd)), groups=1 if mha else kv),)
+    heads = PruneAxis("heads", h, slices, params, lambda u: ("o_proj", rows(u, hd)), groups=1 if mha else kv)
+    if mha:
+        return (heads,)
+    per = h // kv
+
+    def group(g: int) -> dict:
+        q = [c for i in range(g * per, (g + 1) * per) for c in rows(i, hd)]
+        out = {"q_proj.weight": (0, q), "o_proj.weight": (1, q), "k_proj.weight": (0, rows(g, hd)),
+               "v_proj.weight": (0, rows(g, hd))}
+        if p.bias:
+            out.update({"q_proj.bias": (0, q), "k_proj.bias": (0, rows(g, hd)), "v_proj.bias": (0, rows(g, hd))})
+        if rel:
+            out["relative_bias.weight"] = (1, list(range(g * per, (g + 1) * per)))
+        return out
+
+    groups = PruneAxis("kv_heads", kv, group,
+                       lambda kept: {"heads": len(kept) * per, "kv_heads": len(kept), "head_dim": hd},
+                       lambda g: ("o_proj", [c for i in range(g * per, (g + 1) * per) for c in rows(i, hd)]))
+    return heads, groups
 
 
 register(OpDef(

@@ -77,7 +77,12 @@ def prunable(model: ArchModel, kinds: Iterable[str]) -> list[Units]:
                 raise PruneError(f"`{n.op}` at `{n.id}` cannot be pruned: {e}", "leave this op out (--only)",
                                  n, code="ARC1202") from None
             continue
-        out.extend(Units(n.id, n.op, a) for a in axes if a.kind in kinds)
+        mine = [Units(n.id, n.op, a) for a in axes if a.kind in kinds]
+        if {"heads", "kv_heads"} <= {u.axis.kind for u in mine}:
+            raise PruneError(f"`{n.op}` at `{n.id}`: --heads (query heads in every group) and --kv-heads (whole "
+                             "groups) both change its head count", "run archc prune twice: once with each", n,
+                             code="ARC1202")
+        out.extend(mine)
     return out
 
 

@@ -29,6 +29,8 @@ def _spec(body: str, vocab: int = 300, d: int = 32) -> str:
 CASES = {
     "gqa+swiglu": (_spec("    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope())\n"
                          "    return x + swiglu(rmsnorm(x), hidden=64)"), {"heads": 0.5, "ffn": 0.25}),
+    "gqa-groups+bias": (_spec("    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, bias=true, causal=true)\n"
+                              "    return x + swiglu(rmsnorm(x), hidden=64)"), {"kv_heads": 0.5}),
     "mha+bias+mlp+t5bias": (_spec("    x = x + attention(layernorm(x), heads=4, bias=true, causal=true, "
                                   "pos=relative_bias(buckets=8, max_distance=16))\n"
                                   "    return x + mlp(layernorm(x), hidden=64)"), {"heads": 0.25, "ffn": 0.5}),
@@ -155,8 +157,11 @@ def test_cli_prune_diagnostics(tmp_path):
     alibi.write_text(_spec("    return x + attention(rmsnorm(x), heads=4, causal=true, pos=alibi())"))
     mamba = tmp_path / "m.arch"
     mamba.write_text(CASES["mamba"][0])
+    gqa = tmp_path / "g.arch"
+    gqa.write_text(CASES["gqa+swiglu"][0])
     cases = [
         ([str(alibi), "--heads", "0.5"], 1, "ARC1202"),
+        ([str(gqa), "--heads", "0.5", "--kv-heads", "0.5"], 1, "ARC1202"),
         ([str(mamba), "--heads", "0.25", "--ffn", "0.5"], 1, "ARC1203"),
         ([str(mamba), "--layers", "1"], 1, "ARC1205"),
         ([str(mamba), "--inner", "1.5"], 2, "ARC1203"),
