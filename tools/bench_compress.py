@@ -106,8 +106,6 @@ def quantize_rows(row: dict, graph, out: Path, held: torch.Tensor, vocab: int, o
 
 
 def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
-    from archc.backends.onnx.calibrate import calibration_data
-    from archc.backends.onnx.compress import compare, latencies, quantize_folder
     from archc.backends.onnx.export import export_model
     from archc.backends.onnx.precision import QuantizeOptions
     from archc.backends.torch import build
@@ -142,8 +140,6 @@ def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
     fp32 = out / "fp32"
     export_model(model, fp32, text, name, "trained", force=True, quantize=QuantizeOptions("none"))
     quantize_rows(row, model.graph, out, held, vocab)
-    cal = calibration_data("chars", 256, 128, vocab)
-    held_q = calibration_data("chars", 32, 128, vocab, seed=1).ids
     ids = held.numpy()
 
     # pruning then distillation
@@ -158,30 +154,41 @@ def run_spec(name: str, out: Path, steps: int, distill_steps: int) -> dict:
     train(student, task, TrainConfig(steps=distill_steps, batch=8, seq=128, lr=1e-3, warmup=20), out / "distill",
           progress=False, spec_name=f"{name}-pruned", distill=Distill(model, 2.0, 0.5))
     after = torch_ppl(student, held)
-    from archc.frontend import loads
-
-    pruned_graph = loads(pr.text, str(spec)).graph
     pf = out / "pruned_fp32"
     export_model(student, pf, pr.text, f"{name}-pruned", "distilled", force=True, quantize=QuantizeOptions("none"))
-    quantize_folder(out / "pruned_int8", pruned_graph, QuantizeOptions("int8"), cal, held_q, reference=pf)
-    timed = latencies([fp32, pf, out / "pruned_int8"], threads=2, rounds=7)
-    c_pf = compare(fp32, pf, ids)
-    c_pq = compare(fp32, out / "pruned_int8", ids)
     row["prune"] = {"ratios": ratios, "importance": "taylor", "params": [pr.params_before, pr.params_after],
                     "ppl_teacher": ppl_teacher, "ppl_pruned": before, "ppl_distilled": after,
                     "ppl_ratio_pruned": before / ppl_teacher, "ppl_ratio_distilled": after / ppl_teacher,
-                    "distill_steps": distill_steps, "distill_seconds": time.perf_counter() - t,
-                    "fp32": {"size": c_pf.bytes / c_pf.reference_bytes, "decode_speedup": timed[fp32][1] / timed[pf][1],
-                             "prefill_speedup": timed[fp32][0] / timed[pf][0], "top1": c_pf.top1},
-                    "int8": {"size": c_pq.bytes / c_pq.reference_bytes,
-                             "decode_speedup": timed[fp32][1] / timed[out / 'pruned_int8'][1],
-                             "prefill_speedup": timed[fp32][0] / timed[out / 'pruned_int8'][0], "top1": c_pq.top1,
-                             "ppl_ratio": c_pq.ppl / c_pq.ppl_reference}}
+                    "distill_steps": distill_steps, "distill_seconds": time.perf_counter() - t}
+    pruned_rows(row, out, str(spec), vocab, ids)
     print(f"  pruned {pr.params_before:,} -> {pr.params_after:,}: ppl {ppl_teacher:.3f} -> {before:.3f} (pruned) -> "
           f"{after:.3f} (distilled {distill_steps} steps, {100 * (after / ppl_teacher - 1):+.2f}%)", flush=True)
     control_row(row, name, out, distill_steps)
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def pruned_rows(row: dict, out: Path, spec: str, vocab: int, ids: np.ndarray) -> None:
+    """The distilled student's fp32 export (`out/pruned_fp32`) quantized with `int8` (archc's
+    choice), both measured against the unpruned fp32 export: size, speed, agreement."""
+    from archc.backends.onnx.calibrate import calibration_data
+    from archc.backends.onnx.compress import compare, latencies, quantize_folder
+    from archc.backends.onnx.precision import QuantizeOptions
+    from archc.frontend import loads
+
+    fp32, pf, pq = out / "fp32", out / "pruned_fp32", out / "pruned_int8"
+    graph = loads((out / "pruned.arch").read_text(), spec).graph
+    cal = calibration_data("chars", 256, 128, vocab)
+    held_q = calibration_data("chars", 32, 128, vocab, seed=1).ids
+    rep = quantize_folder(pq, graph, QuantizeOptions("int8"), cal, held_q, reference=pf)
+    timed = latencies([fp32, pf, pq], threads=2, rounds=7)
+    c_pf, c_pq = compare(fp32, pf, ids), compare(fp32, pq, ids)
+    row["prune"].update(
+        fp32={"size": c_pf.bytes / c_pf.reference_bytes, "decode_speedup": timed[fp32][1] / timed[pf][1],
+              "prefill_speedup": timed[fp32][0] / timed[pf][0], "top1": c_pf.top1},
+        int8={"size": c_pq.bytes / c_pq.reference_bytes, "decode_speedup": timed[fp32][1] / timed[pq][1],
+              "prefill_speedup": timed[fp32][0] / timed[pq][0], "top1": c_pq.top1,
+              "ppl_ratio": c_pq.ppl / c_pq.ppl_reference, "scheme": rep.quantization.scheme})
 
 
 def control_row(row: dict, name: str, out: Path, distill_steps: int) -> None:
@@ -294,8 +301,11 @@ def main() -> None:
             from archc.backends.onnx.manifest import read_manifest
 
             vocab = read_manifest(Path(args.out) / name / "fp32").vocab
-            quantize_rows(results[name], graph, Path(args.out) / name,
-                          token_sequences("chars", 32, 128, vocab, seed=1234), vocab, args.variants)
+            held = token_sequences("chars", 32, 128, vocab, seed=1234)
+            quantize_rows(results[name], graph, Path(args.out) / name, held, vocab, args.variants)
+            if args.variants is None and "prune" in results[name]:
+                pruned_rows(results[name], Path(args.out) / name, str(ROOT / "specs" / f"{name}-tiny.arch"), vocab,
+                            held.numpy())
             save(results, name)
         print(table(results))
         return
