@@ -20,6 +20,7 @@ import pkgutil
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from archc.errors import Span
 from archc.ir.cost import CostCtx
@@ -28,9 +29,11 @@ from archc.ir.graph import Graph, GraphError
 
 @dataclass(frozen=True)
 class PassContext:
-    """What a pass may depend on besides the graph (the cost model's sequence, batch and dtype)."""
+    """What a pass may depend on besides the graph: the cost model's sequence, batch and dtype, and
+    a prune plan (node id -> new settings) for the `prune` pass."""
 
     cost: CostCtx = field(default_factory=CostCtx)
+    prune: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 PassFn = Callable[[Graph, PassContext], Graph]

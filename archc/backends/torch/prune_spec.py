@@ -2,8 +2,10 @@
 op settings are the pruned widths (`heads`, `hidden`, `inner_width`, `experts`, `decays`, repeat
 counts) plus the sliced weights that load into it.
 
-The units come from the ops' prune rules (`prune.py`); the call of each pruned node is found in
-the spec by where it starts (the IR node's span) and rewritten with `archc/dsl/edit.py`, so the
+The units come from the ops' prune rules (`prune.py`); their new settings are applied to the IR
+by the `prune` pass (`archc/passes/prune.py`) and written into the spec: the call of each pruned
+node is found by where it starts (the IR node's span) and rewritten with `archc/dsl/edit.py`
+(the rewritten spec must lower to the pass's graph, checked), so the
 rest of the file — constants, blocks, comments — stays as written, formatted by `archc fmt`. All
 layers of a `repeat` share one call, so a per-op ratio keeps the same count at every layer
 (which units each layer keeps is its own). Whole layers go by their loss when skipped (their
@@ -107,6 +109,8 @@ def prune_spec(model: ArchModel, spec_path: str, spec_text: str, options: PruneO
         where = sorted(set(edits) - found)[0]
         raise PruneError(f"the call at {where[0]}:{where[1]}:{where[2]} is not in {spec_path} (an included file?)",
                          "archc prune rewrites the spec file itself; inline the block to prune it", code="ARC1204")
+    if units:
+        _check_against_the_ir_pass(model, units, format_module(module), spec_path)
     removed: list[str] = []
     if options.layers:
         module, state, removed = _drop_layers(model, module, state, options.layers, batches, spec_path)
@@ -116,6 +120,22 @@ def prune_spec(model: ArchModel, spec_path: str, spec_text: str, options: PruneO
         if options.magnitude else None
     state = {k: v.detach().clone() for k, v in pruned.state_dict().items()}
     return PruneResult(text, state, units, removed, before, pruned.num_parameters(), sparsity, pruned)
+
+
+def _check_against_the_ir_pass(model: ArchModel, units: list[Units], text: str, spec_path: str) -> None:
+    """The rewritten spec must lower to the graph the IR's `prune` pass makes from the same plan
+    (`archc/passes/prune.py`): node for node, the same op, settings and type."""
+    from archc.frontend import loads
+    from archc.passes.manager import PassContext, run
+
+    by_pass = run(model.graph, ["prune"], PassContext(prune=new_params(units))).graph
+    by_text = loads(text, spec_path).graph
+    a, b = by_pass.to_text().splitlines(), by_text.to_text().splitlines()
+    if a != b:
+        diff = next((f"{x.strip()}  vs  {y.strip()}" for x, y in zip(a, b, strict=False) if x != y),
+                    f"{len(a)} vs {len(b)} lines")
+        raise PruneError(f"the rewritten spec and the IR prune pass disagree: {diff}",
+                         "this is a bug in archc prune; please report it with the spec", code="ARC1201")
 
 
 def _axes(model: ArchModel, n) -> list:
