@@ -5,10 +5,12 @@ carries between steps, which no onnxruntime tool does for a custom decoder. For 
 manifest marks `kv` (attention keys and values, one row of `head_dim` values per token or ring
 slot, declared so by the op record's `StateTensor.kv`) the graph takes the cache as int8 plus a
 scale input [batch, heads, slots, 1], dequantizes it on entry (`DequantizeLinear`, blocked along
-the head axis) and quantizes the cache it returns (`QuantizeLinear` with the scale
-max|row| / 127: symmetric, per token and head). The scale of a row is a function of the row alone,
-so a row requantized at every later step keeps its scale and its int8 values exactly (tested):
-error is made once, when a token enters the cache, and does not compound. Attention itself still
+the head axis) and quantizes the rows it adds (`QuantizeLinear` with the scale max|row| / 127:
+symmetric, per token and head); a growing cache returns the int8 rows it came in with unchanged,
+followed by the new ones (`Concat`), and a ring buffer is requantized whole — the scale of a row
+is a function of the row alone, so a requantized row keeps its scale and int8 values exactly
+(tested). Either way the error is made once, when a token enters the cache, and does not
+compound. Attention itself still
 runs in fp32 on the dequantized cache; what shrinks (4×) is the state a deployment keeps in memory
 and moves across the step boundary. Recurrent states, convolution windows and memories are
 never touched: a recurrence carries its error to every later token (KEPT_BECAUSE["recurrent"]).
@@ -77,7 +79,8 @@ def quantize_kv_state(proto: onnx.ModelProto, manifest: Manifest) -> tuple[onnx.
     g = model.graph
     g.initializer.extend([numpy_helper.from_array(np.array([-1], np.int64), "const.state_last_axis"),
                           numpy_helper.from_array(np.array(127.0, np.float32), "const.state_int8_max"),
-                          numpy_helper.from_array(np.array(_TINY, np.float32), "const.state_tiny")])
+                          numpy_helper.from_array(np.array(_TINY, np.float32), "const.state_tiny"),
+                          numpy_helper.from_array(np.array([2 ** 62], np.int64), "const.state_int64_max")])
     inputs = {i.name: i for i in g.input}
     outputs = {o.name: o for o in g.output}
     entry: list[onnx.NodeProto] = []
@@ -107,15 +110,33 @@ def quantize_kv_state(proto: onnx.ModelProto, manifest: Manifest) -> tuple[onnx.
                 if name == s.output:
                     n.input[i] = fp
         p = f"{s.output}/quantize"
-        absmax = f"{p}/absmax"
+        growing = "past_seq" in s.shape
+        rows = fp
+        if growing:  # the old rows are the past as it came in: only the new ones are quantized
+            axis = s.shape.index("past_seq")
+            rows = f"{p}/new_rows"
+            exit_nodes += [
+                helper.make_node("Shape", [s.input], [f"{p}/past_len"], f"{p}/past_len", start=axis, end=axis + 1),
+                helper.make_node("Slice", [fp, f"{p}/past_len", "const.state_int64_max", f"{p}/axis"], [rows],
+                                 f"{p}/slice"),
+            ]
+            g.initializer.append(numpy_helper.from_array(np.array([axis], np.int64), f"{p}/axis"))
+        q_rows, s_rows = (f"{p}/q_new", f"{p}/scale_new") if growing else (s.output, _scale(s.output))
         exit_nodes += [
-            helper.make_node("Abs", [fp], [f"{p}/abs"], f"{p}/abs"),
-            helper.make_node("ReduceMax", [f"{p}/abs", "const.state_last_axis"], [absmax], f"{p}/absmax", keepdims=1),
-            helper.make_node("Div", [absmax, "const.state_int8_max"], [f"{p}/scale_raw"], f"{p}/div"),
-            helper.make_node("Max", [f"{p}/scale_raw", "const.state_tiny"], [_scale(s.output)], f"{p}/scale"),
-            helper.make_node("QuantizeLinear", [fp, _scale(s.output)], [s.output], p, axis=_row_axis(s),
+            helper.make_node("Abs", [rows], [f"{p}/abs"], f"{p}/abs"),
+            helper.make_node("ReduceMax", [f"{p}/abs", "const.state_last_axis"], [f"{p}/absmax"], f"{p}/absmax",
+                             keepdims=1),
+            helper.make_node("Div", [f"{p}/absmax", "const.state_int8_max"], [f"{p}/scale_raw"], f"{p}/div"),
+            helper.make_node("Max", [f"{p}/scale_raw", "const.state_tiny"], [s_rows], f"{p}/scale"),
+            helper.make_node("QuantizeLinear", [rows, s_rows], [q_rows], p, axis=_row_axis(s),
                              block_size=int(s.shape[-1]), output_dtype=TensorProto.INT8),
         ]
+        if growing:
+            exit_nodes += [
+                helper.make_node("Concat", [s.input, q_rows], [s.output], f"{p}/concat", axis=axis),
+                helper.make_node("Concat", [_scale(s.input), s_rows], [_scale(s.output)], f"{p}/concat_scale",
+                                 axis=axis),
+            ]
         out = outputs[s.output]
         out.type.tensor_type.elem_type = TensorProto.INT8
         shape = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
