@@ -34,15 +34,12 @@ def _quantize_options(args: argparse.Namespace, model):
     settings = export_settings(model)
     scheme = args.quantize or settings.get("quantize", "none")
     state = args.quantize_state or settings.get("quantize_state", "fp32")
+    if scheme == "none" and (args.calibrate or args.keep or args.mixer_blind):
+        raise _fail("ARC1106", "--calibrate, --keep and --mixer-blind apply to quantized weights",
+                    "add --quantize int8 (or int8_static, int4)", usage=True)
     if scheme == "none" and state == "fp32":
-        if args.calibrate or args.keep or args.mixer_blind:
-            raise _fail("ARC1106", "--calibrate, --keep and --mixer-blind apply to a quantized export",
-                        "add --quantize int8 (or int8_static, int4)", usage=True)
         return None, None, None
     try:
-        if scheme == "none" and (args.calibrate or args.keep or args.mixer_blind):
-            raise QuantizeError("--calibrate, --keep and --mixer-blind apply to quantized weights",
-                                "add --quantize int8 (or int8_static, int4)", code="ARC1106")
         options = QuantizeOptions(scheme, args.calibration_method, parse_keep(args.keep), args.block_size,
                                   args.mixer_blind, state)
         source = args.calibrate or settings.get("calibrate")

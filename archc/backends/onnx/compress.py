@@ -127,6 +127,8 @@ def weight_precisions(uses: list[WeightUse], scheme: str) -> list[WeightPrecisio
 def explain(q: Quantization) -> str:
     """The `--explain` listing: per class, then per weight, what was quantized and why."""
     lines = [f"quantization: {q.scheme} ({q.tool})"]
+    if q.state != "fp32":
+        lines.append(f"  KV caches: {q.state}, one fp32 scale per token and head (recurrent state stays fp32)")
     if q.candidates:
         lines.append("  int8 schemes tried (top-1 agreement with fp32 on held-out sequences): "
                      + ", ".join(f"{k} {v:.4f}" for k, v in q.candidates.items()) + f" -> {q.scheme}")

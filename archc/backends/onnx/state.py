@@ -10,9 +10,8 @@ symmetric, per token and head); a growing cache returns the int8 rows it came in
 followed by the new ones (`Concat`), and a ring buffer is requantized whole — the scale of a row
 is a function of the row alone, so a requantized row keeps its scale and int8 values exactly
 (tested). Either way the error is made once, when a token enters the cache, and does not
-compound. Attention itself still
-runs in fp32 on the dequantized cache; what shrinks (4×) is the state a deployment keeps in memory
-and moves across the step boundary. Recurrent states, convolution windows and memories are
+compound. Attention itself still runs in fp32 on the dequantized cache; what shrinks (4×) is the
+state a deployment keeps in memory and moves across the step boundary. Recurrent states, convolution windows and memories are
 never touched: a recurrence carries its error to every later token (KEPT_BECAUSE["recurrent"]).
 
 Blocked `QuantizeLinear`/`DequantizeLinear` are opset 21 operators: an export at an older opset
@@ -148,9 +147,6 @@ def quantize_kv_state(proto: onnx.ModelProto, manifest: Manifest) -> tuple[onnx.
     return model, _manifest(manifest, kv)
 
 
-_ITEMSIZE = {"float32": 4, "float64": 8, "int64": 8, "int8": 1, "bool": 1, "float16": 2}
-
-
 def cache_bytes_per_token(manifest: Manifest) -> int:
     """Bytes the growing caches (`past_seq` axis) add per token of one sequence, scales included:
     the state memory a long context costs."""
@@ -161,7 +157,7 @@ def cache_bytes_per_token(manifest: Manifest) -> int:
             for d in s.shape:
                 if isinstance(d, int):
                     n *= d
-            total += n * _ITEMSIZE[s.dtype]
+            total += n * np.dtype(s.dtype).itemsize
     return total
 
 

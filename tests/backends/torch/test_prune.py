@@ -17,6 +17,8 @@ from archc.backends.torch import build
 from archc.backends.torch.prune import magnitude_sparsify, masked
 from archc.backends.torch.prune_spec import PruneOptions, prune_spec
 from archc.frontend import loads
+from archc.ir.cost import CostCtx
+from archc.passes.estimate_cost import estimate_cost
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -79,6 +81,8 @@ def test_pruned_module_equals_the_masked_original(case, importance, monkeypatch)
     assert archc.fmt(res.text, "m.arch") == res.text  # an ordinary, formatted spec
     pruned = res.model.eval()
     assert pruned.num_parameters() == res.params_after
+    # the cost rules of the new widths (RWKV-6 `hidden`, mLSTM `inner_width`, kv groups) count it too
+    assert estimate_cost(loads(res.text, "m.arch").graph, CostCtx()).total.params == res.params_after
     ref = masked(model, res.units)
     ids = torch.randint(0, 300, (2, 19), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
