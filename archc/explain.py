@@ -2,7 +2,9 @@
 
 Codes are stable: a code is never reused for a different problem. The hundreds digit groups
 them: 0xx files, 1xx syntax, 2xx arguments, 3xx shapes, 4xx names and structure, 5xx warnings,
-6xx resource limits, 7xx includes, 8xx tools, 9999 internal errors.
+6xx resource limits, 7xx includes, 8xx tools, 9xx the torch backend's commands, 10xx passes,
+11xx ONNX export, 12xx pruning, 13xx the command line and the files archc reads and writes, 9999
+internal errors.
 """
 
 from __future__ import annotations
@@ -193,9 +195,12 @@ and the span points at the op's `.arch` line), for instance a decode state that 
 parameter. Nothing is written. docs/onnx.md lists what exports; `archc generate` runs every spec
 with PyTorch.
 """),
-    "ARC1102": ("cannot write the export folder", """
-The output folder of `archc export` cannot be created or written (permissions, a read-only file
-system, a path through a file). Choose a folder you can write to with `-o DIR`.
+    "ARC1102": ("cannot write the output", """
+An output (`archc export`'s or `archc prune`'s folder, `archc train`'s run folder, a `--json`
+or `-o` file) cannot be written: the disk is full (the message gives the bytes needed and free),
+permission is denied, the file system is read-only, or the path goes through a file. Nothing was
+changed: archc builds every output in a transaction beside it and swaps it in only when it is
+complete (docs/onnx.md). Free some space or choose another output.
 """),
     "ARC1103": ("unsupported opset", """
 The ONNX opset asked for (with `--opset`, or `opset` in the spec's `export onnx { ... }` section)
@@ -209,8 +214,8 @@ lists. A folder copied in part, edited by hand, or exported by another tool is r
 run with a wrong state layout. Export again with `archc export SPEC -o DIR`.
 """),
     "ARC1105": ("quantization failed", """
-onnxruntime's quantization tool could not quantize the exported graph as asked. The fp32 export
-in the output folder's `reference/` is complete and runs; try another scheme (`--quantize
+onnxruntime's quantization tool could not quantize the exported graph as asked. Nothing was
+written (the output folder is as it was); try another scheme (`--quantize
 int8_dynamic`, `int8_static`, `int4`), or keep the class of the failing weight in fp32
 (`--keep fp32:CLASS`, see `archc export --explain`). docs/compression.md lists what each scheme
 quantizes.
@@ -273,6 +278,55 @@ widths are block settings.
 `--layers N` removes the N layers whose loss rises least when skipped from the spec's one layer
 stack written as `repeat(n, block)`, and writes `repeat(n − N, block)`. A spec with several
 stacks, a `pattern(...)`, or N ≥ n is refused.
+"""),
+    "ARC1301": ("empty output path", """
+`-o ""` (typically an unset shell variable: `-o "$OUT"`) would mean the current folder, where
+`--force` replaces archc's files. An output must be named explicitly.
+"""),
+    "ARC1302": ("a symbolic link where archc writes", """
+The output folder, or a file archc writes in it (`model.onnx`, `reference/`, `last.safetensors`,
+an output file), is a symbolic link. archc never creates links and never writes through one: a link
+planted in an output folder could point anywhere (`model.onnx -> ~/.bashrc`). Remove the link, or
+give the real folder. Folders *above* the output may be links (a `runs/` on another disk is fine).
+"""),
+    "ARC1303": ("another archc is writing this output", """
+A live archc process (the message gives its pid) holds a transaction in this output folder. Two
+writers to one folder would replace each other's files; wait for the other to finish or choose
+another output. A transaction left by a killed process is not this error: the next run finishes or
+removes it by itself.
+"""),
+    "ARC1304": ("a path in the folder leaves it", """
+A file archc reads back names a path outside its folder: the manifest's `model` or
+`quantization.reference`, or an ONNX external-data `location`, is absolute, has `..`, or passes a
+symbolic link (or the manifest itself is a link). archc writes only relative paths inside the
+folder, so the folder was edited or made by something else; nothing is opened. Export again.
+(The rule is ONNX's for external data, onnx/onnx#3991 and CVE-2024-27318.)
+"""),
+    "ARC1305": ("the manifest and the graph disagree", """
+`archc_export.json` and `model.onnx` describe different models: other input or output names,
+element types, fixed sizes (a state longer than the graph's), a vocabulary that is not the logits'
+width, or a state's initial value of another shape. Running such a folder would allocate or feed
+tensors the graph does not take. Export the folder again rather than editing the manifest.
+"""),
+    "ARC1306": ("over the memory limit", """
+What the command would allocate up front — the decode state at the prompt plus `--max-new-tokens`
+tokens, the prefill's logits — is more than `--max-memory` (default: half of the machine's memory).
+It is refused before anything is allocated, instead of swapping until the kernel kills the
+process. Ask for fewer tokens or a shorter prompt, or raise `--max-memory` on a larger machine.
+"""),
+    "ARC1307": ("bad command-line option", """
+A flag's value is outside what it accepts; the message names the flag and the range: counts from 0
+or 1 up to 2^40 (or their own bound), probabilities (`--top-p`) in (0, 1], temperatures finite and ≥ 0, `--top-k` between 1 and
+the vocabulary, learning rates finite and > 0, pruning ratios in [0, 1), `--threads` between 1
+and 4 × the cores, MatMulNBits block sizes powers of two from 16 to 256, data sources `TASK:N`
+with N ≥ 1. `archc COMMAND --help` lists every option.
+"""),
+    "ARC1308": ("cannot resume from this run folder", """
+`--resume` found a checkpoint it cannot continue from: `last.safetensors` or
+`train_state.safetensors` is damaged (truncated, not safetensors), belongs to another spec, or
+the two are of different steps (a folder assembled by hand: archc saves both in one transaction, so
+a kill during a save never leaves that). Start again without `--resume` (`--force` replaces the
+run), or resume from a folder `archc train` wrote.
 """),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent / "archc"
 #: all. The front end (parse + lower) sits above the passes because lowering types each node with
 #: the shape pass's rule; in the pipeline it runs first.
 STAGES = [
-    ("archc.errors", "archc.version"),
+    ("archc.errors", "archc.version", "archc.files"),
     ("archc.dsl", "archc.ir"),
     ("archc.ops",),
     ("archc.passes",),

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from archc.cli import frontend
 from archc.cli.common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, add_limit_flags
+from archc.cli.flags import ArgumentParser, count, output
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from archc.cli import model as model_commands
     from archc.version import __version__
 
-    p = argparse.ArgumentParser(prog="archc", description="archc: a compiler for sequence-model architectures.")
+    p = ArgumentParser(prog="archc", description="archc: a compiler for sequence-model architectures.")
     p.add_argument("--version", action="version", version=f"archc {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -39,11 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("summary", help="parameters, FLOPs, memory per layer and in total")
     s.add_argument("file", metavar="FILE", help="spec file (.arch)")
-    s.add_argument("--seq", type=int, default=2048, help="context length costed (2048)")
-    s.add_argument("--batch", type=int, default=1, help="batch size for memory figures (1)")
+    s.add_argument("--seq", type=count(1), default=2048, help="context length costed (2048)")
+    s.add_argument("--batch", type=count(1), default=1, help="batch size for memory figures (1)")
     s.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "fp8", "int8"), default="bf16",
                    help="storage dtype of weights, activations and KV caches (bf16)")
-    s.add_argument("--depth", type=int, default=1, help="1: identical consecutive layers folded into one row; 2: one row per layer")
+    s.add_argument("--depth", type=count(1, 2), default=1, help="1: identical consecutive layers folded into one row; 2: one row per layer")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     add_limit_flags(s)
     s.set_defaults(fn=frontend.cmd_summary)
@@ -58,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("graph", help="the IR as text, or drawn (DOT; SVG/PNG/PDF with Graphviz)")
     g.add_argument("file", metavar="FILE", help="spec file (.arch)")
-    g.add_argument("-o", "--output", help="output file; the format follows its suffix (.txt, .dot, .svg, ...)")
+    g.add_argument("-o", "--output", type=output,
+                   help="output file; the format follows its suffix (.txt, .dot, .svg, ...)")
+    g.add_argument("--force", action="store_true", help="replace an existing output file")
     g.add_argument("--format", choices=("text", "dot", "svg", "png", "pdf"),
                    help="text: the IR's canonical text form; default: from the output's suffix, else dot")
     add_limit_flags(g)
@@ -70,10 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a named pipeline (see --list) or passes separated by commas (summary)")
     ps.add_argument("--dump-after", action="append", default=[], metavar="PASS",
                     help="print the IR text after PASS (repeatable; `all` after every pass)")
-    ps.add_argument("-o", "--output", metavar="DIR",
+    ps.add_argument("-o", "--output", metavar="DIR", type=output,
                     help="write each dump to DIR/<model>.<n>-<pass>.txt instead of stdout")
-    ps.add_argument("--seq", type=int, default=2048, help="context length the cost pass uses (2048)")
-    ps.add_argument("--batch", type=int, default=1, help="batch the cost pass uses (1)")
+    ps.add_argument("--force", action="store_true", help="replace dumps of an earlier run in DIR")
+    ps.add_argument("--seq", type=count(1), default=2048, help="context length the cost pass uses (2048)")
+    ps.add_argument("--batch", type=count(1), default=1, help="batch the cost pass uses (1)")
     ps.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "fp8", "int8"), default="bf16",
                     help="dtype the cost pass uses (bf16)")
     ps.add_argument("--list", action="store_true", help="list the passes and the pipelines, then exit")
@@ -101,10 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "fn", None):
         parser.print_help()
         return EXIT_USAGE
+    from archc.files.output import sigterm_raises
+
     try:
-        return args.fn(args)
-    except KeyboardInterrupt:
-        return 130
+        with sigterm_raises():  # SIGTERM cleans up as Ctrl-C does: nothing is left half-written
+            return args.fn(args)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"archc: interrupted ({signal.Signals(signum).name}); nothing was left half-written",
+              file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # a bug in archc, never the user's fault

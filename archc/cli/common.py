@@ -36,9 +36,12 @@ def load_spec(path: str, args: argparse.Namespace, sources: dict[str, str]):
 
 
 def add_limit_flags(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--max-params", type=float, default=1e13, help="refuse specs with more parameters (1e13)")
-    sp.add_argument("--max-nodes", type=int, default=200_000, help="refuse specs lowering to more nodes (200000)")
-    sp.add_argument("--max-layers", type=int, default=100_000,
+    from archc.cli.flags import count, positive
+
+    sp.add_argument("--max-params", type=positive, default=1e13, help="refuse specs with more parameters (1e13)")
+    sp.add_argument("--max-nodes", type=count(1), default=200_000,
+                    help="refuse specs lowering to more nodes (200000)")
+    sp.add_argument("--max-layers", type=count(1), default=100_000,
                     help="refuse a repeat/pattern of more layers (100000)")
 
 

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from archc.cli.common import EXIT_OK, add_limit_flags
-from archc.cli.model import _build_model, _fail, _load_weights, _refuse_overwrite, _run
+from archc.cli.flags import add_memory_flag, count, data_source, output, ratio, seed, threads
+from archc.cli.model import _build_model, _fail, _load_weights, _run
 
 # -- prune ----------------------------------------------------------------------------------
+
+
+def experts(text: str) -> float:
+    """`--experts`: a fraction in [0, 1) or a whole count ≥ 1 (checked against the spec later)."""
+    value = ratio(text) if text.strip().startswith(("0", ".")) else float(count(1)(text))
+    return value
 
 
 def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
@@ -21,22 +29,19 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
     from archc.backends.torch.prune import PruneError
     from archc.backends.torch.prune_spec import PruneOptions, prune_spec
     from archc.backends.torch.tasks import token_sequences
+    from archc.files.output import Owned, check_folder, output_folder, write_text
 
-    out = Path(args.output)
     stem = Path(args.file).stem
-    spec_out, weights_out = out / f"{stem}-pruned.arch", out / "weights.safetensors"
-    for f in (spec_out, weights_out, out / "prune.json"):
-        _refuse_overwrite(f, args.force)
+    spec_name, weights_name = f"{stem}-pruned.arch", "weights.safetensors"
+    owned = Owned((spec_name, weights_name, "prune.json"), marker="prune.json", what="pruned spec")
+    out = check_folder(args.output, owned, args.force)  # before the work, not after
+    spec_out, weights_out = out / spec_name, out / weights_name
     model, prog = _build_model(args.file, args.seed, sources, args)
     if args.weights:
         _load_weights(model, args.weights, "--weights")
     ratios = {k: v for k, v in (("heads", args.heads), ("kv_heads", args.kv_heads), ("ffn", args.ffn),
                                 ("inner", args.inner)) if v}
     experts = args.experts
-    for kind, r in ratios.items():
-        if not 0 < r < 1:
-            raise _fail("ARC1203", f"--{kind.replace('_', '-')} {r}: a fraction of the units to remove, between 0 "
-                        "and 1", usage=True)
     if experts:
         ratios["experts"] = experts  # a fraction, or a count resolved per node below
     if not ratios and not args.layers and not args.magnitude:
@@ -57,6 +62,11 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
         moes = [n for n in model.graph.nodes.values() if n.op == "moe"]
         if not moes:
             raise _fail("ARC1203", f"no op of {prog.graph.name} has experts to prune")
+        have = min(int(n.params["experts"]) for n in moes)
+        if experts >= have:
+            raise _fail("ARC1203", f"--experts {experts:g}: the MoE layers have {have} experts; at most "
+                        f"{have - 1} can go", "pass a smaller count, or a fraction such as 0.25", moes[0].span,
+                        usage=True)
         ratios["experts"] = experts / int(moes[0].params["experts"])
     options = PruneOptions(ratios, args.importance, args.layers, args.magnitude, args.magnitude_scope, args.only,
                            "global" if args.global_ratio else "per-op")
@@ -64,21 +74,25 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
         res = prune_spec(model, args.file, Path(args.file).read_text(), options, batches)
     except PruneError as e:
         raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
-    out.mkdir(parents=True, exist_ok=True)
-    spec_out.write_text(res.text)
-    save_weights(res.model, weights_out, {"spec": spec_out.name, "pruned_from": args.weights or "random init"})
-    summary_params = _summary_params(spec_out)
-    report = {
-        "spec": str(spec_out), "weights": str(weights_out), "from": args.file, "importance": args.importance,
-        "params_before": res.params_before, "params_after": res.params_after, "summary_params": summary_params,
-        "units": [{"node": u.node, "kind": u.axis.kind, "units": u.axis.units, "kept": len(u.keep),
-                   "removed": u.removed, "note": u.axis.note} for u in res.units],
-        "layers_removed": res.layers_removed,
-        "sparsity": None if res.sparsity is None else {"fraction": res.sparsity.fraction, "zeros": res.sparsity.zeros,
-                                                       "of": res.sparsity.total, "tensors": res.sparsity.weights,
-                                                       "model_params": res.sparsity.model_total},
-    }
-    (out / "prune.json").write_text(json.dumps(report, indent=2) + "\n")
+    if res.params_after == res.params_before and res.sparsity is None and not res.layers_removed:
+        print(f"warning: the ratios given remove nothing from {prog.graph.name} (each op keeps all its units: "
+              "a ratio below one unit's share rounds to zero)", file=sys.stderr)
+    with output_folder(out, owned, args.force) as txn:
+        write_text(txn.stage / spec_name, res.text)
+        save_weights(res.model, txn.stage / weights_name,
+                     {"spec": spec_name, "pruned_from": args.weights or "random init"})
+        summary_params = _summary_params(txn.stage / spec_name)
+        report = {
+            "spec": str(spec_out), "weights": str(weights_out), "from": args.file, "importance": args.importance,
+            "params_before": res.params_before, "params_after": res.params_after, "summary_params": summary_params,
+            "units": [{"node": u.node, "kind": u.axis.kind, "units": u.axis.units, "kept": len(u.keep),
+                       "removed": u.removed, "note": u.axis.note} for u in res.units],
+            "layers_removed": res.layers_removed,
+            "sparsity": None if res.sparsity is None else {
+                "fraction": res.sparsity.fraction, "zeros": res.sparsity.zeros, "of": res.sparsity.total,
+                "tensors": res.sparsity.weights, "model_params": res.sparsity.model_total},
+        }
+        write_text(txn.stage / "prune.json", json.dumps(report, indent=2) + "\n")
     by_kind: dict[str, list] = {}
     for u in res.units:
         by_kind.setdefault(u.axis.kind, []).append(u)
@@ -114,29 +128,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a trained model into a smaller spec and weights (docs/compression.md)")
     p.add_argument("file", metavar="FILE", help="spec file (.arch)")
     p.add_argument("--weights", help=".safetensors from `archc train` (default: random init)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR",
+    p.add_argument("-o", "--output", required=True, metavar="DIR", type=output,
                    help="writes DIR/<spec>-pruned.arch, DIR/weights.safetensors, DIR/prune.json")
-    p.add_argument("--heads", type=float,
+    p.add_argument("--heads", type=ratio,
                    help="fraction of attention (query) / Mamba-2 / RetNet / RWKV-6 / mLSTM heads to remove")
-    p.add_argument("--kv-heads", type=float,
+    p.add_argument("--kv-heads", type=ratio,
                    help="fraction of a GQA attention's kv groups to remove, each with its query heads")
-    p.add_argument("--ffn", type=float, help="fraction of FFN hidden channels (MoE experts' too) to remove")
-    p.add_argument("--inner", type=float, help="fraction of Mamba / RWKV-4 inner channels to remove")
-    p.add_argument("--experts", type=float, help="MoE experts to remove: a fraction, or a count (≥ 1)")
-    p.add_argument("--layers", type=int, default=0, help="whole layers to remove from the layer stack")
-    p.add_argument("--magnitude", type=float, default=0.0,
+    p.add_argument("--ffn", type=ratio, help="fraction of FFN hidden channels (MoE experts' too) to remove")
+    p.add_argument("--inner", type=ratio, help="fraction of Mamba / RWKV-4 inner channels to remove")
+    p.add_argument("--experts", type=experts, help="MoE experts to remove: a fraction in [0, 1), or a whole "
+                                                   "count (≥ 1) below the number of experts")
+    p.add_argument("--layers", type=count(0), default=0, help="whole layers to remove from the layer stack")
+    p.add_argument("--magnitude", type=ratio, default=0.0,
                    help="unstructured: zero this fraction of the smallest weights (shapes unchanged)")
     p.add_argument("--magnitude-scope", choices=("per-tensor", "global"), default="per-tensor")
     p.add_argument("--importance", choices=("magnitude", "activation", "taylor"), default="magnitude",
                    help="how units are ranked: weight norm, mean |activation|, or first-order Taylor (|a·∂L/∂a|)")
-    p.add_argument("--calibrate", metavar="SOURCE[:N]", help="data for activation/Taylor importance and --layers "
+    p.add_argument("--calibrate", metavar="SOURCE[:N]", type=data_source, help="data for activation/Taylor importance and --layers "
                                                              "(chars:64, notes.txt:64)")
-    p.add_argument("--calibrate-seq", type=int, default=128, help="tokens per calibration sequence (128)")
+    p.add_argument("--calibrate-seq", type=count(2, 1_000_000), default=128, help="tokens per calibration sequence (128)")
     p.add_argument("--global", dest="global_ratio", action="store_true",
                    help="spend each ratio across all ops of the kind (ranked together) instead of per op; "
                         "the layers of one repeat still keep one count")
     p.add_argument("--only", metavar="GLOB", help="prune only nodes whose id matches (e.g. 'layers.*.mlp')")
-    p.add_argument("--seed", type=int, default=0, help="seed of the init without --weights and of the data (0)")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights and of the data (0)")
     p.add_argument("--force", action="store_true", help="replace files of an earlier prune in DIR")
     add_limit_flags(p)
     p.set_defaults(fn=cmd_prune)
@@ -150,6 +165,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _precision_line(folder: Path) -> str:
     """Per class, the precision its weights ended in (a quantized folder), else fp32."""
     from archc.backends.onnx.manifest import read_manifest
+    from archc.files.read import printable
 
     q = read_manifest(folder).quantization
     if q is None:
@@ -159,7 +175,7 @@ def _precision_line(folder: Path) -> str:
         by.setdefault(w.cls or "unclassified", set()).add(w.precision)
     weights = (f"{q.scheme}: " + ", ".join(f"{c} {'/'.join(sorted(p))}" for c, p in sorted(by.items()))
                if q.scheme != "none" else "weights fp32")
-    return weights + (f"; KV caches {q.state}" if q.state != "fp32" else "")
+    return printable(weights + (f"; KV caches {q.state}" if q.state != "fp32" else ""))  # strings of a file
 
 
 def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> int:
@@ -168,17 +184,22 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
     from archc.backends.onnx.manifest import NotAnExport, read_manifest
     from archc.backends.onnx.state import cache_bytes_per_token
     from archc.backends.torch.tasks import token_sequences
+    from archc.files.output import check_file, output_file
+    from archc.files.read import inside
 
+    if args.json:
+        check_file(args.json, args.force, "--json")  # before the measurement, not after
     folders = [Path(f) for f in args.folders]
     try:
         manifests = [read_manifest(f) for f in folders]
         reference = Path(args.reference) if args.reference else None
         if reference is None:
             q = manifests[0].quantization
-            reference = folders[0] / q.reference if q is not None and q.reference else folders[0]
+            reference = (inside(folders[0], q.reference, "the manifest's quantization.reference")
+                         if q is not None and q.reference else folders[0])
         ref_manifest = read_manifest(reference)
     except NotAnExport as e:
-        raise _fail("ARC1104", str(e), "point compress-report at folders written by `archc export`") from None
+        raise _fail(e.code, str(e), e.hint or "point compress-report at folders written by `archc export`") from None
     for f, m in zip(folders, manifests, strict=True):
         if m.kind != "decoder":
             raise _fail("ARC0906", f"{f} holds a forward graph; compress-report measures decoders")
@@ -217,8 +238,9 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
                                                       for r in rows if r["cache_bytes_per_token"])
               + f"; rows with quantized caches measured decoding from token {args.seq // 2} on")
     if args.json:
-        Path(args.json).write_text(json.dumps({"reference": str(reference), "data": args.data, "seq": args.seq,
-                                               "rows": rows}, indent=2) + "\n")
+        with output_file(args.json, args.force, "--json") as tmp:
+            tmp.write_text(json.dumps({"reference": str(reference), "data": args.data, "seq": args.seq,
+                                       "rows": rows}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return EXIT_OK
 
@@ -233,11 +255,13 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("folders", nargs="+", metavar="DIR", help="folders written by `archc export` (quantized or not)")
     r.add_argument("--reference", metavar="DIR",
                    help="the fp32 export to compare against (default: the first folder's reference/)")
-    r.add_argument("--data", default="chars:32", metavar="SOURCE[:N]",
+    r.add_argument("--data", default="chars:32", metavar="SOURCE[:N]", type=data_source,
                    help="held-out text: N sequences of a task or windows of a file (chars:32)")
-    r.add_argument("--seq", type=int, default=128, help="tokens per held-out sequence (128)")
-    r.add_argument("--seed", type=int, default=1234, help="seed of the held-out draw (1234: not calibration's)")
-    r.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (2)")
+    r.add_argument("--seq", type=count(2, 1_000_000), default=128, help="tokens per held-out sequence (128)")
+    r.add_argument("--seed", type=seed, default=1234, help="seed of the held-out draw (1234: not calibration's)")
+    r.add_argument("--threads", type=threads, default=2, help="onnxruntime intra-op threads, 1 to 4 × the cores (2)")
     r.add_argument("--no-timing", action="store_true", help="accuracy and size only")
-    r.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    r.add_argument("--json", metavar="FILE", type=output, help="also write the rows as JSON")
+    r.add_argument("--force", action="store_true", help="replace an existing --json file")
+    add_memory_flag(r)
     r.set_defaults(fn=cmd_compress_report)

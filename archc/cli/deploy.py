@@ -9,7 +9,32 @@ import sys
 from pathlib import Path
 
 from archc.cli.common import EXIT_ERRORS, EXIT_OK, add_limit_flags
-from archc.cli.model import _build_model, _fail, _load_weights, _run, add_sampling_flags, prompt_ids
+from archc.cli.flags import add_memory_flag, count, data_source, output, seed, threads
+from archc.cli.model import (
+    _build_model,
+    _fail,
+    _load_weights,
+    _run,
+    add_sampling_flags,
+    prompt_bytes,
+    prompt_ids,
+)
+
+
+def _check_memory(needed: int, limit: int, what: str) -> None:
+    """Refuse, before allocating, a plan whose buffers exceed `--max-memory` (ARC1306)."""
+    if needed > limit:
+        raise _fail("ARC1306", f"{what} needs about {needed / 1e9:,.2f} GB of buffers (state and logits), more than "
+                    f"--max-memory {limit / 1e9:,.2f} GB", "ask for fewer tokens, or raise --max-memory if the "
+                    "machine has the memory")
+
+
+def block_size(text: str) -> int:
+    """MatMulNBits' block along the input axis: onnxruntime takes a power of two ≥ 16."""
+    value = count(16, 256)(text)
+    if value & (value - 1):
+        raise argparse.ArgumentTypeError(f"must be a power of two between 16 and 256, got {text}")
+    return value
 
 
 def _need_onnx() -> None:
@@ -26,7 +51,8 @@ def _need_onnx() -> None:
 
 def _quantize_options(args: argparse.Namespace, model):
     """The QuantizeOptions, calibration data and held-out sequences the flags (else the spec's
-    export section) ask for; (None, None, None) for an fp32 export."""
+    export section) ask for; QuantizeOptions("none") for an fp32 export (a flag wins over the
+    section, `--quantize none` included)."""
     from archc.backends.onnx.calibrate import calibration_data, parse_source
     from archc.backends.onnx.export import export_settings
     from archc.backends.onnx.precision import QuantizeError, QuantizeOptions, parse_keep
@@ -37,8 +63,8 @@ def _quantize_options(args: argparse.Namespace, model):
     if scheme == "none" and (args.calibrate or args.keep or args.mixer_blind):
         raise _fail("ARC1106", "--calibrate, --keep and --mixer-blind apply to quantized weights",
                     "add --quantize int8 (or int8_static, int4)", usage=True)
-    if scheme == "none" and state == "fp32":
-        return None, None, None
+    if scheme == "none" and state == "fp32":  # explicit: the section's quantize is not applied either
+        return QuantizeOptions("none"), None, None
     try:
         options = QuantizeOptions(scheme, args.calibration_method, parse_keep(args.keep), args.block_size,
                                   args.mixer_blind, state)
@@ -151,18 +177,29 @@ def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
     import numpy as np
 
     from archc.backends.onnx.manifest import NotAnExport
-    from archc.backends.onnx.runtime import OnnxModel, benchmark
+    from archc.backends.onnx.runtime import OnnxModel, benchmark, state_bytes
+    from archc.cli.flags import default_max_memory
+    from archc.files.read import printable
 
+    if args.benchmark and args.max_new_tokens < 1:
+        raise _fail("ARC1307", "--benchmark measures decoding: --max-new-tokens must be ≥ 1", usage=True)
     try:
         model = OnnxModel(args.folder, threads=args.threads)
     except NotAnExport as e:
-        raise _fail("ARC1104", str(e), "point archc run at a folder written by `archc export`") from None
+        raise _fail(e.code, str(e), e.hint or "point archc run at a folder written by `archc export`") from None
+    spec = printable(model.manifest.spec)
     if model.manifest.kind != "decoder":
-        raise _fail("ARC0906", f"{model.manifest.spec} was exported as a forward graph; archc run generates from decoders",
+        raise _fail("ARC0906", f"{spec} was exported as a forward graph; archc run generates from decoders",
                     "export a causal language model (a spec ending in lm_head with causal mixers)")
+    if args.top_k is not None and args.top_k > model.vocab:
+        raise _fail("ARC1307", f"--top-k {args.top_k}: the model has {model.vocab:,} tokens; top-k must be between 1 "
+                    f"and {model.vocab:,}", usage=True)
+    prompt_len = args.bench_prompt if args.benchmark else len(prompt_ids(args, model.vocab)[0])
+    _check_memory(state_bytes(model.manifest, 1, prompt_len + args.max_new_tokens), args.max_memory or
+                  default_max_memory(), f"decoding {prompt_len} + {args.max_new_tokens} tokens of {spec}")
     if args.benchmark:
         b = benchmark(model, prompt=args.bench_prompt, tokens=args.max_new_tokens)
-        print(f"{model.manifest.spec}: prefill {b.prefill_tokens_per_s:,.0f} tokens/s ({args.bench_prompt}-token prompt), "
+        print(f"{spec}: prefill {b.prefill_tokens_per_s:,.0f} tokens/s ({args.bench_prompt}-token prompt), "
               f"decode {b.decode_ms_per_token:.2f} ms/token")
         return EXIT_OK
     vocab = model.vocab
@@ -182,7 +219,8 @@ def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
             out.write(f" {t}")
         out.flush()
 
-    out.write(args.prompt if byte_level else " ".join(str(t) for t in ids))
+    out.write(prompt_bytes(args.prompt).decode("utf-8", errors="replace") if byte_level
+              else " ".join(str(t) for t in ids))
     model.generate(np.array([ids]), max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, eos_token_id=args.stop_token, seed=args.seed, on_token=show)
     out.write((decoder.decode(b"", final=True) if byte_level else "") + "\n")
@@ -199,29 +237,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export", help="export a spec (and its weights) to ONNX for onnxruntime")
     x.add_argument("file", metavar="FILE", help="spec file (.arch)")
     x.add_argument("--weights", help=".safetensors from `archc train` / `archc build -o` (default: random init)")
-    x.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write (model.onnx, archc_export.json)")
+    x.add_argument("-o", "--output", required=True, metavar="DIR", type=output, help="the folder to write (model.onnx, archc_export.json)")
     x.add_argument("--force", action="store_true", help="replace archc's files in an existing folder")
     x.add_argument("--check", action="store_true",
                    help="then compare onnxruntime with the torch module (exit 1 beyond 1e-4; a quantized export "
                         "beyond its scheme's bound)")
-    x.add_argument("--opset", type=int, default=None,
+    x.add_argument("--opset", type=count(1, 99), default=None,
                    help=f"ONNX opset (default: the spec's export section's, else {DEFAULT_OPSET})")
-    x.add_argument("--seed", type=int, default=0, help="seed of the init without --weights (0)")
+    x.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights (0)")
     qg = x.add_argument_group("quantization (docs/compression.md)")
     qg.add_argument("--quantize", choices=("none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"),
                     help="int8: the best of dynamic, block-wise and static on held-out data (needs --calibrate; "
                          "without it, dynamic); default: the spec's export section's, else none")
-    qg.add_argument("--calibrate", metavar="SOURCE[:N]",
+    qg.add_argument("--calibrate", metavar="SOURCE[:N]", type=data_source,
                     help="calibration data: N sequences of a task (chars:256) or N windows of a text file (notes.txt:256)")
-    qg.add_argument("--calibrate-seq", type=int, default=128, metavar="T", help="tokens per calibration sequence (128)")
+    qg.add_argument("--calibrate-seq", type=count(2, 1_000_000), default=128, metavar="T", help="tokens per calibration sequence (128)")
     qg.add_argument("--calibration-method", choices=("minmax", "entropy", "percentile"), default="minmax",
                     help="how int8_static sets activation ranges (minmax)")
     qg.add_argument("--keep", action="append", default=[], metavar="PREC:CLASS[,CLASS]",
                     help="override a class's precision: fp32:router,norm keeps them, int8:conv quantizes (repeatable)")
     qg.add_argument("--mixer-blind", action="store_true",
                     help="ignore the precision rules: quantize every node the tool can (for comparison)")
-    qg.add_argument("--block-size", type=int, default=None,
-                    help="MatMulNBits block size along the input axis (default: int4 32, int8_block 64)")
+    qg.add_argument("--block-size", type=block_size, default=None,
+                    help="MatMulNBits block size along the input axis: a power of two, 16 to 256 "
+                         "(default: int4 32, int8_block 64)")
     qg.add_argument("--quantize-state", choices=("fp32", "int8"), default=None,
                     help="int8: store a decoder's KV caches in int8 with one scale per token and head (4x less "
                          "state; recurrent state always stays fp32); default: the spec's export section's, else fp32")
@@ -234,10 +273,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="generate from an exported folder with onnxruntime (no torch)")
     r.add_argument("folder", metavar="DIR", help="a folder written by `archc export`")
     add_sampling_flags(r)
-    r.add_argument("--stop-token", type=int, help="stop when this token id is generated")
-    r.add_argument("--seed", type=int, default=0, help="seed of the sampling (0)")
-    r.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: onnxruntime's)")
+    r.add_argument("--stop-token", type=count(0), help="stop when this token id is generated")
+    r.add_argument("--seed", type=seed, default=0, help="seed of the sampling (0)")
+    r.add_argument("--threads", type=threads, help="onnxruntime intra-op threads, 1 to 4 × the cores "
+                                                     "(default: onnxruntime's)")
     r.add_argument("--benchmark", action="store_true",
                    help="print prefill tokens/s and decode ms/token instead of generating")
-    r.add_argument("--bench-prompt", type=int, default=128, help="prompt length of --benchmark (128)")
+    r.add_argument("--bench-prompt", type=count(1), default=128, help="prompt length of --benchmark (128)")
+    add_memory_flag(r)
     r.set_defaults(fn=cmd_run)

@@ -118,28 +118,34 @@ def cmd_graph(args: argparse.Namespace) -> int:
         print(f"archc graph: unknown output format {fmt!r} (text, dot, svg, png, pdf)", file=sys.stderr)
         return EXIT_USAGE
     if fmt == "text":
-        text = prog.graph.to_text() + "\n"
-        if args.output:
-            Path(args.output).write_text(text)
-        else:
-            sys.stdout.write(text)
-        return EXIT_OK
-    dot = graph_to_dot(prog.graph)
-    if fmt == "dot":
-        if args.output:
-            Path(args.output).write_text(dot)
-        else:
-            sys.stdout.write(dot)
-        return EXIT_OK
-    try:
-        data = render_dot(dot, fmt)
-    except RenderError as e:
-        print_diags([Diagnostic("ARC0801", str(e), None, e.hint)], sources)
-        return EXIT_ERRORS
-    if args.output:
-        Path(args.output).write_bytes(data)
+        data = (prog.graph.to_text() + "\n").encode()
+    elif fmt == "dot":
+        data = graph_to_dot(prog.graph).encode()
     else:
+        try:
+            data = render_dot(graph_to_dot(prog.graph), fmt)
+        except RenderError as e:
+            print_diags([Diagnostic("ARC0801", str(e), None, e.hint)], sources)
+            return EXIT_ERRORS
+    if not args.output:
         sys.stdout.buffer.write(data)
+        return EXIT_OK
+    return _write_file(args.output, data, args.force, sources)
+
+
+def _write_file(path: str, data: bytes, force: bool, sources: dict[str, str]) -> int:
+    """`data` to `path` whole or not at all (`archc.files.output.output_file`); an existing file
+    only with --force."""
+    from archc.errors import Diagnostic
+    from archc.files import FileError
+    from archc.files.output import output_file
+
+    try:
+        with output_file(path, force) as tmp:
+            tmp.write_bytes(data)
+    except FileError as e:
+        print_diags([Diagnostic(e.code, e.message, None, e.hint)], sources)
+        return EXIT_USAGE if e.usage else EXIT_ERRORS
     return EXIT_OK
 
 
@@ -172,6 +178,26 @@ def cmd_ops(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+
+
+def _write_dumps(folder: str, model: str, dumps: dict[str, str], force: bool, sources: dict[str, str]) -> int:
+    """Each dump to `folder/<model>.<n>-<pass>.txt`, all committed together; files of an earlier
+    run of the same names are replaced only with --force, anything else in the folder is kept."""
+    from archc.errors import Diagnostic
+    from archc.files import FileError
+    from archc.files.output import Owned, output_folder, write_text
+
+    names = [f"{model}.{i + 1}-{name}.txt" for i, name in enumerate(dumps)]
+    try:
+        with output_folder(folder, Owned(tuple(names), what="IR dump"), force) as txn:
+            for name, text in zip(names, dumps.values(), strict=True):
+                write_text(txn.stage / name, text + "\n")
+    except FileError as e:
+        print_diags([Diagnostic(e.code, e.message, None, e.hint)], sources)
+        return EXIT_USAGE if e.usage else EXIT_ERRORS
+    for name in names:
+        print(f"wrote {Path(folder) / name}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
@@ -207,14 +233,9 @@ def cmd_passes(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     for r in result.records:
         print(f"{r.name:<22} {r.seconds * 1e3:8.2f} ms  nodes {r.nodes_before} -> {r.nodes_after}", file=sys.stderr)
-    for i, (name, text) in enumerate(result.dumps.items()):
-        if args.output:
-            out = Path(args.output)
-            out.mkdir(parents=True, exist_ok=True)
-            path = out / f"{prog.graph.name}.{i + 1}-{name}.txt"
-            path.write_text(text + "\n")
-            print(f"wrote {path}", file=sys.stderr)
-        else:
-            print(f"# after {name}")
-            print(text)
+    if args.output:
+        return _write_dumps(args.output, prog.graph.name, result.dumps, args.force, sources)
+    for name, text in result.dumps.items():
+        print(f"# after {name}")
+        print(text)
     return EXIT_OK

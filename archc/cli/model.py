@@ -8,10 +8,20 @@ already exists, a bad option) is a diagnostic with a code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
-from pathlib import Path
 
 from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, add_limit_flags, load_spec, print_diags
+from archc.cli.flags import (
+    add_memory_flag,
+    count,
+    output,
+    positive,
+    probability,
+    seed,
+    temperature,
+    unit_interval,
+)
 from archc.errors import ArchError, Diagnostic
 
 
@@ -47,13 +57,11 @@ def _build_model(path: str, seed: int, sources: dict[str, str], limits: argparse
         raise _fail("ARC0901", f"{e.message} (node `{e.node.id}`)", e.hint, e.node.span) from None
 
 
-def _refuse_overwrite(path: Path, force: bool, what: str = "file") -> None:
-    if path.exists() and not force:
-        raise _fail("ARC0903", f"{path} already exists; refusing to overwrite the {what}",
-                    "choose another output, or pass --force to replace it")
 
 
 def _run(fn, args: argparse.Namespace) -> int:
+    from archc.files import FileError
+
     sources: dict[str, str] = {}
     try:
         return fn(args, sources)
@@ -62,6 +70,9 @@ def _run(fn, args: argparse.Namespace) -> int:
     except CommandError as e:
         print_diags([e.diag], sources)
         return e.status
+    except FileError as e:
+        print_diags([Diagnostic(e.code, e.message, None, e.hint)], sources)
+        return EXIT_USAGE if e.usage else EXIT_ERRORS
     return EXIT_ERRORS
 
 
@@ -70,17 +81,16 @@ def _run(fn, args: argparse.Namespace) -> int:
 
 def _cmd_build(args: argparse.Namespace, sources: dict[str, str]) -> int:
     from archc.backends.torch.checkpoint import save_weights
+    from archc.files.output import check_file, output_file
 
-    out = Path(args.output) if args.output else None
-    if out is not None:
-        _refuse_overwrite(out, args.force)
+    out = check_file(args.output, args.force) if args.output else None  # before the build, not after
     model, prog = _build_model(args.file, args.seed, sources, args)
     n = model.num_parameters()
     print(f"{prog.graph.name}: {n:,} parameters, {len(list(model.named_parameters()))} tensors, "
           f"state {', '.join(model.state_names[:4])}{' …' if len(model.state_names) > 4 else ''}")
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_weights(model, out, {"spec": prog.graph.name, "seed": args.seed})
+        with output_file(out, args.force) as tmp:
+            save_weights(model, tmp, {"spec": prog.graph.name, "seed": args.seed})
         print(f"wrote {out}")
     return EXIT_OK
 
@@ -93,7 +103,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
-    out = Path(args.out)
+    _need_torch()
+    from archc.backends.torch.train import RUN
+    from archc.files.output import check_folder
+
+    # first: links, a file in the way, and a save a kill cut short finished from its journal
+    out = check_folder(args.out, RUN, force=True)
     if (out / "last.safetensors").exists() and not (args.resume or args.force):
         raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
                     "pass --resume to continue it, --force to start over, or --out for a new folder")
@@ -103,6 +118,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     model, prog = _build_model(args.file, args.seed, sources, args)
     import torch
 
+    from archc.backends.torch.checkpoint import CheckpointError
     from archc.backends.torch.tasks import make_task
     from archc.backends.torch.train import config_from_section, train
 
@@ -131,13 +147,22 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if distill is not None:
         print(f"distilling from {args.distill} ({distill.teacher.num_parameters():,} parameters): "
               f"{distill.alpha:g}·T²·KL at T = {distill.temperature:g} + {1 - distill.alpha:g}·hard loss", file=sys.stderr)
-    res = train(model, task, cfg, out_dir=out, resume=args.resume, progress=not args.quiet,
-                spec_name=prog.graph.name, distill=distill)
+    try:
+        res = train(model, task, cfg, out_dir=out, resume=args.resume, progress=not args.quiet,
+                    spec_name=prog.graph.name, distill=distill)
+    except CheckpointError as e:
+        raise _fail("ARC1308", f"--resume: {e}", "start the run again without --resume (--force replaces it), "
+                    "or resume from a run folder archc train wrote") from None
     first = sum(res.losses[:10]) / max(1, len(res.losses[:10]))
     last = sum(res.losses[-10:]) / max(1, len(res.losses[-10:]))
     print(f"loss {first:.3f} → {last:.3f} (mean of first/last 10 steps), accuracy on scored tokens "
           f"{res.accuracy:.3f}, {res.tokens_per_s:,.0f} tokens/s")
     print(f"wrote {out / 'last.safetensors'}, {out / 'train_state.safetensors'}, {out / 'loss.png'}")
+    if res.interrupted:
+        again = " ".join(shlex.quote(a) for a in sys.argv[1:] if a not in ("--resume", "--force"))
+        print(f"interrupted after step {res.steps} of {cfg.steps}; saved. Continue with:\n"
+              f"  archc {again} --resume", file=sys.stderr)
+        return 130
     return EXIT_OK
 
 
@@ -188,6 +213,10 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
                     "generate decodes specs that end in lm_head and whose mixers are all causal")
     vocab = model.out_type_vocab()
     ids, byte_level = prompt_ids(args, vocab)
+    if args.top_k is not None and args.top_k > vocab:
+        raise _fail("ARC1307", f"--top-k {args.top_k}: the model has {vocab:,} tokens; top-k must be between 1 and "
+                    f"{vocab:,}", usage=True)
+    check_decode_memory(prog.graph, args.num_beams, len(ids) + args.max_new_tokens, vocab, args.max_memory)
     draft = None
     if args.draft:
         draft, _ = _build_model(args.draft, args.seed, sources, args)
@@ -202,20 +231,47 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if byte_level:
         # ids ≥ 256 are not bytes (the vocabulary is wider than the byte range): shown as U+FFFD
         data = b"".join(bytes([t]) if t < 256 else "\ufffd".encode() for t in new)
-        sys.stdout.write(args.prompt + data.decode("utf-8", errors="replace") + "\n")
+        sys.stdout.write((prompt_bytes(args.prompt) + data).decode("utf-8", errors="replace") + "\n")
     else:
         print(" ".join(str(t) for t in ids + new))
     return EXIT_OK
+
+
+def check_decode_memory(graph, batch: int, total: int, vocab: int, limit: int | None) -> None:
+    """Refuse, before allocating, a decode whose state (the cost model's declared state at `total`
+    tokens, in fp32) and prefill logits exceed `--max-memory` (ARC1306)."""
+    from archc.cli.flags import default_max_memory
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
+
+    limit = limit or default_max_memory()
+    state = estimate_cost(graph, CostCtx(seq=total, batch=batch, dtype="fp32")).total.state_bytes * batch
+    needed = state + batch * total * vocab * 4
+    if needed > limit:
+        raise _fail("ARC1306", f"decoding {total:,} tokens ({batch} × the state and the logits) needs about "
+                    f"{needed / 1e9:,.2f} GB, more than --max-memory {limit / 1e9:,.2f} GB",
+                    "ask for fewer tokens, or raise --max-memory if the machine has the memory")
 
 
 def add_sampling_flags(sp: argparse.ArgumentParser) -> None:
     """The prompt and sampling flags `archc generate` and `archc run` share."""
     sp.add_argument("--prompt", default="", help="text prompt, as UTF-8 bytes (byte-level models)")
     sp.add_argument("--prompt-ids", help="token ids instead of text, e.g. '3 4 5'")
-    sp.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (64)")
-    sp.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    sp.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
-    sp.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability ≥ p")
+    sp.add_argument("--max-new-tokens", type=count(0), default=64, help="tokens to generate (64)")
+    sp.add_argument("--temperature", type=temperature, default=0.0, help="0: greedy (default); finite, ≥ 0")
+    sp.add_argument("--top-k", type=count(1), help="sample from the k most likely tokens (1 … vocab)")
+    sp.add_argument("--top-p", type=probability,
+                    help="sample from the smallest set of tokens with probability ≥ p, in (0, 1]")
+
+
+def prompt_bytes(prompt: str) -> bytes:
+    """The bytes the user typed, also when they are not UTF-8: Python decodes argv with
+    surrogateescape, and encoding back the same way restores them."""
+    try:
+        return prompt.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as e:
+        raise _fail("ARC0908", f"--prompt holds {e.object[e.start]!r} at character {e.start}, which is not text",
+                    "pass the prompt as UTF-8, or token ids with --prompt-ids", usage=True) from None
 
 
 def prompt_ids(args: argparse.Namespace, vocab: int) -> tuple[list[int], bool]:
@@ -226,7 +282,7 @@ def prompt_ids(args: argparse.Namespace, vocab: int) -> tuple[list[int], bool]:
         if vocab < 256:
             raise _fail("ARC0908", f"text prompts are UTF-8 bytes, which needs a vocabulary ≥ 256 (this has {vocab})",
                         "pass token ids with --prompt-ids '3 4 5'")
-        ids = list(args.prompt.encode("utf-8")) or [10]
+        ids = list(prompt_bytes(args.prompt)) or [10]
     else:
         try:
             ids = [int(t) for t in args.prompt_ids.replace(",", " ").split()]
@@ -256,9 +312,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="compile a spec to a PyTorch module; optionally save its initial weights")
     b.add_argument("file", metavar="FILE", help="spec file (.arch)")
-    b.add_argument("--seed", "--init-seed", dest="seed", type=int, default=0,
+    b.add_argument("--seed", "--init-seed", dest="seed", type=seed, default=0,
                    help="seed of the weight initialization (0)")
-    b.add_argument("-o", "--output", help="write the weights to this .safetensors file")
+    b.add_argument("-o", "--output", type=output, help="write the weights to this .safetensors file")
     b.add_argument("--force", action="store_true", help="replace an existing output file")
     add_limit_flags(b)
     b.set_defaults(fn=cmd_build)
@@ -267,16 +323,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("file", metavar="FILE", help="spec file (.arch)")
     t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "chars"),
                    help="task (default: the spec's train section, else induction)")
-    t.add_argument("--steps", type=int, help="optimizer steps (default: the train section's, else 300)")
-    t.add_argument("--batch", type=int, help="sequences per step (default: the train section's, else 16)")
-    t.add_argument("--seq", type=int, help="tokens per sequence (default: the train section's, else 128)")
-    t.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: the train section's)")
-    t.add_argument("--warmup", type=int, help="linear warmup steps before the cosine decay")
-    t.add_argument("--accum", type=int, help="gradient accumulation steps")
+    t.add_argument("--steps", type=count(1), help="optimizer steps (default: the train section's, else 300)")
+    t.add_argument("--batch", type=count(1), help="sequences per step (default: the train section's, else 16)")
+    t.add_argument("--seq", type=count(2), help="tokens per sequence (default: the train section's, else 128)")
+    t.add_argument("--lr", type=positive, help="peak learning rate of AdamW (default: the train section's)")
+    t.add_argument("--warmup", type=count(0), help="linear warmup steps before the cosine decay")
+    t.add_argument("--accum", type=count(1), help="gradient accumulation steps")
     t.add_argument("--checkpointing", action="store_true", help="activation checkpointing per layer")
     t.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    t.add_argument("--seed", type=int, default=0, help="seed of the init and the data (0)")
-    t.add_argument("-o", "--output", "--out", dest="out", default="run",
+    t.add_argument("--seed", type=seed, default=0, help="seed of the init and the data (0)")
+    t.add_argument("-o", "--output", "--out", dest="out", default="run", type=output,
                    help="run folder for checkpoints and loss.png (run)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output")
     t.add_argument("--force", action="store_true", help="overwrite a previous run in --output")
@@ -284,8 +340,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--init", metavar="WEIGHTS", help="start from these weights (e.g. `archc prune`'s) instead of the init")
     t.add_argument("--distill", metavar="TEACHER.arch", help="distill from this teacher spec (its --teacher weights)")
     t.add_argument("--teacher", metavar="WEIGHTS", help="the teacher's .safetensors (with --distill)")
-    t.add_argument("--temperature", type=float, default=2.0, help="distillation temperature T (2)")
-    t.add_argument("--alpha", type=float, default=0.5,
+    t.add_argument("--temperature", type=positive, default=2.0, help="distillation temperature T (2)")
+    t.add_argument("--alpha", type=unit_interval, default=0.5,
                    help="weight of the soft (teacher) loss; 1 − alpha weighs the hard loss (0.5)")
     add_limit_flags(t)
     t.set_defaults(fn=cmd_train)
@@ -294,9 +350,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("file", metavar="FILE", help="spec file (.arch)")
     g.add_argument("--weights", help=".safetensors from `archc train` / `archc build -o` (default: random init)")
     add_sampling_flags(g)
-    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (1: none)")
+    g.add_argument("--num-beams", type=count(1, 64), default=1, help="beam search with this many beams (1: none)")
     g.add_argument("--draft", help="a draft spec for speculative decoding")
     g.add_argument("--draft-weights", help=".safetensors of the draft spec (default: random init)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the init (without --weights) and the sampling (0)")
+    g.add_argument("--seed", type=seed, default=0, help="seed of the init (without --weights) and the sampling (0)")
+    add_memory_flag(g)
     add_limit_flags(g)
     g.set_defaults(fn=cmd_generate)

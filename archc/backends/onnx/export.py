@@ -3,16 +3,14 @@
 The folder holds `model.onnx` (a decoder for causal single-input specs: tokens, the first
 token's position and the declared state in; logits and the new state out; a forward graph for
 everything else) and `archc_export.json` (see `manifest.py`). Nothing outside the folder is
-written; an existing folder is refused unless `force`, and then only archc's own files in it
-are replaced.
+written, and the folder changes only when the export is complete: it is built in a transaction
+and committed by renames (`archc.files.output`). An existing non-empty folder is refused unless
+`force`, and then only archc's own files in it (`EXPORT_FILES`) are replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +29,14 @@ from archc.backends.onnx.optimize import prune
 from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.onnx.state import refuse_state_request
 from archc.backends.torch.model import ArchModel
+from archc.files.output import Owned, output_folder
 from archc.ops.registry import node_state
 
-#: the files an export writes: the only ones `force` replaces
-OWN_FILES = ("model.onnx", "model.onnx.data", MANIFEST, CONFIG)
+#: the files of one export (the folder's, and its fp32 reference's)
+FOLDER_FILES = ("model.onnx", "model.onnx.data", CONFIG, MANIFEST)
+#: what an export writes: the only paths `force` replaces (the manifest is the commit marker)
+EXPORTED = Owned(files=(*FOLDER_FILES, *(f"{REFERENCE}/{f}" for f in FOLDER_FILES)), marker=MANIFEST,
+                 refuse="any", what="export")
 
 
 @dataclass
@@ -58,11 +60,12 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
                  keep_reference: bool = True) -> ExportReport:
     """Export `model` (built from the spec whose text is `spec_text`) into `folder`. `opset`: the
     given one, else the spec's export section's, else `DEFAULT_OPSET`; the section's `step = false`
-    writes a forward graph (logits, no state) for a decoder. With `quantize` (default: the
-    section's `quantize`), the fp32 export is written to `folder/reference` (a temporary folder
-    unless `keep_reference`) and quantized into `folder` (`compress.quantize_folder`). A folder
-    this call created is removed again when the export fails. The
-    section's `quantize_state` (or `quantize.state`) int8 stores a decoder's KV caches in int8."""
+    writes a forward graph (logits, no state) for a decoder. With `quantize` (None: the section's
+    `quantize`; `QuantizeOptions("none")`: fp32 whatever the section says), the fp32 export is
+    written to `folder/reference` (to the transaction's scratch folder unless `keep_reference`)
+    and quantized into `folder` (`compress.quantize_folder`). The section's `quantize_state` (or
+    `quantize.state`) int8 stores a decoder's KV caches in int8. The folder changes only when the
+    export is complete, and then only in archc's own files (`EXPORTED`; `archc.files.output`)."""
     settings = export_settings(model)
     if quantize is None and (settings.get("quantize", "none") != "none" or settings.get("quantize_state") == "int8"):
         quantize = QuantizeOptions(settings.get("quantize", "none"), state=settings.get("quantize_state", "fp32"))
@@ -73,33 +76,39 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
                           f"between {MIN_OPSET} and {MAX_OPSET}", code="ARC1103")
     if quantize is not None and quantize.state == "int8":
         refuse_state_request(model.graph, opset, settings.get("step", True), model.graph.name)
-    created = not folder.exists()
-    prepare_folder(folder, force)
-    try:
-        if quantize is None or not quantize.quantizes_anything:
-            return _export_into(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True))
-        return _export_quantized(model, folder, spec_text, spec_name, weights, opset, settings.get("step", True),
-                                 quantize, calibration, held_out, keep_reference)
-    except BaseException:
-        if created and folder.is_dir():  # nothing in it is the user's: this call made it
-            shutil.rmtree(folder)
-        raise
+    quantized = quantize is not None and quantize.quantizes_anything
+    with output_folder(folder, EXPORTED, force, needed_bytes=_needed_bytes(model, quantized, keep_reference)) as txn:
+        if not quantized:
+            report = _export_into(model, txn.stage, spec_text, spec_name, weights, opset, settings.get("step", True))
+        else:
+            report = _export_quantized(model, txn.stage, txn.scratch, spec_text, spec_name, weights, opset,
+                                       settings.get("step", True), quantize, calibration, held_out, keep_reference)
+    report.folder = folder
+    report.reference = folder / REFERENCE if report.reference is not None else None
+    return report
 
 
-def _export_quantized(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str, opset: int,
-                      step: bool, options: QuantizeOptions, calibration: Calibration | None,
+def _needed_bytes(model: ArchModel, quantized: bool, keep_reference: bool) -> int:
+    """About what the export writes: the fp32 weights, once more for a quantized export's fp32
+    reference (it is written first in any case), plus room for the graph."""
+    fp32 = 4 * sum(p.numel() for p in model.parameters())
+    return fp32 * (2 if quantized else 1) + 8_000_000
+
+
+def _export_quantized(model: ArchModel, folder: Path, scratch: Path, spec_text: str, spec_name: str, weights: str,
+                      opset: int, step: bool, options: QuantizeOptions, calibration: Calibration | None,
                       held_out: np.ndarray | None, keep_reference: bool) -> ExportReport:
-    """The fp32 export into `reference/`, then its quantized copy into the folder itself."""
-    with tempfile.TemporaryDirectory() as tmp:
-        ref = folder / REFERENCE if keep_reference else Path(tmp) / REFERENCE
-        ref.mkdir()
-        fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step)
-        q = quantize_folder(folder, model.graph, options, calibration, held_out, reference=ref)
-        if not keep_reference:
-            q.quantization.reference = None
-            m = read_manifest(folder)
-            m.quantization = q.quantization
-            m.write(folder)
+    """The fp32 export into `reference/` (into `scratch` unless kept), then its quantized copy into
+    the folder itself."""
+    ref = folder / REFERENCE if keep_reference else scratch / REFERENCE
+    ref.mkdir()
+    fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step)
+    q = quantize_folder(folder, model.graph, options, calibration, held_out, reference=ref)
+    if not keep_reference:
+        q.quantization.reference = None
+        m = read_manifest(folder)
+        m.quantization = q.quantization
+        m.write(folder)
     manifest = read_manifest(folder)
     return ExportReport(folder, manifest, fp32.seconds + q.seconds, fp32.unit_seconds, fp32.units, fp32.nodes, q.bytes,
                         reference=ref if keep_reference else None, reference_bytes=fp32.bytes,
@@ -151,7 +160,7 @@ def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     if ok:
         write_genai_config(folder, manifest, *genai_dims(model.graph), max_positions(model) or 8192)
     manifest.write(folder)
-    size = sum((folder / f).stat().st_size for f in OWN_FILES if (folder / f).exists())
+    size = sum((folder / f).stat().st_size for f in FOLDER_FILES if (folder / f).exists())
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model_ir.graph))
     return ExportReport(folder, manifest, time.perf_counter() - t0, ex.unit_seconds, ex.units, nodes, size)
 
@@ -162,36 +171,12 @@ EXTERNAL_DATA_BYTES = 1_800_000_000
 
 def _save(model: ir.Model, path: Path) -> None:
     """Weights inline below protobuf's 2 GB limit, else in `model.onnx.data` beside the model
-    (a relative location inside the folder). Written to a temporary name, then moved."""
+    (a relative location inside the folder)."""
     weights = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
-    tmp = path.with_name(path.name + ".tmp")
     if weights > EXTERNAL_DATA_BYTES:
-        ir.save(model, tmp, external_data="model.onnx.data")
+        ir.save(model, path, external_data="model.onnx.data")
     else:
-        ir.save(model, tmp)
-    os.replace(tmp, path)
-
-
-def prepare_folder(folder: Path, force: bool) -> None:
-    if folder.exists() and not folder.is_dir():
-        raise ExportError(f"{folder} exists and is not a folder", "choose another output folder", code="ARC0903")
-    if folder.exists() and any(folder.iterdir()):
-        if not force:
-            raise ExportError(f"{folder} already exists and is not empty; refusing to overwrite it",
-                              "choose another output folder, or pass --force to replace archc's files in it",
-                              code="ARC0903")
-        for f in OWN_FILES:
-            (folder / f).unlink(missing_ok=True)
-        if (folder / REFERENCE / MANIFEST).is_file():  # the fp32 export of a quantized one
-            shutil.rmtree(folder / REFERENCE)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".archc_write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ExportError(f"cannot write to {folder}: {e.strerror}", "choose a folder you can write to",
-                          code="ARC1102") from None
+        ir.save(model, path)
 
 
 def _manifest(ex: Exported, model: ArchModel, spec_text: str, spec_name: str, weights: str, opset: int) -> Manifest:

@@ -6,18 +6,31 @@ state tensor with the input that
 takes it, the output that returns it, the IR node and record state it is, and how a fresh state
 starts; the vocabulary, the spec's name and the SHA-256 of its text. It imports neither torch
 nor onnx: the runtime reads it with numpy and onnxruntime alone.
+
+A folder is read as if a stranger had written it (`read_manifest`): the file is capped at
+`MAX_BYTES` and must be UTF-8 JSON of this schema; every symbol in a shape is one of `SYMBOLS`;
+the paths it names (`model`, `quantization.reference`) must stay inside the folder
+(`archc.files.read.inside`); `runtime.OnnxModel` then checks it against the graph itself.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from archc.files import FileError
+from archc.files.read import inside, printable, read_text
 
 MANIFEST = "archc_export.json"
 FORMAT = "archc-onnx/1"
+#: a manifest larger than this is not one archc wrote (the largest, RMT's memory fill, is ~1 MB)
+MAX_BYTES = 64 * 2**20
+#: the symbolic dimensions a shape may name: what the exporter writes
+SYMBOLS = ("batch", "seq", "past_seq", "total_seq")
+Dim = Annotated[int, Field(ge=0, le=2**31)] | Literal["batch", "seq", "past_seq", "total_seq"]
 
 
 class PortInfo(BaseModel):
@@ -25,7 +38,7 @@ class PortInfo(BaseModel):
 
     name: str
     dtype: str
-    shape: list[int | str]
+    shape: list[Dim]
 
 
 class StateInfo(BaseModel):
@@ -36,7 +49,7 @@ class StateInfo(BaseModel):
     node: str
     state: str
     dtype: str
-    shape: list[int | str]
+    shape: list[Dim]
     #: the initial value: a number (zeros, or the stabilizers' −∞ stand-in), or the values of
     #: the parameter each sequence starts from (RMT's memory tokens), without the batch axis
     fill: float | list[Any]
@@ -89,8 +102,8 @@ class Manifest(BaseModel):
     model: str = "model.onnx"
     spec: str
     spec_sha256: str
-    opset: int
-    vocab: int
+    opset: Annotated[int, Field(ge=1, le=99)]
+    vocab: Annotated[int, Field(ge=1, le=2**31)]
     inputs: list[PortInfo]
     outputs: list[PortInfo]
     state: list[StateInfo] = []
@@ -106,16 +119,35 @@ class Manifest(BaseModel):
 
 
 class NotAnExport(Exception):
-    """`archc run` was pointed at a folder that is not an archc export (or a damaged one)."""
+    """A folder that is not an archc export, or a damaged or altered one: `code` ARC1104 (not an
+    export), ARC1304 (a path in it leaves the folder), ARC1305 (the manifest and the graph disagree)."""
+
+    def __init__(self, message: str, code: str = "ARC1104", hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.hint = code, hint
 
 
 def read_manifest(folder: Path) -> Manifest:
+    """The manifest of `folder`, read as if a stranger wrote it (the module docstring). An export
+    interrupted by a kill in the middle of its commit is finished first (`archc.files.output`)."""
+    from archc.files.output import recover
+
+    recover(folder, reader=True)
     path = folder / MANIFEST
     if not path.is_file():
-        raise NotAnExport(f"{folder} has no {MANIFEST}: it is not a folder written by `archc export`")
+        raise NotAnExport(f"{printable(str(folder))} has no {MANIFEST}: it is not a folder written by `archc export`")
     try:
-        return Manifest.model_validate_json(path.read_text())
+        text = read_text(path, MAX_BYTES, "manifest")
+        manifest = Manifest.model_validate_json(text)
+        inside(folder, manifest.model, "the manifest's `model`")
+        q = manifest.quantization
+        if q is not None and q.reference is not None:
+            inside(folder, q.reference, "the manifest's `quantization.reference`")
+    except FileError as e:
+        raise NotAnExport(e.message, e.code, e.hint) from None
     except ValidationError as e:
         first = e.errors()[0]
-        raise NotAnExport(f"{path} is not a valid archc export manifest: {'.'.join(map(str, first['loc']))}: "
-                          f"{first['msg']}") from None
+        where = printable(".".join(map(str, first["loc"])))
+        raise NotAnExport(f"{printable(str(path))} is not a valid archc export manifest: {where}: "
+                          f"{printable(first['msg'])}") from None
+    return manifest

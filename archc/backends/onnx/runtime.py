@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from archc.backends.onnx.manifest import Manifest, NotAnExport, read_manifest
+from archc.backends.onnx.manifest import MANIFEST, Manifest, NotAnExport, read_manifest
+from archc.files import FileError
+from archc.files.read import inside, printable
 
 State = list[np.ndarray]
 _DTYPES = {"float32": np.float32, "bool": np.bool_, "int64": np.int64, "float64": np.float64, "int8": np.int8}
@@ -32,9 +34,11 @@ class OnnxModel:
 
         self.folder = Path(folder)
         self.manifest: Manifest = read_manifest(self.folder)
-        path = self.folder / self.manifest.model
+        path = self.folder / self.manifest.model  # inside the folder: read_manifest checked it
         if not path.is_file():
-            raise NotAnExport(f"{path} is missing: the folder's manifest names a model file it does not hold")
+            raise NotAnExport(f"{printable(str(path))} is missing: the folder's manifest names a model file it "
+                              "does not hold")
+        check_external_data(self.folder, path)
         so = ort.SessionOptions()
         so.log_severity_level = 3  # errors only: its graph-optimizer notes are not the user's business
         if threads:
@@ -43,15 +47,8 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(path), so, providers=list(providers))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise NotAnExport(f"onnxruntime cannot load {path}: {e}") from None
-        graph_in = {i.name for i in self.session.get_inputs()}
-        graph_out = {o.name for o in self.session.get_outputs()}
-        want_in = {p.name for p in self.manifest.inputs}
-        want_out = {p.name for p in self.manifest.outputs}
-        if graph_in != want_in or graph_out != want_out:
-            raise NotAnExport(f"{path} does not match {self.folder / 'archc_export.json'}: the graph takes "
-                              f"{sorted(graph_in ^ want_in) or 'the listed inputs'} and returns "
-                              f"{sorted(graph_out ^ want_out) or 'the listed outputs'} differently; export again")
+            raise NotAnExport(f"onnxruntime cannot load {printable(str(path))}: {printable(str(e))}") from None
+        check_ports(self.manifest, self.session, path)
 
     @property
     def vocab(self) -> int:
@@ -113,6 +110,106 @@ class OnnxModel:
                 break
             logits, state = self.step(nxt[:, None], t + i, state)
         return np.concatenate(out, axis=1)
+
+
+#: onnxruntime's element types of the dtypes a manifest names
+_ORT_TYPES = {"float32": "tensor(float)", "bool": "tensor(bool)", "int64": "tensor(int64)",
+              "float64": "tensor(double)", "int8": "tensor(int8)"}
+
+
+def check_ports(manifest: Manifest, session, path: Path) -> None:
+    """The manifest against the graph onnxruntime loaded: the same input and output names, and for
+    each the same element type and shape (a fixed size equal; a symbol where the graph has one),
+    the logits as wide as the vocabulary, every state's initial value of its shape. ARC1305."""
+    graph = {v.name: v for v in [*session.get_inputs(), *session.get_outputs()]}
+    where = f"{printable(str(path))} and its {MANIFEST}"
+    want_in = {p.name for p in manifest.inputs}
+    want_out = {p.name for p in manifest.outputs}
+    got_in = {i.name for i in session.get_inputs()}
+    got_out = {o.name for o in session.get_outputs()}
+    if got_in != want_in or got_out != want_out:
+        diff = sorted((got_in ^ want_in) | (got_out ^ want_out))
+        raise NotAnExport(f"{where} disagree on the graph's inputs and outputs "
+                          f"({printable(', '.join(diff[:4]))}{', …' if len(diff) > 4 else ''})", "ARC1305",
+                          "export the folder again")
+    for port in [*manifest.inputs, *manifest.outputs]:
+        g = graph[port.name]
+        if _DTYPES.get(port.dtype) is None or g.type != _ORT_TYPES[port.dtype]:
+            raise NotAnExport(f"{where} disagree on {printable(port.name)}: {g.type} in the graph, "
+                              f"{printable(port.dtype)} in the manifest", "ARC1305", "export the folder again")
+        if len(g.shape) != len(port.shape) or any(
+                isinstance(a, int) and a != b for a, b in zip(g.shape, port.shape, strict=True)) or any(
+                isinstance(b, int) and isinstance(a, str) for a, b in zip(g.shape, port.shape, strict=True)):
+            raise NotAnExport(f"{where} disagree on the shape of {printable(port.name)}: {g.shape} in the graph, "
+                              f"{port.shape} in the manifest", "ARC1305", "export the folder again")
+    logits = next((p for p in manifest.outputs if p.name == "logits"), None)
+    if logits is not None and logits.shape[-1] != manifest.vocab:
+        raise NotAnExport(f"{where} disagree on the vocabulary: logits of width {logits.shape[-1]}, vocab "
+                          f"{manifest.vocab}", "ARC1305", "export the folder again")
+    ports = {p.name: p for p in manifest.inputs}
+    for s in manifest.state:
+        if s.input not in ports or s.output not in want_out or ports[s.input].shape != s.shape:
+            raise NotAnExport(f"{where} disagree on the state {printable(s.input)}", "ARC1305", "export the folder again")
+        fill = np.asarray(s.fill, dtype=np.float64) if not isinstance(s.fill, int | float) else None
+        expect = tuple(d for d in s.shape if d != "batch")
+        if fill is not None and fill.shape != expect:
+            raise NotAnExport(f"{where}: the initial value of {printable(s.input)} has shape {fill.shape}, the "
+                              f"state {expect}", "ARC1305", "export the folder again")
+
+
+def check_external_data(folder: Path, model: Path) -> None:
+    """Every external-data location the model names stays inside the folder (ARC1304), checked
+    before onnxruntime opens anything (onnx/onnx#3991: `../../etc/passwd` as a location). A model
+    whose bytes never spell `location` has none, and is not parsed a second time; without the
+    onnx package (a bare runtime) onnxruntime's own refusal of paths outside the folder stands."""
+    import mmap
+
+    if model.stat().st_size == 0:
+        raise NotAnExport(f"{printable(str(model))} is empty: not an ONNX model")
+    with open(model, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data.find(b"location") < 0:
+            return
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends: not an ONNX file
+        raise NotAnExport(f"{printable(str(model))} is not an ONNX model: {printable(str(e))[:200]}") from None
+    try:
+        for t in _initializers(proto.graph):
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                loc = next((e.value for e in t.external_data if e.key == "location"), "")
+                inside(folder, loc, f"the external data of {t.name!r}")
+    except FileError as e:
+        raise NotAnExport(e.message, e.code, e.hint) from None
+
+
+def _initializers(graph):
+    """The initializers of a graph and of every subgraph (If branches, Loop and Scan bodies)."""
+    import onnx
+
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from _initializers(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from _initializers(g)
+
+
+def state_bytes(manifest: Manifest, batch: int, total: int) -> int:
+    """Bytes of the decode state at `total` tokens (growing caches at their largest), and of the
+    logits of a prefill of `total` tokens: what decoding plans to allocate, known before it does."""
+    n = 0
+    for s in manifest.state:
+        size = np.dtype(_DTYPES[s.dtype]).itemsize
+        for d in s.shape:
+            size *= batch if d == "batch" else total if d in ("past_seq", "total_seq", "seq") else int(d)
+        n += size
+    return n + batch * total * manifest.vocab * 4
 
 
 def warp(logits: np.ndarray, temperature: float = 1.0, top_k: int | None = None,

@@ -2,7 +2,10 @@
 
 A run folder holds `last.safetensors` (the model's weights; metadata: spec name, step, seed) and
 `train_state.safetensors` (AdamW's moments and step counts under `<param>.<slot>` keys, the
-scheduler step, and the data generator's state as a uint8 tensor; metadata: the train config).
+scheduler step, and the data generator's state as a uint8 tensor; metadata: the step and the train
+config). `archc.backends.torch.train` writes the two of one step in one transaction
+(`archc.files.output`), so a folder never holds the weights of one step beside the optimizer state
+of another; `load_train_state` checks the steps agree anyway (a folder assembled by hand).
 """
 
 from __future__ import annotations
@@ -58,19 +61,49 @@ def save_train_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimi
                 tensors[f"{names[id(p)]}.{slot}"] = t.detach().contiguous().cpu()
     tensors["__scheduler_step__"] = torch.tensor(sched_step)
     tensors["__data_rng__"] = gen.get_state()
+    metadata = {**metadata, "step": sched_step}
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from: damaged, of another spec, or of another step."""
+
+
 def load_train_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer,
-                     gen: torch.Generator) -> int:
-    """Restore optimizer moments and the data generator; returns the scheduler step."""
-    tensors = load_file(str(path))
+                     gen: torch.Generator, weights_step: int | None = None) -> int:
+    """Restore optimizer moments and the data generator; returns the scheduler step. Everything
+    is checked before anything is restored: a damaged file or one of another spec (or, given
+    `weights_step`, of another step than the weights) is a `CheckpointError`."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{path} cannot be read ({e}): it is damaged or not a train state") from None
     params = dict(model.named_parameters())
+    restored: dict[str, tuple[torch.nn.Parameter, str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("__"):
             continue
-        name, slot = key.rsplit(".", 1)
-        p = params[name]
+        name, _, slot = key.rpartition(".")
+        p = params.get(name)
+        if p is None or (slot != "step" and value.shape != p.shape):
+            raise CheckpointError(f"{path} holds optimizer state for {key!r} {tuple(value.shape)}, which this spec's "
+                                  "parameters do not match")
+        restored[key] = (p, slot, value)
+    if "__data_rng__" not in tensors or "__scheduler_step__" not in tensors:
+        raise CheckpointError(f"{path} lacks the scheduler step or the data generator's state")
+    step = int(tensors["__scheduler_step__"])
+    saved_step = json.loads(meta["step"]) if "step" in meta else None
+    if weights_step is not None and saved_step is not None and saved_step != weights_step:
+        raise CheckpointError(f"{path} is the optimizer state of step {saved_step}, the weights beside it of step "
+                              f"{weights_step}")
+    try:
+        gen.set_state(tensors["__data_rng__"])
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{path}: the data generator's state is damaged ({e})") from None
+    for p, slot, value in restored.values():
         opt.state.setdefault(p, {})[slot] = value.to(p.device) if slot != "step" else value
-    gen.set_state(tensors["__data_rng__"])
-    return int(tensors["__scheduler_step__"])
+    return step

@@ -2,6 +2,11 @@
 gradient accumulation, activation checkpointing, bf16 autocast, safetensors checkpoints with
 resume, a rich progress bar (loss, accuracy, tokens/s) and a loss-curve PNG.
 
+Checkpoints are transactions (`archc.files.output`): the weights, the optimizer state and the config
+of one step are committed together, so a kill at any moment leaves the run resumable from its last
+complete save. Ctrl-C (or SIGTERM) stops at the end of the current step and saves; a second one
+stops at once, leaving the last save as it was.
+
 Models built by archc are plain `nn.Module`s, so any PyTorch loop trains them too; this loop is the
 one a user gets without writing code.
 """
@@ -10,15 +15,31 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from archc.backends.torch.checkpoint import load_train_state, load_weights, save_train_state, save_weights
+from archc.backends.torch.checkpoint import (
+    CheckpointError,
+    load_train_state,
+    load_weights,
+    save_train_state,
+    save_weights,
+)
 from archc.backends.torch.model import IGNORE_INDEX, ArchModel
 from archc.backends.torch.tasks import Task
+from archc.files.output import Owned, output_folder, write_text
+
+#: one checkpoint: the files a save replaces together
+CHECKPOINT = Owned(("last.safetensors", "train_state.safetensors", "train_config.json"),
+                   marker="last.safetensors", what="training run")
+#: the end of a run: the checkpoint and the loss curve
+RUN = Owned((*CHECKPOINT.files, "loss.png"), marker="last.safetensors", what="training run")
 
 
 @dataclass
@@ -74,6 +95,8 @@ class TrainResult:
     accuracy: float = 0.0
     tokens_per_s: float = 0.0
     out_dir: Path | None = None
+    #: stopped by Ctrl-C / SIGTERM after `steps` steps (saved, resumable), not at the configured end
+    interrupted: bool = False
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -148,17 +171,21 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
     start = 0
     losses: list[float] = []
     if resume and out is not None:
-        meta = load_weights(model, out / "last.safetensors")
-        start = load_train_state(out / "train_state.safetensors", model, opt, gen)
+        try:
+            meta = load_weights(model, out / "last.safetensors")
+        except Exception as e:  # safetensors' errors, a truncated file, another spec's weights
+            raise CheckpointError(f"{out / 'last.safetensors'} cannot be resumed from: {e}") from None
+        start = load_train_state(out / "train_state.safetensors", model, opt, gen, weights_step=meta.get("step"))
         losses = list(meta.get("losses", []))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg), last_epoch=start - 1)
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     acc = 0.0
     tokens = 0
+    done = start
     t0 = time.perf_counter()
     bar = _progress(progress)
-    with bar:
+    with bar, _StopAtStepEnd(out is not None) as stop:
         task_id = bar.add_task("train", total=cfg.steps, completed=start, loss=float("nan"), acc=0.0, tps=0.0)
         for step in range(start, cfg.steps):
             opt.zero_grad(set_to_none=True)
@@ -182,27 +209,62 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
             opt.step()
             sched.step()
             losses.append(total)
+            done = step + 1
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 acc = accuracy(outp.logits.detach(), labels, model.causal)
             tps = tokens / max(time.perf_counter() - t0, 1e-9)
             bar.update(task_id, advance=1, loss=total, acc=acc, tps=tps)
-            if out is not None and cfg.save_every and (step + 1) % cfg.save_every == 0:
-                _save(model, opt, step + 1, gen, cfg, out, losses, spec_name)
-    result = TrainResult(cfg.steps, losses, acc, tokens / max(time.perf_counter() - t0, 1e-9), out)
-    if out is not None:
-        _save(model, opt, cfg.steps, gen, cfg, out, losses, spec_name)
-        plot_losses(losses, out / "loss.png", title=f"{spec_name} — {task.name}")
+            if stop.requested:
+                break
+            if out is not None and cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+                _save(model, opt, done, gen, cfg, out, losses, spec_name)
+        result = TrainResult(done, losses, acc, tokens / max(time.perf_counter() - t0, 1e-9), out,
+                             interrupted=done < cfg.steps)
+        if out is not None:  # inside: a Ctrl-C now waits for the save to be complete
+            _save(model, opt, done, gen, cfg, out, losses, spec_name, plot_title=f"{spec_name} — {task.name}")
     model.eval()
     return result
 
 
+class _StopAtStepEnd:
+    """While training into a run folder: the first Ctrl-C or SIGTERM asks the loop to stop at the
+    end of the current step (it then saves); a second one raises KeyboardInterrupt at once (the
+    last save stays as it was). Only in the main thread, where Python delivers signals."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._saved: dict[int, object] = {}
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping at the end of this step and saving "
+              "(Ctrl-C again to stop now, keeping the last save)", file=sys.stderr)
+
+    def __enter__(self) -> _StopAtStepEnd:
+        if self.enabled:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._saved[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._saved.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
 def _save(model: ArchModel, opt: torch.optim.Optimizer, step: int, gen: torch.Generator, cfg: TrainConfig,
-          out: Path, losses: list[float], spec_name: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+          out: Path, losses: list[float], spec_name: str, plot_title: str | None = None) -> None:
+    """One checkpoint — weights, optimizer state and config of `step` — committed together; with
+    `plot_title` (the end of the run), the loss curve too."""
     meta = {"spec": spec_name, "step": step, "losses": losses, "config": asdict(cfg)}
-    save_weights(model, out / "last.safetensors", meta)
-    save_train_state(out / "train_state.safetensors", model, opt, step, gen, {"config": asdict(cfg)})
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    with output_folder(out, RUN if plot_title is not None else CHECKPOINT, force=True) as txn:
+        save_weights(model, txn.stage / "last.safetensors", meta)
+        save_train_state(txn.stage / "train_state.safetensors", model, opt, step, gen, {"config": asdict(cfg)})
+        write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        if plot_title is not None:
+            plot_losses(losses, txn.stage / "loss.png", title=plot_title)
 
 
 def plot_losses(losses: list[float], path: Path, title: str = "") -> None:

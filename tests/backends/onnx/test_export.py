@@ -144,7 +144,7 @@ def test_export_is_reproducible(decoder_export, tmp_path):
 
 @pytest.mark.parametrize("case", ["exists", "force-keeps-foreign-files"])
 def test_existing_folder_is_refused_unless_forced(decoder_export, tmp_path, case):
-    from archc.backends.onnx.export import ExportError
+    from archc.files import FileError
     from tests.backends.onnx.conftest import DECODER
 
     model = decoder_export[0]
@@ -152,7 +152,7 @@ def test_existing_folder_is_refused_unless_forced(decoder_export, tmp_path, case
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     if case == "exists":
-        with pytest.raises(ExportError, match="refusing to overwrite"):
+        with pytest.raises(FileError, match="refusing to overwrite"):
             export_model(model, out, DECODER, "small", "w")
         return
     export_model(model, out, DECODER, "small", "w", force=True)

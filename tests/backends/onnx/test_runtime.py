@@ -87,7 +87,7 @@ def test_a_folder_that_is_not_an_export_is_a_diagnostic(tmp_path, decoder_export
     manifest["inputs"] = manifest["inputs"][:3]
     (broken / "archc_export.json").write_text(json.dumps(manifest))
     out = _cli("run", str(broken))
-    assert out.returncode == 1 and "ARC1104" in out.stderr and "does not match" in out.stderr
+    assert out.returncode == 1 and "ARC1305" in out.stderr and "disagree" in out.stderr
     assert "Traceback" not in out.stderr
 
 

@@ -168,7 +168,7 @@ def test_cli_prune_diagnostics(tmp_path):
         ([str(gqa), "--heads", "0.5", "--kv-heads", "0.5"], 1, "ARC1202"),
         ([str(mamba), "--heads", "0.25", "--ffn", "0.5"], 1, "ARC1203"),
         ([str(mamba), "--layers", "1"], 1, "ARC1205"),
-        ([str(mamba), "--inner", "1.5"], 2, "ARC1203"),
+        ([str(mamba), "--inner", "1.5"], 2, "ARC1307"),
         ([str(mamba)], 2, "ARC1203"),
     ]
     for argv, status, code in cases:
