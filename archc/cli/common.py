@@ -4,6 +4,7 @@ resource limits the flags set."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -19,6 +20,8 @@ def print_diags(diags: list, sources: dict[str, str], stream=None) -> None:
 
     stream = stream or sys.stderr
     for d in diags:
+        if d.hint is None and d.severity == "error" and d.code != "ARC9999":
+            d = dataclasses.replace(d, hint=f"`archc explain {d.code}` says more")
         print(render(d, sources, color(stream)), file=stream)
         print(file=stream)
 

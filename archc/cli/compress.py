@@ -13,9 +13,21 @@ from pathlib import Path
 
 from archc.cli.common import EXIT_OK, add_limit_flags
 from archc.cli.flags import add_memory_flag, count, data_source, output, ratio, seed, threads
-from archc.cli.model import _build_model, _fail, _load_weights, _run
+from archc.cli.model import _build_model, _fail, _load_weights, _run, check_memory, data_bytes
 
 # -- prune ----------------------------------------------------------------------------------
+
+
+def node_glob(text: str) -> str:
+    """`--only`: a shell glob over node ids, checked here rather than when the first id is matched."""
+    import fnmatch
+    import re
+
+    try:
+        re.compile(fnmatch.translate(text))
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a glob pattern ({e})") from None
+    return text
 
 
 def experts(text: str) -> float:
@@ -53,6 +65,8 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
         from archc.backends.onnx.calibrate import parse_source
 
         name, count = parse_source(args.calibrate)
+        check_memory(data_bytes(count, args.calibrate_seq, model.out_type_vocab()), args.max_memory,
+                     f"importance from {count} sequences of {args.calibrate_seq} tokens")
         try:
             ids = token_sequences(name, count, args.calibrate_seq, model.out_type_vocab(), args.seed)
         except ValueError as e:
@@ -150,10 +164,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--global", dest="global_ratio", action="store_true",
                    help="spend each ratio across all ops of the kind (ranked together) instead of per op; "
                         "the layers of one repeat still keep one count")
-    p.add_argument("--only", metavar="GLOB", help="prune only nodes whose id matches (e.g. 'layers.*.mlp')")
+    p.add_argument("--only", metavar="GLOB", type=node_glob, help="prune only nodes whose id matches (e.g. 'layers.*.mlp')")
     p.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights and of the data (0)")
     p.add_argument("--force", action="store_true", help="replace files of an earlier prune in DIR")
     add_limit_flags(p)
+    add_memory_flag(p)
     p.set_defaults(fn=cmd_prune)
     add_report_parser(sub)
 
@@ -182,6 +197,7 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
     from archc.backends.onnx.calibrate import parse_source
     from archc.backends.onnx.compress import compare, latencies
     from archc.backends.onnx.manifest import NotAnExport, read_manifest
+    from archc.backends.onnx.runtime import OnnxModel, OutOfMemory
     from archc.backends.onnx.state import cache_bytes_per_token
     from archc.backends.torch.tasks import token_sequences
     from archc.files.output import check_file, output_file
@@ -198,6 +214,8 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
             reference = (inside(folders[0], q.reference, "the manifest's quantization.reference")
                          if q is not None and q.reference else folders[0])
         ref_manifest = read_manifest(reference)
+        for f in {*folders, reference}:  # each loads and agrees with its graph: checked before measuring
+            OnnxModel(f, threads=1)
     except NotAnExport as e:
         raise _fail(e.code, str(e), e.hint or "point compress-report at folders written by `archc export`") from None
     for f, m in zip(folders, manifests, strict=True):
@@ -205,16 +223,25 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
             raise _fail("ARC0906", f"{f} holds a forward graph; compress-report measures decoders")
         if m.vocab != ref_manifest.vocab:
             raise _fail("ARC0910", f"{f} predicts {m.vocab} tokens, the reference {reference} {ref_manifest.vocab}")
+    from archc.backends.onnx.runtime import state_bytes
+
     name, count = parse_source(args.data)
+    # the held-out ids, and a batch of 8 sequences through the reference and a candidate at a time
+    check_memory(count * args.seq * 8 + 2 * max(state_bytes(m, 8, args.seq) for m in [ref_manifest, *manifests]),
+                 args.max_memory, f"comparing {count} sequences of {args.seq} tokens in batches of 8")
     try:
         ids = token_sequences(name, count, args.seq, ref_manifest.vocab, seed=args.seed).numpy()
     except ValueError as e:
         raise _fail("ARC1107", str(e), "pass --data TASK:N or --data FILE.txt:N") from None
     rows = []
     order = [reference, *[f for f in folders if f.resolve() != reference.resolve()]]
-    timed = {} if args.no_timing else latencies(order, args.threads)
+    try:
+        timed = {} if args.no_timing else latencies(order, args.threads)
+        compared = {f: compare(reference, f, ids, threads=args.threads) for f in order}
+    except OutOfMemory as e:
+        raise _fail("ARC1306", str(e), "measure shorter sequences (--seq)") from None
     for f in order:
-        c = compare(reference, f, ids, threads=args.threads)
+        c = compared[f]
         pre, dec = timed.get(f, (None, None))
         ref_pre, ref_dec = timed.get(reference, (None, None))
         rows.append({"folder": str(f), "spec": read_manifest(f).spec, "bytes": c.bytes,

@@ -16,17 +16,11 @@ from archc.cli.model import (
     _load_weights,
     _run,
     add_sampling_flags,
+    check_memory,
+    data_bytes,
     prompt_bytes,
     prompt_ids,
 )
-
-
-def _check_memory(needed: int, limit: int, what: str) -> None:
-    """Refuse, before allocating, a plan whose buffers exceed `--max-memory` (ARC1306)."""
-    if needed > limit:
-        raise _fail("ARC1306", f"{what} needs about {needed / 1e9:,.2f} GB of buffers (state and logits), more than "
-                    f"--max-memory {limit / 1e9:,.2f} GB", "ask for fewer tokens, or raise --max-memory if the "
-                    "machine has the memory")
 
 
 def block_size(text: str) -> int:
@@ -76,6 +70,8 @@ def _quantize_options(args: argparse.Namespace, model):
             return options, None, None
         name, count = parse_source(source)
         vocab = model.out_type_vocab()
+        check_memory(data_bytes(count, args.calibrate_seq, vocab), args.max_memory,
+                     f"calibration on {count} sequences of {args.calibrate_seq} tokens")
         cal = calibration_data(name, count, args.calibrate_seq, vocab)
         held_out = calibration_data(name, min(count, 32), args.calibrate_seq, vocab, seed=1).ids
     except QuantizeError as e:
@@ -174,11 +170,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
     _need_onnx()
-    import numpy as np
 
     from archc.backends.onnx.manifest import NotAnExport
-    from archc.backends.onnx.runtime import OnnxModel, benchmark, state_bytes
-    from archc.cli.flags import default_max_memory
+    from archc.backends.onnx.runtime import OnnxModel, OutOfMemory, state_bytes
     from archc.files.read import printable
 
     if args.benchmark and args.max_new_tokens < 1:
@@ -195,8 +189,19 @@ def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
         raise _fail("ARC1307", f"--top-k {args.top_k}: the model has {model.vocab:,} tokens; top-k must be between 1 "
                     f"and {model.vocab:,}", usage=True)
     prompt_len = args.bench_prompt if args.benchmark else len(prompt_ids(args, model.vocab)[0])
-    _check_memory(state_bytes(model.manifest, 1, prompt_len + args.max_new_tokens), args.max_memory or
-                  default_max_memory(), f"decoding {prompt_len} + {args.max_new_tokens} tokens of {spec}")
+    check_memory(state_bytes(model.manifest, 1, prompt_len + args.max_new_tokens), args.max_memory,
+                 f"decoding {prompt_len} + {args.max_new_tokens} tokens of {spec} (state and logits)")
+    try:
+        return _generate(args, model, spec)
+    except OutOfMemory as e:
+        raise _fail("ARC1306", str(e), "ask for fewer tokens or a shorter prompt") from None
+
+
+def _generate(args: argparse.Namespace, model, spec: str) -> int:
+    import numpy as np
+
+    from archc.backends.onnx.runtime import benchmark
+
     if args.benchmark:
         b = benchmark(model, prompt=args.bench_prompt, tokens=args.max_new_tokens)
         print(f"{spec}: prefill {b.prefill_tokens_per_s:,.0f} tokens/s ({args.bench_prompt}-token prompt), "
@@ -268,6 +273,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="do not keep the fp32 export in DIR/reference (archc compress-report compares against it)")
     qg.add_argument("--explain", action="store_true", help="list every weight: its class, precision, and why")
     add_limit_flags(x)
+    add_memory_flag(x)
     x.set_defaults(fn=cmd_export)
 
     r = sub.add_parser("run", help="generate from an exported folder with onnxruntime (no torch)")

@@ -63,16 +63,17 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     import tempfile
 
     from archc.dsl.fmt import format_text
-    from archc.errors import ArchError, Diagnostic
+    from archc.errors import ArchError
+    from archc.frontend import read_spec
 
     changed, status = [], EXIT_OK
     sources: dict[str, str] = {}
     for path in args.files:
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            print_diags([Diagnostic("ARC0001", f"cannot read {path}: {e}")], sources)
+            text = read_spec(p)
+        except ArchError as e:
+            print_diags(e.diagnostics, sources)
             status = EXIT_ERRORS
             continue
         sources[path] = text
@@ -115,7 +116,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
     fmt = args.format or (Path(args.output).suffix.lstrip(".") if args.output else "dot")
     fmt = "text" if fmt == "txt" else fmt
     if fmt not in ("text", "dot", "svg", "png", "pdf"):
-        print(f"archc graph: unknown output format {fmt!r} (text, dot, svg, png, pdf)", file=sys.stderr)
+        print_diags([Diagnostic("ARC1307", f"-o {args.output}: no output format for the suffix {fmt or '(none)'!r}",
+                                None, "end the file name in .txt, .dot, .svg, .png or .pdf, or pass --format")], sources)
         return EXIT_USAGE
     if fmt == "text":
         data = (prog.graph.to_text() + "\n").encode()

@@ -140,6 +140,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     cfg = config_from_section(section, steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
                               accum=args.accum, warmup=args.warmup, seed=args.seed,
                               checkpointing=args.checkpointing or None, bf16=args.bf16 or None)
+    check_train_memory(prog.graph, cfg.batch, cfg.seq, vocab, args.max_memory)
     threads = torch.get_num_threads()
     print(f"training {prog.graph.name} ({model.num_parameters():,} parameters) on `{task.name}`"
           f"{' — ' + task.source if hasattr(task, 'source') else ''}: {cfg.steps} steps × {cfg.batch}×{cfg.seq} "
@@ -219,7 +220,11 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
     check_decode_memory(prog.graph, args.num_beams, len(ids) + args.max_new_tokens, vocab, args.max_memory)
     draft = None
     if args.draft:
-        draft, _ = _build_model(args.draft, args.seed, sources, args)
+        draft, dprog = _build_model(args.draft, args.seed, sources, args)
+        if draft.out_type_vocab() != vocab:
+            raise _fail("ARC0908", f"the draft {dprog.graph.name} predicts {draft.out_type_vocab():,} tokens, "
+                        f"{prog.graph.name} {vocab:,}: speculative decoding needs one vocabulary",
+                        "draft with a spec over the same tokens")
         if args.draft_weights:
             _load_weights(draft, args.draft_weights, "--draft-weights")
     elif args.draft_weights:
@@ -240,17 +245,39 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
 def check_decode_memory(graph, batch: int, total: int, vocab: int, limit: int | None) -> None:
     """Refuse, before allocating, a decode whose state (the cost model's declared state at `total`
     tokens, in fp32) and prefill logits exceed `--max-memory` (ARC1306)."""
-    from archc.cli.flags import default_max_memory
     from archc.ir.cost import CostCtx
     from archc.passes.estimate_cost import estimate_cost
 
-    limit = limit or default_max_memory()
     state = estimate_cost(graph, CostCtx(seq=total, batch=batch, dtype="fp32")).total.state_bytes * batch
-    needed = state + batch * total * vocab * 4
+    check_memory(state + batch * total * vocab * 4, limit,
+                 f"decoding {total:,} tokens ({batch} × the state and the logits)")
+
+
+def check_memory(needed: int, limit: int | None, what: str) -> None:
+    """Refuse, before allocating, a plan whose buffers exceed `--max-memory` (ARC1306)."""
+    from archc.cli.flags import default_max_memory
+
+    limit = limit or default_max_memory()
     if needed > limit:
-        raise _fail("ARC1306", f"decoding {total:,} tokens ({batch} × the state and the logits) needs about "
-                    f"{needed / 1e9:,.2f} GB, more than --max-memory {limit / 1e9:,.2f} GB",
-                    "ask for fewer tokens, or raise --max-memory if the machine has the memory")
+        raise _fail("ARC1306", f"{what} needs about {needed / 1e9:,.2f} GB, more than --max-memory "
+                    f"{limit / 1e9:,.2f} GB", "ask for less (fewer or shorter sequences, a smaller batch), or raise "
+                    "--max-memory if the machine has the memory")
+
+
+def data_bytes(count: int, seq: int, vocab: int) -> int:
+    """Token ids of `count` sequences of `seq` tokens, and the fp32 logits of one of them."""
+    return count * seq * 8 + seq * vocab * 4
+
+
+def check_train_memory(graph, batch: int, seq: int, vocab: int, limit: int | None) -> None:
+    """A training step's activations (the cost model's bytes per token, fp32) and logits (with
+    their gradient and softmax), and the weights with their gradients and AdamW's two moments."""
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
+
+    cost = estimate_cost(graph, CostCtx(seq=seq, batch=batch, dtype="fp32")).total
+    needed = batch * seq * (cost.act_bytes + 3 * vocab * 4) + 16 * cost.params
+    check_memory(needed, limit, f"a training step of {batch} × {seq} tokens")
 
 
 def add_sampling_flags(sp: argparse.ArgumentParser) -> None:
@@ -341,6 +368,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--distill", metavar="TEACHER.arch", help="distill from this teacher spec (its --teacher weights)")
     t.add_argument("--teacher", metavar="WEIGHTS", help="the teacher's .safetensors (with --distill)")
     t.add_argument("--temperature", type=positive, default=2.0, help="distillation temperature T (2)")
+    add_memory_flag(t)
     t.add_argument("--alpha", type=unit_interval, default=0.5,
                    help="weight of the soft (teacher) loss; 1 − alpha weighs the hard loss (0.5)")
     add_limit_flags(t)

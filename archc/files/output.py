@@ -175,9 +175,9 @@ def check_folder(target: str | os.PathLike[str], owned: Owned, force: bool = Fal
     path = output_path(target)
     try:
         recover(path)
+        _check_target(path, owned, force)
     except OSError as e:
         raise _write_error(path, e, 0) from None
-    _check_target(path, owned, force)
     return path
 
 
@@ -597,6 +597,5 @@ def _write_error(path: Path, e: BaseException, needed: int) -> FileError:
         return FileError("ARC1102", f"cannot write {path}: no space left on the device{figure}; nothing was "
                          "changed", "free some space, or choose an output on another disk")
     reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-    where = getattr(e, "filename", None) or path
-    return FileError("ARC1102", f"cannot write {where}: {reason}; nothing was changed",
-                     "choose an output you can write to")
+    return FileError("ARC1102", f"cannot write {path}: {reason}; nothing was changed",
+                     "choose an output you can write to (and a path whose folders are folders)")

@@ -133,10 +133,10 @@ def test_a_manifest_that_disagrees_with_the_graph_is_arc1305(export_copy, capsys
 
 
 def test_strings_from_a_manifest_are_shown_escaped(export_copy, capsys):
-    _edit(export_copy, lambda m: m.update(spec="evil\x1b[2J\nforged line\u202e", kind="forward"))
-    status, err = _run(export_copy, capsys)
-    assert status == 1 and "ARC0906" in err
-    assert "\x1b" not in err and "\u202e" not in err and "evil\\x1b[2J\\nforged line\\u202e" in err
+    _edit(export_copy, lambda m: m.update(spec="evil\x1b[2J\nforged line\u202e"))
+    assert main(["run", str(export_copy), "--benchmark", "--max-new-tokens", "2", "--bench-prompt", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and "evil\\x1b[2J\\nforged line\\u202e" in out
 
 
 def test_decoding_beyond_max_memory_is_refused_with_the_figure(export_copy, capsys):

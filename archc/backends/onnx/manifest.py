@@ -31,13 +31,15 @@ MAX_BYTES = 64 * 2**20
 #: the symbolic dimensions a shape may name: what the exporter writes
 SYMBOLS = ("batch", "seq", "past_seq", "total_seq")
 Dim = Annotated[int, Field(ge=0, le=2**31)] | Literal["batch", "seq", "past_seq", "total_seq"]
+#: the element types the exporter writes
+DType = Literal["float32", "float64", "int64", "int8", "bool"]
 
 
 class PortInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    dtype: str
+    dtype: DType
     shape: list[Dim]
 
 
@@ -48,7 +50,7 @@ class StateInfo(BaseModel):
     output: str
     node: str
     state: str
-    dtype: str
+    dtype: DType
     shape: list[Dim]
     #: the initial value: a number (zeros, or the stabilizers' −∞ stand-in), or the values of
     #: the parameter each sequence starts from (RMT's memory tokens), without the batch axis
@@ -76,7 +78,8 @@ class Quantization(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scheme: str  # int8_dynamic | int8_static | int8_block | int4, or none (only the state quantized)
+    #: or none (only the state quantized)
+    scheme: Literal["int8_dynamic", "int8_static", "int8_block", "int4", "none"]
     asked: str  # what the user asked for (int8 resolves to one of the int8 schemes)
     tool: str
     method: str | None = None  # calibration method of int8_static

@@ -25,6 +25,10 @@ State = list[np.ndarray]
 _DTYPES = {"float32": np.float32, "bool": np.bool_, "int64": np.int64, "float64": np.float64, "int8": np.int8}
 
 
+class OutOfMemory(Exception):
+    """onnxruntime could not allocate what a run needs."""
+
+
 class OnnxModel:
     """An exported folder, loaded into an onnxruntime session (CPU provider by default)."""
 
@@ -73,8 +77,20 @@ class OnnxModel:
         feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64),
                  "attention_mask": np.ones((ids.shape[0], pos + ids.shape[1]), dtype=np.int64)}
         feeds.update({s.input: v for s, v in zip(self.manifest.state, state, strict=True)})
-        outs = self.session.run(["logits", *(s.output for s in self.manifest.state)], feeds)
+        outs = self._run(["logits", *(s.output for s in self.manifest.state)], feeds)
         return outs[0], outs[1:]
+
+    def _run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """`session.run`, with onnxruntime's failure to allocate as `OutOfMemory` (the estimate
+        before decoding covers the state and the logits, not every intermediate of the graph)."""
+        try:
+            return self.session.run(names, feeds)
+        except Exception as e:  # onnxruntime's RuntimeException: no public type to catch
+            if "allocate" in str(e) or "bad_alloc" in str(e):
+                tokens = feeds["input_ids"].shape
+                raise OutOfMemory(f"onnxruntime could not allocate memory for {tokens[0]} × {tokens[1]} tokens of "
+                                  f"{printable(self.manifest.spec)}") from None
+            raise
 
     def logits(self, ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
         """Logits of whole sequences: the forward graph, or a decoder's prefill from a fresh state."""
@@ -85,7 +101,7 @@ class OnnxModel:
                                     else attention_mask.astype(np.int64))}
         if any(p.name == "token_type_ids" for p in self.manifest.inputs):
             feeds["token_type_ids"] = np.zeros(ids.shape, np.int64)
-        return self.session.run(["logits"], feeds)[0]
+        return self._run(["logits"], feeds)[0]
 
     def generate(self, ids: np.ndarray, max_new_tokens: int = 32, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, eos_token_id: int | None = None,
@@ -147,6 +163,15 @@ def check_ports(manifest: Manifest, session, path: Path) -> None:
         raise NotAnExport(f"{where} disagree on the vocabulary: logits of width {logits.shape[-1]}, vocab "
                           f"{manifest.vocab}", "ARC1305", "export the folder again")
     ports = {p.name: p for p in manifest.inputs}
+    state_in = [s.input for s in manifest.state]
+    tokens = {"input_ids", "attention_mask", "token_type_ids"} if manifest.kind == "decoder" else set(want_in)
+    state_out = [s.output for s in manifest.state]
+    if len(set(state_in)) != len(state_in) or set(state_in) != want_in - tokens or (
+            manifest.kind == "forward" and state_in) or len(set(state_out)) != len(state_out) or (
+            manifest.kind == "decoder" and set(state_out) != want_out - {"logits"}):
+        raise NotAnExport(f"{where} disagree on the decode state: the graph takes "
+                          f"{printable(', '.join(sorted(want_in - tokens))) or 'none'}, the manifest lists "
+                          f"{printable(', '.join(state_in)) or 'none'}", "ARC1305", "export the folder again")
     for s in manifest.state:
         if s.input not in ports or s.output not in want_out or ports[s.input].shape != s.shape:
             raise NotAnExport(f"{where} disagree on the state {printable(s.input)}", "ARC1305", "export the folder again")

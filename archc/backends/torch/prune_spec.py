@@ -14,6 +14,7 @@ residual branches zeroed), and the repeat count drops.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +85,7 @@ def prune_spec(model: ArchModel, spec_path: str, spec_text: str, options: PruneO
     kinds = [k for k, r in options.ratios.items() if r > 0]
     units = prunable(model, kinds)
     if options.only:
-        units = [u for u in units if re.fullmatch(options.only.replace(".", r"\.").replace("*", ".*"), u.node)]
+        units = [u for u in units if fnmatch.fnmatchcase(u.node, options.only)]
     missing = [k for k in kinds if not any(u.axis.kind == k for u in units)]
     if missing:
         have = sorted({a.kind for n in model.graph.nodes.values() if REGISTRY[n.op].kind == "layer"
