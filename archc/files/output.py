@@ -220,7 +220,7 @@ def recover(path: Path, reader: bool = False) -> None:
         candidates += [path.parent / n for n in os.listdir(path.parent) if n.startswith(prefix)]
     for txn in candidates:
         try:
-            _recover_one(path, txn)
+            _recover_one(path, txn, wait=not reader)
         except _Alive as alive:
             if not reader:
                 raise FileError("ARC1303", f"another archc (process {alive.pid}) is writing {path} now",
@@ -230,12 +230,31 @@ def recover(path: Path, reader: bool = False) -> None:
                 raise
 
 
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Read the folder `path` as a whole: a killed writer's committed transaction is finished
+    first, then a shared `flock` on the folder is held for the block, so a commit (which holds it
+    exclusively for its renames) never happens while archc reads — a reader sees the old files or
+    the new ones, never some of each. A folder that cannot be opened is read without the lock."""
+    recover(path, reader=True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 class _Alive(Exception):
     def __init__(self, pid: str) -> None:
         self.pid = pid
 
 
-def _recover_one(target: Path, txn: Path) -> None:
+def _recover_one(target: Path, txn: Path, wait: bool = True) -> None:
     if txn.is_symlink():
         return
     if txn.is_file():  # a single file's temporary beside it (`output_file`)
@@ -252,7 +271,9 @@ def _recover_one(target: Path, txn: Path) -> None:
         journal = txn / JOURNAL
         if txn.parent == target and journal.is_file() and not journal.is_symlink():
             plan = _read_journal(journal)
-            with _locked_dir(target) as tfd, _signals_held():
+            with _locked_dir(target, wait) as tfd, _signals_held():
+                if tfd is None:
+                    return  # a reader, and the folder is being read or written: left for later
                 _roll_forward(tfd, txn, plan)
         _discard(txn)
     finally:
@@ -394,9 +415,10 @@ def _discard(root: Path) -> None:
 
 
 def _commit(txn: Transaction, owned: Owned) -> None:
-    """Before the journal is written a failure discards the transaction (the target is as it was);
-    after it, the transaction is left for the next run to finish (the target holds its old files
-    or its new ones, each one whole, and the journal says which)."""
+    """Until the journal is written a failure or an interrupt discards the transaction (the
+    target is as it was); from then on, SIGINT/SIGTERM are held, and a failure leaves the
+    transaction for the next run to finish (the target holds old or new files, each whole, and
+    the journal says which)."""
     try:
         new = sorted(p.relative_to(txn.stage).as_posix() for p in txn.stage.rglob("*") if not p.is_dir())
         stray = sorted(set(new) - set(owned.files))
@@ -411,24 +433,31 @@ def _commit(txn: Transaction, owned: Owned) -> None:
             _discard(txn.root)
             return
         plan = {"own": list(owned.files), "new": new, "marker": owned.marker}
-        fd = os.open(txn.root / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(plan).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(txn.root)
+        with _locked_dir(txn.target) as tfd:  # waits for readers (`reading`) to finish
+            assert tfd is not None
+            with _signals_held():
+                _write_journal(txn.root, plan)
+                try:
+                    _roll_forward(tfd, txn.root, plan)
+                except BaseException:
+                    os.close(_HELD.pop(txn.root))  # unlocked: the next run rolls it forward
+                    raise
     except BaseException:
-        _discard(txn.root)
-        raise
-    try:
-        with _locked_dir(txn.target) as tfd, _signals_held():
-            _roll_forward(tfd, txn.root, plan)
-    except BaseException:
-        os.close(_HELD.pop(txn.root))  # unlocked: the next run rolls it forward from the journal
+        if txn.root in _HELD:  # the journal was not written: nothing of the target changed
+            _discard(txn.root)
         raise
     _fsync_dir(txn.target)
     _discard(txn.root)
+
+
+def _write_journal(root: Path, plan: dict) -> None:
+    fd = os.open(root / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(plan).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(root)
 
 
 def _read_journal(journal: Path) -> dict:
@@ -506,11 +535,16 @@ def _open_dir(dfd: int, parts: tuple[str, ...], create: bool) -> int:
 
 
 @contextlib.contextmanager
-def _locked_dir(path: Path) -> Iterator[int]:
-    """An exclusive flock on the folder itself: one commit or recovery at a time."""
+def _locked_dir(path: Path, wait: bool = True) -> Iterator[int | None]:
+    """An exclusive flock on the folder itself: one commit or recovery at a time, none while a
+    reader holds it shared (`reading`). Without `wait`, None when it is taken."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
         yield fd
     finally:
         os.close(fd)

@@ -278,3 +278,30 @@ def test_a_full_disk_is_arc1102_and_changes_nothing(tmp_path):
     assert got["files"] == {"model.onnx": "old model.onnx", "archc_export.json": "old archc_export.json",
                             "notes.txt": "old notes.txt"}
     assert got["disk"] == ["out"]
+
+
+def test_a_commit_waits_for_a_reader_so_no_reader_sees_a_mix(tmp_path):
+    """While archc reads a folder (`reading`: a shared lock) a commit into it waits; afterwards it
+    goes through. A reader therefore sees all old files or all new ones."""
+    from archc.files.output import reading
+
+    target = tmp_path / "out"
+    _old(target)
+    script = textwrap.dedent("""
+        import sys
+        from archc.files.output import Owned, output_folder
+        owned = Owned(("model.onnx", "archc_export.json"), marker="archc_export.json", refuse="any")
+        with output_folder(sys.argv[1], owned, force=True) as txn:
+            (txn.stage / "model.onnx").write_text("new")
+            (txn.stage / "archc_export.json").write_text("new")
+            print("built", flush=True)
+    """)
+    with reading(target):
+        p = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[2])
+        assert p.stdout is not None and p.stdout.readline().strip() == "built"
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=0.5)  # the commit waits for the reader
+        assert (target / "model.onnx").read_text() == "old model.onnx"
+    assert p.wait(timeout=30) == 0
+    assert (target / "model.onnx").read_text() == "new" and (target / "archc_export.json").read_text() == "new"

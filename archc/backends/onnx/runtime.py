@@ -36,7 +36,13 @@ class OnnxModel:
                  providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
         import onnxruntime as ort
 
+        from archc.files.output import reading
+
         self.folder = Path(folder)
+        with reading(self.folder):  # no export commits into the folder while it is read
+            self._load(ort, threads, providers)
+
+    def _load(self, ort, threads: int | None, providers: tuple[str, ...]) -> None:
         self.manifest: Manifest = read_manifest(self.folder)
         path = self.folder / self.manifest.model  # inside the folder: read_manifest checked it
         if not path.is_file():
