@@ -106,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "fn", None):
         parser.print_help()
         return EXIT_USAGE
-    from archc.files.output import sigterm_raises
+    from archc.files.output import sigterm_raises, temp_files_in_transactions
 
     try:
-        with sigterm_raises():  # SIGTERM cleans up as Ctrl-C does: nothing is left half-written
+        # SIGTERM cleans up as Ctrl-C does: nothing is left half-written; temporary files live in
+        # the output's transaction, not the system temp dir
+        with sigterm_raises(), temp_files_in_transactions():
             return args.fn(args)
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)

@@ -105,6 +105,10 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if args.opset is not None and not MIN_OPSET <= args.opset <= MAX_OPSET:
         raise _fail("ARC1103", f"opset {args.opset} is outside what the exporter emits ({MIN_OPSET} to {MAX_OPSET})",
                     f"pass --opset between {MIN_OPSET} and {MAX_OPSET} (default {DEFAULT_OPSET})", usage=True)
+    from archc.backends.onnx.export import EXPORTED
+    from archc.files.output import check_folder
+
+    check_folder(args.output, EXPORTED, args.force)  # before building, calibrating, exporting
     folder = Path(args.output)
     model, prog = _build_model(args.file, args.seed, sources, args)
     if args.weights:

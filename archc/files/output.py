@@ -25,9 +25,12 @@ symbolic link (refused, ARC1302); moves go through directory descriptors opened 
 `O_NOFOLLOW`, so a link planted while archc works is not followed either. The folders above the
 target are the user's layout (a `runs/` linked to a larger disk is fine).
 
-While a transaction is open, Python's `tempfile` (archc's and its libraries', onnxruntime's
-quantizer among them) writes into the transaction's `scratch/`, not the system temp dir: it is
-removed with the transaction, and a SIGKILL's leftovers are removed by the next run.
+In the `archc` command (`temp_files_in_transactions()`, which the CLI turns on), Python's
+`tempfile` — archc's and its libraries', onnxruntime's quantizer among them — writes into the open
+transaction's `scratch/`, not the system temp dir: it is removed with the transaction, and a
+SIGKILL's leftovers by the next run. `tempfile.tempdir` is process-wide, so the Python API leaves
+it alone (another thread of the caller's may be using it); there, libraries' temporary folders go
+to the system temp dir and are removed by their own context managers.
 """
 
 from __future__ import annotations
@@ -116,7 +119,8 @@ def output_folder(target: str | os.PathLike[str], owned: Owned, force: bool = Fa
         _remove_made(created)
         raise _write_error(path, e, needed_bytes) from None
     saved_tempdir = tempfile.tempdir
-    tempfile.tempdir = str(txn.scratch)
+    if _TEMP_IN_TRANSACTIONS:
+        tempfile.tempdir = str(txn.scratch)
     try:
         with sigterm_raises():
             yield txn
@@ -401,6 +405,22 @@ def _begin(path: Path) -> Transaction:
         _discard(root)
         raise
     return Transaction(path, root, root / NEW, root / SCRATCH, inside)
+
+
+#: whether `tempfile` is pointed into open transactions (the CLI's process only)
+_TEMP_IN_TRANSACTIONS = False
+
+
+@contextlib.contextmanager
+def temp_files_in_transactions() -> Iterator[None]:
+    """For the block, every open transaction also holds Python's temporary files (the module
+    docstring): for a process that is archc's alone, the `archc` command."""
+    global _TEMP_IN_TRANSACTIONS
+    saved, _TEMP_IN_TRANSACTIONS = _TEMP_IN_TRANSACTIONS, True
+    try:
+        yield
+    finally:
+        _TEMP_IN_TRANSACTIONS = saved
 
 
 #: lock descriptors of this process's open transactions

@@ -156,9 +156,9 @@ def test_a_commit_cut_after_any_rename_is_finished_by_the_next_run(tmp_path, mon
 
 _WRITER = textwrap.dedent("""
     import sys, tempfile, time
-    from archc.files.output import Owned, output_folder
+    from archc.files.output import Owned, output_folder, temp_files_in_transactions
     owned = Owned(("model.onnx", "archc_export.json"), marker="archc_export.json", refuse="any")
-    with output_folder(sys.argv[1], owned, force=True) as txn:
+    with temp_files_in_transactions(), output_folder(sys.argv[1], owned, force=True) as txn:
         (txn.stage / "model.onnx").write_text("half")
         tempfile.mkdtemp()  # a library's temporary folder: it must land in the transaction
         print("ready", flush=True)
