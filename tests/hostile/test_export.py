@@ -27,9 +27,11 @@ def _start_export(spec: Path, out: Path, systmp: Path, *extra: str) -> subproces
 
 
 def _archc_files(systmp: Path) -> list[str]:
-    """What is in the system temp dir besides what libraries write on import whatever the command:
-    onnxruntime's 51-byte session id (`.ses`) and lark's grammar cache (a few kB, one per grammar)."""
-    return [n for n in os.listdir(systmp) if n != ".ses" and not n.startswith(".lark_cache")]
+    """What is in the system temp dir besides what libraries write whatever the command:
+    onnxruntime's 51-byte session id (`.ses`), lark's grammar cache (a few kB, one per grammar) and
+    torch's inductor cache folder, made empty when torch.export starts."""
+    return [n for n in os.listdir(systmp) if n != ".ses" and not n.startswith(".lark_cache")
+            and not (n.startswith("torchinductor_") and not os.listdir(systmp / n))]
 
 
 def _loads(folder: Path) -> str:
@@ -103,3 +105,39 @@ def test_a_spec_section_asking_for_int8_is_overridden_by_quantize_none(tiny, tmp
     assert main(["export", str(spec), "-o", str(tmp_path / "o"), "--quantize", "none"]) == 0
     assert read_manifest(tmp_path / "o").quantization is None
     assert not (tmp_path / "o" / "reference").exists()
+
+
+def test_export_onto_a_full_disk_is_arc1102_with_the_bytes_and_keeps_the_old_export(tiny, tmp_path):
+    """A real full file system (a tmpfs in a user namespace) holding an old export and a file of
+    the user's: the export is refused before it writes, with the bytes it needs, and nothing on the
+    disk changes."""
+    import json
+    import textwrap
+
+    from tests.hostile.test_output import _can_mount_tmpfs
+
+    reason = _can_mount_tmpfs()
+    if reason:
+        pytest.skip(f"cannot make a full disk: {reason}")
+    spec, _, old = tiny
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = textwrap.dedent(f"""
+        import json, os, shutil, subprocess, sys
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", {str(disk)!r}], check=True)
+        out = os.path.join({str(disk)!r}, "out")
+        shutil.copytree({str(old)!r}, out)
+        open(os.path.join(out, "notes.txt"), "w").write("the user's")
+        before = {{n: open(os.path.join(out, n), "rb").read().hex()[:64] for n in os.listdir(out)}}
+        r = subprocess.run([sys.executable, "-m", "archc", "export", {str(spec)!r}, "-o", out, "--force"],
+                           capture_output=True, text=True)
+        after = {{n: open(os.path.join(out, n), "rb").read().hex()[:64] for n in os.listdir(out)}}
+        print(json.dumps({{"status": r.returncode, "err": r.stderr, "same": before == after,
+                          "disk": os.listdir({str(disk)!r})}}))
+    """)
+    r = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", script],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got["status"] == 1 and "ARC1102" in got["err"] and "MB needed" in got["err"], got["err"]
+    assert "Traceback" not in got["err"] and got["same"] and got["disk"] == ["out"]

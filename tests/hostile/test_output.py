@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -166,9 +165,10 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def _start_writer(target: Path) -> subprocess.Popen:
+def _start_writer(target: Path, systmp: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, **({"TMPDIR": str(systmp)} if systmp is not None else {})}
     p = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, text=True,
-                         cwd=Path(__file__).resolve().parents[2])
+                         cwd=Path(__file__).resolve().parents[2], env=env)
     assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     return p
 
@@ -178,16 +178,17 @@ def test_a_writer_killed_mid_work_is_cleaned_up_by_the_next_run(tmp_path, exists
     target = tmp_path / "out"
     if exists:
         _old(target)
+    systmp = tmp_path.parent / f"{tmp_path.name}-systmp"  # the writer's system temp dir: watched alone
+    systmp.mkdir()
     before = snapshot(tmp_path)
-    system_tmp = set(os.listdir(tempfile.gettempdir()))
-    writer = _start_writer(target)
+    writer = _start_writer(target, systmp)
     with pytest.raises(FileError) as e, output_folder(target, EXPORTISH, force=True):
         pass
     assert e.value.code == "ARC1303"  # alive: another writer is refused, not cleaned away
     recover(target, reader=True)  # a reader goes on, touching nothing
     writer.send_signal(signal.SIGKILL)
     writer.wait()
-    assert set(os.listdir(tempfile.gettempdir())) - system_tmp == set()  # nothing in the system temp dir
+    assert os.listdir(systmp) == []  # nothing in the system temp dir
     leftovers = [n for n in os.listdir(target if exists else tmp_path) if TXN in n]
     assert leftovers and snapshot(tmp_path, skip=(target if exists else tmp_path) / leftovers[0]) == before
     with output_folder(target, EXPORTISH, force=True) as txn:  # the next run cleans up and is not blocked
