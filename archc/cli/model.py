@@ -73,6 +73,12 @@ def _run(fn, args: argparse.Namespace) -> int:
     except FileError as e:
         print_diags([Diagnostic(e.code, e.message, None, e.hint)], sources)
         return EXIT_USAGE if e.usage else EXIT_ERRORS
+    except (MemoryError, RuntimeError) as e:  # the estimates before the work are not every intermediate
+        if not isinstance(e, MemoryError) and "out of memory" not in str(e) and "not enough memory" not in str(e):
+            raise
+        print_diags([Diagnostic("ARC1306", f"out of memory: {str(e).splitlines()[0][:200] if str(e) else 'MemoryError'}",
+                                None, "ask for less (a smaller batch, fewer or shorter sequences, fewer tokens)")],
+                    sources)
     return EXIT_ERRORS
 
 

@@ -84,3 +84,21 @@ def test_inputs_that_were_internal_errors_are_diagnostics(tiny, export_copy, tmp
     assert main(["compress-report", str(export_copy), "--no-timing", "--data", "chars:2", "--seq", "100000",
                  "--max-memory", "1GB"]) == 1
     assert "ARC1306" in capsys.readouterr().err
+
+
+def test_running_out_of_memory_beyond_the_estimate_is_arc1306(tmp_path, monkeypatch, capsys):
+    """The estimates before the work cover the state, logits and activations, not every
+    intermediate: an allocation failure after them is still a diagnostic, not an internal error."""
+    from archc.backends.torch import train as train_mod
+
+    def oom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: you tried "
+                           "to allocate 10000000000 bytes.")
+
+    monkeypatch.setattr(train_mod, "train", oom)
+    spec = tmp_path / "t.arch"
+    spec.write_text(SPEC)
+    assert main(["train", str(spec), "--steps", "1", "-q", "-o", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert "ARC1306" in err and "not enough memory" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
