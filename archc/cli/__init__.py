@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed: for "continue with ..." hints
     if not getattr(args, "fn", None):
         parser.print_help()
         return EXIT_USAGE
