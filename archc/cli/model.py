@@ -166,7 +166,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
           f"{res.accuracy:.3f}, {res.tokens_per_s:,.0f} tokens/s")
     print(f"wrote {out / 'last.safetensors'}, {out / 'train_state.safetensors'}, {out / 'loss.png'}")
     if res.interrupted:
-        again = " ".join(shlex.quote(a) for a in args.argv if a not in ("--resume", "--force"))
+        again = " ".join(shlex.quote(a) for a in getattr(args, "argv", ["train", args.file]) if a not in ("--resume", "--force"))
         print(f"interrupted after step {res.steps} of {cfg.steps}; saved. Continue with:\n"
               f"  archc {again} --resume", file=sys.stderr)
         return 130
