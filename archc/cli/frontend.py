@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -60,7 +59,6 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_fmt(args: argparse.Namespace) -> int:
     import difflib
-    import tempfile
 
     from archc.dsl.fmt import format_text
     from archc.errors import ArchError
@@ -90,11 +88,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
         if args.diff:
             sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), out.splitlines(True), path, path))
         elif args.write:
-            if out != text:  # atomic replace: a crash never leaves a half-written spec
-                fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(out)
-                os.replace(tmp, p)
+            if out != text:  # replaced whole (a crash never leaves a half-written spec), never through a link
+                if _write_file(path, out.encode(), True, sources) != EXIT_OK:
+                    status = EXIT_ERRORS
+                    continue
                 print(f"formatted {path}", file=sys.stderr)
         else:
             sys.stdout.write(out)

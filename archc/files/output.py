@@ -157,6 +157,8 @@ def output_file(target: str | os.PathLike[str], force: bool = False, flag: str =
         raise _write_error(path, e, 0) from None
     fcntl.flock(fd, fcntl.LOCK_EX)  # alive: a later run leaves it alone until this process ends
     try:
+        with contextlib.suppress(FileNotFoundError):  # a replaced file keeps its permissions
+            os.fchmod(fd, os.stat(path).st_mode & 0o7777)
         yield tmp
         os.fsync(fd)
         with _signals_held():

@@ -217,9 +217,11 @@ def test_a_single_file_is_replaced_whole_or_not_at_all(tmp_path):
         tmp.write_text("half")
         raise RuntimeError
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["report.json"]
+    path.chmod(0o600)
     with output_file(path, force=True) as tmp:
         tmp.write_text("new")
     assert path.read_text() == "new" and os.listdir(tmp_path) == ["report.json"]
+    assert path.stat().st_mode & 0o777 == 0o600  # a replaced file keeps its permissions
     link = tmp_path / "link.json"
     link.symlink_to(path)
     with pytest.raises(FileError) as e, output_file(link, force=True):
