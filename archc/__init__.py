@@ -115,25 +115,44 @@ def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opse
 
 def prune(spec: str, weights: str | None = None, out: str = "pruned", importance: str = "magnitude",
           calibrate: str | None = None, layers: int = 0, magnitude: float = 0.0, force: bool = False,
-          **ratios: float) -> Any:
+          seed: int = 0, **ratios: float) -> Any:
     """`archc prune` from Python: `archc.prune("specs/llama-tiny.arch", "w.safetensors", "out",
-    heads=0.25, ffn=0.3)` writes `out/<spec>-pruned.arch` and `out/weights.safetensors` and
-    returns the new spec's path. Ratios by unit kind: heads, kv_heads, ffn, inner, experts. See
-    docs/compression.md."""
-    from archc.cli import main
-
-    argv = ["prune", spec, "-o", out, "--importance", importance, "--layers", str(layers),
-            "--magnitude", str(magnitude)]
-    argv += ["--weights", weights] if weights else []
-    argv += ["--calibrate", calibrate] if calibrate else []
-    argv += ["--force"] if force else []
-    for kind, r in ratios.items():
-        argv += [f"--{kind.replace('_', '-')}", str(r)]
-    if main(argv) != 0:
-        raise ValueError("archc prune failed (the diagnostic above says why)")
+    heads=0.25, ffn=0.3)` writes `out/<spec>-pruned.arch`, `out/weights.safetensors` and
+    `out/prune.json` (together, in one transaction; an earlier prune there only with `force`) and
+    returns the new spec's path. Ratios by unit kind, each in [0, 1): heads, kv_heads, ffn, inner;
+    `experts` a fraction or a count. `calibrate` ("chars:64", "notes.txt:64") feeds activation and
+    Taylor importance and `layers`. Raises `archc.backends.torch.prune.PruneError`,
+    `archc.files.FileError` or ValueError with the reason. See docs/compression.md."""
+    import math
     from pathlib import Path
 
-    return Path(out) / f"{Path(spec).stem}-pruned.arch"
+    from archc.backends.onnx.calibrate import parse_source
+    from archc.backends.torch import build as _build
+    from archc.backends.torch.checkpoint import load_weights
+    from archc.backends.torch.prune_spec import PruneOptions, experts_ratio, prune_into_folder
+    from archc.backends.torch.tasks import token_sequences
+
+    kinds = ("heads", "kv_heads", "ffn", "inner", "experts")
+    for kind, r in ratios.items():
+        if kind not in kinds:
+            raise ValueError(f"archc.prune: no unit kind {kind!r}; the kinds are {', '.join(kinds)}")
+        if not math.isfinite(r) or r < 0 or (kind != "experts" and r >= 1):
+            raise ValueError(f"archc.prune: {kind}={r}: a fraction of the units to remove, in [0, 1)")
+    if not 0 <= magnitude < 1:
+        raise ValueError(f"archc.prune: magnitude={magnitude}: a fraction of the weights, in [0, 1)")
+    model = _build(spec, seed=seed)
+    if weights:
+        load_weights(model, weights)
+    ratios = {k: r for k, r in ratios.items() if r}
+    if "experts" in ratios:
+        ratios["experts"] = experts_ratio(model, ratios["experts"])
+    batches = None
+    if calibrate:
+        name, count = parse_source(calibrate)
+        ids = token_sequences(name, count, 128, model.out_type_vocab(), seed)
+        batches = [(ids[i:i + 8], ids[i:i + 8]) for i in range(0, len(ids), 8)]
+    options = PruneOptions(ratios, importance, layers, magnitude)
+    return prune_into_folder(model, str(Path(spec)), options, out, force, batches, weights or "random init").spec
 
 
 def fmt(text: str, path: str = "<string>") -> str:

@@ -37,25 +37,17 @@ def experts(text: str) -> float:
 
 
 def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
-    from archc.backends.torch.checkpoint import save_weights
     from archc.backends.torch.prune import PruneError
-    from archc.backends.torch.prune_spec import PruneOptions, prune_spec
+    from archc.backends.torch.prune_spec import PruneOptions, experts_ratio, prune_into_folder, pruned_files
     from archc.backends.torch.tasks import token_sequences
-    from archc.files.output import Owned, check_folder, output_folder, write_text
+    from archc.files.output import check_folder
 
-    stem = Path(args.file).stem
-    spec_name, weights_name = f"{stem}-pruned.arch", "weights.safetensors"
-    owned = Owned((spec_name, weights_name, "prune.json"), marker="prune.json", what="pruned spec")
-    out = check_folder(args.output, owned, args.force)  # before the work, not after
-    spec_out, weights_out = out / spec_name, out / weights_name
+    check_folder(args.output, pruned_files(args.file), args.force)  # before the work, not after
     model, prog = _build_model(args.file, args.seed, sources, args)
     if args.weights:
         _load_weights(model, args.weights, "--weights")
     ratios = {k: v for k, v in (("heads", args.heads), ("kv_heads", args.kv_heads), ("ffn", args.ffn),
-                                ("inner", args.inner)) if v}
-    experts = args.experts
-    if experts:
-        ratios["experts"] = experts  # a fraction, or a count resolved per node below
+                                ("inner", args.inner), ("experts", args.experts)) if v}
     if not ratios and not args.layers and not args.magnitude:
         raise _fail("ARC1203", "nothing to prune",
                     "pass --heads, --kv-heads, --ffn, --inner, --experts, --layers or --magnitude",
@@ -72,41 +64,20 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
         except ValueError as e:
             raise _fail("ARC1205", str(e), "pass --calibrate TASK:N or --calibrate FILE.txt:N") from None
         batches = [(ids[i:i + 8], ids[i:i + 8]) for i in range(0, len(ids), 8)]
-    if experts and experts >= 1:  # a count: the same count at every MoE
-        moes = [n for n in model.graph.nodes.values() if n.op == "moe"]
-        if not moes:
-            raise _fail("ARC1203", f"no op of {prog.graph.name} has experts to prune")
-        have = min(int(n.params["experts"]) for n in moes)
-        if experts >= have:
-            raise _fail("ARC1203", f"--experts {experts:g}: the MoE layers have {have} experts; at most "
-                        f"{have - 1} can go", "pass a smaller count, or a fraction such as 0.25", moes[0].span,
-                        usage=True)
-        ratios["experts"] = experts / int(moes[0].params["experts"])
-    options = PruneOptions(ratios, args.importance, args.layers, args.magnitude, args.magnitude_scope, args.only,
-                           "global" if args.global_ratio else "per-op")
     try:
-        res = prune_spec(model, args.file, Path(args.file).read_text(), options, batches)
+        if "experts" in ratios:
+            ratios["experts"] = experts_ratio(model, ratios["experts"])
+        options = PruneOptions(ratios, args.importance, args.layers, args.magnitude, args.magnitude_scope,
+                               args.only, "global" if args.global_ratio else "per-op")
+        done = prune_into_folder(model, args.file, options, args.output, args.force, batches,
+                                 args.weights or "random init")
     except PruneError as e:
-        raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
+        raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None,
+                    usage=e.code == "ARC1203" and "--experts" in e.message) from None
+    res = done.result
     if res.params_after == res.params_before and res.sparsity is None and not res.layers_removed:
         print(f"warning: the ratios given remove nothing from {prog.graph.name} (each op keeps all its units: "
               "a ratio below one unit's share rounds to zero)", file=sys.stderr)
-    with output_folder(out, owned, args.force) as txn:
-        write_text(txn.stage / spec_name, res.text)
-        save_weights(res.model, txn.stage / weights_name,
-                     {"spec": spec_name, "pruned_from": args.weights or "random init"})
-        summary_params = _summary_params(txn.stage / spec_name)
-        report = {
-            "spec": str(spec_out), "weights": str(weights_out), "from": args.file, "importance": args.importance,
-            "params_before": res.params_before, "params_after": res.params_after, "summary_params": summary_params,
-            "units": [{"node": u.node, "kind": u.axis.kind, "units": u.axis.units, "kept": len(u.keep),
-                       "removed": u.removed, "note": u.axis.note} for u in res.units],
-            "layers_removed": res.layers_removed,
-            "sparsity": None if res.sparsity is None else {
-                "fraction": res.sparsity.fraction, "zeros": res.sparsity.zeros, "of": res.sparsity.total,
-                "tensors": res.sparsity.weights, "model_params": res.sparsity.model_total},
-        }
-        write_text(txn.stage / "prune.json", json.dumps(report, indent=2) + "\n")
     by_kind: dict[str, list] = {}
     for u in res.units:
         by_kind.setdefault(u.axis.kind, []).append(u)
@@ -120,18 +91,10 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
         print(f"  magnitude: {s.fraction:.1%} of {s.total:,} weights in {s.weights} matrices are zero "
               f"({s.zeros / s.model_total:.1%} of all parameters; shapes unchanged)")
     print(f"{prog.graph.name}: {res.params_before:,} → {res.params_after:,} parameters "
-          f"({res.params_after / res.params_before:.3f}×); archc summary of the new spec: {summary_params:,}")
-    print(f"wrote {spec_out}, {weights_out}, {out / 'prune.json'}")
+          f"({res.params_after / res.params_before:.3f}×); archc summary of the new spec: "
+          f"{done.report['summary_params']:,}")
+    print(f"wrote {done.spec}, {done.weights}, {done.spec.parent / 'prune.json'}")
     return EXIT_OK
-
-
-def _summary_params(spec: Path) -> int:
-    """What `archc summary` counts for the new spec."""
-    from archc.frontend import load
-    from archc.ir.cost import CostCtx
-    from archc.passes.estimate_cost import estimate_cost
-
-    return int(estimate_cost(load(spec).graph, CostCtx(seq=2048, batch=1, dtype="bf16")).total.params)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

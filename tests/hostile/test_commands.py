@@ -102,3 +102,23 @@ def test_running_out_of_memory_beyond_the_estimate_is_arc1306(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "ARC1306" in err and "not enough memory" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_prune_api_writes_through_the_same_transaction(tmp_path):
+    """`archc.prune` is the library the CLI wraps (not the CLI): the same folder, the same refusal."""
+    import pytest
+
+    import archc
+    from archc.files import FileError
+
+    spec = tmp_path / "t.arch"
+    spec.write_text(SPEC)
+    out = tmp_path / "o"
+    path = archc.prune(str(spec), out=str(out), ffn=0.5)
+    assert path == out.resolve() / "t-pruned.arch" and "hidden=16" in path.read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["prune.json", "t-pruned.arch", "weights.safetensors"]
+    with pytest.raises(FileError, match="already holds"):
+        archc.prune(str(spec), out=str(out), ffn=0.25)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        archc.prune(str(spec), out=str(out), ffn=1.5)
+    assert archc.prune(str(spec), out=str(out), ffn=0.25, force=True).read_text().count("hidden=24") == 1

@@ -15,8 +15,10 @@ residual branches zeroed), and the repeat count drops.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +41,7 @@ from archc.backends.torch.prune import (
 from archc.dsl.edit import Where, set_call_params, set_repeat_count
 from archc.dsl.fmt import format_module
 from archc.dsl.parser import parse
+from archc.files.output import Owned, check_folder, output_folder, write_text
 from archc.ops.registry import REGISTRY
 
 
@@ -266,4 +269,72 @@ def _repeat_call(module, stack: str, n: int, path: str) -> Where:
     return found[0]
 
 
-__all__ = ["PruneOptions", "PruneResult", "prune_spec"]
+# -- the folder `archc prune` writes ----------------------------------------------------------
+
+
+def experts_ratio(model: ArchModel, experts: float) -> float:
+    """`--experts` as a fraction of each MoE's experts: a fraction (< 1) as given; a count (≥ 1)
+    removes that many at every MoE, and must leave at least one (ARC1203)."""
+    if experts < 1:
+        return experts
+    moes = [n for n in model.graph.nodes.values() if n.op == "moe"]
+    if not moes:
+        raise PruneError(f"no op of {model.graph.name} has experts to prune",
+                         "--experts prunes moe(...) ops; prune heads or FFN channels instead", code="ARC1203")
+    have = min(int(n.params["experts"]) for n in moes)
+    if experts >= have:
+        raise PruneError(f"--experts {experts:g}: the MoE layers have {have} experts; at most {have - 1} can go",
+                         "pass a smaller count, or a fraction such as 0.25", node=moes[0], code="ARC1203")
+    return experts / int(moes[0].params["experts"])
+
+
+def pruned_files(spec_path: str | Path) -> Owned:
+    """What a prune of `spec_path` writes: the only files `--force` replaces."""
+    return Owned((f"{Path(spec_path).stem}-pruned.arch", "weights.safetensors", "prune.json"), marker="prune.json",
+                 what="pruned spec")
+
+
+@dataclass
+class PrunedFolder:
+    spec: Path
+    weights: Path
+    report: dict
+    result: PruneResult
+
+
+def prune_into_folder(model: ArchModel, spec_path: str | Path, options: PruneOptions, out: str | Path,
+                      force: bool = False, batches: list[tuple[Tensor, Tensor]] | None = None,
+                      weights_from: str = "random init") -> PrunedFolder:
+    """`prune_spec`, then the new spec, its weights and `prune.json` (what went, parameter counts,
+    what `archc summary` counts for the new spec) written to `out` together, in one transaction
+    (`archc.files.output`): an existing prune there is replaced only with `force`, other files stay."""
+    from archc.backends.torch.checkpoint import save_weights
+    from archc.frontend import load, read_spec
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
+
+    owned = pruned_files(spec_path)
+    folder = check_folder(out, owned, force)  # before the work, not after
+    spec_name, weights_name = owned.files[0], owned.files[1]
+    res = prune_spec(model, str(spec_path), read_spec(spec_path), options, batches)
+    with output_folder(folder, owned, force) as txn:
+        write_text(txn.stage / spec_name, res.text)
+        save_weights(res.model, txn.stage / weights_name, {"spec": spec_name, "pruned_from": weights_from})
+        summary = estimate_cost(load(txn.stage / spec_name).graph, CostCtx(seq=2048, batch=1, dtype="bf16"))
+        report = {
+            "spec": str(folder / spec_name), "weights": str(folder / weights_name), "from": str(spec_path),
+            "importance": options.importance, "params_before": res.params_before, "params_after": res.params_after,
+            "summary_params": int(summary.total.params),
+            "units": [{"node": u.node, "kind": u.axis.kind, "units": u.axis.units, "kept": len(u.keep),
+                       "removed": u.removed, "note": u.axis.note} for u in res.units],
+            "layers_removed": res.layers_removed,
+            "sparsity": None if res.sparsity is None else {
+                "fraction": res.sparsity.fraction, "zeros": res.sparsity.zeros, "of": res.sparsity.total,
+                "tensors": res.sparsity.weights, "model_params": res.sparsity.model_total},
+        }
+        write_text(txn.stage / "prune.json", json.dumps(report, indent=2) + "\n")
+    return PrunedFolder(folder / spec_name, folder / weights_name, report, res)
+
+
+__all__ = ["PruneOptions", "PruneResult", "PrunedFolder", "experts_ratio", "prune_into_folder", "prune_spec",
+           "pruned_files"]
