@@ -129,8 +129,12 @@ def prune(spec: str, weights: str | None = None, out: str = "pruned", importance
     from archc.backends.onnx.calibrate import parse_source
     from archc.backends.torch import build as _build
     from archc.backends.torch.checkpoint import load_weights
-    from archc.backends.torch.prune_spec import PruneOptions, experts_ratio, prune_into_folder
-    from archc.backends.torch.tasks import token_sequences
+    from archc.backends.torch.prune_spec import (
+        PruneOptions,
+        experts_ratio,
+        importance_batches,
+        prune_into_folder,
+    )
 
     kinds = ("heads", "kv_heads", "ffn", "inner", "experts")
     for kind, r in ratios.items():
@@ -148,9 +152,7 @@ def prune(spec: str, weights: str | None = None, out: str = "pruned", importance
         ratios["experts"] = experts_ratio(model, ratios["experts"])
     batches = None
     if calibrate:
-        name, count = parse_source(calibrate)
-        ids = token_sequences(name, count, 128, model.out_type_vocab(), seed)
-        batches = [(ids[i:i + 8], ids[i:i + 8]) for i in range(0, len(ids), 8)]
+        batches = importance_batches(*parse_source(calibrate), 128, model.out_type_vocab(), seed)
     options = PruneOptions(ratios, importance, layers, magnitude)
     return prune_into_folder(model, str(Path(spec)), options, out, force, batches, weights or "random init").spec
 

@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = (ROOT / "tests" / "hostile" / "conftest.py").read_text().split('SPEC = """')[1].split('"""')[0]
+sys.path.insert(0, str(ROOT))
+from tests.conftest import tiny_lm_spec  # noqa: E402  (the spec the hostile tests use)
+
+SPEC = tiny_lm_spec(vocab=256, d=16, heads=2, hidden=32)
 
 
 @dataclass
@@ -42,7 +45,7 @@ def fixtures(w: Path) -> dict[str, str]:
     py = sys.executable
     (w / "t.arch").write_text(SPEC)
     (w / "other.arch").write_text(SPEC.replace("hidden=32", "hidden=48"))
-    (w / "small-vocab.arch").write_text(SPEC.replace("256", "100"))
+    (w / "small-vocab.arch").write_text(tiny_lm_spec(vocab=100, d=16, heads=2, hidden=32))
     run = [py, "-m", "archc"]
     subprocess.run([*run, "build", str(w / "t.arch"), "-o", str(w / "w.safetensors")], check=True, capture_output=True)
     subprocess.run([*run, "export", str(w / "t.arch"), "-o", str(w / "exp")], check=True, capture_output=True)

@@ -38,8 +38,13 @@ def experts(text: str) -> float:
 
 def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
     from archc.backends.torch.prune import PruneError
-    from archc.backends.torch.prune_spec import PruneOptions, experts_ratio, prune_into_folder, pruned_files
-    from archc.backends.torch.tasks import token_sequences
+    from archc.backends.torch.prune_spec import (
+        PruneOptions,
+        experts_ratio,
+        importance_batches,
+        prune_into_folder,
+        pruned_files,
+    )
     from archc.files.output import check_folder
 
     check_folder(args.output, pruned_files(args.file), args.force)  # before the work, not after
@@ -60,10 +65,9 @@ def _cmd_prune(args: argparse.Namespace, sources: dict[str, str]) -> int:
         check_memory(data_bytes(count, args.calibrate_seq, model.out_type_vocab()), args.max_memory,
                      f"importance from {count} sequences of {args.calibrate_seq} tokens")
         try:
-            ids = token_sequences(name, count, args.calibrate_seq, model.out_type_vocab(), args.seed)
+            batches = importance_batches(name, count, args.calibrate_seq, model.out_type_vocab(), args.seed)
         except ValueError as e:
             raise _fail("ARC1205", str(e), "pass --calibrate TASK:N or --calibrate FILE.txt:N") from None
-        batches = [(ids[i:i + 8], ids[i:i + 8]) for i in range(0, len(ids), 8)]
     try:
         if "experts" in ratios:
             ratios["experts"] = experts_ratio(model, ratios["experts"])

@@ -276,7 +276,10 @@ def _recover_one(target: Path, txn: Path, wait: bool = True) -> None:
             raise _Alive(os.pread(fd, 32, 0).decode(errors="replace").strip() or "?") from None
         journal = txn / JOURNAL
         if txn.parent == target and journal.is_file() and not journal.is_symlink():
-            plan = _read_journal(journal)
+            try:
+                plan = _read_journal(journal)
+            except (ValueError, KeyError, TypeError):
+                return  # a journal archc did not write: the folder is left alone, and so is the target
             with _locked_dir(target, wait) as tfd, _signals_held():
                 if tfd is None:
                     return  # a reader, and the folder is being read or written: left for later

@@ -12,20 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tiny_lm_spec
+
 ROOT = Path(__file__).resolve().parents[2]
 
-#: a two-layer GQA decoder over bytes: small enough that an export takes a few seconds
-SPEC = """
-model tiny(tokens) {
-  block layer(x) {
-    x = x + attention(rmsnorm(x), heads=2, kv_heads=1, causal=true, pos=rope())
-    return x + swiglu(rmsnorm(x), hidden=32)
-  }
-  x = embed(tokens, 256, 16)
-  x = repeat(2, layer)(x)
-  return lm_head(rmsnorm(x), tied=true)
-}
-"""
+#: a two-layer Llama-style decoder over bytes: small enough that an export takes a few seconds
+SPEC = tiny_lm_spec(vocab=256, d=16, heads=2, hidden=32)
 
 
 def cli(*args: str | bytes, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -79,7 +71,7 @@ def tiny(tmp_path_factory):
     spec.write_text(SPEC)
     model = build(load(str(spec)).graph, seed=0)
     save_weights(model, root / "w.safetensors")
-    export_model(model, root / "export", SPEC, "tiny", "w.safetensors")
+    export_model(model, root / "export", SPEC, "t", "w.safetensors")
     return spec, root / "w.safetensors", root / "export"
 
 

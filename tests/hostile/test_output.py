@@ -308,3 +308,24 @@ def test_a_commit_waits_for_a_reader_so_no_reader_sees_a_mix(tmp_path):
         assert (target / "model.onnx").read_text() == "old model.onnx"
     assert p.wait(timeout=30) == 0
     assert (target / "model.onnx").read_text() == "new" and (target / "archc_export.json").read_text() == "new"
+
+
+def test_a_planted_transaction_folder_is_left_alone(tmp_path):
+    """A folder named like a transaction, with a lock file and a journal archc did not write
+    (paths out of the folder): recovery touches neither it nor anything the journal names."""
+    target = tmp_path / "out"
+    _old(target)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    planted = target / f"{TXN}evil"
+    (planted / "new").mkdir(parents=True)
+    (planted / ".archc-txn").write_text("1\n")
+    for journal in ('{"own": ["../victim.txt"], "new": [], "marker": null}', "not json", '{"own": 3}'):
+        (planted / "COMMIT").write_text(journal)
+        before = snapshot(tmp_path)
+        recover(target, reader=True)
+        recover(target)
+        assert snapshot(tmp_path) == before
+    with output_folder(target, EXPORTISH, force=True) as txn:  # and it does not block a write
+        _write(txn, {"model.onnx": "new", "archc_export.json": "new"})
+    assert (target / "model.onnx").read_text() == "new" and victim.read_text() == "precious" and planted.is_dir()

@@ -93,10 +93,8 @@ def quantize_folder(folder: Path, graph: Graph, options: QuantizeOptions, calibr
 def _write(folder: Path, model: onnx.ModelProto, reference: Path, manifest: Manifest | None = None) -> None:
     """The quantized model with the reference's manifest (or `manifest`: quantized state changes
     the ports) and genai config beside it (not when genai cannot run the new ports)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "model.onnx.tmp"
-    onnx.save(model, str(tmp))
-    tmp.replace(folder / "model.onnx")
+    folder.mkdir(parents=True, exist_ok=True)  # a transaction's stage (or scratch): nobody reads it yet
+    onnx.save(model, str(folder / "model.onnx"))
     if manifest is None:
         shutil.copyfile(reference / MANIFEST, folder / MANIFEST)
     else:

@@ -288,6 +288,15 @@ def experts_ratio(model: ArchModel, experts: float) -> float:
     return experts / int(moes[0].params["experts"])
 
 
+def importance_batches(source: str, count: int, seq: int, vocab: int, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
+    """(ids, labels) batches of 8 sequences for activation / Taylor importance and `layers`, drawn
+    by `tasks.token_sequences` (a task by name or windows of a text file; ValueError on bad input)."""
+    from archc.backends.torch.tasks import token_sequences
+
+    ids = token_sequences(source, count, seq, vocab, seed)
+    return [(ids[i:i + 8], ids[i:i + 8]) for i in range(0, len(ids), 8)]
+
+
 def pruned_files(spec_path: str | Path) -> Owned:
     """What a prune of `spec_path` writes: the only files `--force` replaces."""
     return Owned((f"{Path(spec_path).stem}-pruned.arch", "weights.safetensors", "prune.json"), marker="prune.json",
@@ -336,5 +345,5 @@ def prune_into_folder(model: ArchModel, spec_path: str | Path, options: PruneOpt
     return PrunedFolder(folder / spec_name, folder / weights_name, report, res)
 
 
-__all__ = ["PruneOptions", "PruneResult", "PrunedFolder", "experts_ratio", "prune_into_folder", "prune_spec",
-           "pruned_files"]
+__all__ = ["PruneOptions", "PruneResult", "PrunedFolder", "experts_ratio", "importance_batches",
+           "prune_into_folder", "prune_spec", "pruned_files"]
