@@ -6,11 +6,12 @@ registry's catalog of family files (`archc/ops/_catalog.py`, what makes op looku
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from archc.ops.registry import OpDef
+from archc.ops.registry import QUANTIZED_BY_DEFAULT, OpDef
 
 
 def value_text(v: Any) -> str:
@@ -98,22 +99,56 @@ def op_reference(op: OpDef) -> str:
     doc = (op.cost.__doc__ or "").strip()
     if doc:
         lines += ["**Cost.** " + " ".join(doc.split()), ""]
-    precision = _precision(op)
-    if precision:
-        lines += ["**Precision** (docs/compression.md). " + precision, ""]
+    weights = _example_weights(op)
+    if weights:
+        doc = " ".join((op.weights.__doc__ or "").split())
+        lines += [f"**Weights** at {_example_text(op)}, width 64{': ' + doc if doc else ''} Classes: "
+                  "docs/compression.md; init roles: docs/backends.md.", "",
+                  "| weight | shape | class | init | pruned along |", "| --- | --- | --- | --- | --- |"]
+        seen = set()
+        for w in weights:
+            name = re.sub(r"^(experts|shared)\.\d+\.", r"\1.{i}.", w.name)
+            if name in seen:
+                continue
+            seen.add(name)
+            quant = "quantized" if w.cls in QUANTIZED_BY_DEFAULT else "fp32"
+            cuts = ", ".join(f"{k} (axis {a})" for k, a in w.cuts)
+            lines.append(f"| `{name}` | {list(w.shape)} | {w.cls} ({quant}){' buffer' if w.buffer else ''} "
+                         f"| {w.init} | {cuts} |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def _precision(op: OpDef) -> str:
-    """The op's precision rule in words: each pattern's class, quantized or kept."""
-    from archc.ops.registry import QUANTIZED_BY_DEFAULT, ROLE_CLASS
+def _example_text(op: OpDef) -> str:
+    params = EXAMPLE_PARAMS.get(op.name, {})
+    return f"`{op.name}({', '.join(f'{k}={value_text(v)}' for k, v in params.items())})`"
 
-    parts = [f"`{pat}` {cls} ({'quantized' if cls in QUANTIZED_BY_DEFAULT else 'fp32'})" for pat, cls in op.precision]
-    role = ROLE_CLASS.get(op.role)
-    if role is not None:
-        parts.append(f"{'other weights' if parts else 'weights'}: {role} "
-                     f"({'quantized' if role in QUANTIZED_BY_DEFAULT else 'fp32'})")
-    return "; ".join(parts)
+
+#: Values for the required parameters of each op that has them, so that the reference can list
+#: the op's declared weights at an example (hidden states of width 64).
+EXAMPLE_PARAMS: dict[str, dict[str, Any]] = {
+    "attention": {"heads": 4}, "bigbird_attention": {"heads": 4}, "cls_head": {"classes": 2},
+    "compressive_memory": {"heads": 4}, "embed": {"vocab": 256, "d": 64},
+    "gated_deltanet": {"heads": 4, "head_dim": 16}, "geglu": {"hidden": 128}, "groupnorm": {"groups": 4},
+    "gru": {"hidden": 64}, "latent_attention": {"latents": 8}, "learned_pos": {"max_len": 128},
+    "linear": {"out": 64}, "linear_attention": {"heads": 4}, "linformer_attention": {"heads": 4, "max_len": 128},
+    "longformer_attention": {"heads": 4, "window": 8}, "lstm": {"hidden": 64}, "mlp": {"hidden": 128},
+    "moe": {"experts": 4, "expert": {"op": "swiglu", "params": {"hidden": 128}}},
+    "performer_attention": {"heads": 4}, "retention": {"heads": 4}, "rwkv_channel_mix": {"hidden": 128},
+    "swiglu": {"hidden": 128}, "token_cls_head": {"classes": 2}, "lm_head": {"vocab": 256},
+}
+
+
+def _example_weights(op: OpDef) -> list:
+    """The op's declared weights at `EXAMPLE_PARAMS`, on hidden states of width 64 (token ids
+    for `embed`); none for components (position schemes are weights of the attention using them)."""
+    from archc.ir.types import TensorType, hidden
+
+    if op.kind == "component":
+        return []
+    p = op.params(**EXAMPLE_PARAMS.get(op.name, {}))
+    ins = [TensorType(shape=("batch", "seq"), dtype="int")] if op.int_inputs else [hidden("batch", "seq", 64)]
+    return list(op.weights(p, ins))
 
 
 def op_text(op: OpDef) -> str:

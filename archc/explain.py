@@ -110,6 +110,11 @@ top level of the model, once each.
 A computed value, a model input, or a pattern letter is never used. It would be dead weight in
 the built model. Use it, return it or remove it. `archc check --strict` fails on warnings.
 """),
+    "ARC0502": ("section not applied yet (warning)", """
+The `parallel { }` section is parsed and validated (its degrees, memory and flags), and kept with
+the model's graph, but no command applies it yet: `archc build`, `train` and `export` make
+single-device models. The warning says so, rather than letting the settings look honored.
+"""),
     "ARC0601": ("parameter limit exceeded", """
 The model's exact parameter count passes --max-params (default 1e13). The count is computed
 symbolically, nothing is allocated. Raise the limit if the spec really means it:

@@ -20,8 +20,15 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_check_clean_spec_is_silent():
-    p = run("check", "specs/llama2-7b.arch")
+    p = run("check", "specs/llama-tiny.arch")
     assert (p.returncode, p.stdout, p.stderr) == (0, "", "")
+
+
+def test_check_warns_that_the_parallel_section_is_not_applied():
+    """llama2-7b keeps a `parallel { }` section: validated, kept, but nothing applies it yet."""
+    p = run("check", "specs/llama2-7b.arch")
+    assert p.returncode == 0 and "ARC0502" in p.stderr and "specs/llama2-7b.arch:18:" in p.stderr, p.stderr
+    assert run("check", "--strict", "specs/llama2-7b.arch").returncode != 0
 
 
 def test_check_reports_diagnostics_with_caret_and_exit_1(tmp_path):

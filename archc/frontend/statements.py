@@ -123,6 +123,10 @@ class Statements:
         if sec.kind == "export":
             values.setdefault("target", sec.name or "onnx")
         schema = SECTIONS[sec.kind]
+        if sec.kind == "parallel":
+            self.diags.warning("ARC0502", "the `parallel` section is validated but not applied yet: archc builds, "
+                               "trains and exports single-device models", sec.span,
+                               "keep it for the record, or remove it to silence this warning")
         try:
             graph.sections[key] = schema(**values).model_dump()
         except ValidationError as e:

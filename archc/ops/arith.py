@@ -25,5 +25,5 @@ def _elementwise_cost(p: NoParams, ins: list[TensorType], out: TensorType, ctx: 
 
 for _name, _summary in (("add", "Elementwise sum, written `a + b` (residual connections, parallel branches)."),
                         ("mul", "Elementwise product, written `a * b` (gating).")):
-    register(OpDef(_name, NoParams, _same_shapes, _elementwise_cost, _summary, "arith", kind="arith",
+    register(OpDef(name=_name, params=NoParams, shape=_same_shapes, cost=_elementwise_cost, summary=_summary, category="arith", kind="arith",
                    inputs=("a", "b"), role="arith"))

@@ -1,6 +1,6 @@
 """Softmax attention (MHA / GQA / MQA, causal or not, sliding window, cross-attention) and
 Perceiver's latent cross-attention; and what every attention-like family shares: the parameter
-base `AttentionBase` and the q/k/v/o projection accounting (`projections`), which
+base `AttentionBase` and the q/k/v/o projections (`projection_weights`, `projection_flops`), which
 `sparse_attention.py` and `linear_attention.py` import. The cost of attention's
 sequence-dependent part is 4·T_eff·H·head_dim FLOPs per token (Q·Kᵀ and P·V), with T_eff the
 number of keys a query attends to on average at the costed length (see `archc/ir/cost.py`).
@@ -14,6 +14,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
+from archc.ir.weights import Weight, dense
 from archc.ops.registry import (
     CannotPrune,
     OpDef,
@@ -77,16 +78,26 @@ def check_common(p: Any, d: int) -> int:
     return hd
 
 
-def projections(p: Any, d_q: int, d_kv: int, hd: int, kv: int) -> tuple[int, int]:
-    """(params, FLOPs/token) of the q, k, v and output projections (Vaswani et al.)."""
+def projection_flops(p: Any, d_q: int, d_kv: int, hd: int, kv: int) -> int:
+    """FLOPs per token of the q, k, v and output projections (Vaswani et al.)."""
     h = p.heads
-    params = d_q * h * hd + 2 * d_kv * kv * hd + h * hd * d_q
-    if p.bias:
-        params += h * hd + 2 * kv * hd
-    if p.o_bias:
-        params += d_q
-    flops = 2 * (d_q * h * hd + 2 * d_kv * kv * hd + h * hd * d_q)
-    return params, flops
+    return 2 * (d_q * h * hd + 2 * d_kv * kv * hd + h * hd * d_q)
+
+
+def projection_weights(p: Any, d_q: int, d_kv: int, hd: int, kv: int,
+                       prunable: bool = False) -> tuple[Weight, ...]:
+    """`q_proj` d_q→H·hd, `k_proj` and `v_proj` d_kv→KV·hd (biases with `bias`), `o_proj`
+    H·hd→d_q (GPT-2's scaled residual init; bias with `out_bias`). With `prunable`, the cuts of
+    attention's prune rule: a query head's q rows and o columns go with `heads` and with its
+    `kv_heads` group; k and v rows with `heads` under MHA, with `kv_heads` under GQA."""
+    h = p.heads
+    mha = kv == h
+    q_cuts = (("heads",) if mha else ("heads", "kv_heads")) if prunable else ()
+    kv_cuts = (("heads",) if mha else ("kv_heads",)) if prunable else ()
+    return (dense("q_proj", d_q, h * hd, "projection", p.bias, cuts_out=q_cuts)
+            + dense("k_proj", d_kv, kv * hd, "projection", p.bias, cuts_out=kv_cuts)
+            + dense("v_proj", d_kv, kv * hd, "projection", p.bias, cuts_out=kv_cuts)
+            + dense("o_proj", h * hd, d_q, "projection", p.o_bias, "residual", cuts_in=q_cuts))
 
 
 def _causal_avg_context(t: int, window: int | None) -> float:
@@ -121,16 +132,29 @@ def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, 
     d = width_of(ins)
     hd, kv = check_common(p, d), p.kv_head_count
     d_kv = ins[1].width if len(ins) > 1 else d
-    params, flops = projections(p, d, d_kv, hd, kv)
-    if p.pos is not None and p.pos["op"] == "relative_bias":
-        params += p.pos["params"].get("buckets", 32) * p.heads
+    flops = projection_flops(p, d, d_kv, hd, kv)
     t = seq_len(ins[1] if len(ins) > 1 else ins[0], ctx)
     if len(ins) > 1 or not p.causal:
         t_eff: float = min(t, p.window) if p.window else t
     else:
         t_eff = _causal_avg_context(t, p.window)
     flops += 4 * t_eff * p.heads * hd
-    return Cost(params, flops, act_bytes(d, p.heads, hd, kv, ctx))
+    return Cost(flops=flops, act_bytes=act_bytes(d, p.heads, hd, kv, ctx))
+
+
+def _attention_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The q, k, v, o projections (`projection_weights`) and, with `pos=relative_bias(...)`, T5's
+    bias table `relative_bias.weight` [buckets, heads]."""
+    d = width_of(ins)
+    hd, kv = check_common(p, d), p.kv_head_count
+    d_kv = ins[1].width if len(ins) > 1 else d
+    alibi = p.pos is not None and p.pos.get("op") == "alibi"
+    out = projection_weights(p, d, d_kv, hd, kv, prunable=not alibi)
+    if p.pos is not None and p.pos["op"] == "relative_bias":
+        cuts = (("heads", 1),) if kv == p.heads else (("heads", 1), ("kv_heads", 1))
+        out += (Weight("relative_bias.weight", (p.pos["params"].get("buckets", 32), p.heads), "position",
+                       cuts=cuts),)
+    return out
 
 
 def _attention_causal(p: AttentionParams, ins: list[TensorType]) -> bool | None:
@@ -202,11 +226,11 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
 
 
 register(OpDef(
-    "attention", AttentionParams, _attention_shape, _attention_cost,
-    "Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.",
-    "attention", optional_inputs=("kv",), components={"pos": ("position",)}, default_name="attn",
-    role="mixer", causal=_attention_causal, state=_attention_state, residual_weights=("o_proj.weight",),
-    precision=(("[qkvo]_proj.*", "projection"), ("relative_bias.*", "position")), prune=_attention_prune))
+    name="attention", params=AttentionParams, shape=_attention_shape, cost=_attention_cost,
+    summary="Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.",
+    category="attention", optional_inputs=("kv",), components={"pos": ("position",)}, default_name="attn",
+    role="mixer", causal=_attention_causal, state=_attention_state, weights=_attention_weights,
+    prune=_attention_prune))
 
 
 
@@ -230,25 +254,27 @@ def _latent_shape(p: LatentParams, ins: list[TensorType]) -> TensorType:
 
 
 def _latent_cost(p: LatentParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """The latent array latents·d_latent, q from the latents (d_latent), k and v from the input (d),
-    o back to d_latent (Jaegle et al.). Cost per input token: k, v projections plus, spread over
-    T, the latents' queries attending all T inputs."""
+    """q from the latents (d_latent), k and v from the input (d), o back to d_latent (Jaegle et
+    al.). Cost per input token: k, v projections plus, spread over T, the latents' queries
+    attending all T inputs."""
     d = width_of(ins)
     dl = p.d_latent or d
     hd = p.head_dim_for(dl)
     h = p.heads
-    params = p.latents * dl + dl * h * hd + 2 * d * h * hd + h * hd * dl
-    if p.bias:
-        params += 3 * h * hd
-    if p.o_bias:
-        params += dl
     t = seq_len(ins[0], ctx)
     flops = 2 * 2 * d * h * hd + (2 * p.latents * (dl * h * hd + h * hd * dl) + 4 * p.latents * t * h * hd) / t
-    return Cost(params, flops, (d + 2 * h * hd) * ctx.dtype_bytes)
+    return Cost(flops=flops, act_bytes=(d + 2 * h * hd) * ctx.dtype_bytes)
 
 
-register(OpDef("latent_attention", LatentParams, _latent_shape, _latent_cost,
-               "Perceiver latent cross-attention: N learned latents attend to the input; output [B, N, d].",
-               "attention", default_name="cross_attn", role="mixer", causal=mixes_both_ways,
-               residual_weights=("o_proj.weight",),
-               precision=(("[qkvo]_proj.*", "projection"), ("latents", "memory"))))
+def _latent_weights(p: LatentParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The latent array `latents` [N, d_latent] (N(0, 0.02)), then q from the latents, k and v
+    from the input, o back to d_latent (`projection_weights`)."""
+    d = width_of(ins)
+    dl = p.d_latent or d
+    return (Weight("latents", (p.latents, dl), "memory"), *projection_weights(p, dl, d, p.head_dim_for(dl), p.heads))
+
+
+register(OpDef(name="latent_attention", params=LatentParams, shape=_latent_shape, cost=_latent_cost,
+               summary="Perceiver latent cross-attention: N learned latents attend to the input; output [B, N, d].",
+               category="attention", default_name="cross_attn", role="mixer", causal=mixes_both_ways,
+               weights=_latent_weights))

@@ -6,6 +6,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import conv1d
 from archc.ops.registry import OpDef, Params, hidden_to_hidden, mixes_causally, register, width_of
 
 
@@ -14,9 +15,9 @@ class GatedConvParams(Params):
 
 
 def _cost(p: GatedConvParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """Conv1d d→2d over k steps with bias: 2d·d·k + 2d; output a ⊗ σ(b)."""
+    """Conv1d d→2d over k steps: 2·2d·d·k FLOPs; output a ⊗ σ(b)."""
     d = width_of(ins)
-    return Cost(2 * d * d * p.kernel + 2 * d, 2 * d * 2 * d * p.kernel, 3 * d * ctx.dtype_bytes)
+    return Cost(flops=2 * d * 2 * d * p.kernel, act_bytes=3 * d * ctx.dtype_bytes)
 
 
 def _state(p: GatedConvParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -24,7 +25,8 @@ def _state(p: GatedConvParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
     return (StateTensor("conv", (width_of(ins), p.kernel - 1), "model"),) if p.kernel > 1 else ()
 
 
-register(OpDef("gated_conv", GatedConvParams, hidden_to_hidden, _cost,
-               "Gated convolutional unit: causal conv1d to 2d channels, GLU.", "conv", default_name="conv",
+register(OpDef(name="gated_conv", params=GatedConvParams, shape=hidden_to_hidden, cost=_cost,
+               summary="Gated convolutional unit: causal conv1d to 2d channels, GLU.", category="conv", default_name="conv",
                role="mixer", causal=mixes_causally, state=_state,
-               precision=(("conv.*", "conv"),)))
+               weights=lambda p, ins: conv1d("conv", width_of(ins), p.kernel, "conv", out=2 * width_of(ins),
+                                             groups=1, init="normal")))

@@ -6,6 +6,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
+from archc.ir.weights import Weight
 from archc.ops.registry import OpDef, Params, ShapeError, hidden_to_hidden, register, same_shape, width_of
 
 
@@ -25,13 +26,21 @@ def _embed_shape(p: EmbedParams, ins: list[TensorType]) -> TensorType:
 
 
 def _embed_cost(p: EmbedParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """params = vocab·d + token_types·d; a table lookup costs no FLOPs."""
-    return Cost(params=(p.vocab + p.token_types) * p.d, act_bytes=p.d * ctx.dtype_bytes)
+    """A table lookup costs no FLOPs; saves the looked-up rows."""
+    return Cost(act_bytes=p.d * ctx.dtype_bytes)
 
 
-register(OpDef("embed", EmbedParams, _embed_shape, _embed_cost,
-               "Token embedding table: int[B, T] -> float[B, T, d].", "embedding",
-               inputs=("tokens",), int_inputs=(0,), default_name="embed", role="embedding"))
+def _embed_weights(p: EmbedParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The table `weight` [vocab, d] and, with token types, `token_type.weight` [types, d] (BERT's
+    segment embeddings), both N(0, 0.02)."""
+    types = (Weight("token_type.weight", (p.token_types, p.d), "embedding"),) if p.token_types else ()
+    return (Weight("weight", (p.vocab, p.d), "embedding"), *types)
+
+
+register(OpDef(name="embed", params=EmbedParams, shape=_embed_shape, cost=_embed_cost,
+               summary="Token embedding table: int[B, T] -> float[B, T, d].", category="embedding",
+               inputs=("tokens",), int_inputs=(0,), default_name="embed", role="embedding",
+               weights=_embed_weights))
 
 
 class LearnedPosParams(Params):
@@ -40,13 +49,14 @@ class LearnedPosParams(Params):
 
 
 def _learned_pos_cost(p: LearnedPosParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """params = (max_len + offset)·d (GPT-2's `wpe`, BERT's `position_embeddings`)."""
-    return Cost(params=(p.max_len + p.offset) * width_of(ins), flops=width_of(ins))
+    """One add per element."""
+    return Cost(flops=width_of(ins))
 
 
-register(OpDef("learned_pos", LearnedPosParams, hidden_to_hidden, _learned_pos_cost,
-               "Learned absolute position embeddings added to x (GPT-2, BERT).", "embedding",
-               default_name="pos_embed", role="position"))
+register(OpDef(name="learned_pos", params=LearnedPosParams, shape=hidden_to_hidden, cost=_learned_pos_cost,
+               summary="Learned absolute position embeddings added to x (GPT-2, BERT).", category="embedding",
+               default_name="pos_embed", role="position",
+               weights=lambda p, ins: (Weight("weight", (p.max_len + p.offset, width_of(ins)), "position"),)))
 
 
 class SinusoidalParams(Params):
@@ -66,6 +76,6 @@ def _sinusoidal_shape(p: SinusoidalParams, ins: list[TensorType]) -> TensorType:
     return same_shape(p, ins)
 
 
-register(OpDef("sinusoidal_pos", SinusoidalParams, _sinusoidal_shape, _sinusoidal_cost,
-               "Fixed sinusoidal position encodings added to x (Vaswani et al., 2017).", "embedding",
+register(OpDef(name="sinusoidal_pos", params=SinusoidalParams, shape=_sinusoidal_shape, cost=_sinusoidal_cost,
+               summary="Fixed sinusoidal position encodings added to x (Vaswani et al., 2017).", category="embedding",
                default_name="pos_embed", role="position"))

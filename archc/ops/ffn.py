@@ -11,7 +11,8 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, PruneAxis, hidden_to_hidden, linear, register, width_of
+from archc.ir.weights import Weight, dense
+from archc.ops.registry import OpDef, Params, PruneAxis, hidden_to_hidden, register, width_of
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
 
@@ -28,18 +29,27 @@ class GLUParams(Params):
 
 
 def _mlp_cost(p: MLPParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """up d→hidden, down hidden→d: params = 2·d·hidden (+ hidden + d biases); saves x, pre-act, act."""
+    """up d→hidden, down hidden→d: 2·2·d·hidden FLOPs; saves x, pre-act, act."""
     d = width_of(ins)
-    up, down = linear(d, p.hidden, p.bias), linear(p.hidden, d, p.bias)
-    return Cost(params=up[0] + down[0], flops=up[1] + down[1], act_bytes=(d + 2 * p.hidden) * ctx.dtype_bytes)
+    return Cost(flops=4 * d * p.hidden, act_bytes=(d + 2 * p.hidden) * ctx.dtype_bytes)
 
 
 def _glu_cost(p: GLUParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """gate and up d→hidden, down hidden→d: params = 3·d·hidden (Shazeer, 2020); saves x, gate, up, product."""
+    """gate and up d→hidden, down hidden→d (Shazeer, 2020): 3·2·d·hidden FLOPs; saves x, gate,
+    up, product."""
     d = width_of(ins)
-    gate, up, down = linear(d, p.hidden, p.bias), linear(d, p.hidden, p.bias), linear(p.hidden, d, p.bias)
-    return Cost(params=gate[0] + up[0] + down[0], flops=gate[1] + up[1] + down[1],
-                act_bytes=(d + 3 * p.hidden) * ctx.dtype_bytes)
+    return Cost(flops=6 * d * p.hidden, act_bytes=(d + 3 * p.hidden) * ctx.dtype_bytes)
+
+
+def ffn_weights(p: MLPParams | GLUParams, ins: list[TensorType], gated: bool,
+                cls: str = "ffn") -> tuple[Weight, ...]:
+    """Llama's MLP layout: `gate_proj` (gated only) and `up_proj` d→hidden, `down_proj` hidden→d
+    (GPT-2's scaled residual init); hidden units are cut as rows of gate/up, columns of down.
+    `cls` is `expert` for a MoE's experts."""
+    d = width_of(ins)
+    gate = dense("gate_proj", d, p.hidden, cls, p.bias, cuts_out=("ffn",)) if gated else ()
+    return (gate + dense("up_proj", d, p.hidden, cls, p.bias, cuts_out=("ffn",))
+            + dense("down_proj", p.hidden, d, cls, p.bias, "residual", cuts_in=("ffn",)))
 
 
 def ffn_axis(p: MLPParams | GLUParams, gated: bool) -> PruneAxis:
@@ -59,17 +69,17 @@ def ffn_axis(p: MLPParams | GLUParams, gated: bool) -> PruneAxis:
     return PruneAxis("ffn", p.hidden, slices, lambda kept: {"hidden": len(kept)}, lambda j: ("down_proj", [j]))
 
 
-register(OpDef("mlp", MLPParams, hidden_to_hidden, _mlp_cost,
-               "Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).", "ffn",
-               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",),
+register(OpDef(name="mlp", params=MLPParams, shape=hidden_to_hidden, cost=_mlp_cost,
+               summary="Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).", category="ffn",
+               default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=False),
                prune=lambda p, ins: (ffn_axis(p, gated=False),)))
-register(OpDef("swiglu", GLUParams, hidden_to_hidden, _glu_cost,
-               "SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).", "ffn",
-               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",),
+register(OpDef(name="swiglu", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
+               summary="SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).", category="ffn",
+               default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=True),
                prune=lambda p, ins: (ffn_axis(p, gated=True),)))
-register(OpDef("geglu", GLUParams, hidden_to_hidden, _glu_cost,
-               "GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).", "ffn",
-               default_name="mlp", role="ffn", residual_weights=("down_proj.weight",),
+register(OpDef(name="geglu", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
+               summary="GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).", category="ffn",
+               default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=True),
                prune=lambda p, ins: (ffn_axis(p, gated=True),)))
 
 
@@ -84,14 +94,14 @@ def _linear_shape(p: LinearParams, ins: list[TensorType]) -> TensorType:
 
 
 def _linear_cost(p: LinearParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """params = d·out (+ out); FLOPs = 2·d·out; saves x."""
+    """FLOPs = 2·d·out; saves x."""
     d = width_of(ins)
-    n, f = linear(d, p.out, p.bias)
-    return Cost(params=n, flops=f, act_bytes=d * ctx.dtype_bytes)
+    return Cost(flops=2 * d * p.out, act_bytes=d * ctx.dtype_bytes)
 
 
-register(OpDef("linear", LinearParams, _linear_shape, _linear_cost,
-               "A dense projection to `out` features.", "ffn", default_name="proj", role="ffn"))
+register(OpDef(name="linear", params=LinearParams, shape=_linear_shape, cost=_linear_cost,
+               summary="A dense projection to `out` features.", category="ffn", default_name="proj", role="ffn",
+               weights=lambda p, ins: dense("proj", width_of(ins), p.out, "ffn", p.bias)))
 
 
 class DropoutParams(Params):
@@ -103,8 +113,8 @@ def _elementwise_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: Co
     return Cost(flops=width_of(ins), act_bytes=width_of(ins) * ctx.dtype_bytes)
 
 
-register(OpDef("dropout", DropoutParams, hidden_to_hidden, _elementwise_cost,
-               "Dropout (identity at inference).", "misc", default_name="drop", role="misc"))
+register(OpDef(name="dropout", params=DropoutParams, shape=hidden_to_hidden, cost=_elementwise_cost,
+               summary="Dropout (identity at inference).", category="misc", default_name="drop", role="misc"))
 
 
 class NoParams(Params):
@@ -112,5 +122,5 @@ class NoParams(Params):
 
 
 for _act in ("relu", "gelu", "silu", "sigmoid", "tanh"):
-    register(OpDef(_act, NoParams, hidden_to_hidden, _elementwise_cost, f"Elementwise {_act}.", "misc",
+    register(OpDef(name=_act, params=NoParams, shape=hidden_to_hidden, cost=_elementwise_cost, summary=f"Elementwise {_act}.", category="misc",
                    role="activation"))

@@ -15,6 +15,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, seq_len, width_of
 
 
@@ -61,17 +62,29 @@ def _shape(p: GatedDeltaNetParams, ins: list[TensorType]) -> TensorType:
 
 def _cost(p: GatedDeltaNetParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
     """in_proj_qkvz d→2·H·K + 2·Hv·V, in_proj_ba d→2·Hv, conv1d over 2·H·K + Hv·V channels
-    (k taps, no bias), dt_bias Hv, A_log Hv, norm V, out_proj Hv·V→d (no biases). Per token the
-    recurrence costs 8·Hv·K·V (decay, read-back, delta write, read-out) and the chunk's quadratic
+    (k taps), out_proj Hv·V→d. Per token the recurrence costs 8·Hv·K·V (decay, read-back, delta write, read-out) and the chunk's quadratic
     part 2·Q·Hv·(K + V) with Q = min(chunk, T)."""
     d = width_of(ins)
     hv, k, v = p.value_heads, p.head_dim, p.value_dim
     proj = 2 * p.key_width + 2 * p.value_width + 2 * hv
-    params = d * proj + p.conv_width * p.d_conv + 2 * hv + v + p.value_width * d
     q = min(p.chunk, seq_len(ins[0], ctx))
     flops = 2 * d * proj + 2 * p.conv_width * p.d_conv + 8 * hv * k * v + 2 * q * hv * (k + v) \
         + 2 * p.value_width * d
-    return Cost(params, flops, (d + proj + p.conv_width + 2 * p.value_width) * ctx.dtype_bytes)
+    return Cost(flops=flops, act_bytes=(d + proj + p.conv_width + 2 * p.value_width) * ctx.dtype_bytes)
+
+
+def _weights(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As transformers' Qwen3NextGatedDeltaNet, no biases: in_proj_qkvz d→2·H·K + 2·Hv·V,
+    in_proj_ba d→2·Hv (β's and α's inputs), the depthwise conv1d (no bias, PyTorch's default
+    init), dt_bias and A_log per value head (own init: log-uniform Δ, log U(0.01, 16)), the
+    gated head norm's `norm.weight` [V] (ones), out_proj Hv·V→d (scaled residual init)."""
+    d, hv = width_of(ins), p.value_heads
+    return (dense("in_proj_qkvz", d, 2 * p.key_width + 2 * p.value_width, "projection")
+            + dense("in_proj_ba", d, 2 * hv, "decay")
+            + conv1d("conv1d", p.conv_width, p.d_conv, "conv", bias=False)
+            + (Weight("dt_bias", (hv,), "discretization", "own"), Weight("A_log", (hv,), "ssm", "own"),
+               Weight("norm.weight", (p.value_dim,), "norm", "ones"))
+            + dense("out_proj", p.value_width, d, "projection", init="residual"))
 
 
 def _state(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -81,10 +94,7 @@ def _state(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[StateTensor, 
             StateTensor("recurrent", (p.value_heads, p.head_dim, p.value_dim)))
 
 
-register(OpDef("gated_deltanet", GatedDeltaNetParams, _shape, _cost,
-               "Gated DeltaNet: gated delta rule memory, short convs, output gate; chunked WY form and "
-               "recurrent step.", "linear", default_name="mixer", role="mixer", causal=mixes_causally,
-               state=_state, residual_weights=("out_proj.weight",),
-               precision=(("in_proj_qkvz.*", "projection"), ("out_proj.*", "projection"),
-                          ("in_proj_ba.*", "decay"), ("A_log", "ssm"), ("dt_bias", "discretization"),
-                          ("conv1d.*", "conv"), ("norm.*", "norm"))))
+register(OpDef(name="gated_deltanet", params=GatedDeltaNetParams, shape=_shape, cost=_cost,
+               summary="Gated DeltaNet: gated delta rule memory, short convs, output gate; chunked WY form and "
+               "recurrent step.", category="linear", default_name="mixer", role="mixer", causal=mixes_causally,
+               state=_state, weights=_weights))

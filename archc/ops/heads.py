@@ -8,7 +8,8 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
-from archc.ops.registry import OpDef, Params, linear, register, seq_len, width_of
+from archc.ir.weights import Weight, dense
+from archc.ops.registry import OpDef, Params, register, seq_len, width_of
 
 
 class LMHeadParams(Params):
@@ -24,21 +25,26 @@ def _lm_shape(p: LMHeadParams, ins: list[TensorType]) -> TensorType:
 
 
 def _lm_cost(p: LMHeadParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """params = vocab·d unless tied (+ vocab bias); FLOPs = 2·d·vocab (counted when tied too)."""
+    """FLOPs = 2·d·vocab (counted when tied too)."""
     d = width_of(ins)
-    n, f = linear(d, out.width, p.bias)
-    if p.tied:
-        n -= d * out.width
-    return Cost(params=n, flops=f, act_bytes=(d + out.width) * ctx.dtype_bytes)
+    return Cost(flops=2 * d * out.width, act_bytes=(d + out.width) * ctx.dtype_bytes)
+
+
+def _lm_weights(p: LMHeadParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """`weight` [vocab, d] unless tied (it reads the embedding's table), `bias` [vocab] (zeros)."""
+    assert p.vocab is not None, "lowering fills in vocab"
+    own = () if p.tied else (Weight("weight", (p.vocab, width_of(ins)), "head"),)
+    return own + ((Weight("bias", (p.vocab,), "head", "zeros"),) if p.bias else ())
 
 
 def _lm_ties(p: LMHeadParams) -> dict[str, tuple[str, str]]:
     return {"weight": ("embed", "weight")} if p.tied else {}
 
 
-register(OpDef("lm_head", LMHeadParams, _lm_shape, _lm_cost,
-               "Language-modeling head: logits over the vocabulary, optionally tied to the embedding.", "head",
-               default_name="lm_head", role="head", loss=lambda p: "lm", ties=_lm_ties))
+register(OpDef(name="lm_head", params=LMHeadParams, shape=_lm_shape, cost=_lm_cost,
+               summary="Language-modeling head: logits over the vocabulary, optionally tied to the embedding.", category="head",
+               default_name="lm_head", role="head", loss=lambda p: "lm", ties=_lm_ties,
+               weights=_lm_weights))
 
 
 class ClsHeadParams(Params):
@@ -53,17 +59,23 @@ def _cls_shape(p: ClsHeadParams, ins: list[TensorType]) -> TensorType:
 
 
 def _cls_cost(p: ClsHeadParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """params = (d·d + d if pooler) + d·classes + classes; run once per sequence (FLOPs spread over T)."""
+    """Run once per sequence (FLOPs spread over T): the pooler 2·d·d, the classifier 2·d·classes."""
     d = width_of(ins)
-    pool = linear(d, d, True) if p.pooler else (0, 0)
-    cls = linear(d, p.classes, True)
-    return Cost(params=pool[0] + cls[0], flops=(pool[1] + cls[1]) / seq_len(ins[0], ctx))
+    return Cost(flops=(2 * d * d * p.pooler + 2 * d * p.classes) / seq_len(ins[0], ctx))
 
 
-register(OpDef("cls_head", ClsHeadParams, _cls_shape, _cls_cost,
-               "Sequence classification: pool (cls / mean / last), optional pooler, linear classifier.",
-               "head", default_name="classifier", role="head",
-               loss=lambda p: "regression" if p.classes == 1 else "classification"))
+def _cls_weights(p: ClsHeadParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """`pooler` Linear(d, d) (BERT's), then `classifier` Linear(d, classes), both with biases."""
+    d = width_of(ins)
+    pool = dense("pooler", d, d, "head", bias=True) if p.pooler else ()
+    return pool + dense("classifier", d, p.classes, "head", bias=True)
+
+
+register(OpDef(name="cls_head", params=ClsHeadParams, shape=_cls_shape, cost=_cls_cost,
+               summary="Sequence classification: pool (cls / mean / last), optional pooler, linear classifier.",
+               category="head", default_name="classifier", role="head",
+               loss=lambda p: "regression" if p.classes == 1 else "classification",
+               weights=_cls_weights))
 
 
 class TokenClsParams(Params):
@@ -76,11 +88,11 @@ def _tok_shape(p: TokenClsParams, ins: list[TensorType]) -> TensorType:
 
 
 def _tok_cost(p: TokenClsParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """params = d·classes + classes; FLOPs = 2·d·classes per token."""
-    n, f = linear(width_of(ins), p.classes, True)
-    return Cost(params=n, flops=f, act_bytes=width_of(ins) * ctx.dtype_bytes)
+    """FLOPs = 2·d·classes per token."""
+    return Cost(flops=2 * width_of(ins) * p.classes, act_bytes=width_of(ins) * ctx.dtype_bytes)
 
 
-register(OpDef("token_cls_head", TokenClsParams, _tok_shape, _tok_cost,
-               "Token classification (tagging): a linear classifier on every token.", "head",
-               default_name="classifier", role="head", loss=lambda p: "token_classification"))
+register(OpDef(name="token_cls_head", params=TokenClsParams, shape=_tok_shape, cost=_tok_cost,
+               summary="Token classification (tagging): a linear classifier on every token.", category="head",
+               default_name="classifier", role="head", loss=lambda p: "token_classification",
+               weights=lambda p, ins: dense("classifier", width_of(ins), p.classes, "head", bias=True)))

@@ -24,7 +24,7 @@ def _input_shape(p: InputParams, ins: list[TensorType]) -> TensorType:
     return TensorType(shape=p.shape, dtype=p.dtype)
 
 
-register(OpDef("input", InputParams, _input_shape, no_cost,
-               "A graph input: the model's token ids, or the hidden states entering a wrapped block.",
-               "input", kind="input", inputs=(),
+register(OpDef(name="input", params=InputParams, shape=_input_shape, cost=no_cost,
+               summary="A graph input: the model's token ids, or the hidden states entering a wrapped block.",
+               category="input", kind="input", inputs=(),
                role="input"))

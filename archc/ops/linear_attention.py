@@ -9,7 +9,15 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ops.attention import AttentionBase, act_bytes, check_common, plain_shape, projections
+from archc.ir.weights import Weight
+from archc.ops.attention import (
+    AttentionBase,
+    act_bytes,
+    check_common,
+    plain_shape,
+    projection_flops,
+    projection_weights,
+)
 from archc.ops.registry import OpDef, register, width_of
 
 
@@ -23,8 +31,14 @@ def _linear_cost(p: LinearAttentionParams, ins: list[TensorType], out: TensorTyp
     State: S [H, hd, hd] and the normalizer z [H, hd], constant in T."""
     d = width_of(ins)
     hd = check_common(p, d)
-    params, flops = projections(p, d, d, hd, p.heads)
-    return Cost(params, flops + 4 * p.heads * hd * hd, act_bytes(d, p.heads, hd, p.heads, ctx))
+    flops = projection_flops(p, d, d, hd, p.heads)
+    return Cost(flops=flops + 4 * p.heads * hd * hd, act_bytes=act_bytes(d, p.heads, hd, p.heads, ctx))
+
+
+def _projections(p: Any, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The q, k, v, o projections (`projection_weights`)."""
+    d = width_of(ins)
+    return projection_weights(p, d, d, check_common(p, d), p.heads)
 
 
 def _kernel_state(features: int, p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -44,11 +58,10 @@ def _by_flag(p: Any, ins: list[TensorType]) -> bool | None:
     return p.causal
 
 
-register(OpDef("linear_attention", LinearAttentionParams, plain_shape, _linear_cost,
-               "Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.",
-               "attention", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
-               residual_weights=("o_proj.weight",),
-               precision=(("[qkvo]_proj.*", "projection"),)))
+register(OpDef(name="linear_attention", params=LinearAttentionParams, shape=plain_shape, cost=_linear_cost,
+               summary="Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.",
+               category="attention", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
+               weights=_projections))
 
 
 class PerformerParams(AttentionBase):
@@ -62,19 +75,25 @@ def _performer_cost(p: PerformerParams, ins: list[TensorType], out: TensorType, 
     State: S [H, m, hd] and z [H, m], kept in fp32."""
     d = width_of(ins)
     hd = check_common(p, d)
-    params, flops = projections(p, d, d, hd, p.heads)
+    flops = projection_flops(p, d, d, hd, p.heads)
     m = p.features
-    return Cost(params, flops + 4 * hd * m * p.heads + 4 * p.heads * m * hd,
-                act_bytes(d, p.heads, hd, p.heads, ctx) + 2 * p.heads * m * ctx.dtype_bytes)
+    return Cost(flops=flops + 4 * hd * m * p.heads + 4 * p.heads * m * hd,
+                act_bytes=act_bytes(d, p.heads, hd, p.heads, ctx) + 2 * p.heads * m * ctx.dtype_bytes)
+
+
+def _performer_weights(p: PerformerParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """q, k, v, o, and the random projection `omega` [m, head_dim]: a buffer, drawn orthogonal
+    (FAVOR+) by the module's init, saved with the weights and never trained."""
+    omega = Weight("omega", (p.features, p.head_dim_for(width_of(ins))), "features", "own", buffer=True)
+    return (*_projections(p, ins), omega)
 
 
 def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     return _kernel_state(p.features, p, ins)
 
 
-register(OpDef("performer_attention", PerformerParams, plain_shape, _performer_cost,
-               "Performer FAVOR+: positive orthogonal random features approximating softmax attention.",
-               "attention", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
-               residual_weights=("o_proj.weight",),
-               precision=(("[qkvo]_proj.*", "projection"),)))
+register(OpDef(name="performer_attention", params=PerformerParams, shape=plain_shape, cost=_performer_cost,
+               summary="Performer FAVOR+: positive orthogonal random features approximating softmax attention.",
+               category="attention", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
+               weights=_performer_weights))
 

@@ -9,6 +9,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import (
     Expands,
     OpDef,
@@ -36,17 +37,29 @@ class MambaParams(Params, Expands):
 
 
 def _mamba_cost(p: MambaParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """in_proj d→2E, conv1d E·d_conv (+E), x_proj E→R+2N, dt_proj R→E (+E), A_log E·N, D E,
-    out_proj E→d (Gu & Dao; mamba_ssm). Scan FLOPs 9·E·N per token (the paper's count).
-    State: conv [E, d_conv] and ssm [E, N], as transformers' MambaCache."""
+    """in_proj d→2E, conv1d over E channels, x_proj E→R+2N, dt_proj R→E, out_proj E→d (Gu &
+    Dao; mamba_ssm). Scan FLOPs 9·E·N per token (the paper's count)."""
     d = width_of(ins)
     e, n = p.inner(d), p.d_state
     r = p.dt_rank_for(d)
-    b = 1 if p.bias else 0
-    params = (d * 2 * e + b * 2 * e) + (e * p.d_conv + (e if p.conv_bias else 0)) + e * (r + 2 * n) \
-        + (r * e + e) + e * n + e + (e * d + b * d)
     flops = 2 * d * 2 * e + 2 * e * p.d_conv + 2 * e * (r + 2 * n) + 2 * r * e + 9 * e * n + 2 * e * d
-    return Cost(params, flops, (d + 6 * e + 2 * n) * ctx.dtype_bytes)
+    return Cost(flops=flops, act_bytes=(d + 6 * e + 2 * n) * ctx.dtype_bytes)
+
+
+def _mamba_weights(p: MambaParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As `mamba_ssm.Mamba`: in_proj d→2E (x and z), the depthwise conv1d over E channels
+    (PyTorch's default init), x_proj E→R+2N (Δ's low rank, B, C), dt_proj R→E (Δ: its own init,
+    and its bias the inverse softplus of a log-uniform step), A_log [E, N] and D [E] (own init:
+    S4D-real's log(1..N) and ones), out_proj E→d (scaled residual init). Every inner channel is
+    a unit of `inner` pruning."""
+    d = width_of(ins)
+    e, n, r = p.inner(d), p.d_state, p.dt_rank_for(d)
+    return (dense("in_proj", d, 2 * e, "projection", p.bias, cuts_out=("inner",))
+            + conv1d("conv1d", e, p.d_conv, "conv", p.conv_bias, cuts=("inner",))
+            + dense("x_proj", e, r + 2 * n, "projection", cuts_in=("inner",))
+            + dense("dt_proj", r, e, "discretization", True, "own", cuts_out=("inner",), bias_init="own")
+            + (Weight("A_log", (e, n), "ssm", "own", (("inner", 0),)), Weight("D", (e,), "ssm", "own", (("inner", 0),)))
+            + dense("out_proj", e, d, "projection", p.bias, "residual", cuts_in=("inner",)))
 
 
 def _mamba_state(p: MambaParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -75,10 +88,7 @@ def _mamba_prune(p: MambaParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]
     return (PruneAxis("inner", e, slices, lambda kept: {"inner_width": len(kept)}, lambda c: ("out_proj", [c])),)
 
 
-register(OpDef("mamba", MambaParams, hidden_to_hidden, _mamba_cost,
-               "Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.",
-               "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
-               residual_weights=("out_proj.weight",),
-               precision=(("in_proj.*", "projection"), ("x_proj.*", "projection"),
-                          ("out_proj.*", "projection"), ("dt_proj.*", "discretization"), ("A_log", "ssm"),
-                          ("D", "ssm"), ("conv1d.*", "conv")), prune=_mamba_prune))
+register(OpDef(name="mamba", params=MambaParams, shape=hidden_to_hidden, cost=_mamba_cost,
+               summary="Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.",
+               category="ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
+               weights=_mamba_weights, prune=_mamba_prune))

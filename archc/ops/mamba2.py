@@ -6,6 +6,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import (
     Expands,
     OpDef,
@@ -49,21 +50,31 @@ def _mamba2_shape(p: Mamba2Params, ins: list[TensorType]) -> TensorType:
 
 
 def _mamba2_cost(p: Mamba2Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """in_proj d→2E+2GN+H, conv1d over E+2GN channels, dt_bias H, A_log H, D H, gated RMSNorm E,
-    out_proj E→d (Dao & Gu; transformers' Mamba2Mixer). SSD FLOPs per token: state in/out
-    4·E·N plus the intra-chunk quadratic part 2·Q·(G·N + E) with Q = min(chunk, T).
-    State: conv [E+2GN, d_conv] and ssm [H, P, N]."""
+    """in_proj d→2E+2GN+H, conv1d over E+2GN channels, out_proj E→d (Dao & Gu; transformers'
+    Mamba2Mixer). SSD FLOPs per token: state in/out 4·E·N plus the intra-chunk quadratic part
+    2·Q·(G·N + E) with Q = min(chunk, T)."""
     d = width_of(ins)
     e, n, g = p.inner(d), p.d_state, p.groups
     h = p.heads_for(d)
     conv_dim = p.conv_width(d)
-    b = 1 if p.bias else 0
     proj = 2 * e + 2 * g * n + h
-    params = d * proj + b * proj + conv_dim * p.d_conv + (conv_dim if p.conv_bias else 0) + 3 * h + e \
-        + e * d + b * d
     q = min(p.chunk, seq_len(ins[0], ctx))
     flops = 2 * d * proj + 2 * conv_dim * p.d_conv + 4 * e * n + 2 * q * (g * n + e) + 2 * e * d
-    return Cost(params, flops, (d + proj + conv_dim + 2 * e) * ctx.dtype_bytes)
+    return Cost(flops=flops, act_bytes=(d + proj + conv_dim + 2 * e) * ctx.dtype_bytes)
+
+
+def _mamba2_weights(p: Mamba2Params, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As transformers' Mamba2Mixer: in_proj d→E (z) + E+2GN (x, B, C) + H (Δ), the depthwise
+    conv1d over E+2GN channels, dt_bias, A_log and D per head (own init: log-uniform Δ, log(1..H),
+    ones), the gated RMSNorm's `norm.weight` [E], out_proj E→d (scaled residual init)."""
+    d = width_of(ins)
+    e, h = p.inner(d), p.heads_for(d)
+    conv, heads = p.conv_width(d), (("heads", 0),)
+    return (dense("in_proj", d, e + conv + h, "projection", p.bias, cuts_out=("heads",))
+            + conv1d("conv1d", conv, p.d_conv, "conv", p.conv_bias, cuts=("heads",))
+            + (Weight("dt_bias", (h,), "discretization", "own", heads), Weight("A_log", (h,), "ssm", "own", heads),
+               Weight("D", (h,), "ssm", "own", heads), Weight("norm.weight", (e,), "norm", "ones", heads))
+            + dense("out_proj", e, d, "projection", p.bias, "residual", cuts_in=("heads",)))
 
 
 def _mamba2_state(p: Mamba2Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -100,10 +111,7 @@ def _mamba2_prune(p: Mamba2Params, ins: list[TensorType]) -> tuple[PruneAxis, ..
                       note="equal up to the gated RMSNorm's ε (its mean is over the pruned width)"),)
 
 
-register(OpDef("mamba2", Mamba2Params, _mamba2_shape, _mamba2_cost,
-               "Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.",
-               "ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
-               residual_weights=("out_proj.weight",),
-               precision=(("in_proj.*", "projection"), ("out_proj.*", "projection"),
-                          ("dt_bias", "discretization"), ("A_log", "ssm"), ("D", "ssm"), ("conv1d.*", "conv"),
-                          ("norm.*", "norm")), prune=_mamba2_prune))
+register(OpDef(name="mamba2", params=Mamba2Params, shape=_mamba2_shape, cost=_mamba2_cost,
+               summary="Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.",
+               category="ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
+               weights=_mamba2_weights, prune=_mamba2_prune))

@@ -7,6 +7,7 @@ from pydantic import Field, NonNegativeFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import (
     Heads,
     OpDef,
@@ -42,13 +43,21 @@ def _cm_shape(p: CompressiveParams, ins: list[TensorType]) -> TensorType:
 
 
 def _cm_cost(p: CompressiveParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """q, k, v, o (no biases) 4d², compression conv1d d→d with kernel = stride = ratio: d²·ratio + d.
-    Each query attends at most mem_len + ratio raw and cmem_len compressed keys."""
+    """q, k, v, o 8d² FLOPs, the compression 2d² per token; each query attends at most
+    mem_len + ratio raw and cmem_len compressed keys."""
     d = width_of(ins)
     t = seq_len(ins[0], ctx)
-    params = 4 * d * d + d * d * p.ratio + d
     t_eff = min((t + 1) / 2, p.mem_len + p.ratio / 2) + p.cmem_len
-    return Cost(params, 8 * d * d + 4 * t_eff * d + 2 * d * d, 5 * d * ctx.dtype_bytes)
+    return Cost(flops=8 * d * d + 4 * t_eff * d + 2 * d * d, act_bytes=5 * d * ctx.dtype_bytes)
+
+
+def _cm_weights(p: CompressiveParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """q, k, v, o d→d without biases (o: scaled residual init), and the compression `compress`,
+    a Conv1d d→d with kernel = stride = ratio (N(0, 0.02), zero bias)."""
+    d = width_of(ins)
+    return (tuple(w for n in "qkv" for w in dense(f"{n}_proj", d, d, "projection"))
+            + dense("o_proj", d, d, "projection", init="residual")
+            + conv1d("compress", d, p.ratio, "memory", groups=1, init="normal"))
 
 
 def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -64,11 +73,10 @@ def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor,
             StateTensor("compressed_value", (p.heads, slots, hd), "model", kv=True))
 
 
-register(OpDef("compressive_memory", CompressiveParams, _cm_shape, _cm_cost,
-               "Compressive Transformer attention over [compressed memory, memory, input].", "memory",
+register(OpDef(name="compressive_memory", params=CompressiveParams, shape=_cm_shape, cost=_cm_cost,
+               summary="Compressive Transformer attention over [compressed memory, memory, input].", category="memory",
                default_name="attn", role="mixer", causal=mixes_causally, state=_cm_state,
-               residual_weights=("o_proj.weight",),
-               precision=(("[qkvo]_proj.*", "projection"), ("compress.*", "memory"))))
+               weights=_cm_weights))
 
 
 class RMTParams(Params):
@@ -77,11 +85,10 @@ class RMTParams(Params):
 
 
 def _rmt_cost(p: RMTParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
-    """memory embeddings memory·d plus the body's parameters; the body runs on segment + 2·memory
-    tokens per segment, so its compute per token scales by (segment + 2·memory) / segment."""
-    d = width_of(ins)
+    """The body's parameters; the body runs on segment + 2·memory tokens per segment, so its
+    compute per token scales by (segment + 2·memory) / segment."""
     scale = (p.segment + 2 * p.memory) / p.segment
-    return Cost(params=p.memory * d) + body.scale_compute(scale)
+    return body.scale_compute(scale)
 
 
 def _rmt_state(p: RMTParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -96,8 +103,8 @@ def _rmt_body_state(p: RMTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
     return tuple(s.bound(n).renamed(f"body.{s.name}") for s in body)
 
 
-register(OpDef("recurrent_memory", RMTParams, hidden_to_hidden, _rmt_cost,
-               "Recurrent memory transformer: segments processed in order, memory tokens carried between them.",
-               "memory", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
+register(OpDef(name="recurrent_memory", params=RMTParams, shape=hidden_to_hidden, cost=_rmt_cost,
+               summary="Recurrent memory transformer: segments processed in order, memory tokens carried between them.",
+               category="memory", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
                state=_rmt_state, body_state=_rmt_body_state,
-               precision=(("memory", "memory"),)))
+               weights=lambda p, ins: (Weight("memory", (p.memory, width_of(ins)), "memory"),)))

@@ -3,13 +3,15 @@ dropping (Fedus et al.), shared experts (DeepSeekMoE), with load-balancing and r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType
-from archc.ops.registry import REGISTRY, OpDef, Params, PruneAxis, ShapeError, linear, register, width_of
+from archc.ir.weights import Weight, dense, under
+from archc.ops.registry import REGISTRY, OpDef, Params, PruneAxis, ShapeError, register, width_of
 
 
 class MoEParams(Params):
@@ -47,15 +49,25 @@ def _shape(p: MoEParams, ins: list[TensorType]) -> TensorType:
 
 
 def _cost(p: MoEParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """router d·E (+E), then E routed + S shared experts' parameters. FLOPs per token: router
-    2·d·E + (top_k + S) experts' forward. Activations: top_k + S experts' worth."""
+    """FLOPs per token: router 2·d·E + (top_k + S) experts' forward. Activations: top_k + S
+    experts' worth."""
     d = width_of(ins)
-    router = linear(d, p.experts, p.router_bias)
     e = _expert_cost(p.expert, ins, ctx)
     active = p.top_k + p.shared_experts
-    return Cost(router[0] + (p.experts + p.shared_experts) * e.params,
-                router[1] + active * e.flops,
-                active * e.act_bytes + p.experts * 4)
+    return Cost(flops=2 * d * p.experts + active * e.flops, act_bytes=active * e.act_bytes + p.experts * 4)
+
+
+def _weights(p: MoEParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The router d→E (bias with `router_bias`; a removed expert takes its row), then each of the
+    E routed experts `experts.e` and S shared experts `shared.s` as the expert op declares its
+    weights, in class `expert`; routed experts' hidden units are cut as the expert's rule says."""
+    inner = REGISTRY[p.expert["op"]]
+    expert = inner.weights(inner.params(**p.expert["params"]), ins)
+    routed = tuple(replace(w, cls="expert") for w in expert)
+    shared = tuple(replace(w, cls="expert", cuts=()) for w in expert)
+    return (dense("router", width_of(ins), p.experts, "router", p.router_bias, cuts_out=("experts",))
+            + tuple(w for e in range(p.experts) for w in under(f"experts.{e}", routed))
+            + tuple(w for s in range(p.shared_experts) for w in under(f"shared.{s}", shared)))
 
 
 def _moe_prune(p: MoEParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
@@ -91,7 +103,7 @@ def _moe_prune(p: MoEParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
     return tuple(out)
 
 
-register(OpDef("moe", MoEParams, _shape, _cost,
-               "Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.",
-               "moe", components={"expert": ("ffn",)}, default_name="moe", role="ffn",
-               precision=(("experts.*", "expert"), ("router.*", "router")), prune=_moe_prune))
+register(OpDef(name="moe", params=MoEParams, shape=_shape, cost=_cost,
+               summary="Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.",
+               category="moe", components={"expert": ("ffn",)}, default_name="moe", role="ffn",
+               weights=_weights, prune=_moe_prune))

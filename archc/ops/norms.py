@@ -6,6 +6,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight
 from archc.ops.registry import OpDef, Params, divides, register, width_of
 
 
@@ -31,18 +32,25 @@ def _norm_shape(p: Params, ins: list[TensorType]) -> TensorType:
 
 
 def _norm_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """params = d (scale) + d (shift, when the norm has one); ~4 FLOPs per element; saves x."""
+    """~4 FLOPs per element; saves x."""
+    d = width_of(ins)
+    return Cost(flops=4 * d, act_bytes=d * ctx.dtype_bytes)
+
+
+def _norm_weights(p: Params, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """`weight` [d] (ones) and, for layernorm with bias and groupnorm, `bias` [d] (zeros)."""
     d = width_of(ins)
     shift = isinstance(p, GroupNormParams) or (isinstance(p, LayerNormParams) and p.bias)
-    return Cost(params=d * (2 if shift else 1), flops=4 * d, act_bytes=d * ctx.dtype_bytes)
+    scale = (Weight("weight", (d,), "norm", "ones"),)
+    return scale + ((Weight("bias", (d,), "norm", "zeros"),) if shift else ())
 
 
-register(OpDef("layernorm", LayerNormParams, _norm_shape, _norm_cost,
-               "Layer normalization (Ba et al.): scale and optional shift over the width.", "norm",
-               default_name="norm", role="norm"))
-register(OpDef("rmsnorm", RMSNormParams, _norm_shape, _norm_cost,
-               "Root-mean-square normalization (Zhang & Sennrich): scale only.", "norm", default_name="norm",
-               role="norm"))
-register(OpDef("groupnorm", GroupNormParams, _norm_shape, _norm_cost,
-               "Group normalization over channel groups of each token (scale and shift).", "norm",
-               default_name="norm", role="norm"))
+register(OpDef(name="layernorm", params=LayerNormParams, shape=_norm_shape, cost=_norm_cost,
+               summary="Layer normalization (Ba et al.): scale and optional shift over the width.", category="norm",
+               default_name="norm", role="norm", weights=_norm_weights))
+register(OpDef(name="rmsnorm", params=RMSNormParams, shape=_norm_shape, cost=_norm_cost,
+               summary="Root-mean-square normalization (Zhang & Sennrich): scale only.", category="norm", default_name="norm",
+               role="norm", weights=_norm_weights))
+register(OpDef(name="groupnorm", params=GroupNormParams, shape=_norm_shape, cost=_norm_cost,
+               summary="Group normalization over channel groups of each token (scale and shift).", category="norm",
+               default_name="norm", role="norm", weights=_norm_weights))

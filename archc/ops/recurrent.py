@@ -6,6 +6,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
+from archc.ir.weights import Weight
 from archc.ops.registry import OpDef, Params, register, unless_bidirectional, width_of
 
 
@@ -24,18 +25,33 @@ def _rnn_cost(gates: int, cells: tuple[str, ...]):
     def cost(p: RNNParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
         dirs = 2 if p.bidirectional else 1
         h = p.hidden
-        params = flops = 0
+        flops = 0
         d_in = width_of(ins)
         for _ in range(p.layers):
-            # per direction: W_ih [g·h, d_in], W_hh [g·h, h], b_ih and b_hh [g·h] (torch.nn layout)
-            params += dirs * (gates * h * (d_in + h) + 2 * gates * h)
             flops += dirs * 2 * gates * h * (d_in + h)
             d_in = h * dirs
-        return Cost(params, flops, p.layers * dirs * (gates + 2) * h * ctx.dtype_bytes)
+        return Cost(flops=flops, act_bytes=p.layers * dirs * (gates + 2) * h * ctx.dtype_bytes)
 
-    cost.__doc__ = (f"Per layer and direction: W_ih {gates}h·d_in, W_hh {gates}h·h, two biases {gates}h each "
-                    f"(torch.nn layout).")
+    cost.__doc__ = f"Per layer and direction: 2·{gates}h·(d_in + h) FLOPs (W_ih and W_hh)."
     return cost
+
+
+def _rnn_weights(gates: int):
+    def weights(p: RNNParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+        dirs = ("", "_reverse") if p.bidirectional else ("",)
+        h, d_in, out = p.hidden, width_of(ins), []
+        for layer in range(p.layers):
+            for sfx in dirs:
+                out += [Weight(f"rnn.weight_ih_l{layer}{sfx}", (gates * h, d_in), "recurrent", "own"),
+                        Weight(f"rnn.weight_hh_l{layer}{sfx}", (gates * h, h), "recurrent", "own"),
+                        Weight(f"rnn.bias_ih_l{layer}{sfx}", (gates * h,), "recurrent", "own"),
+                        Weight(f"rnn.bias_hh_l{layer}{sfx}", (gates * h,), "recurrent", "own")]
+            d_in = h * len(dirs)
+        return tuple(out)
+
+    weights.__doc__ = (f"torch.nn's layout: per layer and direction W_ih [{gates}h, d_in], W_hh [{gates}h, h] "
+                       f"and two biases [{gates}h], all U(±1/√h) (own init).")
+    return weights
 
 
 def _rnn_state(cells: tuple[str, ...]):
@@ -47,11 +63,11 @@ def _rnn_state(cells: tuple[str, ...]):
 
 
 
-register(OpDef("lstm", RNNParams, _rnn_shape, _rnn_cost(4, ("h", "c")),
-               "LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.", "recurrent",
+register(OpDef(name="lstm", params=RNNParams, shape=_rnn_shape, cost=_rnn_cost(4, ("h", "c")),
+               summary="LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.", category="recurrent",
                default_name="lstm", role="mixer", causal=unless_bidirectional, state=_rnn_state(("h", "c")),
-               precision=(("rnn.*", "recurrent"),)))
-register(OpDef("gru", RNNParams, _rnn_shape, _rnn_cost(3, ("h",)),
-               "GRU (Cho et al.), single or bidirectional, stacked.", "recurrent", default_name="gru",
+               weights=_rnn_weights(4)))
+register(OpDef(name="gru", params=RNNParams, shape=_rnn_shape, cost=_rnn_cost(3, ("h",)),
+               summary="GRU (Cho et al.), single or bidirectional, stacked.", category="recurrent", default_name="gru",
                role="mixer", causal=unless_bidirectional, state=_rnn_state(("h",)),
-               precision=(("rnn.*", "recurrent"),)))
+               weights=_rnn_weights(3)))

@@ -8,7 +8,6 @@ is all the front end and `archc summary` need; backends attach their rules to th
 
 from __future__ import annotations
 
-import fnmatch
 import importlib
 import sys
 import zlib
@@ -21,9 +20,10 @@ from pydantic import BaseModel, ConfigDict
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight
 
 if TYPE_CHECKING:
-    from archc.ir.graph import Graph, Node
+    pass
 
 Kind = Literal["layer", "component", "arith", "input"]
 
@@ -35,29 +35,6 @@ Role = Literal["input", "embedding", "position", "mixer", "ffn", "norm", "head",
 #: The training objective a head implies (`lm`: next-token prediction when the model is causal,
 #: masked-LM style — unshifted labels — when it is bidirectional).
 Loss = Literal["lm", "classification", "regression", "token_classification"]
-
-#: What a weight is to compression: the precision rule of DESIGN.md §3. Quantization reads the
-#: class of each weight a quantizable ONNX node (MatMul, Gather, Conv) consumes and leaves the node
-#: in fp32 when the class is kept. Classes, not op names, so that `--keep fp32:router` means the
-#: same thing in every mixer.
-TensorClass = Literal[
-    "projection",      # a mixer's input/output projections (q/k/v/o, in_proj/out_proj, r/k/v/g)
-    "ffn",             # feed-forward weights
-    "expert",          # a mixture-of-experts expert's feed-forward weights
-    "embedding",       # a token table (a tied lm_head reads it too)
-    "head",            # an untied output head, classifier, pooler
-    "router",          # MoE / MoD routers, ACT's halting unit: a top-k decision flips on small errors
-    "norm",            # norm scales and shifts
-    "ssm",             # an SSM's A, B, C, D parameters (continuous-time system)
-    "discretization",  # the step size Δ: its projection and bias (Mamba's dt_proj, S4's log_dt)
-    "decay",           # decays and bonuses of linear recurrences (RWKV's time_decay, GDN's α/β)
-    "gate",            # exponential input/forget gates (xLSTM) whose errors compound through exp
-    "conv",            # the short causal convolutions beside SSMs (kept by llama.cpp, TensorRT-LLM)
-    "recurrent",       # weights applied to the recurrent state inside a loop (LSTM, GRU, sLSTM)
-    "position",        # learned position tables and relative position biases
-    "mix",             # token-shift interpolation weights (RWKV's time_mix / time_maa)
-    "memory",          # learned memory tokens and latents (RMT, Perceiver, compressive memory)
-]
 
 #: The classes `--quantize` quantizes unless told otherwise; every other class stays in fp32.
 QUANTIZED_BY_DEFAULT: frozenset[str] = frozenset({"projection", "ffn", "expert", "embedding", "head"})
@@ -75,12 +52,8 @@ KEPT_BECAUSE: dict[str, str] = {
     "position": "added to every token",
     "mix": "elementwise interpolation weights; nothing to gain",
     "memory": "carried across segments",
+    "features": "a fixed random draw that the estimate of softmax attention is unbiased for",
 }
-
-#: The class of weights an op's rule does not name, by the op's role (a mixer names all of its own).
-ROLE_CLASS: dict[str, str] = {"ffn": "ffn", "norm": "norm", "embedding": "embedding", "head": "head",
-                              "position": "position"}
-
 
 class Params(BaseModel):
     """Base of every op's parameter schema: frozen, unknown keys rejected. Values derived from
@@ -184,6 +157,7 @@ CostRule = Callable[..., Cost]
 #: True: only the past reaches a position; False: the future does too; None: positions do not mix.
 CausalRule = Callable[[Any, list[TensorType]], bool | None]
 StateRule = Callable[[Any, list[TensorType]], tuple[StateTensor, ...]]
+WeightsRule = Callable[[Any, list[TensorType]], tuple[Weight, ...]]
 #: The state of a higher-order op built from its body's state (renamed, repeated, rebound).
 BodyStateRule = Callable[[Any, tuple[StateTensor, ...]], tuple[StateTensor, ...]]
 
@@ -210,6 +184,10 @@ def no_state(p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     return ()
 
 
+def no_weights(p: Any, ins: list[TensorType]) -> tuple[Weight, ...]:
+    return ()
+
+
 def no_prune(p: Any, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
     return ()
 
@@ -222,7 +200,7 @@ def no_ties(p: Any) -> dict[str, tuple[str, str]]:
     return {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OpDef:
     """Everything the compiler knows about one op (DESIGN.md §3). Backends attach their
     implementations in their own lowering tables, keyed by the op's name."""
@@ -255,17 +233,15 @@ class OpDef:
     state: StateRule = no_state
     #: Higher-order ops: their state as a function of the body's (default: the body's, prefixed `body.`).
     body_state: BodyStateRule | None = None
+    #: The declared weights (`archc.ir.weights.Weight`): what the op's module holds, by name in
+    #: the module, with shape, precision class, init role and prune cuts. The module allocates
+    #: its parameters from them; the cost model counts them (DESIGN.md §3).
+    weights: WeightsRule = no_weights
     #: Heads: the loss the head implies.
     loss: Callable[[Any], Loss | None] = no_loss
     #: Weight tying: {own parameter: (op, its parameter)}, resolved by lowering to the nearest
     #: preceding node of that op (a tied lm_head shares the embedding's `weight`).
     ties: Callable[[Any], dict[str, tuple[str, str]]] = no_ties
-    #: Parameters (names inside the op's module) that are residual-branch output projections and
-    #: take GPT-2's scaled init, std/√(2·mixers). Everything else takes the module's own init.
-    residual_weights: tuple[str, ...] = ()
-    #: The precision rule: (parameter-name pattern, class) pairs, the first `fnmatch` match wins;
-    #: parameters no pattern names take their role's class (`ROLE_CLASS`). See `precision_of`.
-    precision: tuple[tuple[str, TensorClass], ...] = ()
     #: The prune rule: the kinds of unit the op can lose (`PruneAxis`), from its parameters and
     #: input types; an op without any cannot be pruned structurally.
     prune: Callable[[Any, list[TensorType]], tuple[PruneAxis, ...]] = no_prune
@@ -426,80 +402,6 @@ def divides(a: int, b: int, what_a: str, what_b: str, arg: str | None = None, hi
         raise ShapeError(f"{what_a} ({a}) does not divide {what_b} ({b})", hint, arg=arg, code="ARC0303")
 
 
-# ---- facts of a whole graph, derived from the records ---------------------------------------
-
-
-def prefixed(prefix: str, state: tuple[StateTensor, ...]) -> tuple[StateTensor, ...]:
-    return tuple(s.renamed(f"{prefix}.{s.name}") for s in state)
-
-
-def node_state(graph: Graph, node: Node) -> tuple[StateTensor, ...]:
-    """The declared state of one node, its body's included (names relative to the node)."""
-    op = REGISTRY[node.op]
-    p = op.params(**node.params)
-    own = op.state(p, graph.input_types(node))
-    if node.body is None:
-        return own
-    inner = graph_state(node.body)
-    return own + (op.body_state(p, inner) if op.body_state is not None else prefixed("body", inner))
-
-
-def graph_state(graph: Graph) -> tuple[StateTensor, ...]:
-    """The declared state of a graph in node order, named `<node id>.<state>` (the names the torch
-    backend's `state_names` and the ONNX backend's state inputs use)."""
-    out: list[StateTensor] = []
-    for n in graph.nodes.values():
-        out.extend(prefixed(n.id, node_state(graph, n)))
-    return tuple(out)
-
-
-def is_causal(graph: Graph) -> bool:
-    """True when no node lets a position see the future: labels are then shifted (next-token
-    prediction) and the model decodes incrementally. Ops say so in their `causal` rule."""
-    for n in graph.nodes.values():
-        op = REGISTRY[n.op]
-        if op.causal(op.params(**n.params), graph.input_types(n)) is False:
-            return False
-        if n.body is not None and not is_causal(n.body):
-            return False
-    return True
-
-
-def head_loss(graph: Graph) -> Loss | None:
-    """The loss implied by the op producing the graph's (first) output, None if it implies none."""
-    n = graph.nodes[graph.outputs[0]]
-    op = REGISTRY[n.op]
-    return op.loss(op.params(**n.params))
-
-
-def precision_of(op: OpDef, param: str) -> str | None:
-    """The class of the op's parameter `param` (a name inside its module, `in_proj.weight`), or
-    None when neither its rule nor its role says (a test requires every op to say)."""
-    for pattern, cls in op.precision:
-        if fnmatch.fnmatchcase(param, pattern):
-            return cls
-    return ROLE_CLASS.get(op.role)
-
-
-def weight_class(graph: Graph, key: str) -> str | None:
-    """The class of the model weight `key` (a state_dict key, `layers.3.mixer.in_proj.weight`):
-    the rule of the node that owns it, found by the longest node-id prefix; inside a
-    higher-order op (`body.` …) the rule of the body's node."""
-    owner = max((nid for nid in graph.nodes if key.startswith(nid + ".")), key=len, default=None)
-    if owner is None:
-        return None
-    node = graph.nodes[owner]
-    rest = key[len(owner) + 1:]
-    if node.body is not None and rest.startswith("body."):
-        return weight_class(node.body, rest[len("body."):])
-    return precision_of(REGISTRY[node.op], rest)
-
-
 def rows(start: int, width: int) -> list[int]:
     """Indices start·width … (start+1)·width − 1: one head's rows of a projection."""
     return list(range(start * width, (start + 1) * width))
-
-
-def count_role(graph: Graph, role: Role) -> int:
-    """How many nodes (bodies included) have `role` (e.g. the mixers of GPT-2's scaled init)."""
-    return sum(1 for n in graph.walk() if REGISTRY[n.op].role == role)

@@ -6,6 +6,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, dense
 from archc.ops.registry import (
     OpDef,
     Params,
@@ -50,16 +51,28 @@ def _shape(p: RetentionParams, ins: list[TensorType]) -> TensorType:
 
 
 def _cost(p: RetentionParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """q, k d→d; v, g d→vf·d; out vf·d→d; no biases; the GroupNorm has no affine weights:
-    params = 2d² + 3·vf·d². Per token (recurrent form) 4·H·dk·dv for the state update and read.
-    State: S [H, d/H, vf·d/H] in fp32."""
+    """q, k d→H·dk; v, g d→vf·H·dk; out back to d (2 FLOPs per weight); per token (recurrent
+    form) 4·H·dk·dv for the state update and read."""
     d = width_of(ins)
     dv = p.value_width(d)
     dk_h, dv_h = p.head_dims_for(d)
     dk = p.heads * dk_h
-    params = 2 * d * dk + 3 * d * dv
-    flops = 2 * params + 4 * p.heads * dk_h * dv_h
-    return Cost(params, flops, (d + 2 * dk + 2 * dv + dv) * ctx.dtype_bytes)
+    flops = 2 * (2 * d * dk + 3 * d * dv) + 4 * p.heads * dk_h * dv_h
+    return Cost(flops=flops, act_bytes=(d + 2 * dk + 2 * dv + dv) * ctx.dtype_bytes)
+
+
+def _weights(p: RetentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As torchscale's MultiScaleRetention, no biases: q_proj, k_proj d→H·dk, v_proj, g_proj
+    d→H·dv, out_proj H·dv→d (scaled residual init); the GroupNorm has no affine weights. Heads
+    are cut as rows of q/k/v/g and columns of out_proj."""
+    d = width_of(ins)
+    dk, dv = p.head_dims_for(d)
+    h = p.heads
+    return (dense("q_proj", d, h * dk, "projection", cuts_out=("heads",))
+            + dense("k_proj", d, h * dk, "projection", cuts_out=("heads",))
+            + dense("v_proj", d, h * dv, "projection", cuts_out=("heads",))
+            + dense("g_proj", d, h * dv, "projection", cuts_out=("heads",))
+            + dense("out_proj", h * dv, d, "projection", init="residual", cuts_in=("heads",)))
 
 
 def _prune(p: RetentionParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
@@ -84,8 +97,7 @@ def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
     return (StateTensor("kv", (p.heads, *p.head_dims_for(width_of(ins)))),)
 
 
-register(OpDef("retention", RetentionParams, _shape, _cost,
-               "RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
-               "parallel, recurrent and chunkwise forms.", "retention", default_name="retention",
-               role="mixer", causal=mixes_causally, state=_state, residual_weights=("out_proj.weight",),
-               precision=(("[qkvg]_proj.*", "projection"), ("out_proj.*", "projection")), prune=_prune))
+register(OpDef(name="retention", params=RetentionParams, shape=_shape, cost=_cost,
+               summary="RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
+               "parallel, recurrent and chunkwise forms.", category="retention", default_name="retention",
+               role="mixer", causal=mixes_causally, state=_state, weights=_weights, prune=_prune))

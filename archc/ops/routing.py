@@ -10,6 +10,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import dense
 from archc.ops.registry import OpDef, Params, ShapeError, hidden_to_hidden, register, width_of
 
 
@@ -20,10 +21,10 @@ class MoDParams(Params):
 
 
 def _mod_cost(p: MoDParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
-    """router d (+1 bias) and the block's parameters; compute and activations are the block's times
-    `capacity` plus the router's 2·d per token."""
+    """The block's parameters; compute and activations are the block's times `capacity` plus the
+    router's 2·d per token."""
     d = width_of(ins)
-    return Cost(params=d + 1, flops=2 * d, act_bytes=d * ctx.dtype_bytes) + body.scale_compute(p.capacity)
+    return Cost(flops=2 * d, act_bytes=d * ctx.dtype_bytes) + body.scale_compute(p.capacity)
 
 
 def _mod_state(p: MoDParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -32,11 +33,11 @@ def _mod_state(p: MoDParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
     return (StateTensor("routed", (MAX_LEN,), "bool"),)
 
 
-register(OpDef("mod", MoDParams, hidden_to_hidden, _mod_cost,
-               "Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
-               "the rest skip it.", "routing", takes_block=True, default_name="mod", role="wrapper",
+register(OpDef(name="mod", params=MoDParams, shape=hidden_to_hidden, cost=_mod_cost,
+               summary="Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
+               "the rest skip it.", category="routing", takes_block=True, default_name="mod", role="wrapper",
                state=_mod_state,
-               precision=(("router.*", "router"),)))
+               weights=lambda p, ins: dense("router", width_of(ins), 1, "router", True, bias_init="own")))
 
 
 class ACTParams(Params):
@@ -46,10 +47,10 @@ class ACTParams(Params):
 
 
 def _act_cost(p: ACTParams, ins: list[TensorType], out: TensorType, ctx: CostCtx, body: Cost) -> Cost:
-    """halting unit Linear(d, 1) with bias, plus the shared block's parameters once; compute is an
-    upper bound of max_steps applications (the realized count is data dependent)."""
+    """The shared block's parameters once; compute is an upper bound of max_steps applications
+    of the block and the halting unit (the realized count is data dependent)."""
     d = width_of(ins)
-    return Cost(params=d + 1, flops=2 * d * p.max_steps) + body.scale_compute(p.max_steps)
+    return Cost(flops=2 * d * p.max_steps) + body.scale_compute(p.max_steps)
 
 
 def _act_shape(p: ACTParams, ins: list[TensorType]) -> TensorType:
@@ -64,8 +65,8 @@ def _act_body_state(p: ACTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
     return tuple(s.renamed(f"step{n}.{s.name}") for n in range(p.max_steps) for s in body)
 
 
-register(OpDef("act", ACTParams, _act_shape, _act_cost,
-               "Adaptive computation time: apply the (shared) block until the halting probability "
-               "passes the threshold; returns the ponder cost as an auxiliary loss.", "routing",
+register(OpDef(name="act", params=ACTParams, shape=_act_shape, cost=_act_cost,
+               summary="Adaptive computation time: apply the (shared) block until the halting probability "
+               "passes the threshold; returns the ponder cost as an auxiliary loss.", category="routing",
                takes_block=True, default_name="act", role="wrapper", body_state=_act_body_state,
-               precision=(("halting.*", "router"),)))
+               weights=lambda p, ins: dense("halting", width_of(ins), 1, "router", True, bias_init="own")))

@@ -12,6 +12,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, dense
 from archc.ops.registry import (
     OpDef,
     Params,
@@ -43,21 +44,47 @@ def _tm_shape(p: TimeMixParams, ins: list[TensorType]) -> TensorType:
 
 
 def _tm_cost(p: TimeMixParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """v4: time_decay A, time_first A, time_mix_{k,v,r} 3d, key/value/receptance d→A, output A→d.
-    State: the previous token [d] and the WKV numerator, denominator and max [A] (fp32).
-    v6 (A = H·hs, default d): time_maa_{x,w,k,v,r,g} 6d, maa_w1 d·5r, maa_w2 5r·d, time_decay A,
-    decay_w1 d·r', decay_w2 r'·A, time_faaaa A, r/k/v/g d→A, o A→d, ln_x GroupNorm 2A.
-    State: shift [d], wkv [H, hs, hs]."""
+    """v4: key/value/receptance d→A, output A→d, ~10 FLOPs per channel for the WKV update.
+    v6 (A = H·hs): r/k/v/g d→A, output A→d, the low-rank token-shift (d·5r, 5r·d) and decay
+    (d·r', r'·A) projections, 4·H·hs² for the WKV matrix."""
     d = width_of(ins)
     a = p.hidden or d
     if p.version == 4:
-        params = 2 * a + 3 * d + 3 * d * a + a * d
         flops = 2 * (3 * d * a + a * d) + 10 * a
     else:
         h = a // p.head_size
-        params = (6 * d + 2 * 5 * p.mix_rank * d + a + p.decay_rank * (d + a) + a + 5 * d * a + 2 * a)
         flops = 2 * (5 * d * a + 2 * 5 * p.mix_rank * d + p.decay_rank * (d + a)) + 4 * h * p.head_size ** 2
-    return Cost(params, flops, 8 * d * ctx.dtype_bytes)
+    return Cost(flops=flops, act_bytes=8 * d * ctx.dtype_bytes)
+
+
+def _tm_weights(p: TimeMixParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As transformers' RwkvSelfAttention (v4): time_decay and time_first [A] (decay), the
+    token-shift ratios time_mix_{key,value,receptance} [1, 1, d] (mix), key/value/receptance
+    d→A, output A→d (scaled residual init); the decays and ratios have RWKV's depth-dependent
+    own init. v6 (Finch): time_maa_{x,w,k,v,r,g} [1, 1, d], the low-rank time_maa_w1 [d, 5r] and
+    time_maa_w2 [5, r, d], time_decay [1, 1, A] with time_decay_w1 [d, r'] and time_decay_w2
+    [r', A], the bonus time_faaaa [H, hs], receptance/key/value/gate d→A, output A→d, and the
+    GroupNorm ln_x (per head)."""
+    d = width_of(ins)
+    a = p.hidden or d
+    if p.version == 4:
+        inner = (("inner", 0),)
+        return (Weight("time_decay", (a,), "decay", "own", inner), Weight("time_first", (a,), "decay", "own", inner),
+                *(Weight(f"time_mix_{n}", (1, 1, d), "mix", "own") for n in ("key", "value", "receptance")),
+                *(w for n in ("key", "value", "receptance") for w in dense(n, d, a, "projection", cuts_out=("inner",))),
+                *dense("output", a, d, "projection", init="residual", cuts_in=("inner",)))
+    h, hs, heads = a // p.head_size, p.head_size, ("heads",)
+    return (*(Weight(f"time_maa_{n}", (1, 1, d), "mix", "own") for n in ("x", "w", "k", "v", "r", "g")),
+            Weight("time_maa_w1", (d, 5 * p.mix_rank), "mix", "own"),
+            Weight("time_maa_w2", (5, p.mix_rank, d), "mix", "own"),
+            Weight("time_decay", (1, 1, a), "decay", "own", (("heads", 2),)),
+            Weight("time_decay_w1", (d, p.decay_rank), "decay", "own"),
+            Weight("time_decay_w2", (p.decay_rank, a), "decay", "own", (("heads", 1),)),
+            Weight("time_faaaa", (h, hs), "decay", "own", (("heads", 0),)),
+            *(w for n in ("receptance", "key", "value", "gate") for w in dense(n, d, a, "projection", cuts_out=heads)),
+            *dense("output", a, d, "projection", init="residual", cuts_in=heads),
+            Weight("ln_x.weight", (a,), "norm", "ones", (("heads", 0),)),
+            Weight("ln_x.bias", (a,), "norm", "zeros", (("heads", 0),)))
 
 
 def _tm_state(p: TimeMixParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -104,14 +131,10 @@ def _cm_prune(p: ChannelMixParams, ins: list[TensorType]) -> tuple[PruneAxis, ..
                       lambda kept: {"hidden": len(kept)}, lambda j: ("value", [j])),)
 
 
-register(OpDef("rwkv_time_mix", TimeMixParams, _tm_shape, _tm_cost,
-               "RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).",
-               "rwkv", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
-               residual_weights=("output.weight",),
-               precision=(("key.*", "projection"), ("value.*", "projection"), ("receptance.*", "projection"),
-                          ("output.*", "projection"), ("gate.*", "projection"), ("time_decay*", "decay"),
-                          ("time_first", "decay"), ("time_faaaa", "decay"), ("time_mix_*", "mix"),
-                          ("time_maa_*", "mix"), ("ln_x.*", "norm")), prune=_tm_prune))
+register(OpDef(name="rwkv_time_mix", params=TimeMixParams, shape=_tm_shape, cost=_tm_cost,
+               summary="RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).",
+               category="rwkv", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
+               weights=_tm_weights, prune=_tm_prune))
 
 
 class ChannelMixParams(Params):
@@ -119,11 +142,18 @@ class ChannelMixParams(Params):
 
 
 def _cm_cost(p: ChannelMixParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """time_mix_{k,r} 2d, key d→hidden, receptance d→d, value hidden→d, no biases.
-    State: the previous token [d]."""
+    """key d→hidden, receptance d→d, value hidden→d: 2 FLOPs per weight."""
     d, h = width_of(ins), p.hidden
-    params = 2 * d + d * h + d * d + h * d
-    return Cost(params, 2 * (d * h + d * d + h * d), (3 * d + 2 * h) * ctx.dtype_bytes)
+    return Cost(flops=2 * (d * h + d * d + h * d), act_bytes=(3 * d + 2 * h) * ctx.dtype_bytes)
+
+
+def _cm_weights(p: ChannelMixParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As transformers' RwkvFeedForward: time_mix_{key,receptance} [1, 1, d] (own, depth-
+    dependent), key d→hidden, receptance d→d, value hidden→d (scaled residual init), no biases."""
+    d = width_of(ins)
+    return (tuple(Weight(f"time_mix_{n}", (1, 1, d), "mix", "own") for n in ("key", "receptance"))
+            + dense("key", d, p.hidden, "ffn", cuts_out=("ffn",)) + dense("receptance", d, d, "ffn")
+            + dense("value", p.hidden, d, "ffn", init="residual", cuts_in=("ffn",)))
 
 
 def _cm_state(p: ChannelMixParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -131,8 +161,7 @@ def _cm_state(p: ChannelMixParams, ins: list[TensorType]) -> tuple[StateTensor, 
     return (StateTensor("shift", (width_of(ins),)),)
 
 
-register(OpDef("rwkv_channel_mix", ChannelMixParams, hidden_to_hidden, _cm_cost,
-               "RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", "rwkv",
+register(OpDef(name="rwkv_channel_mix", params=ChannelMixParams, shape=hidden_to_hidden, cost=_cm_cost,
+               summary="RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", category="rwkv",
                default_name="feed_forward", role="ffn", causal=mixes_causally, state=_cm_state,
-               residual_weights=("value.weight",),
-               precision=(("time_mix_*", "mix"),), prune=_cm_prune))
+               weights=_cm_weights, prune=_cm_prune))

@@ -9,6 +9,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, dense
 from archc.ops.registry import (
     OpDef,
     Params,
@@ -46,23 +47,33 @@ def _s4_shape(p: S4Params, ins: list[TensorType]) -> TensorType:
 
 
 def _s4_cost(p: S4Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """Per channel H=d with N/2 complex modes stored as real pairs: A (log_A_real, A_imag) H·N, B H·N,
-    C c·H·N (c = 2 if bidirectional), P rank·H·N (dplr), log_dt H, D H, then the output
-    GLU(Linear(d, 2d)) 2d² + 2d. FLOPs: the output linear, the kernel and the FFT convolution (≈ 3
+    """Per channel H=d with N/2 complex modes (c = 2 kernels if bidirectional). FLOPs: the output linear, the kernel and the FFT convolution (≈ 3
     FFTs of 2T points, 15·log2(2T) per channel). Kernel per channel and position: diag, a
     Vandermonde product, 8·c·N; dplr, Cauchy sums at T/2 + 1 frequencies over the full N modes,
     4·N·(c + r)(1 + r), plus C̃ = C(I − Ā^T) by binary powering, 4·N³·log2(T) / T.
     State (recurrent mode): the complex state [d, N/2] as N reals per channel."""
     d = width_of(ins)
     n, c = p.d_state, 2 if p.bidirectional else 1
-    params = d * n * (2 + c) + (p.rank * d * n if p.mode == "dplr" else 0) + 2 * d + 2 * d * d + 2 * d
     t = seq_len(ins[0], ctx)
     if p.mode == "dplr":
         kernel = 4 * n * (c + p.rank) * (1 + p.rank) + 4 * n ** 3 * math.log2(max(t, 2)) / t
     else:
         kernel = 8 * c * n
     flops = 2 * d * 2 * d + kernel * d + 15 * c * d * math.log2(2 * t)
-    return Cost(params, flops, (3 * d + 2 * d) * ctx.dtype_bytes)
+    return Cost(flops=flops, act_bytes=(3 * d + 2 * d) * ctx.dtype_bytes)
+
+
+def _s4_weights(p: S4Params, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """Per channel H = d, N/2 complex modes stored as real pairs, all with S4's own init (HiPPO-
+    LegS, log-uniform Δ): log_dt [H] (discretization), A_real and A_imag [H, N/2], B [H, N/2, 2],
+    C [c, H, N/2, 2] (c = 2 kernels if bidirectional), D [H], P [rank, H, N/2, 2] (dplr only),
+    then the output GLU's `output_linear` Linear(d, 2d)."""
+    h, m, c = width_of(ins), p.d_state // 2, 2 if p.bidirectional else 1
+    ssm = (Weight("log_dt", (h,), "discretization", "own"), Weight("A_real", (h, m), "ssm", "own"),
+           Weight("A_imag", (h, m), "ssm", "own"), Weight("B", (h, m, 2), "ssm", "own"),
+           Weight("C", (c, h, m, 2), "ssm", "own"), Weight("D", (h,), "ssm", "own"))
+    low_rank = (Weight("P", (p.rank, h, m, 2), "ssm", "own"),) if p.mode == "dplr" else ()
+    return ssm + low_rank + dense("output_linear", h, 2 * h, "projection", bias=True)
 
 
 def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -71,8 +82,7 @@ def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
 
 
 
-register(OpDef("s4", S4Params, _s4_shape, _s4_cost,
-               "S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.", "ssm",
+register(OpDef(name="s4", params=S4Params, shape=_s4_shape, cost=_s4_cost,
+               summary="S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.", category="ssm",
                default_name="mixer", role="mixer", causal=unless_bidirectional, state=_s4_state,
-               precision=(("output_linear.*", "projection"), ("log_dt", "discretization"), ("A_real", "ssm"),
-                          ("A_imag", "ssm"), ("B", "ssm"), ("C", "ssm"), ("P", "ssm"), ("D", "ssm"))))
+               weights=_s4_weights))

@@ -9,7 +9,15 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType
-from archc.ops.attention import AttentionBase, act_bytes, check_common, plain_shape, projections
+from archc.ir.weights import Weight, dense
+from archc.ops.attention import (
+    AttentionBase,
+    act_bytes,
+    check_common,
+    plain_shape,
+    projection_flops,
+    projection_weights,
+)
 from archc.ops.registry import OpDef, mixes_both_ways, register, seq_len, width_of
 
 
@@ -26,15 +34,27 @@ class LongformerParams(AttentionBase):
         return self
 
 
-def _sparse_cost(p: Any, ins: list[TensorType], t_eff: float, extra_params: int = 0,
-                 ctx: CostCtx | None = None, extra_proj: int = 0) -> Cost:
-    assert ctx is not None
+def _sparse_cost(p: Any, ins: list[TensorType], t_eff: float, ctx: CostCtx, extra_proj: int = 0) -> Cost:
     d = width_of(ins)
     hd = check_common(p, d)
-    params, flops = projections(p, d, d, hd, p.heads)
-    params += extra_params + extra_proj * (d * p.heads * hd + p.heads * hd)
+    flops = projection_flops(p, d, d, hd, p.heads)
     flops += extra_proj * 2 * d * p.heads * hd + 4 * t_eff * p.heads * hd
-    return Cost(params, flops, act_bytes(d, p.heads, hd, p.heads, ctx))
+    return Cost(flops=flops, act_bytes=act_bytes(d, p.heads, hd, p.heads, ctx))
+
+
+def _plain_weights(p: Any, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The q, k, v, o projections (`projection_weights`)."""
+    d = width_of(ins)
+    return projection_weights(p, d, d, check_common(p, d), p.heads)
+
+
+def _longformer_weights(p: LongformerParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """q, k, v, o, then the global tokens' own `q_global`, `k_global`, `v_global` d→H·hd (with
+    biases when `bias`), as transformers' LongformerSelfAttention."""
+    d = width_of(ins)
+    inner = p.heads * check_common(p, d)
+    return _plain_weights(p, ins) + tuple(w for n in ("q_global", "k_global", "v_global")
+                                          for w in dense(n, d, inner, "projection", p.bias))
 
 
 def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
@@ -43,14 +63,13 @@ def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType
     by, every token)."""
     t = seq_len(ins[0], ctx)
     g = len(p.global_tokens)
-    return _sparse_cost(p, ins, min(t, p.window + 1) + 2 * g, ctx=ctx, extra_proj=3)
+    return _sparse_cost(p, ins, min(t, p.window + 1) + 2 * g, ctx, extra_proj=3)
 
 
-register(OpDef("longformer_attention", LongformerParams, plain_shape, _longformer_cost,
-               "Longformer attention: sliding window (optionally dilated) plus global tokens.",
-               "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
-               residual_weights=("o_proj.weight",),
-               precision=(("[qkvo]_proj.*", "projection"), ("[qkv]_global.*", "projection"))))
+register(OpDef(name="longformer_attention", params=LongformerParams, shape=plain_shape, cost=_longformer_cost,
+               summary="Longformer attention: sliding window (optionally dilated) plus global tokens.",
+               category="attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               weights=_longformer_weights))
 
 
 class BigBirdParams(AttentionBase):
@@ -64,13 +83,12 @@ class BigBirdParams(AttentionBase):
 def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
     """q, k, v, o (Zaheer et al.). T_eff = block·(window + global + random blocks), capped at T."""
     t = seq_len(ins[0], ctx)
-    return _sparse_cost(p, ins, min(t, p.block * (p.window_blocks + p.global_blocks + p.random_blocks)), ctx=ctx)
+    return _sparse_cost(p, ins, min(t, p.block * (p.window_blocks + p.global_blocks + p.random_blocks)), ctx)
 
 
-register(OpDef("bigbird_attention", BigBirdParams, plain_shape, _bigbird_cost,
-               "BigBird block-sparse attention: window + global + random blocks.", "attention",
-               default_name="attn", role="mixer", causal=mixes_both_ways, residual_weights=("o_proj.weight",),
-               precision=(("[qkvo]_proj.*", "projection"),)))
+register(OpDef(name="bigbird_attention", params=BigBirdParams, shape=plain_shape, cost=_bigbird_cost,
+               summary="BigBird block-sparse attention: window + global + random blocks.", category="attention",
+               default_name="attn", role="mixer", causal=mixes_both_ways, weights=_plain_weights))
 
 
 class LinformerParams(AttentionBase):
@@ -80,18 +98,23 @@ class LinformerParams(AttentionBase):
 
 
 def _linformer_cost(p: LinformerParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """q, k, v, o plus the sequence projections E and F, max_len·k each (Wang et al.);
-    T_eff = k (every query attends the k projected keys)."""
+    """q, k, v, o (Wang et al.); T_eff = k (every query attends the k projected keys)."""
     d = width_of(ins)
     hd = check_common(p, d)
-    c = _sparse_cost(p, ins, p.k, extra_params=2 * p.max_len * p.k, ctx=ctx)
+    c = _sparse_cost(p, ins, p.k, ctx)
     # projecting keys and values along the sequence: 2·k multiply-adds per token per channel
     return c + Cost(flops=2 * 2 * p.k * p.heads * hd)
 
 
-register(OpDef("linformer_attention", LinformerParams, plain_shape, _linformer_cost,
-               "Linformer: keys and values projected along the sequence to k rows (linear in T).",
-               "attention", default_name="attn", role="mixer", causal=mixes_both_ways,
-               residual_weights=("o_proj.weight",),
-               precision=(("[qkvo]_proj.*", "projection"), ("[ef]_proj", "projection"))))
+def _linformer_weights(p: LinformerParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The sequence projections `e_proj` (keys) and `f_proj` (values) [max_len, k], U(±1/√k)
+    (own init), then q, k, v, o."""
+    seq = tuple(Weight(n, (p.max_len, p.k), "projection", "own") for n in ("e_proj", "f_proj"))
+    return seq + _plain_weights(p, ins)
+
+
+register(OpDef(name="linformer_attention", params=LinformerParams, shape=plain_shape, cost=_linformer_cost,
+               summary="Linformer: keys and values projected along the sequence to k rows (linear in T).",
+               category="attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               weights=_linformer_weights))
 

@@ -6,6 +6,7 @@ from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import (
     CannotPrune,
     Expands,
@@ -32,12 +33,25 @@ def _slstm_shape(p: SLSTMParams, ins: list[TensorType]) -> TensorType:
 
 
 def _slstm_cost(p: SLSTMParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """conv d·k + d; the four gates' input maps (headwise, 4·d²/H); recurrent maps (block-diagonal,
-    4·d²/H); gate biases 4d; GroupNorm scale d. State: c, n, m, h [d] and the conv window [d, k]."""
+    """The four gates' headwise input maps and the block-diagonal recurrent maps, 2·8·d²/H
+    FLOPs per token, and the conv 2·d·k."""
     d, h = width_of(ins), p.heads
-    conv = d * p.d_conv + d if p.d_conv else 0
-    params = conv + 4 * d * d // h + 4 * d * d // h + 4 * d + d
-    return Cost(params, 2 * (8 * d * d // h) + 2 * d * p.d_conv, 10 * d * ctx.dtype_bytes)
+    return Cost(flops=2 * (8 * d * d // h) + 2 * d * p.d_conv, act_bytes=10 * d * ctx.dtype_bytes)
+
+
+def _slstm_weights(p: SLSTMParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As xlstm's sLSTMLayer, all with its own init: the optional depthwise conv1d, the gates'
+    headwise input maps {i,f,z,o}gate.weight [H, d/H, d/H] (i, f: exponential gates; z, o:
+    projections), the block-diagonal recurrent_kernel [H, d/H, 4, d/H], the gate biases
+    [H, 4, d/H] (the forget gate's power-law init) and the head norm's group_norm.weight [d]."""
+    d, h = width_of(ins), p.heads
+    hd = d // h
+    conv = conv1d("conv1d", d, p.d_conv, "conv") if p.d_conv else ()
+    gates = tuple(Weight(f"{g}gate.weight", (h, hd, hd), "gate" if g in "if" else "projection", "own")
+                  for g in "ifzo")
+    return (conv + gates + (Weight("recurrent_kernel", (h, hd, 4, hd), "recurrent", "own"),
+                            Weight("bias", (h, 4, hd), "gate", "own"),
+                            Weight("group_norm.weight", (d,), "norm", "own")))
 
 
 def _slstm_state(p: SLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -49,11 +63,10 @@ def _slstm_state(p: SLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ..
     return state + ((StateTensor("conv", (d, p.d_conv)),) if p.d_conv else ())
 
 
-register(OpDef("slstm", SLSTMParams, _slstm_shape, _slstm_cost,
-               "xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.",
-               "recurrent", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state,
-               precision=(("[zo]gate.*", "projection"), ("[if]gate.*", "gate"), ("bias", "gate"),
-                          ("recurrent_kernel", "recurrent"), ("conv1d.*", "conv"), ("group_norm.*", "norm"))))
+register(OpDef(name="slstm", params=SLSTMParams, shape=_slstm_shape, cost=_slstm_cost,
+               summary="xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.",
+               category="recurrent", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state,
+               weights=_slstm_weights))
 
 
 class MLSTMParams(Params, Expands):
@@ -76,15 +89,32 @@ def _mlstm_shape(p: MLSTMParams, ins: list[TensorType]) -> TensorType:
 
 
 def _mlstm_cost(p: MLSTMParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
-    """up_proj d→2E, conv E·k + E, q/k/v block-diagonal 3·E·block, i/f gates Linear(3E, H) each,
-    outnorm E, learnable skip E, down_proj E→d (xlstm's mLSTMLayer). Per token the matrix memory
-    costs 4·E·(E/H). State: C [H, E/H, E/H], n [H, E/H], m [H], conv [E, k]."""
+    """up_proj d→2E, conv over E channels, q/k/v block-diagonal 3·E·block, i/f gates
+    Linear(3E, H) each, down_proj E→d (xlstm's mLSTMLayer). Per token the matrix memory costs
+    4·E·(E/H)."""
     d = width_of(ins)
     e, h = p.inner(d), p.heads
     dh = p.head_dim_for(d)
-    params = 2 * e * d + e * p.d_conv + e + 3 * e * p.qkv_block + 2 * (3 * e * h + h) + e + e + e * d
     flops = 2 * (2 * e * d + e * d + 3 * e * p.qkv_block + 6 * e * h) + 2 * e * p.d_conv + 4 * e * dh
-    return Cost(params, flops, (d + 8 * e) * ctx.dtype_bytes)
+    return Cost(flops=flops, act_bytes=(d + 8 * e) * ctx.dtype_bytes)
+
+
+def _mlstm_weights(p: MLSTMParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """As xlstm's mLSTMLayer, all with its own (small / depth-scaled) init: proj_up d→2E (x_m and
+    z), the block-diagonal {q,k,v}_proj.weight [E/block, block, block], the depthwise conv1d,
+    igate and fgate Linear(3E, H) (exponential gates), the head norm's outnorm.weight [E], the
+    learnable_skip [E] and proj_down E→d. A head's channels are cut from each."""
+    d = width_of(ins)
+    e, h, b = p.inner(d), p.heads, p.qkv_block
+    heads = (("heads", 0),)
+    gates = tuple(w for g in ("igate", "fgate")
+                  for w in dense(g, 3 * e, h, "gate", True, "own", cuts_out=("heads",), cuts_in=("heads",),
+                                 bias_init="own"))
+    return (dense("proj_up", d, 2 * e, "projection", init="own", cuts_out=("heads",))
+            + tuple(Weight(f"{n}_proj.weight", (e // b, b, b), "projection", "own", heads) for n in "qkv")
+            + conv1d("conv1d", e, p.d_conv, "conv", cuts=("heads",)) + gates
+            + (Weight("outnorm.weight", (e,), "norm", "own", heads), Weight("learnable_skip", (e,), "mix", "own", heads))
+            + dense("proj_down", e, d, "projection", init="own", cuts_in=("heads",)))
 
 
 def _mlstm_state(p: MLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -122,9 +152,7 @@ def _mlstm_prune(p: MLSTMParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]
                       lambda h: ("proj_down", rows(h, dh))),)
 
 
-register(OpDef("mlstm", MLSTMParams, _mlstm_shape, _mlstm_cost,
-               "xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.",
-               "recurrent", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state,
-               precision=(("proj_up.*", "projection"), ("proj_down.*", "projection"), ("[qkv]_proj.*", "projection"),
-                          ("[if]gate.*", "gate"), ("conv1d.*", "conv"), ("outnorm.*", "norm"),
-                          ("learnable_skip", "mix")), prune=_mlstm_prune))
+register(OpDef(name="mlstm", params=MLSTMParams, shape=_mlstm_shape, cost=_mlstm_cost,
+               summary="xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.",
+               category="recurrent", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state,
+               weights=_mlstm_weights, prune=_mlstm_prune))

@@ -1,10 +1,11 @@
 """Cost analysis as a pass: every node annotated with its `Cost` (`node.meta["cost"]`), and the
 `CostReport` of `archc summary` (per node, per layer, in total) read back from the annotations.
 
-A node's cost is its op's cost rule plus its declared state (the op record's `state`, bound to
-the costed context length), so the state `archc summary` reports is the state the backends
-allocate. Higher-order ops receive the summed cost of their body (its state left out: the op's
-declared state says how the body's state is kept).
+A node's cost is its op's cost rule (FLOPs, activations), its declared weights (the op record's
+`weights`: the parameters the backends allocate) and its declared state (the op record's `state`,
+bound to the costed context length), so what `archc summary` reports is what the backends hold.
+Higher-order ops receive the summed cost of their body (its state left out: the op's declared
+state says how the body's state is kept).
 
     >>> from archc.passes.manager import PassContext, run
     >>> g = run(graph, "summary", PassContext(CostCtx(seq=4096))).graph
@@ -14,11 +15,13 @@ declared state says how the body's state is kept).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.graph import Graph, Node
-from archc.ops.registry import REGISTRY, node_state, prefixed
+from archc.ir.weights import parameter_count
+from archc.ops.registry import REGISTRY
+from archc.passes.facts import node_state, node_weights, prefixed
 from archc.passes.manager import PassContext, register_pass, run
 
 #: Tokens per parameter for compute-optimal training (Hoffmann et al., 2022, "Chinchilla").
@@ -28,7 +31,7 @@ _LAYER = re.compile(r"^(.*?\.\d+)\.")
 
 
 def node_cost(graph: Graph, node: Node, ctx: CostCtx, with_state: bool = True) -> Cost:
-    """The cost of one node: its op's rule (bodies summed in) plus its declared state."""
+    """The cost of one node: its op's rule (bodies summed in), its declared weights and state."""
     op = REGISTRY[node.op]
     p = op.params(**node.params)
     ins = graph.input_types(node)
@@ -38,6 +41,7 @@ def node_cost(graph: Graph, node: Node, ctx: CostCtx, with_state: bool = True) -
         c = op.cost(p, ins, node.type, ctx, body=body)
     else:
         c = op.cost(p, ins, node.type, ctx)
+    c = replace(c, params=c.params + parameter_count(node_weights(graph, node)))
     if not with_state:
         return c
     state = tuple(s.bound(ctx.seq) for s in prefixed(node.id, node_state(graph, node)))

@@ -79,7 +79,7 @@ def passes() -> dict[str, Pass]:
     global _loaded
     if not _loaded:
         for mod in pkgutil.iter_modules(_package_path()):
-            if mod.name not in ("manager", "verify"):
+            if mod.name not in ("manager", "verify", "facts"):
                 importlib.import_module(f"archc.passes.{mod.name}")
         _loaded = True
     return _PASSES

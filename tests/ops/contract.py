@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from archc.ir.cost import CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
+from archc.ir.weights import parameter_count
 from archc.ops import REGISTRY
 from archc.ops.registry import OpDef, ShapeError, no_loss
 
@@ -59,7 +61,10 @@ def check_contract(name: str) -> None:
 
 
 def cost(name: str, ins: list[TensorType] | None = None, seq: int = 128, **kw: Any):
+    """The op's cost rule with its parameters counted from its declared weights (as the cost
+    pass counts them)."""
     op = REGISTRY[name]
     p = params(name, **kw)
     ins = ins or [X]
-    return op.cost(p, ins, op.shape(p, ins), CostCtx(seq=seq))
+    c = op.cost(p, ins, op.shape(p, ins), CostCtx(seq=seq))
+    return replace(c, params=parameter_count(op.weights(p, ins)))

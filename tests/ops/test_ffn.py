@@ -17,4 +17,5 @@ def test_contract(name):
 def test_counts_and_roles():
     assert cost("swiglu", hidden=32).params == 3 * 64 * 32
     assert record("linear").shape(params("linear", out=8), [X]).width == 8
-    assert record("mlp").residual_weights == ("down_proj.weight",) and record("gelu").role == "activation"
+    residual = [w.name for w in record("mlp").weights(params("mlp", hidden=8), [X]) if w.init == "residual"]
+    assert residual == ["down_proj.weight"] and record("gelu").role == "activation"

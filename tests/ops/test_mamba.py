@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ops.contract import check_contract, ops_of, params, record, state
+from tests.ops.contract import X, check_contract, ops_of, params, record, state
 
 FAMILY = "mamba"
 
@@ -19,4 +19,5 @@ def test_derived_values_and_state():
     assert (p.inner(64), p.dt_rank_for(64), p.dt_rank_for(65)) == (128, 4, 5)
     conv, ssm = state("mamba", d_state=16)
     assert (conv.shape, ssm.shape) == ((128, 4), (128, 16))
-    assert record("mamba").residual_weights == ("out_proj.weight",)
+    residual = [w.name for w in record("mamba").weights(params("mamba"), [X]) if w.init == "residual"]
+    assert residual == ["out_proj.weight"]

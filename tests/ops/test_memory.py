@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import archc
-from archc.ops.registry import graph_state
+from archc.passes.facts import graph_state
 from tests.ops.contract import check_contract, ops_of, state
 
 FAMILY = "memory"

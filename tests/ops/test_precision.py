@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import archc
-from archc.ops.registry import KEPT_BECAUSE, QUANTIZED_BY_DEFAULT, REGISTRY, precision_of, weight_class
+from archc.ops.registry import KEPT_BECAUSE, QUANTIZED_BY_DEFAULT, REGISTRY
+from archc.passes.facts import weight_class
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted(p for p in (ROOT / "specs").glob("*.arch") if "7b" not in p.name)
@@ -25,10 +26,17 @@ def test_every_weight_of_every_spec_has_a_class(spec):
 def test_classes_are_either_quantized_or_kept_for_a_reason():
     from typing import get_args
 
-    from archc.ops.registry import TensorClass
+    from archc.ir.weights import TensorClass
 
     for cls in get_args(TensorClass):
         assert (cls in QUANTIZED_BY_DEFAULT) != (cls in KEPT_BECAUSE), cls
+
+
+def _declared_class(op: str, param: str) -> str:
+    """The class `op` declares for `param` at the reference's example parameters."""
+    from archc.docs_gen import _example_weights
+
+    return {w.name: w.cls for w in _example_weights(REGISTRY[op])}[param]
 
 
 def test_rules_of_the_mixers_that_need_care():
@@ -41,7 +49,7 @@ def test_rules_of_the_mixers_that_need_care():
              ("mlstm", "igate.weight"): "gate", ("rmsnorm", "weight"): "norm", ("swiglu", "up_proj.weight"): "ffn",
              ("attention", "q_proj.weight"): "projection", ("embed", "weight"): "embedding"}
     for (op, param), cls in cases.items():
-        assert precision_of(REGISTRY[op], param) == cls, (op, param)
+        assert _declared_class(op, param) == cls, (op, param)
 
 
 def test_weights_inside_higher_order_ops_take_their_body_nodes_rule():

@@ -29,7 +29,8 @@ from archc.backends.torch.model import ArchModel
 from archc.backends.torch.module import OpModule
 from archc.ir.cost import MAX_LEN
 from archc.ir.graph import Node
-from archc.ops.registry import REGISTRY, node_state
+from archc.ops.registry import REGISTRY
+from archc.passes.facts import node_state
 
 
 @dataclass

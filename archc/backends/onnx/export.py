@@ -30,7 +30,7 @@ from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.onnx.state import refuse_state_request
 from archc.backends.torch.model import ArchModel
 from archc.files.output import Owned, output_folder
-from archc.ops.registry import node_state
+from archc.passes.facts import node_state
 
 #: the files of one export (the folder's, and its fp32 reference's)
 FOLDER_FILES = ("model.onnx", "model.onnx.data", CONFIG, MANIFEST)

@@ -2,7 +2,7 @@
 
 Each node of the exported graph that consumes a weight (MatMul, Gemm, Gather, Conv, Einsum) reads
 a weight whose state_dict key names an IR node and a parameter; that op's precision rule gives
-the weight's class (`archc.ops.registry.weight_class`), and the class — with the user's `--keep`
+the weight's class (its declared `Weight.cls`, `archc.passes.facts.graph_weights`), and the class — with the user's `--keep`
 overrides — says whether the scheme's onnxruntime tool may quantize the node (`plan`). The rest of
 the quantization stage (`quantize.py`, `calibrate.py`) only carries these decisions out.
 """
@@ -20,7 +20,9 @@ import onnx
 from onnx import helper
 
 from archc.ir.graph import Graph
-from archc.ops.registry import KEPT_BECAUSE, QUANTIZED_BY_DEFAULT, TensorClass, weight_class
+from archc.ir.weights import TensorClass
+from archc.ops.registry import KEPT_BECAUSE, QUANTIZED_BY_DEFAULT
+from archc.passes.facts import graph_weights
 
 Scheme = Literal["none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"]
 SCHEMES: tuple[str, ...] = ("int8", "int8_dynamic", "int8_static", "int8_block", "int4")
@@ -133,6 +135,7 @@ def plan(model: onnx.ModelProto, graph: Graph, options: QuantizeOptions) -> list
     weights = {i.name for i in model.graph.initializer if not i.name.startswith("const.")}
     producers = {o: n for n in walk(model.graph) for o in n.output}
     supported = QUANTIZABLE[tool_scheme(options.scheme)]
+    declared = graph_weights(graph)
     uses = []
     for n in walk(model.graph):
         k = WEIGHT_INPUT.get(n.op_type)
@@ -144,7 +147,7 @@ def plan(model: onnx.ModelProto, graph: Graph, options: QuantizeOptions) -> list
             name = src.input[0]
         if name not in weights:
             continue
-        cls = weight_class(graph, name)
+        cls = declared[name].cls if name in declared else None
         if n.op_type not in supported:
             why = UNSUPPORTED.get((tool_scheme(options.scheme), n.op_type),
                                   f"onnxruntime's {options.scheme} tool does not quantize {n.op_type}")

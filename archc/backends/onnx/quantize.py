@@ -5,7 +5,7 @@ activations quantized at run time), `quantize_static` (int8 QDQ, activations cal
 sequences: `calibrate.py`) and `MatMulNBitsQuantizer` (block-wise weight-only int4) — and archc
 decides only *which* nodes they may touch: each weight-consuming node (MatMul, Gemm, Gather, Conv)
 reads a weight whose state_dict key names an IR node and a parameter, whose op record's precision
-rule gives its class (`archc.ops.registry.weight_class`); a node whose class is kept goes into
+rule gives its class (its declared `Weight.cls`, `archc.passes.facts.graph_weights`); a node whose class is kept goes into
 `nodes_to_exclude`. The decision per weight is written to `archc_export.json` and printed by
 `archc export --explain`.
 

@@ -27,7 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 from archc.backends.onnx.manifest import Manifest, PortInfo, StateInfo
 from archc.backends.onnx.precision import QuantizeError, walk
 from archc.ir.graph import Graph
-from archc.ops.registry import REGISTRY, is_causal, node_state
+from archc.ops.registry import REGISTRY
+from archc.passes.facts import is_causal, node_state
 
 #: the opset that has blocked (per-row) QuantizeLinear / DequantizeLinear
 MIN_STATE_OPSET = 21

@@ -10,11 +10,12 @@ class Init:
     """Weight initialization with a seeded generator, bit-for-bit reproducible on any device.
 
     Values are drawn on the CPU from one `torch.Generator` in node order and copied to the
-    parameter's device, so a seed gives the same weights on CPU and CUDA. Defaults follow GPT-2 /
-    Llama: linear and embedding weights N(0, std=0.02), biases zero, norm scales one; the output
-    projections of residual branches (the weights each op record lists as `residual_weights`:
-    attention's `o_proj.weight`, an FFN's `down_proj.weight`, …) use std/√(2·n_layers) (GPT-2's
-    scaled residual init, Radford et al. 2019), with n_layers the number of token mixers.
+    parameter's device, so a seed gives the same weights on CPU and CUDA. `default` follows each
+    weight's declared init role (`archc.ir.weights.InitRole`): GPT-2 / Llama's N(0, std=0.02),
+    zero biases, unit norm scales, and for the output projections of residual branches (role
+    `residual`: attention's `o_proj.weight`, an FFN's `down_proj.weight`, …) std/√(2·n_layers)
+    (GPT-2's scaled residual init, Radford et al. 2019), with n_layers the number of token mixers;
+    weights of role `own` are left to the module's `init_weights`.
     """
 
     def __init__(self, seed: int, std: float = 0.02, n_layers: int = 1,
@@ -47,23 +48,17 @@ class Init:
         return torch.randn(shape, generator=self.gen, dtype=torch.float32)
 
     def default(self, module: nn.Module) -> None:
-        """N(0, std) for linear/embedding/conv weights (the residual std for the module's
-        `residual_weights`), zeros for biases, ones for norm scales."""
-        residual_names = set(getattr(module, "residual_weights", ()))
+        """Every declared weight of `module` by its init role (`normal`, `residual`, `zeros`,
+        `ones`; `own` is left to the module). Weights of nested op modules (a MoE's experts) are
+        theirs to initialize."""
+        declared = getattr(module, "declared_weights", {})
+        nested = [f"{n}." for n, m in module.named_modules() if n and hasattr(m, "declared_weights")]
         for name, p in module.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if leaf == "bias":
+            if any(name.startswith(prefix) for prefix in nested):
+                continue
+            role = declared[name].init
+            if role in ("normal", "residual"):
+                self.normal_(p, self.residual_std if role == "residual" else None)
+            elif role != "own":
                 with torch.no_grad():
-                    p.zero_()
-            elif p.dim() == 1:
-                with torch.no_grad():
-                    p.fill_(1.0)
-            else:
-                self.normal_(p, self.residual_std if name in residual_names else None)
-
-    def residual_(self, module: nn.Module) -> None:
-        """Draw the module's residual output projections (again) at the residual std: after an
-        init of the module's own, or after `default` where the module has always drawn them a
-        second time (kept, so that a seed gives the weights it gave before)."""
-        for name in getattr(module, "residual_weights", ()):
-            self.normal_(module.get_parameter(name), self.residual_std)
+                    p.fill_(1.0 if role == "ones" else 0.0)

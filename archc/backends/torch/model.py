@@ -30,7 +30,8 @@ from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import BuildCtx, modules
 from archc.ir.graph import Graph, Node
 from archc.ir.types import TensorType
-from archc.ops.registry import REGISTRY, count_role, head_loss, is_causal, node_state
+from archc.ops.registry import REGISTRY
+from archc.passes.facts import count_role, head_loss, is_causal, node_state
 
 #: Label value ignored by the losses (the Hugging Face / PyTorch convention).
 IGNORE_INDEX = -100
@@ -61,13 +62,16 @@ def _put(root: nn.Module, path: str, module: nn.Module) -> None:
 
 def build_op(op: str, params: dict[str, Any], in_types: list[TensorType], out_type: TensorType,
              bctx: BuildCtx | None = None) -> OpModule:
-    """The module of one op, with the record's facts attached (declared state, residual weights)."""
+    """The module of one op, with the record's declared state attached; a module whose tensors
+    differ from the record's declared weights is an internal error, refused here."""
     cls = modules()[op]
     record = REGISTRY[op]
     p = record.params(**params)
     mod = cls.build(p, in_types, out_type, bctx) if hasattr(cls, "build") else cls(p, in_types, out_type)
-    mod.op = op
-    mod.residual_weights = record.residual_weights
+    differences = mod.undeclared()
+    if differences:
+        raise AssertionError(f"the torch module of `{op}` differs from its declared weights: "
+                             + "; ".join(differences))
     mod.declared_state = (node_state(bctx.graph, bctx.node) if bctx is not None and bctx.node.op == op
                           else record.state(p, in_types))
     return mod

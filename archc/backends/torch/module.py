@@ -1,6 +1,9 @@
 """The module contract every op's torch module follows (DESIGN.md §3–4).
 
-An `OpModule` is a plain `nn.Module` built from one IR node. It has
+An `OpModule` is a plain `nn.Module` built from one IR node. Its parameters are the op record's
+declared weights (`archc.ir.weights`): the module allocates them by name (`self.make_linear("q_proj")`,
+`self.make_parameter("A_log")`), and the builder refuses a module whose parameters differ from the
+declaration, so the cost model, compression and the fusion passes may rely on it. It has
 
 * `forward(*inputs, ctx)`: the parallel form over a whole sequence (training, prefill);
 * `init_state(batch, max_len, device, dtype)`: the per-sequence inference state as a tuple of
@@ -30,6 +33,8 @@ from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
 from archc.ir.cost import StateTensor
 from archc.ir.types import TensorType
+from archc.ir.weights import Weight
+from archc.ops.registry import REGISTRY
 
 State = tuple[Tensor, ...]
 
@@ -40,14 +45,13 @@ _STATE_DTYPES = {"fp32": torch.float32, "bool": torch.bool}
 class OpModule(nn.Module):
     """Base class of the modules built from IR nodes; see the module docstring for the contract."""
 
-    #: The op this module implements (set by the builder; several ops may share a class).
+    #: The op this module implements (set by `implements`: a class serving several ops gets one
+    #: subclass per op, so that the module knows its op, and so its declared weights, when built).
     op: str = ""
     #: The id of the IR node it was built from (set by the builder).
     node_id: str = ""
     #: The op record's declared state for this node (set by the builder).
     declared_state: tuple[StateTensor, ...] = ()
-    #: Parameter names that take the scaled residual init (the record's `residual_weights`).
-    residual_weights: tuple[str, ...] = ()
     #: True when the exported multi-token `step` is a loop over the one-token step (RMT), so the
     #: ONNX exporter uses that one graph for one token too instead of exporting a second form.
     exported_step_loops_over_tokens: bool = False
@@ -62,6 +66,54 @@ class OpModule(nn.Module):
         self.params = params
         self.in_types = in_types
         self.out_type = out_type
+        #: The op record's declared weights for these parameters and input types, by name.
+        self.declared_weights: dict[str, Weight] = {
+            w.name: w for w in REGISTRY[self.op].weights(params, in_types)} if self.op else {}
+
+    # -- allocating the declared weights -----------------------------------------------------
+
+    def declared(self, name: str) -> Weight:
+        """The declared weight `name`; a KeyError names what is declared."""
+        if name not in self.declared_weights:
+            raise KeyError(f"{self.op} declares no weight `{name}`; it declares {sorted(self.declared_weights)}")
+        return self.declared_weights[name]
+
+    def make_parameter(self, name: str) -> nn.Parameter:
+        """A parameter of the declared shape (uninitialized: `init_weights` fills it)."""
+        return nn.Parameter(torch.empty(self.declared(name).shape))
+
+    def make_linear(self, name: str) -> nn.Linear:
+        """`nn.Linear` for the declared `name.weight` [out, in], with a bias iff `name.bias` is declared."""
+        out, d_in = self.declared(f"{name}.weight").shape
+        return nn.Linear(d_in, out, bias=f"{name}.bias" in self.declared_weights)
+
+    def make_conv1d(self, name: str, depthwise: bool = True, stride: int = 1) -> nn.Conv1d:
+        """`nn.Conv1d` for the declared `name.weight` [out, in/groups, kernel] (depthwise: groups =
+        channels), with a bias iff `name.bias` is declared."""
+        out, per_group, kernel = self.declared(f"{name}.weight").shape
+        groups = out if depthwise else 1
+        return nn.Conv1d(per_group * groups, out, kernel, stride=stride, groups=groups,
+                         bias=f"{name}.bias" in self.declared_weights)
+
+    @property
+    def residual_weights(self) -> tuple[str, ...]:
+        """The weights of role `residual`: the residual branch's output projections (GPT-2's scaled
+        init; zeroed, they make a pre-norm residual layer the identity)."""
+        return tuple(w.name for w in self.declared_weights.values() if w.init == "residual")
+
+    def undeclared(self) -> list[str]:
+        """How the module's tensors differ from its declaration: one line per difference, empty
+        when they agree (the builder checks this for every module it builds). A higher-order op's
+        `body` is its body nodes' to declare."""
+        held = {k: (tuple(v.shape), False) for k, v in self.named_parameters() if not k.startswith("body.")}
+        held.update({k: (tuple(v.shape), True) for k, v in self.state_dict(keep_vars=True).items()
+                     if k not in held and not k.startswith("body.")})
+        declared = {w.name: (w.shape, w.buffer) for w in self.declared_weights.values()}
+        out = [f"`{k}` {held[k][0]} is not declared" for k in held.keys() - declared.keys()]
+        out += [f"`{k}` {declared[k][0]} is declared but not held" for k in declared.keys() - held.keys()]
+        out += [f"`{k}` is {held[k]}, declared {declared[k]}" for k in held.keys() & declared.keys()
+                if held[k] != declared[k]]
+        return sorted(out)
 
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
         """The declared state, allocated: [batch, *shape] with `max_len` bound, filled with the

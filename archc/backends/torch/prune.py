@@ -32,8 +32,8 @@ from archc.ops.registry import (
     CannotPrune,
     PruneAxis,
     unit_slices,
-    weight_class,
 )
+from archc.passes.facts import graph_weights
 
 Importance = Literal["magnitude", "activation", "taylor"]
 IMPORTANCE: tuple[str, ...] = ("magnitude", "activation", "taylor")
@@ -236,8 +236,9 @@ def masked(model: ArchModel, units: list[Units], layers: Iterable[str] = ()) -> 
         for prefix in layers:
             for n in model.graph.nodes.values():
                 if n.id.startswith(prefix + ".") and REGISTRY[n.op].kind == "layer":
-                    for w in REGISTRY[n.op].residual_weights:
-                        model.get_submodule(n.id).get_parameter(w).zero_()
+                    mod = model.get_submodule(n.id)
+                    for w in mod.residual_weights:
+                        mod.get_parameter(w).zero_()
         for u in units:
             mod = model.get_submodule(u.node)
             for i in u.removed:
@@ -333,8 +334,9 @@ def magnitude_sparsify(model: ArchModel, ratio: float, scope: str = "per-tensor"
     class is quantized by default (projections, FFNs, experts, embeddings, heads — the weights
     the edge format stores compressed), per tensor or over all of them (`global`). Shapes do not
     change: the result is reported as sparsity."""
+    declared = graph_weights(model.graph)
     params = [(k, p) for k, p in model.named_parameters()
-              if p.dim() >= 2 and weight_class(model.graph, k) in QUANTIZED_BY_DEFAULT
+              if p.dim() >= 2 and k in declared and declared[k].cls in QUANTIZED_BY_DEFAULT
               and (only is None or fnmatch.fnmatchcase(k, only))]
     with torch.no_grad():
         if scope == "global":

@@ -199,7 +199,7 @@ def _stacks(model: ArchModel) -> dict[str, list[str]]:
 
 def _layer_loss(model: ArchModel, prefix: str | None, batches: list[tuple[Tensor, Tensor]]) -> float:
     """The mean loss with the layer at `prefix` skipped: its residual branches' output
-    projections (the op records' `residual_weights`) zeroed, which makes a pre-norm residual layer
+    projections (the declared weights of role `residual`) zeroed, which makes a pre-norm residual layer
     the identity."""
     saved = []
     with torch.no_grad():
@@ -207,7 +207,7 @@ def _layer_loss(model: ArchModel, prefix: str | None, batches: list[tuple[Tensor
             for n in model.graph.nodes.values():
                 if n.id.startswith(prefix + "."):
                     mod = model.get_submodule(n.id) if REGISTRY[n.op].kind == "layer" else None
-                    for w in REGISTRY[n.op].residual_weights if mod is not None else ():
+                    for w in mod.residual_weights if mod is not None else ():
                         p = mod.get_parameter(w)
                         saved.append((p, p.detach().clone()))
                         p.zero_()

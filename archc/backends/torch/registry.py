@@ -19,8 +19,20 @@ from archc.ir.types import TensorType
 
 
 def implements(*ops: str) -> Callable[[type], type]:
-    """`@implements("attention")`: register a module class as the torch lowering of the ops."""
-    return register_lowering("torch", *ops)
+    """`@implements("attention")`: register a module class as the torch lowering of the ops. The
+    class learns its op (`cls.op`); a class serving several ops (`swiglu`, `geglu`) is registered
+    as one subclass per op, named like it, so each module knows its op when it is built."""
+
+    def deco(cls: type) -> type:
+        for op in ops:
+            impl = cls if len(ops) == 1 else type(cls.__name__, (cls,), {"op": op, "__module__": cls.__module__,
+                                                                         "__qualname__": cls.__qualname__,
+                                                                         "__doc__": cls.__doc__})
+            impl.op = op
+            register_lowering("torch", op)(impl)
+        return cls
+
+    return deco
 
 
 def modules() -> dict[str, type]:

@@ -1,6 +1,6 @@
 """Every op's torch module against its op record: the state it allocates is the declared state
-(names, shapes, dtypes, initial values), its residual-init weights exist, and the state the whole
-model allocates is what `archc summary` reports."""
+(names, shapes, dtypes, initial values), its tensors are the declared weights, initialized as
+their init roles say, and the state the whole model allocates is what `archc summary` reports."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from archc.backends.torch import build
 from archc.backends.torch.module import OpModule
 from archc.ir.cost import CostCtx
 from archc.ops import REGISTRY
-from archc.ops.registry import graph_state
 from archc.passes.estimate_cost import estimate_cost
+from archc.passes.facts import graph_state
 from tests.conftest import SPECS
 
 #: Specs small enough to build in a test (the 7B ones are costed, not built).
@@ -38,9 +38,8 @@ def test_module_state_and_weights_follow_the_record(op):
     mods = [m for m in model.modules() if isinstance(m, OpModule) and m.op == op]
     assert mods, f"{spec.stem} builds no module for {op}"
     for m in mods:
-        params = dict(m.named_parameters())
-        for name in record.residual_weights:
-            assert name in params, f"{op}: residual weight {name} is not a parameter of its module"
+        assert m.undeclared() == [], op
+        assert m.declared_weights == {w.name: w for w in record.weights(m.params, m.in_types)}
         state = m.init_state(2, 24, torch.device("cpu"), torch.float16)
         assert len(state) == len(m.declared_state) == len(m.state_names)
         for t, s in zip(state, m.declared_state, strict=True):
@@ -49,6 +48,29 @@ def test_module_state_and_weights_follow_the_record(op):
             assert t.dtype == want, (op, s.name)
             if isinstance(s.fill, float):
                 assert bool((t == s.fill).all()), (op, s.name)
+
+
+@pytest.mark.parametrize("op", LAYER_OPS)
+def test_every_declared_weight_is_initialized_as_its_role_says(op):
+    """Every weight is set by `initialize` (none left as it was allocated: NaN here), `zeros` and
+    `ones` are exact, `normal` and `residual` have the std they promise (0.02, 0.02/√(2·mixers))."""
+    spec = _first_spec_with(op)
+    model = build(archc.load(str(spec)).graph, seed=0)
+    with torch.no_grad():
+        for t in model.state_dict(keep_vars=True).values():
+            if t.is_floating_point():
+                t.fill_(float("nan"))
+    model.initialize(seed=1)
+    mixers = sum(1 for n in model.graph.walk() if REGISTRY[n.op].role == "mixer")
+    for m in (m for m in model.modules() if isinstance(m, OpModule) and m.op == op):
+        for name, w in m.declared_weights.items():
+            t = m.get_parameter(name) if not w.buffer else m.get_buffer(name)
+            assert torch.isfinite(t).all(), (op, name, "left uninitialized")
+            if w.init in ("zeros", "ones"):
+                assert bool((t == (w.init == "ones")).all()), (op, name, w.init)
+            elif w.init in ("normal", "residual") and t.numel() >= 256:
+                want = 0.02 / ((2 * max(mixers, 1)) ** 0.5 if w.init == "residual" else 1)
+                assert 0.8 * want < t.float().std().item() < 1.2 * want, (op, name, w.init)
 
 
 @pytest.mark.parametrize("spec", TINY, ids=lambda p: p.stem)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.context import Context
-from archc.backends.torch.init import Init
 from archc.backends.torch.layers import blockwise_sdpa, sdpa
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.ops.positions import (
@@ -94,16 +93,10 @@ class AttentionCore(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = in_types[0].width
-        d_kv = in_types[1].width if len(in_types) > 1 else d
-        self.heads = p.heads
-        self.head_dim = p.head_dim_for(d)
+        self.heads = h = p.heads
+        self.head_dim = hd = p.head_dim_for(in_types[0].width)
         self.kv_heads = getattr(p, "kv_heads", None) or p.heads
-        hd, h, kv = self.head_dim, self.heads, self.kv_heads
-        self.q_proj = nn.Linear(d, h * hd, bias=p.bias)
-        self.k_proj = nn.Linear(d_kv, kv * hd, bias=p.bias)
-        self.v_proj = nn.Linear(d_kv, kv * hd, bias=p.bias)
-        self.o_proj = nn.Linear(h * hd, d, bias=p.o_bias)
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (self.make_linear(f"{n}_proj") for n in "qkvo")
         pos = getattr(p, "pos", None)
         self.pos = pos["op"] if pos else None
         self.pos_params = pos["params"] if pos else {}
@@ -112,11 +105,6 @@ class AttentionCore(OpModule):
         self.relative_bias = (RelativeBias(self.pos_params["buckets"], self.pos_params["max_distance"], h,
                                            bidirectional=not getattr(p, "causal", False))
                               if self.pos == "relative_bias" else None)
-
-    def init_weights(self, init: Init) -> None:
-        init.default(self)
-        if self.relative_bias is not None:
-            init.normal_(self.relative_bias.weight)
 
     def qkv(self, x: Tensor, src: Tensor, positions: Tensor | None,
             memo: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -273,12 +261,8 @@ class LatentAttention(OpModule):
         dl = p.d_latent or d
         self.heads = p.heads
         self.head_dim = p.head_dim_for(dl)
-        inner = self.heads * self.head_dim
-        self.latents = nn.Parameter(torch.empty(p.latents, dl))
-        self.q_proj = nn.Linear(dl, inner, bias=p.bias)
-        self.k_proj = nn.Linear(d, inner, bias=p.bias)
-        self.v_proj = nn.Linear(d, inner, bias=p.bias)
-        self.o_proj = nn.Linear(inner, dl, bias=p.o_bias)
+        self.latents = self.make_parameter("latents")
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (self.make_linear(f"{n}_proj") for n in "qkvo")
         self.dropout = p.dropout
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:

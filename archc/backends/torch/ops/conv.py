@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.context import Context
 from archc.backends.torch.module import OpModule, State
@@ -22,9 +22,8 @@ class GatedConv(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = in_types[0].width
         self.kernel = p.kernel
-        self.conv = nn.Conv1d(d, 2 * d, p.kernel)
+        self.conv = self.make_conv1d("conv", depthwise=False)
 
     def _glu(self, x_padded: Tensor) -> Tensor:
         """x_padded [B, d, k−1+T] -> [B, T, d]."""

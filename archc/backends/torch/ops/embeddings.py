@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from archc.backends.torch.context import Context
-from archc.backends.torch.init import Init
 from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
@@ -20,8 +19,8 @@ class Embed(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.weight = nn.Parameter(torch.empty(p.vocab, p.d))
-        self.token_type = nn.Embedding(p.token_types, p.d) if p.token_types else None
+        self.weight = self.make_parameter("weight")
+        self.token_type = nn.Embedding(*self.declared("token_type.weight").shape) if p.token_types else None
         self.scale = math.sqrt(p.d) if p.scale else 1.0
 
     def forward(self, tokens: Tensor, ctx: Context) -> Tensor:
@@ -31,11 +30,6 @@ class Embed(OpModule):
             x = x + self.token_type(types)
         return x * self.scale if self.scale != 1.0 else x
 
-    def init_weights(self, init: Init) -> None:
-        init.normal_(self.weight)
-        if self.token_type is not None:
-            init.normal_(self.token_type.weight)
-
 
 @implements("learned_pos")
 class LearnedPos(OpModule):
@@ -43,13 +37,10 @@ class LearnedPos(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.weight = nn.Parameter(torch.empty(p.max_len + p.offset, out_type.width))
+        self.weight = self.make_parameter("weight")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         return x + self.weight[ctx.positions + self.params.offset]
-
-    def init_weights(self, init: Init) -> None:
-        init.normal_(self.weight)
 
 
 def sinusoids(positions: Tensor, d: int, base: float) -> Tensor:

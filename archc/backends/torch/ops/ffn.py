@@ -7,7 +7,7 @@ Weight names follow Llama's MLP (`gate_proj`, `up_proj`, `down_proj`); `mlp` has
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.context import Context
 from archc.backends.torch.module import OpModule
@@ -29,9 +29,7 @@ class MLP(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = in_types[0].width
-        self.up_proj = nn.Linear(d, p.hidden, bias=p.bias)
-        self.down_proj = nn.Linear(p.hidden, d, bias=p.bias)
+        self.up_proj, self.down_proj = self.make_linear("up_proj"), self.make_linear("down_proj")
         self.act = ACTIVATIONS[p.act]
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
@@ -44,10 +42,7 @@ class GLU(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = in_types[0].width
-        self.gate_proj = nn.Linear(d, p.hidden, bias=p.bias)
-        self.up_proj = nn.Linear(d, p.hidden, bias=p.bias)
-        self.down_proj = nn.Linear(p.hidden, d, bias=p.bias)
+        self.gate_proj, self.up_proj, self.down_proj = (self.make_linear(f"{n}_proj") for n in ("gate", "up", "down"))
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         act = F.silu if self.op == "swiglu" else ACTIVATIONS["gelu_tanh"]
@@ -60,7 +55,7 @@ class Linear(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.proj = nn.Linear(in_types[0].width, p.out, bias=p.bias)
+        self.proj = self.make_linear("proj")
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         return self.proj(x)

@@ -59,16 +59,13 @@ class GatedDeltaNet(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = in_types[0].width
         self.h, self.hv, self.k, self.v = p.heads, p.value_heads, p.head_dim, p.value_dim
         self.group = self.hv // self.h
-        self.in_proj_qkvz = nn.Linear(d, 2 * p.key_width + 2 * p.value_width, bias=False)
-        self.in_proj_ba = nn.Linear(d, 2 * self.hv, bias=False)
-        self.conv1d = nn.Conv1d(p.conv_width, p.conv_width, p.d_conv, groups=p.conv_width, bias=False)
-        self.dt_bias = nn.Parameter(torch.empty(self.hv))
-        self.A_log = nn.Parameter(torch.empty(self.hv))
-        self.norm = GatedHeadNorm(self.v, p.norm_eps)
-        self.out_proj = nn.Linear(p.value_width, d, bias=False)
+        self.in_proj_qkvz, self.in_proj_ba = self.make_linear("in_proj_qkvz"), self.make_linear("in_proj_ba")
+        self.conv1d = self.make_conv1d("conv1d")
+        self.dt_bias, self.A_log = self.make_parameter("dt_bias"), self.make_parameter("A_log")
+        self.norm = GatedHeadNorm(self.declared("norm.weight").shape[0], p.norm_eps)
+        self.out_proj = self.make_linear("out_proj")
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
@@ -78,7 +75,6 @@ class GatedDeltaNet(OpModule):
         init.uniform_(a, 0.01, 16.0)
         with torch.no_grad():
             self.A_log.copy_(a.log())
-            self.norm.weight.fill_(1.0)
 
     def _inner(self, x: Tensor, ctx: Context | None, conv_prev: Tensor | None):
         """(q, k [B, Hv, T, K] normalized, q scaled; v [B, Hv, T, V]; log α, β [B, Hv, T];

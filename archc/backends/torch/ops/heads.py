@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.context import Context
-from archc.backends.torch.init import Init
 from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
@@ -19,9 +18,8 @@ class LMHead(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        vocab, d = out_type.width, in_types[0].width
-        self.weight = None if p.tied else nn.Parameter(torch.empty(vocab, d))
-        self.bias = nn.Parameter(torch.zeros(vocab)) if p.bias else None
+        self.weight = None if p.tied else self.make_parameter("weight")
+        self.bias = self.make_parameter("bias") if p.bias else None
         self._tied: list[nn.Module] = []
         self._tied_param = "weight"
 
@@ -34,13 +32,6 @@ class LMHead(OpModule):
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         w = self.weight if self.weight is not None else getattr(self._tied[0], self._tied_param)
         return F.linear(x, w, self.bias)
-
-    def init_weights(self, init: Init) -> None:
-        if self.weight is not None:
-            init.normal_(self.weight)
-        if self.bias is not None:
-            with torch.no_grad():
-                self.bias.zero_()
 
 
 def pool(x: Tensor, how: str, mask: Tensor | None) -> Tensor:
@@ -63,9 +54,8 @@ class ClsHead(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = in_types[0].width
-        self.pooler = nn.Linear(d, d) if p.pooler else None
-        self.classifier = nn.Linear(d, p.classes)
+        self.pooler = self.make_linear("pooler") if p.pooler else None
+        self.classifier = self.make_linear("classifier")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         h = pool(x, self.params.pool, ctx.attention_mask)
@@ -80,7 +70,7 @@ class TokenClsHead(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.classifier = nn.Linear(in_types[0].width, p.classes)
+        self.classifier = self.make_linear("classifier")
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         return self.classifier(x)

@@ -154,7 +154,7 @@ class PerformerAttention(_KernelAttention):
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.m = self.feature_dim = p.features
-        self.register_buffer("omega", torch.empty(self.m, self.head_dim))
+        self.register_buffer("omega", torch.empty(self.declared("omega").shape))
 
     def init_weights(self, init: Init) -> None:
         super().init_weights(init)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
@@ -34,17 +34,13 @@ class Mamba(OpModule):
         d = in_types[0].width
         self.e, self.n = p.inner(d), p.d_state
         self.r = p.dt_rank_for(d)
-        self.in_proj = nn.Linear(d, 2 * self.e, bias=p.bias)
-        self.conv1d = nn.Conv1d(self.e, self.e, p.d_conv, groups=self.e, bias=p.conv_bias)
-        self.x_proj = nn.Linear(self.e, self.r + 2 * self.n, bias=False)
-        self.dt_proj = nn.Linear(self.r, self.e)
-        self.A_log = nn.Parameter(torch.empty(self.e, self.n))
-        self.D = nn.Parameter(torch.empty(self.e))
-        self.out_proj = nn.Linear(self.e, d, bias=p.bias)
+        self.in_proj, self.conv1d = self.make_linear("in_proj"), self.make_conv1d("conv1d")
+        self.x_proj, self.dt_proj = self.make_linear("x_proj"), self.make_linear("dt_proj")
+        self.A_log, self.D = self.make_parameter("A_log"), self.make_parameter("D")
+        self.out_proj = self.make_linear("out_proj")
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.residual_(self)
         init_conv(self.conv1d, init)
         init.uniform_(self.dt_proj.weight, -self.r ** -0.5, self.r ** -0.5)
         init_dt_bias(self.dt_proj.bias, init)

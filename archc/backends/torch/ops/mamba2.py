@@ -49,17 +49,13 @@ class Mamba2(OpModule):
         self.e, self.n, self.g, self.p = p.inner(d), p.d_state, p.groups, p.head_dim
         self.h = p.heads_for(d)
         self.conv_dim = p.conv_width(d)
-        self.in_proj = nn.Linear(d, self.e + self.conv_dim + self.h, bias=p.bias)
-        self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, p.d_conv, groups=self.conv_dim, bias=p.conv_bias)
-        self.dt_bias = nn.Parameter(torch.empty(self.h))
-        self.A_log = nn.Parameter(torch.empty(self.h))
-        self.D = nn.Parameter(torch.empty(self.h))
-        self.norm = GatedRMSNorm(self.e, self.g)
-        self.out_proj = nn.Linear(self.e, d, bias=p.bias)
+        self.in_proj, self.conv1d = self.make_linear("in_proj"), self.make_conv1d("conv1d")
+        self.dt_bias, self.A_log, self.D = (self.make_parameter(n) for n in ("dt_bias", "A_log", "D"))
+        self.norm = GatedRMSNorm(self.declared("norm.weight").shape[0], self.g)
+        self.out_proj = self.make_linear("out_proj")
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.residual_(self)
         init_conv(self.conv1d, init)
         init_dt_bias(self.dt_bias, init)
         with torch.no_grad():

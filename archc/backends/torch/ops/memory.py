@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.body import BodyOp
@@ -16,7 +16,7 @@ from archc.backends.torch.layers import sdpa
 from archc.backends.torch.loops import exported_time_loop
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
-from archc.ops.registry import is_causal
+from archc.passes.facts import is_causal
 
 
 def _floor_div(a: Tensor, b: int) -> Tensor:
@@ -63,14 +63,8 @@ class CompressiveMemory(OpModule):
         d = in_types[0].width
         self.heads = p.heads
         self.head_dim = p.head_dim_for(d)
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d, bias=False)
-        self.v_proj = nn.Linear(d, d, bias=False)
-        self.o_proj = nn.Linear(d, d, bias=False)
-        self.compress = nn.Conv1d(d, d, kernel_size=p.ratio, stride=p.ratio)
-
-    def init_weights(self, init: Init) -> None:
-        init.default(self)
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (self.make_linear(f"{n}_proj") for n in "qkvo")
+        self.compress = self.make_conv1d("compress", depthwise=False, stride=p.ratio)
 
     # -- pieces shared by both forms ---------------------------------------------------------
 
@@ -264,7 +258,7 @@ class RecurrentMemory(BodyOp):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.memory = nn.Parameter(torch.empty(p.memory, in_types[0].width))
+        self.memory = self.make_parameter("memory")
 
     @classmethod
     def build(cls, p, in_types, out_type, bctx) -> RecurrentMemory:

@@ -80,13 +80,10 @@ class MoE(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.router = nn.Linear(in_types[0].width, p.experts, bias=p.router_bias)
+        self.router = self.make_linear("router")
 
     def init_weights(self, init: Init) -> None:
-        init.normal_(self.router.weight)
-        if self.router.bias is not None:
-            with torch.no_grad():
-                self.router.bias.zero_()
+        init.default(self)  # the router; each expert initializes its own weights
         for m in (*self.experts, *self.shared):
             m.init_weights(init)
 

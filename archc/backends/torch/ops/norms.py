@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.context import Context
 from archc.backends.torch.module import OpModule
@@ -17,9 +17,8 @@ class LayerNorm(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = out_type.width
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d)) if p.bias else None
+        self.weight = self.make_parameter("weight")
+        self.bias = self.make_parameter("bias") if p.bias else None
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.params.eps)
@@ -31,7 +30,7 @@ class RMSNorm(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.weight = nn.Parameter(torch.ones(out_type.width))
+        self.weight = self.make_parameter("weight")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         h = x.float()
@@ -46,9 +45,7 @@ class GroupNorm(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = out_type.width
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d))
+        self.weight, self.bias = self.make_parameter("weight"), self.make_parameter("bias")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         shape = x.shape

@@ -21,10 +21,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.context import Context
-from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.ssd import chunked_decay_attention
 from archc.backends.torch.loops import segmented_forward
 from archc.backends.torch.module import OpModule, State
@@ -66,18 +65,11 @@ class Retention(OpModule):
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         d = in_types[0].width
-        self.heads, dv = p.heads, p.value_width(d)
+        self.heads = p.heads
         self.dk, self.dv = p.head_dims_for(d)
         self.decays = tuple(p.decay_indices())
-        self.q_proj = nn.Linear(d, self.heads * self.dk, bias=False)
-        self.k_proj = nn.Linear(d, self.heads * self.dk, bias=False)
-        self.v_proj = nn.Linear(d, dv, bias=False)
-        self.g_proj = nn.Linear(d, dv, bias=False)
-        self.out_proj = nn.Linear(dv, d, bias=False)
-
-    def init_weights(self, init: Init) -> None:
-        init.default(self)
-        init.residual_(self)
+        self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.out_proj = (
+            self.make_linear(n) for n in ("q_proj", "k_proj", "v_proj", "g_proj", "out_proj"))
 
     def _qkv(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
         b, t, _ = x.shape

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.body import BodyOp
 from archc.backends.torch.context import Context, tracing
@@ -58,7 +58,7 @@ class AdaptiveComputationTime(_BlockOp):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.halting = nn.Linear(in_types[0].width, 1)
+        self.halting = self.make_linear("halting")
 
 
     def _ponder(self, x: Tensor, ctx: Context, state: State | None) -> tuple[Tensor, State]:
@@ -128,7 +128,7 @@ class MixtureOfDepths(_BlockOp):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.router = nn.Linear(in_types[0].width, 1)
+        self.router = self.make_linear("router")
 
 
     def capacity(self, t: int) -> int:

@@ -63,19 +63,13 @@ class TimeMix(OpModule):
         d = in_types[0].width
         a = p.hidden or d
         self.d, self.a = d, a
-        self.time_decay = nn.Parameter(torch.empty(a))
-        self.time_first = nn.Parameter(torch.empty(a))
-        self.time_mix_key = nn.Parameter(torch.empty(1, 1, d))
-        self.time_mix_value = nn.Parameter(torch.empty(1, 1, d))
-        self.time_mix_receptance = nn.Parameter(torch.empty(1, 1, d))
-        self.key = nn.Linear(d, a, bias=False)
-        self.value = nn.Linear(d, a, bias=False)
-        self.receptance = nn.Linear(d, a, bias=False)
-        self.output = nn.Linear(a, d, bias=False)
+        for name in ("time_decay", "time_first", "time_mix_key", "time_mix_value", "time_mix_receptance"):
+            setattr(self, name, self.make_parameter(name))
+        self.key, self.value, self.receptance, self.output = (
+            self.make_linear(n) for n in ("key", "value", "receptance", "output"))
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.residual_(self)
         layer, layers = init.layer_index(self.op), init.op_counts[self.op]
         r01 = layer / max(layers - 1, 1)
         r10 = 1.0 - layer / layers
@@ -132,28 +126,23 @@ class TimeMix6(OpModule):
     n/(d−1)) + zigzag·0.1. The square maps take archc's default N(0, 0.02) (output: the residual
     std), where RWKV-LM uses orthogonal/zero inits. State: `shift` [B, d], `wkv` [B, H, hs, hs]."""
 
+    op = "rwkv_time_mix"  # built by `TimeMix.build` for version 6
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         d = in_types[0].width
         a = p.hidden or d  # the attention width: heads × head_size
         self.d, self.a, self.h, self.hs = d, a, a // p.head_size, p.head_size
-        for name in ("x", "w", "k", "v", "r", "g"):
-            setattr(self, f"time_maa_{name}", nn.Parameter(torch.empty(1, 1, d)))
-        self.time_maa_w1 = nn.Parameter(torch.empty(d, 5 * p.mix_rank))
-        self.time_maa_w2 = nn.Parameter(torch.empty(5, p.mix_rank, d))
-        self.time_decay = nn.Parameter(torch.empty(1, 1, a))
-        self.time_decay_w1 = nn.Parameter(torch.empty(d, p.decay_rank))
-        self.time_decay_w2 = nn.Parameter(torch.empty(p.decay_rank, a))
-        self.time_faaaa = nn.Parameter(torch.empty(self.h, self.hs))
-        self.receptance, self.key, self.value, self.gate = (nn.Linear(d, a, bias=False) for _ in range(4))
-        self.output = nn.Linear(a, d, bias=False)
-        self.ln_x = nn.GroupNorm(self.h, a, eps=LN_X_EPS)
+        for name in ("x", "w", "k", "v", "r", "g", "w1", "w2"):
+            setattr(self, f"time_maa_{name}", self.make_parameter(f"time_maa_{name}"))
+        for name in ("time_decay", "time_decay_w1", "time_decay_w2", "time_faaaa"):
+            setattr(self, name, self.make_parameter(name))
+        self.receptance, self.key, self.value, self.gate, self.output = (
+            self.make_linear(n) for n in ("receptance", "key", "value", "gate", "output"))
+        self.ln_x = nn.GroupNorm(self.h, self.declared("ln_x.weight").shape[0], eps=LN_X_EPS)
 
     def init_weights(self, init: Init) -> None:
-        for lin in (self.receptance, self.key, self.value, self.gate):
-            init.normal_(lin.weight)
-        init.residual_(self)
+        init.default(self)
         init.uniform_(self.time_maa_w2, -0.01, 0.01)
         init.uniform_(self.time_decay_w2, -0.01, 0.01)
         layer, layers = init.layer_index(self.op), init.op_counts[self.op]
@@ -171,8 +160,6 @@ class TimeMix6(OpModule):
             self.time_decay.copy_((-6 + 5 * (n / max(self.a - 1, 1)) ** (0.7 + 1.3 * r01)).view(1, 1, -1))
             zigzag = ((n + 1) % 3 - 1) * 0.1
             self.time_faaaa.copy_((r01 * (1 - n / max(self.a - 1, 1)) + zigzag).view(self.h, self.hs))
-            self.ln_x.weight.fill_(1.0)
-            self.ln_x.bias.zero_()
 
     def _run(self, x: Tensor, ctx: Context | None, state: State | None) -> tuple[Tensor, State]:
         b, t, _ = x.shape
@@ -218,15 +205,11 @@ class ChannelMix(OpModule):
         super().__init__(p, in_types, out_type)
         d = in_types[0].width
         self.d = d
-        self.time_mix_key = nn.Parameter(torch.empty(1, 1, d))
-        self.time_mix_receptance = nn.Parameter(torch.empty(1, 1, d))
-        self.key = nn.Linear(d, p.hidden, bias=False)
-        self.receptance = nn.Linear(d, d, bias=False)
-        self.value = nn.Linear(p.hidden, d, bias=False)
+        self.time_mix_key, self.time_mix_receptance = (self.make_parameter(f"time_mix_{n}") for n in ("key", "receptance"))
+        self.key, self.receptance, self.value = (self.make_linear(n) for n in ("key", "receptance", "value"))
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
-        init.residual_(self)
         layer, layers = init.layer_index(self.op), init.op_counts[self.op]
         with torch.no_grad():
             self.time_mix_key.copy_(_ratios(self.d, 1.0 - layer / layers))

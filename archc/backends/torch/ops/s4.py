@@ -7,7 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.blocks import num_blocks
 from archc.backends.torch.context import Context
@@ -137,13 +137,9 @@ class S4(OpModule):
         h, m = in_types[0].width, p.d_state // 2
         self.h, self.m = h, m
         self.channels = 2 if p.bidirectional else 1
-        self.log_dt = nn.Parameter(torch.empty(h))
-        self.A_real = nn.Parameter(torch.empty(h, m))
-        self.A_imag = nn.Parameter(torch.empty(h, m))
-        self.B = nn.Parameter(torch.empty(h, m, 2))
-        self.C = nn.Parameter(torch.empty(self.channels, h, m, 2))
-        self.D = nn.Parameter(torch.empty(h))
-        self.output_linear = nn.Linear(h, 2 * h)
+        for name in ("log_dt", "A_real", "A_imag", "B", "C", "D"):
+            setattr(self, name, self.make_parameter(name))
+        self.output_linear = self.make_linear("output_linear")
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
@@ -299,7 +295,7 @@ class S4DPLR(S4):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.P = nn.Parameter(torch.empty(p.rank, self.h, self.m, 2))
+        self.P = self.make_parameter("P")
 
     def init_weights(self, init: Init) -> None:
         super().init_weights(init)

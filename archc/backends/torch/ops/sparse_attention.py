@@ -15,7 +15,7 @@ import math
 import zlib
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, num_blocks, to_blocks
 from archc.backends.torch.context import Context
@@ -48,11 +48,7 @@ class LongformerAttention(AttentionCore):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        d = in_types[0].width
-        inner = self.heads * self.head_dim
-        self.q_global = nn.Linear(d, inner, bias=p.bias)
-        self.k_global = nn.Linear(d, inner, bias=p.bias)
-        self.v_global = nn.Linear(d, inner, bias=p.bias)
+        self.q_global, self.k_global, self.v_global = (self.make_linear(f"{n}_global") for n in "qkv")
         self.reach = p.window // 2 * p.dilation
         self.dilation = p.dilation
         self.global_tokens = tuple(sorted(set(p.global_tokens)))
@@ -184,8 +180,7 @@ class LinformerAttention(AttentionCore):
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.max_len, self.k = p.max_len, p.k
-        self.e_proj = nn.Parameter(torch.empty(p.max_len, p.k))
-        self.f_proj = nn.Parameter(torch.empty(p.max_len, p.k))
+        self.e_proj, self.f_proj = self.make_parameter("e_proj"), self.make_parameter("f_proj")
 
     def init_weights(self, init: Init) -> None:
         super().init_weights(init)

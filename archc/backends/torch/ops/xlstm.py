@@ -135,11 +135,10 @@ class SLSTM(OpModule):
         super().__init__(p, in_types, out_type)
         self.d = d = in_types[0].width
         self.h, self.hd = p.heads, p.head_dim_for(d)
-        self.conv1d = nn.Conv1d(d, d, p.d_conv, groups=d) if p.d_conv else None
+        self.conv1d = self.make_conv1d("conv1d") if p.d_conv else None
         self.igate, self.fgate, self.zgate, self.ogate = (HeadwiseLinear(d, p.heads) for _ in range(4))
-        self.recurrent_kernel = nn.Parameter(torch.empty(p.heads, self.hd, 4, self.hd))
-        self.bias = nn.Parameter(torch.empty(p.heads, 4, self.hd))
-        self.group_norm = HeadNorm(d, p.heads)
+        self.recurrent_kernel, self.bias = self.make_parameter("recurrent_kernel"), self.make_parameter("bias")
+        self.group_norm = HeadNorm(self.declared("group_norm.weight").shape[0], p.heads)
 
     def init_weights(self, init: Init) -> None:
         depth, blocks = init.layer_index(_XLSTM_DEPTH), _xlstm_blocks(init)
@@ -204,13 +203,13 @@ class MLSTM(OpModule):
         self.d = d = in_types[0].width
         self.e = e = p.inner(d)
         self.h, self.hd = p.heads, p.head_dim_for(d)
-        self.proj_up = nn.Linear(d, 2 * e, bias=False)
+        self.proj_up = self.make_linear("proj_up")
         self.q_proj, self.k_proj, self.v_proj = (HeadwiseLinear(e, e // p.qkv_block) for _ in range(3))
-        self.conv1d = nn.Conv1d(e, e, p.d_conv, groups=e)
-        self.igate, self.fgate = nn.Linear(3 * e, p.heads), nn.Linear(3 * e, p.heads)
-        self.outnorm = HeadNorm(e, p.heads)
-        self.learnable_skip = nn.Parameter(torch.empty(e))
-        self.proj_down = nn.Linear(e, d, bias=False)
+        self.conv1d = self.make_conv1d("conv1d")
+        self.igate, self.fgate = self.make_linear("igate"), self.make_linear("fgate")
+        self.outnorm = HeadNorm(self.declared("outnorm.weight").shape[0], p.heads)
+        self.learnable_skip = self.make_parameter("learnable_skip")
+        self.proj_down = self.make_linear("proj_down")
 
     def init_weights(self, init: Init) -> None:
         init.layer_index(_XLSTM_DEPTH)
