@@ -7,8 +7,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, load_or_report, load_spec, print_diags
+
+if TYPE_CHECKING:
+    from archc.ir.graph import Graph
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -199,10 +203,28 @@ def _write_dumps(folder: str, model: str, dumps: dict[str, str], force: bool, so
     return EXIT_OK
 
 
+def _print_fusion_report(graph: Graph) -> None:
+    """What the pipeline's fusions made, node by node, and what matched but could not be fused."""
+    from archc.passes.rewrite import fusion_report
+
+    fused, refused = fusion_report(graph)
+    if not fused and not refused:
+        return
+    counts: dict[str, int] = {}
+    for f in fused:
+        counts[f.rewrite] = counts.get(f.rewrite, 0) + 1
+    print("fused: " + ", ".join(f"{k} ×{v}" for k, v in counts.items()) if counts else "fused: nothing",
+          file=sys.stderr)
+    for f in fused:
+        print(f"  {f.node:<28} {f.op:<22} from {f.detail}", file=sys.stderr)
+    for f in refused:
+        print(f"  not fused: {f.node:<17} {f.rewrite}: {f.detail}", file=sys.stderr)
+
+
 def cmd_passes(args: argparse.Namespace) -> int:
     from archc.errors import Diagnostic
     from archc.ir.cost import CostCtx
-    from archc.passes.manager import PIPELINES, PassContext, PassError, passes, run
+    from archc.passes.manager import PIPELINES, PassError, passes, resolve, run
 
     if args.list:
         for name, p in sorted(passes().items()):
@@ -218,9 +240,10 @@ def cmd_passes(args: argparse.Namespace) -> int:
     prog = load_or_report(args.file, args, sources)
     if prog is None:
         return EXIT_ERRORS
-    ctx = PassContext(cost=CostCtx(seq=args.seq, batch=args.batch, dtype=args.dtype))
     try:
-        result = run(prog.graph, pipeline, ctx, dump_after=args.dump_after)
+        wants_cost = any(p.name == "estimate_cost" for p in resolve(pipeline))
+        options = {"estimate_cost": CostCtx(seq=args.seq, batch=args.batch, dtype=args.dtype)} if wants_cost else {}
+        result = run(prog.graph, pipeline, options, dump_after=args.dump_after)
     except ValueError as e:
         print(f"archc passes: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -232,6 +255,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
         return EXIT_ERRORS
     for r in result.records:
         print(f"{r.name:<22} {r.seconds * 1e3:8.2f} ms  nodes {r.nodes_before} -> {r.nodes_after}", file=sys.stderr)
+    _print_fusion_report(result.graph)
     if args.output:
         return _write_dumps(args.output, prog.graph.name, result.dumps, args.force, sources)
     for name, text in result.dumps.items():

@@ -66,6 +66,10 @@ class Weight:
     cuts: tuple[tuple[str, int], ...] = ()
     #: A persistent buffer (Performer's random features): saved, never trained, not counted.
     buffer: bool = False
+    #: A fused op's packed weight: the canonical weights it is, concatenated along axis 0, as
+    #: (name, rows) pairs (`gate_up_proj.weight` packs `gate_proj.weight` and `up_proj.weight`).
+    #: Checkpoints store the canonical ones (the torch backend's load hooks).
+    packs: tuple[tuple[str, int], ...] = ()
 
     @property
     def numel(self) -> int:
@@ -101,6 +105,18 @@ def conv1d(name: str, channels: int, kernel: int, cls: TensorClass, bias: bool =
     if bias:
         ws += (Weight(f"{name}.bias", (out,), cls, "own" if init == "own" else "zeros", rows),)
     return ws
+
+
+def packed(name: str, parts: Iterable[Weight]) -> Weight:
+    """The weights `parts` (same class, same shape but for axis 0) concatenated along axis 0 as
+    one weight `name`, which records what it packs. Packing a dense layer's weights packs its
+    biases separately (`packed("qkv_proj.bias", ...)`)."""
+    parts = tuple(parts)
+    first = parts[0]
+    assert all(p.shape[1:] == first.shape[1:] and p.cls == first.cls for p in parts), parts
+    init = first.init if all(p.init == first.init for p in parts) else "own"
+    return Weight(name, (sum(p.shape[0] for p in parts), *first.shape[1:]), first.cls, init,
+                  packs=tuple((p.name, p.shape[0]) for p in parts))
 
 
 def under(prefix: str, weights: Iterable[Weight]) -> tuple[Weight, ...]:

@@ -6,7 +6,7 @@ FAMILIES = {
     "attention": (3225977664, ('attention', 'latent_attention')),
     "conv": (350804487, ('gated_conv',)),
     "embeddings": (3321368405, ('embed', 'learned_pos', 'sinusoidal_pos')),
-    "ffn": (632726273, ('dropout', 'geglu', 'gelu', 'linear', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'tanh')),
+    "ffn": (2736323236, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
     "gated_deltanet": (487064996, ('gated_deltanet',)),
     "heads": (2188010733, ('cls_head', 'lm_head', 'token_cls_head')),
     "inputs": (1380240936, ('input',)),

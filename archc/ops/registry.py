@@ -242,6 +242,9 @@ class OpDef:
     #: Weight tying: {own parameter: (op, its parameter)}, resolved by lowering to the nearest
     #: preceding node of that op (a tied lm_head shares the embedding's `weight`).
     ties: Callable[[Any], dict[str, tuple[str, str]]] = no_ties
+    #: A fused op: the ops a fusion pass replaces with it (it computes exactly what they do; specs
+    #: do not need to name it, the pass makes it). docs/passes.md.
+    fuses: tuple[str, ...] = ()
     #: The prune rule: the kinds of unit the op can lose (`PruneAxis`), from its parameters and
     #: input types; an op without any cannot be pruned structurally.
     prune: Callable[[Any, list[TensorType]], tuple[PruneAxis, ...]] = no_prune

@@ -2,14 +2,15 @@
 
 Lowering warns about such values (ARC0501) and keeps them, so a spec builds as written; this pass
 is what drops them, in bodies too. It changes the parameter count of a spec that has dead values,
-which is why it runs in the `O1` pipeline and not when a module is built from a spec as written.
+which is why it runs in the `clean` pipeline and not in the ones `build` and `export` run: a
+checkpoint of the spec as written must load into the built model.
 Graph inputs stay, used or not: they are the model's calling convention.
 """
 
 from __future__ import annotations
 
 from archc.ir.graph import Graph
-from archc.passes.manager import PassContext, register_pass
+from archc.passes.manager import NoOptions, register_pass
 
 
 def _live(graph: Graph) -> set[str]:
@@ -33,5 +34,5 @@ def _dce(graph: Graph) -> Graph:
 
 
 @register_pass("eliminate_dead_code", "erase nodes whose value reaches no output (bodies included)")
-def eliminate_dead_code(graph: Graph, ctx: PassContext) -> Graph:
+def eliminate_dead_code(graph: Graph, options: NoOptions) -> Graph:
     return _dce(graph)

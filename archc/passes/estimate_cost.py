@@ -7,8 +7,8 @@ bound to the costed context length), so what `archc summary` reports is what the
 Higher-order ops receive the summed cost of their body (its state left out: the op's declared
 state says how the body's state is kept).
 
-    >>> from archc.passes.manager import PassContext, run
-    >>> g = run(graph, "summary", PassContext(CostCtx(seq=4096))).graph
+    >>> from archc.passes.manager import run
+    >>> g = run(graph, "summary", {"estimate_cost": CostCtx(seq=4096)}).graph
     >>> g.nodes["layers.0.attn"].meta["cost"].params
 """
 
@@ -22,7 +22,7 @@ from archc.ir.graph import Graph, Node
 from archc.ir.weights import parameter_count
 from archc.ops.registry import REGISTRY
 from archc.passes.facts import node_state, node_weights, prefixed
-from archc.passes.manager import PassContext, register_pass, run
+from archc.passes.manager import register_pass, run
 
 #: Tokens per parameter for compute-optimal training (Hoffmann et al., 2022, "Chinchilla").
 CHINCHILLA_TOKENS_PER_PARAM = 20
@@ -64,11 +64,12 @@ def layer_of(node_id: str) -> str:
     return node_id.split(".")[0]
 
 
-@register_pass("estimate_cost", "annotate every node with its cost (meta['cost']) at the context's seq/batch/dtype")
-def annotate_cost(graph: Graph, ctx: PassContext) -> Graph:
+@register_pass("estimate_cost", "annotate every node with its cost (meta['cost']) at its options' seq/batch/dtype",
+               options=CostCtx)
+def annotate_cost(graph: Graph, ctx: CostCtx) -> Graph:
     g = graph.copy()
     for n in g.nodes.values():
-        n.meta["cost"] = node_cost(g, n, ctx.cost)
+        n.meta["cost"] = node_cost(g, n, ctx)
     return g
 
 
@@ -130,4 +131,4 @@ def estimate_cost(graph: Graph, ctx: CostCtx) -> CostReport:
     """Annotate a typed graph (a lowered one, or one a pipeline re-typed) with its costs and report
     them (what `archc summary` prints). It runs the cost pass alone: re-typing a graph lowering
     has just typed would only cost `archc summary` time (the `summary` pipeline does both)."""
-    return report(run(graph, ["estimate_cost"], PassContext(cost=ctx), verify_each=False).graph, ctx)
+    return report(run(graph, ["estimate_cost"], {"estimate_cost": ctx}, verify_each=False).graph, ctx)

@@ -16,7 +16,7 @@ from typing import Any
 from archc.ir.graph import Graph
 from archc.ir.types import TensorType
 from archc.ops.registry import REGISTRY, OpDef, ShapeError
-from archc.passes.manager import PassContext, register_pass
+from archc.passes.manager import NoOptions, register_pass
 
 
 def node_type(op: OpDef, params: Any, in_types: list[TensorType]) -> TensorType:
@@ -55,5 +55,5 @@ def retype(graph: Graph, input_types: list[TensorType] | None = None) -> Graph:
 
 
 @register_pass("infer_shapes", "re-type every node from its inputs by its op's shape rule")
-def infer_shapes(graph: Graph, ctx: PassContext) -> Graph:
+def infer_shapes(graph: Graph, options: NoOptions) -> Graph:
     return retype(graph)

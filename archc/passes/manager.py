@@ -1,9 +1,12 @@
 """The pass manager: named passes over the IR, named pipelines of them, a verifier between passes.
 
-A pass is a pure function `Graph, PassContext -> Graph` with a name (its file stem under
+A pass is a pure function `Graph, options -> Graph` with a name (its file stem under
 `archc/passes/`): it returns a new graph and leaves its input untouched (`Graph.copy()` first,
-then edit). Analyses write their results into `node.meta` (torch.fx's convention), so an analysis
-is a pass like any other and its result travels with the graph.
+then edit). Each pass owns its options: `@register_pass(name, summary, options=CostCtx)` names
+the type, and `run(..., options={"estimate_cost": CostCtx(seq=4096)})` gives a value per pass (a
+pass without one gets `options()`, its default). Analyses write their results into `node.meta`
+(torch.fx's convention), so an analysis is a pass like any other and its result travels with the
+graph.
 
 `run(graph, "summary")` runs a pipeline; with `verify_each` (the default) the verifier checks the
 graph after every pass, so a pass that breaks an invariant is named at once, with the node it
@@ -18,25 +21,19 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from archc.errors import Span
-from archc.ir.cost import CostCtx
 from archc.ir.graph import Graph, GraphError
 
 
-@dataclass(frozen=True)
-class PassContext:
-    """What a pass may depend on besides the graph: the cost model's sequence, batch and dtype, and
-    a prune plan (node id -> new settings) for the `prune` pass."""
-
-    cost: CostCtx = field(default_factory=CostCtx)
-    prune: dict[str, dict[str, Any]] = field(default_factory=dict)
+class NoOptions:
+    """The options of a pass that takes none."""
 
 
-PassFn = Callable[[Graph, PassContext], Graph]
+PassFn = Callable[[Graph, Any], Graph]
 
 
 @dataclass(frozen=True)
@@ -45,9 +42,11 @@ class Pass:
     fn: PassFn
     #: One line for `archc passes --list`.
     summary: str
+    #: The type of the pass's options; `options()` is its default value.
+    options: Callable[[], Any] = NoOptions
 
-    def __call__(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
-        return self.fn(graph, ctx or PassContext())
+    def __call__(self, graph: Graph, options: Any = None) -> Graph:
+        return self.fn(graph, self.options() if options is None else options)
 
 
 class PassError(Exception):
@@ -65,10 +64,10 @@ _PASSES: dict[str, Pass] = {}
 _loaded = False
 
 
-def register_pass(name: str, summary: str) -> Callable[[PassFn], Pass]:
+def register_pass(name: str, summary: str, options: Callable[[], Any] = NoOptions) -> Callable[[PassFn], Pass]:
     def deco(fn: PassFn) -> Pass:
         assert name not in _PASSES, f"pass {name} registered twice"
-        _PASSES[name] = p = Pass(name, fn, summary)
+        _PASSES[name] = p = Pass(name, fn, summary, options)
         return p
 
     return deco
@@ -79,7 +78,7 @@ def passes() -> dict[str, Pass]:
     global _loaded
     if not _loaded:
         for mod in pkgutil.iter_modules(_package_path()):
-            if mod.name not in ("manager", "verify", "facts"):
+            if mod.name not in ("manager", "verify", "facts", "rewrite"):
                 importlib.import_module(f"archc.passes.{mod.name}")
         _loaded = True
     return _PASSES
@@ -92,13 +91,23 @@ def _package_path() -> list[str]:
 
 
 #: Named pipelines. `check` is what lowering ends with; `summary` adds the cost annotations;
-#: `O1` also removes values nothing reads (which changes the parameter count of a spec that has
-#: such values, so it is not part of building a module as written).
+#: `clean` also removes values nothing reads (which changes the parameter count of a spec that has
+#: such values, so it is not part of building a module as written). `O0`, `O1`, `O2` are the
+#: optimization levels `archc.build` and `archc export` run (docs/passes.md): `O0` the graph as
+#: lowered; `O1` the fusions that pay in eager PyTorch; `O2` those and the ones for exported graphs.
+#: Every fused op computes what it replaces, and checkpoints keep the canonical layout, so a
+#: checkpoint of any level loads into a build of any other.
 PIPELINES: dict[str, tuple[str, ...]] = {
     "check": ("infer_shapes",),
     "summary": ("infer_shapes", "estimate_cost"),
-    "O1": ("infer_shapes", "eliminate_dead_code", "estimate_cost"),
+    "clean": ("infer_shapes", "eliminate_dead_code", "estimate_cost"),
+    "O0": (),
+    "O1": ("pack_gate_up",),
+    "O2": ("pack_gate_up",),
 }
+
+#: The optimization levels, and the level each job runs unless told otherwise.
+LEVELS = ("O0", "O1", "O2")
 
 
 @dataclass
@@ -132,16 +141,19 @@ def resolve(pipeline: str | Iterable[str]) -> list[Pass]:
     return out
 
 
-def run(graph: Graph, pipeline: str | Iterable[str], ctx: PassContext | None = None, *,
+def run(graph: Graph, pipeline: str | Iterable[str], options: Mapping[str, Any] | None = None, *,
         verify_each: bool = True, dump_after: Iterable[str] = ()) -> PipelineResult:
-    """Run the passes of `pipeline` in order. Raises `PassError` naming the failing pass (and the
-    passes before it) and the node; `dump_after` names passes (or `all`) whose output is kept as
-    text in the result."""
+    """Run the passes of `pipeline` in order, each with its value in `options` (by pass name) or
+    its default. Raises `PassError` naming the failing pass (and the passes before it) and the
+    node; `dump_after` names passes (or `all`) whose output is kept as text in the result."""
     from archc.ops.registry import ShapeError
     from archc.passes.verify import VerifyError, verify
 
-    ctx = ctx or PassContext()
+    options = dict(options or {})
     plan = resolve(pipeline)
+    foreign = set(options) - {p.name for p in plan}
+    if foreign:
+        raise ValueError(f"options for {', '.join(sorted(foreign))}, which the pipeline does not run")
     wanted = set(dump_after)
     unknown = wanted - {p.name for p in plan} - {"all"}
     if unknown:
@@ -153,7 +165,7 @@ def run(graph: Graph, pipeline: str | Iterable[str], ctx: PassContext | None = N
         before = len(result.graph)
         t0 = time.perf_counter()
         try:
-            g = p(result.graph, ctx)
+            g = p(result.graph, options.get(p.name))
         except ShapeError as e:
             node = getattr(e, "node", None)
             raise PassError(p.name, e.message, node, _span(result.graph, node), e.code, e.hint, tuple(done)) from e

@@ -1,7 +1,7 @@
 """Structured pruning as an IR pass: the plan's new settings written into the nodes, then every
 type recomputed (a narrower FFN narrows nothing outside it; a pruned width is the op's own).
 
-The plan (`PassContext.prune`: node id -> the settings its prune rule's `PruneAxis.params` gave,
+The plan (the pass's options, a `PrunePlan`: node id -> the settings its prune rule's `PruneAxis.params` gave,
 a nested op spec's as `{"params": {…}}`) comes from `archc prune`, which chooses the units with
 the torch backend's scores. `archc prune` writes the same plan into the spec text as well (the
 file the user keeps: `archc/dsl/edit.py`) and checks that the rewritten spec lowers to exactly
@@ -14,7 +14,10 @@ from typing import Any
 
 from archc.ir.graph import Graph, GraphError
 from archc.passes.infer_shapes import retype
-from archc.passes.manager import PassContext, register_pass
+from archc.passes.manager import register_pass
+
+#: node id -> the new settings of that node (its prune rule's `PruneAxis.params`).
+PrunePlan = dict[str, dict[str, Any]]
 
 
 def merged(params: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -28,12 +31,12 @@ def merged(params: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@register_pass("prune", "apply a prune plan (PassContext.prune: node -> new settings), then re-type")
-def prune(graph: Graph, ctx: PassContext) -> Graph:
-    if not ctx.prune:
+@register_pass("prune", "apply a prune plan (its options: node -> new settings), then re-type", options=dict)
+def prune(graph: Graph, plan: PrunePlan) -> Graph:
+    if not plan:
         return graph
     g = graph.copy()
-    for node_id, changes in ctx.prune.items():
+    for node_id, changes in plan.items():
         if node_id not in g.nodes:
             raise GraphError(f"the prune plan names `{node_id}`, which is not a node of {g.name}", node_id)
         n = g.nodes[node_id]

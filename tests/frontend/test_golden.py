@@ -40,4 +40,4 @@ def test_lowering_is_pinned(spec):
 
 def test_dead_code_elimination_is_pinned():
     g = archc.loads(DEAD_BRANCH, "dead.arch").graph
-    _check("dead.O1", run(g, "O1").graph.to_text(annotations=True))
+    _check("dead.clean", run(g, "clean").graph.to_text(annotations=True))

@@ -7,7 +7,7 @@ import pytest
 
 import archc
 from archc.ir.graph import Graph
-from archc.passes.manager import PIPELINES, PassContext, PassError, passes, register_pass, resolve, run
+from archc.passes.manager import PIPELINES, NoOptions, PassError, passes, register_pass, resolve, run
 
 SPEC = """
 model t(tokens) {
@@ -42,7 +42,7 @@ def test_unknown_names_list_the_known_ones():
 def test_passes_are_pure_and_records_count_nodes():
     g = _graph()
     before = g.to_text()
-    result = run(g, "O1", dump_after=["eliminate_dead_code"])
+    result = run(g, "clean", dump_after=["eliminate_dead_code"])
     assert g.to_text() == before and "mlp" in g.nodes  # the input graph is untouched
     assert "mlp" not in result.graph.nodes
     assert [(r.name, r.nodes_before - r.nodes_after) for r in result.records] == [
@@ -52,7 +52,7 @@ def test_passes_are_pure_and_records_count_nodes():
 
 def test_a_pass_that_breaks_the_graph_is_named_with_the_node():
     @register_pass("test_break_types", "a broken rewrite: retypes the attention's output")
-    def broken(graph: Graph, ctx: PassContext) -> Graph:
+    def broken(graph: Graph, options: NoOptions) -> Graph:
         g = graph.copy()
         n = g.nodes["attn"]
         g.nodes["attn"] = n.model_copy(update={"type": n.type.model_copy(update={"shape": ("batch", "seq", 8)})})
@@ -85,7 +85,7 @@ def test_cost_annotations_add_up_to_the_report():
     from archc.passes.estimate_cost import estimate_cost
 
     ctx = CostCtx(seq=512)
-    g = run(_graph(), "summary", PassContext(cost=ctx)).graph
+    g = run(_graph(), "summary", {"estimate_cost": ctx}).graph
     total = estimate_cost(_graph(), ctx).total
     assert sum(n.meta["cost"].params for n in g.nodes.values()) == total.params == 64 * 16 * 2 + 8 * 16 * 2 + 8 + 16 \
         + 16 + 4 * 16 * 16

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import archc
-from archc.passes.manager import PassContext, PassError, run
+from archc.passes.manager import PassError, run
 
 SPEC = """
 model t(tokens) {
@@ -25,7 +25,7 @@ def test_the_plan_is_written_into_the_nodes_and_nested_specs_merge():
     graph = archc.loads(SPEC, "t.arch").graph
     plan = {"layers.0.attn": {"heads": 2, "head_dim": 4},
             "layers.1.moe": {"experts": 3, "expert": {"params": {"hidden": 24}}}}
-    out = run(graph, ["prune"], PassContext(prune=plan)).graph
+    out = run(graph, ["prune"], {"prune": plan}).graph
     assert out.nodes["layers.0.attn"].params["heads"] == 2 and out.nodes["layers.0.attn"].params["head_dim"] == 4
     moe = out.nodes["layers.1.moe"].params
     assert moe["experts"] == 3 and moe["expert"]["params"]["hidden"] == 24 and moe["expert"]["op"] == "swiglu"
@@ -37,10 +37,10 @@ def test_the_plan_is_written_into_the_nodes_and_nested_specs_merge():
 def test_a_plan_that_breaks_a_shape_rule_or_names_no_node_fails_in_the_pass():
     graph = archc.loads(SPEC, "t.arch").graph
     with pytest.raises(PassError) as e:
-        run(graph, ["prune"], PassContext(prune={"layers.0.attn": {"heads": 3}}))  # 3 heads do not divide 16
+        run(graph, ["prune"], {"prune": {"layers.0.attn": {"heads": 3}}})  # 3 heads do not divide 16
     assert e.value.pass_name == "prune" and e.value.node == "layers.0.attn"
     with pytest.raises(PassError, match="not a node"):
-        run(graph, ["prune"], PassContext(prune={"layers.9.attn": {"heads": 2}}))
+        run(graph, ["prune"], {"prune": {"layers.9.attn": {"heads": 2}}})
 
 def test_archc_prune_refuses_a_rewrite_that_disagrees_with_the_pass(monkeypatch):
     import archc.backends.torch.prune_spec as ps

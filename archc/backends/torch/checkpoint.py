@@ -12,23 +12,61 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None,
+                 layout: Literal["canonical", "fused"] = "canonical") -> None:
+    """The model's weights in the canonical (unfused, reference-named) layout, whatever pipeline
+    built it; `layout="fused"` stores a fused build's packed weights as they are, with what each
+    packs in the metadata (`packs`), so that any build can still load the file. The metadata
+    records the pipeline that built the model."""
+    if layout == "canonical":
+        state = model.state_dict()
+    else:  # the modules' own tensors, packed weights as they are (state_dict would unpack them)
+        state = dict(model.named_parameters())
+        for k, b in model.named_buffers():
+            owner, _, leaf = k.rpartition(".")
+            if leaf not in model.get_submodule(owner)._non_persistent_buffers_set:
+                state[k] = b
+    tensors = {}
+    for k, v in state.items():
+        t = v.detach().contiguous().cpu()
+        if t.untyped_storage().nbytes() != t.numel() * t.element_size():  # a part of a packed weight
+            t = t.clone()
+        tensors[k] = t
+    meta = {"pipeline": getattr(model, "pipeline", "O0"), **(metadata or {})}
+    if layout == "fused":
+        meta["packs"] = packs_of(model)
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+
+
+def packs_of(model: nn.Module) -> dict[str, list[tuple[str, int]]]:
+    """{packed weight key: [(canonical key, rows), …]} of a fused build's modules."""
+    out = {}
+    for prefix, mod in model.named_modules():
+        for w in getattr(mod, "packed_weights", list)():
+            base = f"{prefix}." if prefix else ""
+            out[base + w.name] = [(base + name, rows) for name, rows in w.packs]
+    return out
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dict[str, Any]:
-    """Load weights saved by `save_weights`; returns the metadata. Names and shapes must match."""
+    """Load weights saved by `save_weights` (either layout, into a build of any pipeline); returns
+    the metadata. Names and shapes must match."""
     from safetensors import safe_open
 
     tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        stored = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+    for key, parts in stored.get("packs", {}).items():  # a fused file: back to the canonical layout
+        if key in tensors:
+            whole = tensors.pop(key)
+            tensors.update(zip((name for name, _ in parts), whole.split([rows for _, rows in parts]), strict=True))
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -45,9 +83,7 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dic
                          f"model {tuple(own[k].shape)})")
         raise ValueError(f"{path} does not match this spec's parameters: " + "; ".join(parts))
     model.load_state_dict(tensors, strict=strict)
-    with safe_open(str(path), "pt") as f:
-        meta = f.metadata() or {}
-    return {k: json.loads(v) for k, v in meta.items()}
+    return stored
 
 
 def save_train_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, sched_step: int,

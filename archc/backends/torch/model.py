@@ -195,6 +195,8 @@ class ArchModel(GraphModule):
 
     def __init__(self, graph: Graph) -> None:
         super().__init__(graph)
+        #: The optimization pipeline `graph` went through (set by `build`).
+        self.pipeline = "O0"
         self.input_names = list(graph.inputs)
         self.head = graph.nodes[graph.outputs[0]].op
         #: The loss the head implies and whether the model is causal: facts of the op records.

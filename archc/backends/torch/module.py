@@ -69,6 +69,9 @@ class OpModule(nn.Module):
         #: The op record's declared weights for these parameters and input types, by name.
         self.declared_weights: dict[str, Weight] = {
             w.name: w for w in REGISTRY[self.op].weights(params, in_types)} if self.op else {}
+        if any(w.packs for w in self.declared_weights.values()):
+            self.register_state_dict_post_hook(_unpack_state)
+            self.register_load_state_dict_pre_hook(_pack_state)
 
     # -- allocating the declared weights -----------------------------------------------------
 
@@ -106,14 +109,20 @@ class OpModule(nn.Module):
         when they agree (the builder checks this for every module it builds). A higher-order op's
         `body` is its body nodes' to declare."""
         held = {k: (tuple(v.shape), False) for k, v in self.named_parameters() if not k.startswith("body.")}
-        held.update({k: (tuple(v.shape), True) for k, v in self.state_dict(keep_vars=True).items()
-                     if k not in held and not k.startswith("body.")})
+        for k, v in self.named_buffers():
+            owner, _, leaf = k.rpartition(".")
+            if not k.startswith("body.") and leaf not in self.get_submodule(owner)._non_persistent_buffers_set:
+                held[k] = (tuple(v.shape), True)
         declared = {w.name: (w.shape, w.buffer) for w in self.declared_weights.values()}
         out = [f"`{k}` {held[k][0]} is not declared" for k in held.keys() - declared.keys()]
         out += [f"`{k}` {declared[k][0]} is declared but not held" for k in declared.keys() - held.keys()]
         out += [f"`{k}` is {held[k]}, declared {declared[k]}" for k in held.keys() & declared.keys()
                 if held[k] != declared[k]]
         return sorted(out)
+
+    def packed_weights(self) -> list[Weight]:
+        """The declared weights a fusion packed (`Weight.packs`)."""
+        return [w for w in self.declared_weights.values() if w.packs]
 
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
         """The declared state, allocated: [batch, *shape] with `max_len` bound, filled with the
@@ -138,3 +147,30 @@ class OpModule(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items() if not isinstance(v, dict))
+
+
+# -- checkpoints keep the canonical layout (gpt-fast's `wqkv` load hook, generalized) --------------
+
+
+def _unpack_state(module: OpModule, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """`state_dict()` of a fused module: each packed weight split back into the canonical weights
+    it packs (`gate_up_proj.weight` → `gate_proj.weight`, `up_proj.weight`), so a checkpoint
+    saved from any pipeline loads into any other."""
+    for w in module.packed_weights():
+        key = prefix + w.name
+        if key not in state_dict:
+            continue
+        whole = state_dict.pop(key)
+        for (name, _), part in zip(w.packs, whole.split([rows for _, rows in w.packs]), strict=True):
+            state_dict[prefix + name] = part
+
+
+def _pack_state(module: OpModule, state_dict: dict[str, Any], prefix: str, local_metadata: Any, strict: bool,
+                missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+    """`load_state_dict` into a fused module: the canonical weights concatenated into the packed
+    one (a checkpoint with the packed weight itself loads as it is)."""
+    for w in module.packed_weights():
+        names = [prefix + name for name, _ in w.packs]
+        if prefix + w.name not in state_dict and all(n in state_dict for n in names):
+            state_dict[prefix + w.name] = torch.cat([state_dict.pop(n) for n in names])
+

@@ -130,9 +130,9 @@ def _check_against_the_ir_pass(model: ArchModel, units: list[Units], text: str, 
     """The rewritten spec must lower to the graph the IR's `prune` pass makes from the same plan
     (`archc/passes/prune.py`): node for node, the same op, settings and type."""
     from archc.frontend import loads
-    from archc.passes.manager import PassContext, run
+    from archc.passes.manager import run
 
-    by_pass = run(model.graph, ["prune"], PassContext(prune=new_params(units))).graph
+    by_pass = run(model.graph, ["prune"], {"prune": new_params(units)}).graph
     by_text = loads(text, spec_path).graph
     a, b = by_pass.to_text().splitlines(), by_text.to_text().splitlines()
     if a != b:

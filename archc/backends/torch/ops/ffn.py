@@ -49,6 +49,22 @@ class GLU(OpModule):
         return self.down_proj(act(self.gate_proj(x)) * self.up_proj(x))
 
 
+@implements("swiglu_packed", "geglu_packed")
+class PackedGLU(OpModule):
+    """The GLU with `gate_up_proj` = [gate_proj; up_proj] (one matmul, then split): the same
+    function as `GLU`, and the same checkpoint (the packed weight is saved and loaded as the two
+    canonical ones, `OpModule`'s load hooks)."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.gate_up_proj, self.down_proj = self.make_linear("gate_up_proj"), self.make_linear("down_proj")
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        act = F.silu if self.op == "swiglu_packed" else ACTIVATIONS["gelu_tanh"]
+        return self.down_proj(act(gate) * up)
+
+
 @implements("linear")
 class Linear(OpModule):
     """A dense projection (`proj.weight` [out, d], `proj.bias`)."""
