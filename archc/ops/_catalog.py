@@ -3,14 +3,14 @@
 
 FAMILIES = {
     "arith": (2920497716, ('add', 'mul')),
-    "attention": (3225977664, ('attention', 'latent_attention')),
+    "attention": (1517166601, ('attention', 'latent_attention')),
     "conv": (350804487, ('gated_conv',)),
     "embeddings": (3321368405, ('embed', 'learned_pos', 'sinusoidal_pos')),
     "ffn": (2736323236, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
     "gated_deltanet": (487064996, ('gated_deltanet',)),
     "heads": (2188010733, ('cls_head', 'lm_head', 'token_cls_head')),
     "inputs": (1380240936, ('input',)),
-    "linear_attention": (1026129322, ('linear_attention', 'performer_attention')),
+    "linear_attention": (1510990413, ('linear_attention', 'performer_attention')),
     "mamba": (182749307, ('mamba',)),
     "mamba2": (2538533897, ('mamba2',)),
     "memory": (537878608, ('compressive_memory', 'recurrent_memory')),
@@ -22,6 +22,6 @@ FAMILIES = {
     "routing": (247951785, ('act', 'mod')),
     "rwkv": (1621066693, ('rwkv_channel_mix', 'rwkv_time_mix')),
     "s4": (2213996339, ('s4',)),
-    "sparse_attention": (1482674257, ('bigbird_attention', 'linformer_attention', 'longformer_attention')),
+    "sparse_attention": (4013063995, ('bigbird_attention', 'linformer_attention', 'longformer_attention')),
     "xlstm": (112292013, ('mlstm', 'slstm')),
 }

@@ -239,6 +239,13 @@ def plain_shape(p: Any, ins: list[TensorType]) -> TensorType:
     return ins[0]
 
 
+def plain_weights(p: Any, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The q, k, v, o projections of multi-head self-attention (`projection_weights`, one key/value
+    head per query head): the weights of the sparse and linear attention ops."""
+    d = width_of(ins)
+    return projection_weights(p, d, d, check_common(p, d), p.heads)
+
+
 class LatentParams(AttentionBase):
     latents: PositiveInt = Field(description="number of learned latent vectors (the output length)")
     d_latent: PositiveInt | None = Field(None, description="latent width; default: the input width")

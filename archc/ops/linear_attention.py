@@ -15,8 +15,8 @@ from archc.ops.attention import (
     act_bytes,
     check_common,
     plain_shape,
+    plain_weights,
     projection_flops,
-    projection_weights,
 )
 from archc.ops.registry import OpDef, register, width_of
 
@@ -33,12 +33,6 @@ def _linear_cost(p: LinearAttentionParams, ins: list[TensorType], out: TensorTyp
     hd = check_common(p, d)
     flops = projection_flops(p, d, d, hd, p.heads)
     return Cost(flops=flops + 4 * p.heads * hd * hd, act_bytes=act_bytes(d, p.heads, hd, p.heads, ctx))
-
-
-def _projections(p: Any, ins: list[TensorType]) -> tuple[Weight, ...]:
-    """The q, k, v, o projections (`projection_weights`)."""
-    d = width_of(ins)
-    return projection_weights(p, d, d, check_common(p, d), p.heads)
 
 
 def _kernel_state(features: int, p: Any, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -61,7 +55,7 @@ def _by_flag(p: Any, ins: list[TensorType]) -> bool | None:
 register(OpDef(name="linear_attention", params=LinearAttentionParams, shape=plain_shape, cost=_linear_cost,
                summary="Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.",
                category="attention", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
-               weights=_projections))
+               weights=plain_weights))
 
 
 class PerformerParams(AttentionBase):
@@ -85,7 +79,7 @@ def _performer_weights(p: PerformerParams, ins: list[TensorType]) -> tuple[Weigh
     """q, k, v, o, and the random projection `omega` [m, head_dim]: a buffer, drawn orthogonal
     (FAVOR+) by the module's init, saved with the weights and never trained."""
     omega = Weight("omega", (p.features, p.head_dim_for(width_of(ins))), "features", "own", buffer=True)
-    return (*_projections(p, ins), omega)
+    return (*plain_weights(p, ins), omega)
 
 
 def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:

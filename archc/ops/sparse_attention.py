@@ -15,8 +15,8 @@ from archc.ops.attention import (
     act_bytes,
     check_common,
     plain_shape,
+    plain_weights,
     projection_flops,
-    projection_weights,
 )
 from archc.ops.registry import OpDef, mixes_both_ways, register, seq_len, width_of
 
@@ -42,18 +42,12 @@ def _sparse_cost(p: Any, ins: list[TensorType], t_eff: float, ctx: CostCtx, extr
     return Cost(flops=flops, act_bytes=act_bytes(d, p.heads, hd, p.heads, ctx))
 
 
-def _plain_weights(p: Any, ins: list[TensorType]) -> tuple[Weight, ...]:
-    """The q, k, v, o projections (`projection_weights`)."""
-    d = width_of(ins)
-    return projection_weights(p, d, d, check_common(p, d), p.heads)
-
-
 def _longformer_weights(p: LongformerParams, ins: list[TensorType]) -> tuple[Weight, ...]:
     """q, k, v, o, then the global tokens' own `q_global`, `k_global`, `v_global` d→H·hd (with
     biases when `bias`), as transformers' LongformerSelfAttention."""
     d = width_of(ins)
     inner = p.heads * check_common(p, d)
-    return _plain_weights(p, ins) + tuple(w for n in ("q_global", "k_global", "v_global")
+    return plain_weights(p, ins) + tuple(w for n in ("q_global", "k_global", "v_global")
                                           for w in dense(n, d, inner, "projection", p.bias))
 
 
@@ -88,7 +82,7 @@ def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx:
 
 register(OpDef(name="bigbird_attention", params=BigBirdParams, shape=plain_shape, cost=_bigbird_cost,
                summary="BigBird block-sparse attention: window + global + random blocks.", category="attention",
-               default_name="attn", role="mixer", causal=mixes_both_ways, weights=_plain_weights))
+               default_name="attn", role="mixer", causal=mixes_both_ways, weights=plain_weights))
 
 
 class LinformerParams(AttentionBase):
@@ -110,7 +104,7 @@ def _linformer_weights(p: LinformerParams, ins: list[TensorType]) -> tuple[Weigh
     """The sequence projections `e_proj` (keys) and `f_proj` (values) [max_len, k], U(±1/√k)
     (own init), then q, k, v, o."""
     seq = tuple(Weight(n, (p.max_len, p.k), "projection", "own") for n in ("e_proj", "f_proj"))
-    return seq + _plain_weights(p, ins)
+    return seq + plain_weights(p, ins)
 
 
 register(OpDef(name="linformer_attention", params=LinformerParams, shape=plain_shape, cost=_linformer_cost,

@@ -106,7 +106,7 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "O2": ("pack_gate_up",),
 }
 
-#: The optimization levels, and the level each job runs unless told otherwise.
+#: The optimization levels (`archc.build(..., pipeline=)` takes one of them).
 LEVELS = ("O0", "O1", "O2")
 
 

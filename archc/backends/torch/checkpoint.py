@@ -1,6 +1,7 @@
 """Weights, optimizer state and run metadata in safetensors files: nothing is ever unpickled.
 
-A run folder holds `last.safetensors` (the model's weights; metadata: spec name, step, seed) and
+A run folder holds `last.safetensors` (the model's weights in the canonical, unfused layout
+whatever pipeline built the model; metadata: spec name, step, seed, the pipeline) and
 `train_state.safetensors` (AdamW's moments and step counts under `<param>.<slot>` keys, the
 scheduler step, and the data generator's state as a uint8 tensor; metadata: the step and the train
 config). `archc.backends.torch.train` writes the two of one step in one transaction
@@ -18,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from archc.backends.torch.module import held_tensors
+
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None,
                  layout: Literal["canonical", "fused"] = "canonical") -> None:
@@ -25,14 +28,8 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | 
     built it; `layout="fused"` stores a fused build's packed weights as they are, with what each
     packs in the metadata (`packs`), so that any build can still load the file. The metadata
     records the pipeline that built the model."""
-    if layout == "canonical":
-        state = model.state_dict()
-    else:  # the modules' own tensors, packed weights as they are (state_dict would unpack them)
-        state = dict(model.named_parameters())
-        for k, b in model.named_buffers():
-            owner, _, leaf = k.rpartition(".")
-            if leaf not in model.get_submodule(owner)._non_persistent_buffers_set:
-                state[k] = b
+    # canonical: state_dict's hooks unpack fused weights; fused: the tensors as the modules hold them
+    state = model.state_dict() if layout == "canonical" else held_tensors(model)
     tensors = {}
     for k, v in state.items():
         t = v.detach().contiguous().cpu()

@@ -108,11 +108,7 @@ class OpModule(nn.Module):
         """How the module's tensors differ from its declaration: one line per difference, empty
         when they agree (the builder checks this for every module it builds). A higher-order op's
         `body` is its body nodes' to declare."""
-        held = {k: (tuple(v.shape), False) for k, v in self.named_parameters() if not k.startswith("body.")}
-        for k, v in self.named_buffers():
-            owner, _, leaf = k.rpartition(".")
-            if not k.startswith("body.") and leaf not in self.get_submodule(owner)._non_persistent_buffers_set:
-                held[k] = (tuple(v.shape), True)
+        held = {k: (tuple(v.shape), not isinstance(v, nn.Parameter)) for k, v in held_tensors(self).items() if not k.startswith("body.")}
         declared = {w.name: (w.shape, w.buffer) for w in self.declared_weights.values()}
         out = [f"`{k}` {held[k][0]} is not declared" for k in held.keys() - declared.keys()]
         out += [f"`{k}` {declared[k][0]} is declared but not held" for k in declared.keys() - held.keys()]
@@ -147,6 +143,17 @@ class OpModule(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items() if not isinstance(v, dict))
+
+
+def held_tensors(module: nn.Module) -> dict[str, Tensor]:
+    """What a module holds as it holds it: its parameters and persistent buffers by name, packed
+    weights packed (its `state_dict` would give the canonical layout)."""
+    out: dict[str, Tensor] = dict(module.named_parameters())
+    for k, b in module.named_buffers():
+        owner, _, leaf = k.rpartition(".")
+        if leaf not in module.get_submodule(owner)._non_persistent_buffers_set:
+            out[k] = b
+    return out
 
 
 # -- checkpoints keep the canonical layout (gpt-fast's `wqkv` load hook, generalized) --------------

@@ -57,3 +57,27 @@ def test_checkpoints_load_across_pipelines(graph, tmp_path, layout):
 def test_an_unknown_level_is_refused(graph):
     with pytest.raises(ValueError, match="unknown pipeline `O3`"):
         archc.build(graph, pipeline="O3")
+
+
+@pytest.mark.parametrize(("node", "hf"), [("mlp", "llama"), ("mlp_1", "gemma")])
+def test_packed_glu_equals_transformers_mlp(graph, node, hf):
+    """The packed module against transformers' own MLPs (random-initialized from a config):
+    LlamaMLP (SiLU) for `swiglu_packed`, GemmaMLP (GELU-tanh) for `geglu_packed`. The reference's
+    weights load into the packed module, under their own names, through its load hook."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if hf == "llama":
+        ref = transformers.models.llama.modeling_llama.LlamaMLP(transformers.LlamaConfig(
+            hidden_size=16, intermediate_size=24, hidden_act="silu", num_attention_heads=2, num_key_value_heads=2))
+    else:
+        ref = transformers.models.gemma.modeling_gemma.GemmaMLP(transformers.GemmaConfig(
+            hidden_size=16, intermediate_size=24, hidden_activation="gelu_pytorch_tanh", num_attention_heads=2,
+            num_key_value_heads=2, head_dim=8))
+    fused = archc.build(graph, seed=0, pipeline="O1").get_submodule(node)
+    state = dict(ref.state_dict())
+    if hf == "gemma":  # GemmaMLP has no biases; the spec's geglu has them: zero
+        state.update({"gate_proj.bias": torch.zeros(24), "up_proj.bias": torch.zeros(24),
+                      "down_proj.bias": torch.zeros(16)})
+    fused.load_state_dict(state)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(fused(x), ref(x), rtol=1e-5, atol=1e-6)
