@@ -64,10 +64,11 @@ def summary(path: str, seq: int = 2048, batch: int = 1, dtype: str = "bf16") -> 
     return estimate_cost(load(path).graph, CostCtx(seq=seq, batch=batch, dtype=dtype))
 
 
-def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None, pipeline: str = "O0") -> Any:
+def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None, pipeline: str = "O1") -> Any:
     """Spec path (or lowered `Graph`) -> an initialized, trainable `ArchModel` (`nn.Module`),
-    after the optimization pipeline `pipeline` (`O0`, `O1`, `O2`: docs/passes.md; the weights and
-    the checkpoint layout do not depend on it). Needs the torch extra. See docs/backends.md."""
+    after the optimization pipeline `pipeline` (`O0`, `O1` (default), `O2`: docs/passes.md; the
+    weights and the checkpoint layout do not depend on it). Needs the torch extra. See
+    docs/backends.md."""
     import torch
 
     from archc.backends.torch import build as _build
@@ -77,14 +78,15 @@ def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None, pipe
 
 def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opset: int | None = None,
                 force: bool = False, seed: int = 0, quantize: str | None = None, calibrate: str | None = None,
-                keep: list[str] | None = None, quantize_state: str | None = None) -> Any:
+                keep: list[str] | None = None, quantize_state: str | None = None, pipeline: str = "O2") -> Any:
     """Spec path (or lowered `Graph`) -> an ONNX export folder (`model.onnx`, `archc_export.json`);
     returns the path of `model.onnx`. `quantize` (int8, int8_dynamic, int8_static, int4; default:
     the spec's export section's) writes the fp32 export to `out/reference` and the quantized one
     to `out`, calibrated on `calibrate` (`chars:256`, `notes.txt:256`); `keep` as `--keep`
     (["fp32:router"]); `quantize_state="int8"` stores a decoder's KV caches in int8 (as
-    `--quantize-state`). The section's `prune` is applied first. Needs the torch and onnx extras.
-    See docs/onnx.md, docs/compression.md."""
+    `--quantize-state`). The section's `prune` is applied first, then the optimization pipeline
+    `pipeline` (`O2` by default, as `archc export --pipeline`). Needs the torch and onnx extras.
+    See docs/onnx.md, docs/compression.md, docs/passes.md."""
     from pathlib import Path
 
     from archc.backends.onnx.calibrate import calibration_data, parse_source
@@ -93,7 +95,7 @@ def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opse
     from archc.backends.torch import build as _build
     from archc.backends.torch.checkpoint import load_weights
 
-    model = _build(spec, seed=seed)
+    model = _build(spec, seed=seed, pipeline="O0")  # the pipeline runs after the section's pruning
     if weights:
         load_weights(model, weights)
     text = Path(spec).read_text() if isinstance(spec, str | Path) else ""
@@ -110,7 +112,8 @@ def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opse
         cal = calibration_data(name, count, 128, model.out_type_vocab())
         held = calibration_data(name, min(count, 32), 128, model.out_type_vocab(), seed=1).ids
     report = export_model(model, Path(out), text, model.graph.name, weights or f"random init, seed {seed}",
-                          opset=opset, force=force, quantize=options, calibration=cal, held_out=held)
+                          opset=opset, force=force, quantize=options, calibration=cal, held_out=held,
+                          pipeline=pipeline)
     return report.folder / "model.onnx"
 
 
@@ -145,7 +148,7 @@ def prune(spec: str, weights: str | None = None, out: str = "pruned", importance
             raise ValueError(f"archc.prune: {kind}={r}: a fraction of the units to remove, in [0, 1)")
     if not 0 <= magnitude < 1:
         raise ValueError(f"archc.prune: magnitude={magnitude}: a fraction of the weights, in [0, 1)")
-    model = _build(spec, seed=seed)
+    model = _build(spec, seed=seed, pipeline="O0")  # prune rules cut the canonical weights
     if weights:
         load_weights(model, weights)
     ratios = {k: r for k, r in ratios.items() if r}

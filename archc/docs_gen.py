@@ -136,7 +136,8 @@ EXAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "moe": {"experts": 4, "expert": {"op": "swiglu", "params": {"hidden": 128}}},
     "performer_attention": {"heads": 4}, "retention": {"heads": 4}, "rwkv_channel_mix": {"hidden": 128},
     "swiglu": {"hidden": 128}, "token_cls_head": {"classes": 2}, "lm_head": {"vocab": 256},
-    "swiglu_packed": {"hidden": 128}, "geglu_packed": {"hidden": 128},
+    "swiglu_packed": {"hidden": 128}, "geglu_packed": {"hidden": 128}, "attention_packed": {"heads": 4},
+    "item": {"index": 0},
 }
 
 

@@ -1,13 +1,16 @@
 """archc's torch backend against transformers, side by side in one process (same config, weights
 and threads, fp32, this machine's CPU).
 
-    .venv/bin/python tools/bench_torch.py [--quick]
+    .venv/bin/python tools/bench_torch.py [--quick] [--levels]
 
-Measures, for llama-tiny vs `LlamaForCausalLM` and mixtral-tiny vs `MixtralForCausalLM`:
-forward at batch 1 × 512, a training step (forward + backward + AdamW) at batch 4 × 256, and
-per-token greedy decode after a 128-token prompt; plus archc's decode time per token at 128 vs
-2048 tokens of context. Reports medians and the ratio archc / transformers (< 1: archc faster);
-archc and transformers are timed alternately, so that the machine's drift hits both alike.
+Measures, for llama-tiny vs `LlamaForCausalLM` and mixtral-tiny vs `MixtralForCausalLM`, at the
+`O0` and `O1` pipelines: forward at batch 1 × 512, a training step (forward + backward + AdamW)
+at batch 4 × 256, and per-token greedy decode after a 128-token prompt; plus archc's decode time
+per token at 128 vs 2048 tokens of context. Reports medians and the ratio archc / transformers
+(< 1: archc faster); archc and transformers are timed alternately, so that the machine's drift
+hits both alike. `--levels` instead times every small single-input spec's `O1` build against its
+`O0` build the same way (forward 1 × 256, a training step 2 × 128): no spec should be slower
+fused.
 """
 
 from __future__ import annotations
@@ -95,26 +98,63 @@ def decode(model, hf, prompt_len: int, new: int, repeat: int, with_hf: bool = Tr
         return _paired(ours, theirs, repeat, warmup=1)
 
 
+def levels(repeat: int) -> None:
+    """Every small single-input spec's O1 build against its O0 build, paired."""
+    from pathlib import Path
+
+    print(f"{'spec':<26}{'measurement':<24}{'O1':>10}{'O0':>10}{'O1/O0':>8}")
+    for path in sorted(Path("specs").glob("*.arch")):
+        graph = archc.load(str(path)).graph
+        if len(graph.inputs) != 1 or archc.summary(str(path)).total.params > 20_000_000:
+            continue
+        base = archc.build(graph, seed=0, pipeline="O0").eval()
+        fused = archc.build(graph, seed=0, pipeline="O1").eval()
+        vocab = min(int(n.params["vocab"]) for n in graph.nodes.values() if "vocab" in n.params)
+        ids = torch.randint(0, vocab, (1, 256))
+        with torch.no_grad():
+            fwd = _paired(lambda m=fused, x=ids: _timed(lambda: m(x)), lambda m=base, x=ids: _timed(lambda: m(x)),
+                          repeat)
+        batch = torch.randint(0, vocab, (2, 128))
+        steps = []
+        for m in (fused, base):
+            opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+
+            def step(m=m, opt=opt, x=batch):
+                opt.zero_grad(set_to_none=True)
+                return _timed(lambda: m(x).logits.float().pow(2).mean().backward() or opt.step())
+
+            steps.append(step)
+        train = _paired(steps[0], steps[1], repeat)
+        for what, (a, b) in (("forward 1×256 (s)", fwd), ("train step 2×128 (s)", train)):
+            print(f"{path.stem:<26}{what:<24}{a:>10.4f}{b:>10.4f}{a / b:>8.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--levels", action="store_true", help="O1 against O0 for every small spec")
     args = ap.parse_args()
     repeat = 3 if args.quick else 7
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'model':<14}{'measurement':<34}{'archc':>10}{'HF':>10}{'ratio':>8}")
+    if args.levels:
+        levels(repeat)
+        return
+    print(f"{'model':<20}{'measurement':<34}{'archc':>10}{'HF':>10}{'ratio':>8}")
     for name, hf_fn in (("llama-tiny", _hf_llama), ("mixtral-tiny", _hf_mixtral)):
-        model = archc.build(f"specs/{name}.arch", seed=0).eval()
         hf = hf_fn().eval()
-        assert model.num_parameters() == hf.num_parameters(), (model.num_parameters(), hf.num_parameters())
-        rows = [("forward 1×512 (s)", forward(model, hf, repeat)),
-                ("train step 4×256 (s)", train_step(model, hf, repeat)),
-                ("decode/token after 128 (ms)", tuple(1e3 * t for t in decode(model, hf, 128, 33, repeat)))]
-        for what, (a, b) in rows:
-            print(f"{name:<14}{what:<34}{a:>10.4f}{b:>10.4f}{a / b:>8.2f}")
-        long = 1e3 * decode(model, hf, 2048, 17, max(3, repeat // 2), with_hf=False)[0]
-        short = rows[2][1][0]
-        print(f"{name:<14}{'archc decode/token 2048 vs 128 ctx':<34}{long:>10.3f}{short:>10.3f}{long / short:>8.2f}")
+        for level in ("O0", "O1"):
+            model = archc.build(f"specs/{name}.arch", seed=0, pipeline=level).eval()
+            assert model.num_parameters() == hf.num_parameters(), (model.num_parameters(), hf.num_parameters())
+            label = f"{name} {level}"
+            rows = [("forward 1×512 (s)", forward(model, hf, repeat)),
+                    ("train step 4×256 (s)", train_step(model, hf, repeat)),
+                    ("decode/token after 128 (ms)", tuple(1e3 * t for t in decode(model, hf, 128, 33, repeat)))]
+            for what, (a, b) in rows:
+                print(f"{label:<20}{what:<34}{a:>10.4f}{b:>10.4f}{a / b:>8.2f}", flush=True)
+            long = 1e3 * decode(model, hf, 2048, 17, max(3, repeat // 2), with_hf=False)[0]
+            short = rows[2][1][0]
+            print(f"{label:<20}{'archc decode/token 2048 vs 128 ctx':<34}{long:>10.3f}{short:>10.3f}{long / short:>8.2f}")
 
 
 if __name__ == "__main__":

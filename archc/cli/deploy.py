@@ -15,12 +15,14 @@ from archc.cli.model import (
     _fail,
     _load_weights,
     _run,
+    add_pipeline_flag,
     add_sampling_flags,
     check_memory,
     data_bytes,
     prompt_bytes,
     prompt_ids,
 )
+from archc.passes.manager import EXPORT_LEVEL
 
 
 def block_size(text: str) -> int:
@@ -110,7 +112,7 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
 
     check_folder(args.output, EXPORTED, args.force)  # before building, calibrating, exporting
     folder = Path(args.output)
-    model, prog = _build_model(args.file, args.seed, sources, args)
+    model, prog = _build_model(args.file, args.seed, sources, args, pipeline="O0")  # --pipeline: after pruning
     if args.weights:
         _load_weights(model, args.weights, "--weights")
     text = Path(args.file).read_text()
@@ -124,14 +126,14 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     try:
         report = export_model(model, folder, text, prog.graph.name, args.weights or f"random init, seed {args.seed}",
                               opset=args.opset, force=args.force, quantize=options, calibration=cal,
-                              held_out=held_out, keep_reference=not args.no_reference)
+                              held_out=held_out, keep_reference=not args.no_reference, pipeline=args.pipeline)
     except ExportError as e:
         raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
     except QuantizeError as e:
         raise _fail(e.code, e.message, e.hint) from None
     m = report.manifest
     q = m.quantization
-    print(f"{folder}/model.onnx: {m.kind} of {m.spec}, {report.nodes:,} nodes, {report.bytes / 1e6:.1f} MB, "
+    print(f"{folder}/model.onnx: {m.kind} of {m.spec} ({m.pipeline}), {report.nodes:,} nodes, {report.bytes / 1e6:.1f} MB, "
           f"{len(m.state)} state tensors; exported in {report.seconds:.1f} s "
           f"({report.units} distinct node graphs, {report.unit_seconds:.1f} s)")
     if q is not None:
@@ -254,6 +256,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--opset", type=count(1, 99), default=None,
                    help=f"ONNX opset (default: the spec's export section's, else {DEFAULT_OPSET})")
     x.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights (0)")
+    add_pipeline_flag(x, EXPORT_LEVEL)
     qg = x.add_argument_group("quantization (docs/compression.md)")
     qg.add_argument("--quantize", choices=("none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"),
                     help="int8: the best of dynamic, block-wise and static on held-out data (needs --calibrate; "

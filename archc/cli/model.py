@@ -23,6 +23,7 @@ from archc.cli.flags import (
     unit_interval,
 )
 from archc.errors import ArchError, Diagnostic
+from archc.passes.manager import BUILD_LEVEL
 
 
 class CommandError(Exception):
@@ -46,13 +47,16 @@ def _need_torch() -> None:
 
 
 def _build_model(path: str, seed: int, sources: dict[str, str], limits: argparse.Namespace,
-                 device: str = "cpu"):
+                 device: str = "cpu", pipeline: str | None = None):
+    """The spec's model after `pipeline` (default: the command's `--pipeline`, else `O0`: commands
+    that rewrite a model — prune, export before its own pipeline — start from the canonical one)."""
     _need_torch()
     from archc.backends.torch import BackendError, build
 
     prog = load_spec(path, limits, sources)
+    pipeline = pipeline or getattr(limits, "pipeline", None) or "O0"
     try:
-        return build(prog.graph, seed=seed, device=device), prog
+        return build(prog.graph, seed=seed, device=device, pipeline=pipeline), prog
     except BackendError as e:
         raise _fail("ARC0901", f"{e.message} (node `{e.node.id}`)", e.hint, e.node.span) from None
 
@@ -92,7 +96,7 @@ def _cmd_build(args: argparse.Namespace, sources: dict[str, str]) -> int:
     out = check_file(args.output, args.force) if args.output else None  # before the build, not after
     model, prog = _build_model(args.file, args.seed, sources, args)
     n = model.num_parameters()
-    print(f"{prog.graph.name}: {n:,} parameters, {len(list(model.named_parameters()))} tensors, "
+    print(f"{prog.graph.name} ({model.pipeline}): {n:,} parameters, {len(list(model.named_parameters()))} tensors, "
           f"state {', '.join(model.state_names[:4])}{' …' if len(model.state_names) > 4 else ''}")
     if out is not None:
         with output_file(out, args.force) as tmp:
@@ -342,6 +346,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return _run(_cmd_generate, args)
 
 
+def add_pipeline_flag(sp: argparse.ArgumentParser, default: str) -> None:
+    """`--pipeline O0|O1|O2`: the optimization level the command builds (docs/passes.md)."""
+    from archc.passes.manager import LEVELS
+
+    sp.add_argument("--pipeline", choices=LEVELS, default=default,
+                    help=f"optimization level: O0 the graph as written, O1 the fusions that pay in eager "
+                         f"PyTorch, O2 those and the export fusions ({default}; docs/passes.md)")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("build", help="compile a spec to a PyTorch module; optionally save its initial weights")
     b.add_argument("file", metavar="FILE", help="spec file (.arch)")
@@ -349,6 +362,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="seed of the weight initialization (0)")
     b.add_argument("-o", "--output", type=output, help="write the weights to this .safetensors file")
     b.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_pipeline_flag(b, BUILD_LEVEL)
     add_limit_flags(b)
     b.set_defaults(fn=cmd_build)
 
@@ -377,6 +391,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_memory_flag(t)
     t.add_argument("--alpha", type=unit_interval, default=0.5,
                    help="weight of the soft (teacher) loss; 1 − alpha weighs the hard loss (0.5)")
+    add_pipeline_flag(t, BUILD_LEVEL)
     add_limit_flags(t)
     t.set_defaults(fn=cmd_train)
 
@@ -388,6 +403,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--draft", help="a draft spec for speculative decoding")
     g.add_argument("--draft-weights", help=".safetensors of the draft spec (default: random init)")
     g.add_argument("--seed", type=seed, default=0, help="seed of the init (without --weights) and the sampling (0)")
+    add_pipeline_flag(g, BUILD_LEVEL)
     add_memory_flag(g)
     add_limit_flags(g)
     g.set_defaults(fn=cmd_generate)

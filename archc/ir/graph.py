@@ -1,11 +1,12 @@
 """The typed graph IR: the contract between the front end, the passes and the backends.
 
-A `Graph` is a dataflow graph in SSA form: every `Node` produces one tensor, names the nodes
+A `Graph` is a dataflow graph in SSA form: every `Node` produces one value, names the nodes
 whose outputs it consumes (`inputs`), and is stored in `nodes` in a topological order (the order
 the lowering created it in). Node ids are readable paths (`layers.3.attn`) that become parameter
 prefixes in the torch backend. Higher-order ops (mixture-of-depths, adaptive computation time,
 recurrent memory) hold the block they wrap as a nested `Graph` in `body`, as JAX's `cond`/`scan`
-hold sub-jaxprs.
+hold sub-jaxprs. A node with several outputs (a fused residual add + norm) produces one
+`TupleType` value, read only by `item` nodes, as torch.fx's `getitem`.
 
 networkx holds the topology for the passes that need graph algorithms (`Graph.nx`). It is built on
 first use rather than kept in sync, because importing networkx alone costs ~0.2 s, half of the
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from archc.errors import Span
-from archc.ir.types import TensorType
+from archc.ir.types import ValueType
 
 if TYPE_CHECKING:
     import networkx
@@ -41,7 +42,7 @@ class Node(BaseModel):
     op: str
     inputs: tuple[str, ...] = ()
     params: dict[str, Any] = Field(default_factory=dict)
-    type: TensorType
+    type: ValueType
     span: Span | None = None
     #: Names of the blocks this node was created in, outermost first (e.g. ("decoder",)).
     blocks: tuple[str, ...] = ()
@@ -170,7 +171,7 @@ class Graph(BaseModel):
         """The nodes that read `node_id`, in order."""
         return [n.id for n in self.nodes.values() if node_id in n.inputs]
 
-    def input_types(self, node: Node) -> list[TensorType]:
+    def input_types(self, node: Node) -> list[ValueType]:
         return [self.nodes[i].type for i in node.inputs]
 
     @property

@@ -38,6 +38,24 @@ class TensorType(BaseModel):
         return f"{self.dtype}[{', '.join(str(d) for d in self.shape)}]"
 
 
+class TupleType(BaseModel):
+    """The value of a node with several outputs, read only through `item` nodes (torch.fx's
+    `getitem`). A fused residual add + norm is one: it gives the normed tensor, and the sum goes
+    on down the residual stream. Ops never take a tuple except `item`, so every other rule keeps
+    reading `TensorType`s (the verifier checks both)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: tuple[TensorType, ...]
+
+    def __str__(self) -> str:
+        return f"({', '.join(str(t) for t in self.items)})"
+
+
+#: The type of an IR value: one tensor, or the tensors of a node with several outputs.
+ValueType = TensorType | TupleType
+
+
 def hidden(batch: Dim, seq: Dim, width: int) -> TensorType:
     """The type of a sequence of hidden states: float[batch, seq, width]."""
     return TensorType(shape=(batch, seq, width))

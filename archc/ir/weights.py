@@ -119,6 +119,23 @@ def packed(name: str, parts: Iterable[Weight]) -> Weight:
                   packs=tuple((p.name, p.shape[0]) for p in parts))
 
 
+def pack_dense(weights: Iterable[Weight], name: str, parts: tuple[str, ...]) -> tuple[Weight, ...]:
+    """`weights` with the dense layers `parts` (`("q_proj", "k_proj", "v_proj")`) packed into one
+    layer `name` (`qkv_proj`): its weight packs their weights' rows, its bias their biases, and it
+    stands where the first part stood. A fused op is not pruned (`archc prune` works on the
+    canonical build), so the result carries no cuts."""
+    weights = tuple(weights)
+    by_name = {w.name: w for w in weights}
+    out: list[Weight] = []
+    for w in weights:
+        layer, _, leaf = w.name.rpartition(".")
+        if layer == parts[0]:
+            out.append(packed(f"{name}.{leaf}", (by_name[f"{p}.{leaf}"] for p in parts)))
+        elif layer not in parts:
+            out.append(w)
+    return tuple(replace(w, cuts=()) for w in out)
+
+
 def under(prefix: str, weights: Iterable[Weight]) -> tuple[Weight, ...]:
     """`weights` of a submodule `prefix` (a MoE's `experts.3`), named from the op's module."""
     return tuple(w.renamed(f"{prefix}.{w.name}") for w in weights)

@@ -2,11 +2,11 @@
 `python -m archc.docs_gen` (see `Registry`). Do not edit."""
 
 FAMILIES = {
-    "arith": (2920497716, ('add', 'mul')),
-    "attention": (1517166601, ('attention', 'latent_attention')),
+    "arith": (703627018, ('add', 'item', 'mul')),
+    "attention": (3337356465, ('attention', 'attention_packed', 'latent_attention')),
     "conv": (350804487, ('gated_conv',)),
     "embeddings": (3321368405, ('embed', 'learned_pos', 'sinusoidal_pos')),
-    "ffn": (2736323236, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
+    "ffn": (1935860087, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
     "gated_deltanet": (487064996, ('gated_deltanet',)),
     "heads": (2188010733, ('cls_head', 'lm_head', 'token_cls_head')),
     "inputs": (1380240936, ('input',)),
@@ -15,7 +15,7 @@ FAMILIES = {
     "mamba2": (2538533897, ('mamba2',)),
     "memory": (537878608, ('compressive_memory', 'recurrent_memory')),
     "moe": (2650539588, ('moe',)),
-    "norms": (575734013, ('groupnorm', 'layernorm', 'rmsnorm')),
+    "norms": (1117374199, ('add_layernorm', 'add_rmsnorm', 'groupnorm', 'layernorm', 'rmsnorm')),
     "positions": (3870901549, ('alibi', 'relative_bias', 'rope')),
     "recurrent": (1202025460, ('gru', 'lstm')),
     "retention": (59660449, ('retention',)),

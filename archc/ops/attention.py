@@ -8,13 +8,14 @@ number of keys a query attends to on average at the costed length (see `archc/ir
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
-from archc.ir.weights import Weight, dense
+from archc.ir.weights import Weight, dense, pack_dense
 from archc.ops.registry import (
     CannotPrune,
     OpDef,
@@ -23,6 +24,7 @@ from archc.ops.registry import (
     ShapeError,
     divides,
     mixes_both_ways,
+    no_prune,
     register,
     rows,
     seq_len,
@@ -225,12 +227,26 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
     return heads, groups
 
 
-register(OpDef(
+ATTENTION = register(OpDef(
     name="attention", params=AttentionParams, shape=_attention_shape, cost=_attention_cost,
     summary="Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.",
     category="attention", optional_inputs=("kv",), components={"pos": ("position",)}, default_name="attn",
     role="mixer", causal=_attention_causal, state=_attention_state, weights=_attention_weights,
     prune=_attention_prune))
+
+
+def _packed_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """`qkv_proj` d→(H + 2·KV)·hd, the canonical q_proj, k_proj, v_proj packed along the rows
+    (queries, then keys, then values: GQA's narrower k and v included), then `o_proj` (the
+    `pack_qkv` pass makes this op; checkpoints keep the canonical layout)."""
+    return pack_dense(_attention_weights(p, ins), "qkv_proj", ("q_proj", "k_proj", "v_proj"))
+
+
+register(replace(
+    ATTENTION, name="attention_packed", optional_inputs=(), weights=_packed_weights, fuses=("attention",),
+    prune=no_prune,
+    summary="Self-attention (`attention` without `kv=`) with its q, k and v projections packed into one matmul "
+            "(made by the `pack_qkv` pass)."))
 
 
 

@@ -5,14 +5,13 @@ These are also the expert networks of `moe(expert=swiglu(hidden=...))`.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
-from archc.ir.weights import Weight, dense, packed
+from archc.ir.weights import Weight, dense, pack_dense
 from archc.ops.registry import OpDef, Params, PruneAxis, hidden_to_hidden, register, width_of
 
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu"]
@@ -88,13 +87,7 @@ def _packed_weights(p: GLUParams, ins: list[TensorType]) -> tuple[Weight, ...]:
     """`gate_up_proj` d→2·hidden, the canonical gate_proj and up_proj packed along the rows
     (gate first), then `down_proj` (the `pack_gate_up` pass makes these ops; checkpoints keep
     the canonical layout)."""
-    gate, *rest = ffn_weights(p, ins, gated=True)
-    ws = {w.name: w for w in (gate, *rest)}
-    out = [packed("gate_up_proj.weight", (ws["gate_proj.weight"], ws["up_proj.weight"]))]
-    if p.bias:
-        out.append(packed("gate_up_proj.bias", (ws["gate_proj.bias"], ws["up_proj.bias"])))
-    # a fused op is not pruned (archc prune works on the canonical build): no cuts
-    return tuple(replace(w, cuts=()) for w in (*out, *rest) if not w.name.startswith(("gate_proj", "up_proj")))
+    return pack_dense(ffn_weights(p, ins, gated=True), "gate_up_proj", ("gate_proj", "up_proj"))
 
 
 for _op in ("swiglu", "geglu"):

@@ -1,13 +1,14 @@
-"""Normalization layers: layernorm, rmsnorm, groupnorm."""
+"""Normalization layers: layernorm, rmsnorm, groupnorm; and the residual add fused into the norm
+that follows it (`add_rmsnorm`, `add_layernorm`: made by the `fuse_add_norm` pass)."""
 
 from __future__ import annotations
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
-from archc.ir.types import TensorType
+from archc.ir.types import TensorType, TupleType
 from archc.ir.weights import Weight
-from archc.ops.registry import OpDef, Params, divides, register, width_of
+from archc.ops.registry import OpDef, Params, ShapeError, divides, register, width_of
 
 
 class LayerNormParams(Params):
@@ -54,3 +55,26 @@ register(OpDef(name="rmsnorm", params=RMSNormParams, shape=_norm_shape, cost=_no
 register(OpDef(name="groupnorm", params=GroupNormParams, shape=_norm_shape, cost=_norm_cost,
                summary="Group normalization over channel groups of each token (scale and shift).", category="norm",
                default_name="norm", role="norm", weights=_norm_weights))
+
+
+def _add_norm_shape(p: Params, ins: list[TensorType]) -> TupleType:
+    a, b = ins
+    if a != b:
+        raise ShapeError(f"operands have different types: {a} and {b}", None)
+    return TupleType(items=(a, a))
+
+
+def _add_norm_cost(p: Params, ins: list[TensorType], out: TupleType, ctx: CostCtx) -> Cost:
+    """The norm's ~4 FLOPs per element and the add's one; saves the sum."""
+    d = width_of(ins)
+    return Cost(flops=5 * d, act_bytes=d * ctx.dtype_bytes)
+
+
+for _norm, _params, _ort in (("rmsnorm", RMSNormParams, "SkipSimplifiedLayerNormalization"),
+                             ("layernorm", LayerNormParams, "SkipLayerNormalization")):
+    register(OpDef(name=f"add_{_norm}", params=_params, shape=_add_norm_shape, cost=_add_norm_cost,
+                   summary=f"A residual add and the `{_norm}` of the sum in one op (onnxruntime's `{_ort}`): "
+                           "outputs the normed value and the sum, which goes on down the residual stream "
+                           "(made by the `fuse_add_norm` pass).",
+                   category="norm", default_name="norm", role="norm", inputs=("a", "b"), weights=_norm_weights,
+                   fuses=("add", _norm), outputs=("norm", "sum")))

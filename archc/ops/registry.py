@@ -245,6 +245,9 @@ class OpDef:
     #: A fused op: the ops a fusion pass replaces with it (it computes exactly what they do; specs
     #: do not need to name it, the pass makes it). docs/passes.md.
     fuses: tuple[str, ...] = ()
+    #: A node with several outputs: their names (its shape rule gives a `TupleType` of as many
+    #: tensors; `item` nodes read them, named `<node id>.<output>`).
+    outputs: tuple[str, ...] = ()
     #: The prune rule: the kinds of unit the op can lose (`PruneAxis`), from its parameters and
     #: input types; an op without any cannot be pruned structurally.
     prune: Callable[[Any, list[TensorType]], tuple[PruneAxis, ...]] = no_prune

@@ -102,12 +102,16 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "summary": ("infer_shapes", "estimate_cost"),
     "clean": ("infer_shapes", "eliminate_dead_code", "estimate_cost"),
     "O0": (),
-    "O1": ("pack_gate_up",),
-    "O2": ("pack_gate_up",),
+    "O1": ("pack_qkv", "pack_gate_up", "fuse_add_norm"),
+    "O2": ("pack_qkv", "pack_gate_up", "fuse_add_norm"),
 }
 
 #: The optimization levels (`archc.build(..., pipeline=)` takes one of them).
 LEVELS = ("O0", "O1", "O2")
+#: What `archc.build`, `archc build`, `train` and `generate` run unless told otherwise.
+BUILD_LEVEL = "O1"
+#: What `archc export` runs unless told otherwise.
+EXPORT_LEVEL = "O2"
 
 
 @dataclass

@@ -5,6 +5,8 @@ tinygrad's `type_verify`). Run by the pass manager after every pass.
 * SSA order: a node reads only nodes defined before it (so no dangling or cyclic reads);
 * every op is registered and its parameters satisfy its schema;
 * types: each node's type is what its op's shape rule gives for its inputs' types;
+* a node with several outputs (a `TupleType` value) is read only by `item` nodes, and only
+  `item` reads one;
 * every node has a source span (so any later diagnostic can point at the `.arch` line);
 * weight ties name a node that exists, of the op the tie rule allows;
 * bodies of higher-order ops verify on their own and map the op's input type to itself.
@@ -16,7 +18,7 @@ from pydantic import ValidationError
 
 from archc.errors import Span
 from archc.ir.graph import Graph
-from archc.ir.types import TensorType
+from archc.ir.types import TensorType, TupleType
 from archc.ops.registry import REGISTRY, ShapeError
 
 
@@ -57,6 +59,9 @@ def verify(graph: Graph, input_types: list[TensorType] | None = None, _root: Gra
             raise VerifyError(f"parameters do not satisfy `{n.op}`'s schema: {e.errors()[0]['msg']}", n.id,
                               n.span) from e
         ins = [graph.nodes[i].type for i in n.inputs]
+        if (n.op == "item") != any(isinstance(t, TupleType) for t in ins):
+            raise VerifyError("only `item` reads a node with several outputs, and it reads nothing else", n.id,
+                              n.span)
         try:
             t = op.shape(p, ins)
         except ShapeError as e:
@@ -79,3 +84,5 @@ def verify(graph: Graph, input_types: list[TensorType] | None = None, _root: Gra
     for o in graph.outputs:
         if o not in graph.nodes:
             raise VerifyError(f"graph output `{o}` is not defined", o)
+        if isinstance(graph.nodes[o].type, TupleType):
+            raise VerifyError("a graph output with several values (read it through `item`)", o)

@@ -72,3 +72,42 @@ def test_each_broken_invariant_is_named():
     _broken(bad_body, "schema", "mlp")
     _broken(lost_body, "wraps a block", "mod")
     _broken(bad_output, "not defined", "nothing")
+
+
+def test_a_node_with_several_outputs_is_read_only_through_items():
+    from archc.ir.types import TupleType
+    from archc.passes.manager import run
+    from tests.passes.test_fuse_add_norm import SPEC as SKIP
+
+    fused = run(archc.loads(SKIP, "skip.arch").graph, ["fuse_add_norm"]).graph
+    verify(fused)
+    assert str(fused.nodes["norm_1"].type) == "(float[batch, seq, 16], float[batch, seq, 16])"
+
+    def check(edit, match: str, node: str) -> None:
+        g = fused.copy()
+        edit(g)
+        with pytest.raises(VerifyError, match=match) as info:
+            verify(g)
+        assert info.value.node == node
+
+    def read_directly(g):  # the swiglu reads the tuple instead of its `norm` item
+        g.nodes["mlp"] = g.nodes["mlp"].model_copy(update={"inputs": ("norm_1",)})
+
+    def item_of_a_tensor(g):
+        g.nodes["norm_1.sum"] = g.nodes["norm_1.sum"].model_copy(update={"inputs": ("attn",)})
+
+    def past_the_end(g):
+        g.nodes["norm_1.sum"] = g.nodes["norm_1.sum"].model_copy(update={"params": {"index": 2}})
+
+    def tuple_output(g):
+        g.outputs = ["norm_3"]
+
+    def mistyped(g):  # a tuple of the wrong width
+        t = g.nodes["norm_1"].type
+        g.nodes["norm_1"] = g.nodes["norm_1"].model_copy(update={"type": TupleType(items=t.items[:1])})
+
+    check(read_directly, "only `item` reads a node with several outputs", "mlp")
+    check(item_of_a_tensor, "only `item` reads a node with several outputs", "norm_1.sum")
+    check(past_the_end, "output 2 of a node with 2 outputs", "norm_1.sum")
+    check(tuple_output, "several values", "norm_3")
+    check(mistyped, "typed", "norm_1")

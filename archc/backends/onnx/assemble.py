@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from archc.backends.lowering import lowering
 from archc.backends.onnx import ExportError
 from archc.backends.onnx.names import StateName, state_names
 from archc.backends.onnx.optimize import simplify_unit
@@ -29,6 +30,7 @@ from archc.backends.torch.model import ArchModel
 from archc.backends.torch.module import OpModule
 from archc.ir.cost import MAX_LEN
 from archc.ir.graph import Node
+from archc.ir.types import TupleType
 from archc.ops.registry import REGISTRY
 from archc.passes.facts import node_state
 
@@ -51,24 +53,6 @@ class Exported:
     units: int  # distinct unit graphs exported
     unit_seconds: float
     kind: str  # "decoder" | "forward"
-
-
-def _fingerprint(mod: OpModule) -> str:
-    """The plain Python attributes of a module and its submodules: two nodes share a unit only if
-    these agree too (a value a module computed at build time and uses in `forward` would be baked
-    into the traced graph)."""
-    import torch
-
-    parts = []
-    for name, sub in mod.named_modules():
-        attrs = {k: v for k, v in vars(sub).items() if not k.startswith("_") and k not in ("params", "in_types",
-                 "out_type", "declared_state", "node_id", "graph", "training")
-                 and isinstance(v, int | float | str | bool | tuple)}
-        # tensors held as plain attributes (not parameters or buffers) are traced as constants
-        tensors = {k: hashlib.sha256(v.detach().cpu().numpy().tobytes()).hexdigest()[:16]
-                   for k, v in vars(sub).items() if isinstance(v, torch.Tensor)}
-        parts.append((name, type(sub).__name__, sorted((k, repr(v)) for k, v in attrs.items()), sorted(tensors.items())))
-    return json.dumps(parts)
 
 
 @dataclass
@@ -114,8 +98,14 @@ class Assembler:
         first = in_types[0] if in_types else None
         main = first is not None and len(first.shape) > 1 and str(first.shape[1]) == self.seq_symbol
         state = () if mode == "forward" else tuple(tuple(s.shape) for s in mod.init_state(1, 64, *_cpu32()))
-        params = json.dumps([node.params, sorted(node.ties.items())], sort_keys=True, default=str) + _fingerprint(mod)
-        return UnitSpec(node.op, params, in_types, state, mode, main, masked and main, token_types and main)
+        # what the traced graph is a function of, besides the weights it binds per node: the
+        # node's parameters, ties and body (a higher-order op's block), and what the module
+        # declares it bakes in beyond them (`OpModule.export_identity`)
+        body = node.body.to_text() if node.body is not None else None
+        params = json.dumps([node.params, sorted(node.ties.items()), body, mod.export_identity()], sort_keys=True,
+                            default=str)
+        outputs = len(node.type.items) if isinstance(node.type, TupleType) else 1
+        return UnitSpec(node.op, params, in_types, state, mode, main, masked and main, token_types and main, outputs)
 
     def unit(self, node: Node, spec: UnitSpec) -> onnx.ModelProto:
         if spec.key not in self.units:
@@ -200,12 +190,13 @@ class Assembler:
             if kind == "input":
                 continue
             ins = [values[i] for i in node.inputs]
-            if kind == "arith":
-                op = "Add" if node.op == "add" else "Mul"
-                out = f"{prefix_mode}{node.id}"
-                scope.nodes.append(helper.make_node(op, ins, [out], name=out))
-                values[node.id] = out
+            direct = lowering(node.op, "onnx")
+            if direct is not None:  # an entry of the lowering table (archc/backends/onnx/ops/)
+                made, values[node.id] = direct(node, ins, f"{prefix_mode}{node.id}")
+                scope.nodes.extend(made)
                 continue
+            if kind == "arith":
+                raise ExportError(f"arithmetic op `{node.op}` has no ONNX lowering", None, node)
             stateful = bool(past.get(node.id))
             node_mode: Mode = mode if (mode == "forward" or stateful) else "prefill"
             if node_mode == "decode" and self.model.get_submodule(node.id).exported_step_loops_over_tokens:
@@ -215,9 +206,10 @@ class Assembler:
             unit_ins += ([mask] if spec.masked else []) + ([token_types] if spec.token_types else [])
             if mode != "forward":
                 unit_ins += past.get(node.id, [])
-            out = f"{prefix_mode}{node.id}"
-            self.inline(scope, node, spec, f"{prefix_mode}{node.id}", unit_ins, [out, *present.get(node.id, [])])
-            values[node.id] = out
+            outs = ([f"{prefix_mode}{node.id}"] if spec.outputs == 1 else
+                    [f"{prefix_mode}{node.id}#{i}" for i in range(spec.outputs)])
+            self.inline(scope, node, spec, f"{prefix_mode}{node.id}", unit_ins, [*outs, *present.get(node.id, [])])
+            values[node.id] = outs[0] if spec.outputs == 1 else outs
         return values[self.graph.outputs[0]]
 
     def decoder(self) -> Exported:

@@ -28,9 +28,11 @@ from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo
 from archc.backends.onnx.optimize import prune
 from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.onnx.state import refuse_state_request
+from archc.backends.torch import optimize
 from archc.backends.torch.model import ArchModel
 from archc.files.output import Owned, output_folder
 from archc.passes.facts import node_state
+from archc.passes.manager import EXPORT_LEVEL
 
 #: the files of one export (the folder's, and its fp32 reference's)
 FOLDER_FILES = ("model.onnx", "model.onnx.data", CONFIG, MANIFEST)
@@ -57,7 +59,7 @@ class ExportReport:
 def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
                  opset: int | None = None, force: bool = False, quantize: QuantizeOptions | None = None,
                  calibration: Calibration | None = None, held_out: np.ndarray | None = None,
-                 keep_reference: bool = True) -> ExportReport:
+                 keep_reference: bool = True, pipeline: str = EXPORT_LEVEL) -> ExportReport:
     """Export `model` (built from the spec whose text is `spec_text`) into `folder`. `opset`: the
     given one, else the spec's export section's, else `DEFAULT_OPSET`; the section's `step = false`
     writes a forward graph (logits, no state) for a decoder. With `quantize` (None: the section's
@@ -65,7 +67,11 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     written to `folder/reference` (to the transaction's scratch folder unless `keep_reference`)
     and quantized into `folder` (`compress.quantize_folder`). The section's `quantize_state` (or
     `quantize.state`) int8 stores a decoder's KV caches in int8. The folder changes only when the
-    export is complete, and then only in archc's own files (`EXPORTED`; `archc.files.output`)."""
+    export is complete, and then only in archc's own files (`EXPORTED`; `archc.files.output`).
+    `pipeline` (default `O2`) is the optimization level of the exported graph: an `O0` model is
+    rebuilt at it (`archc.backends.torch.optimize`), a model built at it is exported as it is."""
+    if model.pipeline != pipeline:
+        model = optimize(model, pipeline)
     settings = export_settings(model)
     if quantize is None and (settings.get("quantize", "none") != "none" or settings.get("quantize_state") == "int8"):
         quantize = QuantizeOptions(settings.get("quantize", "none"), state=settings.get("quantize_state", "fp32"))
@@ -188,7 +194,7 @@ def _manifest(ex: Exported, model: ArchModel, spec_text: str, spec_name: str, we
                     opset=opset, vocab=model.out_type_vocab(),
                     inputs=[PortInfo(name=p.name, dtype=p.dtype, shape=p.shape) for p in ex.inputs],
                     outputs=[PortInfo(name=p.name, dtype=p.dtype, shape=p.shape) for p in ex.outputs],
-                    state=states, weights=weights)
+                    state=states, weights=weights, pipeline=model.pipeline)
 
 
 def _fill(model: ArchModel, node_id: str, fill: float | str) -> float | list:

@@ -112,6 +112,8 @@ class Manifest(BaseModel):
     state: list[StateInfo] = []
     #: exported from these weights (a file name), or a seeded random init
     weights: str
+    #: the optimization pipeline the exported graph went through (docs/passes.md)
+    pipeline: Literal["O0", "O1", "O2"] = "O0"
     #: where onnxruntime-genai can run the folder, and if not, why
     genai: str = ""
     #: set when the model is quantized (`archc export --quantize`)

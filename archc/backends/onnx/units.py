@@ -11,7 +11,7 @@ distinct layers, not with depth.
 A unit's graph has inputs `positions` (int64 [T], absent for ops on another time axis, which
 count from 0), then the node's tensor inputs `in_0 …`, then (forward units of the main axis)
 `attention_mask` (bool [B, T]) and `token_type_ids`, then the state `state_0 …`; outputs `out`
-and the new state `new_0 …`. Its initializers named `m.<param>` are the module's own tensors and
+(`out_0 …` for a node with several outputs) and the new state `new_0 …`. Its initializers named `m.<param>` are the module's own tensors and
 `tied.<i>.<param>` those of the modules its ties read; the assembler renames both to the model's
 state_dict keys and takes each node's own values. Any other initializer is a constant of the
 traced code.
@@ -59,11 +59,13 @@ class UnitSpec:
     main_axis: bool
     masked: bool
     token_types: bool
+    #: How many values the node makes (a fused residual add + norm: the normed value and the sum).
+    outputs: int = 1
 
     @property
     def key(self) -> str:
         text = json.dumps([self.op, self.params, [str(t) for t in self.in_types], self.state_shapes,
-                           self.mode, self.main_axis, self.masked, self.token_types])
+                           self.mode, self.main_axis, self.masked, self.token_types, self.outputs])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -88,9 +90,14 @@ class _Unit(nn.Module):
         if spec.mode == "forward":
             mask = rest.pop(0) if spec.masked else None
             types = rest.pop(0) if spec.token_types else None
-            return (self.m(*xs, ctx=Context(positions, mask, types)),)
+            return _outputs(self.m(*xs, ctx=Context(positions, mask, types)))
         y, new = self.m.step(*xs, state=tuple(rest), ctx=Context(positions, decoding=True))
-        return (y, *new)
+        return (*_outputs(y), *new)
+
+
+def _outputs(y: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """A module's value as the unit's leading outputs (a node with several gives a tuple)."""
+    return y if isinstance(y, tuple) else (y,)
 
 
 def _example(t: TensorType, sizes: dict[str, int], dims: dict[str, Dim | None]) -> tuple[Tensor, dict[int, Dim]]:
@@ -166,7 +173,8 @@ def export_unit(mod: OpModule, spec: UnitSpec, seq_symbol: str, opset: int,
     nested in a `while_loop` (RMT's prefill) unless `_consistent_subgraph_domain` is in place."""
     args, dyn, names = unit_inputs(mod, spec, seq_symbol)
     n_state = 0 if spec.mode == "forward" else len(mod.state_names)
-    outputs = ["out", *(f"new_{i}" for i in range(n_state))]
+    outs = ["out"] if spec.outputs == 1 else [f"out_{i}" for i in range(spec.outputs)]
+    outputs = [*outs, *(f"new_{i}" for i in range(n_state))]
     with warnings.catch_warnings(), torch.no_grad(), _consistent_subgraph_domain(), _quiet_exporter_logs():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(_Unit(mod, spec, owners).eval(), tuple(args), dynamic_shapes=(tuple(dyn),), dynamo=True,

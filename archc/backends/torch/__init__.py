@@ -17,41 +17,55 @@ import torch
 
 from archc.backends.torch.model import ArchModel, BackendError, ModelOutput
 from archc.ir.graph import Graph
+from archc.passes.manager import BUILD_LEVEL
 
 
 def build(spec: str | Path | Graph, seed: int = 0, device: str | torch.device = "cpu",
-          dtype: torch.dtype = torch.float32, pipeline: str = "O0") -> ArchModel:
+          dtype: torch.dtype = torch.float32, pipeline: str = BUILD_LEVEL) -> ArchModel:
     """A spec path (or a lowered `Graph`) → an initialized `ArchModel`, after the optimization
-    pipeline `pipeline` (`O0`: the graph as lowered; `O1`, `O2`: fused, docs/passes.md). The
-    weights of a fused build are those of the `O0` build (the same seed gives the same model), and
-    its `state_dict` has the canonical layout.
+    pipeline `pipeline` (`O0`: the graph as lowered; `O1` (default), `O2`: fused, docs/passes.md).
+    The weights do not depend on the pipeline (the same seed gives the same model), and the
+    `state_dict` has the canonical layout at every level.
 
     `device="meta"` builds the module tree without allocating (parameter counts of huge specs).
     """
+    _check_level(pipeline)
     graph = spec if isinstance(spec, Graph) else _load(spec)
-    canonical = graph
-    if pipeline != "O0":
-        from archc.passes.manager import LEVELS, run
-
-        if pipeline not in LEVELS:
-            raise ValueError(f"unknown pipeline `{pipeline}`; levels: {', '.join(LEVELS)}")
-        graph = run(graph, pipeline).graph
     with torch.device("meta"):
         model = ArchModel(graph)
-    model.pipeline = pipeline
-    if torch.device(device).type == "meta":
+    if torch.device(device).type != "meta":
+        model = model.to_empty(device=device).initialize(seed).to(dtype)
+    return optimize(model, pipeline)
+
+
+def optimize(model: ArchModel, pipeline: str) -> ArchModel:
+    """`model` rebuilt after the pipeline `pipeline` from its canonical graph, holding the same
+    weights: the modules load the canonical state dict through their load hooks (a meta model
+    stays meta). How `build` and `archc export --pipeline` get a fused model from a canonical one
+    after loading or pruning it; any level goes to any other."""
+    from archc.passes.manager import run
+
+    _check_level(pipeline)
+    if pipeline == model.pipeline:
         return model
-    if pipeline != "O0":  # the same weights as the canonical build: initialize that, load it
-        reference = build(canonical, seed, device, torch.float32)
-        model = model.to_empty(device=device)
-        model.load_state_dict(reference.state_dict())
-        return model.to(dtype)
-    model = model.to_empty(device=device)
-    if torch.device(device).type == "meta":
-        return model
-    model = model.to_empty(device=device)
-    model.initialize(seed)
-    return model.to(dtype)
+    with torch.device("meta"):
+        fused = ArchModel(run(model.canonical_graph, pipeline).graph)
+    fused.pipeline = pipeline
+    fused.canonical_graph = model.canonical_graph
+    fused.train(model.training)
+    first = next(model.parameters(), None)
+    if first is None or first.is_meta:
+        return fused
+    fused = fused.to_empty(device=first.device).to(first.dtype)
+    fused.load_state_dict(model.state_dict())
+    return fused
+
+
+def _check_level(pipeline: str) -> None:
+    from archc.passes.manager import LEVELS
+
+    if pipeline not in LEVELS:
+        raise ValueError(f"unknown pipeline `{pipeline}`; levels: {', '.join(LEVELS)}")
 
 
 def _load(path: str | Path) -> Graph:
@@ -60,4 +74,4 @@ def _load(path: str | Path) -> Graph:
     return load(str(path)).graph
 
 
-__all__ = ["ArchModel", "BackendError", "ModelOutput", "build"]
+__all__ = ["ArchModel", "BackendError", "ModelOutput", "build", "optimize"]

@@ -94,7 +94,9 @@ def save_train_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimi
                 tensors[f"{names[id(p)]}.{slot}"] = t.detach().contiguous().cpu()
     tensors["__scheduler_step__"] = torch.tensor(sched_step)
     tensors["__data_rng__"] = gen.get_state()
-    metadata = {**metadata, "step": sched_step}
+    # the optimizer's moments follow the parameters as the build holds them (packed by a fused
+    # pipeline), so a train state resumes only under the pipeline that wrote it
+    metadata = {**metadata, "step": sched_step, "pipeline": getattr(model, "pipeline", "O0")}
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
@@ -115,6 +117,12 @@ def load_train_state(path: str | Path, model: nn.Module, opt: torch.optim.Optimi
             meta = f.metadata() or {}
     except (OSError, SafetensorError) as e:
         raise CheckpointError(f"{path} cannot be read ({e}): it is damaged or not a train state") from None
+    saved_pipeline = json.loads(meta["pipeline"]) if "pipeline" in meta else "O0"
+    ours = getattr(model, "pipeline", "O0")
+    if saved_pipeline != ours:
+        raise CheckpointError(f"{path} is the optimizer state of a run built at {saved_pipeline} (its moments follow "
+                              f"that build's packed parameters); this build is {ours}: resume with --pipeline "
+                              f"{saved_pipeline}")
     params = dict(model.named_parameters())
     restored: dict[str, tuple[torch.nn.Parameter, str, torch.Tensor]] = {}
     for key, value in tensors.items():

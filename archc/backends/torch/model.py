@@ -29,7 +29,7 @@ from archc.backends.torch.init import Init
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import BuildCtx, modules
 from archc.ir.graph import Graph, Node
-from archc.ir.types import TensorType
+from archc.ir.types import TensorType, TupleType, ValueType
 from archc.ops.registry import REGISTRY
 from archc.passes.facts import count_role, head_loss, is_causal, node_state
 
@@ -77,8 +77,11 @@ def build_op(op: str, params: dict[str, Any], in_types: list[TensorType], out_ty
     return mod
 
 
-def _time_axis(t: TensorType) -> object:
-    """The sequence dimension of a [batch, seq, ...] type (None for lower ranks)."""
+def _time_axis(t: ValueType) -> object:
+    """The sequence dimension of a [batch, seq, ...] type (None for lower ranks; a node with
+    several outputs: its first's)."""
+    if isinstance(t, TupleType):
+        t = t.items[0]
     return t.shape[1] if len(t.shape) >= 2 else None
 
 
@@ -90,6 +93,8 @@ class GraphModule(nn.Module):
         self.graph = graph
         #: (node id, module or None, input ids, op, on the input's time axis) in topological order.
         self._plan: list[tuple[str, OpModule | None, tuple[str, ...], str, bool]] = []
+        #: node id -> (the torch lowering, params) of the arithmetic nodes, run inline.
+        self._inline: dict[str, tuple[Any, dict[str, Any]]] = {}
         #: (module, first state index, number of state tensors) for stateful modules.
         self._stateful: list[tuple[OpModule, int, int]] = []
         names: list[str] = []
@@ -99,7 +104,12 @@ class GraphModule(nn.Module):
             if kind == "input":
                 continue
             mod = None
-            if kind != "arith":
+            if kind == "arith":  # run inline by its lowering (archc/backends/torch/ops/arith.py)
+                fn = modules().get(node.op)
+                if fn is None:
+                    raise BackendError(node, f"arithmetic op `{node.op}` has no torch lowering")
+                self._inline[node.id] = (fn, node.params)
+            else:
                 in_types = [graph.nodes[i].type for i in node.inputs]
                 bctx = BuildCtx(node, graph, lambda op, prm, ts: build_op(op, prm, ts, ts[0]), GraphModule)
                 if node.op not in modules():
@@ -140,7 +150,8 @@ class GraphModule(nn.Module):
             else:
                 ctx = own_ctx
             if mod is None:
-                env[nid] = args[0] + args[1] if op == "add" else args[0] * args[1]
+                fn, params = self._inline[nid]
+                env[nid] = fn(args, params)
             elif state is not None and mod.state_names:
                 n = len(mod.state_names)
                 env[nid], s = mod.step(*args, state=tuple(state[pos:pos + n]), ctx=ctx)
@@ -195,8 +206,10 @@ class ArchModel(GraphModule):
 
     def __init__(self, graph: Graph) -> None:
         super().__init__(graph)
-        #: The optimization pipeline `graph` went through (set by `build`).
+        #: The optimization pipeline `graph` went through, and the graph before it (set by
+        #: `optimize`): a model of any level can be rebuilt at another from its state dict.
         self.pipeline = "O0"
+        self.canonical_graph = graph
         self.input_names = list(graph.inputs)
         self.head = graph.nodes[graph.outputs[0]].op
         #: The loss the head implies and whether the model is causal: facts of the op records.

@@ -137,6 +137,17 @@ class OpModule(nn.Module):
     def step(self, *inputs: Tensor, state: State, ctx: Context) -> tuple[Tensor, State]:
         return self(*inputs, ctx=ctx), state
 
+    def export_identity(self) -> str:
+        """What the module's traced graph depends on beyond its node's op, parameters, input
+        types, ties and body, and its weights' values. The ONNX backend exports one graph for all
+        nodes that agree on those and on this, binding each to its own weights, so a module that
+        bakes anything else into its computation (a value drawn at build time, a table read from a
+        file) must say it here. The default: nothing — every module's tensors are declared weights
+        (`undeclared()` is empty), and its plain attributes are functions of its parameters and
+        input types (tests/backends/torch/test_records.py checks that no module holds a tensor
+        that is not a parameter or buffer)."""
+        return ""
+
     def init_weights(self, init: Init) -> None:
         """Initialize this module's own parameters (default: `init.default` on every submodule)."""
         init.default(self)
@@ -163,13 +174,27 @@ def _unpack_state(module: OpModule, state_dict: dict[str, Any], prefix: str, loc
     """`state_dict()` of a fused module: each packed weight split back into the canonical weights
     it packs (`gate_up_proj.weight` → `gate_proj.weight`, `up_proj.weight`), so a checkpoint
     saved from any pipeline loads into any other."""
+    _split_packed(module, state_dict, prefix)
+
+
+def _split_packed(module: OpModule, tensors: dict[str, Any], prefix: str) -> None:
     for w in module.packed_weights():
         key = prefix + w.name
-        if key not in state_dict:
+        if key not in tensors:
             continue
-        whole = state_dict.pop(key)
+        whole = tensors.pop(key)
         for (name, _), part in zip(w.packs, whole.split([rows for _, rows in w.packs]), strict=True):
-            state_dict[prefix + name] = part
+            tensors[prefix + name] = part
+
+
+def canonical_layout(model: nn.Module, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """`tensors` keyed as `model`'s parameters (their gradients, say) in the canonical layout:
+    every packed weight's tensor split into the weights it packs, as `state_dict` does."""
+    out = dict(tensors)
+    for prefix, mod in model.named_modules():
+        if isinstance(mod, OpModule):
+            _split_packed(mod, out, f"{prefix}." if prefix else "")
+    return out
 
 
 def _pack_state(module: OpModule, state_dict: dict[str, Any], prefix: str, local_metadata: Any, strict: bool,

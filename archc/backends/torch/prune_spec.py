@@ -83,7 +83,11 @@ def _site(n) -> Where:
 def prune_spec(model: ArchModel, spec_path: str, spec_text: str, options: PruneOptions,
                batches: list[tuple[Tensor, Tensor]] | None = None) -> PruneResult:
     """`model` (built from `spec_text`, read from `spec_path`) pruned as `options` says; `batches`
-    (input ids, labels) feed activation and Taylor importance and the layer ranking."""
+    (input ids, labels) feed activation and Taylor importance and the layer ranking. Prune rules
+    cut the canonical weights: a fused build is pruned as its `O0` rebuild (the same weights)."""
+    from archc.backends.torch import optimize
+
+    model = optimize(model, "O0")
     before = model.num_parameters()
     kinds = [k for k, r in options.ratios.items() if r > 0]
     units = prunable(model, kinds)
@@ -176,7 +180,7 @@ def _load(text: str, path: str, state: dict[str, Tensor]) -> ArchModel:
     from archc.backends.torch import build
     from archc.frontend import loads
 
-    model = build(loads(text, path).graph)
+    model = build(loads(text, path).graph, pipeline="O0")
     model.load_state_dict(state)
     return model
 

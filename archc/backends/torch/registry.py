@@ -35,8 +35,9 @@ def implements(*ops: str) -> Callable[[type], type]:
     return deco
 
 
-def modules() -> dict[str, type]:
-    """The torch module class of every op the backend implements."""
+def modules() -> dict[str, Any]:
+    """The torch lowering of every op the backend implements: a module class (`implements`) for
+    the layer ops, a function of the input tensors for the arithmetic (`ops/arith.py`)."""
     return lowerings("torch")
 
 

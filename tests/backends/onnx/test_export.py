@@ -48,7 +48,9 @@ def test_decoder_names_follow_genai_and_weights_keep_their_keys(decoder_export):
     assert manifest["state"][0] == {"input": "past_key_values.0.key", "output": "present.0.key", "node": "layers.0.attn",
                                     "state": "key", "dtype": "float32", "shape": ["batch", 2, "past_seq", 8], "fill": 0.0,
                                     "kv": True, "scale_of": None}
-    assert report.units == 6  # embed, rmsnorm, attention (prefill and decode forms), swiglu, lm_head
+    # exported at O2: embed, rmsnorm (the first norm), add_rmsnorm (the others, with the residual
+    # add), attention_packed (prefill and decode forms), swiglu_packed, lm_head
+    assert report.units == 7 and manifest["pipeline"] == "O2"
     # no node carries torch.onnx's Python stack (this machine's source paths, most of the bytes)
     nodes = [n for n in proto.graph.node] + [m for n in proto.graph.node for a in n.attribute
                                              if a.type == onnx.AttributeProto.GRAPH for m in a.g.node]

@@ -65,7 +65,7 @@ def test_each_scheme_passes_parity_within_its_bound(decoder_export, tmp_path, sc
     assert "embed.weight" not in inits  # the fp32 table is gone
     by_weight = {w.weight: w for w in q.weights}
     assert by_weight["embed.weight"].precision == ("int4" if scheme == "int4" else "int8")
-    assert by_weight["layers.0.attn.q_proj.weight"].precision != "fp32"
+    assert by_weight["layers.0.attn.qkv_proj.weight"].precision != "fp32"  # exported at O2: q, k, v packed
     rows = check_parity(model, tmp_path / "q", lengths=(1, 17), steps=16)
     assert all(r.ok for r in rows), rows
     assert max(r.max_abs for r in rows) < QUANTIZED_TOLERANCE[scheme]
@@ -160,7 +160,7 @@ def test_cli_quantized_export_explains_and_checks(decoder_export, tmp_path):
                str(tmp_path / "x"), "--quantize", "int8_dynamic", "--keep", "fp32:ffn", "--explain", "--check")
     assert out.returncode == 0, out.stderr
     assert "quantized int8_dynamic:" in out.stdout and "in fp32: ffn\n" in out.stdout
-    assert "layers.0.mlp.up_proj.weight" in out.stdout and "kept fp32: --keep" in out.stdout
+    assert "layers.0.mlp.gate_up_proj.weight" in out.stdout and "kept fp32: --keep" in out.stdout  # O2: packed
     assert "parity (fp32 reference): onnxruntime equals" in out.stdout and "parity (int8_dynamic)" in out.stdout
     assert (tmp_path / "x" / "reference" / "model.onnx").is_file()
     for argv, status, code in (

@@ -8,8 +8,13 @@ import pytest
 import torch
 
 import archc
+from archc.backends.torch import optimize
 from archc.backends.torch.checkpoint import load_weights, save_weights
+from archc.backends.torch.module import canonical_layout
+from archc.passes.rewrite import fusion_report
+from tests.passes.test_fuse_add_norm import SPEC as SKIP
 from tests.passes.test_pack_gate_up import SPEC
+from tests.passes.test_pack_qkv import SPEC as QKV
 
 
 @pytest.fixture(scope="module")
@@ -17,35 +22,54 @@ def graph():
     return archc.loads(SPEC, "packed.arch").graph
 
 
+#: One spec per fusion pass: gated FFNs, packed q/k/v (GQA with biases and RoPE, a sliding window,
+#: cross-attention left alone), residual adds into rmsnorm and layernorm (and one left unfused).
+FUSION_SPECS = {"gate_up": (SPEC, 64), "qkv": (QKV, 64), "add_norm": (SKIP, 64)}
+
+
 @pytest.mark.parametrize("level", ["O1", "O2"])
-def test_fused_builds_equal_the_unfused_one(graph, level):
-    base, fused = archc.build(graph, seed=0), archc.build(graph, seed=0, pipeline=level)
-    assert fused.pipeline == level and type(fused.get_submodule("mlp")).__name__ == "PackedGLU"
+@pytest.mark.parametrize("name", sorted(FUSION_SPECS))
+def test_fused_builds_equal_the_unfused_one(name, level):
+    text, vocab = FUSION_SPECS[name]
+    g = archc.loads(text, f"{name}.arch").graph
+    base, fused = archc.build(g, seed=0, pipeline="O0"), archc.build(g, seed=0, pipeline=level)
+    assert fused.pipeline == level and base.pipeline == "O0"
+    assert fusion_report(fused.graph)[0], "the spec is there to be fused"
     assert base.state_dict().keys() == fused.state_dict().keys()
     assert all(torch.equal(v, fused.state_dict()[k]) for k, v in base.state_dict().items())
-    ids = torch.randint(0, 64, (2, 11))
+    ids = torch.randint(0, vocab, (2, 11))
     out_a, out_b = base(ids, labels=ids), fused(ids, labels=ids)
     torch.testing.assert_close(out_b.logits, out_a.logits, rtol=1e-5, atol=1e-5)
     out_a.loss.backward()
     out_b.loss.backward()
-    grads = dict(fused.named_parameters())
-    for name, rows in (("mlp.gate_up_proj.weight", ("mlp.gate_proj.weight", "mlp.up_proj.weight")),):
-        want = torch.cat([base.get_parameter(r).grad for r in rows])
-        torch.testing.assert_close(grads[name].grad, want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(fused.get_parameter("attn.q_proj.weight").grad,
-                               base.get_parameter("attn.q_proj.weight").grad, rtol=1e-5, atol=1e-6)
+    want = {k: p.grad for k, p in base.named_parameters()}
+    got = canonical_layout(fused, {k: p.grad for k, p in fused.named_parameters()})
+    assert got.keys() == want.keys()
+    for k in want:  # a packed weight's gradient is its parts' gradients, stacked
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
     state_a, state_b = base.init_state(2, 16), fused.init_state(2, 16)
-    for t in range(3):
+    step_a, state_a = base.step(ids[:, :5], 0, state_a)
+    step_b, state_b = fused.step(ids[:, :5], 0, state_b)
+    for t in range(5, 8):
         step_a, state_a = base.step(ids[:, t:t + 1], t, state_a)
         step_b, state_b = fused.step(ids[:, t:t + 1], t, state_b)
         torch.testing.assert_close(step_b, step_a, rtol=1e-5, atol=1e-5)
+
+
+def test_optimize_moves_a_model_between_levels_with_its_weights(graph):
+    fused = archc.build(graph, seed=5, pipeline="O2")
+    plain = optimize(fused, "O0")
+    assert plain.pipeline == "O0" and type(plain.get_submodule("mlp")).__name__ == "GLU"
+    assert optimize(plain, "O1").canonical_graph is graph
+    ids = torch.randint(0, 64, (1, 9))
+    torch.testing.assert_close(plain(ids).logits, fused(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["canonical", "fused"])
 def test_checkpoints_load_across_pipelines(graph, tmp_path, layout):
     fused = archc.build(graph, seed=3, pipeline="O1")
     save_weights(fused, tmp_path / "w.safetensors", layout=layout)
-    plain, refused = archc.build(graph, seed=9), archc.build(graph, seed=9, pipeline="O1")
+    plain, refused = archc.build(graph, seed=9, pipeline="O0"), archc.build(graph, seed=9, pipeline="O1")
     meta = load_weights(plain, tmp_path / "w.safetensors")
     load_weights(refused, tmp_path / "w.safetensors")
     assert meta["pipeline"] == "O1" and ("packs" in meta) == (layout == "fused")

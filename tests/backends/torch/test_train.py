@@ -82,6 +82,23 @@ def test_resume_continues_exactly(tmp_path, model):
     assert (tmp_path / "b" / "loss.png").stat().st_size > 1000
 
 
+def test_a_run_resumes_only_under_the_pipeline_that_wrote_it(tmp_path):
+    """Adam's moments follow the build's parameters (packed at O1), so a resume under another
+    pipeline is refused, naming the pipeline to pass; the weights
+    themselves (canonical) load into any build."""
+    import archc
+    from archc.backends.torch.checkpoint import CheckpointError
+
+    graph = archc.loads(TINY, "t.arch").graph
+    cfg = TrainConfig(steps=2, batch=2, seq=8, lr=1e-3, warmup=1)
+    train(build(graph, seed=0, pipeline="O1"), make_task("copy", 300, 16), cfg, out_dir=tmp_path, progress=False)
+    plain = build(graph, seed=1, pipeline="O0")
+    with pytest.raises(CheckpointError, match=r"built at O1.*resume with --pipeline O1"):
+        train(plain, make_task("copy", 300, 16), TrainConfig(**{**cfg.__dict__, "steps": 3}), out_dir=tmp_path,
+              resume=True, progress=False)
+    assert load_weights(plain, tmp_path / "last.safetensors")["pipeline"] == "O1"
+
+
 def test_accumulation_and_checkpointing_give_the_same_gradients(model):
     ids = torch.randint(0, 300, (4, 16))
     model.zero_grad()

@@ -96,7 +96,12 @@ class AttentionCore(OpModule):
         self.heads = h = p.heads
         self.head_dim = hd = p.head_dim_for(in_types[0].width)
         self.kv_heads = getattr(p, "kv_heads", None) or p.heads
-        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (self.make_linear(f"{n}_proj") for n in "qkvo")
+        if "qkv_proj.weight" in self.declared_weights:  # packed by `pack_qkv`: one matmul, split after
+            self.qkv_proj = self.make_linear("qkv_proj")
+            self.qkv_split = (h * hd, self.kv_heads * hd, self.kv_heads * hd)
+        else:
+            self.q_proj, self.k_proj, self.v_proj = (self.make_linear(f"{n}_proj") for n in "qkv")
+        self.o_proj = self.make_linear("o_proj")
         pos = getattr(p, "pos", None)
         self.pos = pos["op"] if pos else None
         self.pos_params = pos["params"] if pos else {}
@@ -111,9 +116,13 @@ class AttentionCore(OpModule):
         """Projected q [B, H, T, hd] and k, v [B, KV, S, hd], rotated when the scheme is RoPE."""
         b, t, _ = x.shape
         s = src.shape[1]
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(src).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(src).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "qkv_proj"):  # self-attention only (`src` is `x`)
+            q, k, v = self.qkv_proj(x).split(self.qkv_split, -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(src), self.v_proj(src)
+        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.rot_dim and positions is not None:
             key = ("rope", self.rot_dim, tuple(sorted(self.pos_params.items())), q.dtype)
             tables = memo.get(key) if memo is not None else None
@@ -137,7 +146,7 @@ class AttentionCore(OpModule):
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
 
 
-@implements("attention")
+@implements("attention", "attention_packed")
 class Attention(AttentionCore):
     """`attention(x, heads, kv_heads, causal, window, pos, kv=memory)`.
 

@@ -1,4 +1,5 @@
-"""Normalization layers: LayerNorm, RMSNorm, GroupNorm over the feature axis."""
+"""Normalization layers: LayerNorm, RMSNorm, GroupNorm over the feature axis; a residual add
+fused into the norm after it (`add_rmsnorm`, `add_layernorm`)."""
 
 from __future__ import annotations
 
@@ -33,9 +34,32 @@ class RMSNorm(OpModule):
         self.weight = self.make_parameter("weight")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.params.eps)
-        return self.weight * h.to(x.dtype)
+        return rms_norm(x, self.weight, self.params.eps)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """x / rms(x) · weight, the mean square in fp32 (as Llama's `LlamaRMSNorm`)."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+@implements("add_rmsnorm", "add_layernorm")
+class AddNorm(OpModule):
+    """`(norm(a + b), a + b)`: the residual add and the norm of the sum in one module, the norm's
+    weights under the norm's names. Eager PyTorch runs the same two kernels; the fused op is what
+    the ONNX backend exports as onnxruntime's Skip*LayerNormalization."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.weight = self.make_parameter("weight")
+        self.bias = self.make_parameter("bias") if "bias" in self.declared_weights else None
+
+    def forward(self, a: Tensor, b: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        s = a + b
+        if self.op == "add_rmsnorm":
+            return rms_norm(s, self.weight, self.params.eps), s
+        return F.layer_norm(s, (s.shape[-1],), self.weight, self.bias, self.params.eps), s
 
 
 @implements("groupnorm")
