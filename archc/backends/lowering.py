@@ -18,6 +18,9 @@ from typing import Any
 
 _TABLE: dict[tuple[str, str], Any] = {}
 _LOADED: set[str] = set()
+#: Where a backend's family files live, when not in `archc/backends/<backend>/ops/`: `ort`
+#: (onnxruntime's fused operators) is a target of the ONNX backend.
+_PACKAGES = {"ort": "archc.backends.onnx.ort"}
 
 
 def register_lowering(backend: str, *ops: str) -> Callable[[Any], Any]:
@@ -35,7 +38,7 @@ def register_lowering(backend: str, *ops: str) -> Callable[[Any], Any]:
 def lowerings(backend: str) -> dict[str, Any]:
     """Every op `backend` implements, by op name (imports its family files on first use)."""
     if backend not in _LOADED:
-        package = importlib.import_module(f"archc.backends.{backend}.ops")
+        package = importlib.import_module(_PACKAGES.get(backend, f"archc.backends.{backend}.ops"))
         for mod in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{package.__name__}.{mod.name}")
         _LOADED.add(backend)

@@ -126,16 +126,18 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     try:
         report = export_model(model, folder, text, prog.graph.name, args.weights or f"random init, seed {args.seed}",
                               opset=args.opset, force=args.force, quantize=options, calibration=cal,
-                              held_out=held_out, keep_reference=not args.no_reference, pipeline=args.pipeline)
+                              held_out=held_out, keep_reference=not args.no_reference, pipeline=args.pipeline,
+                              target=args.target)
     except ExportError as e:
         raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
     except QuantizeError as e:
         raise _fail(e.code, e.message, e.hint) from None
     m = report.manifest
     q = m.quantization
-    print(f"{folder}/model.onnx: {m.kind} of {m.spec} ({m.pipeline}), {report.nodes:,} nodes, {report.bytes / 1e6:.1f} MB, "
+    print(f"{folder}/model.onnx: {m.kind} of {m.spec} ({m.pipeline}, --target {m.target}), {report.nodes:,} nodes, {report.bytes / 1e6:.1f} MB, "
           f"{len(m.state)} state tensors; exported in {report.seconds:.1f} s "
           f"({report.units} distinct node graphs, {report.unit_seconds:.1f} s)")
+    _print_lowering(report)
     if q is not None:
         n_q = sum(w.precision != "fp32" for w in q.weights)
         kept = sorted({w.cls or "unclassified" for w in q.weights if w.precision == "fp32"})
@@ -165,6 +167,19 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
         f", KV caches {q.state}" if q.state != "fp32" else "")
     ok = _print_parity(check_parity(model, folder), metric, bound, what) and ok
     return EXIT_OK if ok else EXIT_ERRORS
+
+
+def _print_lowering(report) -> None:
+    """What became one of onnxruntime's fused operators (counted by operator), and what did not,
+    node by node with the reason (as `archc passes` reports fusions)."""
+    from collections import Counter
+
+    if report.lowered:
+        made = Counter(report.lowered.values())
+        print("  lowered directly (not traced): " + ", ".join(f"{op} ×{n}" for op, n in made.most_common()))
+    for node, why in report.not_lowered.items():
+        became = report.lowered.get(node, "its traced torch module")
+        print(f"  {node}: not onnxruntime's fused operator ({why}); exported as {became}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -257,6 +272,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"ONNX opset (default: the spec's export section's, else {DEFAULT_OPSET})")
     x.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights (0)")
     add_pipeline_flag(x, EXPORT_LEVEL)
+    x.add_argument("--target", choices=("ort", "onnx"), default="ort",
+                   help="ort: onnxruntime's fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization, "
+                        "…) where they compute the op; onnx: standard ONNX operators only, for other runtimes (ort)")
     qg = x.add_argument_group("quantization (docs/compression.md)")
     qg.add_argument("--quantize", choices=("none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"),
                     help="int8: the best of dynamic, block-wise and static on held-out data (needs --calibrate; "

@@ -54,12 +54,16 @@ def test_arithmetic_is_lowered_exhaustively_in_both_backends():
         for name, op in REGISTRY.items():
             if op.kind == "arith":
                 assert name in impls, f"`{name}` has no {backend} lowering"
-                assert _family(impls[name].__module__) == _family(op.params.__module__)
+                impl = getattr(impls[name], "emit", impls[name])  # an ONNX `Lowering`: its function
+                assert _family(impl.__module__) == _family(op.params.__module__)
 
 
 def test_onnx_family_files_mirror_the_front_ones():
+    import archc.backends.onnx.ort as ort_ops
+
     fronts = {m.name for m in pkgutil.iter_modules(front.__path__)} - {"registry"}
     assert {m.name for m in pkgutil.iter_modules(onnx_ops.__path__)} <= fronts
+    assert {m.name for m in pkgutil.iter_modules(ort_ops.__path__)} <= fronts
 
 
 def test_an_arith_op_without_a_lowering_is_refused_not_guessed(monkeypatch):
@@ -72,3 +76,9 @@ def test_an_arith_op_without_a_lowering_is_refused_not_guessed(monkeypatch):
     monkeypatch.delitem(table._TABLE, ("mul", "torch"))
     with pytest.raises(BackendError, match="`mul` has no torch lowering"):
         GraphModule(graph)
+
+
+def test_onnx_entries_sit_in_their_families_file():
+    for backend in ("onnx", "ort"):
+        for name, entry in lowerings(backend).items():
+            assert _family(entry.emit.__module__) == _family(REGISTRY[name].params.__module__), (backend, name)

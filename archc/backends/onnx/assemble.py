@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from archc.backends.lowering import lowering
 from archc.backends.onnx import ExportError
+from archc.backends.onnx.lower import LowerCtx, Lowering
 from archc.backends.onnx.names import StateName, state_names
 from archc.backends.onnx.optimize import simplify_unit
 from archc.backends.onnx.units import Mode, UnitSpec, export_unit
@@ -53,6 +54,14 @@ class Exported:
     units: int  # distinct unit graphs exported
     unit_seconds: float
     kind: str  # "decoder" | "forward"
+    #: the nodes lowered directly to onnxruntime's fused operators, and those that were not (why)
+    lowered: dict[str, str] = field(default_factory=dict)
+    not_lowered: dict[str, str] = field(default_factory=dict)
+
+
+#: Operators a direct lowering makes around its fused one (weight layout, bias, projections):
+#: left out of the report of what each node became.
+_PLUMBING = {"Transpose", "MatMul", "Add", "Reshape", "Split", "Concat", "Cast"}
 
 
 @dataclass
@@ -61,6 +70,7 @@ class _Scope:
 
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     count: int = 0
+    value_info: list[onnx.ValueInfoProto] = field(default_factory=list)
 
     def add(self, op: str, inputs: list[str], name: str, **attrs) -> str:
         self.count += 1
@@ -70,8 +80,15 @@ class _Scope:
 
 
 class Assembler:
-    def __init__(self, model: ArchModel, opset: int) -> None:
-        self.model, self.graph, self.opset = model, model.graph, opset
+    def __init__(self, model: ArchModel, opset: int, target: str = "ort") -> None:
+        self.model, self.graph, self.opset, self.target = model, model.graph, opset, target
+        #: node id -> the operators its direct lowering made / why the target's lowering refused it
+        self.lowered: dict[str, str] = {}
+        self.not_lowered: dict[str, str] = {}
+        self._top: _Scope | None = None  # the model's top scope (values every branch may read)
+        #: whether the graph being laid out is a decoder's `If` between a prefill and a decode form
+        self.branched = False
+        self._mask_lengths: tuple[str, str] | None = None
         self.units: dict[str, onnx.ModelProto] = {}
         self.unit_seconds = 0.0
         self.initializers: dict[str, TensorProto] = {}
@@ -129,6 +146,70 @@ class Assembler:
 
     # -- weights ----------------------------------------------------------------------------
 
+    def _store(self, node: Node, t, attr: str) -> str:
+        """The model-level initializer of tensor `t` (module attribute `attr` of `node`), stored
+        once under its first state_dict key."""
+        key = self.canonical.get(id(t), f"{node.id}.{attr}")
+        if key not in self.initializers:
+            self.initializers[key] = numpy_helper.from_array(t.detach().cpu().contiguous().numpy(), key)
+        return key
+
+    def weight_key(self, node: Node, attr: str) -> str:
+        """The initializer of `node`'s module tensor `attr` (a direct lowering's weights)."""
+        t = _tensor(self._module(node), attr)
+        if t is None:
+            raise ExportError(f"`{node.op}` has no weight `{attr}`", None, node)
+        return self._store(node, t, attr)
+
+    def holds(self, node: Node, attr: str) -> bool:
+        return _tensor(self._module(node), attr) is not None
+
+    def constant(self, key: str, value: np.ndarray) -> str:
+        if key not in self.initializers:
+            self.initializers[key] = numpy_helper.from_array(value, key)
+        return key
+
+    def emit(self, ctx: LowerCtx, op: str, inputs: list[str], outputs: int | list[str], domain: str,
+             widths: list[int | None] | None = None, **attrs) -> list[str]:
+        """One ONNX node of a direct lowering, into the scope being filled. `widths` types its
+        outputs as float [batch, seq, width] (a contrib operator's outputs have no type for ONNX's
+        shape inference, which onnxruntime's quantizers need)."""
+        scope = ctx.scope
+        if isinstance(outputs, int):
+            names = []
+            for _ in range(outputs):
+                scope.count += 1
+                names.append(f"{ctx.out}/{op}_{scope.count}")
+        else:
+            names = list(outputs)
+        scope.count += 1
+        scope.nodes.append(helper.make_node(op, inputs, names, name=f"{ctx.out}/{op}_{scope.count}",
+                                            domain=domain or None, **attrs))
+        if domain:
+            self.opsets.setdefault(domain, 1)
+        if scope is self._top:  # (see `emit`'s docstring; inside If branches the types are left
+            # out: onnxruntime's QDQ-to-MatMulNBits rewrite cannot find weights in the outer scope)
+            for name, width in zip(names, widths or [], strict=False):
+                if name and width is not None and name not in ctx.present:
+                    scope.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                                          ["batch", "seq", width]))
+        ctx.made.append(op)
+        return names
+
+    def mask_lengths(self) -> tuple[str, str]:
+        if self._mask_lengths is None:
+            top = self._top
+            assert top is not None, "mask lengths are a decoder's"
+            for name, v in (("const.one_1d", [1]),):
+                self.initializers[name] = numpy_helper.from_array(np.array(v, dtype=np.int64), name)
+            total = top.add("ReduceSum", ["attention_mask", "const.one_1d"], "top/gqa", keepdims=0)
+            seqlens = top.add("Cast", [top.add("Sub", [total, "const.one"], "top/gqa")], "top/gqa",
+                              to=TensorProto.INT32)
+            width = top.add("Gather", [top.add("Shape", ["attention_mask"], "top/gqa"), "const.one_index"], "top/gqa",
+                            axis=0)
+            self._mask_lengths = (seqlens, top.add("Cast", [width], "top/gqa", to=TensorProto.INT32))
+        return self._mask_lengths
+
     def _weight(self, node: Node, name: str, init: TensorProto) -> str:
         """The model-level initializer for a unit initializer `name` placed at `node`."""
         t = None
@@ -138,10 +219,7 @@ class Assembler:
             i, attr = name[len("tied."):].split(".", 1)
             t = _tensor(self._owners(node)[int(i)], attr)
         if t is not None:
-            key = self.canonical.get(id(t), f"{node.id}.{name.split('.', 1)[1]}")
-            if key not in self.initializers:
-                self.initializers[key] = numpy_helper.from_array(t.detach().cpu().contiguous().numpy(), key)
-            return key
+            return self._store(node, t, name.split(".", 1)[1])
         # a constant of the traced code: the same in every copy, stored once by content
         digest = hashlib.sha256(init.SerializeToString()).hexdigest()[:16]
         key = f"const.{digest}"
@@ -178,11 +256,38 @@ class Assembler:
 
     # -- graphs -----------------------------------------------------------------------------
 
-    def emit(self, scope: _Scope, mode: Mode, positions: str, feeds: dict[str, str],
-             past: dict[str, list[str]], present: dict[str, list[str]], mask: str | None = None,
-             token_types: str | None = None) -> str:
+    def _direct(self, node: Node, ctx: LowerCtx) -> Lowering | None:
+        """The node's direct lowering for this target (onnxruntime's operators first for `ort`,
+        then standard ONNX), or None: trace its module. A refusal is recorded with its reason."""
+        for backend in (("ort", "onnx") if self.target == "ort" else ("onnx",)):
+            entry = lowering(node.op, backend)
+            if entry is None:
+                continue
+            why = entry.refuse(ctx)
+            if why is None:
+                return entry
+            self.not_lowered[node.id] = why
+        return None
+
+    def _one_form(self, by_node: dict[str, list[StateName]], raw_past: dict[str, list[str]]) -> bool:
+        """Whether every stateful node has a direct lowering for both the prefill and the decode
+        form (so the decoder needs no `If`); a refusal is left for `emit_nodes` to record."""
+        for nid in by_node:
+            node = self.graph.nodes[nid]
+            for mode in ("prefill", "decode"):
+                ctx = LowerCtx(node, [], "", mode, raw_past[nid], [], self)
+                known = dict(self.not_lowered)
+                if self._direct(node, ctx) is None:
+                    self.not_lowered = known
+                    return False
+        return True
+
+    def emit_nodes(self, scope: _Scope, mode: Mode, positions: str, feeds: dict[str, str],
+                   past: dict[str, list[str]], present: dict[str, list[str]], mask: str | None = None,
+                   token_types: str | None = None, raw_past: dict[str, list[str]] | None = None) -> str:
         """Every IR node of the model into `scope`; returns the value of the graph's output.
-        `feeds` maps the IR's input nodes to values; `past`/`present` the state of each node."""
+        `feeds` maps the IR's input nodes to values; `past`/`present` the state of each node
+        (`past` padded for the traced units' in-place writes, `raw_past` as it comes in)."""
         values = dict(feeds)
         prefix_mode = f"{mode}/"
         for node in self.graph.nodes.values():
@@ -190,10 +295,13 @@ class Assembler:
             if kind == "input":
                 continue
             ins = [values[i] for i in node.inputs]
-            direct = lowering(node.op, "onnx")
-            if direct is not None:  # an entry of the lowering table (archc/backends/onnx/ops/)
-                made, values[node.id] = direct(node, ins, f"{prefix_mode}{node.id}")
-                scope.nodes.extend(made)
+            ctx = LowerCtx(node, ins, f"{prefix_mode}{node.id}", mode, (raw_past or past).get(node.id, []),
+                           present.get(node.id, []), self, scope)
+            direct = self._direct(node, ctx)
+            if direct is not None:  # an entry of the lowering table (archc/backends/onnx/ops/, ort/)
+                values[node.id] = direct.emit(ctx)
+                if ctx.made and kind != "arith":
+                    self.lowered[node.id] = "+".join(dict.fromkeys(op for op in ctx.made if op not in _PLUMBING))
                 continue
             if kind == "arith":
                 raise ExportError(f"arithmetic op `{node.op}` has no ONNX lowering", None, node)
@@ -241,7 +349,7 @@ class Assembler:
                     shape.append(st.cap if d == MAX_LEN else int(d))
             ports.append((sn, Port(sn.past, dtypes[(sn.node, sn.state)], shape)))
         vocab = self.model.out_type_vocab()
-        top = _Scope()
+        top = self._top = _Scope()
         for name, v in (("const.one", 1), ("const.one_index", 1)):
             self.initializers[name] = numpy_helper.from_array(np.array(v, dtype=np.int64), name)
         seq = top.add("Gather", [top.add("Shape", ["input_ids"], "top"), "const.one_index"], "top", axis=0)
@@ -259,36 +367,46 @@ class Assembler:
                 padded[sn.past] = top.add("Pad", [sn.past, pads], f"top/{sn.past}")
         feeds = {g.inputs[0]: "input_ids"}
         past = {nid: [padded.get(sn.past, sn.past) for sn in sns] for nid, sns in by_node.items()}
+        raw_past = {nid: [sn.past for sn in sns] for nid, sns in by_node.items()}
         outs = ["logits", *(sn.present for sn in names)]
         out_ports = [Port("logits", "float32", ["batch", "seq", vocab]),
                      *(Port(sn.present, p.dtype, ["total_seq" if d == "past_seq" else d for d in p.shape])
                        for sn, p in ports)]
-        if names:
+        if names and self._one_form(by_node, raw_past):
+            # every stateful node lowers to one operator that takes any number of new tokens
+            # (GroupQueryAttention): one graph, no `If` between a prefill and a decode form
+            present = {nid: [sn.present for sn in sns] for nid, sns in by_node.items()}
+            logits = self.emit_nodes(top, "prefill", positions, feeds, past, present, raw_past=raw_past)
+            top.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
+        elif names:
+            self.branched = True
             branches = {}
             for mode in ("prefill", "decode"):
                 scope = _Scope()
                 present = {nid: [f"{mode}/{sn.present}" for sn in sns] for nid, sns in by_node.items()}
-                logits = self.emit(scope, mode, positions, feeds, past, present)
+                logits = self.emit_nodes(scope, mode, positions, feeds, past, present, raw_past=raw_past)
                 branch_outs = [logits, *(f"{mode}/{sn.present}" for sn in names)]
                 branches[mode] = helper.make_graph(scope.nodes, f"{mode}", [],
-                                                   [_value_info(n, p) for n, p in zip(branch_outs, out_ports, strict=True)])
+                                                   [_value_info(n, p) for n, p in zip(branch_outs, out_ports, strict=True)],
+                                                   value_info=scope.value_info)
             more = top.add("Greater", [seq, "const.one"], "top")
             top.nodes.append(helper.make_node("If", [more], outs, name="prefill_or_decode",
                                               then_branch=branches["prefill"], else_branch=branches["decode"]))
         else:
-            logits = self.emit(top, "prefill", positions, feeds, {}, {})
+            logits = self.emit_nodes(top, "prefill", positions, feeds, {}, {})
             top.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
         in_ports = [Port("input_ids", "int64", ["batch", "seq"]), Port("attention_mask", "int64", ["batch", "total_seq"]),
                     *(p for _, p in ports)]
         model = self._model(top, in_ports, out_ports)
-        return Exported(model, in_ports, out_ports, ports, len(self.units), self.unit_seconds, "decoder")
+        return Exported(model, in_ports, out_ports, ports, len(self.units), self.unit_seconds, "decoder",
+                        self.lowered, self.not_lowered)
 
     def forward_graph(self) -> Exported:
         g = self.graph
         single = len(g.inputs) == 1
         in_names = ["input_ids"] if single else list(g.inputs)
         token_types = any(n.op == "embed" and n.params.get("token_types") for n in g.nodes.values())
-        top = _Scope()
+        top = self._top = _Scope()
         first = in_names[0]
         seq = top.add("Gather", [top.add("Shape", [first], "top"), "const.one_index"], "top", axis=0)
         positions = top.add("Range", ["const.zero", seq, "const.one"], "top")
@@ -296,7 +414,7 @@ class Assembler:
             self.initializers[name] = numpy_helper.from_array(np.array(v, dtype=np.int64), name)
         mask = top.add("Cast", ["attention_mask"], "top", to=TensorProto.BOOL)
         feeds = dict(zip(g.inputs, in_names, strict=True))
-        out = self.emit(top, "forward", positions, feeds, {}, {}, mask, "token_type_ids" if token_types else None)
+        out = self.emit_nodes(top, "forward", positions, feeds, {}, {}, mask, "token_type_ids" if token_types else None)
         top.nodes.append(helper.make_node("Identity", [out], ["logits"], name="logits"))
         in_ports = [Port(n, "int64", ["batch", "seq" if i == 0 else f"seq_{n}"]) for i, n in enumerate(in_names)]
         in_ports.append(Port("attention_mask", "int64", ["batch", "seq"]))
@@ -306,12 +424,14 @@ class Assembler:
         out_shape: list[int | str] = ["batch", *(d if isinstance(d, int) else "seq" for d in out_t.shape[1:])]
         out_ports = [Port("logits", "float32", out_shape)]
         model = self._model(top, in_ports, out_ports)
-        return Exported(model, in_ports, out_ports, [], len(self.units), self.unit_seconds, "forward")
+        return Exported(model, in_ports, out_ports, [], len(self.units), self.unit_seconds, "forward",
+                        self.lowered, self.not_lowered)
 
     def _model(self, top: _Scope, inputs: list[Port], outputs: list[Port]) -> onnx.ModelProto:
         graph = helper.make_graph(top.nodes, self.graph.name, [_value_info(p.name, p) for p in inputs],
                                   [_value_info(p.name, p) for p in outputs],
-                                  initializer=[self.initializers[k] for k in sorted(self.initializers)])
+                                  initializer=[self.initializers[k] for k in sorted(self.initializers)],
+                                  value_info=top.value_info)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(self.opsets.items())],
                                   functions=list(self.functions.values()), producer_name="archc")
         model.ir_version = max(u.ir_version for u in self.units.values()) if self.units else 10

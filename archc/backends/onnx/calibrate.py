@@ -191,11 +191,13 @@ def _topologically_sorted(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
     """Nodes in an order where each comes after the producers of everything it reads, the values
     its Loop/Scan bodies read from outside included (onnxruntime's quantizer sorts by explicit
     inputs only, and may place a Loop before the node computing a value its body reads)."""
-    produced = {o: i for i, n in enumerate(nodes) for o in n.output}
+    # an empty name is an omitted optional input or output (SkipSimplifiedLayerNormalization's
+    # unused mean and inv_std_var), not a value: it links nothing
+    produced = {o: i for i, n in enumerate(nodes) for o in n.output if o}
     deps = []
     for n in nodes:
-        reads = list(n.input) + [v for a in n.attribute if a.type == onnx.AttributeProto.GRAPH
-                                 for v in _outer_names(a.g)]
+        reads = [i for i in n.input if i] + [v for a in n.attribute if a.type == onnx.AttributeProto.GRAPH
+                                            for v in _outer_names(a.g)]
         deps.append({produced[r] for r in reads if r in produced})
     users: list[list[int]] = [[] for _ in nodes]
     waiting = [len(d) for d in deps]
@@ -255,6 +257,11 @@ def quantize_static_int8(model: onnx.ModelProto, uses: list[WeightUse], cal: Cal
                          manifest=None) -> onnx.ModelProto:
     """QDQ int8 with activations calibrated by `method` on `cal`; see the module docstring."""
     iff = next((n for n in model.graph.node if n.op_type == "If"), None)
+    if iff is None and manifest is not None and manifest.state:
+        # a decoder in one graph (`--target ort`: GroupQueryAttention takes any number of new
+        # tokens): calibrated on whole sequences and on single-token steps alike
+        prefill_feeds, decode_feeds = _main_feeds(model, manifest, cal)
+        return _qdq(model, uses, prefill_feeds + decode_feeds, method)
     if iff is None:  # a forward graph, or a stateless decoder: one graph
         feeds = [{"input_ids": r[None], "attention_mask": np.ones((1, len(r)), np.int64)} for r in cal.ids]
         feeds = [{k: v for k, v in f.items() if k in {i.name for i in model.graph.input}} for f in feeds]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from archc.backends.onnx.assemble import Assembler, Exported
 from archc.backends.onnx.calibrate import Calibration
 from archc.backends.onnx.compress import REFERENCE, quantize_folder
 from archc.backends.onnx.genai import CONFIG, genai_dims, genai_support, write_genai_config
+from archc.backends.onnx.lower import TARGETS
 from archc.backends.onnx.manifest import MANIFEST, Manifest, PortInfo, StateInfo, read_manifest
 from archc.backends.onnx.optimize import prune
 from archc.backends.onnx.precision import QuantizeOptions
@@ -54,12 +55,15 @@ class ExportReport:
     reference: Path | None = None
     reference_bytes: int | None = None
     quantize_seconds: float = 0.0
+    #: `--target ort`: node -> the onnxruntime operator it became; node -> why it was traced
+    lowered: dict[str, str] = field(default_factory=dict)
+    not_lowered: dict[str, str] = field(default_factory=dict)
 
 
 def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
                  opset: int | None = None, force: bool = False, quantize: QuantizeOptions | None = None,
                  calibration: Calibration | None = None, held_out: np.ndarray | None = None,
-                 keep_reference: bool = True, pipeline: str = EXPORT_LEVEL) -> ExportReport:
+                 keep_reference: bool = True, pipeline: str = EXPORT_LEVEL, target: str = "ort") -> ExportReport:
     """Export `model` (built from the spec whose text is `spec_text`) into `folder`. `opset`: the
     given one, else the spec's export section's, else `DEFAULT_OPSET`; the section's `step = false`
     writes a forward graph (logits, no state) for a decoder. With `quantize` (None: the section's
@@ -69,7 +73,11 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     `quantize.state`) int8 stores a decoder's KV caches in int8. The folder changes only when the
     export is complete, and then only in archc's own files (`EXPORTED`; `archc.files.output`).
     `pipeline` (default `O2`) is the optimization level of the exported graph: an `O0` model is
-    rebuilt at it (`archc.backends.torch.optimize`), a model built at it is exported as it is."""
+    rebuilt at it (`archc.backends.torch.optimize`), a model built at it is exported as it is.
+    `target` `ort` (default) lowers nodes to onnxruntime's fused operators where their math is
+    the op's (`archc/backends/onnx/ort/`), `onnx` keeps to standard operators."""
+    if target not in TARGETS:
+        raise ExportError(f"unknown target `{target}`", f"targets: {', '.join(TARGETS)}", code="ARC1103")
     if model.pipeline != pipeline:
         model = optimize(model, pipeline)
     settings = export_settings(model)
@@ -85,10 +93,12 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     quantized = quantize is not None and quantize.quantizes_anything
     with output_folder(folder, EXPORTED, force, needed_bytes=_needed_bytes(model, quantized, keep_reference)) as txn:
         if not quantized:
-            report = _export_into(model, txn.stage, spec_text, spec_name, weights, opset, settings.get("step", True))
+            report = _export_into(model, txn.stage, spec_text, spec_name, weights, opset, settings.get("step", True),
+                                  target)
         else:
             report = _export_quantized(model, txn.stage, txn.scratch, spec_text, spec_name, weights, opset,
-                                       settings.get("step", True), quantize, calibration, held_out, keep_reference)
+                                       settings.get("step", True), quantize, calibration, held_out, keep_reference,
+                                       target)
     report.folder = folder
     report.reference = folder / REFERENCE if report.reference is not None else None
     return report
@@ -103,12 +113,12 @@ def _needed_bytes(model: ArchModel, quantized: bool, keep_reference: bool) -> in
 
 def _export_quantized(model: ArchModel, folder: Path, scratch: Path, spec_text: str, spec_name: str, weights: str,
                       opset: int, step: bool, options: QuantizeOptions, calibration: Calibration | None,
-                      held_out: np.ndarray | None, keep_reference: bool) -> ExportReport:
+                      held_out: np.ndarray | None, keep_reference: bool, target: str) -> ExportReport:
     """The fp32 export into `reference/` (into `scratch` unless kept), then its quantized copy into
     the folder itself."""
     ref = folder / REFERENCE if keep_reference else scratch / REFERENCE
     ref.mkdir()
-    fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step)
+    fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step, target)
     q = quantize_folder(folder, model.graph, options, calibration, held_out, reference=ref)
     if not keep_reference:
         q.quantization.reference = None
@@ -118,7 +128,7 @@ def _export_quantized(model: ArchModel, folder: Path, scratch: Path, spec_text: 
     manifest = read_manifest(folder)
     return ExportReport(folder, manifest, fp32.seconds + q.seconds, fp32.unit_seconds, fp32.units, fp32.nodes, q.bytes,
                         reference=ref if keep_reference else None, reference_bytes=fp32.bytes,
-                        quantize_seconds=q.seconds)
+                        quantize_seconds=q.seconds, lowered=fp32.lowered, not_lowered=fp32.not_lowered)
 
 
 def export_settings(model: ArchModel) -> dict:
@@ -150,11 +160,11 @@ def section_pruned(model: ArchModel, spec_text: str) -> tuple[ArchModel, str, st
 
 
 def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
-                 opset: int, step: bool) -> ExportReport:
+                 opset: int, step: bool, target: str = "ort") -> ExportReport:
     t0 = time.perf_counter()
     model = model.eval()
     decoder = model.causal and len(model.input_names) == 1 and step
-    asm = Assembler(model, opset)
+    asm = Assembler(model, opset, target)
     ex = asm.decoder() if decoder else asm.forward_graph()
     model_ir = prune(ex.model)
     del ex.model  # the unsimplified copy of every weight
@@ -162,13 +172,15 @@ def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     _save(model_ir, path)
     onnx.checker.check_model(str(path), full_check=True)  # by path: it may exceed protobuf's 2 GB
     manifest = _manifest(ex, model, spec_text, spec_name, weights, opset)
+    manifest.target = target
     ok, manifest.genai = genai_support(manifest)
     if ok:
         write_genai_config(folder, manifest, *genai_dims(model.graph), max_positions(model) or 8192)
     manifest.write(folder)
     size = sum((folder / f).stat().st_size for f in FOLDER_FILES if (folder / f).exists())
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model_ir.graph))
-    return ExportReport(folder, manifest, time.perf_counter() - t0, ex.unit_seconds, ex.units, nodes, size)
+    return ExportReport(folder, manifest, time.perf_counter() - t0, ex.unit_seconds, ex.units, nodes, size,
+                        lowered=ex.lowered, not_lowered=ex.not_lowered)
 
 
 #: Above this many bytes of weights they go to `model.onnx.data` (protobuf's limit is 2 GB).

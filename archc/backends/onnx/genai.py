@@ -45,7 +45,10 @@ def genai_support(manifest: Manifest) -> tuple[bool, str]:
 
 def genai_dims(graph: Graph) -> tuple[int, int]:
     """(attention heads, model width) as genai's config states them, read from the IR."""
-    heads = [int(n.params["heads"]) for n in graph.walk() if n.op == "attention"]
+    from archc.ops.registry import REGISTRY
+
+    # softmax attention as written, or as a fusion pass made it (`attention_packed`)
+    heads = [int(n.params["heads"]) for n in graph.walk() if "attention" in (n.op, *REGISTRY[n.op].fuses)]
     width = next(int(n.type.width) for n in graph.walk() if n.op == "embed")
     return (heads[0] if heads else 1), width
 

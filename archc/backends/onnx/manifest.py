@@ -114,6 +114,8 @@ class Manifest(BaseModel):
     weights: str
     #: the optimization pipeline the exported graph went through (docs/passes.md)
     pipeline: Literal["O0", "O1", "O2"] = "O0"
+    #: `ort`: onnxruntime's fused operators where they compute the op; `onnx`: standard operators
+    target: Literal["ort", "onnx"] = "onnx"
     #: where onnxruntime-genai can run the folder, and if not, why
     genai: str = ""
     #: set when the model is quantized (`archc export --quantize`)

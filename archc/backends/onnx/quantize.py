@@ -133,7 +133,10 @@ def quantize_dynamic_int8(proto: onnx.ModelProto, uses: list[WeightUse]) -> onnx
         return _tmp_out(lambda out: quantize_dynamic(
             proto, out, op_types_to_quantize=ops, per_channel=True, weight_type=QuantType.QInt8,
             nodes_to_quantize=include,
-            extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True}))
+            # DefaultTensorType: the type of a value ONNX's shape inference cannot give (the
+            # output of a contrib operator inside a subgraph): archc's graphs compute in fp32
+            extra_options={"EnableSubgraph": True, "MatMulConstBOnly": True,
+                           "DefaultTensorType": onnx.TensorProto.FLOAT}))
 
 
 def quantize_nbits(proto: onnx.ModelProto, uses: list[WeightUse], bits: int, block_size: int) -> onnx.ModelProto:

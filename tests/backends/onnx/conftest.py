@@ -10,7 +10,7 @@ model small(tokens) {
     x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope())
     return x + swiglu(rmsnorm(x), hidden=64)
   }
-  x = embed(tokens, 300, 32)
+  x = embed(tokens, 300, 64)
   x = repeat(2, layer)(x)
   return lm_head(rmsnorm(x), tied=true)
 }
@@ -19,7 +19,8 @@ model small(tokens) {
 
 @pytest.fixture(scope="session")
 def decoder_export(tmp_path_factory):
-    """A 2-layer GQA decoder with tied embeddings, weights moved off the init, saved and exported once."""
+    """A 2-layer GQA decoder with tied embeddings, weights moved off the init, saved and exported once
+    (head_dim 16: at the default `--target ort` its attention is onnxruntime's GroupQueryAttention)."""
     import archc
     from archc.backends.onnx.export import export_model
     from archc.backends.torch import build

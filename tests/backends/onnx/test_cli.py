@@ -20,7 +20,7 @@ def test_export_check_reports_parity(decoder_export, tmp_path):
     out = _cli("export", str(root / "small.arch"), "--weights", str(root / "w.safetensors"), "-o", str(tmp_path / "x"),
                "--check", "--pipeline", "O0")
     assert out.returncode == 0, out.stderr
-    assert "decoder of small (O0)" in out.stdout and "parity (fp32): onnxruntime equals the torch module" in out.stdout
+    assert "decoder of small (O0, --target ort)" in out.stdout and "parity (fp32): onnxruntime equals the torch module" in out.stdout
     assert out.stdout.count(" ok") == 5  # 3 lengths, the right-padded batch, prefill + steps
     assert '"pipeline": "O0"' in (tmp_path / "x" / "archc_export.json").read_text()
 

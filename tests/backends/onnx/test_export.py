@@ -37,20 +37,28 @@ def test_decoder_names_follow_genai_and_weights_keep_their_keys(decoder_export):
     keys = {k for k, _ in model.named_parameters()}
     inits = {i.name: i for i in proto.graph.initializer}
     # every weight under its state_dict key; the tied lm_head weight stored once, as embed.weight;
-    # what else is there are the traced code's folded constants, not copies of weights
+    # what else is there are the traced code's folded constants, not copies of weights, and one
+    # rotary cos/sin table for the whole model (GroupQueryAttention's caches), not one per layer
     assert keys <= set(inits) and "lm_head.weight" not in inits
+    rope = sorted(n for n in inits if n.startswith("rope."))
+    assert [n.rsplit(".", 1)[1] for n in rope] == ["cos", "sin"]
     weight_bytes = sum(len(inits[k].raw_data) for k in keys)
     other_bytes = sum(len(i.raw_data) + 4 * len(i.float_data) + 8 * len(i.int64_data)
-                      for n, i in inits.items() if n not in keys)
+                      for n, i in inits.items() if n not in keys and n not in rope)
     assert other_bytes < 0.01 * weight_bytes
     manifest = json.loads((root / "out" / "archc_export.json").read_text())
     assert manifest["kind"] == "decoder" and manifest["vocab"] == 300
     assert manifest["state"][0] == {"input": "past_key_values.0.key", "output": "present.0.key", "node": "layers.0.attn",
-                                    "state": "key", "dtype": "float32", "shape": ["batch", 2, "past_seq", 8], "fill": 0.0,
+                                    "state": "key", "dtype": "float32", "shape": ["batch", 2, "past_seq", 16], "fill": 0.0,
                                     "kv": True, "scale_of": None}
-    # exported at O2: embed, rmsnorm (the first norm), add_rmsnorm (the others, with the residual
-    # add), attention_packed (prefill and decode forms), swiglu_packed, lm_head
-    assert report.units == 7 and manifest["pipeline"] == "O2"
+    # exported at O2 for onnxruntime: the norms and attention are its operators (RMSNormalization,
+    # SkipSimplifiedLayerNormalization, GroupQueryAttention: one graph, no If); traced are embed,
+    # swiglu_packed and lm_head
+    assert report.units == 3 and manifest["pipeline"] == "O2" and manifest["target"] == "ort"
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"GroupQueryAttention", "SkipSimplifiedLayerNormalization", "RMSNormalization"} <= ops and "If" not in ops
+    assert set(report.lowered.values()) == {"GroupQueryAttention", "SkipSimplifiedLayerNormalization",
+                                            "RMSNormalization"} and not report.not_lowered
     # no node carries torch.onnx's Python stack (this machine's source paths, most of the bytes)
     nodes = [n for n in proto.graph.node] + [m for n in proto.graph.node for a in n.attribute
                                              if a.type == onnx.AttributeProto.GRAPH for m in a.g.node]
@@ -66,7 +74,7 @@ def test_layers_share_one_exported_graph(decoder_export):
     model = build(deeper, seed=0).eval()
     from archc.backends.onnx.assemble import Assembler
 
-    assert Assembler(model, 20).decoder().units == report.units
+    assert Assembler(model, 23).decoder().units == report.units
 
 
 def archc_spec_with_layers(n: int) -> str:

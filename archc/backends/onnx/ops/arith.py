@@ -5,25 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import onnx
-from onnx import helper
-
-from archc.backends.lowering import register_lowering
-from archc.ir.graph import Node
-
-Lowered = tuple[list[onnx.NodeProto], Any]
+from archc.backends.onnx.lower import LowerCtx, lowers
 
 
-@register_lowering("onnx", "add")
-def add(node: Node, ins: list[str], out: str) -> Lowered:
-    return [helper.make_node("Add", ins, [out], name=out)], out
+@lowers("onnx", "add")
+def add(ctx: LowerCtx) -> str:
+    return ctx.emit("Add", ctx.ins, [ctx.out])[0]
 
 
-@register_lowering("onnx", "mul")
-def mul(node: Node, ins: list[str], out: str) -> Lowered:
-    return [helper.make_node("Mul", ins, [out], name=out)], out
+@lowers("onnx", "mul")
+def mul(ctx: LowerCtx) -> str:
+    return ctx.emit("Mul", ctx.ins, [ctx.out])[0]
 
 
-@register_lowering("onnx", "item")
-def item(node: Node, ins: list[Any], out: str) -> Lowered:
-    return [], ins[0][node.params["index"]]
+@lowers("onnx", "item")
+def item(ctx: LowerCtx) -> Any:
+    return ctx.ins[0][ctx.params["index"]]

@@ -1,0 +1,113 @@
+"""Direct ONNX lowerings: how an IR node becomes ONNX nodes without tracing its torch module.
+
+The ONNX backend's entries in the lowering table are `Lowering`s: `emit(ctx)` writes the node's
+ONNX nodes through a `LowerCtx` and returns the value that stands for it (a list for a node with
+several outputs), and `refuse(ctx)` says why this node cannot be lowered so (a sentence), or
+nothing. Two tables hold them (`archc.backends.lowering`, keyed by backend):
+
+* `onnx` (`archc/backends/onnx/ops/<family>.py`): standard ONNX operators, used by every target
+  (the IR's arithmetic);
+* `ort` (`archc/backends/onnx/ort/<family>.py`): onnxruntime's fused contrib operators
+  (`GroupQueryAttention`, `SkipSimplifiedLayerNormalization`, …), used by `--target ort`.
+
+A node whose op has no entry, or whose entry refuses it, is lowered by tracing its torch module
+(`units.py`), which stays the one implementation of the numerics every direct lowering is
+checked against (`archc export --check`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from archc.backends.lowering import register_lowering
+from archc.ir.graph import Node
+
+Mode = Literal["decode", "prefill", "forward"]
+
+#: `--target`: `ort` uses onnxruntime's fused operators where a node's math is theirs; `onnx`
+#: keeps to standard ONNX operators (other runtimes).
+TARGETS = ("ort", "onnx")
+#: The contrib operators' domain and version.
+MS_DOMAIN = "com.microsoft"
+
+
+@dataclass
+class LowerCtx:
+    """What a direct lowering may use: the node, the ONNX values of its inputs and of its state,
+    the names its outputs must take, and the assembler's services (weights by state_dict key,
+    shared constants, the attention mask's lengths)."""
+
+    node: Node
+    ins: list[Any]
+    #: the name the node's (first) value must take
+    out: str
+    mode: Mode
+    #: the node's state as it comes in (a KV cache holding the tokens so far, not padded)
+    past: list[str]
+    #: the names the node's new state must take
+    present: list[str]
+    #: the assembler (weights, constants, opsets) and the scope being filled
+    services: Any
+    scope: Any = None
+    made: list[str] = field(default_factory=list)  # the ONNX op types emitted (for the report)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.node.params
+
+    def emit(self, op: str, inputs: list[str], outputs: int | list[str] = 1, domain: str = "",
+             widths: list[int | None] | None = None, **attrs: Any) -> list[str]:
+        """One ONNX node; returns its outputs' names (given, or made under the node's name).
+        `widths` types the outputs of a contrib operator ([batch, seq, width] floats)."""
+        return self.services.emit(self, op, inputs, outputs, domain, widths, **attrs)
+
+    def weight(self, name: str) -> str:
+        """The initializer of the node's module tensor `name` (stored once, by state_dict key)."""
+        return self.services.weight_key(self.node, name)
+
+    def linear(self, x: str, layer: str) -> str:
+        """`layer`(x) for a declared dense layer `layer` (`layer.weight` [out, in], `layer.bias`
+        if declared): `Transpose` of the weight (onnxruntime folds it at load; the quantizers
+        find the MatMul's weight through it, as in traced graphs), `MatMul`, `Add`."""
+        (w,) = self.emit("Transpose", [self.weight(f"{layer}.weight")], perm=[1, 0])
+        (y,) = self.emit("MatMul", [x, w])
+        if self.services.holds(self.node, f"{layer}.bias"):
+            (y,) = self.emit("Add", [y, self.weight(f"{layer}.bias")])
+        return y
+
+    def constant(self, key: str, value: np.ndarray) -> str:
+        """A model-level initializer `key` (the first call with a key stores it; later ones reuse
+        it: one rotary table per model, not one per layer)."""
+        return self.services.constant(key, value)
+
+    def mask_lengths(self) -> tuple[str, str]:
+        """(`seqlens_k` int32 [batch]: tokens so far minus one, `total_sequence_length` int32
+        scalar) from the decoder's `attention_mask`, computed once per model (the inputs of
+        `GroupQueryAttention`, as onnxruntime-genai's builder makes them)."""
+        return self.services.mask_lengths()
+
+
+def _never(ctx: LowerCtx) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Lowering:
+    emit: Callable[[LowerCtx], Any]
+    refuse: Callable[[LowerCtx], str | None] = _never
+
+
+def lowers(backend: str, *ops: str, refuse: Callable[[LowerCtx], str | None] = _never
+           ) -> Callable[[Callable[[LowerCtx], Any]], Callable[[LowerCtx], Any]]:
+    """`@lowers("ort", "rmsnorm")`: register the decorated function as `backend`'s direct
+    lowering of `ops` (with `refuse` saying which nodes it cannot take)."""
+
+    def deco(fn: Callable[[LowerCtx], Any]) -> Callable[[LowerCtx], Any]:
+        register_lowering(backend, *ops)(Lowering(fn, refuse))
+        return fn
+
+    return deco

@@ -1,0 +1,101 @@
+"""Causal self-attention as onnxruntime's `GroupQueryAttention` (com.microsoft): the q/k/v
+projection (one packed MatMul for `attention_packed`), then the operator with the rotary
+embedding, the KV cache and the causal mask inside, then the output projection — the graph
+onnxruntime-genai's model builder makes for Llama-family models, made here from the IR.
+
+What the operator computes, and so what is lowered to it: causal softmax attention over the
+cached keys and values (BNSH, [batch, kv_heads, past + new, head_dim]: archc's KV cache layout)
+with grouped heads (H query heads over KV key/value heads), scale 1/√head_dim, and RoPE in the
+half-split (GPT-NeoX / Llama) layout from one cos/sin table per model — the table archc's own
+`rope_inv_freq` gives, so position interpolation and NTK scaling carry over. The past comes in
+holding the tokens so far and the present goes out one step longer: the decoder's interface. Its
+sequence lengths come from the decoder's `attention_mask` (`seqlens_k`, `total_sequence_length`),
+as the builder computes them.
+
+Refused (traced from the torch module instead, with the reason in the export's report): forward
+graphs (no cache), bidirectional or cross-attention, sliding windows (archc keeps their cache as
+a ring buffer of the window, the operator a full-length cache), ALiBi and T5 relative biases
+(the operator adds no bias), partial rotary, and head sizes its CPU kernel does not take (a
+multiple of 16). Measured limit of the operator: a multi-token step after a past (a continued
+prefill) runs with batch 1 only; decoding and a first prefill take any batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, lowers
+from archc.ops.registry import REGISTRY
+
+#: Positions the rotary tables cover: as far as the export decodes (genai_config's `max_length`
+#: for a model without a learned position table is the same 8,192).
+ROPE_POSITIONS = 8192
+
+
+def _dims(ctx: LowerCtx) -> tuple[int, int, int]:
+    p = REGISTRY[ctx.node.op].params(**ctx.params)
+    d = ctx.services.graph.nodes[ctx.node.inputs[0]].type.width
+    return p.heads, p.kv_heads or p.heads, p.head_dim_for(d)
+
+
+def _refuse(ctx: LowerCtx) -> str | None:
+    p = ctx.params
+    hd = _dims(ctx)[2]
+    pos = (p.get("pos") or {}).get("op")
+    if ctx.mode == "forward":
+        return "a forward graph: GroupQueryAttention is used where the decoder keeps a KV cache"
+    if len(ctx.node.inputs) > 1:
+        return "cross-attention: its keys and values read the memory"
+    if not p.get("causal"):
+        return "bidirectional: GroupQueryAttention is causal"
+    if p.get("window"):
+        return ("a sliding window: archc keeps its cache as a ring buffer of the window, GroupQueryAttention a "
+                "full-length one")
+    if pos not in (None, "rope"):
+        return f"{pos} positions: GroupQueryAttention adds no position bias"
+    if pos == "rope" and float(p["pos"]["params"].get("fraction", 1.0)) != 1.0:
+        return "partial rotary (fraction < 1)"
+    if hd % 16:
+        return f"head_dim {hd}: onnxruntime's CPU GroupQueryAttention takes multiples of 16"
+    if len(ctx.past) != 2:
+        return "its state is not one key and one value cache"
+    return None
+
+
+def _rope_tables(ctx: LowerCtx, hd: int) -> tuple[str, str]:
+    """cos and sin [ROPE_POSITIONS, hd/2] of the node's scheme, one pair per model and scheme."""
+    import torch
+
+    from archc.backends.torch.ops.positions import rope_cos_sin, rope_inv_freq
+
+    scheme = ctx.params["pos"]["params"]
+    # the torch module's own fp32 arithmetic (as transformers'), not exact angles: the two
+    # differ by an ulp of the angle, which grows with the position
+    cos, sin = rope_cos_sin(torch.arange(ROPE_POSITIONS), rope_inv_freq(scheme, hd), torch.float32)
+    key = "rope." + ".".join(f"{k}_{v}" for k, v in sorted(scheme.items())) + f".hd_{hd}"
+    return (ctx.constant(f"{key}.cos", np.ascontiguousarray(cos[:, : hd // 2].numpy())),
+            ctx.constant(f"{key}.sin", np.ascontiguousarray(sin[:, : hd // 2].numpy())))
+
+
+@lowers("ort", "attention", "attention_packed", refuse=_refuse)
+def attention(ctx: LowerCtx) -> str:
+    heads, kv, hd = _dims(ctx)
+    x = ctx.ins[0]
+    if ctx.node.op == "attention_packed":
+        qkv = [ctx.linear(x, "qkv_proj"), "", ""]
+    else:
+        qkv = [ctx.linear(x, "q_proj"), ctx.linear(x, "k_proj"), ctx.linear(x, "v_proj")]
+    seqlens, total = ctx.mask_lengths()
+    rope = ctx.params.get("pos") is not None
+    cos, sin = _rope_tables(ctx, hd) if rope else ("", "")
+    past_k, past_v = ctx.past
+    present_k, present_v = ctx.present
+    (y, _, _) = ctx.emit("GroupQueryAttention", [*qkv, past_k, past_v, seqlens, total, cos, sin],
+                         [f"{ctx.out}/attention", present_k, present_v], domain=MS_DOMAIN,
+                         widths=[heads * hd, None, None], num_heads=heads,
+                         kv_num_heads=kv, scale=float(hd ** -0.5), do_rotary=int(rope), rotary_interleaved=0)
+    (w,) = ctx.emit("Transpose", [ctx.weight("o_proj.weight")], perm=[1, 0])
+    if ctx.services.holds(ctx.node, "o_proj.bias"):
+        (y,) = ctx.emit("MatMul", [y, w])
+        return ctx.emit("Add", [y, ctx.weight("o_proj.bias")], [ctx.out])[0]
+    return ctx.emit("MatMul", [y, w], [ctx.out])[0]
