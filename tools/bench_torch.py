@@ -98,12 +98,14 @@ def decode(model, hf, prompt_len: int, new: int, repeat: int, with_hf: bool = Tr
         return _paired(ours, theirs, repeat, warmup=1)
 
 
-def levels(repeat: int) -> None:
+def levels(repeat: int, only: str | None = None) -> None:
     """Every small single-input spec's O1 build against its O0 build, paired."""
     from pathlib import Path
 
     print(f"{'spec':<26}{'measurement':<24}{'O1':>10}{'O0':>10}{'O1/O0':>8}")
     for path in sorted(Path("specs").glob("*.arch")):
+        if only and path.stem not in only.split(","):
+            continue
         graph = archc.load(str(path)).graph
         if len(graph.inputs) != 1 or archc.summary(str(path)).total.params > 20_000_000:
             continue
@@ -133,12 +135,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--levels", action="store_true", help="O1 against O0 for every small spec")
+    ap.add_argument("--only", help="with --levels: these specs (comma-separated)")
     args = ap.parse_args()
     repeat = 3 if args.quick else 7
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     if args.levels:
-        levels(repeat)
+        levels(repeat, args.only)
         return
     print(f"{'model':<20}{'measurement':<34}{'archc':>10}{'HF':>10}{'ratio':>8}")
     for name, hf_fn in (("llama-tiny", _hf_llama), ("mixtral-tiny", _hf_mixtral)):

@@ -177,9 +177,12 @@ def _print_lowering(report) -> None:
     if report.lowered:
         made = Counter(report.lowered.values())
         print("  lowered directly (not traced): " + ", ".join(f"{op} ×{n}" for op, n in made.most_common()))
+    by_reason: dict[tuple[str, str], list[str]] = {}
     for node, why in report.not_lowered.items():
-        became = report.lowered.get(node, "its traced torch module")
-        print(f"  {node}: not onnxruntime's fused operator ({why}); exported as {became}")
+        by_reason.setdefault((why, report.lowered.get(node, "its traced torch module")), []).append(node)
+    for (why, became), nodes in by_reason.items():
+        named = ", ".join(nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
+        print(f"  not onnxruntime's fused operator: {named} ({why}); exported as {became}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ starts; the vocabulary, the spec's name and the SHA-256 of its text. It imports 
 nor onnx: the runtime reads it with numpy and onnxruntime alone.
 
 A folder is read as if a stranger had written it (`read_manifest`): the file is capped at
-`MAX_BYTES` and must be UTF-8 JSON of this schema; every symbol in a shape is one of `SYMBOLS`;
+`MAX_BYTES` and must be UTF-8 JSON of this schema; every symbol in a shape is one of `SYMBOLS` (or `seq_<input>`);
 the paths it names (`model`, `quantization.reference`) must stay inside the folder
 (`archc.files.read.inside`); `runtime.OnnxModel` then checks it against the graph itself.
 """
@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from archc.files import FileError
 from archc.files.read import inside, printable, read_text
@@ -30,7 +30,10 @@ FORMAT = "archc-onnx/1"
 MAX_BYTES = 64 * 2**20
 #: the symbolic dimensions a shape may name: what the exporter writes
 SYMBOLS = ("batch", "seq", "past_seq", "total_seq")
-Dim = Annotated[int, Field(ge=0, le=2**31)] | Literal["batch", "seq", "past_seq", "total_seq"]
+#: the length of a model's other inputs (an encoder–decoder's `seq_tgt`): `seq_<input name>`
+OTHER_SEQ = r"^seq_[A-Za-z_][A-Za-z0-9_]{0,63}$"
+Dim = (Annotated[int, Field(ge=0, le=2**31)] | Literal["batch", "seq", "past_seq", "total_seq"]
+       | Annotated[str, StringConstraints(pattern=OTHER_SEQ)])
 #: the element types the exporter writes
 DType = Literal["float32", "float64", "int64", "int8", "bool"]
 

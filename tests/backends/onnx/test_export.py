@@ -307,3 +307,20 @@ def test_the_specs_export_section_is_honoured(tmp_path):
                          quantize=QuantizeOptions("none"))
     assert given.manifest.opset == 23 and given.manifest.quantization is None
     assert "Attention" in {n.op_type for n in onnx.load(tmp_path / "opset23" / "model.onnx").graph.node}
+
+
+def test_a_model_of_two_inputs_exports_with_each_length_named(tmp_path):
+    """An encoder–decoder's second input has its own length (`seq_tgt`), which the manifest
+    names (a regression: the manifest's schema once refused it)."""
+    text = """
+model ed(src, tgt) {
+  m = embed(src, 50, 32)
+  y = embed(tgt, 50, 32)
+  y = y + attention(rmsnorm(y), kv=m, heads=2)
+  return lm_head(rmsnorm(y), tied=true)
+}
+"""
+    model = build(archc.loads(text, "ed.arch").graph, seed=0).eval()
+    report = export_model(model, tmp_path / "ed", text, "ed", "random")
+    assert [p.shape for p in report.manifest.inputs[:2]] == [["batch", "seq"], ["batch", "seq_tgt"]]
+    assert all(r.ok for r in check_parity(model, tmp_path / "ed", lengths=(5,)))
