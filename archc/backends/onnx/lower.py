@@ -95,6 +95,19 @@ def _never(ctx: LowerCtx) -> str | None:
     return None
 
 
+def in_branches(ctx: LowerCtx) -> str | None:
+    """Why a contrib operator is not used inside a decoder's prefill/decode `If` (a recurrent
+    mixer keeps two forms). Measured on mamba-tiny (SkipSimplifiedLayerNormalization) and
+    jamba-tiny (GroupQueryAttention): ONNX's shape inference cannot type a contrib operator's
+    outputs inside a subgraph, and onnxruntime's static int8 quantizer then writes a graph
+    onnxruntime will not load (its QDQ-to-MatMulNBits rewrite looks for the weights in the
+    branch); the traced module stays there."""
+    if ctx.services.branched:
+        return ("inside the decoder's prefill/decode branches (a recurrent mixer's two forms), where onnxruntime's "
+                "quantizers cannot type a contrib operator's outputs")
+    return None
+
+
 @dataclass(frozen=True)
 class Lowering:
     emit: Callable[[LowerCtx], Any]

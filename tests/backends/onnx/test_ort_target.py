@@ -95,3 +95,20 @@ def test_an_unknown_target_is_refused(tmp_path):
 
     with pytest.raises(ExportError, match="unknown target `tensorrt`"):
         _export(GPT, tmp_path / "x", target="tensorrt")
+
+
+def test_a_hybrid_keeps_its_attention_traced_inside_the_two_forms(tmp_path):
+    """A recurrent layer keeps the decoder's prefill/decode `If`; inside it no contrib operator is
+    used (measured: onnxruntime's static int8 quantizer then writes a graph it cannot load)."""
+    text = """
+model hybrid(tokens) {
+  x = embed(tokens, 200, 32)
+  x = x + mamba(rmsnorm(x), d_state=4)
+  x = x + attention(rmsnorm(x), heads=2, causal=true, pos=rope())
+  return lm_head(rmsnorm(x), tied=true)
+}
+"""
+    model, report = _export(text, tmp_path / "h")
+    assert "prefill/decode branches" in report.not_lowered["attn"]
+    assert ("com.microsoft", "GroupQueryAttention") not in _ops(tmp_path / "h" / "model.onnx")
+    assert all(r.ok for r in check_parity(model, tmp_path / "h", lengths=(9,), prefill=5, steps=3))

@@ -13,7 +13,8 @@ sequence lengths come from the decoder's `attention_mask` (`seqlens_k`, `total_s
 as the builder computes them.
 
 Refused (traced from the torch module instead, with the reason in the export's report): forward
-graphs (no cache), bidirectional or cross-attention, sliding windows (archc keeps their cache as
+graphs (no cache), a decoder that keeps an `If` between two forms for its recurrent layers (jamba:
+`lower.in_branches`), bidirectional or cross-attention, sliding windows (archc keeps their cache as
 a ring buffer of the window, the operator a full-length cache), ALiBi and T5 relative biases
 (the operator adds no bias), partial rotary, and head sizes its CPU kernel does not take (a
 multiple of 16). Measured limit of the operator: a multi-token step after a past (a continued
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, lowers
+from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, in_branches, lowers
 from archc.ops.registry import REGISTRY
 
 #: Positions the rotary tables cover: as far as the export decodes (genai_config's `max_length`
@@ -59,7 +60,7 @@ def _refuse(ctx: LowerCtx) -> str | None:
         return f"head_dim {hd}: onnxruntime's CPU GroupQueryAttention takes multiples of 16"
     if len(ctx.past) != 2:
         return "its state is not one key and one value cache"
-    return None
+    return in_branches(ctx)
 
 
 def _rope_tables(ctx: LowerCtx, hd: int) -> tuple[str, str]:

@@ -7,24 +7,14 @@ as every graph is (`archc export --check`). The plain norms are standard ONNX op
 
 from __future__ import annotations
 
-from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, lowers
+from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, in_branches, lowers
 
 
 def _width(ctx: LowerCtx) -> int:
     return ctx.services.graph.nodes[ctx.node.inputs[0]].type.width
 
 
-def _in_branches(ctx: LowerCtx) -> str | None:
-    """Measured: inside a decoder's prefill/decode `If` (a recurrent mixer's two forms) ONNX's
-    shape inference cannot type a contrib operator's outputs, and onnxruntime's static int8
-    quantizer then writes a graph onnxruntime cannot load; the traced module stays there."""
-    if ctx.services.branched:
-        return ("inside the decoder's prefill/decode branches (a recurrent mixer's two forms), where onnxruntime's "
-                "quantizers cannot type a contrib operator's outputs")
-    return None
-
-
-@lowers("ort", "add_rmsnorm", refuse=_in_branches)
+@lowers("ort", "add_rmsnorm", refuse=in_branches)
 def add_rmsnorm(ctx: LowerCtx) -> list[str]:
     """Outputs: the normed sum, and the sum itself (`input_skip_bias_sum`)."""
     a, b = ctx.ins
@@ -35,7 +25,7 @@ def add_rmsnorm(ctx: LowerCtx) -> list[str]:
     return [norm, total]
 
 
-@lowers("ort", "add_layernorm", refuse=_in_branches)
+@lowers("ort", "add_layernorm", refuse=in_branches)
 def add_layernorm(ctx: LowerCtx) -> list[str]:
     a, b = ctx.ins
     scale = [ctx.weight("weight")] + ([ctx.weight("bias")] if ctx.params["bias"] else [])
