@@ -32,6 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tools.results import load_results, save_results, write_table  # noqa: E402
+
 D, LAYERS, HEADS, KV, FFN, VOCAB = 256, 4, 8, 2, 688, 4096
 WINDOW = 128
 
@@ -182,7 +184,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = ROOT / args.json
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = load_results(results_path)
     rng = np.random.default_rng(0)
     prompt, long = rng.integers(3, VOCAB, (1, 128)), rng.integers(3, VOCAB, (1, 512))
     print(f"onnxruntime {onnxruntime.__version__}, onnxruntime-genai {onnxruntime_genai.__version__}, "
@@ -237,8 +239,9 @@ def main() -> None:
                       f"{row['decode_ms']:7.3f} ms ({row['decode_ratio']:.2f}×)  export {row['export_s']:5.1f} s  "
                       f"|Δ| {row['max_abs_vs_builder']:.1e}", flush=True)
             results[f"{name}/{precision}"] = rows
-            results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    write_table(results, ROOT / "docs" / "performance.md")
+            save_results(results_path, results)
+    if results_path.parent == ROOT / "docs":  # results kept elsewhere (a trial run) leave the doc alone
+        write_table(ROOT / "docs" / "performance.md", START, END, table(results))
 
 
 START, END = "<!-- genai table: tools/bench_genai.py -->", "<!-- end of genai table -->"
@@ -258,12 +261,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_table(results: dict, doc: Path) -> None:
-    text = doc.read_text() if doc.exists() else f"{START}\n{END}\n"
-    if START in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        doc.write_text(f"{before}{START}\n{table(results)}\n{END}{after}")
 
 
 if __name__ == "__main__":

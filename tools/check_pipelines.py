@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tools.results import load_results, save_results, spec_paths, write_table  # noqa: E402
+
 TOL = 1e-5
 
 
@@ -118,11 +120,9 @@ def main() -> None:
     from archc.passes.estimate_cost import estimate_cost
 
     torch.set_num_threads(2)
-    specs = sorted((ROOT / "specs").glob("*.arch"))
-    if args.only:
-        specs = [p for p in specs if p.stem in args.only.split(",")]
+    specs = spec_paths(args.only)
     results_path = ROOT / args.json
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = load_results(results_path)
     for path in specs:
         params = estimate_cost(load(str(path)).graph, CostCtx(seq=16)).total.params
         if params > args.max_params:
@@ -135,9 +135,10 @@ def main() -> None:
                 traceback.print_exc(limit=4)
                 row = {"spec": path.stem, "status": f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}"}
         results[path.stem] = row
-        results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        save_results(results_path, results)
         print(json.dumps(row), flush=True)
-    write_table(results, ROOT / "docs" / "passes.md")
+    if results_path.parent == ROOT / "docs":  # results kept elsewhere (a trial run) leave the doc alone
+        write_table(ROOT / "docs" / "passes.md", START, END, table(results))
 
 
 START, END = "<!-- pipeline table: tools/check_pipelines.py -->", "<!-- end of pipeline table -->"
@@ -165,12 +166,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_table(results: dict, doc: Path) -> None:
-    text = doc.read_text()
-    if START in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        doc.write_text(f"{before}{START}\n{table(results)}\n{END}{after}")
 
 
 if __name__ == "__main__":

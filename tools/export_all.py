@@ -27,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tools.results import load_results, save_results, spec_paths, write_table  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -50,12 +52,10 @@ def main() -> None:
     from archc.passes.estimate_cost import estimate_cost
 
     torch.set_num_threads(2)
-    specs = sorted((ROOT / "specs").glob("*.arch"))
-    if args.only:
-        specs = [p for p in specs if p.stem in args.only.split(",")]
+    specs = spec_paths(args.only)
     lengths = tuple(int(x) for x in args.lengths.split(","))
     results_path = ROOT / args.json
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = load_results(results_path)
     for path in specs:
         row: dict = {"spec": path.stem}
         graph = archc.load(str(path)).graph
@@ -91,9 +91,10 @@ def main() -> None:
             row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
             traceback.print_exc(limit=3)
         results[path.stem] = row
-        results_path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        save_results(results_path, results)
         print(json.dumps(row), flush=True)
-    write_table(results, ROOT / "docs" / "onnx.md")
+    if results_path.parent == ROOT / "docs":  # results kept elsewhere (a trial run) leave the doc alone
+        write_table(ROOT / "docs" / "onnx.md", START, END, table(results))
 
 
 START, END = "<!-- export table: tools/export_all.py -->", "<!-- end of export table -->"
@@ -129,12 +130,6 @@ def _left_out(r: dict) -> str:
     return f" (seq {', '.join(map(str, left))} not checked: batch-3 logits too large for this machine)" if left else ""
 
 
-def write_table(results: dict, doc: Path) -> None:
-    text = doc.read_text()
-    if START in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        doc.write_text(f"{before}{START}\n{table(results)}\n{END}{after}")
 
 
 if __name__ == "__main__":

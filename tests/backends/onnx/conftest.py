@@ -31,10 +31,13 @@ def decoder_export(tmp_path_factory):
     import torch
 
     model = build(archc.loads(DECODER, "small.arch").graph, seed=3).eval()
-    with torch.no_grad():  # off the init, so that greedy decoding does not settle on one token
+    # off the init, so that greedy decoding does not settle on one token; by 0.15 and not more:
+    # the fp32 logits of this model then differ from its own float64 ones by ~1e-5 at 512 tokens
+    # (at 0.3: 7.5e-5), so the 1e-4 parity bound has room for another CPU's summation order
+    with torch.no_grad():
         gen = torch.Generator().manual_seed(0)
         for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
+            p.add_(torch.randn(p.shape, generator=gen) * 0.15)
     save_weights(model, root / "w.safetensors")
     report = export_model(model, root / "out", DECODER, "small", "w.safetensors")
     return model, root, report
