@@ -8,10 +8,14 @@ Each spec is exported (random init, seed 0) and both runtimes decode the same to
 figures are medians of `--repeats` runs after a warm-up. Ratios are onnxruntime ÷ torch (< 1:
 onnxruntime faster). Export time is the `archc export` wall time.
 
-The decoder is one graph that branches on the length (`If`). The alternative the issue names,
-a prefill graph and a step graph over one weights file, is measured beside it: each branch is
-lifted out into a graph of its own (`_one_branch`: the same nodes and weights without the `If`)
-and timed the same way ("two graphs" columns).
+The export is `--target ort` (archc's default: onnxruntime's fused operators where they compute
+the op's math) and, side by side, `--target onnx` (standard operators only: the mixers traced
+from their torch modules, the graphs of docs/onnx.md's earlier tables); "ort ÷ onnx" is the
+ratio of the two decoders' times.
+
+With `--two-graphs`, a traced recurrent decoder (one graph that branches on the length, `If`) is
+also measured against the alternative of a prefill graph and a step graph over one weights file:
+each branch lifted out into a graph of its own (`_one_branch`), timed the same way.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def bench_spec(name: str, args: argparse.Namespace) -> tuple:
     t0 = time.perf_counter()
     export_model(model, Path(args.out) / name, path.read_text(), name, "random init, seed 0", force=True)
     export_s = time.perf_counter() - t0
+    export_model(model, Path(args.out) / f"{name}.onnx", path.read_text(), name, "random init, seed 0", force=True,
+                 target="onnx")
     ort_model = OnnxModel(Path(args.out) / name, threads=args.threads)
     vocab = ort_model.vocab
     ids = torch.randint(0, vocab, (1, args.prefill), generator=torch.Generator().manual_seed(0))
@@ -113,10 +119,15 @@ def bench_spec(name: str, args: argparse.Namespace) -> tuple:
     ort_decode()
     td = statistics.median(torch_decode() for _ in range(args.repeats))
     od = statistics.median(ort_decode() for _ in range(args.repeats))
+    fused = ort_model
+    ort_model = OnnxModel(Path(args.out) / f"{name}.onnx", threads=args.threads)  # --target onnx
+    ort_decode()
+    std_p = median_seconds(ort_prefill, args.repeats)
+    std_d = statistics.median(ort_decode() for _ in range(args.repeats))
     # the two-graph alternative: the prefill branch and the decode branch as graphs of their own
-    folder = Path(args.out) / name
+    folder = Path(args.out) / f"{name}.onnx"
     op2, od2 = float("nan"), float("nan")
-    if ort_model.manifest.state:
+    if args.two_graphs and fused.manifest.state:
         ort_model = OnnxModel(_one_branch(folder, Path(args.out) / f"{name}.prefill", "then_branch"),
                               threads=args.threads)
         op2 = median_seconds(ort_prefill, args.repeats)
@@ -131,10 +142,27 @@ def bench_spec(name: str, args: argparse.Namespace) -> tuple:
 
         ort_decode_two_graphs()
         od2 = statistics.median(ort_decode_two_graphs() for _ in range(args.repeats))
-    row = (name, export_s, tp * 1e3, op * 1e3, op / tp, td * 1e3, od * 1e3, od / td, op2 * 1e3, od2 * 1e3)
+    row = (name, export_s, tp * 1e3, op * 1e3, op / tp, td * 1e3, od * 1e3, od / td, std_p * 1e3, std_d * 1e3,
+           op / std_p, od / std_d)
     print(f"{name:<14} export {export_s:6.1f} s | prefill 1×{args.prefill}: torch {tp * 1e3:7.1f} ms, "
           f"ort {op * 1e3:7.1f} ms ({op / tp:.2f}×) | decode: torch {td * 1e3:5.2f} ms, ort {od * 1e3:5.2f} ms "
-          f"({od / td:.2f}×) | two graphs: prefill {op2 * 1e3:7.1f} ms, decode {od2 * 1e3:5.2f} ms", flush=True)
+          f"({od / td:.2f}×) | --target onnx: prefill {std_p * 1e3:7.1f} ms, decode {std_d * 1e3:5.2f} ms "
+          f"(ort ÷ onnx {op / std_p:.2f}× / {od / std_d:.2f}×)", flush=True)
+    if args.two_graphs:
+        print(f"{'':<14} two graphs: prefill {op2 * 1e3:7.1f} ms, decode {od2 * 1e3:5.2f} ms", flush=True)
+    for scheme in filter(None, args.quantize.split(",")):  # quantized --target ort beside its fp32 graph
+        from archc.backends.onnx.precision import QuantizeOptions
+
+        export_model(model, Path(args.out) / f"{name}.{scheme}", path.read_text(), name, "random init, seed 0",
+                     force=True, quantize=QuantizeOptions(scheme=scheme))
+        ort_model = OnnxModel(Path(args.out) / f"{name}.{scheme}", threads=args.threads)
+        ort_decode()
+        qd = statistics.median(ort_decode() for _ in range(args.repeats))
+        ort_model = fused
+        fd = statistics.median(ort_decode() for _ in range(args.repeats))
+        print(f"{'':<14} {scheme}: decode {qd * 1e3:5.2f} ms, fp32 {fd * 1e3:5.2f} ms: {fd / qd:.2f}× faster",
+              flush=True)
+        row = (*row, scheme, qd * 1e3, fd * 1e3)
     return row
 
 
@@ -147,6 +175,8 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--quantize", default="", help="schemes to time beside fp32 (int8_dynamic,int8_block,int4)")
+    ap.add_argument("--two-graphs", action="store_true", help="also time a traced decoder's If branches as two graphs")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -155,11 +185,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [bench_spec(name, args) for name in args.specs.split(",")]
     print("\n| spec | export s | prefill torch ms | prefill ort ms | ort ÷ torch | decode torch ms | decode ort ms "
-          "| ort ÷ torch | two graphs: prefill ms | two graphs: decode ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| ort ÷ torch | --target onnx: prefill ms | decode ms | ort ÷ onnx: prefill | decode |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r[0]} | {r[1]:.1f} | {r[2]:.1f} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f} | {r[7]:.2f} "
-              f"| {r[8]:.1f} | {r[9]:.2f} |")
+              f"| {r[8]:.1f} | {r[9]:.2f} | {r[10]:.2f} | {r[11]:.2f} |")
 
 
 if __name__ == "__main__":

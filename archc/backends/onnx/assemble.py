@@ -61,7 +61,9 @@ class Exported:
 
 #: Operators a direct lowering makes around its fused one (weight layout, bias, projections):
 #: left out of the report of what each node became.
-_PLUMBING = {"Transpose", "MatMul", "Add", "Reshape", "Split", "Concat", "Cast"}
+_PLUMBING = {"Transpose", "MatMul", "Add", "Reshape", "Split", "Concat", "Cast", "Mul", "Sub", "Div", "Neg",
+             "Exp", "Sigmoid", "Softplus", "Slice", "Unsqueeze", "Squeeze", "Expand", "Tile", "Shape",
+             "Gather"}
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Assembler:
         #: whether the graph being laid out is a decoder's `If` between a prefill and a decode form
         self.branched = False
         self._mask_lengths: tuple[str, str] | None = None
+        self._per_token: dict[str, str] = {}
         self.units: dict[str, onnx.ModelProto] = {}
         self.unit_seconds = 0.0
         self.initializers: dict[str, TensorProto] = {}
@@ -196,6 +199,15 @@ class Assembler:
         ctx.made.append(op)
         return names
 
+    def per_token(self, key: str, value: np.ndarray) -> str:
+        if key not in self._per_token:
+            top = self._top
+            assert top is not None, "per-token constants are a decoder's"
+            tail = self.constant(f"{key}.shape", np.array(value.shape, dtype=np.int64))
+            shape = top.add("Concat", [top.add("Shape", ["input_ids"], f"top/{key}"), tail], f"top/{key}", axis=0)
+            self._per_token[key] = top.add("Expand", [self.constant(key, value), shape], f"top/{key}")
+        return self._per_token[key]
+
     def mask_lengths(self) -> tuple[str, str]:
         if self._mask_lengths is None:
             top = self._top
@@ -296,7 +308,7 @@ class Assembler:
                 continue
             ins = [values[i] for i in node.inputs]
             ctx = LowerCtx(node, ins, f"{prefix_mode}{node.id}", mode, (raw_past or past).get(node.id, []),
-                           present.get(node.id, []), self, scope)
+                           present.get(node.id, []), self, scope, positions=positions)
             direct = self._direct(node, ctx)
             if direct is not None:  # an entry of the lowering table (archc/backends/onnx/ops/, ort/)
                 values[node.id] = direct.emit(ctx)

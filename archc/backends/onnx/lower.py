@@ -54,6 +54,8 @@ class LowerCtx:
     services: Any
     scope: Any = None
     made: list[str] = field(default_factory=list)  # the ONNX op types emitted (for the report)
+    #: the new tokens' positions (int64 [seq]; a decoder's `attention_mask` length minus seq onward)
+    positions: str = ""
 
     @property
     def params(self) -> dict[str, Any]:
@@ -83,6 +85,16 @@ class LowerCtx:
         """A model-level initializer `key` (the first call with a key stores it; later ones reuse
         it: one rotary table per model, not one per layer)."""
         return self.services.constant(key, value)
+
+    def ints(self, *values: int) -> str:
+        """A shared int64 [len(values)] constant (Slice bounds, Reshape shapes, Split sizes)."""
+        return self.constant("const.i64." + "_".join(str(v) for v in values).replace("-", "m"),
+                             np.array(values, dtype=np.int64))
+
+    def per_token(self, key: str, value: np.ndarray) -> str:
+        """`value` [...] broadcast to [batch, seq, ...] once per model (a per-head constant an
+        operator wants per token, as LinearAttention's decay)."""
+        return self.services.per_token(key, value)
 
     def mask_lengths(self) -> tuple[str, str]:
         """(`seqlens_k` int32 [batch]: tokens so far minus one, `total_sequence_length` int32

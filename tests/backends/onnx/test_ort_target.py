@@ -112,3 +112,118 @@ model hybrid(tokens) {
     assert "prefill/decode branches" in report.not_lowered["attn"]
     assert ("com.microsoft", "GroupQueryAttention") not in _ops(tmp_path / "h" / "model.onnx")
     assert all(r.ok for r in check_parity(model, tmp_path / "h", lengths=(9,), prefill=5, steps=3))
+
+
+#: The recurrent mixers onnxruntime has operators for, at two shapes each: Mamba-2 with groups
+#: sharing B/C (fewer query heads) and without; Gated DeltaNet with key heads serving two value
+#: heads and one; RetNet with its xPos rotation and per-head decays.
+RECURRENT = {
+    "mamba2": """
+model m(tokens) {
+  x = embed(tokens, 200, 64)
+  x = x + mamba2(rmsnorm(x), d_state=16, expand=2, head_dim=16, groups=2, chunk=8, d_conv=4)
+  x = x + mamba2(rmsnorm(x), d_state=16, expand=2, head_dim=32, groups=1, chunk=8, d_conv=3)
+  return lm_head(rmsnorm(x), tied=true)
+}""",
+    "gated_deltanet": """
+model m(tokens) {
+  x = embed(tokens, 200, 64)
+  x = x + gated_deltanet(rmsnorm(x), heads=2, head_dim=16, v_heads=4, v_head_dim=16, d_conv=4, chunk=8)
+  x = x + gated_deltanet(rmsnorm(x), heads=2, head_dim=16, v_heads=2, v_head_dim=32, d_conv=4, chunk=8)
+  return lm_head(rmsnorm(x), tied=true)
+}""",
+    "retention": """
+model m(tokens) {
+  x = embed(tokens, 200, 64)
+  x = x + retention(layernorm(x), heads=4, value_factor=2, chunk=8)
+  return lm_head(layernorm(x), tied=true)
+}""",
+}
+
+FUSED = {
+    "mamba2": {"CausalConvWithState", "LinearAttention"},
+    "gated_deltanet": {"CausalConvWithState", "LinearAttentionGate", "LinearAttention", "GatedRMSNorm"},
+    "retention": {"RotaryEmbedding", "LinearAttention"},
+}
+
+
+@pytest.mark.parametrize("op", sorted(RECURRENT))
+def test_a_recurrent_decoder_is_one_graph_of_onnxruntime_operators(tmp_path, op):
+    """Every stateful node lowers to operators that take any number of new tokens after a
+    state, so the decoder has no prefill/decode `If`; prefill, continued prefill and steps match
+    the torch module (`check_parity`: the recurrence's chunked and step forms on the torch side)."""
+    model, report = _export(RECURRENT[op], tmp_path / op)
+    ops = _ops(tmp_path / op / "model.onnx")
+    assert {("com.microsoft", t) for t in FUSED[op]} <= ops and ("", "If") not in ops
+    mixers = [v for k, v in report.lowered.items() if model.graph.nodes[k].op == op]
+    assert mixers and all(FUSED[op] <= set(v.split("+")) for v in mixers) and not report.not_lowered
+    rows = check_parity(model, tmp_path / op, lengths=(1, 17), prefill=9, steps=6)
+    assert all(r.ok for r in rows), rows
+
+
+def _run(op: str, inputs: dict, n_out: int = 2, **attrs):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    names = list(inputs)
+    node = helper.make_node(op, [n if inputs[n] is not None else "" for n in names], [f"o{i}" for i in range(n_out)],
+                            domain="com.microsoft", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                                            for n in names if inputs[n] is not None],
+                              [helper.make_tensor_value_info(f"o{i}", TensorProto.FLOAT, None) for i in range(n_out)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23), helper.make_opsetid("com.microsoft", 1)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {n: v for n, v in inputs.items() if v is not None})
+
+
+@pytest.mark.parametrize("rule,per_key", [("gated", False), ("gated", True), ("gated_delta", False)])
+def test_linear_attention_computes_the_recurrence_the_lowerings_rely_on(rule, per_key):
+    """onnxruntime's `LinearAttention` against the recurrence written out in float64 (the schema's
+    equations): decay per head or per key dimension, the delta rule, two query heads each serving
+    three consecutive key/value heads (Mamba-2's groups, Gated DeltaNet's key heads)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    b, t, hq, h, dk, dv = 2, 5, 2, 6, 4, 3
+    q, k = rng.standard_normal((b, t, hq, dk)), rng.standard_normal((b, t, h, dk)) * 0.5
+    v, s0 = rng.standard_normal((b, t, h, dv)), rng.standard_normal((b, h, dk, dv))
+    g = -np.abs(rng.standard_normal((b, t, h, dk) if per_key else (b, t, h)))
+    beta = 1 / (1 + np.exp(-rng.standard_normal((b, t, h))))
+    f32 = {n: a.astype(np.float32) for n, a in dict(q=q, k=k, v=v, s0=s0, g=g, beta=beta).items()}
+    o, s = _run("LinearAttention", {"q": f32["q"].reshape(b, t, -1), "k": f32["k"].reshape(b, t, -1),
+                                    "v": f32["v"].reshape(b, t, -1), "s0": f32["s0"],
+                                    "g": f32["g"].reshape(b, t, -1),
+                                    "beta": f32["beta"] if rule == "gated_delta" else None},
+                q_num_heads=hq, kv_num_heads=h, update_rule=rule, scale=0.5)
+    state, outs = f32["s0"].astype(np.float64), []
+    qh = np.repeat(f32["q"].astype(np.float64), h // hq, axis=2)  # head i serves i·h/hq …
+    for i in range(t):
+        decay = np.exp(f32["g"][:, i] if per_key else np.repeat(f32["g"][:, i, :, None], dk, -1))[..., None]
+        ki, vi = f32["k"][:, i], f32["v"][:, i]
+        if rule == "gated_delta":
+            state = decay * state
+            err = vi - np.einsum("bhk,bhkv->bhv", ki, state)
+            state = state + f32["beta"][:, i, :, None, None] * np.einsum("bhk,bhv->bhkv", ki, err)
+        else:
+            state = decay * state + np.einsum("bhk,bhv->bhkv", ki, vi)
+        outs.append(0.5 * np.einsum("bhk,bhkv->bhv", qh[:, i], state))
+    np.testing.assert_allclose(o, np.stack(outs, 1).reshape(b, t, -1), atol=1e-5)
+    np.testing.assert_allclose(s, state, atol=1e-5)
+
+
+def test_causal_conv_with_state_is_a_depthwise_conv_over_the_carried_inputs():
+    """`CausalConvWithState` (silu) against `torch.nn.functional.conv1d` over the carried K − 1
+    inputs and the new ones; its new carry is their last K − 1."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(1)
+    b, c, t, k = 2, 6, 5, 4
+    x, w = rng.standard_normal((b, c, t)).astype(np.float32), rng.standard_normal((c, 1, k)).astype(np.float32)
+    bias, carry = rng.standard_normal(c).astype(np.float32), rng.standard_normal((b, c, k - 1)).astype(np.float32)
+    y, new = _run("CausalConvWithState", {"x": x, "w": w, "bias": bias, "carry": carry}, activation="silu")
+    window = torch.cat((torch.from_numpy(carry), torch.from_numpy(x)), dim=2)
+    ref = torch.nn.functional.silu(torch.nn.functional.conv1d(window, torch.from_numpy(w), torch.from_numpy(bias),
+                                                              groups=c))
+    np.testing.assert_allclose(y, ref.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(new, window[:, :, -(k - 1):].numpy())
