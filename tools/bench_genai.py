@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.results import load_results, save_results, write_table  # noqa: E402
+from tools.results import load_results, publish, save_results  # noqa: E402
 
 D, LAYERS, HEADS, KV, FFN, VOCAB = 256, 4, 8, 2, 688, 4096
 WINDOW = 128
@@ -240,8 +240,7 @@ def main() -> None:
                       f"|Δ| {row['max_abs_vs_builder']:.1e}", flush=True)
             results[f"{name}/{precision}"] = rows
             save_results(results_path, results)
-    if results_path.parent == ROOT / "docs":  # results kept elsewhere (a trial run) leave the doc alone
-        write_table(ROOT / "docs" / "performance.md", START, END, table(results))
+    publish(results_path, ROOT / "docs" / "performance.md", START, END, table(results))
 
 
 START, END = "<!-- genai table: tools/bench_genai.py -->", "<!-- end of genai table -->"

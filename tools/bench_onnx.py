@@ -166,6 +166,14 @@ def bench_spec(name: str, args: argparse.Namespace) -> tuple:
     return row
 
 
+def _schemes(text: str) -> str:
+    """--quantize: comma-separated schemes that need no calibration data, checked at parse time."""
+    bad = [s for s in filter(None, text.split(",")) if s not in ("int8_dynamic", "int8_block", "int4")]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{', '.join(bad)}: not int8_dynamic, int8_block or int4")
+    return text
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--specs", default=DEFAULT)
@@ -175,7 +183,8 @@ def main() -> None:
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--quantize", default="", help="schemes to time beside fp32 (int8_dynamic,int8_block,int4)")
+    ap.add_argument("--quantize", default="", type=_schemes,
+                    help="schemes to time beside fp32 (int8_dynamic,int8_block,int4: no calibration data)")
     ap.add_argument("--two-graphs", action="store_true", help="also time a traced decoder's If branches as two graphs")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")

@@ -15,7 +15,6 @@ not fit in this machine's memory) are listed as skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 import warnings
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.results import load_results, save_results, spec_paths, write_table  # noqa: E402
+from tools.results import load_results, publish, record, spec_paths  # noqa: E402
 
 TOL = 1e-5
 
@@ -134,11 +133,8 @@ def main() -> None:
             except Exception as e:  # the table must show a failure, not hide it
                 traceback.print_exc(limit=4)
                 row = {"spec": path.stem, "status": f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}"}
-        results[path.stem] = row
-        save_results(results_path, results)
-        print(json.dumps(row), flush=True)
-    if results_path.parent == ROOT / "docs":  # results kept elsewhere (a trial run) leave the doc alone
-        write_table(ROOT / "docs" / "passes.md", START, END, table(results))
+        record(results_path, results, path.stem, row)
+    publish(results_path, ROOT / "docs" / "passes.md", START, END, table(results))
 
 
 START, END = "<!-- pipeline table: tools/check_pipelines.py -->", "<!-- end of pipeline table -->"

@@ -17,7 +17,6 @@ in this machine's memory) are skipped and listed as such.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import traceback
@@ -27,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tools.results import load_results, save_results, spec_paths, write_table  # noqa: E402
+from tools.results import load_results, publish, record, spec_paths  # noqa: E402
 
 
 def main() -> None:
@@ -90,11 +89,8 @@ def main() -> None:
         except Exception as e:  # a failure the table must show, not hide
             row["status"] = f"error: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
             traceback.print_exc(limit=3)
-        results[path.stem] = row
-        save_results(results_path, results)
-        print(json.dumps(row), flush=True)
-    if results_path.parent == ROOT / "docs":  # results kept elsewhere (a trial run) leave the doc alone
-        write_table(ROOT / "docs" / "onnx.md", START, END, table(results))
+        record(results_path, results, path.stem, row)
+    publish(results_path, ROOT / "docs" / "onnx.md", START, END, table(results))
 
 
 START, END = "<!-- export table: tools/export_all.py -->", "<!-- end of export table -->"

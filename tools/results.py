@@ -24,6 +24,21 @@ def save_results(path: Path, results: dict) -> None:
     path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
+def record(path: Path, results: dict, key: str, row: dict) -> None:
+    """Merge one spec's `row` into `results`, save them at once (a long run that dies keeps what
+    it measured) and print the row as a JSON line."""
+    results[key] = row
+    save_results(path, results)
+    print(json.dumps(row), flush=True)
+
+
+def publish(results_path: Path, doc: Path, start: str, end: str, table: str) -> None:
+    """Render `table` into `doc` between its markers, only for results kept under docs/ (a trial
+    run whose results go elsewhere leaves the doc alone)."""
+    if results_path.parent == ROOT / "docs":
+        write_table(doc, start, end, table)
+
+
 def write_table(doc: Path, start: str, end: str, table: str) -> None:
     """Replace what stands between the markers `start` and `end` of `doc` with `table` (a doc
     without the markers is left alone)."""

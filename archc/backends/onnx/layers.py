@@ -1,7 +1,6 @@
 """Building blocks the direct lowerings share (as `backends/torch/layers.py` for the modules): for
 the recurrent mixers' lowerings to onnxruntime's operators, the stateful causal convolution
-(`CausalConvWithState`), the linear recurrence (`LinearAttention`), the out-projection and the
-refusals.
+(`CausalConvWithState`), the linear recurrence (`LinearAttention`) and the refusals.
 
 Both operators take any number of new tokens after a state — a prefill from zeros, a continued
 prefill and a one-token step are the same node — so a decoder whose every stateful node lowers
@@ -63,11 +62,3 @@ def linear_attention(ctx: LowerCtx, q: str, k: str, v: str, state: str, decay: s
                     scale=float(scale))
     return o, s
 
-
-def out_proj(ctx: LowerCtx, h: str) -> str:
-    """The node's `out_proj` (bias if declared), its output named as the node's value."""
-    (w,) = ctx.emit("Transpose", [ctx.weight("out_proj.weight")], perm=[1, 0])
-    if ctx.services.holds(ctx.node, "out_proj.bias"):
-        (y,) = ctx.emit("MatMul", [h, w])
-        return ctx.emit("Add", [y, ctx.weight("out_proj.bias")], [ctx.out])[0]
-    return ctx.emit("MatMul", [h, w], [ctx.out])[0]

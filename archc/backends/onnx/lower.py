@@ -71,14 +71,16 @@ class LowerCtx:
         """The initializer of the node's module tensor `name` (stored once, by state_dict key)."""
         return self.services.weight_key(self.node, name)
 
-    def linear(self, x: str, layer: str) -> str:
+    def linear(self, x: str, layer: str, out: str | None = None) -> str:
         """`layer`(x) for a declared dense layer `layer` (`layer.weight` [out, in], `layer.bias`
         if declared): `Transpose` of the weight (onnxruntime folds it at load; the quantizers
-        find the MatMul's weight through it, as in traced graphs), `MatMul`, `Add`."""
+        find the MatMul's weight through it, as in traced graphs), `MatMul`, `Add`. `out` names
+        the result (the node's value, for its last layer)."""
         (w,) = self.emit("Transpose", [self.weight(f"{layer}.weight")], perm=[1, 0])
-        (y,) = self.emit("MatMul", [x, w])
-        if self.services.holds(self.node, f"{layer}.bias"):
-            (y,) = self.emit("Add", [y, self.weight(f"{layer}.bias")])
+        bias = self.services.holds(self.node, f"{layer}.bias")
+        (y,) = self.emit("MatMul", [x, w], [out] if out and not bias else 1)
+        if bias:
+            (y,) = self.emit("Add", [y, self.weight(f"{layer}.bias")], [out] if out else 1)
         return y
 
     def constant(self, key: str, value: np.ndarray) -> str:

@@ -207,8 +207,10 @@ def test_linear_attention_computes_the_recurrence_the_lowerings_rely_on(rule, pe
         else:
             state = decay * state + np.einsum("bhk,bhv->bhkv", ki, vi)
         outs.append(0.5 * np.einsum("bhk,bhkv->bhv", qh[:, i], state))
-    np.testing.assert_allclose(o, np.stack(outs, 1).reshape(b, t, -1), atol=1e-5)
-    np.testing.assert_allclose(s, state, atol=1e-5)
+    # fp32 inputs, an fp32 kernel against float64: sums of 4 products over 5 steps, |o| ≲ 10, so
+    # the rounding is ~1e-6 relative; 1e-5 leaves a decade for another CPU's kernels
+    np.testing.assert_allclose(o, np.stack(outs, 1).reshape(b, t, -1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(s, state, rtol=1e-5, atol=1e-5)
 
 
 def test_causal_conv_with_state_is_a_depthwise_conv_over_the_carried_inputs():
@@ -225,5 +227,5 @@ def test_causal_conv_with_state_is_a_depthwise_conv_over_the_carried_inputs():
     window = torch.cat((torch.from_numpy(carry), torch.from_numpy(x)), dim=2)
     ref = torch.nn.functional.silu(torch.nn.functional.conv1d(window, torch.from_numpy(w), torch.from_numpy(bias),
                                                               groups=c))
-    np.testing.assert_allclose(y, ref.numpy(), atol=1e-5)
-    np.testing.assert_array_equal(new, window[:, :, -(k - 1):].numpy())
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-5)  # two fp32 convs of 4 taps
+    np.testing.assert_array_equal(new, window[:, :, -(k - 1):].numpy())  # a copy: exact

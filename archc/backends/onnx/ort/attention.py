@@ -95,8 +95,4 @@ def attention(ctx: LowerCtx) -> str:
                          [f"{ctx.out}/attention", present_k, present_v], domain=MS_DOMAIN,
                          widths=[heads * hd, None, None], num_heads=heads,
                          kv_num_heads=kv, scale=float(hd ** -0.5), do_rotary=int(rope), rotary_interleaved=0)
-    (w,) = ctx.emit("Transpose", [ctx.weight("o_proj.weight")], perm=[1, 0])
-    if ctx.services.holds(ctx.node, "o_proj.bias"):
-        (y,) = ctx.emit("MatMul", [y, w])
-        return ctx.emit("Add", [y, ctx.weight("o_proj.bias")], [ctx.out])[0]
-    return ctx.emit("MatMul", [y, w], [ctx.out])[0]
+    return ctx.linear(y, "o_proj", out=ctx.out)

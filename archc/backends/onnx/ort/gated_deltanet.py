@@ -15,15 +15,14 @@ import math
 
 import numpy as np
 
-from archc.backends.onnx.layers import causal_conv, linear_attention, out_proj, refuse
+from archc.backends.onnx.layers import causal_conv, linear_attention, refuse
 from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, lowers
 from archc.ops.registry import REGISTRY
 
-#: l2norm's ε (flash-linear-attention's and transformers').
-L2_EPS = 1e-6
-
 
 def _l2norm(ctx: LowerCtx, x: str, heads: int, dim: int) -> str:
+    from archc.backends.torch.ops.gated_deltanet import L2_EPS
+
     scale = ctx.constant(f"const.l2norm_scale_{dim}", np.full(dim, 1 / math.sqrt(dim), dtype=np.float32))
     (x,) = ctx.emit("Reshape", [x, ctx.ints(0, 0, heads, dim)])
     (x,) = ctx.emit("RMSNormalization", [x, scale], axis=-1, epsilon=L2_EPS / dim)
@@ -60,4 +59,4 @@ def gated_deltanet(ctx: LowerCtx) -> str:
     (z,) = ctx.emit("Reshape", [z, ctx.ints(0, 0, hv * v_dim)])
     (y,) = ctx.emit("GatedRMSNorm", [o, ctx.weight("norm.weight"), z], domain=MS_DOMAIN, widths=[hv * v_dim],
                     activation="silu", epsilon=float(p.norm_eps))
-    return out_proj(ctx, y)
+    return ctx.linear(y, "out_proj", out=ctx.out)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from archc.backends.onnx.layers import causal_conv, linear_attention, out_proj, refuse
+from archc.backends.onnx.layers import causal_conv, linear_attention, refuse
 from archc.backends.onnx.lower import LowerCtx, lowers
 from archc.ops.registry import REGISTRY
 
 
 @lowers("ort", "mamba2", refuse=refuse)
 def mamba2(ctx: LowerCtx) -> str:
+    from archc.backends.torch.ops.mamba2 import NORM_EPS
+
     d = ctx.services.graph.nodes[ctx.node.inputs[0]].type.width
     p = REGISTRY["mamba2"].params(**ctx.params)
     e, n, g, hd, heads = p.inner(d), p.d_state, p.groups, p.head_dim, p.heads_for(d)
@@ -54,11 +56,11 @@ def mamba2(ctx: LowerCtx) -> str:
     (h,) = ctx.emit("Mul", [y, gate])
     weight = ctx.weight("norm.weight")
     if g == 1:
-        (h,) = ctx.emit("RMSNormalization", [h, weight], axis=-1, epsilon=1e-5)
+        (h,) = ctx.emit("RMSNormalization", [h, weight], axis=-1, epsilon=NORM_EPS)
     else:
         (h,) = ctx.emit("Reshape", [h, ctx.ints(0, 0, g, e // g)])
         ones = ctx.constant(f"const.ones_{e // g}", np.ones(e // g, dtype=np.float32))
-        (h,) = ctx.emit("RMSNormalization", [h, ones], axis=-1, epsilon=1e-5)
+        (h,) = ctx.emit("RMSNormalization", [h, ones], axis=-1, epsilon=NORM_EPS)
         (h,) = ctx.emit("Mul", [ctx.emit("Reshape", [h, ctx.ints(0, 0, e)])[0], weight])
-    return out_proj(ctx, h)
+    return ctx.linear(h, "out_proj", out=ctx.out)
 

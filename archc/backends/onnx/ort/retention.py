@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from archc.backends.onnx.layers import linear_attention, out_proj, refuse
+from archc.backends.onnx.layers import linear_attention, refuse
 from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, lowers
 from archc.backends.onnx.ort.attention import ROPE_POSITIONS
 from archc.ops.registry import REGISTRY
@@ -57,4 +57,4 @@ def retention(ctx: LowerCtx) -> str:
     (o,) = ctx.emit("Reshape", [o, ctx.ints(0, 0, heads * dv)])
     (gate,) = ctx.emit("Mul", [g, ctx.emit("Sigmoid", [g])[0]])
     (h,) = ctx.emit("Mul", [gate, o])
-    return out_proj(ctx, h)
+    return ctx.linear(h, "out_proj", out=ctx.out)

@@ -31,8 +31,11 @@ from archc.backends.torch.loops import segmented_forward
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 
+#: l2norm's ε (flash-linear-attention's and transformers').
+L2_EPS = 1e-6
 
-def l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
+
+def l2norm(x: Tensor, eps: float = L2_EPS) -> Tensor:
     """x / √(Σx² + ε), in fp32 (flash-linear-attention's and transformers' form)."""
     x = x.float()
     return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)

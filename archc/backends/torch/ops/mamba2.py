@@ -15,12 +15,15 @@ from archc.backends.torch.loops import segmented_forward
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
 
+#: The gated RMSNorm's ε (mamba_ssm's and transformers' default).
+NORM_EPS = 1e-5
+
 
 class GatedRMSNorm(nn.Module):
     """Mamba-2's output norm: RMSNorm(y · silu(z)) over groups of the features (one group per B/C
     group, so the layer stays correct under tensor parallelism), weight [E]."""
 
-    def __init__(self, width: int, groups: int, eps: float = 1e-5) -> None:
+    def __init__(self, width: int, groups: int, eps: float = NORM_EPS) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(width))
         self.groups, self.eps = groups, eps
