@@ -143,3 +143,17 @@ def test_check_and_summary_never_import_torch():
             "assert 'torch' not in sys.modules and 'networkx' not in sys.modules, 'heavy import'")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     assert p.returncode == 0, p.stderr
+
+
+def test_a_ctrl_c_inside_string_code_still_exits_130_under_dash_m(tmp_path):
+    """`python -m archc`: a KeyboardInterrupt that left code run from a string (every dataclass's
+    methods are, and an export imports hundreds) marks CPython's interpreter, which then ended the
+    process by SIGINT (exit −2) after archc had handled the interrupt and returned 130 — 3 of 24
+    interrupted exports. Made deterministic: the command raises it inside a string `exec`."""
+    (tmp_path / "interrupted_cli.py").write_text(
+        "import sys\nimport archc.cli as cli\n"
+        "cli.frontend.cmd_ops = lambda args: exec('raise KeyboardInterrupt', {})\n"
+        "sys.exit(cli.main(['ops']))\n")
+    p = subprocess.run([sys.executable, "-m", "interrupted_cli"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "NO_COLOR": "1"}, check=False)
+    assert (p.returncode, p.stderr) == (130, "archc: interrupted (SIGINT); nothing was left half-written\n")
