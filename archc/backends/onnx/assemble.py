@@ -57,6 +57,9 @@ class Exported:
     #: the nodes lowered directly to onnxruntime's fused operators, and those that were not (why)
     lowered: dict[str, str] = field(default_factory=dict)
     not_lowered: dict[str, str] = field(default_factory=dict)
+    #: state input -> the order its declared axes (after batch) are kept in, where a lowering
+    #: keeps them otherwise (`Lowering.layout`)
+    state_axes: dict[str, list[int]] = field(default_factory=dict)
 
 
 #: Operators a direct lowering makes around its fused one (weight layout, bias, projections):
@@ -294,6 +297,21 @@ class Assembler:
                     return False
         return True
 
+    def _state_axes(self, by_node: dict[str, list[StateName]], raw_past: dict[str, list[str]]
+                    ) -> dict[str, list[int]]:
+        """The layouts the lowerings of a one-form decoder keep their state in (`Lowering.layout`),
+        by state input, where not the declared one."""
+        axes: dict[str, list[int]] = {}
+        for nid, sns in by_node.items():
+            ctx = LowerCtx(self.graph.nodes[nid], [], "", "prefill", raw_past[nid], [], self)
+            entry = self._direct(self.graph.nodes[nid], ctx)
+            if entry is None or entry.layout is None:
+                continue
+            for sn, perm in zip(sns, entry.layout(ctx), strict=True):
+                if perm is not None and list(perm) != sorted(perm):
+                    axes[sn.past] = list(perm)
+        return axes
+
     def emit_nodes(self, scope: _Scope, mode: Mode, positions: str, feeds: dict[str, str],
                    past: dict[str, list[str]], present: dict[str, list[str]], mask: str | None = None,
                    token_types: str | None = None, raw_past: dict[str, list[str]] | None = None) -> str:
@@ -346,6 +364,9 @@ class Assembler:
         by_node: dict[str, list[StateName]] = {}
         for sn in names:
             by_node.setdefault(sn.node, []).append(sn)
+        raw_past = {nid: [sn.past for sn in sns] for nid, sns in by_node.items()}
+        one_form = bool(names) and self._one_form(by_node, raw_past)
+        state_axes = self._state_axes(by_node, raw_past) if one_form else {}
         ports: list[tuple[StateName, Port]] = []
         growing: dict[str, int] = {}  # past input -> the axis that grows
         dtypes = {(nid, n): _np_name(t.dtype) for nid in by_node
@@ -353,7 +374,12 @@ class Assembler:
                                   self.model.get_submodule(nid).init_state(1, 8, *_cpu32()), strict=True)}
         for sn, st in zip(names, tensors, strict=True):
             shape: list[int | str] = ["batch"]
-            for k, d in enumerate(st.shape):
+            dims = list(st.shape)
+            if sn.past in state_axes:  # the operator's layout (fixed-size state only)
+                assert MAX_LEN not in dims and isinstance(st.fill, int | float), \
+                    f"{sn.past}: a growing or parameter-initialized state keeps its declared layout"
+                dims = [dims[i] for i in state_axes[sn.past]]
+            for k, d in enumerate(dims):
                 if d == MAX_LEN and st.cap is None:
                     growing[sn.past] = k + 1
                     shape.append("past_seq")
@@ -379,12 +405,11 @@ class Assembler:
                 padded[sn.past] = top.add("Pad", [sn.past, pads], f"top/{sn.past}")
         feeds = {g.inputs[0]: "input_ids"}
         past = {nid: [padded.get(sn.past, sn.past) for sn in sns] for nid, sns in by_node.items()}
-        raw_past = {nid: [sn.past for sn in sns] for nid, sns in by_node.items()}
         outs = ["logits", *(sn.present for sn in names)]
         out_ports = [Port("logits", "float32", ["batch", "seq", vocab]),
                      *(Port(sn.present, p.dtype, ["total_seq" if d == "past_seq" else d for d in p.shape])
                        for sn, p in ports)]
-        if names and self._one_form(by_node, raw_past):
+        if one_form:
             # every stateful node lowers to one operator that takes any number of new tokens
             # (GroupQueryAttention): one graph, no `If` between a prefill and a decode form
             present = {nid: [sn.present for sn in sns] for nid, sns in by_node.items()}
@@ -411,7 +436,7 @@ class Assembler:
                     *(p for _, p in ports)]
         model = self._model(top, in_ports, out_ports)
         return Exported(model, in_ports, out_ports, ports, len(self.units), self.unit_seconds, "decoder",
-                        self.lowered, self.not_lowered)
+                        self.lowered, self.not_lowered, state_axes)
 
     def forward_graph(self) -> Exported:
         g = self.graph

@@ -201,7 +201,7 @@ def _manifest(ex: Exported, model: ArchModel, spec_text: str, spec_name: str, we
     declared = {(n.id, s.name): s for n in model.graph.nodes.values() for s in node_state(model.graph, n)}
     states = [StateInfo(input=sn.past, output=sn.present, node=sn.node, state=sn.state, dtype=p.dtype,
                         shape=p.shape, fill=_fill(model, sn.node, declared[(sn.node, sn.state)].fill),
-                        kv=declared[(sn.node, sn.state)].kv) for sn, p in ex.states]
+                        kv=declared[(sn.node, sn.state)].kv, axes=ex.state_axes.get(sn.past)) for sn, p in ex.states]
     return Manifest(kind=ex.kind, spec=spec_name, spec_sha256=hashlib.sha256(spec_text.encode()).hexdigest(),
                     opset=opset, vocab=model.out_type_vocab(),
                     inputs=[PortInfo(name=p.name, dtype=p.dtype, shape=p.shape) for p in ex.inputs],

@@ -122,19 +122,30 @@ def in_branches(ctx: LowerCtx) -> str | None:
     return None
 
 
+#: For each of a node's state tensors, the order in which a lowering keeps its axes after the
+#: batch axis (None: as the op's record declares them).
+Layout = tuple[tuple[int, ...] | None, ...]
+
+
 @dataclass(frozen=True)
 class Lowering:
     emit: Callable[[LowerCtx], Any]
     refuse: Callable[[LowerCtx], str | None] = _never
+    #: the layout its operators keep the node's state in, where it is not the declared one (the
+    #: decoder's state inputs and outputs take it, and `archc_export.json` records it as `axes`),
+    #: so that no transpose runs on the state at every step; fixed-size state only
+    layout: Callable[[LowerCtx], Layout] | None = None
 
 
-def lowers(backend: str, *ops: str, refuse: Callable[[LowerCtx], str | None] = _never
+def lowers(backend: str, *ops: str, refuse: Callable[[LowerCtx], str | None] = _never,
+           layout: Callable[[LowerCtx], Layout] | None = None
            ) -> Callable[[Callable[[LowerCtx], Any]], Callable[[LowerCtx], Any]]:
     """`@lowers("ort", "rmsnorm")`: register the decorated function as `backend`'s direct
-    lowering of `ops` (with `refuse` saying which nodes it cannot take)."""
+    lowering of `ops` (with `refuse` saying which nodes it cannot take, `layout` the state layout
+    its operators want)."""
 
     def deco(fn: Callable[[LowerCtx], Any]) -> Callable[[LowerCtx], Any]:
-        register_lowering(backend, *ops)(Lowering(fn, refuse))
+        register_lowering(backend, *ops)(Lowering(fn, refuse, layout))
         return fn
 
     return deco

@@ -62,6 +62,9 @@ class StateInfo(BaseModel):
     kv: bool = False
     #: the state tensor (its input name) this one holds the int8 scales of: one per row
     scale_of: str | None = None
+    #: the order the graph keeps the declared state's axes in (after batch), where an operator
+    #: wants another layout than the op's record (Mamba-2's SSM state for LinearAttention)
+    axes: list[int] | None = None
 
 
 class WeightPrecision(BaseModel):

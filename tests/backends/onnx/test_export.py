@@ -50,7 +50,7 @@ def test_decoder_names_follow_genai_and_weights_keep_their_keys(decoder_export):
     assert manifest["kind"] == "decoder" and manifest["vocab"] == 300
     assert manifest["state"][0] == {"input": "past_key_values.0.key", "output": "present.0.key", "node": "layers.0.attn",
                                     "state": "key", "dtype": "float32", "shape": ["batch", 2, "past_seq", 16], "fill": 0.0,
-                                    "kv": True, "scale_of": None}
+                                    "kv": True, "scale_of": None, "axes": None}
     # exported at O2 for onnxruntime: the norms and attention are its operators (RMSNormalization,
     # SkipSimplifiedLayerNormalization, GroupQueryAttention: one graph, no If); traced are embed,
     # swiglu_packed and lm_head

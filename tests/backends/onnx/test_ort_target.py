@@ -157,6 +157,10 @@ def test_a_recurrent_decoder_is_one_graph_of_onnxruntime_operators(tmp_path, op)
     assert {("com.microsoft", t) for t in FUSED[op]} <= ops and ("", "If") not in ops
     mixers = [v for k, v in report.lowered.items() if model.graph.nodes[k].op == op]
     assert mixers and all(FUSED[op] <= set(v.split("+")) for v in mixers) and not report.not_lowered
+    # Mamba-2's SSM state stays in LinearAttention's layout [B, H, N, P] (no transpose per step)
+    axes = {s.state: s.axes for s in report.manifest.state}
+    assert axes == ({"conv": None, "ssm": [0, 2, 1]} if op == "mamba2" else
+                    dict.fromkeys(axes))
     rows = check_parity(model, tmp_path / op, lengths=(1, 17), prefill=9, steps=6)
     assert all(r.ok for r in rows), rows
 

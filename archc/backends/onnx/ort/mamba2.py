@@ -5,8 +5,10 @@ head), the gated RMSNorm and the out-projection — one node set for any number 
 The SSD recurrence per head h is LinearAttention's gated rule with key B, value Δ·x, query C,
 log-decay Δ·A_h and scale 1: S_t = exp(Δ_t A_h) S_{t−1} + B_t ⊗ Δ_t x_t, y_t = C_tᵀ S_t; the
 groups sharing B and C are its fewer query heads (each serving consecutive heads, as
-`repeat_interleave`), the keys expanded to every head. archc's state [B, H, P, N] is the
-operator's [B, H, N, P] transposed. The output norm is RMSNorm(y · silu(z)) (gate before the
+`repeat_interleave`), the keys expanded to every head. The decoder keeps the SSM state in the
+operator's layout [B, H, N, P] (`layout`; archc_export.json's `axes` [0, 2, 1]) rather than the
+torch module's [B, H, P, N], so no transpose of it runs at every step (measured: two of them were
+a quarter of the step's kernel time). The output norm is RMSNorm(y · silu(z)) (gate before the
 norm), which onnxruntime's `GatedRMSNorm` does not compute (it norms first, then gates): it is
 written out (`RMSNormalization` over each group).
 """
@@ -16,11 +18,16 @@ from __future__ import annotations
 import numpy as np
 
 from archc.backends.onnx.layers import causal_conv, linear_attention, refuse
-from archc.backends.onnx.lower import LowerCtx, lowers
+from archc.backends.onnx.lower import Layout, LowerCtx, lowers
 from archc.ops.registry import REGISTRY
 
 
-@lowers("ort", "mamba2", refuse=refuse)
+def _layout(ctx: LowerCtx) -> Layout:
+    """conv as declared; ssm [H, P, N] kept as LinearAttention's [H, N, P]."""
+    return None, (0, 2, 1)
+
+
+@lowers("ort", "mamba2", refuse=refuse, layout=_layout)
 def mamba2(ctx: LowerCtx) -> str:
     from archc.backends.torch.ops.mamba2 import NORM_EPS
 
@@ -44,10 +51,8 @@ def mamba2(ctx: LowerCtx) -> str:
         (b5,) = ctx.emit("Reshape", [b, ctx.ints(0, 0, g, 1, n)])
         (b5,) = ctx.emit("Expand", [b5, ctx.ints(1, 1, 1, heads // g, 1)])
         (b,) = ctx.emit("Reshape", [b5, ctx.ints(0, 0, heads * n)])
-    (state,) = ctx.emit("Transpose", [ssm_past], perm=[0, 1, 3, 2])
-    y, new = linear_attention(ctx, c, b, v, state, decay, "", q_heads=g, heads=heads, value_width=hd,
-                              rule="gated", scale=1.0)
-    ctx.emit("Transpose", [new], [ssm_present], perm=[0, 1, 3, 2])
+    y, _ = linear_attention(ctx, c, b, v, ssm_past, decay, "", q_heads=g, heads=heads, value_width=hd,
+                            rule="gated", scale=1.0, present=ssm_present)
     # y + D·x (D per head, over its P channels), then RMSNorm(y · silu(z)) per group
     (d_rep,) = ctx.emit("Reshape", [ctx.emit("Expand", [ctx.emit("Unsqueeze", [ctx.weight("D"), ctx.ints(1)])[0],
                                                         ctx.ints(heads, hd)])[0], ctx.ints(e)])
