@@ -120,7 +120,7 @@ def op_reference(op: OpDef) -> str:
 
 
 def _example_text(op: OpDef) -> str:
-    params = EXAMPLE_PARAMS.get(op.name, {})
+    params = example_params(op)
     return f"`{op.name}({', '.join(f'{k}={value_text(v)}' for k, v in params.items())})`"
 
 
@@ -136,9 +136,13 @@ EXAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "moe": {"experts": 4, "expert": {"op": "swiglu", "params": {"hidden": 128}}},
     "performer_attention": {"heads": 4}, "retention": {"heads": 4}, "rwkv_channel_mix": {"hidden": 128},
     "swiglu": {"hidden": 128}, "token_cls_head": {"classes": 2}, "lm_head": {"vocab": 256},
-    "swiglu_packed": {"hidden": 128}, "geglu_packed": {"hidden": 128}, "attention_packed": {"heads": 4},
-    "item": {"index": 0},
+    "item": {"index": 0}, "linear_act": {"out": 64, "act": "gelu"},
 }
+
+
+def example_params(op: OpDef) -> dict[str, Any]:
+    """`EXAMPLE_PARAMS` of the op, or of the op it fuses (a packed op takes its op's parameters)."""
+    return EXAMPLE_PARAMS.get(op.name, EXAMPLE_PARAMS.get(op.fuses[0], {}) if op.fuses else {})
 
 
 def _example_weights(op: OpDef) -> list:
@@ -148,7 +152,7 @@ def _example_weights(op: OpDef) -> list:
 
     if op.kind == "component":
         return []
-    p = op.params(**EXAMPLE_PARAMS.get(op.name, {}))
+    p = op.params(**example_params(op))
     ins = [TensorType(shape=("batch", "seq"), dtype="int")] if op.int_inputs else [hidden("batch", "seq", 64)]
     return list(op.weights(p, ins))
 

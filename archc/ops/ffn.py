@@ -1,4 +1,5 @@
-"""Feed-forward layers: mlp (relu/gelu), the gated GLU variants swiglu and geglu, and linear.
+"""Feed-forward layers: mlp (relu/gelu), the gated GLU variants swiglu and geglu, linear (and
+`linear_act`, a linear fused with its activation).
 
 These are also the expert networks of `moe(expert=swiglu(hidden=...))`.
 """
@@ -116,6 +117,20 @@ def _linear_cost(p: LinearParams, ins: list[TensorType], out: TensorType, ctx: C
 register(OpDef(name="linear", params=LinearParams, shape=_linear_shape, cost=_linear_cost,
                summary="A dense projection to `out` features.", category="ffn", default_name="proj", role="ffn",
                weights=lambda p, ins: dense("proj", width_of(ins), p.out, "ffn", p.bias)))
+
+
+LinearActivation = Literal["relu", "gelu", "silu", "sigmoid", "tanh"]
+
+
+class LinearActParams(LinearParams):
+    act: LinearActivation = Field(description="the activation applied to the projection")
+
+
+register(OpDef(name="linear_act", params=LinearActParams, shape=_linear_shape, cost=_linear_cost,
+               summary="`linear` and the activation that reads it in one op, bias added in the activation's kernel "
+               "at `--target ort` (made by the `fuse_bias_act` pass).", category="ffn", default_name="proj",
+               role="ffn", weights=lambda p, ins: dense("proj", width_of(ins), p.out, "ffn", p.bias),
+               fuses=("linear",)))
 
 
 class DropoutParams(Params):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
-from archc.ir.weights import Weight, dense
+from archc.ir.weights import Weight, dense, pack_dense
 from archc.ops.registry import (
     OpDef,
     Params,
@@ -14,6 +16,7 @@ from archc.ops.registry import (
     ShapeError,
     divides,
     mixes_causally,
+    no_prune,
     register,
     rows,
     width_of,
@@ -97,7 +100,20 @@ def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
     return (StateTensor("kv", (p.heads, *p.head_dims_for(width_of(ins)))),)
 
 
-register(OpDef(name="retention", params=RetentionParams, shape=_shape, cost=_cost,
+RETENTION = register(OpDef(name="retention", params=RetentionParams, shape=_shape, cost=_cost,
                summary="RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
                "parallel, recurrent and chunkwise forms.", category="retention", default_name="retention",
                role="mixer", causal=mixes_causally, state=_state, weights=_weights, prune=_prune))
+
+
+def _packed_weights(p: RetentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """`qkvg_proj` d→2·H·dk + 2·H·dv, the canonical q_proj, k_proj, v_proj and g_proj packed
+    along the rows in that order, then `out_proj` (the `pack_in_proj` pass makes this op;
+    checkpoints keep the canonical layout)."""
+    return pack_dense(_weights(p, ins), "qkvg_proj", ("q_proj", "k_proj", "v_proj", "g_proj"))
+
+
+register(replace(
+    RETENTION, name="retention_packed", weights=_packed_weights, fuses=("retention",), prune=no_prune,
+    summary="`retention` with its q, k, v and g projections packed into one matmul (made by the `pack_in_proj` "
+            "pass)."))

@@ -102,8 +102,8 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     "summary": ("infer_shapes", "estimate_cost"),
     "clean": ("infer_shapes", "eliminate_dead_code", "estimate_cost"),
     "O0": (),
-    "O1": ("pack_qkv", "pack_gate_up", "fuse_add_norm"),
-    "O2": ("pack_qkv", "pack_gate_up", "fuse_add_norm"),
+    "O1": ("pack_qkv", "pack_gate_up", "pack_in_proj", "fuse_add_norm"),
+    "O2": ("pack_qkv", "pack_gate_up", "pack_in_proj", "fuse_add_norm", "fuse_bias_act"),
 }
 
 #: The optimization levels (`archc.build(..., pipeline=)` takes one of them).

@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from archc.docs_gen import EXAMPLE_PARAMS
+from archc.docs_gen import example_params
 from archc.ir.types import TensorType, hidden
 from archc.ir.weights import Weight, conv1d, dense, parameter_count, under
 from archc.ops import REGISTRY
@@ -21,7 +21,7 @@ WEIGHTED = sorted(n for n, op in REGISTRY.items() if op.kind == "layer")
 def _example(name: str) -> tuple[object, list[TensorType]]:
     op = REGISTRY[name]
     ins = [TensorType(shape=("batch", "seq"), dtype="int")] if op.int_inputs else [X]
-    return op.params(**EXAMPLE_PARAMS.get(name, {})), ins
+    return op.params(**example_params(op)), ins
 
 
 def test_dense_and_conv_follow_torch_layouts():

@@ -76,12 +76,20 @@ class LowerCtx:
         if declared): `Transpose` of the weight (onnxruntime folds it at load; the quantizers
         find the MatMul's weight through it, as in traced graphs), `MatMul`, `Add`. `out` names
         the result (the node's value, for its last layer)."""
-        (w,) = self.emit("Transpose", [self.weight(f"{layer}.weight")], perm=[1, 0])
-        bias = self.services.holds(self.node, f"{layer}.bias")
-        (y,) = self.emit("MatMul", [x, w], [out] if out and not bias else 1)
+        bias = self.bias(layer)
+        y = self.matmul(x, layer, out if not bias else None)
         if bias:
-            (y,) = self.emit("Add", [y, self.weight(f"{layer}.bias")], [out] if out else 1)
+            (y,) = self.emit("Add", [y, bias], [out] if out else 1)
         return y
+
+    def matmul(self, x: str, layer: str, out: str | None = None) -> str:
+        """x @ `layer.weight`ᵀ, without its bias (`linear` adds it; a fused activation takes it)."""
+        (w,) = self.emit("Transpose", [self.weight(f"{layer}.weight")], perm=[1, 0])
+        return self.emit("MatMul", [x, w], [out] if out else 1)[0]
+
+    def bias(self, layer: str) -> str:
+        """The initializer of `layer.bias`, or "" where the layer has none."""
+        return self.weight(f"{layer}.bias") if self.services.holds(self.node, f"{layer}.bias") else ""
 
     def constant(self, key: str, value: np.ndarray) -> str:
         """A model-level initializer `key` (the first call with a key stores it; later ones reuse

@@ -64,9 +64,33 @@ def test_a_gpt_style_decoder_becomes_onnxruntime_operators(tmp_path):
     assert {("com.microsoft", "GroupQueryAttention"), ("com.microsoft", "SkipLayerNormalization"),
             ("", "LayerNormalization")} <= ops and ("", "If") not in ops
     assert report.manifest.target == "ort" and not report.not_lowered
-    assert sorted(set(report.lowered.values())) == ["GroupQueryAttention", "LayerNormalization",
+    assert sorted(set(report.lowered.values())) == ["BiasGelu", "GroupQueryAttention", "LayerNormalization",
                                                     "SkipLayerNormalization"]
     rows = check_parity(model, tmp_path / "ort", lengths=(1, 17), prefill=9, steps=6)
+    assert all(r.ok for r in rows), rows
+
+
+#: Every activation `mlp` and `linear_act` (the `fuse_bias_act` pass) take, with and without
+#: biases: onnxruntime's bias-fused GELUs where there is a bias, QuickGelu(α = 1) as SiLU.
+ACTIVATIONS = """
+model acts(tokens) {
+  x = embed(tokens, 200, 32)
+  x = x + mlp(layernorm(x), hidden=48, act="gelu_tanh")
+  x = x + mlp(layernorm(x), hidden=48, act="relu", bias=false)
+  x = x + mlp(layernorm(x), hidden=48, act="silu")
+  x = x + linear(gelu(linear(layernorm(x), out=40)), out=32)
+  x = x + linear(tanh(linear(layernorm(x), out=40, bias=false)), out=32)
+  return lm_head(layernorm(x), tied=true)
+}
+"""
+
+
+def test_a_dense_layer_and_its_activation_are_one_bias_fused_operator(tmp_path):
+    model, report = _export(ACTIVATIONS, tmp_path / "acts")
+    assert not report.not_lowered
+    assert {k: v for k, v in report.lowered.items() if k.startswith(("mlp", "proj"))} == {
+        "mlp": "FastGelu", "mlp_1": "Relu", "mlp_2": "QuickGelu", "proj": "BiasGelu", "proj_2": "Tanh"}
+    rows = check_parity(model, tmp_path / "acts", lengths=(1, 17), prefill=9, steps=6)
     assert all(r.ok for r in rows), rows
 
 
@@ -155,7 +179,10 @@ def test_a_recurrent_decoder_is_one_graph_of_onnxruntime_operators(tmp_path, op)
     model, report = _export(RECURRENT[op], tmp_path / op)
     ops = _ops(tmp_path / op / "model.onnx")
     assert {("com.microsoft", t) for t in FUSED[op]} <= ops and ("", "If") not in ops
-    mixers = [v for k, v in report.lowered.items() if model.graph.nodes[k].op == op]
+    # at O2 retention's q, k, v and g are one projection (`pack_in_proj`)
+    mixers = [v for k, v in report.lowered.items() if model.graph.nodes[k].op in (op, f"{op}_packed")]
+    assert {model.graph.nodes[k].op for k in report.lowered} & {"retention", "mamba2", "gated_deltanet"} == \
+        ({op} - {"retention"})
     assert mixers and all(FUSED[op] <= set(v.split("+")) for v in mixers) and not report.not_lowered
     # Mamba-2's SSM state stays in LinearAttention's layout [B, H, N, P] (no transpose per step)
     axes = {s.state: s.axes for s in report.manifest.state}

@@ -13,7 +13,9 @@ from archc.backends.torch.checkpoint import load_weights, save_weights
 from archc.backends.torch.module import canonical_layout
 from archc.passes.rewrite import fusion_report
 from tests.passes.test_fuse_add_norm import SPEC as SKIP
+from tests.passes.test_fuse_bias_act import SPEC as BIAS_ACT
 from tests.passes.test_pack_gate_up import SPEC
+from tests.passes.test_pack_in_proj import SPEC as IN_PROJ
 from tests.passes.test_pack_qkv import SPEC as QKV
 
 
@@ -23,8 +25,11 @@ def graph():
 
 
 #: One spec per fusion pass: gated FFNs, packed q/k/v (GQA with biases and RoPE, a sliding window,
-#: cross-attention left alone), residual adds into rmsnorm and layernorm (and one left unfused).
-FUSION_SPECS = {"gate_up": (SPEC, 64), "qkv": (QKV, 64), "add_norm": (SKIP, 64)}
+#: cross-attention left alone), residual adds into rmsnorm and layernorm (and one left unfused),
+#: a recurrent mixer's input projections (retention; Gated DeltaNet, RWKV and Mamba-2 beside it),
+#: linears into their activations.
+FUSION_SPECS = {"gate_up": (SPEC, 64), "qkv": (QKV, 64), "add_norm": (SKIP, 64), "in_proj": (IN_PROJ, 64),
+                "bias_act": (BIAS_ACT, 64)}
 
 
 @pytest.mark.parametrize("level", ["O1", "O2"])

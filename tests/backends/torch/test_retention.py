@@ -27,7 +27,8 @@ model ref(tokens) {{
 
 
 def _model(chunk: int = 8):
-    return build(archc.loads(SPEC.format(chunk=chunk), "ref.arch").graph, seed=0).eval()
+    # O0: the equations below read the canonical q/k/v/g projections (O1 packs them into one)
+    return build(archc.loads(SPEC.format(chunk=chunk), "ref.arch").graph, seed=0, pipeline="O0").eval()
 
 
 def _paper_retention(mod, x: torch.Tensor) -> torch.Tensor:

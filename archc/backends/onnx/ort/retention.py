@@ -1,4 +1,5 @@
-"""RetNet's multi-scale retention as onnxruntime's operators: q/k/v/g projections, the xPos
+"""RetNet's multi-scale retention as onnxruntime's operators: q/k/v/g projections (one MatMul and a
+Split for `retention_packed`), the xPos
 rotation as `RotaryEmbedding` (interleaved pairs, torchscale's `theta_shift`, from one cos/sin
 table per model), the recurrence as `LinearAttention` (gated, log γ_h per head, scale 1: S_t =
 γ_h S_{t−1} + k_tᵀ v_t, o_t = q_t S_t — the paper's recurrent form, in archc's state layout
@@ -29,7 +30,7 @@ def _xpos_tables(ctx: LowerCtx, dk: int) -> tuple[str, str]:
             ctx.constant(f"{key}.sin", np.ascontiguousarray(angle.sin().numpy())))
 
 
-@lowers("ort", "retention", refuse=refuse)
+@lowers("ort", "retention", "retention_packed", refuse=refuse)
 def retention(ctx: LowerCtx) -> str:
     import torch
 
@@ -40,7 +41,11 @@ def retention(ctx: LowerCtx) -> str:
     heads = p.heads
     dk, dv = p.head_dims_for(d)
     x = ctx.ins[0]
-    q, k, v, g = (ctx.linear(x, f"{n}_proj") for n in "qkvg")
+    if ctx.node.op == "retention_packed":
+        q, k, v, g = ctx.emit("Split", [ctx.linear(x, "qkvg_proj"), ctx.ints(heads * dk, heads * dk, heads * dv,
+                                                                              heads * dv)], 4, axis=-1)
+    else:
+        q, k, v, g = (ctx.linear(x, f"{n}_proj") for n in "qkvg")
     (k,) = ctx.emit("Mul", [k, ctx.constant(f"const.f32.rsqrt_{dk}", np.array(1 / math.sqrt(dk), np.float32))])
     cos, sin = _xpos_tables(ctx, dk)
     (start,) = ctx.emit("Slice", [ctx.positions, ctx.ints(0), ctx.ints(1)])

@@ -77,6 +77,20 @@ class Linear(OpModule):
         return self.proj(x)
 
 
+@implements("linear_act")
+class LinearAct(OpModule):
+    """act(proj(x)): `linear` and its activation as the `fuse_bias_act` pass fuses them (the same
+    weights; eager PyTorch runs the two kernels it ran before, the fusion is the export's)."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.proj = self.make_linear("proj")
+        self.act = ACTIVATIONS[p.act]
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return self.act(self.proj(x))
+
+
 @implements("dropout")
 class Dropout(OpModule):
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:

@@ -55,10 +55,11 @@ def rotate(x: Tensor, positions: Tensor, theta: Tensor) -> Tensor:
     return x * angle.cos().to(x.dtype) + rotated * angle.sin().to(x.dtype)
 
 
-@implements("retention")
+@implements("retention", "retention_packed")
 class Retention(OpModule):
     """`retention(x, heads, value_factor, chunk)`. Weights `q_proj`, `k_proj` [d, d], `v_proj`,
-    `g_proj` [vf·d, d], `out_proj` [d, vf·d]; the GroupNorm has no affine weights. State: `kv`
+    `g_proj` [vf·d, d], `out_proj` [d, vf·d] (`retention_packed`: the first four as one
+    `qkvg_proj`, split after its matmul); the GroupNorm has no affine weights. State: `kv`
     [B, H, d/H, vf·d/H] in fp32."""
 
 
@@ -68,23 +69,34 @@ class Retention(OpModule):
         self.heads = p.heads
         self.dk, self.dv = p.head_dims_for(d)
         self.decays = tuple(p.decay_indices())
-        self.q_proj, self.k_proj, self.v_proj, self.g_proj, self.out_proj = (
-            self.make_linear(n) for n in ("q_proj", "k_proj", "v_proj", "g_proj", "out_proj"))
+        if "qkvg_proj.weight" in self.declared_weights:  # packed by `pack_in_proj`: one matmul, split after
+            self.qkvg_proj = self.make_linear("qkvg_proj")
+            self.qkvg_split = (self.heads * self.dk,) * 2 + (self.heads * self.dv,) * 2
+        else:
+            self.q_proj, self.k_proj, self.v_proj, self.g_proj = (
+                self.make_linear(n) for n in ("q_proj", "k_proj", "v_proj", "g_proj"))
+        self.out_proj = self.make_linear("out_proj")
 
-    def _qkv(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+    def _qkvg(self, x: Tensor, ctx: Context) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Rotated q, scaled and rotated k [B, H, T, dk], v [B, H, T, dv], and the gate's
+        pre-activation g [B, T, H·dv]."""
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.dk).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, self.heads, self.dk).transpose(1, 2) / math.sqrt(self.dk)
-        v = self.v_proj(x).view(b, t, self.heads, self.dv).transpose(1, 2)
+        if hasattr(self, "qkvg_proj"):
+            q, k, v, g = self.qkvg_proj(x).split(self.qkvg_split, -1)
+        else:
+            q, k, v, g = self.q_proj(x), self.k_proj(x), self.v_proj(x), self.g_proj(x)
+        q = q.view(b, t, self.heads, self.dk).transpose(1, 2)
+        k = k.view(b, t, self.heads, self.dk).transpose(1, 2) / math.sqrt(self.dk)
+        v = v.view(b, t, self.heads, self.dv).transpose(1, 2)
         if ctx.attention_mask is not None:  # padded tokens add nothing to the state
             k = k * ctx.attention_mask[:, None, :, None].to(k.dtype)
         theta = xpos_angles(self.dk, x.device)
-        return rotate(q, ctx.positions, theta), rotate(k, ctx.positions, theta), v
+        return rotate(q, ctx.positions, theta), rotate(k, ctx.positions, theta), v, g
 
-    def _out(self, y: Tensor, x: Tensor) -> Tensor:
+    def _out(self, y: Tensor, g: Tensor) -> Tensor:
         """y [B, H, T, dv] -> GroupNorm per head, swish gate, out_proj."""
         y = F.layer_norm(y.float(), (self.dv,), eps=EPS).transpose(1, 2).flatten(2)
-        return self.out_proj(F.silu(self.g_proj(x)) * y.to(x.dtype))
+        return self.out_proj(F.silu(g) * y.to(g.dtype))
 
     def _log_decay(self, x: Tensor) -> Tensor:
         """log γ per head and token [B, H, T]."""
@@ -94,17 +106,17 @@ class Retention(OpModule):
         assert ctx is not None
         if (y := segmented_forward(self, x, ctx)) is not None:
             return y
-        q, k, v = self._qkv(x, ctx)
+        q, k, v, g = self._qkvg(x, ctx)
         y, _ = chunked_decay_attention(q, k, v, self._log_decay(x), chunk=self.params.chunk)
-        return self._out(y, x)
+        return self._out(y, g)
 
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
-        q, k, v = self._qkv(x, ctx)
+        q, k, v, g = self._qkvg(x, ctx)
         if x.shape[1] == 1:  # the recurrent form: S ← γ S + kᵀv, o = q S
             s = torch.addcmul(k.float().transpose(-1, -2) @ v.float(), retention_decays(self.decays, x.device).exp()[:, None, None], state[0])
             y = q.float() @ s
         else:
             y, s = chunked_decay_attention(q, k, v, self._log_decay(x), state[0],
                                            chunk=self.params.chunk)
-        return self._out(y, x), (s,)
+        return self._out(y, g), (s,)
