@@ -51,8 +51,9 @@ model {name}(tokens) {{
 
 #: name -> (transformers config class, its extra settings, the spec's extra attention arguments, rope theta).
 #: The builder's Mistral graph is asked for a full-length cache (`windowed_kv_cache=false`), so both
-#: graphs take the same feeds; archc's windowed cache is a ring buffer of the window (its fixed size
-#: comes from the session's input shapes).
+#: graphs take the same feeds; at `--target ort` archc's windowed cache is that full-length one too
+#: (GroupQueryAttention's `local_window_size`), at `--target onnx` a ring buffer of the window (its
+#: fixed size comes from the session's input shapes).
 CONFIGS = {
     "llama": ("LlamaConfig", {}, "", 10000.0),
     "mistral": ("MistralConfig", {"sliding_window": WINDOW}, f", window={WINDOW}", 10000.0),

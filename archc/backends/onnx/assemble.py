@@ -298,19 +298,23 @@ class Assembler:
         return True
 
     def _state_axes(self, by_node: dict[str, list[StateName]], raw_past: dict[str, list[str]]
-                    ) -> dict[str, list[int]]:
-        """The layouts the lowerings of a one-form decoder keep their state in (`Lowering.layout`),
-        by state input, where not the declared one."""
+                    ) -> tuple[dict[str, list[int]], set[str]]:
+        """How the lowerings of a one-form decoder keep their state, where not as declared: the
+        layouts (`Lowering.layout`) by state input, and the state inputs of ring buffers the
+        operator keeps as a growing cache (`Lowering.full_cache`)."""
         axes: dict[str, list[int]] = {}
+        full: set[str] = set()
         for nid, sns in by_node.items():
             ctx = LowerCtx(self.graph.nodes[nid], [], "", "prefill", raw_past[nid], [], self)
             entry = self._direct(self.graph.nodes[nid], ctx)
-            if entry is None or entry.layout is None:
+            if entry is None:
                 continue
-            for sn, perm in zip(sns, entry.layout(ctx), strict=True):
+            if entry.full_cache is not None and entry.full_cache(ctx):
+                full.update(sn.past for sn in sns)
+            for sn, perm in zip(sns, entry.layout(ctx) if entry.layout else (None,) * len(sns), strict=True):
                 if perm is not None and list(perm) != sorted(perm):
                     axes[sn.past] = list(perm)
-        return axes
+        return axes, full
 
     def emit_nodes(self, scope: _Scope, mode: Mode, positions: str, feeds: dict[str, str],
                    past: dict[str, list[str]], present: dict[str, list[str]], mask: str | None = None,
@@ -356,7 +360,9 @@ class Assembler:
         and the state; outputs `logits` and the new state. A cache indexed by position (a KV
         cache) comes in holding the `past_seq` tokens so far and goes out holding `past_seq + seq`
         (genai's and transformers' layout): the graph pads it by `seq` and the node writes the new
-        positions. Fixed-size state (recurrent states, ring buffers) keeps its shape."""
+        positions. Fixed-size state (recurrent states, ring buffers) keeps its shape, but for a
+        ring buffer whose operator reads a growing cache (a sliding window as
+        `GroupQueryAttention`), which grows."""
         g = self.graph
         declared = [(n.id, node_state(g, n)) for n in g.nodes.values() if REGISTRY[n.op].kind == "layer"]
         names = state_names(declared)
@@ -366,7 +372,7 @@ class Assembler:
             by_node.setdefault(sn.node, []).append(sn)
         raw_past = {nid: [sn.past for sn in sns] for nid, sns in by_node.items()}
         one_form = bool(names) and self._one_form(by_node, raw_past)
-        state_axes = self._state_axes(by_node, raw_past) if one_form else {}
+        state_axes, full_caches = self._state_axes(by_node, raw_past) if one_form else ({}, set())
         ports: list[tuple[StateName, Port]] = []
         growing: dict[str, int] = {}  # past input -> the axis that grows
         dtypes = {(nid, n): _np_name(t.dtype) for nid in by_node
@@ -380,7 +386,7 @@ class Assembler:
                     f"{sn.past}: a growing or parameter-initialized state keeps its declared layout"
                 dims = [dims[i] for i in state_axes[sn.past]]
             for k, d in enumerate(dims):
-                if d == MAX_LEN and st.cap is None:
+                if d == MAX_LEN and (st.cap is None or sn.past in full_caches):
                     growing[sn.past] = k + 1
                     shape.append("past_seq")
                 else:

@@ -143,17 +143,21 @@ class Lowering:
     #: decoder's state inputs and outputs take it, and `archc_export.json` records it as `axes`),
     #: so that no transpose runs on the state at every step; fixed-size state only
     layout: Callable[[LowerCtx], Layout] | None = None
+    #: whether its operator keeps a full-length cache where the op's record declares a ring buffer
+    #: of a few slots (`GroupQueryAttention`'s sliding window, `local_window_size`, reads the last
+    #: slots of a cache that grows): the decoder's cache ports then grow with the tokens
+    full_cache: Callable[[LowerCtx], bool] | None = None
 
 
 def lowers(backend: str, *ops: str, refuse: Callable[[LowerCtx], str | None] = _never,
-           layout: Callable[[LowerCtx], Layout] | None = None
+           layout: Callable[[LowerCtx], Layout] | None = None, full_cache: Callable[[LowerCtx], bool] | None = None
            ) -> Callable[[Callable[[LowerCtx], Any]], Callable[[LowerCtx], Any]]:
     """`@lowers("ort", "rmsnorm")`: register the decorated function as `backend`'s direct
     lowering of `ops` (with `refuse` saying which nodes it cannot take, `layout` the state layout
-    its operators want)."""
+    its operators want, `full_cache` whether it grows a cache the op keeps as a ring buffer)."""
 
     def deco(fn: Callable[[LowerCtx], Any]) -> Callable[[LowerCtx], Any]:
-        register_lowering(backend, *ops)(Lowering(fn, refuse, layout))
+        register_lowering(backend, *ops)(Lowering(fn, refuse, layout, full_cache))
         return fn
 
     return deco

@@ -25,8 +25,8 @@ model gpt(tokens) {
 }
 """
 
-#: What GroupQueryAttention does not compute: a sliding window (archc's ring-buffer cache) and a
-#: head_dim of 8 (its CPU kernel takes multiples of 16).
+#: What GroupQueryAttention does not compute: a head_dim of 8 (its CPU kernel takes multiples of
+#: 16); the windowed layer beside it is then inside the decoder's two forms.
 REFUSED = """
 model odd(tokens) {
   x = embed(tokens, 200, 32)
@@ -97,14 +97,40 @@ def test_a_dense_layer_and_its_activation_are_one_bias_fused_operator(tmp_path):
 def test_what_the_operator_does_not_compute_is_traced_and_said(tmp_path):
     model, report = _export(REFUSED, tmp_path / "ort")
     attention = {k: v for k, v in report.not_lowered.items() if k.startswith("attn")}
-    assert attention == {
-        "attn": "a sliding window: archc keeps its cache as a ring buffer of the window, GroupQueryAttention a "
-                "full-length one",
-        "attn_1": "head_dim 8: onnxruntime's CPU GroupQueryAttention takes multiples of 16"}
+    assert attention["attn_1"] == "head_dim 8: onnxruntime's CPU GroupQueryAttention takes multiples of 16"
+    assert "prefill/decode branches" in attention["attn"]
     # and with the decoder's two forms kept, the fused norms stay traced too (the reason given)
     assert all("prefill/decode branches" in why for k, why in report.not_lowered.items() if k.startswith("norm"))
     assert ("", "If") in _ops(tmp_path / "ort" / "model.onnx")  # the traced caches keep two forms
     rows = check_parity(model, tmp_path / "ort", lengths=(1, 17), prefill=9, steps=6)
+    assert all(r.ok for r in rows), rows
+
+
+#: Mistral-style: a causal sliding window with GQA and RoPE (window 8, shorter than the parity
+#: prompts), beside a full-context layer.
+WINDOWED = """
+model mistral(tokens) {
+  x = embed(tokens, 200, 64)
+  x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, window=8, pos=rope())
+  x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope())
+  return lm_head(rmsnorm(x), tied=true)
+}
+"""
+
+
+def test_a_sliding_window_is_groupqueryattention_over_a_growing_cache(tmp_path):
+    """`local_window_size` reads the last `window` positions of a full-length cache (archc's
+    window, the query's own included), so the windowed layer's decoder cache grows where the
+    torch module keeps a ring buffer; prefill, continued prefill and steps past the window
+    match the torch module."""
+    model, report = _export(WINDOWED, tmp_path / "w")
+    assert not report.not_lowered and report.lowered["attn"] == "GroupQueryAttention"
+    graph = onnx.load(tmp_path / "w" / "model.onnx").graph
+    windows = {a.i for n in graph.node if n.op_type == "GroupQueryAttention"
+               for a in n.attribute if a.name == "local_window_size"}
+    assert windows == {8} and ("", "If") not in _ops(tmp_path / "w" / "model.onnx")
+    assert all(s.shape[2] == "past_seq" for s in report.manifest.state)
+    rows = check_parity(model, tmp_path / "w", lengths=(1, 17), prefill=9, steps=6)
     assert all(r.ok for r in rows), rows
 
 

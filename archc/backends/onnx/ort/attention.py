@@ -5,7 +5,10 @@ onnxruntime-genai's model builder makes for Llama-family models, made here from 
 
 What the operator computes, and so what is lowered to it: causal softmax attention over the
 cached keys and values (BNSH, [batch, kv_heads, past + new, head_dim]: archc's KV cache layout)
-with grouped heads (H query heads over KV key/value heads), scale 1/√head_dim, and RoPE in the
+with grouped heads (H query heads over KV key/value heads), scale 1/√head_dim, a causal sliding
+window as `local_window_size` (the last `window` keys, the query's own included: archc's window,
+checked against the operator; the cache it reads is full-length, so a windowed layer's decoder
+cache grows where the torch module keeps a ring buffer of the window), and RoPE in the
 half-split (GPT-NeoX / Llama) layout from one cos/sin table per model — the table archc's own
 `rope_inv_freq` gives, so position interpolation and NTK scaling carry over. The past comes in
 holding the tokens so far and the present goes out one step longer: the decoder's interface. Its
@@ -14,8 +17,7 @@ as the builder computes them.
 
 Refused (traced from the torch module instead, with the reason in the export's report): forward
 graphs (no cache), a decoder that keeps an `If` between two forms for its recurrent layers (jamba:
-`lower.in_branches`), bidirectional or cross-attention, sliding windows (archc keeps their cache as
-a ring buffer of the window, the operator a full-length cache), ALiBi and T5 relative biases
+`lower.in_branches`), bidirectional or cross-attention, ALiBi and T5 relative biases
 (the operator adds no bias), partial rotary, and head sizes its CPU kernel does not take (a
 multiple of 16). Measured limit of the operator: a multi-token step after a past (a continued
 prefill) runs with batch 1 only; decoding and a first prefill take any batch.
@@ -49,9 +51,6 @@ def _refuse(ctx: LowerCtx) -> str | None:
         return "cross-attention: its keys and values read the memory"
     if not p.get("causal"):
         return "bidirectional: GroupQueryAttention is causal"
-    if p.get("window"):
-        return ("a sliding window: archc keeps its cache as a ring buffer of the window, GroupQueryAttention a "
-                "full-length one")
     if pos not in (None, "rope"):
         return f"{pos} positions: GroupQueryAttention adds no position bias"
     if pos == "rope" and float(p["pos"]["params"].get("fraction", 1.0)) != 1.0:
@@ -78,7 +77,14 @@ def _rope_tables(ctx: LowerCtx, hd: int) -> tuple[str, str]:
             ctx.constant(f"{key}.sin", np.ascontiguousarray(sin[:, : hd // 2].numpy())))
 
 
-@lowers("ort", "attention", "attention_packed", refuse=_refuse)
+def _full_cache(ctx: LowerCtx) -> bool:
+    """A sliding window: archc's torch module keeps a ring buffer of the window; the operator
+    reads the last `local_window_size` positions of a full-length cache (as onnxruntime-genai's
+    builder exports Mistral), so this decoder's cache grows with the tokens."""
+    return bool(ctx.params.get("window"))
+
+
+@lowers("ort", "attention", "attention_packed", refuse=_refuse, full_cache=_full_cache)
 def attention(ctx: LowerCtx) -> str:
     heads, kv, hd = _dims(ctx)
     x = ctx.ins[0]
@@ -94,5 +100,6 @@ def attention(ctx: LowerCtx) -> str:
     (y, _, _) = ctx.emit("GroupQueryAttention", [*qkv, past_k, past_v, seqlens, total, cos, sin],
                          [f"{ctx.out}/attention", present_k, present_v], domain=MS_DOMAIN,
                          widths=[heads * hd, None, None], num_heads=heads,
-                         kv_num_heads=kv, scale=float(hd ** -0.5), do_rotary=int(rope), rotary_interleaved=0)
+                         kv_num_heads=kv, scale=float(hd ** -0.5), do_rotary=int(rope), rotary_interleaved=0,
+                         **({"local_window_size": int(window)} if (window := ctx.params.get("window")) else {}))
     return ctx.linear(y, "o_proj", out=ctx.out)
