@@ -44,8 +44,8 @@ def _bounds(metadata: list[Any]) -> str:
 
 def type_text(annotation: Any, metadata: list[Any] | None = None, components: tuple[str, ...] = ()) -> str:
     """A parameter's type in the language's terms: `int > 0`, `number ≥ 0`, `true/false`,
-    `"elu" | "relu"`, `list of int ≥ 0`, `a position op, e.g. rope(...)` (`, optional` when none
-    is allowed)."""
+    `"elu" | "relu"`, `list of int ≥ 0`, `` `rope` or `alibi`, e.g. rope(...) `` (`, optional` when
+    none is allowed)."""
     metadata = list(metadata or [])
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:
@@ -59,15 +59,16 @@ def type_text(annotation: Any, metadata: list[Any] | None = None, components: tu
     if origin in (list, tuple):
         return f"list of {type_text(args[0], [], components)}" if args else "list"
     if origin is dict or annotation is dict:
-        kinds = " or ".join(components) or "an"
-        return f"{kinds} op, e.g. {_EXAMPLE.get(components[0] if components else '', 'op(...)')}"
+        if not components:
+            return "an op, e.g. op(...)"
+        return f"{' or '.join(f'`{c}`' for c in components)}, e.g. {_EXAMPLE.get(components[0], components[0] + '(...)')}"
     names = {bool: "true/false", int: "int", float: "number", str: "string"}
     base = names.get(annotation, getattr(annotation, "__name__", str(annotation)))
     bounds = _bounds(metadata)
     return f"{base} {bounds}" if bounds else base
 
 
-_EXAMPLE = {"position": "rope(theta=10000)", "ffn": "swiglu(hidden=512)"}
+_EXAMPLE = {"rope": "rope(theta=10000)", "swiglu": "swiglu(hidden=512)"}
 
 
 def _rows(op: OpDef) -> list[tuple[str, str, str, str]]:
@@ -89,7 +90,9 @@ def _inputs(op: OpDef) -> str:
 def op_reference(op: OpDef) -> str:
     """One op's entry of docs/ops.md (markdown)."""
     lines = [f"### `{op.name}`", "", op.summary, ""]
-    lines.append(f"*category* {op.category} · *role* {op.role} · *tensor inputs* `{_inputs(op)}`")
+    from archc.ops import REGISTRY
+
+    lines.append(f"*family* {REGISTRY.family[op.name]} · *role* {op.role} · *tensor inputs* `{_inputs(op)}`")
     lines.append("")
     rows = _rows(op)
     if rows:
@@ -186,12 +189,12 @@ def ops_markdown() -> str:
            "Cost conventions (see `archc/ir/cost.py`): parameters are exact; FLOPs are forward FLOPs per "
            "token (2·m·n·k per matmul, attention adds 4·T_eff·H·head_dim); activation bytes are per "
            "token for training; state is per sequence at the costed context.", ""]
-    by_cat: dict[str, list[OpDef]] = {}
+    by_family: dict[str, list[OpDef]] = {}
     for op in REGISTRY.values():
-        by_cat.setdefault(op.category, []).append(op)
-    for cat in sorted(by_cat):
-        out += [f"## {cat}", ""]
-        for op in sorted(by_cat[cat], key=lambda o: o.name):
+        by_family.setdefault(REGISTRY.family[op.name], []).append(op)
+    for family in sorted(by_family):
+        out += [f"## {family}", ""]
+        for op in sorted(by_family[family], key=lambda o: o.name):
             out.append(op_reference(op))
     return "\n".join(out).rstrip() + "\n"
 

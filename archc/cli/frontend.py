@@ -176,8 +176,8 @@ def cmd_ops(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         print(op_reference(REGISTRY[args.name]) if args.markdown else op_text(REGISTRY[args.name]))
         return EXIT_OK
-    for name, op in sorted(REGISTRY.items(), key=lambda kv: (kv[1].category, kv[0])):
-        print(f"{op.category:<10} {name:<22} {op.summary}")
+    for name, op in sorted(REGISTRY.items(), key=lambda kv: (REGISTRY.family[kv[0]], kv[0])):
+        print(f"{REGISTRY.family[name]:<17} {name:<22} {op.summary}")
     return EXIT_OK
 
 

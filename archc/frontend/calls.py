@@ -13,7 +13,7 @@ from archc.dsl import ast
 from archc.errors import Span, did_you_mean
 from archc.frontend.common import pydantic_message
 from archc.frontend.values import Block, OpSpec, Pattern, Poison, Repeat, Tensor, describe
-from archc.ops.registry import REGISTRY, OpDef, ShapeError
+from archc.ops.registry import OpDef, ShapeError
 from archc.passes.infer_shapes import node_type
 
 
@@ -66,11 +66,10 @@ class OpCalls:
         for k, (v, span) in params.items():
             if isinstance(v, OpSpec):
                 allowed = op.components.get(k)
-                cat = REGISTRY[v.op].category
-                if allowed is None or cat not in allowed:
+                if allowed is None or v.op not in allowed:
                     return self.error("ARC0202", f"`{k}` does not take an op spec like `{v.op}(...)`"
-                                      if allowed is None else f"`{k}` takes a {' or '.join(allowed)} op, "
-                                      f"not `{v.op}` ({cat})", span)
+                                      if allowed is None else f"`{k}` takes {' or '.join(f'`{a}`' for a in allowed)}"
+                                      f", not `{v.op}`", span)
                 plain[k] = v.as_param()
             elif isinstance(v, Tensor | Block | Repeat | Pattern):
                 return self.error("ARC0202", f"`{k}` takes a value, got {describe(v)}", span)
@@ -82,7 +81,7 @@ class OpCalls:
             p = self.validate(op, plain, params, e.span)
             return Poison() if p is None else OpSpec(op.name, p.model_dump(), e.span)
         if op.kind == "component":
-            return self.error("ARC0304", f"`{op.name}` is a {op.category} scheme, not a layer", e.span,
+            return self.error("ARC0304", f"`{op.name}` is a {op.role} scheme, not a layer", e.span,
                               f"pass it to attention: attention(x, heads=..., pos={op.name}(...))")
         missing = [s for s in op.inputs if s not in tensors]
         if missing:

@@ -28,7 +28,7 @@ def _elementwise_cost(p: NoParams, ins: list[TensorType], out: TensorType, ctx: 
 
 for _name, _summary in (("add", "Elementwise sum, written `a + b` (residual connections, parallel branches)."),
                         ("mul", "Elementwise product, written `a * b` (gating).")):
-    register(OpDef(name=_name, params=NoParams, shape=_same_shapes, cost=_elementwise_cost, summary=_summary, category="arith", kind="arith",
+    register(OpDef(name=_name, params=NoParams, shape=_same_shapes, cost=_elementwise_cost, summary=_summary,
                    inputs=("a", "b"), role="arith"))
 
 
@@ -53,5 +53,4 @@ def _item_cost(p: ItemParams, ins: list, out: TensorType, ctx: CostCtx) -> Cost:
 
 register(OpDef(name="item", params=ItemParams, shape=_item_shape, cost=_item_cost,
                summary="One output of a node with several (a fused residual add + norm's normed value or sum), as "
-                       "torch.fx's `getitem`; made by fusion passes.",
-               category="arith", kind="arith", inputs=("x",), role="arith"))
+                       "torch.fx's `getitem`; made by fusion passes.", inputs=("x",), role="arith"))

@@ -229,8 +229,7 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
 
 ATTENTION = register(OpDef(
     name="attention", params=AttentionParams, shape=_attention_shape, cost=_attention_cost,
-    summary="Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.",
-    category="attention", optional_inputs=("kv",), components={"pos": ("position",)}, default_name="attn",
+    summary="Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.", optional_inputs=("kv",), components={"pos": ("rope", "alibi", "relative_bias")}, default_name="attn",
     role="mixer", causal=_attention_causal, state=_attention_state, weights=_attention_weights,
     prune=_attention_prune))
 
@@ -298,6 +297,5 @@ def _latent_weights(p: LatentParams, ins: list[TensorType]) -> tuple[Weight, ...
 
 
 register(OpDef(name="latent_attention", params=LatentParams, shape=_latent_shape, cost=_latent_cost,
-               summary="Perceiver latent cross-attention: N learned latents attend to the input; output [B, N, d].",
-               category="attention", default_name="cross_attn", role="mixer", causal=mixes_both_ways,
+               summary="Perceiver latent cross-attention: N learned latents attend to the input; output [B, N, d].", default_name="cross_attn", role="mixer", causal=mixes_both_ways,
                weights=_latent_weights))

@@ -26,7 +26,7 @@ def _state(p: GatedConvParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
 
 
 register(OpDef(name="gated_conv", params=GatedConvParams, shape=hidden_to_hidden, cost=_cost,
-               summary="Gated convolutional unit: causal conv1d to 2d channels, GLU.", category="conv", default_name="conv",
+               summary="Gated convolutional unit: causal conv1d to 2d channels, GLU.", default_name="conv",
                role="mixer", causal=mixes_causally, state=_state,
                weights=lambda p, ins: conv1d("conv", width_of(ins), p.kernel, "conv", out=2 * width_of(ins),
                                              groups=1, init="normal")))

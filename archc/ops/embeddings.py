@@ -38,7 +38,7 @@ def _embed_weights(p: EmbedParams, ins: list[TensorType]) -> tuple[Weight, ...]:
 
 
 register(OpDef(name="embed", params=EmbedParams, shape=_embed_shape, cost=_embed_cost,
-               summary="Token embedding table: int[B, T] -> float[B, T, d].", category="embedding",
+               summary="Token embedding table: int[B, T] -> float[B, T, d].",
                inputs=("tokens",), int_inputs=(0,), default_name="embed", role="embedding",
                weights=_embed_weights))
 
@@ -54,8 +54,8 @@ def _learned_pos_cost(p: LearnedPosParams, ins: list[TensorType], out: TensorTyp
 
 
 register(OpDef(name="learned_pos", params=LearnedPosParams, shape=hidden_to_hidden, cost=_learned_pos_cost,
-               summary="Learned absolute position embeddings added to x (GPT-2, BERT).", category="embedding",
-               default_name="pos_embed", role="position",
+               summary="Learned absolute position embeddings added to x (GPT-2, BERT).",
+               default_name="pos_embed", role="embedding",
                weights=lambda p, ins: (Weight("weight", (p.max_len + p.offset, width_of(ins)), "position"),)))
 
 
@@ -77,5 +77,5 @@ def _sinusoidal_shape(p: SinusoidalParams, ins: list[TensorType]) -> TensorType:
 
 
 register(OpDef(name="sinusoidal_pos", params=SinusoidalParams, shape=_sinusoidal_shape, cost=_sinusoidal_cost,
-               summary="Fixed sinusoidal position encodings added to x (Vaswani et al., 2017).", category="embedding",
-               default_name="pos_embed", role="position"))
+               summary="Fixed sinusoidal position encodings added to x (Vaswani et al., 2017).",
+               default_name="pos_embed", role="embedding"))

@@ -71,15 +71,15 @@ def ffn_axis(p: MLPParams | GLUParams, gated: bool) -> PruneAxis:
 
 
 register(OpDef(name="mlp", params=MLPParams, shape=hidden_to_hidden, cost=_mlp_cost,
-               summary="Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).", category="ffn",
+               summary="Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).",
                default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=False),
                prune=lambda p, ins: (ffn_axis(p, gated=False),)))
 register(OpDef(name="swiglu", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
-               summary="SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).", category="ffn",
+               summary="SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).",
                default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=True),
                prune=lambda p, ins: (ffn_axis(p, gated=True),)))
 register(OpDef(name="geglu", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
-               summary="GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).", category="ffn",
+               summary="GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).",
                default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=True),
                prune=lambda p, ins: (ffn_axis(p, gated=True),)))
 
@@ -94,7 +94,7 @@ def _packed_weights(p: GLUParams, ins: list[TensorType]) -> tuple[Weight, ...]:
 for _op in ("swiglu", "geglu"):
     register(OpDef(name=f"{_op}_packed", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
                    summary=f"`{_op}` with its gate and up projections packed into one matmul (made by the "
-                   "`pack_gate_up` pass).", category="ffn", default_name="mlp", role="ffn",
+                   "`pack_gate_up` pass).", default_name="mlp", role="ffn",
                    weights=_packed_weights, fuses=(_op,)))
 
 
@@ -115,7 +115,7 @@ def _linear_cost(p: LinearParams, ins: list[TensorType], out: TensorType, ctx: C
 
 
 register(OpDef(name="linear", params=LinearParams, shape=_linear_shape, cost=_linear_cost,
-               summary="A dense projection to `out` features.", category="ffn", default_name="proj", role="ffn",
+               summary="A dense projection to `out` features.", default_name="proj", role="ffn",
                weights=lambda p, ins: dense("proj", width_of(ins), p.out, "ffn", p.bias)))
 
 
@@ -128,7 +128,7 @@ class LinearActParams(LinearParams):
 
 register(OpDef(name="linear_act", params=LinearActParams, shape=_linear_shape, cost=_linear_cost,
                summary="`linear` and the activation that reads it in one op, bias added in the activation's kernel "
-               "at `--target ort` (made by the `fuse_bias_act` pass).", category="ffn", default_name="proj",
+               "at `--target ort` (made by the `fuse_bias_act` pass).", default_name="proj",
                role="ffn", weights=lambda p, ins: dense("proj", width_of(ins), p.out, "ffn", p.bias),
                fuses=("linear",)))
 
@@ -143,7 +143,7 @@ def _elementwise_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: Co
 
 
 register(OpDef(name="dropout", params=DropoutParams, shape=hidden_to_hidden, cost=_elementwise_cost,
-               summary="Dropout (identity at inference).", category="misc", default_name="drop", role="misc"))
+               summary="Dropout (identity at inference).", default_name="drop", role="misc"))
 
 
 class NoParams(Params):
@@ -151,5 +151,5 @@ class NoParams(Params):
 
 
 for _act in ("relu", "gelu", "silu", "sigmoid", "tanh"):
-    register(OpDef(name=_act, params=NoParams, shape=hidden_to_hidden, cost=_elementwise_cost, summary=f"Elementwise {_act}.", category="misc",
+    register(OpDef(name=_act, params=NoParams, shape=hidden_to_hidden, cost=_elementwise_cost, summary=f"Elementwise {_act}.",
                    role="activation"))

@@ -96,5 +96,5 @@ def _state(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[StateTensor, 
 
 register(OpDef(name="gated_deltanet", params=GatedDeltaNetParams, shape=_shape, cost=_cost,
                summary="Gated DeltaNet: gated delta rule memory, short convs, output gate; chunked WY form and "
-               "recurrent step.", category="linear", default_name="mixer", role="mixer", causal=mixes_causally,
+               "recurrent step.", default_name="mixer", role="mixer", causal=mixes_causally,
                state=_state, weights=_weights))

@@ -42,7 +42,7 @@ def _lm_ties(p: LMHeadParams) -> dict[str, tuple[str, str]]:
 
 
 register(OpDef(name="lm_head", params=LMHeadParams, shape=_lm_shape, cost=_lm_cost,
-               summary="Language-modeling head: logits over the vocabulary, optionally tied to the embedding.", category="head",
+               summary="Language-modeling head: logits over the vocabulary, optionally tied to the embedding.",
                default_name="lm_head", role="head", loss=lambda p: "lm", ties=_lm_ties,
                weights=_lm_weights))
 
@@ -72,8 +72,7 @@ def _cls_weights(p: ClsHeadParams, ins: list[TensorType]) -> tuple[Weight, ...]:
 
 
 register(OpDef(name="cls_head", params=ClsHeadParams, shape=_cls_shape, cost=_cls_cost,
-               summary="Sequence classification: pool (cls / mean / last), optional pooler, linear classifier.",
-               category="head", default_name="classifier", role="head",
+               summary="Sequence classification: pool (cls / mean / last), optional pooler, linear classifier.", default_name="classifier", role="head",
                loss=lambda p: "regression" if p.classes == 1 else "classification",
                weights=_cls_weights))
 
@@ -93,6 +92,6 @@ def _tok_cost(p: TokenClsParams, ins: list[TensorType], out: TensorType, ctx: Co
 
 
 register(OpDef(name="token_cls_head", params=TokenClsParams, shape=_tok_shape, cost=_tok_cost,
-               summary="Token classification (tagging): a linear classifier on every token.", category="head",
+               summary="Token classification (tagging): a linear classifier on every token.",
                default_name="classifier", role="head", loss=lambda p: "token_classification",
                weights=lambda p, ins: dense("classifier", width_of(ins), p.classes, "head", bias=True)))

@@ -25,6 +25,5 @@ def _input_shape(p: InputParams, ins: list[TensorType]) -> TensorType:
 
 
 register(OpDef(name="input", params=InputParams, shape=_input_shape, cost=no_cost,
-               summary="A graph input: the model's token ids, or the hidden states entering a wrapped block.",
-               category="input", kind="input", inputs=(),
+               summary="A graph input: the model's token ids, or the hidden states entering a wrapped block.", inputs=(),
                role="input"))

@@ -53,8 +53,7 @@ def _by_flag(p: Any, ins: list[TensorType]) -> bool | None:
 
 
 register(OpDef(name="linear_attention", params=LinearAttentionParams, shape=plain_shape, cost=_linear_cost,
-               summary="Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.",
-               category="attention", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
+               summary="Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
                weights=plain_weights))
 
 
@@ -87,7 +86,6 @@ def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTe
 
 
 register(OpDef(name="performer_attention", params=PerformerParams, shape=plain_shape, cost=_performer_cost,
-               summary="Performer FAVOR+: positive orthogonal random features approximating softmax attention.",
-               category="attention", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
+               summary="Performer FAVOR+: positive orthogonal random features approximating softmax attention.", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
                weights=_performer_weights))
 

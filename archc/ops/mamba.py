@@ -89,6 +89,5 @@ def _mamba_prune(p: MambaParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]
 
 
 register(OpDef(name="mamba", params=MambaParams, shape=hidden_to_hidden, cost=_mamba_cost,
-               summary="Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.",
-               category="ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
+               summary="Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
                weights=_mamba_weights, prune=_mamba_prune))

@@ -112,6 +112,5 @@ def _mamba2_prune(p: Mamba2Params, ins: list[TensorType]) -> tuple[PruneAxis, ..
 
 
 register(OpDef(name="mamba2", params=Mamba2Params, shape=_mamba2_shape, cost=_mamba2_cost,
-               summary="Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.",
-               category="ssm", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
+               summary="Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
                weights=_mamba2_weights, prune=_mamba2_prune))

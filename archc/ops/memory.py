@@ -74,7 +74,7 @@ def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor,
 
 
 register(OpDef(name="compressive_memory", params=CompressiveParams, shape=_cm_shape, cost=_cm_cost,
-               summary="Compressive Transformer attention over [compressed memory, memory, input].", category="memory",
+               summary="Compressive Transformer attention over [compressed memory, memory, input].",
                default_name="attn", role="mixer", causal=mixes_causally, state=_cm_state,
                weights=_cm_weights))
 
@@ -104,7 +104,6 @@ def _rmt_body_state(p: RMTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
 
 
 register(OpDef(name="recurrent_memory", params=RMTParams, shape=hidden_to_hidden, cost=_rmt_cost,
-               summary="Recurrent memory transformer: segments processed in order, memory tokens carried between them.",
-               category="memory", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
+               summary="Recurrent memory transformer: segments processed in order, memory tokens carried between them.", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
                state=_rmt_state, body_state=_rmt_body_state,
                weights=lambda p, ins: (Weight("memory", (p.memory, width_of(ins)), "memory"),)))

@@ -104,6 +104,5 @@ def _moe_prune(p: MoEParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
 
 
 register(OpDef(name="moe", params=MoEParams, shape=_shape, cost=_cost,
-               summary="Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.",
-               category="moe", components={"expert": ("ffn",)}, default_name="moe", role="ffn",
+               summary="Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.", components={"expert": ("swiglu", "geglu", "mlp", "linear")}, default_name="moe", role="ffn",
                weights=_weights, prune=_moe_prune))

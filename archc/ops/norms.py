@@ -47,13 +47,13 @@ def _norm_weights(p: Params, ins: list[TensorType]) -> tuple[Weight, ...]:
 
 
 register(OpDef(name="layernorm", params=LayerNormParams, shape=_norm_shape, cost=_norm_cost,
-               summary="Layer normalization (Ba et al.): scale and optional shift over the width.", category="norm",
+               summary="Layer normalization (Ba et al.): scale and optional shift over the width.",
                default_name="norm", role="norm", weights=_norm_weights))
 register(OpDef(name="rmsnorm", params=RMSNormParams, shape=_norm_shape, cost=_norm_cost,
-               summary="Root-mean-square normalization (Zhang & Sennrich): scale only.", category="norm", default_name="norm",
+               summary="Root-mean-square normalization (Zhang & Sennrich): scale only.", default_name="norm",
                role="norm", weights=_norm_weights))
 register(OpDef(name="groupnorm", params=GroupNormParams, shape=_norm_shape, cost=_norm_cost,
-               summary="Group normalization over channel groups of each token (scale and shift).", category="norm",
+               summary="Group normalization over channel groups of each token (scale and shift).",
                default_name="norm", role="norm", weights=_norm_weights))
 
 
@@ -75,6 +75,5 @@ for _norm, _params, _ort in (("rmsnorm", RMSNormParams, "SkipSimplifiedLayerNorm
     register(OpDef(name=f"add_{_norm}", params=_params, shape=_add_norm_shape, cost=_add_norm_cost,
                    summary=f"A residual add and the `{_norm}` of the sum in one op (onnxruntime's `{_ort}`): "
                            "outputs the normed value and the sum, which goes on down the residual stream "
-                           "(made by the `fuse_add_norm` pass).",
-                   category="norm", default_name="norm", role="norm", inputs=("a", "b"), weights=_norm_weights,
+                           "(made by the `fuse_add_norm` pass).", default_name="norm", role="norm", inputs=("a", "b"), weights=_norm_weights,
                    fuses=("add", _norm), outputs=("norm", "sum")))

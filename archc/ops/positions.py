@@ -41,5 +41,5 @@ for _name, _schema, _summary in (
     ("relative_bias", RelativeBiasParams,
      "T5's learned bucketed relative position bias: buckets·heads parameters per attention op."),
 ):
-    register(OpDef(name=_name, params=_schema, shape=_component_only, cost=no_cost, summary=_summary, category="position", kind="component", inputs=(),
+    register(OpDef(name=_name, params=_schema, shape=_component_only, cost=no_cost, summary=_summary, inputs=(),
                    role="position"))

@@ -64,10 +64,10 @@ def _rnn_state(cells: tuple[str, ...]):
 
 
 register(OpDef(name="lstm", params=RNNParams, shape=_rnn_shape, cost=_rnn_cost(4, ("h", "c")),
-               summary="LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.", category="recurrent",
+               summary="LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.",
                default_name="lstm", role="mixer", causal=unless_bidirectional, state=_rnn_state(("h", "c")),
                weights=_rnn_weights(4)))
 register(OpDef(name="gru", params=RNNParams, shape=_rnn_shape, cost=_rnn_cost(3, ("h",)),
-               summary="GRU (Cho et al.), single or bidirectional, stacked.", category="recurrent", default_name="gru",
+               summary="GRU (Cho et al.), single or bidirectional, stacked.", default_name="gru",
                role="mixer", causal=unless_bidirectional, state=_rnn_state(("h",)),
                weights=_rnn_weights(3)))

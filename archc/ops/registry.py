@@ -25,12 +25,20 @@ from archc.ir.weights import Weight
 if TYPE_CHECKING:
     pass
 
-Kind = Literal["layer", "component", "arith", "input"]
-
-#: What an op does in a model. Backends and passes read this instead of guessing from names:
-#: the initializer counts `mixer`s for GPT-2's residual scaling, the loss comes from the `head`.
+#: What an op does in a model: the one classification of an op. Backends and passes read this
+#: instead of guessing from names: the initializer counts `mixer`s for GPT-2's residual scaling,
+#: the loss comes from the `head`, and the op's `kind` follows from it. (`position` is a position
+#: scheme passed to attention as `pos=`; a learned or sinusoidal table added to x is an
+#: `embedding`.) Where an op is listed (docs/ops.md, `archc ops`) it is grouped by its family
+#: file, not by another classifier.
 Role = Literal["input", "embedding", "position", "mixer", "ffn", "norm", "head", "wrapper", "arith",
                "activation", "misc"]
+
+#: How the compiler treats a node, from its role: a `layer` is a module with a lowering; a
+#: `component` exists only as another op's parameter (`pos=rope(...)`); `arith` is computed inline
+#: by every backend (`a + b`); `input` is a graph input.
+Kind = Literal["layer", "component", "arith", "input"]
+_KIND_OF_ROLE: dict[str, Kind] = {"position": "component", "arith": "arith", "input": "input"}
 
 #: The training objective a head implies (`lm`: next-token prediction when the model is causal,
 #: masked-LM style — unshifted labels — when it is bidirectional).
@@ -210,13 +218,11 @@ class OpDef:
     shape: ShapeRule
     cost: CostRule
     summary: str
-    category: str
-    kind: Kind = "layer"
     #: Required tensor inputs, by the names a caller may also pass them by keyword.
     inputs: tuple[str, ...] = ("x",)
     #: Optional tensor inputs (e.g. `kv` of cross-attention).
     optional_inputs: tuple[str, ...] = ()
-    #: Parameters that take an op spec (e.g. `pos=rope(...)`), mapped to the allowed categories.
+    #: Parameters that take an op spec (e.g. `pos=rope(...)`), mapped to the ops they take.
     components: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: A higher-order op wraps the block passed as `block=`.
     takes_block: bool = False
@@ -255,6 +261,10 @@ class OpDef:
     def __post_init__(self) -> None:
         if not self.default_name:
             object.__setattr__(self, "default_name", self.name)
+
+    @property
+    def kind(self) -> Kind:
+        return _KIND_OF_ROLE.get(self.role, "layer")
 
 
 

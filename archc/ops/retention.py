@@ -102,7 +102,7 @@ def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
 
 RETENTION = register(OpDef(name="retention", params=RetentionParams, shape=_shape, cost=_cost,
                summary="RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
-               "parallel, recurrent and chunkwise forms.", category="retention", default_name="retention",
+               "parallel, recurrent and chunkwise forms.", default_name="retention",
                role="mixer", causal=mixes_causally, state=_state, weights=_weights, prune=_prune))
 
 

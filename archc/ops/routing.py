@@ -35,7 +35,7 @@ def _mod_state(p: MoDParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
 
 register(OpDef(name="mod", params=MoDParams, shape=hidden_to_hidden, cost=_mod_cost,
                summary="Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
-               "the rest skip it.", category="routing", takes_block=True, default_name="mod", role="wrapper",
+               "the rest skip it.", takes_block=True, default_name="mod", role="wrapper",
                state=_mod_state,
                weights=lambda p, ins: dense("router", width_of(ins), 1, "router", True, bias_init="own")))
 
@@ -67,6 +67,6 @@ def _act_body_state(p: ACTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
 
 register(OpDef(name="act", params=ACTParams, shape=_act_shape, cost=_act_cost,
                summary="Adaptive computation time: apply the (shared) block until the halting probability "
-               "passes the threshold; returns the ponder cost as an auxiliary loss.", category="routing",
+               "passes the threshold; returns the ponder cost as an auxiliary loss.",
                takes_block=True, default_name="act", role="wrapper", body_state=_act_body_state,
                weights=lambda p, ins: dense("halting", width_of(ins), 1, "router", True, bias_init="own")))

@@ -132,8 +132,7 @@ def _cm_prune(p: ChannelMixParams, ins: list[TensorType]) -> tuple[PruneAxis, ..
 
 
 register(OpDef(name="rwkv_time_mix", params=TimeMixParams, shape=_tm_shape, cost=_tm_cost,
-               summary="RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).",
-               category="rwkv", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
+               summary="RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
                weights=_tm_weights, prune=_tm_prune))
 
 
@@ -162,6 +161,6 @@ def _cm_state(p: ChannelMixParams, ins: list[TensorType]) -> tuple[StateTensor, 
 
 
 register(OpDef(name="rwkv_channel_mix", params=ChannelMixParams, shape=hidden_to_hidden, cost=_cm_cost,
-               summary="RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.", category="rwkv",
+               summary="RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.",
                default_name="feed_forward", role="ffn", causal=mixes_causally, state=_cm_state,
                weights=_cm_weights, prune=_cm_prune))

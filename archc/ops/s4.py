@@ -83,6 +83,6 @@ def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
 
 
 register(OpDef(name="s4", params=S4Params, shape=_s4_shape, cost=_s4_cost,
-               summary="S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.", category="ssm",
+               summary="S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.",
                default_name="mixer", role="mixer", causal=unless_bidirectional, state=_s4_state,
                weights=_s4_weights))

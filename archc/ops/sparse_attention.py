@@ -61,8 +61,7 @@ def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType
 
 
 register(OpDef(name="longformer_attention", params=LongformerParams, shape=plain_shape, cost=_longformer_cost,
-               summary="Longformer attention: sliding window (optionally dilated) plus global tokens.",
-               category="attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               summary="Longformer attention: sliding window (optionally dilated) plus global tokens.", default_name="attn", role="mixer", causal=mixes_both_ways,
                weights=_longformer_weights))
 
 
@@ -81,7 +80,7 @@ def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx:
 
 
 register(OpDef(name="bigbird_attention", params=BigBirdParams, shape=plain_shape, cost=_bigbird_cost,
-               summary="BigBird block-sparse attention: window + global + random blocks.", category="attention",
+               summary="BigBird block-sparse attention: window + global + random blocks.",
                default_name="attn", role="mixer", causal=mixes_both_ways, weights=plain_weights))
 
 
@@ -108,7 +107,6 @@ def _linformer_weights(p: LinformerParams, ins: list[TensorType]) -> tuple[Weigh
 
 
 register(OpDef(name="linformer_attention", params=LinformerParams, shape=plain_shape, cost=_linformer_cost,
-               summary="Linformer: keys and values projected along the sequence to k rows (linear in T).",
-               category="attention", default_name="attn", role="mixer", causal=mixes_both_ways,
+               summary="Linformer: keys and values projected along the sequence to k rows (linear in T).", default_name="attn", role="mixer", causal=mixes_both_ways,
                weights=_linformer_weights))
 

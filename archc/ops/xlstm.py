@@ -64,8 +64,7 @@ def _slstm_state(p: SLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ..
 
 
 register(OpDef(name="slstm", params=SLSTMParams, shape=_slstm_shape, cost=_slstm_cost,
-               summary="xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.",
-               category="recurrent", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state,
+               summary="xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state,
                weights=_slstm_weights))
 
 
@@ -153,6 +152,5 @@ def _mlstm_prune(p: MLSTMParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]
 
 
 register(OpDef(name="mlstm", params=MLSTMParams, shape=_mlstm_shape, cost=_mlstm_cost,
-               summary="xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.",
-               category="recurrent", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state,
+               summary="xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state,
                weights=_mlstm_weights, prune=_mlstm_prune))
