@@ -41,6 +41,15 @@ CONFIGS = {
                              "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True,
                              "use_sliding_window": False, "max_window_layers": 24},
                    "Qwen2Config", "qwen2-0.5b"),
+    "mamba-130m-hf": ("mamba", {"vocab_size": 50280, "hidden_size": 768, "num_hidden_layers": 24, "state_size": 16,
+                                "expand": 2, "conv_kernel": 4, "time_step_rank": 48, "layer_norm_epsilon": 1e-5,
+                                "tie_word_embeddings": True},
+                      "MambaConfig", "mamba-130m"),
+    "Mamba-Codestral-7B-v0.1": ("mamba2", {"vocab_size": 32768, "hidden_size": 4096, "num_hidden_layers": 64,
+                                           "state_size": 128, "expand": 2, "head_dim": 64, "num_heads": 128,
+                                           "n_groups": 8, "conv_kernel": 4, "layer_norm_epsilon": 1e-5,
+                                           "chunk_size": 256, "tie_word_embeddings": False},
+                                "Mamba2Config", None),
 }
 
 

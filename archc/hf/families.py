@@ -8,8 +8,8 @@ name their weights as transformers' modules do (`q_proj.weight`, `gate_proj.weig
 `weight`), so the node → module table is the whole name map; the importer checks it against the
 spec's declared weights, both ways, before it writes anything.
 
-Families so far: the Llama family (llama, mistral, qwen2) — the rest of issue #23's list is
-docs/hf.md's.
+Families so far: the Llama family (llama, mistral, qwen2) and the Mamba family (mamba, mamba2) —
+the rest of issue #23's list is docs/hf.md's.
 """
 
 from __future__ import annotations
@@ -137,7 +137,87 @@ model {family}(tokens) {{
                       ("rotary_emb.inv_freq",))
 
 
+def _ssm_time_step(f: Fields, family: str) -> None:
+    """The Δ settings that shape the function: `time_step_rank` (read by the rule), and for
+    Mamba-2 a clamp of Δ, which archc does not apply (only the unbounded default is imported).
+    `time_step_min/max/floor/init_scheme/scale` set Δ's initialization only."""
+    for name in ("time_step_min", "time_step_max", "time_step_floor", "time_step_init_scheme", "time_step_scale",
+                 "rescale_prenorm_residual", "use_mambapy", "use_associative_scan", "residual_in_fp32"):
+        f.get(name)  # initialization, or the kernel transformers picks: the same function in fp32
+    if family == "mamba2":
+        limit = f.get("time_step_limit", [0.0, float("inf")])
+        # transformers writes non-finite floats as {"__float__": "Infinity"}
+        limit = [float(v["__float__"]) if isinstance(v, dict) and "__float__" in v else v for v in limit] \
+            if isinstance(limit, list) else limit
+        if limit != [0.0, float("inf")]:
+            raise HFImportError(f"`time_step_limit` is {limit!r}: archc's Mamba-2 does not clamp Δ; it imports "
+                                "[0.0, inf]", field="time_step_limit")
+
+
+def mamba_family(family: str, f: Fields) -> ImportPlan:
+    """Mamba and Mamba-2: pre-norm residual blocks of RMSNorm → the mixer (mamba_ssm's names, as
+    transformers keeps them under `backbone.layers.{i}.mixer`), a final RMSNorm, tied or untied
+    head."""
+    vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
+    state, expand, conv = f.int("state_size"), f.int("expand"), f.int("conv_kernel")
+    eps = f.number("layer_norm_epsilon", 1e-5)
+    f.only("hidden_act", ("silu",), "silu")
+    bias, conv_bias = f.flag("use_bias", False), f.flag("use_conv_bias", True)
+    tied = f.flag("tie_word_embeddings", family == "mamba")
+    inner = f.int("intermediate_size", expand * d)
+    if inner != expand * d:
+        raise HFImportError(f"`intermediate_size` is {inner}, not expand·hidden_size = {expand * d}",
+                            field="intermediate_size")
+    _ssm_time_step(f, family)
+    args = [f"rmsnorm(x, eps={_number(eps)})", f"d_state={state}", f"expand={expand}", f"d_conv={conv}"]
+    if family == "mamba":
+        rank = f.get("time_step_rank", "auto")
+        if rank != "auto":
+            rank = f.int("time_step_rank")
+            if rank != -(-d // 16):
+                args.append(f"dt_rank={rank}")
+        op = "mamba"
+    else:
+        from archc.backends.torch.ops.mamba2 import NORM_EPS
+
+        head_dim, groups = f.int("head_dim"), f.int("n_groups", 1)
+        heads = f.int("num_heads")
+        if heads * head_dim != inner:
+            raise HFImportError(f"`num_heads` × `head_dim` is {heads} × {head_dim}, not the inner width {inner}",
+                                field="num_heads")
+        if eps != NORM_EPS:
+            raise HFImportError(f"`layer_norm_epsilon` is {eps}: archc's Mamba-2 gated norm uses {NORM_EPS}",
+                                field="layer_norm_epsilon")
+        f.get("time_step_rank")  # Mamba-2 has no Δ projection: Δ is a slice of in_proj
+        args += [f"head_dim={head_dim}", f"groups={groups}", f"chunk={f.int('chunk_size', 256)}"]
+        op = "mamba2"
+    if not conv_bias:
+        args.append("conv_bias=false")
+    if bias:
+        args.append("bias=true")
+    spec = f"""# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
+model {family}(tokens) {{
+  vocab = {vocab}
+  d = {d}
+  layers = {layers}
+
+  block layer(x) {{
+    return x + {op}({", ".join(args)})
+  }}
+
+  x = embed(tokens, vocab, d)
+  x = repeat(layers, layer)(x)
+  return lm_head(rmsnorm(x, eps={_number(eps)}), tied={"true" if tied else "false"})
+}}
+"""
+    modules = {"embed": "backbone.embeddings", "layers.{i}": "backbone.layers.{i}", "norm": "backbone.norm_f"}
+    if not tied:
+        modules["lm_head"] = "lm_head"
+    return ImportPlan(family, spec, modules, layers, skip=("lm_head.weight",) if tied else ())
+
+
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
-    name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "qwen2")
+    **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "qwen2")},
+    **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2")},
 }

@@ -27,14 +27,25 @@ FAMILIES = {
                                                                       "rope_theta": 5000.0}}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 8, "tie_word_embeddings": True}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
+    "mamba": ("MambaConfig", "MambaForCausalLM", {"state_size": 8, "time_step_rank": 3, "use_bias": True}),
+    "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", {"state_size": 8, "head_dim": 16, "num_heads": 8, "n_groups": 2,
+                                                     "chunk_size": 8, "layer_norm_epsilon": 1e-5}),
 }
+#: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`
+LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps")
 
 
 def _save(tmp_path, family: str, **extra):
     cfg_cls, model_cls, settings = FAMILIES[family]
-    cfg = getattr(transformers, cfg_cls)(**{**SMALL, **settings, **extra})
+    small = {k: v for k, v in SMALL.items() if not (family.startswith("mamba") and k in LLAMA_ONLY)}
+    cfg = getattr(transformers, cfg_cls)(**{**small, **settings, **extra})
     torch.manual_seed(0)
     hf = getattr(transformers, model_cls)(cfg).eval()
+    with torch.no_grad():  # 1-D parameters (D, Δ biases, norm scales) off their constant inits
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+    hf.generation_config.eos_token_id = None  # generate exactly the tokens asked for
     hf.save_pretrained(tmp_path)
     return hf
 
@@ -50,11 +61,14 @@ def test_an_imported_model_computes_what_transformers_does(tmp_path, family):
     load_weights(model, tmp_path / "m.safetensors")
     ids = torch.randint(0, 128, (2, 21))  # past mistral's window of 8
     with torch.no_grad():
-        torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-6, rtol=1e-6)
-        # greedy decoding through archc's cache equals transformers' generate
+        # (transformers' Mamba returns its fp64 logits cast to fp32)
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits.double(), atol=1e-6, rtol=1e-6)
+        # greedy decoding through archc's cache equals transformers' generate (fp32: archc's SSM
+        # steps keep their state in fp32 and do not run in an fp64 model)
+        hf, model = hf.float(), model.float()
         prompt = ids[:1, :5]
         want = hf.generate(prompt, max_new_tokens=32, do_sample=False, min_new_tokens=32, pad_token_id=0)
-        state = model.init_state(1, 64, dtype=torch.float64)
+        state = model.init_state(1, 64)
         logits, state = model.step(prompt, 0, state)
         got = [int(logits[0, -1].argmax())]
         for t in range(31):
