@@ -41,6 +41,8 @@ CONFIGS = {
                              "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True,
                              "use_sliding_window": False, "max_window_layers": 24},
                    "Qwen2Config", "qwen2-0.5b"),
+    "gpt2": ("gpt2", {"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
+             "GPT2Config", "gpt2"),
     "mamba-130m-hf": ("mamba", {"vocab_size": 50280, "hidden_size": 768, "num_hidden_layers": 24, "state_size": 16,
                                 "expand": 2, "conv_kernel": 4, "time_step_rank": 48, "layer_norm_epsilon": 1e-5,
                                 "tie_word_embeddings": True},

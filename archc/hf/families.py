@@ -8,16 +8,27 @@ name their weights as transformers' modules do (`q_proj.weight`, `gate_proj.weig
 `weight`), so the node → module table is the whole name map; the importer checks it against the
 spec's declared weights, both ways, before it writes anything.
 
-Families so far: the Llama family (llama, mistral, qwen2) and the Mamba family (mamba, mamba2) —
-the rest of issue #23's list is docs/hf.md's.
+Families so far: the Llama family (llama, mistral, qwen2), GPT-2 and the Mamba family (mamba,
+mamba2) — the rest of issue #23's list is docs/hf.md's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from archc.hf.config import Fields, HFImportError
+
+
+@dataclass(frozen=True)
+class Source:
+    """A checkpoint tensor that is not an archc weight as it stands: `name`, transposed (GPT-2's
+    `Conv1D` stores [in, out]) and/or rows `rows` of it (after the transpose: one of q, k, v in a
+    fused `c_attn`). The rows are read through `get_slice`, not the whole tensor."""
+
+    name: str
+    transpose: bool = False
+    rows: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class ImportPlan:
     layers: int
     #: checkpoint tensors that are not weights of the function (rotary `inv_freq` buffers)
     skip: tuple[str, ...] = ()
+    #: archc keys (`{i}` the layer) whose tensor is a `Source`, not a renamed checkpoint tensor
+    sources: dict[str, Source] = field(default_factory=dict)
 
 
 def _number(x: float) -> str:
@@ -216,8 +229,58 @@ model {family}(tokens) {{
     return ImportPlan(family, spec, modules, layers, skip=("lm_head.weight",) if tied else ())
 
 
+def gpt2_family(family: str, f: Fields) -> ImportPlan:
+    """GPT-2: learned positions, pre-norm blocks of LayerNorm → MHA with biases → LayerNorm →
+    an MLP with GELU (tanh, `gelu_new`), a tied head. Its `Conv1D` weights are stored [in, out]
+    and q/k/v fused in `c_attn`: transposed and sliced on the way in (`Source`)."""
+    vocab, d, layers, heads = f.int("vocab_size"), f.int("n_embd"), f.int("n_layer"), f.int("n_head")
+    positions = f.int("n_positions")
+    hidden = f.int("n_inner", 4 * d)
+    act = f.only("activation_function", ("gelu_new", "gelu_pytorch_tanh", "gelu"), "gelu_new")
+    eps = f.number("layer_norm_epsilon", 1e-5)
+    f.only("scale_attn_weights", (True,), True, ": scores scaled by 1/√head_dim")
+    f.only("scale_attn_by_inverse_layer_idx", (False,), False)
+    f.only("reorder_and_upcast_attn", (False,), False)
+    f.only("tie_word_embeddings", (True,), True)
+    for name in ("summary_type", "summary_use_proj", "summary_activation", "summary_proj_to_labels",
+                 "summary_first_dropout", "attn_pdrop", "n_ctx"):
+        f.get(name)  # the sequence-summary head and dropout: not the language model's function
+    spec = f"""# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
+model {family}(tokens) {{
+  vocab = {vocab}
+  d = {d}
+  layers = {layers}
+  heads = {heads}
+
+  block layer(x) {{
+    x = x + attention(layernorm(x, eps={_number(eps)}), heads=heads, causal=true, bias=true)
+    return x + mlp(layernorm(x, eps={_number(eps)}), hidden={hidden}, act="{'gelu' if act == 'gelu' else 'gelu_tanh'}")
+  }}
+
+  x = embed(tokens, vocab, d)
+  x = learned_pos(x, max_len={positions})
+  x = repeat(layers, layer, name="h")(x)
+  return lm_head(layernorm(x, eps={_number(eps)}), tied=true)
+}}
+"""
+    p = "transformer.h.{i}."
+    sources = {}
+    for j, n in enumerate("qkv"):
+        rows = (j * d, (j + 1) * d)
+        sources[f"h.{{i}}.attn.{n}_proj.weight"] = Source(p + "attn.c_attn.weight", True, rows)
+        sources[f"h.{{i}}.attn.{n}_proj.bias"] = Source(p + "attn.c_attn.bias", False, rows)
+    for ours, theirs in (("attn.o_proj", "attn.c_proj"), ("mlp.up_proj", "mlp.c_fc"), ("mlp.down_proj", "mlp.c_proj")):
+        sources[f"h.{{i}}.{ours}.weight"] = Source(p + theirs + ".weight", True)
+    modules = {"embed": "transformer.wte", "pos_embed": "transformer.wpe", "h.{i}.norm": p + "ln_1",
+               "h.{i}.norm_1": p + "ln_2", "h.{i}.attn.o_proj": p + "attn.c_proj", "h.{i}.mlp.up_proj": p + "mlp.c_fc",
+               "h.{i}.mlp.down_proj": p + "mlp.c_proj", "norm": "transformer.ln_f"}
+    return ImportPlan(family, spec, modules, layers, skip=("lm_head.weight", ".attn.bias", ".attn.masked_bias"),
+                      sources=sources)
+
+
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
     **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "qwen2")},
     **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2")},
+    "gpt2": lambda f: gpt2_family("gpt2", f),
 }

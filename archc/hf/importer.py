@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from archc.hf.config import Fields, HFImportError, config_path, read_config
-from archc.hf.families import FAMILIES, ImportPlan
+from archc.hf.families import FAMILIES, ImportPlan, Source
 
 #: The sharded checkpoint's index (transformers' `save_pretrained` above its shard size).
 INDEX = "model.safetensors.index.json"
@@ -28,8 +28,8 @@ SINGLE = "model.safetensors"
 @dataclass
 class Imported:
     plan: ImportPlan
-    #: archc state-dict key → checkpoint tensor name
-    names: dict[str, str]
+    #: archc state-dict key → the checkpoint tensor (or part of one) it is
+    names: dict[str, Source]
     #: the checkpoint files the weights come from (empty when there are none beside the config)
     files: dict[str, Path]
 
@@ -82,23 +82,54 @@ def _checkpoint_files(folder: Path) -> dict[str, Path]:
     return {}
 
 
-def _name_map(plan: ImportPlan, graph: Any) -> dict[str, str]:
-    """archc key → checkpoint name for every declared weight of the spec's graph."""
+def _per_layer(table: dict[str, Any], layers: int) -> dict[str, Any]:
+    """`table` with its `{i}` patterns written out for every layer."""
+    out = {}
+    for pattern, value in table.items():
+        if "{i}" not in pattern:
+            out[pattern] = value
+            continue
+        for i in range(layers):
+            out[pattern.format(i=i)] = (value.format(i=i) if isinstance(value, str) else
+                                        Source(value.name.format(i=i), value.transpose, value.rows))
+    return out
+
+
+def _name_map(plan: ImportPlan, graph: Any) -> dict[str, Source]:
+    """archc key → its checkpoint source for every declared weight of the spec's graph."""
     from archc.passes.facts import graph_weights
 
-    prefixes = {}
-    for pattern, module in plan.modules.items():
-        if "{i}" in pattern:
-            prefixes.update({pattern.format(i=i): module.format(i=i) for i in range(plan.layers)})
-        else:
-            prefixes[pattern] = module
+    prefixes = _per_layer(plan.modules, plan.layers)
+    sources = _per_layer(plan.sources, plan.layers)
     out = {}
     for key in graph_weights(graph):
+        if key in sources:
+            out[key] = sources[key]
+            continue
         node = max((p for p in prefixes if key.startswith(p + ".")), key=len, default=None)
         if node is None:
             raise HFImportError(f"archc weight `{key}` has no checkpoint module in the {plan.family} rule")
-        out[key] = prefixes[node] + key[len(node):]
+        out[key] = Source(prefixes[node] + key[len(node):])
     return out
+
+
+def _shape(shape: list[int], src: Source) -> tuple[int, ...]:
+    """The shape `src` reads from a checkpoint tensor of `shape`."""
+    out = list(reversed(shape)) if src.transpose else list(shape)
+    if src.rows is not None:
+        out[0] = min(src.rows[1], out[0]) - src.rows[0]
+    return tuple(out)
+
+
+def _read(f: Any, src: Source) -> Any:
+    """`src`'s tensor from an open safetensors file: only its rows are read."""
+    if src.rows is None:
+        t = f.get_tensor(src.name)
+    else:
+        part = f.get_slice(src.name)
+        a, b = src.rows
+        t = part[:, a:b] if src.transpose else part[a:b]
+    return t.t().contiguous() if src.transpose else t
 
 
 def import_hf(source: str | Path) -> Imported:
@@ -120,11 +151,11 @@ def import_hf(source: str | Path) -> Imported:
         from archc.passes.facts import graph_weights
 
         declared = graph_weights(program.graph)
-        missing = [k for k, v in names.items() if v not in files]
+        missing = [k for k, v in names.items() if v.name not in files]
         if missing:
-            raise HFImportError(f"the checkpoint has no `{names[missing[0]]}` (archc's `{missing[0]}`)"
+            raise HFImportError(f"the checkpoint has no `{names[missing[0]].name}` (archc's `{missing[0]}`)"
                                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-        used = set(names.values())
+        used = {v.name for v in names.values()}
         extra = [n for n in files if n not in used and not n.endswith(plan.skip)]
         if extra:
             raise HFImportError(f"checkpoint tensors the {plan.family} rule does not place: {', '.join(extra[:4])}"
@@ -134,12 +165,12 @@ def import_hf(source: str | Path) -> Imported:
 
         for path in set(files.values()):
             with safe_open(str(path), "pt") as f:
-                for key, name in names.items():
-                    if files[name] == path:
-                        shape = tuple(f.get_slice(name).get_shape())
+                for key, src in names.items():
+                    if files[src.name] == path:
+                        shape = _shape(f.get_slice(src.name).get_shape(), src)
                         if shape != declared[key].shape:
-                            raise HFImportError(f"checkpoint `{name}` is {list(shape)}, archc's `{key}` "
-                                                f"{list(declared[key].shape)}: the config does not describe "
+                            raise HFImportError(f"checkpoint `{src.name}` gives {list(shape)}, archc's `{key}` "
+                                                f"is {list(declared[key].shape)}: the config does not describe "
                                                 "these weights")
     return Imported(plan, names, files)
 
@@ -156,9 +187,9 @@ def write_weights(imported: Imported, path: Path) -> int:
     tensors = {}
     for shard in sorted(set(imported.files.values())):
         with safe_open(str(shard), "pt") as f:
-            for key, name in imported.names.items():
-                if imported.files[name] == shard:
-                    tensors[key] = f.get_tensor(name)
+            for key, src in imported.names.items():
+                if imported.files[src.name] == shard:
+                    tensors[key] = _read(f, src)
     meta = {"pipeline": "O0", "source": f"hf:{imported.plan.family}"}
     save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
     return len(tensors)

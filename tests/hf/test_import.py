@@ -30,6 +30,7 @@ FAMILIES = {
     "mamba": ("MambaConfig", "MambaForCausalLM", {"state_size": 8, "time_step_rank": 3, "use_bias": True}),
     "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", {"state_size": 8, "head_dim": 16, "num_heads": 8, "n_groups": 2,
                                                      "chunk_size": 8, "layer_norm_epsilon": 1e-5}),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
 }
 #: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`
 LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps")
@@ -37,7 +38,8 @@ LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size",
 
 def _save(tmp_path, family: str, **extra):
     cfg_cls, model_cls, settings = FAMILIES[family]
-    small = {k: v for k, v in SMALL.items() if not (family.startswith("mamba") and k in LLAMA_ONLY)}
+    small = ({k: v for k, v in SMALL.items() if not (family.startswith("mamba") and k in LLAMA_ONLY)}
+             if family != "gpt2" else {"vocab_size": 128})
     cfg = getattr(transformers, cfg_cls)(**{**small, **settings, **extra})
     torch.manual_seed(0)
     hf = getattr(transformers, model_cls)(cfg).eval()
@@ -104,7 +106,7 @@ def test_weights_the_config_does_not_describe_are_refused(tmp_path):
     _save(tmp_path, "llama")
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 80}))
-    with pytest.raises(HFImportError, match=r"mlp.gate_proj.weight` is \[96, 64\], archc's .* \[80, 64\]"):
+    with pytest.raises(HFImportError, match=r"mlp.gate_proj.weight` gives \[96, 64\], archc's .* is \[80, 64\]"):
         import_hf(tmp_path)
 
 
