@@ -170,4 +170,25 @@ def fmt(text: str, path: str = "<string>") -> str:
     return format_text(text, path)
 
 
-__all__ = ["__version__", "build", "check", "export_onnx", "fmt", "load", "loads", "parse", "prune", "summary"]
+def import_hf(source: str, spec_out: str | None = None, weights_out: str | None = None,
+              force: bool = False) -> str:
+    """A Hugging Face checkpoint folder (config.json and safetensors) → the spec text of its model;
+    with `spec_out` / `weights_out`, also written (the weights under archc's names, loadable by
+    `load_weights` into `build(spec_out)`; existing files refused unless `force`). Raises
+    `archc.hf.HFImportError` naming what cannot be imported (docs/hf.md)."""
+    from archc.files.output import output_file, write_text
+    from archc.hf import import_hf as _import
+    from archc.hf import write_weights
+
+    imported = _import(source)
+    if weights_out is not None:
+        with output_file(weights_out, force, "weights_out") as tmp:
+            write_weights(imported, tmp)
+    if spec_out is not None:
+        with output_file(spec_out, force, "spec_out") as tmp:
+            write_text(tmp, imported.spec)
+    return imported.spec
+
+
+__all__ = ["__version__", "build", "check", "export_onnx", "fmt", "import_hf", "load", "loads", "parse", "prune",
+           "summary"]

@@ -3,8 +3,8 @@
 Codes are stable: a code is never reused for a different problem. The hundreds digit groups
 them: 0xx files, 1xx syntax, 2xx arguments, 3xx shapes, 4xx names and structure, 5xx warnings,
 6xx resource limits, 7xx includes, 8xx tools, 9xx the torch backend's commands, 10xx passes,
-11xx ONNX export, 12xx pruning, 13xx the command line and the files archc reads and writes, 9999
-internal errors.
+11xx ONNX export, 12xx pruning, 13xx the command line and the files archc reads and writes, 14xx
+Hugging Face interop, 9999 internal errors.
 """
 
 from __future__ import annotations
@@ -332,6 +332,15 @@ with N ≥ 1. `archc COMMAND --help` lists every option.
 the two are of different steps (a folder assembled by hand: archc saves both in one transaction, so
 a kill during a save never leaves that). Start again without `--resume` (`--force` replaces the
 run), or resume from a folder `archc train` wrote.
+"""),
+    "ARC1401": ("cannot import this Hugging Face model", """
+`archc import-hf` read the config (and the checkpoint beside it) and found something it will not
+turn into a spec: a `model_type` archc has no rule for yet, a field whose value archc does not
+express (an activation, a rope scaling type, a bias flag — the message names the field and its
+value), a field no rule reads, or weights the config does not describe (a tensor missing, of
+another shape, or one the rule would leave out). archc refuses rather than import a model that
+computes something else. docs/hf.md lists every family and the fields each reads; a pickled
+checkpoint (`pytorch_model.bin`) is refused too — re-save it with safetensors.
 """),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec

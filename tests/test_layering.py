@@ -22,6 +22,7 @@ STAGES = [
     ("archc.frontend",),
     ("archc.summary", "archc.viz", "archc.explain", "archc.docs_gen"),
     ("archc.backends",),
+    ("archc.hf",),
     ("archc.cli",),
     ("archc", "archc.__main__"),
 ]

@@ -25,6 +25,7 @@ from archc.cli.flags import ArgumentParser, count, output
 def build_parser() -> argparse.ArgumentParser:
     from archc.cli import compress as compress_commands
     from archc.cli import deploy as deploy_commands
+    from archc.cli import hf as hf_commands
     from archc.cli import model as model_commands
     from archc.version import __version__
 
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.add_parsers(sub)
     deploy_commands.add_parsers(sub)
     compress_commands.add_parsers(sub)
+    hf_commands.add_parsers(sub)
     return p
 
 

@@ -1,0 +1,7 @@
+"""The Hugging Face ecosystem (issue #23): `import_hf` reads a transformers checkpoint folder as
+an archc spec and its weights (docs/hf.md)."""
+
+from archc.hf.config import HFImportError
+from archc.hf.importer import Imported, import_hf, write_weights
+
+__all__ = ["HFImportError", "Imported", "import_hf", "write_weights"]

@@ -1,0 +1,195 @@
+"""`archc import-hf`: a Hugging Face checkpoint folder → an archc spec and its weights.
+
+The config becomes a spec through its family's rule (`families.py`); the weights are renamed
+to archc's state-dict keys tensor by tensor from the safetensors files (one file, or shards
+with `model.safetensors.index.json`), each read once through `safe_open`, so the import holds
+one copy of the weights at most. Before anything is written the name map is checked against
+the spec's declared weights both ways: every declared weight has a checkpoint tensor of its
+shape, and every checkpoint tensor is a declared weight (or a known non-weight, a rotary
+`inv_freq` buffer) — a tensor archc would drop would be a different model. Pickled
+checkpoints (`pytorch_model.bin`) are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from archc.hf.config import Fields, HFImportError, config_path, read_config
+from archc.hf.families import FAMILIES, ImportPlan, Source
+
+#: The sharded checkpoint's index (transformers' `save_pretrained` above its shard size).
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+@dataclass
+class Imported:
+    plan: ImportPlan
+    #: archc state-dict key → the checkpoint tensor (or part of one) it is
+    names: dict[str, Source]
+    #: the checkpoint files the weights come from (empty when there are none beside the config)
+    files: dict[str, Path]
+
+    @property
+    def spec(self) -> str:
+        return self.plan.spec
+
+
+def plan_import(source: str | Path) -> ImportPlan:
+    """The spec a config describes (the family's rule), refusing fields no rule read."""
+    cfg = read_config(source)
+    model_type = cfg.get("model_type")
+    rule = FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    if rule is None:
+        raise HFImportError(f"model_type {model_type!r} is not a family archc imports yet",
+                            f"families: {', '.join(sorted(FAMILIES))} (docs/hf.md)", field="model_type")
+    fields = Fields(cfg)
+    plan = rule(fields)
+    left = [k for k in fields.unread() if cfg[k] not in (None, False, [], {})]
+    if left:
+        shown = ", ".join(f"`{k}` = {json.dumps(cfg[k])[:60]}" for k in left)
+        raise HFImportError(f"{model_type} config fields archc does not read: {shown}",
+                            "a field archc cannot express would make a different model; docs/hf.md lists "
+                            "the fields each family reads", field=left[0])
+    return plan
+
+
+def _checkpoint_files(folder: Path) -> dict[str, Path]:
+    """Checkpoint tensor name → the safetensors file holding it."""
+    if (folder / INDEX).is_file():
+        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict):
+            raise HFImportError(f"{folder / INDEX} has no `weight_map`")
+        out = {}
+        for name, shard in weight_map.items():
+            path = (folder / str(shard)).resolve()
+            if path.parent != folder.resolve() or not path.is_file():
+                raise HFImportError(f"{INDEX} maps `{name}` to {shard!r}, not a file in {folder}")
+            out[name] = path
+        return out
+    if (folder / SINGLE).is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(folder / SINGLE), "pt") as f:
+            return dict.fromkeys(f.keys(), folder / SINGLE)
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise HFImportError(f"{folder} holds pickled weights only; archc reads safetensors and never unpickles",
+                            "save them with save_pretrained(..., safe_serialization=True)")
+    return {}
+
+
+def _per_layer(table: dict[str, Any], layers: int) -> dict[str, Any]:
+    """`table` with its `{i}` patterns written out for every layer."""
+    out = {}
+    for pattern, value in table.items():
+        if "{i}" not in pattern:
+            out[pattern] = value
+            continue
+        for i in range(layers):
+            out[pattern.format(i=i)] = (value.format(i=i) if isinstance(value, str) else
+                                        Source(value.name.format(i=i), value.transpose, value.rows))
+    return out
+
+
+def _name_map(plan: ImportPlan, graph: Any) -> dict[str, Source]:
+    """archc key → its checkpoint source for every declared weight of the spec's graph."""
+    from archc.passes.facts import graph_weights
+
+    prefixes = _per_layer(plan.modules, plan.layers)
+    sources = _per_layer(plan.sources, plan.layers)
+    out = {}
+    for key in graph_weights(graph):
+        if key in sources:
+            out[key] = sources[key]
+            continue
+        node = max((p for p in prefixes if key.startswith(p + ".")), key=len, default=None)
+        if node is None:
+            raise HFImportError(f"archc weight `{key}` has no checkpoint module in the {plan.family} rule")
+        out[key] = Source(prefixes[node] + key[len(node):])
+    return out
+
+
+def _shape(shape: list[int], src: Source) -> tuple[int, ...]:
+    """The shape `src` reads from a checkpoint tensor of `shape`."""
+    out = list(reversed(shape)) if src.transpose else list(shape)
+    if src.rows is not None:
+        out[0] = min(src.rows[1], out[0]) - src.rows[0]
+    return tuple(out)
+
+
+def _read(f: Any, src: Source) -> Any:
+    """`src`'s tensor from an open safetensors file: only its rows are read."""
+    if src.rows is None:
+        t = f.get_tensor(src.name)
+    else:
+        part = f.get_slice(src.name)
+        a, b = src.rows
+        t = part[:, a:b] if src.transpose else part[a:b]
+    return t.t().contiguous() if src.transpose else t
+
+
+def import_hf(source: str | Path) -> Imported:
+    """Plan the import of `source` (a folder with config.json and safetensors, or a config.json):
+    the spec and the checked name map. `write_weights` then writes the weights."""
+    from archc.errors import ArchError
+    from archc.frontend import loads
+
+    plan = plan_import(source)
+    try:
+        program = loads(plan.spec, f"{plan.family}.arch")
+    except ArchError as e:  # widths the config gives that the ops refuse (heads not dividing d, …)
+        d = e.diagnostics[0]
+        raise HFImportError(f"the {plan.family} config describes a model archc refuses: {d.message}", d.hint) from None
+    names = _name_map(plan, program.graph)
+    folder = config_path(source).parent
+    files = _checkpoint_files(folder)
+    if files:
+        from archc.passes.facts import graph_weights
+
+        declared = graph_weights(program.graph)
+        missing = [k for k, v in names.items() if v.name not in files]
+        if missing:
+            raise HFImportError(f"the checkpoint has no `{names[missing[0]].name}` (archc's `{missing[0]}`)"
+                                + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        used = {v.name for v in names.values()}
+        extra = [n for n in files if n not in used and not n.endswith(plan.skip)]
+        if extra:
+            raise HFImportError(f"checkpoint tensors the {plan.family} rule does not place: {', '.join(extra[:4])}"
+                                + (" …" if len(extra) > 4 else ""),
+                                "a tensor archc would drop makes a different model")
+        from safetensors import safe_open
+
+        for path in set(files.values()):
+            with safe_open(str(path), "pt") as f:
+                for key, src in names.items():
+                    if files[src.name] == path:
+                        shape = _shape(f.get_slice(src.name).get_shape(), src)
+                        if shape != declared[key].shape:
+                            raise HFImportError(f"checkpoint `{src.name}` gives {list(shape)}, archc's `{key}` "
+                                                f"is {list(declared[key].shape)}: the config does not describe "
+                                                "these weights")
+    return Imported(plan, names, files)
+
+
+def write_weights(imported: Imported, path: Path) -> int:
+    """The checkpoint's tensors under archc's names in one safetensors file (archc's checkpoint
+    format: `archc build --weights`, `train --init`), read shard by shard; returns the count."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    if not imported.files:
+        raise HFImportError("there are no weights beside this config.json",
+                            "pass the folder save_pretrained wrote, with its safetensors")
+    tensors = {}
+    for shard in sorted(set(imported.files.values())):
+        with safe_open(str(shard), "pt") as f:
+            for key, src in imported.names.items():
+                if imported.files[src.name] == shard:
+                    tensors[key] = _read(f, src)
+    meta = {"pipeline": "O0", "source": f"hf:{imported.plan.family}"}
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    return len(tensors)

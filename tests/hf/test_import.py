@@ -1,0 +1,151 @@
+"""`archc import-hf` against transformers: random-initialized models of each imported family are
+saved with `save_pretrained` (nothing downloaded), imported, and compared with transformers' own
+forward (fp64, 1e-6), greedy decoding through archc's cache (32 tokens), and parameter counts;
+fields archc cannot express are refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import archc
+from archc.backends.torch.checkpoint import load_weights
+from archc.hf import HFImportError, import_hf
+from archc.ir.cost import CostCtx
+from archc.passes.estimate_cost import estimate_cost
+
+transformers = pytest.importorskip("transformers")
+
+SMALL = dict(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=96, rms_norm_eps=1e-6)
+
+#: family → (config class, model class, settings beyond SMALL)
+FAMILIES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {"rope_parameters": {"rope_type": "linear", "factor": 2.0,
+                                                                      "rope_theta": 5000.0}}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 8, "tie_word_embeddings": True}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
+    "mamba": ("MambaConfig", "MambaForCausalLM", {"state_size": 8, "time_step_rank": 3, "use_bias": True}),
+    "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", {"state_size": 8, "head_dim": 16, "num_heads": 8, "n_groups": 2,
+                                                     "chunk_size": 8, "layer_norm_epsilon": 1e-5}),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
+}
+#: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`
+LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps")
+
+
+def _save(tmp_path, family: str, **extra):
+    cfg_cls, model_cls, settings = FAMILIES[family]
+    small = ({k: v for k, v in SMALL.items() if not (family.startswith("mamba") and k in LLAMA_ONLY)}
+             if family != "gpt2" else {"vocab_size": 128})
+    cfg = getattr(transformers, cfg_cls)(**{**small, **settings, **extra})
+    torch.manual_seed(0)
+    hf = getattr(transformers, model_cls)(cfg).eval()
+    with torch.no_grad():  # 1-D parameters (D, Δ biases, norm scales) off their constant inits
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+    hf.generation_config.eos_token_id = None  # generate exactly the tokens asked for
+    hf.save_pretrained(tmp_path)
+    return hf
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_an_imported_model_computes_what_transformers_does(tmp_path, family):
+    hf = _save(tmp_path / "hf", family).double()
+    archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "m.arch"), str(tmp_path / "m.safetensors"))
+    graph = archc.load(str(tmp_path / "m.arch")).graph
+    # the exact parameter count (a tied head counts once, as transformers' num_parameters)
+    assert estimate_cost(graph, CostCtx()).total.params == hf.num_parameters()
+    model = archc.build(graph).double().eval()
+    load_weights(model, tmp_path / "m.safetensors")
+    ids = torch.randint(0, 128, (2, 21))  # past mistral's window of 8
+    with torch.no_grad():
+        # (transformers' Mamba returns its fp64 logits cast to fp32)
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits.double(), atol=1e-6, rtol=1e-6)
+        # greedy decoding through archc's cache equals transformers' generate (fp32: archc's SSM
+        # steps keep their state in fp32 and do not run in an fp64 model)
+        hf, model = hf.float(), model.float()
+        prompt = ids[:1, :5]
+        want = hf.generate(prompt, max_new_tokens=32, do_sample=False, min_new_tokens=32, pad_token_id=0)
+        state = model.init_state(1, 64)
+        logits, state = model.step(prompt, 0, state)
+        got = [int(logits[0, -1].argmax())]
+        for t in range(31):
+            logits, state = model.step(torch.tensor([[got[-1]]]), 5 + t, state)
+            got.append(int(logits[0, -1].argmax()))
+    assert got == want[0, 5:].tolist()
+
+
+def test_the_spec_reads_like_a_hand_written_one(tmp_path):
+    _save(tmp_path, "qwen2")
+    spec = import_hf(tmp_path).spec
+    assert "kv_heads = 2" in spec and "repeat(layers, decoder)" in spec and "bias=true" in spec
+    assert archc.fmt(spec, "q.arch") == spec  # already in canonical form
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
+                          "original_max_position_embeddings": 512}}, "rope_parameters"),
+    ({"model_type": "falcon"}, "model_type"),
+    ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping"),
+])
+def test_what_archc_cannot_express_is_refused_by_name(tmp_path, change, field):
+    _save(tmp_path, "llama")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(HFImportError) as e:
+        import_hf(tmp_path)
+    assert e.value.field == field and field in str(e.value)
+
+
+def test_weights_the_config_does_not_describe_are_refused(tmp_path):
+    _save(tmp_path, "llama")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 80}))
+    with pytest.raises(HFImportError, match=r"mlp.gate_proj.weight` gives \[96, 64\], archc's .* is \[80, 64\]"):
+        import_hf(tmp_path)
+
+
+def test_pickled_checkpoints_are_refused_not_unpickled(tmp_path):
+    _save(tmp_path, "llama")
+    (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")
+    with pytest.raises(HFImportError, match="never unpickles"):
+        import_hf(tmp_path)
+
+
+def test_sharded_checkpoints_are_read_shard_by_shard(tmp_path):
+    hf = _save(tmp_path / "hf", "llama")
+    hf.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    archc.import_hf(str(tmp_path / "sharded"), None, str(tmp_path / "w.safetensors"))
+    archc.import_hf(str(tmp_path / "hf"), None, str(tmp_path / "w1.safetensors"))
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "w.safetensors"), load_file(tmp_path / "w1.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_command_writes_a_spec_and_weights_that_check_and_load(tmp_path, capsys):
+    from archc.cli import main
+
+    _save(tmp_path / "hf", "qwen2")
+    out, w = tmp_path / "q.arch", tmp_path / "q.safetensors"
+    assert main(["import-hf", str(tmp_path / "hf"), "-o", str(out), "--weights", str(w)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["check", str(out)]) == 0 and main(["summary", str(out)]) == 0
+    load_weights(archc.build(str(out)), w)
+    # nothing a user wrote is overwritten without asking
+    before = out.read_text()
+    assert main(["import-hf", str(tmp_path / "hf"), "-o", str(out)]) == 1
+    assert "already exists" in capsys.readouterr().err and out.read_text() == before
+    # a config archc cannot express: a diagnostic with its code, no traceback, nothing written
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**cfg, "hidden_act": "relu"}))
+    assert main(["import-hf", str(tmp_path / "hf"), "-o", str(tmp_path / "x.arch")]) == 1
+    err = capsys.readouterr().err
+    assert "ARC1401" in err and "`hidden_act` is 'relu'" in err and "Traceback" not in err
+    assert not (tmp_path / "x.arch").exists()

@@ -1,0 +1,106 @@
+"""Every imported family at its published size, on the meta device: the config of a released
+checkpoint (its widths, as published) → `archc import-hf`'s spec → `archc summary`'s parameter
+count against transformers' model of the same config built on the meta device (no weights are
+allocated or downloaded), and against archc's hand-written spec of the model where `specs/` has
+one. The table goes in docs/hf.md.
+
+    .venv/bin/python tools/hf_families.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.results import ROOT, load_results, publish, record
+
+START, END = "<!-- hf families table: tools/hf_families.py -->", "<!-- end of hf families table -->"
+
+#: name → (model_type, config fields as published, transformers class, archc's hand-written spec or None)
+CONFIGS = {
+    "Llama-2-7B": ("llama", {"vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
+                             "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
+                             "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False},
+                   "LlamaConfig", "llama2-7b"),
+    "Llama-3-8B": ("llama", {"vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32,
+                             "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                             "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": False},
+                   "LlamaConfig", None),
+    "Mistral-7B-v0.1": ("mistral", {"vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
+                                    "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                                    "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 4096,
+                                    "tie_word_embeddings": False},
+                        "MistralConfig", "mistral-7b"),
+    "Qwen2-0.5B": ("qwen2", {"vocab_size": 151936, "hidden_size": 896, "num_hidden_layers": 24,
+                             "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864,
+                             "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+                             "use_sliding_window": False, "max_window_layers": 24},
+                   "Qwen2Config", "qwen2-0.5b"),
+    "gpt2": ("gpt2", {"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
+             "GPT2Config", "gpt2"),
+    "mamba-130m-hf": ("mamba", {"vocab_size": 50280, "hidden_size": 768, "num_hidden_layers": 24, "state_size": 16,
+                                "expand": 2, "conv_kernel": 4, "time_step_rank": 48, "layer_norm_epsilon": 1e-5,
+                                "tie_word_embeddings": True},
+                      "MambaConfig", "mamba-130m"),
+    "Mamba-Codestral-7B-v0.1": ("mamba2", {"vocab_size": 32768, "hidden_size": 4096, "num_hidden_layers": 64,
+                                           "state_size": 128, "expand": 2, "head_dim": 64, "num_heads": 128,
+                                           "n_groups": 8, "conv_kernel": 4, "layer_norm_epsilon": 1e-5,
+                                           "chunk_size": 256, "tie_word_embeddings": False},
+                                "Mamba2Config", None),
+}
+
+
+def measure(name: str) -> dict:
+    import torch
+    import transformers
+
+    import archc
+    from archc.ir.cost import CostCtx
+    from archc.passes.estimate_cost import estimate_cost
+
+    model_type, fields, cls, spec = CONFIGS[name]
+    cfg = getattr(transformers, cls)(**fields)
+    with tempfile.TemporaryDirectory() as d:
+        cfg.save_pretrained(d)
+        t0 = time.perf_counter()
+        text = archc.import_hf(d)
+        seconds = time.perf_counter() - t0
+    ours = estimate_cost(archc.loads(text, f"{name}.arch").graph, CostCtx()).total.params
+    with torch.device("meta"):
+        hf = transformers.AutoModelForCausalLM.from_config(cfg)
+    theirs = hf.num_parameters()
+    hand = (estimate_cost(archc.load(str(ROOT / "specs" / f"{spec}.arch")).graph, CostCtx()).total.params
+            if spec else None)
+    ok = ours == theirs and hand in (None, ours)
+    return {"name": name, "family": model_type, "archc": ours, "transformers": theirs, "hand_written": hand,
+            "spec": spec, "import_s": round(seconds, 3), "status": "ok" if ok else "MISMATCH"}
+
+
+def table(results: dict) -> str:
+    rows = ["| checkpoint (published config) | family | archc import-hf | transformers (meta) | specs/ by hand | "
+            "import s | status |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name in CONFIGS:
+        r = results.get(name)
+        if r:
+            hand = f"{r['hand_written']:,} (`{r['spec']}`)" if r["hand_written"] else "—"
+            rows.append(f"| {name} | {r['family']} | {r['archc']:,} | {r['transformers']:,} | {hand} | "
+                        f"{r['import_s']} | {r['status']} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    path = ROOT / "docs" / "hf_results.json"
+    results = load_results(path)
+    for name in CONFIGS:
+        record(path, results, name, measure(name))
+    publish(path, ROOT / "docs" / "hf.md", START, END, table(results))
+    print(json.dumps({"mismatches": [k for k, r in results.items() if r["status"] != "ok"]}))
+
+
+if __name__ == "__main__":
+    main()
