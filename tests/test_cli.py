@@ -157,3 +157,13 @@ def test_a_ctrl_c_inside_string_code_still_exits_130_under_dash_m(tmp_path):
     p = subprocess.run([sys.executable, "-m", "interrupted_cli"], capture_output=True, text=True, cwd=tmp_path,
                        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "NO_COLOR": "1"}, check=False)
     assert (p.returncode, p.stderr) == (130, "archc: interrupted (SIGINT); nothing was left half-written\n")
+
+
+def test_the_api_survives_the_commands_run_in_process(capsys):
+    """Running a command in-process imports its modules; none may replace an API function (a
+    submodule `archc.summary` once replaced `archc.summary()` the moment the CLI imported it)."""
+    import archc
+
+    assert main(["summary", "specs/llama-tiny.arch"]) == 0
+    assert archc.summary("specs/llama-tiny.arch").total.params > 0
+    assert all(callable(getattr(archc, name)) for name in archc.__all__ if name != "__version__")

@@ -20,7 +20,7 @@ STAGES = [
     ("archc.ops",),
     ("archc.passes",),
     ("archc.frontend",),
-    ("archc.summary", "archc.viz", "archc.explain", "archc.docs_gen"),
+    ("archc.cost_table", "archc.viz", "archc.explain", "archc.docs_gen"),
     ("archc.backends",),
     ("archc.hf",),
     ("archc.cli",),

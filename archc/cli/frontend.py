@@ -55,7 +55,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(prog.graph), indent=2))
         return EXIT_OK
-    from archc.summary import print_report
+    from archc.cost_table import print_report
 
     print_report(prog.graph, report, depth=args.depth)
     return EXIT_OK
