@@ -8,7 +8,7 @@ name their weights as transformers' modules do (`q_proj.weight`, `gate_proj.weig
 `weight`), so the node → module table is the whole name map; the importer checks it against the
 spec's declared weights, both ways, before it writes anything.
 
-Families so far: the Llama family (llama, mistral, qwen2), GPT-2 and the Mamba family (mamba,
+Families so far: the Llama family (llama, mistral, qwen2, qwen3), GPT-2 and the Mamba family (mamba,
 mamba2) — the rest of issue #23's list is docs/hf.md's.
 """
 
@@ -77,7 +77,7 @@ def _rope(f: Fields) -> str:
 def _window(f: Fields, family: str, layers: int) -> int | None:
     """The sliding window every layer uses, or None; a mix of windowed and full layers is refused."""
     window = f.get("sliding_window")
-    if family == "qwen2" and not f.flag("use_sliding_window", False):
+    if family in ("qwen2", "qwen3") and not f.flag("use_sliding_window", False):
         window = None
     kinds = f.get("layer_types")
     if kinds is not None:
@@ -94,8 +94,9 @@ def _window(f: Fields, family: str, layers: int) -> int | None:
 
 
 def llama_family(family: str, f: Fields) -> ImportPlan:
-    """Llama, Mistral, Qwen2: pre-norm decoder blocks of RMSNorm → GQA with RoPE (q/k/v biases
-    with `attention_bias`, Qwen2's always) → RMSNorm → SwiGLU, tied or untied head."""
+    """Llama, Mistral, Qwen2, Qwen3: pre-norm decoder blocks of RMSNorm → GQA with RoPE (q/k/v
+    biases with `attention_bias`, Qwen2's always; Qwen3's per-head q/k RMSNorms) → RMSNorm →
+    SwiGLU, tied or untied head."""
     vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
     heads = f.int("num_attention_heads")
     kv = f.int("num_key_value_heads", heads)
@@ -104,7 +105,7 @@ def llama_family(family: str, f: Fields) -> ImportPlan:
     f.only("hidden_act", ("silu",), "silu", ": SwiGLU's gate")
     f.only("mlp_bias", (False,), False)
     eps = f.number("rms_norm_eps", 1e-6)
-    tied = f.flag("tie_word_embeddings", family != "qwen2")
+    tied = f.flag("tie_word_embeddings", family not in ("qwen2", "qwen3"))
     qkv_bias = True if family == "qwen2" else f.flag("attention_bias", False)
     window = _window(f, family, layers)
     attn = [f"rmsnorm(x, eps={_number(eps)})", "heads=heads"]
@@ -115,6 +116,8 @@ def llama_family(family: str, f: Fields) -> ImportPlan:
     if qkv_bias:
         attn += ["bias=true", "out_bias=false"] if family == "qwen2" else ["bias=true"]
     attn.append("causal=true")
+    if family == "qwen3":  # the q/k norms are RMSNorms with the model's ε
+        attn += ["qk_norm=true"] + ([f"qk_norm_eps={_number(eps)}"] if eps != 1e-6 else [])
     if window:
         attn.append(f"window={window}")
     attn.append(f"pos={_rope(f)}")
@@ -280,7 +283,7 @@ model {family}(tokens) {{
 
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
-    **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "qwen2")},
+    **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "qwen2", "qwen3")},
     **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2")},
     "gpt2": lambda f: gpt2_family("gpt2", f),
 }

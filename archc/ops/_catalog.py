@@ -3,7 +3,7 @@
 
 FAMILIES = {
     "arith": (1376227970, ('add', 'item', 'mul')),
-    "attention": (3806786109, ('attention', 'attention_packed', 'latent_attention')),
+    "attention": (2533536459, ('attention', 'attention_packed', 'latent_attention')),
     "conv": (3084438806, ('gated_conv',)),
     "embeddings": (1221060194, ('embed', 'learned_pos', 'sinusoidal_pos')),
     "ffn": (763582595, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'linear_act', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),

@@ -63,6 +63,9 @@ class AttentionParams(AttentionBase):
     causal: bool = Field(False, description="each position attends only to itself and the past")
     window: PositiveInt | None = Field(None, description="sliding window: attend to the last `window` keys")
     pos: dict[str, Any] | None = Field(None, description="relative positions: rope(...), alibi(), relative_bias(...)")
+    qk_norm: bool = Field(False, description="RMSNorm of each head's queries and keys before the rotation, one "
+                                             "weight [head_dim] each (Qwen3, OLMoE, Gemma 3)")
+    qk_norm_eps: float = Field(1e-6, gt=0.0, description="ε of the q/k norms")
 
 
 def check_common(p: Any, d: int) -> int:
@@ -141,17 +144,23 @@ def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, 
     else:
         t_eff = _causal_avg_context(t, p.window)
     flops += 4 * t_eff * p.heads * hd
+    if p.qk_norm:  # square, mean, scale and weight per element of q and k
+        flops += 4 * (p.heads + kv) * hd
     return Cost(flops=flops, act_bytes=act_bytes(d, p.heads, hd, kv, ctx))
 
 
 def _attention_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
-    """The q, k, v, o projections (`projection_weights`) and, with `pos=relative_bias(...)`, T5's
-    bias table `relative_bias.weight` [buckets, heads]."""
+    """The q, k, v, o projections (`projection_weights`), with `qk_norm` the norms' weights
+    `q_norm.weight` and `k_norm.weight` [head_dim] (ones; shared by the heads, so no head cuts
+    them), and with `pos=relative_bias(...)` T5's bias table `relative_bias.weight` [buckets,
+    heads]."""
     d = width_of(ins)
     hd, kv = check_common(p, d), p.kv_head_count
     d_kv = ins[1].width if len(ins) > 1 else d
     alibi = p.pos is not None and p.pos.get("op") == "alibi"
     out = projection_weights(p, d, d_kv, hd, kv, prunable=not alibi)
+    if p.qk_norm:
+        out += (Weight("q_norm.weight", (hd,), "norm", "ones"), Weight("k_norm.weight", (hd,), "norm", "ones"))
     if p.pos is not None and p.pos["op"] == "relative_bias":
         cuts = (("heads", 1),) if kv == p.heads else (("heads", 1), ("kv_heads", 1))
         out += (Weight("relative_bias.weight", (p.pos["params"].get("buckets", 32), p.heads), "position",

@@ -30,6 +30,7 @@ FAMILIES = {
     "mamba": ("MambaConfig", "MambaForCausalLM", {"state_size": 8, "time_step_rank": 3, "use_bias": True}),
     "mamba2": ("Mamba2Config", "Mamba2ForCausalLM", {"state_size": 8, "head_dim": 16, "num_heads": 8, "n_groups": 2,
                                                      "chunk_size": 8, "layer_norm_epsilon": 1e-5}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32, "attention_bias": True, "rms_norm_eps": 1e-5}),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
 }
 #: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`

@@ -125,7 +125,7 @@ def in_branches(ctx: LowerCtx) -> str | None:
     onnxruntime will not load (its QDQ-to-MatMulNBits rewrite looks for the weights in the
     branch); the traced module stays there."""
     if ctx.services.branched:
-        return ("inside the decoder's prefill/decode branches (a recurrent mixer's two forms), where onnxruntime's "
+        return ("inside the decoder's prefill/decode branches (kept because a stateful node is traced), where onnxruntime's "
                 "quantizers cannot type a contrib operator's outputs")
     return None
 

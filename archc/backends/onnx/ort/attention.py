@@ -55,6 +55,8 @@ def _refuse(ctx: LowerCtx) -> str | None:
         return f"{pos} positions: GroupQueryAttention adds no position bias"
     if pos == "rope" and float(p["pos"]["params"].get("fraction", 1.0)) != 1.0:
         return "partial rotary (fraction < 1)"
+    if p.get("qk_norm"):
+        return "q/k norms (Qwen3): GroupQueryAttention takes q and k as projected; not lowered yet"
     if hd % 16:
         return f"head_dim {hd}: onnxruntime's CPU GroupQueryAttention takes multiples of 16"
     if len(ctx.past) != 2:

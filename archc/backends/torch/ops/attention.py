@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.context import Context
 from archc.backends.torch.layers import blockwise_sdpa, sdpa
 from archc.backends.torch.module import OpModule, State
+from archc.backends.torch.ops.norms import rms_norm
 from archc.backends.torch.ops.positions import (
     RelativeBias,
     alibi_bias,
@@ -88,6 +89,18 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
     return from_blocks(out, 2, t)
 
 
+class HeadNorm(nn.Module):
+    """RMSNorm over the last axis with one weight shared by every head (`q_norm`, `k_norm`)."""
+
+    def __init__(self, weight: nn.Parameter, eps: float) -> None:
+        super().__init__()
+        self.weight = weight
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
 class AttentionCore(OpModule):
     """Shared q/k/v/o projections and the position schemes of the softmax-attention family."""
 
@@ -102,6 +115,9 @@ class AttentionCore(OpModule):
         else:
             self.q_proj, self.k_proj, self.v_proj = (self.make_linear(f"{n}_proj") for n in "qkv")
         self.o_proj = self.make_linear("o_proj")
+        if getattr(p, "qk_norm", False):  # Qwen3's per-head RMSNorm of q and k, before the rotation
+            self.q_norm = HeadNorm(self.make_parameter("q_norm.weight"), p.qk_norm_eps)
+            self.k_norm = HeadNorm(self.make_parameter("k_norm.weight"), p.qk_norm_eps)
         pos = getattr(p, "pos", None)
         self.pos = pos["op"] if pos else None
         self.pos_params = pos["params"] if pos else {}
@@ -123,6 +139,8 @@ class AttentionCore(OpModule):
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rot_dim and positions is not None:
             key = ("rope", self.rot_dim, tuple(sorted(self.pos_params.items())), q.dtype)
             tables = memo.get(key) if memo is not None else None
