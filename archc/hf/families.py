@@ -8,7 +8,7 @@ name their weights as transformers' modules do (`q_proj.weight`, `gate_proj.weig
 `weight`), so the node → module table is the whole name map; the importer checks it against the
 spec's declared weights, both ways, before it writes anything.
 
-Families so far: the Llama family (llama, mistral, qwen2, qwen3), GPT-2 and the Mamba family (mamba,
+Families so far: the Llama family (llama, mistral, mixtral, qwen2, qwen3), GPT-2 and the Mamba family (mamba,
 mamba2) — the rest of issue #23's list is docs/hf.md's.
 """
 
@@ -29,6 +29,13 @@ class Source:
     name: str
     transpose: bool = False
     rows: tuple[int, int] | None = None
+    #: an index into the first axis, taken before the rest (expert e of transformers 5's stacked
+    #: `experts.gate_up_proj` [E, 2·F, d])
+    index: int | None = None
+
+    def at(self, i: int) -> Source:
+        """This source with `{i}` in its name written out as layer i."""
+        return Source(self.name.format(i=i), self.transpose, self.rows, self.index)
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,9 @@ class ImportPlan:
     layers: int
     #: checkpoint tensors that are not weights of the function (rotary `inv_freq` buffers)
     skip: tuple[str, ...] = ()
-    #: archc keys (`{i}` the layer) whose tensor is a `Source`, not a renamed checkpoint tensor
-    sources: dict[str, Source] = field(default_factory=dict)
+    #: archc keys (`{i}` the layer) whose tensor is a `Source`, not a renamed checkpoint tensor;
+    #: several Sources are the layouts different writers used (the first the checkpoint has wins)
+    sources: dict[str, Source | tuple[Source, ...]] = field(default_factory=dict)
 
 
 def _number(x: float) -> str:
@@ -94,16 +102,19 @@ def _window(f: Fields, family: str, layers: int) -> int | None:
 
 
 def llama_family(family: str, f: Fields) -> ImportPlan:
-    """Llama, Mistral, Qwen2, Qwen3: pre-norm decoder blocks of RMSNorm → GQA with RoPE (q/k/v
-    biases with `attention_bias`, Qwen2's always; Qwen3's per-head q/k RMSNorms) → RMSNorm →
-    SwiGLU, tied or untied head."""
+    """Llama, Mistral, Mixtral, Qwen2, Qwen3: pre-norm decoder blocks of RMSNorm → GQA with RoPE
+    (q/k/v biases with `attention_bias`, Qwen2's always; Qwen3's per-head q/k RMSNorms) → RMSNorm →
+    SwiGLU (Mixtral: a top-k mixture of SwiGLU experts, read from transformers 5's stacked
+    `experts.gate_up_proj` / `down_proj` or the older per-expert `w1`/`w3`/`w2`), tied or untied
+    head."""
     vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
     heads = f.int("num_attention_heads")
     kv = f.int("num_key_value_heads", heads)
     ffn = f.int("intermediate_size")
     head_dim = f.int("head_dim", d // heads)
     f.only("hidden_act", ("silu",), "silu", ": SwiGLU's gate")
-    f.only("mlp_bias", (False,), False)
+    if family != "mixtral":
+        f.only("mlp_bias", (False,), False)
     eps = f.number("rms_norm_eps", 1e-6)
     tied = f.flag("tie_word_embeddings", family not in ("qwen2", "qwen3"))
     qkv_bias = True if family == "qwen2" else f.flag("attention_bias", False)
@@ -126,6 +137,30 @@ def llama_family(family: str, f: Fields) -> ImportPlan:
         consts.append(f"kv_heads = {kv}")
     consts.append(f"ffn = {ffn}")
     body = ",\n      ".join(attn)
+    ffn_text = f"swiglu(rmsnorm(x, eps={_number(eps)}), hidden=ffn)"
+    sources: dict[str, Source | tuple[Source, ...]] = {}
+    if family == "mixtral":
+        experts, top_k = f.int("num_local_experts"), f.int("num_experts_per_tok")
+        aux = f.number("router_aux_loss_coef", 0.001)
+        f.get("output_router_logits")  # whether transformers adds the aux loss: archc's `aux_loss` trains with it
+        jitter = f.number("router_jitter_noise", 0.0)
+        if jitter:
+            raise HFImportError(f"`router_jitter_noise` is {jitter}: Mixtral scales the experts' input too, archc's "
+                                "`jitter` only the router's", field="router_jitter_noise")
+        consts += [f"experts = {experts}"]
+        ffn_text = (f"moe(\n      rmsnorm(x, eps={_number(eps)}),\n      experts=experts,\n      top_k={top_k},\n"
+                    f"      expert=swiglu(hidden=ffn),\n      aux_loss={_number(aux)},\n    )")
+        p = "model.layers.{i}."
+        sources["layers.{i}.moe.router.weight"] = (Source(p + "mlp.gate.weight"),
+                                                   Source(p + "block_sparse_moe.gate.weight"))
+        for e in range(experts):
+            old = p + f"block_sparse_moe.experts.{e}."
+            sources[f"layers.{{i}}.moe.experts.{e}.gate_proj.weight"] = (
+                Source(p + "mlp.experts.gate_up_proj", rows=(0, ffn), index=e), Source(old + "w1.weight"))
+            sources[f"layers.{{i}}.moe.experts.{e}.up_proj.weight"] = (
+                Source(p + "mlp.experts.gate_up_proj", rows=(ffn, 2 * ffn), index=e), Source(old + "w3.weight"))
+            sources[f"layers.{{i}}.moe.experts.{e}.down_proj.weight"] = (
+                Source(p + "mlp.experts.down_proj", index=e), Source(old + "w2.weight"))
     constants = "\n".join(f"  {c}" for c in consts)
     spec = f"""# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
 model {family}(tokens) {{
@@ -135,7 +170,7 @@ model {family}(tokens) {{
     x = x + attention(
       {body},
     )
-    return x + swiglu(rmsnorm(x, eps={_number(eps)}), hidden=ffn)
+    return x + {ffn_text}
   }}
 
   x = embed(tokens, vocab, d)
@@ -150,7 +185,7 @@ model {family}(tokens) {{
     if not tied:
         modules["lm_head"] = "lm_head"
     return ImportPlan(family, spec, modules, layers, skip=("rotary_emb.inv_freq", "lm_head.weight") if tied else
-                      ("rotary_emb.inv_freq",))
+                      ("rotary_emb.inv_freq",), sources=sources)
 
 
 def _ssm_time_step(f: Fields, family: str) -> None:
@@ -283,7 +318,8 @@ model {family}(tokens) {{
 
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
-    **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "qwen2", "qwen3")},
+    **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "mixtral", "qwen2",
+                                                                            "qwen3")},
     **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2")},
     "gpt2": lambda f: gpt2_family("gpt2", f),
 }

@@ -90,13 +90,14 @@ def _per_layer(table: dict[str, Any], layers: int) -> dict[str, Any]:
             out[pattern] = value
             continue
         for i in range(layers):
-            out[pattern.format(i=i)] = (value.format(i=i) if isinstance(value, str) else
-                                        Source(value.name.format(i=i), value.transpose, value.rows))
+            out[pattern.format(i=i)] = (value.format(i=i) if isinstance(value, str) else value.at(i)
+                                        if isinstance(value, Source) else tuple(v.at(i) for v in value))
     return out
 
 
-def _name_map(plan: ImportPlan, graph: Any) -> dict[str, Source]:
-    """archc key → its checkpoint source for every declared weight of the spec's graph."""
+def _name_map(plan: ImportPlan, graph: Any, present: set[str]) -> dict[str, Source]:
+    """archc key → its checkpoint source for every declared weight of the spec's graph (of
+    several layouts, the first whose tensor the checkpoint has: `present`)."""
     from archc.passes.facts import graph_weights
 
     prefixes = _per_layer(plan.modules, plan.layers)
@@ -104,7 +105,8 @@ def _name_map(plan: ImportPlan, graph: Any) -> dict[str, Source]:
     out = {}
     for key in graph_weights(graph):
         if key in sources:
-            out[key] = sources[key]
+            choices = sources[key] if isinstance(sources[key], tuple) else (sources[key],)
+            out[key] = next((c for c in choices if c.name in present), choices[0])
             continue
         node = max((p for p in prefixes if key.startswith(p + ".")), key=len, default=None)
         if node is None:
@@ -115,6 +117,7 @@ def _name_map(plan: ImportPlan, graph: Any) -> dict[str, Source]:
 
 def _shape(shape: list[int], src: Source) -> tuple[int, ...]:
     """The shape `src` reads from a checkpoint tensor of `shape`."""
+    shape = list(shape[1:]) if src.index is not None else list(shape)
     out = list(reversed(shape)) if src.transpose else list(shape)
     if src.rows is not None:
         out[0] = min(src.rows[1], out[0]) - src.rows[0]
@@ -123,12 +126,13 @@ def _shape(shape: list[int], src: Source) -> tuple[int, ...]:
 
 def _read(f: Any, src: Source) -> Any:
     """`src`'s tensor from an open safetensors file: only its rows are read."""
-    if src.rows is None:
+    if src.rows is None and src.index is None:
         t = f.get_tensor(src.name)
     else:
         part = f.get_slice(src.name)
-        a, b = src.rows
-        t = part[:, a:b] if src.transpose else part[a:b]
+        head = () if src.index is None else (src.index,)
+        a, b = src.rows or (None, None)
+        t = part[(*head, slice(None), slice(a, b))] if src.transpose else part[(*head, slice(a, b))]
     return t.t().contiguous() if src.transpose else t
 
 
@@ -144,9 +148,9 @@ def import_hf(source: str | Path) -> Imported:
     except ArchError as e:  # widths the config gives that the ops refuse (heads not dividing d, …)
         d = e.diagnostics[0]
         raise HFImportError(f"the {plan.family} config describes a model archc refuses: {d.message}", d.hint) from None
-    names = _name_map(plan, program.graph)
     folder = config_path(source).parent
     files = _checkpoint_files(folder)
+    names = _name_map(plan, program.graph, set(files))
     if files:
         from archc.passes.facts import graph_weights
 
