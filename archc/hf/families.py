@@ -8,7 +8,7 @@ name their weights as transformers' modules do (`q_proj.weight`, `gate_proj.weig
 `weight`), so the node → module table is the whole name map; the importer checks it against the
 spec's declared weights, both ways, before it writes anything.
 
-Families so far: the Llama family (llama, mistral, mixtral, qwen2, qwen3), GPT-2 and the Mamba family (mamba,
+Families so far: the Llama family (llama, mistral, mixtral, olmo, qwen2, qwen3), GPT-2 and the Mamba family (mamba,
 mamba2) — the rest of issue #23's list is docs/hf.md's.
 """
 
@@ -102,7 +102,8 @@ def _window(f: Fields, family: str, layers: int) -> int | None:
 
 
 def llama_family(family: str, f: Fields) -> ImportPlan:
-    """Llama, Mistral, Mixtral, Qwen2, Qwen3: pre-norm decoder blocks of RMSNorm → GQA with RoPE
+    """Llama, Mistral, Mixtral, OLMo, Qwen2, Qwen3: pre-norm decoder blocks of RMSNorm (OLMo: a
+    LayerNorm without parameters) → GQA with RoPE
     (q/k/v biases with `attention_bias`, Qwen2's always; Qwen3's per-head q/k RMSNorms) → RMSNorm →
     SwiGLU (Mixtral: a top-k mixture of SwiGLU experts, read from transformers 5's stacked
     `experts.gate_up_proj` / `down_proj` or the older per-expert `w1`/`w3`/`w2`), tied or untied
@@ -115,11 +116,20 @@ def llama_family(family: str, f: Fields) -> ImportPlan:
     f.only("hidden_act", ("silu",), "silu", ": SwiGLU's gate")
     if family != "mixtral":
         f.only("mlp_bias", (False,), False)
-    eps = f.number("rms_norm_eps", 1e-6)
+    if family == "olmo":  # OLMo's LayerNorm has no parameters and a fixed ε of 1e-5
+        eps = 1e-5
+        norm = "layernorm(x, affine=false)"
+        clip = f.get("clip_qkv")
+        if clip is not None:
+            raise HFImportError(f"`clip_qkv` is {clip!r}: archc does not clamp q, k and v; it imports null",
+                                field="clip_qkv")
+    else:
+        eps = f.number("rms_norm_eps", 1e-6)
+        norm = f"rmsnorm(x, eps={_number(eps)})"
     tied = f.flag("tie_word_embeddings", family not in ("qwen2", "qwen3"))
     qkv_bias = True if family == "qwen2" else f.flag("attention_bias", False)
     window = _window(f, family, layers)
-    attn = [f"rmsnorm(x, eps={_number(eps)})", "heads=heads"]
+    attn = [norm, "heads=heads"]
     if kv != heads:
         attn.append("kv_heads=kv_heads")
     if head_dim != d // heads:
@@ -137,7 +147,7 @@ def llama_family(family: str, f: Fields) -> ImportPlan:
         consts.append(f"kv_heads = {kv}")
     consts.append(f"ffn = {ffn}")
     body = ",\n      ".join(attn)
-    ffn_text = f"swiglu(rmsnorm(x, eps={_number(eps)}), hidden=ffn)"
+    ffn_text = f"swiglu({norm}, hidden=ffn)"
     sources: dict[str, Source | tuple[Source, ...]] = {}
     if family == "mixtral":
         experts, top_k = f.int("num_local_experts"), f.int("num_experts_per_tok")
@@ -148,7 +158,7 @@ def llama_family(family: str, f: Fields) -> ImportPlan:
             raise HFImportError(f"`router_jitter_noise` is {jitter}: Mixtral scales the experts' input too, archc's "
                                 "`jitter` only the router's", field="router_jitter_noise")
         consts += [f"experts = {experts}"]
-        ffn_text = (f"moe(\n      rmsnorm(x, eps={_number(eps)}),\n      experts=experts,\n      top_k={top_k},\n"
+        ffn_text = (f"moe(\n      {norm},\n      experts=experts,\n      top_k={top_k},\n"
                     f"      expert=swiglu(hidden=ffn),\n      aux_loss={_number(aux)},\n    )")
         p = "model.layers.{i}."
         sources["layers.{i}.moe.router.weight"] = (Source(p + "mlp.gate.weight"),
@@ -175,7 +185,7 @@ model {family}(tokens) {{
 
   x = embed(tokens, vocab, d)
   x = repeat(layers, decoder)(x)
-  return lm_head(rmsnorm(x, eps={_number(eps)}), tied={"true" if tied else "false"})
+  return lm_head({norm}, tied={"true" if tied else "false"})
 }}
 """
     modules = {"embed": "model.embed_tokens", "layers.{i}.norm": "model.layers.{i}.input_layernorm",
@@ -318,8 +328,8 @@ model {family}(tokens) {{
 
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
-    **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "mixtral", "qwen2",
-                                                                            "qwen3")},
+    **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "mixtral", "olmo",
+                                                                            "qwen2", "qwen3")},
     **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2")},
     "gpt2": lambda f: gpt2_family("gpt2", f),
 }

@@ -15,7 +15,7 @@ FAMILIES = {
     "mamba2": (929415711, ('mamba2',)),
     "memory": (2911622096, ('compressive_memory', 'recurrent_memory')),
     "moe": (1966354162, ('moe',)),
-    "norms": (3222299762, ('add_layernorm', 'add_rmsnorm', 'groupnorm', 'layernorm', 'rmsnorm')),
+    "norms": (2024563725, ('add_layernorm', 'add_rmsnorm', 'groupnorm', 'layernorm', 'rmsnorm')),
     "positions": (753714287, ('alibi', 'relative_bias', 'rope')),
     "recurrent": (1576591572, ('gru', 'lstm')),
     "retention": (1603770523, ('retention', 'retention_packed')),

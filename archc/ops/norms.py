@@ -14,6 +14,8 @@ from archc.ops.registry import OpDef, Params, ShapeError, divides, register, wid
 class LayerNormParams(Params):
     eps: PositiveFloat = 1e-5
     bias: bool = Field(True, description="learned shift; false for bias-free LayerNorm")
+    affine: bool = Field(True, description="learned scale (and shift); false: neither, OLMo's non-parametric "
+                                           "LayerNorm")
 
 
 class RMSNormParams(Params):
@@ -39,8 +41,11 @@ def _norm_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) 
 
 
 def _norm_weights(p: Params, ins: list[TensorType]) -> tuple[Weight, ...]:
-    """`weight` [d] (ones) and, for layernorm with bias and groupnorm, `bias` [d] (zeros)."""
+    """`weight` [d] (ones) and, for layernorm with bias and groupnorm, `bias` [d] (zeros); none
+    for a non-affine layernorm."""
     d = width_of(ins)
+    if isinstance(p, LayerNormParams) and not p.affine:
+        return ()
     shift = isinstance(p, GroupNormParams) or (isinstance(p, LayerNormParams) and p.bias)
     scale = (Weight("weight", (d,), "norm", "ones"),)
     return scale + ((Weight("bias", (d,), "norm", "zeros"),) if shift else ())

@@ -32,6 +32,7 @@ FAMILIES = {
                                                      "chunk_size": 8, "layer_norm_epsilon": 1e-5}),
     "mixtral": ("MixtralConfig", "MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2,
                                                         "router_aux_loss_coef": 0.02}),
+    "olmo": ("OlmoConfig", "OlmoForCausalLM", {"eos_token_id": None, "pad_token_id": None}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32, "attention_bias": True, "rms_norm_eps": 1e-5}),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
 }
@@ -44,8 +45,8 @@ LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size",
 
 def _save(tmp_path, family: str, **extra):
     cfg_cls, model_cls, settings = FAMILIES[family]
-    small = ({k: v for k, v in SMALL.items() if not (family.startswith("mamba") and k in LLAMA_ONLY)}
-             if family != "gpt2" else {"vocab_size": 128})
+    unused = LLAMA_ONLY if family.startswith("mamba") else ("rms_norm_eps",) if family == "olmo" else ()
+    small = {k: v for k, v in SMALL.items() if k not in unused} if family != "gpt2" else {"vocab_size": 128}
     cfg = getattr(transformers, cfg_cls)(**{**small, **settings, **extra})
     torch.manual_seed(0)
     hf = getattr(transformers, model_cls)(cfg).eval()

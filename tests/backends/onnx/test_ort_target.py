@@ -94,6 +94,26 @@ def test_a_dense_layer_and_its_activation_are_one_bias_fused_operator(tmp_path):
     assert all(r.ok for r in rows), rows
 
 
+#: OLMo's LayerNorm without parameters, plain and fused into the residual add before it
+OLMO = """
+model olmo(tokens) {
+  x = embed(tokens, 200, 32)
+  x = x + attention(layernorm(x, affine=false), heads=2, causal=true, pos=rope())
+  x = x + swiglu(layernorm(x, affine=false), hidden=48)
+  return lm_head(layernorm(x, affine=false), tied=true)
+}
+"""
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_a_layernorm_without_parameters_exports_with_a_unit_scale(tmp_path, target):
+    model, report = _export(OLMO, tmp_path / target, target)
+    assert not any(k.endswith(("norm.weight", "norm.bias", "norm_1.weight")) for k in model.state_dict())
+    assert {"SkipLayerNormalization" if target == "ort" else "LayerNormalization"} <= set(report.lowered.values())
+    rows = check_parity(model, tmp_path / target, lengths=(1, 17), prefill=9, steps=4)
+    assert all(r.ok for r in rows), rows
+
+
 def test_what_the_operator_does_not_compute_is_traced_and_said(tmp_path):
     model, report = _export(REFUSED, tmp_path / "ort")
     attention = {k: v for k, v in report.not_lowered.items() if k.startswith("attn")}

@@ -6,6 +6,8 @@ traces the module instead."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from archc.backends.onnx.lower import LowerCtx, lowers
 
 
@@ -23,9 +25,18 @@ def rmsnorm(ctx: LowerCtx) -> str:
                     epsilon=float(ctx.params["eps"]), stash_type=1)[0]
 
 
+def layernorm_affine(ctx: LowerCtx) -> list[str]:
+    """LayerNormalization's scale and (if any) bias inputs: the node's weights, or a ones
+    constant for a non-affine layernorm (the operator's scale is not optional)."""
+    if not ctx.params.get("affine", True):
+        d = ctx.services.graph.nodes[ctx.node.inputs[0]].type.width
+        return [ctx.constant(f"const.ones_{d}", np.ones(d, dtype=np.float32))]
+    return [ctx.weight("weight")] + ([ctx.weight("bias")] if ctx.params["bias"] else [])
+
+
 @lowers("onnx", "layernorm", refuse=_needs(17, "LayerNormalization"))
 def layernorm(ctx: LowerCtx) -> str:
-    scale = [ctx.weight("weight")] + ([ctx.weight("bias")] if ctx.params["bias"] else [])
+    scale = layernorm_affine(ctx)
     return ctx.emit("LayerNormalization", [ctx.ins[0], *scale], [ctx.out], axis=-1,
                     epsilon=float(ctx.params["eps"]), stash_type=1)[0]
 
@@ -43,7 +54,7 @@ def add_rmsnorm(ctx: LowerCtx) -> list[str]:
 @lowers("onnx", "add_layernorm", refuse=_needs(17, "LayerNormalization"))
 def add_layernorm(ctx: LowerCtx) -> list[str]:
     (total,) = ctx.emit("Add", ctx.ins, [f"{ctx.out}#1"])
-    scale = [ctx.weight("weight")] + ([ctx.weight("bias")] if ctx.params["bias"] else [])
+    scale = layernorm_affine(ctx)
     norm = ctx.emit("LayerNormalization", [total, *scale], [f"{ctx.out}#0"], axis=-1,
                     epsilon=float(ctx.params["eps"]), stash_type=1)[0]
     return [norm, total]

@@ -8,6 +8,7 @@ as every graph is (`archc export --check`). The plain norms are standard ONNX op
 from __future__ import annotations
 
 from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, in_branches, lowers
+from archc.backends.onnx.ops.norms import layernorm_affine
 
 
 def _width(ctx: LowerCtx) -> int:
@@ -28,7 +29,7 @@ def add_rmsnorm(ctx: LowerCtx) -> list[str]:
 @lowers("ort", "add_layernorm", refuse=in_branches)
 def add_layernorm(ctx: LowerCtx) -> list[str]:
     a, b = ctx.ins
-    scale = [ctx.weight("weight")] + ([ctx.weight("bias")] if ctx.params["bias"] else [])
+    scale = layernorm_affine(ctx)
     d = _width(ctx)
     norm, _, _, total = ctx.emit("SkipLayerNormalization", [a, b, *scale], [f"{ctx.out}#0", "", "", f"{ctx.out}#1"],
                                  domain=MS_DOMAIN, widths=[d, None, None, d], epsilon=float(ctx.params["eps"]))

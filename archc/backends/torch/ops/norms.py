@@ -14,12 +14,13 @@ from archc.backends.torch.registry import implements
 
 @implements("layernorm")
 class LayerNorm(OpModule):
-    """`F.layer_norm` over the last axis; `weight` ones, `bias` zeros (absent with bias=false)."""
+    """`F.layer_norm` over the last axis; `weight` ones, `bias` zeros (absent with bias=false;
+    neither with affine=false)."""
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.weight = self.make_parameter("weight")
-        self.bias = self.make_parameter("bias") if p.bias else None
+        self.weight = self.make_parameter("weight") if "weight" in self.declared_weights else None
+        self.bias = self.make_parameter("bias") if "bias" in self.declared_weights else None
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.params.eps)
@@ -52,7 +53,7 @@ class AddNorm(OpModule):
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
-        self.weight = self.make_parameter("weight")
+        self.weight = self.make_parameter("weight") if "weight" in self.declared_weights else None
         self.bias = self.make_parameter("bias") if "bias" in self.declared_weights else None
 
     def forward(self, a: Tensor, b: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
