@@ -13,6 +13,9 @@ checkpoints (`pytorch_model.bin`) are refused, never unpickled.
 from __future__ import annotations
 
 import json
+import math
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,21 +182,104 @@ def import_hf(source: str | Path) -> Imported:
     return Imported(plan, names, files)
 
 
+#: safetensors' dtype names by element size
+_ELEMENT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                  "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+#: The largest safetensors header read (safetensors' own limit is 100 MB).
+MAX_HEADER_BYTES = 100 << 20
+
+
+def _header(shard: Path) -> tuple[int, dict[str, Any]]:
+    """(where the data starts, {tensor: {dtype, shape, data_offsets}}) of a safetensors file, read
+    from its header (8-byte little-endian length, then JSON) as the format defines it."""
+    with open(shard, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER_BYTES:
+            raise HFImportError(f"{shard.name}: a safetensors header of {n} bytes; not a checkpoint")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HFImportError(f"{shard.name}: its safetensors header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise HFImportError(f"{shard.name}: its safetensors header is not an object")
+    header.pop("__metadata__", None)
+    return 8 + n, header
+
+
+def _copy(src: Any, dst: Any, offset: int, count: int) -> None:
+    """`count` bytes of `src` from `offset` appended to `dst`: in the kernel (`copy_file_range`:
+    no copy through this process's memory) where the file system takes it, else in 16 MB reads."""
+    try:
+        while count:
+            done = os.copy_file_range(src.fileno(), dst.fileno(), count, offset)
+            if done == 0:
+                raise OSError("copy_file_range copied nothing")
+            offset, count = offset + done, count - done
+        return
+    except (AttributeError, OSError):
+        pass
+    src.seek(offset)
+    while count:
+        chunk = src.read(min(count, 16 << 20))
+        if not chunk:
+            raise HFImportError(f"{Path(src.name).name} ends before its tensors do")
+        dst.write(chunk)
+        count -= len(chunk)
+
+
 def write_weights(imported: Imported, path: Path) -> int:
     """The checkpoint's tensors under archc's names in one safetensors file (archc's checkpoint
-    format: `archc build --weights`, `train --init`), read shard by shard; returns the count."""
+    format: `archc build --weights`, `train --init`); returns the count.
+
+    Written as a stream: the header first (every tensor's dtype, shape and offsets are known from
+    the checkpoint's headers), then each tensor in turn. A tensor archc takes as it is (most of
+    them: the names are the only change) is copied byte for byte from the checkpoint by the
+    kernel; one that is transposed or sliced (`Source`) is read, written and dropped. The import
+    holds one tensor in memory at most, not the model (`safetensors.torch.save_file` wants every
+    tensor at once and serializes them into a second buffer; the format — an 8-byte header
+    length, a JSON header, the data — is what it writes, and `load_file` reads the result back in
+    the tests)."""
+    import torch
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     if not imported.files:
         raise HFImportError("there are no weights beside this config.json",
                             "pass the folder save_pretrained wrote, with its safetensors")
-    tensors = {}
-    for shard in sorted(set(imported.files.values())):
-        with safe_open(str(shard), "pt") as f:
-            for key, src in imported.names.items():
-                if imported.files[src.name] == shard:
-                    tensors[key] = _read(f, src)
-    meta = {"pipeline": "O0", "source": f"hf:{imported.plan.family}"}
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
-    return len(tensors)
+    by_shard: dict[Path, list[str]] = {}
+    for key, src in imported.names.items():
+        by_shard.setdefault(imported.files[src.name], []).append(key)
+    headers = {shard: _header(shard) for shard in by_shard}
+    header: dict[str, Any] = {"__metadata__": {"pipeline": json.dumps("O0"),
+                                               "source": json.dumps(f"hf:{imported.plan.family}")}}
+    offset = 0
+    for shard in sorted(by_shard):
+        for key in sorted(by_shard[shard]):
+            src = imported.names[key]
+            info = headers[shard][1][src.name]
+            dtype, shape = info["dtype"], _shape(info["shape"], src)
+            if dtype not in _ELEMENT_BYTES:
+                raise HFImportError(f"checkpoint `{src.name}` is of dtype {dtype}, which archc does not load")
+            size = _ELEMENT_BYTES[dtype] * math.prod(shape)
+            header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+            offset += size
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(text)))
+        out.write(text)
+        out.flush()
+        for shard in sorted(by_shard):
+            start, tensors = headers[shard]
+            with open(shard, "rb") as raw, safe_open(str(shard), "pt") as f:
+                for key in sorted(by_shard[shard]):
+                    src = imported.names[key]
+                    if src == Source(src.name):  # as stored: the bytes themselves
+                        begin, end = tensors[src.name]["data_offsets"]
+                        _copy(raw, out, start + begin, end - begin)
+                    else:
+                        t = _read(f, src).contiguous()
+                        out.write(t.reshape(-1).view(torch.uint8).numpy().data)
+                        out.flush()
+    return len(header) - 1
