@@ -8,7 +8,7 @@ name their weights as transformers' modules do (`q_proj.weight`, `gate_proj.weig
 `weight`), so the node → module table is the whole name map; the importer checks it against the
 spec's declared weights, both ways, before it writes anything.
 
-Families so far: the Llama family (llama, mistral, mixtral, olmo, qwen2, qwen3), GPT-2 and the Mamba family (mamba,
+Families so far: the Llama family (llama, mistral, mixtral, olmo, phi3, qwen2, qwen3), GPT-2 and the Mamba family (mamba,
 mamba2) — the rest of issue #23's list is docs/hf.md's.
 """
 
@@ -102,10 +102,10 @@ def _window(f: Fields, family: str, layers: int) -> int | None:
 
 
 def llama_family(family: str, f: Fields) -> ImportPlan:
-    """Llama, Mistral, Mixtral, OLMo, Qwen2, Qwen3: pre-norm decoder blocks of RMSNorm (OLMo: a
+    """Llama, Mistral, Mixtral, OLMo, Phi-3, Qwen2, Qwen3: pre-norm decoder blocks of RMSNorm (OLMo: a
     LayerNorm without parameters) → GQA with RoPE
     (q/k/v biases with `attention_bias`, Qwen2's always; Qwen3's per-head q/k RMSNorms) → RMSNorm →
-    SwiGLU (Mixtral: a top-k mixture of SwiGLU experts, read from transformers 5's stacked
+    SwiGLU (Phi-3 stores q/k/v and gate/up fused: rows of each; Mixtral: a top-k mixture of SwiGLU experts, read from transformers 5's stacked
     `experts.gate_up_proj` / `down_proj` or the older per-expert `w1`/`w3`/`w2`), tied or untied
     head."""
     vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
@@ -188,6 +188,14 @@ model {family}(tokens) {{
   return lm_head({norm}, tied={"true" if tied else "false"})
 }}
 """
+    if family == "phi3":  # q, k, v fused in `qkv_proj`, gate and up in `gate_up_proj`: rows of each
+        f.get("original_max_position_embeddings")  # read by longrope scaling only, which is refused
+        p = "model.layers.{i}."
+        q, k = heads * head_dim, kv * head_dim
+        for name, rows in (("q_proj", (0, q)), ("k_proj", (q, q + k)), ("v_proj", (q + k, q + 2 * k))):
+            sources[f"layers.{{i}}.attn.{name}.weight"] = Source(p + "self_attn.qkv_proj.weight", rows=rows)
+        for name, rows in (("gate_proj", (0, ffn)), ("up_proj", (ffn, 2 * ffn))):
+            sources[f"layers.{{i}}.mlp.{name}.weight"] = Source(p + "mlp.gate_up_proj.weight", rows=rows)
     modules = {"embed": "model.embed_tokens", "layers.{i}.norm": "model.layers.{i}.input_layernorm",
                "layers.{i}.attn": "model.layers.{i}.self_attn",
                "layers.{i}.norm_1": "model.layers.{i}.post_attention_layernorm",
@@ -329,7 +337,7 @@ model {family}(tokens) {{
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
     **{name: (lambda f, name=name: llama_family(name, f)) for name in ("llama", "mistral", "mixtral", "olmo",
-                                                                            "qwen2", "qwen3")},
+                                                                            "phi3", "qwen2", "qwen3")},
     **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2")},
     "gpt2": lambda f: gpt2_family("gpt2", f),
 }

@@ -33,6 +33,10 @@ FAMILIES = {
     "mixtral": ("MixtralConfig", "MixtralForCausalLM", {"num_local_experts": 4, "num_experts_per_tok": 2,
                                                         "router_aux_loss_coef": 0.02}),
     "olmo": ("OlmoConfig", "OlmoForCausalLM", {"eos_token_id": None, "pad_token_id": None}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"pad_token_id": None, "bos_token_id": None, "eos_token_id": None,
+                                               "sliding_window": 8, "rope_parameters": {
+                                                   "rope_type": "default", "rope_theta": 10000.0,
+                                                   "partial_rotary_factor": 0.5}}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32, "attention_bias": True, "rms_norm_eps": 1e-5}),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
 }
