@@ -94,6 +94,33 @@ def test_a_dense_layer_and_its_activation_are_one_bias_fused_operator(tmp_path):
     assert all(r.ok for r in rows), rows
 
 
+#: Qwen3-style: per-head q/k RMSNorms (packed q/k/v at O2 and unpacked at O0), a head_dim wider
+#: than width / heads
+QWEN3 = """
+model qwen3(tokens) {
+  x = embed(tokens, 200, 32)
+  x = x + attention(rmsnorm(x), heads=4, kv_heads=2, head_dim=16, causal=true, qk_norm=true, qk_norm_eps=1e-5,
+                    pos=rope(theta=1e6))
+  return lm_head(rmsnorm(x), tied=true)
+}
+"""
+
+
+@pytest.mark.parametrize("pipeline", ["O0", "O2"])
+def test_q_and_k_norms_go_before_groupqueryattention(tmp_path, pipeline):
+    import torch
+
+    model = build(archc.loads(QWEN3, "q.arch").graph, seed=2).eval()
+    with torch.no_grad():  # the q/k norms' weights off their ones, so a swapped or skipped norm shows
+        for name, p in model.named_parameters():
+            if name.endswith(("q_norm.weight", "k_norm.weight")):
+                p.add_(torch.randn_like(p) * 0.3)
+    report = export_model(model, tmp_path / pipeline, QWEN3, "q", "random", target="ort", pipeline=pipeline)
+    assert report.lowered["attn"] == "RMSNormalization+GroupQueryAttention"
+    rows = check_parity(model, tmp_path / pipeline, lengths=(1, 17), prefill=9, steps=4)
+    assert all(r.ok for r in rows), rows
+
+
 #: OLMo's LayerNorm without parameters, plain and fused into the residual add before it
 OLMO = """
 model olmo(tokens) {

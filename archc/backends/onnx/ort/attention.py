@@ -5,7 +5,8 @@ onnxruntime-genai's model builder makes for Llama-family models, made here from 
 
 What the operator computes, and so what is lowered to it: causal softmax attention over the
 cached keys and values (BNSH, [batch, kv_heads, past + new, head_dim]: archc's KV cache layout)
-with grouped heads (H query heads over KV key/value heads), scale 1/√head_dim, a causal sliding
+with grouped heads (H query heads over KV key/value heads), scale 1/√head_dim, per-head q/k
+RMSNorms before it (Qwen3's `qk_norm`: `RMSNormalization` on the projected q and k), a causal sliding
 window as `local_window_size` (the last `window` keys, the query's own included: archc's window,
 checked against the operator; the cache it reads is full-length, so a windowed layer's decoder
 cache grows where the torch module keeps a ring buffer of the window), and RoPE in the
@@ -55,8 +56,8 @@ def _refuse(ctx: LowerCtx) -> str | None:
         return f"{pos} positions: GroupQueryAttention adds no position bias"
     if pos == "rope" and float(p["pos"]["params"].get("fraction", 1.0)) != 1.0:
         return "partial rotary (fraction < 1)"
-    if p.get("qk_norm"):
-        return "q/k norms (Qwen3): GroupQueryAttention takes q and k as projected; not lowered yet"
+    if p.get("qk_norm") and ctx.services.opset < 23:
+        return f"q/k norms as RMSNormalization (opset 23); this export is opset {ctx.services.opset}"
     if hd % 16:
         return f"head_dim {hd}: onnxruntime's CPU GroupQueryAttention takes multiples of 16"
     if len(ctx.past) != 2:
@@ -86,6 +87,14 @@ def _full_cache(ctx: LowerCtx) -> bool:
     return bool(ctx.params.get("window"))
 
 
+def _head_norm(ctx: LowerCtx, x: str, name: str, heads: int, hd: int) -> str:
+    """RMSNorm of each head of x [B, T, heads·hd] with the node's `name.weight` [hd]."""
+    (h,) = ctx.emit("Reshape", [x, ctx.ints(0, 0, heads, hd)])
+    (h,) = ctx.emit("RMSNormalization", [h, ctx.weight(f"{name}.weight")], axis=-1,
+                    epsilon=float(ctx.params.get("qk_norm_eps", 1e-6)), stash_type=1)
+    return ctx.emit("Reshape", [h, ctx.ints(0, 0, heads * hd)])[0]
+
+
 @lowers("ort", "attention", "attention_packed", refuse=_refuse, full_cache=_full_cache)
 def attention(ctx: LowerCtx) -> str:
     heads, kv, hd = _dims(ctx)
@@ -94,6 +103,11 @@ def attention(ctx: LowerCtx) -> str:
         qkv = [ctx.linear(x, "qkv_proj"), "", ""]
     else:
         qkv = [ctx.linear(x, "q_proj"), ctx.linear(x, "k_proj"), ctx.linear(x, "v_proj")]
+    if ctx.params.get("qk_norm"):  # Qwen3: each head's q and k RMS-normed before the operator rotates them
+        if not qkv[1]:
+            qkv = ctx.emit("Split", [qkv[0], ctx.ints(heads * hd, kv * hd, kv * hd)], 3, axis=-1)
+        qkv[0] = _head_norm(ctx, qkv[0], "q_norm", heads, hd)
+        qkv[1] = _head_norm(ctx, qkv[1], "k_norm", kv, hd)
     seqlens, total = ctx.mask_lengths()
     rope = ctx.params.get("pos") is not None
     cos, sin = _rope_tables(ctx, hd) if rope else ("", "")
