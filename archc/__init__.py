@@ -176,17 +176,11 @@ def import_hf(source: str, spec_out: str | None = None, weights_out: str | None 
     with `spec_out` / `weights_out`, also written (the weights under archc's names, loadable by
     `load_weights` into `build(spec_out)`; existing files refused unless `force`). Raises
     `archc.hf.HFImportError` naming what cannot be imported (docs/hf.md)."""
-    from archc.files.output import output_file, write_text
     from archc.hf import import_hf as _import
-    from archc.hf import write_weights
+    from archc.hf import save
 
     imported = _import(source)
-    if weights_out is not None:
-        with output_file(weights_out, force, "weights_out") as tmp:
-            write_weights(imported, tmp)
-    if spec_out is not None:
-        with output_file(spec_out, force, "spec_out") as tmp:
-            write_text(tmp, imported.spec)
+    save(imported, spec_out, weights_out, force)
     return imported.spec
 
 

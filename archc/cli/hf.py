@@ -12,23 +12,20 @@ from archc.cli.model import _fail, _run
 
 
 def _cmd_import_hf(args: argparse.Namespace, sources: dict[str, str]) -> int:
-    from archc.files.output import check_file, output_file, write_text
-    from archc.hf import HFImportError, import_hf, write_weights
+    from archc.files.output import check_file
+    from archc.hf import HFImportError, import_hf, save
 
-    spec_out = check_file(args.output, args.force)
-    weights_out = check_file(args.weights, args.force, "--weights") if args.weights else None
+    check_file(args.output, args.force)  # before the import's work, not after
+    if args.weights:
+        check_file(args.weights, args.force, "--weights")
     try:
         imported = import_hf(args.source)
-        if weights_out is not None:
-            with output_file(weights_out, args.force, "--weights") as tmp:
-                n = write_weights(imported, tmp)
+        n = save(imported, args.output, args.weights, args.force)
     except HFImportError as e:
         raise _fail("ARC1401", str(e), e.hint) from None
-    with output_file(spec_out, args.force) as tmp:
-        write_text(tmp, imported.spec)
-    print(f"wrote {spec_out} ({imported.plan.family}, {imported.plan.layers} layers)")
-    if weights_out is not None:
-        print(f"wrote {weights_out} ({n} tensors)")
+    print(f"wrote {args.output} ({imported.plan.family}, {imported.plan.layers} layers)")
+    if args.weights:
+        print(f"wrote {args.weights} ({n} tensors)")
     return EXIT_OK
 
 

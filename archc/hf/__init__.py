@@ -2,6 +2,6 @@
 an archc spec and its weights (docs/hf.md)."""
 
 from archc.hf.config import HFImportError
-from archc.hf.importer import Imported, import_hf, write_weights
+from archc.hf.importer import Imported, import_hf, save
 
-__all__ = ["HFImportError", "Imported", "import_hf", "write_weights"]
+__all__ = ["HFImportError", "Imported", "import_hf", "save"]

@@ -25,6 +25,8 @@ from archc.hf.families import FAMILIES, ImportPlan, Source
 
 #: The sharded checkpoint's index (transformers' `save_pretrained` above its shard size).
 INDEX = "model.safetensors.index.json"
+#: Largest index read (a 400B model's is ~100 kB).
+MAX_INDEX_BYTES = 64 << 20
 SINGLE = "model.safetensors"
 
 
@@ -63,7 +65,14 @@ def plan_import(source: str | Path) -> ImportPlan:
 def _checkpoint_files(folder: Path) -> dict[str, Path]:
     """Checkpoint tensor name → the safetensors file holding it."""
     if (folder / INDEX).is_file():
-        index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
+        with open(folder / INDEX, "rb") as f:
+            raw = f.read(MAX_INDEX_BYTES + 1)
+        if len(raw) > MAX_INDEX_BYTES:
+            raise HFImportError(f"{folder / INDEX} is larger than {MAX_INDEX_BYTES >> 20} MB: not a checkpoint index")
+        try:
+            index = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise HFImportError(f"{folder / INDEX} is not valid JSON: {e}") from None
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict):
             raise HFImportError(f"{folder / INDEX} has no `weight_map`")
@@ -75,10 +84,7 @@ def _checkpoint_files(folder: Path) -> dict[str, Path]:
             out[name] = path
         return out
     if (folder / SINGLE).is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(folder / SINGLE), "pt") as f:
-            return dict.fromkeys(f.keys(), folder / SINGLE)
+        return dict.fromkeys(_header(folder / SINGLE)[1], folder / SINGLE)
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
         raise HFImportError(f"{folder} holds pickled weights only; archc reads safetensors and never unpickles",
                             "save them with save_pretrained(..., safe_serialization=True)")
@@ -141,7 +147,7 @@ def _read(f: Any, src: Source) -> Any:
 
 def import_hf(source: str | Path) -> Imported:
     """Plan the import of `source` (a folder with config.json and safetensors, or a config.json):
-    the spec and the checked name map. `write_weights` then writes the weights."""
+    the spec and the checked name map. `save` then writes them."""
     from archc.errors import ArchError
     from archc.frontend import loads
 
@@ -168,17 +174,15 @@ def import_hf(source: str | Path) -> Imported:
             raise HFImportError(f"checkpoint tensors the {plan.family} rule does not place: {', '.join(extra[:4])}"
                                 + (" …" if len(extra) > 4 else ""),
                                 "a tensor archc would drop makes a different model")
-        from safetensors import safe_open
-
-        for path in set(files.values()):
-            with safe_open(str(path), "pt") as f:
-                for key, src in names.items():
-                    if files[src.name] == path:
-                        shape = _shape(f.get_slice(src.name).get_shape(), src)
-                        if shape != declared[key].shape:
-                            raise HFImportError(f"checkpoint `{src.name}` gives {list(shape)}, archc's `{key}` "
-                                                f"is {list(declared[key].shape)}: the config does not describe "
-                                                "these weights")
+        headers = {path: _header(path)[1] for path in set(files.values())}
+        for key, src in names.items():
+            info = headers[files[src.name]].get(src.name)
+            if info is None:
+                raise HFImportError(f"{INDEX} places `{src.name}` in {files[src.name].name}, which does not hold it")
+            shape = _shape(info["shape"], src)
+            if shape != declared[key].shape:
+                raise HFImportError(f"checkpoint `{src.name}` gives {list(shape)}, archc's `{key}` "
+                                    f"is {list(declared[key].shape)}: the config does not describe these weights")
     return Imported(plan, names, files)
 
 
@@ -195,7 +199,10 @@ def _header(shard: Path) -> tuple[int, dict[str, Any]]:
     """(where the data starts, {tensor: {dtype, shape, data_offsets}}) of a safetensors file, read
     from its header (8-byte little-endian length, then JSON) as the format defines it."""
     with open(shard, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
+        head = f.read(8)
+        if len(head) < 8:
+            raise HFImportError(f"{shard.name} is not a safetensors file (shorter than its header)")
+        (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES:
             raise HFImportError(f"{shard.name}: a safetensors header of {n} bytes; not a checkpoint")
         try:
@@ -205,6 +212,18 @@ def _header(shard: Path) -> tuple[int, dict[str, Any]]:
     if not isinstance(header, dict):
         raise HFImportError(f"{shard.name}: its safetensors header is not an object")
     header.pop("__metadata__", None)
+    data = shard.stat().st_size - 8 - n
+    for name, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (dtype in _ELEMENT_BYTES and all(isinstance(d, int) and d >= 0 for d in shape)
+                  and isinstance(begin, int) and 0 <= begin <= end <= data
+                  and end - begin == _ELEMENT_BYTES[dtype] * math.prod(shape))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise HFImportError(f"{shard.name}: tensor `{name}` has an impossible entry {json.dumps(info)[:120]} "
+                                "(a damaged file, or a dtype archc does not load)")
     return 8 + n, header
 
 
@@ -229,9 +248,10 @@ def _copy(src: Any, dst: Any, offset: int, count: int) -> None:
         count -= len(chunk)
 
 
-def write_weights(imported: Imported, path: Path) -> int:
-    """The checkpoint's tensors under archc's names in one safetensors file (archc's checkpoint
-    format: `archc build --weights`, `train --init`); returns the count.
+def _stream_weights(imported: Imported, path: Path) -> int:
+    """The checkpoint's tensors under archc's names into `path` (a transaction's new file: see
+    `save`), in archc's checkpoint format (`archc build --weights`, `train --init`); returns the
+    count.
 
     Written as a stream: the header first (every tensor's dtype, shape and offsets are known from
     the checkpoint's headers), then each tensor in turn. A tensor archc takes as it is (most of
@@ -244,9 +264,6 @@ def write_weights(imported: Imported, path: Path) -> int:
     import torch
     from safetensors import safe_open
 
-    if not imported.files:
-        raise HFImportError("there are no weights beside this config.json",
-                            "pass the folder save_pretrained wrote, with its safetensors")
     by_shard: dict[Path, list[str]] = {}
     for key, src in imported.names.items():
         by_shard.setdefault(imported.files[src.name], []).append(key)
@@ -259,8 +276,6 @@ def write_weights(imported: Imported, path: Path) -> int:
             src = imported.names[key]
             info = headers[shard][1][src.name]
             dtype, shape = info["dtype"], _shape(info["shape"], src)
-            if dtype not in _ELEMENT_BYTES:
-                raise HFImportError(f"checkpoint `{src.name}` is of dtype {dtype}, which archc does not load")
             size = _ELEMENT_BYTES[dtype] * math.prod(shape)
             header[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
             offset += size
@@ -283,3 +298,36 @@ def write_weights(imported: Imported, path: Path) -> int:
                         out.write(t.reshape(-1).view(torch.uint8).numpy().data)
                         out.flush()
     return len(header) - 1
+
+
+def save(imported: Imported, spec_out: str | os.PathLike[str] | None,
+         weights_out: str | os.PathLike[str] | None, force: bool = False) -> int:
+    """Write the import: the weights (when asked) and the spec, each whole or not at all through
+    archc's transactional writes. Both targets are checked before anything is written (an existing
+    file refused unless `force`, links and folders always), they must differ, and neither may be
+    one of the files read (the config, a checkpoint shard, its index): an import never replaces its
+    own source. Returns the number of tensors written."""
+    from archc.files.output import check_file, output_file, write_text
+
+    spec_path = check_file(spec_out, force) if spec_out is not None else None
+    weights_path = check_file(weights_out, force, "--weights") if weights_out is not None else None
+    if spec_path is not None and spec_path == weights_path:
+        raise HFImportError(f"the spec and the weights would both be written to {spec_path}")
+    folder = next(iter(imported.files.values())).parent if imported.files else None
+    inputs = {p.resolve() for p in imported.files.values()}
+    if folder is not None:
+        inputs |= {(folder / INDEX).resolve(), (folder / "config.json").resolve()}
+    for target in (spec_path, weights_path):
+        if target is not None and target.resolve() in inputs:
+            raise HFImportError(f"{target} is a file this import reads; write the import elsewhere")
+    n = 0
+    if weights_path is not None:
+        if not imported.files:
+            raise HFImportError("there are no weights beside this config.json",
+                                "pass the folder save_pretrained wrote, with its safetensors")
+        with output_file(weights_path, force, "--weights") as tmp:
+            n = _stream_weights(imported, tmp)
+    if spec_path is not None:
+        with output_file(spec_path, force) as tmp:
+            write_text(tmp, imported.spec)
+    return n

@@ -96,6 +96,10 @@ class LowerCtx:
         it: one rotary table per model, not one per layer)."""
         return self.services.constant(key, value)
 
+    def ones(self, n: int) -> str:
+        """A shared fp32 [n] constant of ones (a unit scale for a norm whose math has none)."""
+        return self.constant(f"const.ones_{n}", np.ones(n, dtype=np.float32))
+
     def ints(self, *values: int) -> str:
         """A shared int64 [len(values)] constant (Slice bounds, Reshape shapes, Split sizes)."""
         return self.constant("const.i64." + "_".join(str(v) for v in values).replace("-", "m"),

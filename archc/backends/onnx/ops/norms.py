@@ -6,8 +6,6 @@ traces the module instead."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from archc.backends.onnx.lower import LowerCtx, lowers
 
 
@@ -30,7 +28,7 @@ def layernorm_affine(ctx: LowerCtx) -> list[str]:
     constant for a non-affine layernorm (the operator's scale is not optional)."""
     if not ctx.params.get("affine", True):
         d = ctx.services.graph.nodes[ctx.node.inputs[0]].type.width
-        return [ctx.constant(f"const.ones_{d}", np.ones(d, dtype=np.float32))]
+        return [ctx.ones(d)]
     return [ctx.weight("weight")] + ([ctx.weight("bias")] if ctx.params["bias"] else [])
 
 

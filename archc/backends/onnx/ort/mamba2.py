@@ -15,8 +15,6 @@ written out (`RMSNormalization` over each group).
 
 from __future__ import annotations
 
-import numpy as np
-
 from archc.backends.onnx.layers import causal_conv, linear_attention, refuse
 from archc.backends.onnx.lower import Layout, LowerCtx, lowers
 from archc.ops.registry import REGISTRY
@@ -64,7 +62,7 @@ def mamba2(ctx: LowerCtx) -> str:
         (h,) = ctx.emit("RMSNormalization", [h, weight], axis=-1, epsilon=NORM_EPS)
     else:
         (h,) = ctx.emit("Reshape", [h, ctx.ints(0, 0, g, e // g)])
-        ones = ctx.constant(f"const.ones_{e // g}", np.ones(e // g, dtype=np.float32))
+        ones = ctx.ones(e // g)
         (h,) = ctx.emit("RMSNormalization", [h, ones], axis=-1, epsilon=NORM_EPS)
         (h,) = ctx.emit("Mul", [ctx.emit("Reshape", [h, ctx.ints(0, 0, e)])[0], weight])
     return ctx.linear(h, "out_proj", out=ctx.out)

@@ -56,7 +56,7 @@ def retention(ctx: LowerCtx) -> str:
                           decays.to(torch.float32).numpy())
     o, _ = linear_attention(ctx, q, k, v, ctx.past[0], decay, "", q_heads=heads, heads=heads, value_width=dv,
                             rule="gated", scale=1.0, present=ctx.present[0])
-    ones = ctx.constant(f"const.ones_{dv}", np.ones(dv, dtype=np.float32))
+    ones = ctx.ones(dv)
     (o,) = ctx.emit("Reshape", [o, ctx.ints(0, 0, heads, dv)])
     (o,) = ctx.emit("LayerNormalization", [o, ones], axis=-1, epsilon=EPS)
     (o,) = ctx.emit("Reshape", [o, ctx.ints(0, 0, heads * dv)])
