@@ -342,6 +342,35 @@ another shape, or one the rule would leave out). archc refuses rather than impor
 computes something else. docs/hf.md lists every family and the fields each reads; a pickled
 checkpoint (`pytorch_model.bin`) is refused too — re-save it with safetensors.
 """),
+    "ARC1501": ("not a tokenizer archc can use", """
+`--tokenizer` takes a Hugging Face `tokenizer.json` (what `PreTrainedTokenizerFast.save_pretrained`
+and `tokenizers.Tokenizer.save` write), a folder holding one (a model folder), or `bytes` (UTF-8
+bytes, ids 0–255, and 256 ending a document). archc also needs the tokenizer's end-of-text token to
+pack documents: it is the `eos_token` of the folder's `tokenizer_config.json`, else a special token
+with a conventional name (`<|endoftext|>`, `</s>`, `<eos>`, …). Add one with
+`tokenizer.add_special_tokens` and name it in `tokenizer_config.json`.
+"""),
+    "ARC1502": ("the vocabulary does not hold the tokenizer", """
+The tokenizer produces ids up to its size, and the spec's embedding and `lm_head` have a row per
+id: the spec's vocabulary must be at least the tokenizer's size (a larger one is fine; Hugging
+Face models pad theirs to a multiple of 64 or 128). Raise the vocabulary on the line shown, or
+train with a smaller tokenizer. The byte vocabulary has 257 ids.
+"""),
+    "ARC1503": ("cannot read the data", """
+`--data` takes a text file (`.txt`, `.text`, `.md`: one document each), `.jsonl`/`.json` (one
+JSON record per line), `.parquet`, or a folder of them searched recursively (hidden files and
+folders, such as archc's own `.archc-cache`, are skipped). The message names the file the
+`datasets` library could not read and why.
+"""),
+    "ARC1504": ("records without text", """
+The records of `.jsonl` and `.parquet` files hold their text in one field, `text` by default:
+name another with `--text-field`. Every record's field must be a string. The message lists the
+fields the records have.
+"""),
+    "ARC1505": ("too little text", """
+After the held-out split (`--val-fraction`), the training part must hold at least one sequence of
+`--seq` tokens and the held-out part two tokens. Add text, shorten `--seq`, or change the split.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

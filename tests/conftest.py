@@ -152,3 +152,31 @@ def without_mamba_module(monkeypatch):
     lowering.lowerings("torch")
     table = {k: v for k, v in lowering._TABLE.items() if k != ("mamba", "torch")}
     monkeypatch.setattr(lowering, "_TABLE", table)
+
+
+#: text for the tokenizer tests: prose with punctuation, code, and non-ASCII characters
+SAMPLE_TEXT = (
+    "Once upon a time, a model read its own text. It learned that the cat sat on the mat, "
+    "and that café, naïve and 東京 are words too.\n\n"
+    "def add(a, b):\n    return a + b\n\n"
+    "The quick brown fox jumps over the lazy dog; the dog did not mind.\n"
+)
+
+
+@pytest.fixture(scope="session")
+def bpe_folder(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer (GPT-2's pre-tokenizer, 300 tokens, `<|endoftext|>` its end
+    token) trained in-process and saved by transformers' `PreTrainedTokenizerFast.save_pretrained`
+    — tokenizer.json and tokenizer_config.json, as a Hugging Face model folder has them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([SAMPLE_TEXT] * 4, trainer)
+    folder = tmp_path_factory.mktemp("bpe")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
+    return folder

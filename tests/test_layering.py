@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent / "archc"
 #: the shape pass's rule; in the pipeline it runs first.
 STAGES = [
     ("archc.errors", "archc.version", "archc.files"),
+    ("archc.data",),
     ("archc.dsl", "archc.ir"),
     ("archc.ops",),
     ("archc.passes",),

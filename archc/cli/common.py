@@ -11,6 +11,22 @@ import sys
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 
+class CommandError(Exception):
+    """A diagnostic a command raises; `status` is the exit status it ends with."""
+
+    def __init__(self, diag, status: int = EXIT_ERRORS) -> None:
+        super().__init__(diag.message)
+        self.diag = diag
+        self.status = status
+
+
+def _fail(code: str, message: str, hint: str | None = None, span=None, usage: bool = False) -> CommandError:
+    """A diagnostic for the user; `usage` for a malformed option (exit status 2, not 1)."""
+    from archc.errors import Diagnostic
+
+    return CommandError(Diagnostic(code, message, span, hint), EXIT_USAGE if usage else EXIT_ERRORS)
+
+
 def color(stream) -> bool:
     return stream.isatty() and os.environ.get("NO_COLOR") is None
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from archc.cli.common import EXIT_ERRORS, EXIT_OK, add_limit_flags
+from archc.cli.data import add_tokenizer_flag
 from archc.cli.flags import add_memory_flag, count, data_source, output, seed, threads
 from archc.cli.model import (
     _build_model,
@@ -21,6 +22,7 @@ from archc.cli.model import (
     data_bytes,
     prompt_bytes,
     prompt_ids,
+    text_tokenizer,
 )
 from archc.passes.manager import EXPORT_LEVEL
 
@@ -115,6 +117,7 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
     model, prog = _build_model(args.file, args.seed, sources, args, pipeline="O0")  # --pipeline: after pruning
     if args.weights:
         _load_weights(model, args.weights, "--weights")
+    tokenizer = text_tokenizer(args, prog.graph, model.out_type_vocab(), args.weights)
     text = Path(args.file).read_text()
     try:
         model, text, pruned = section_pruned(model, text)
@@ -127,7 +130,7 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
         report = export_model(model, folder, text, prog.graph.name, args.weights or f"random init, seed {args.seed}",
                               opset=args.opset, force=args.force, quantize=options, calibration=cal,
                               held_out=held_out, keep_reference=not args.no_reference, pipeline=args.pipeline,
-                              target=args.target)
+                              target=args.target, tokenizer=tokenizer)
     except ExportError as e:
         raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
     except QuantizeError as e:
@@ -138,6 +141,9 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
           f"{len(m.state)} state tensors; exported in {report.seconds:.1f} s "
           f"({report.units} distinct node graphs, {report.unit_seconds:.1f} s)")
     _print_lowering(report)
+    if m.tokenizer:
+        print(f"  tokenizer: {m.tokenizer} ({tokenizer.vocab_size:,} tokens, end of text {m.eos_token_id})"
+              + (", named in genai_config.json" if (folder / "genai_config.json").exists() else ""))
     if q is not None:
         n_q = sum(w.precision != "fp32" for w in q.weights)
         kept = sorted({w.cls or "unclassified" for w in q.weights if w.precision == "fp32"})
@@ -212,16 +218,27 @@ def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if args.top_k is not None and args.top_k > model.vocab:
         raise _fail("ARC1307", f"--top-k {args.top_k}: the model has {model.vocab:,} tokens; top-k must be between 1 "
                     f"and {model.vocab:,}", usage=True)
-    prompt_len = args.bench_prompt if args.benchmark else len(prompt_ids(args, model.vocab)[0])
+    tokenizer = _folder_tokenizer(args.folder, model.manifest)
+    prompt_len = args.bench_prompt if args.benchmark else len(prompt_ids(args, model.vocab, tokenizer)[0])
     check_memory(state_bytes(model.manifest, 1, prompt_len + args.max_new_tokens), args.max_memory,
                  f"decoding {prompt_len} + {args.max_new_tokens} tokens of {spec} (state and logits)")
     try:
-        return _generate(args, model, spec)
+        return _generate(args, model, spec, tokenizer)
     except OutOfMemory as e:
         raise _fail("ARC1306", str(e), "ask for fewer tokens or a shorter prompt") from None
 
 
-def _generate(args: argparse.Namespace, model, spec: str) -> int:
+def _folder_tokenizer(folder: str, manifest):
+    """The tokenizer an export folder carries (its manifest names it), or None."""
+    from archc.data.tokenizer import load_tokenizer
+    from archc.files.read import inside
+
+    if not manifest.tokenizer:
+        return None
+    return load_tokenizer(inside(Path(folder), manifest.tokenizer, "the manifest's tokenizer"))
+
+
+def _generate(args: argparse.Namespace, model, spec: str, tokenizer=None) -> int:
     import numpy as np
 
     from archc.backends.onnx.runtime import benchmark
@@ -232,27 +249,36 @@ def _generate(args: argparse.Namespace, model, spec: str) -> int:
               f"decode {b.decode_ms_per_token:.2f} ms/token")
         return EXIT_OK
     vocab = model.vocab
-    ids, byte_level = prompt_ids(args, vocab)
+    ids, byte_level = prompt_ids(args, vocab, tokenizer)
     if args.stop_token is not None and not 0 <= args.stop_token < vocab:
         raise _fail("ARC0908", f"--stop-token must be a token id in [0, {vocab})", usage=True)
+    stop = args.stop_token if args.stop_token is not None else model.manifest.eos_token_id
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    stream = tokenizer.stream() if tokenizer is not None else None
     out = sys.stdout
 
     def show(tok: np.ndarray) -> None:
         t = int(tok[0])
-        if args.stop_token is not None and t == args.stop_token:
+        if stop is not None and t == stop:
             return
-        if byte_level:
+        if stream is not None:
+            out.write(stream.step(t))
+        elif byte_level:
             out.write(decoder.decode(bytes([t]) if t < 256 else "\ufffd".encode()))
         else:
             out.write(f" {t}")
         out.flush()
 
-    out.write(prompt_bytes(args.prompt).decode("utf-8", errors="replace") if byte_level
-              else " ".join(str(t) for t in ids))
+    if stream is not None:
+        out.write(args.prompt if args.prompt_ids is None else tokenizer.decode(ids))
+        for t in ids:  # the stream's context: the next token's text may depend on the prompt's last
+            stream.step(t)
+    else:
+        out.write(prompt_bytes(args.prompt).decode("utf-8", errors="replace") if byte_level
+                  else " ".join(str(t) for t in ids))
     model.generate(np.array([ids]), max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   top_k=args.top_k, top_p=args.top_p, eos_token_id=args.stop_token, seed=args.seed, on_token=show)
-    out.write((decoder.decode(b"", final=True) if byte_level else "") + "\n")
+                   top_k=args.top_k, top_p=args.top_p, eos_token_id=stop, seed=args.seed, on_token=show)
+    out.write((stream.flush() if stream is not None else decoder.decode(b"", final=True) if byte_level else "") + "\n")
     return EXIT_OK
 
 
@@ -274,6 +300,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--opset", type=count(1, 99), default=None,
                    help=f"ONNX opset (default: the spec's export section's, else {DEFAULT_OPSET})")
     x.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights (0)")
+    add_tokenizer_flag(x)
     add_pipeline_flag(x, EXPORT_LEVEL)
     x.add_argument("--target", choices=("ort", "onnx"), default="ort",
                    help="ort: onnxruntime's fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization, "
@@ -307,7 +334,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="generate from an exported folder with onnxruntime (no torch)")
     r.add_argument("folder", metavar="DIR", help="a folder written by `archc export`")
     add_sampling_flags(r)
-    r.add_argument("--stop-token", type=count(0), help="stop when this token id is generated")
+    r.add_argument("--stop-token", type=count(0),
+                   help="stop when this token id is generated (default: the folder's tokenizer's end of text)")
     r.add_argument("--seed", type=seed, default=0, help="seed of the sampling (0)")
     r.add_argument("--threads", type=threads, help="onnxruntime intra-op threads, 1 to 4 × the cores "
                                                      "(default: onnxruntime's)")

@@ -8,10 +8,21 @@ already exists, a bad option) is a diagnostic with a code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 
-from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, add_limit_flags, load_spec, print_diags
+from archc.cli.common import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    _fail,
+    add_limit_flags,
+    load_spec,
+    print_diags,
+)
+from archc.cli.data import add_data_flags, add_split_flags, add_tokenizer_flag
 from archc.cli.flags import (
     add_memory_flag,
     count,
@@ -24,18 +35,6 @@ from archc.cli.flags import (
 )
 from archc.errors import ArchError, Diagnostic
 from archc.passes.manager import BUILD_LEVEL
-
-
-class CommandError(Exception):
-    def __init__(self, diag: Diagnostic, status: int = EXIT_ERRORS) -> None:
-        super().__init__(diag.message)
-        self.diag = diag
-        self.status = status
-
-
-def _fail(code: str, message: str, hint: str | None = None, span=None, usage: bool = False) -> CommandError:
-    """A diagnostic for the user; `usage` for a malformed option (exit status 2, not 1)."""
-    return CommandError(Diagnostic(code, message, span, hint), EXIT_USAGE if usage else EXIT_ERRORS)
 
 
 def _need_torch() -> None:
@@ -138,18 +137,22 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
 
     torch.manual_seed(args.seed)
     section = prog.graph.sections.get("train")
-    task_name = args.task or (section or {}).get("task") or "induction"
     if model.head_loss != "lm":
-        raise _fail("ARC0906", f"the built-in tasks train language models; {prog.graph.name} ends in {model.head}",
+        raise _fail("ARC0906", f"archc train trains language models; {prog.graph.name} ends in {model.head}",
                     "end the spec with lm_head(...) to train it here; other heads train in your own loop")
     vocab = model.out_type_vocab()
-    try:
-        task = make_task(task_name, vocab)
-    except ValueError as e:
-        raise _fail("ARC0907", str(e)) from None
     cfg = config_from_section(section, steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
                               accum=args.accum, warmup=args.warmup, seed=args.seed,
                               checkpointing=args.checkpointing or None, bf16=args.bf16 or None)
+    val, tokenizer_files = None, ()
+    if args.data:
+        task, val, tokenizer_files = _text_task(args, model, prog, cfg)
+    else:
+        task_name = args.task or (section or {}).get("task") or "induction"
+        try:
+            task = make_task(task_name, vocab)
+        except ValueError as e:
+            raise _fail("ARC0907", str(e)) from None
     check_train_memory(prog.graph, cfg.batch, cfg.seq, vocab, args.max_memory)
     threads = torch.get_num_threads()
     print(f"training {prog.graph.name} ({model.num_parameters():,} parameters) on `{task.name}`"
@@ -160,7 +163,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
               f"{distill.alpha:g}·T²·KL at T = {distill.temperature:g} + {1 - distill.alpha:g}·hard loss", file=sys.stderr)
     try:
         res = train(model, task, cfg, out_dir=out, resume=args.resume, progress=not args.quiet,
-                    spec_name=prog.graph.name, distill=distill)
+                    spec_name=prog.graph.name, distill=distill, val=val, tokenizer_files=tokenizer_files)
     except CheckpointError as e:
         raise _fail("ARC1308", f"--resume: {e}", "start the run again without --resume (--force replaces it), "
                     "or resume from a run folder archc train wrote") from None
@@ -168,6 +171,10 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     last = sum(res.losses[-10:]) / max(1, len(res.losses[-10:]))
     print(f"loss {first:.3f} → {last:.3f} (mean of first/last 10 steps), accuracy on scored tokens "
           f"{res.accuracy:.3f}, {res.tokens_per_s:,.0f} tokens/s")
+    if res.val_losses:
+        v0, v1 = res.val_losses[0], res.val_losses[-1]
+        print(f"held-out loss {v0[1]:.3f} (step {v0[0]}) → {v1[1]:.3f} (step {v1[0]}), "
+              f"perplexity {math.exp(min(v1[1], 700)):,.2f}")
     print(f"wrote {out / 'last.safetensors'}, {out / 'train_state.safetensors'}, {out / 'loss.png'}")
     if res.interrupted:
         again = " ".join(shlex.quote(a) for a in getattr(args, "argv", ["train", args.file]) if a not in ("--resume", "--force"))
@@ -175,6 +182,35 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
               f"  archc {again} --resume", file=sys.stderr)
         return 130
     return EXIT_OK
+
+
+def _text_task(args: argparse.Namespace, model, prog, cfg):
+    """`--data` as a training task, the held-out loss, and the tokenizer files for the run folder
+    (refusals: --task with --data, a vocabulary the tokenizer does not fit, too little text)."""
+    from archc.backends.torch.text import TextTask, evaluate
+    from archc.cli.data import check_vocab, load_text, tokenizer_for
+
+    if args.task:
+        raise _fail("ARC1307", "--task and --data both name the training data", "give one of them", usage=True)
+    if not model.causal:
+        raise _fail("ARC0906", f"{prog.graph.name} is bidirectional; --data trains causal language models",
+                    "train bidirectional models on a built-in task or in your own loop")
+    tokenizer = tokenizer_for(args.tokenizer, None)
+    check_vocab(tokenizer, prog.graph, model.out_type_vocab())
+    corpus = load_text(args, tokenizer, quiet=args.quiet)
+    train_tokens, held_out = corpus.split(args.val_fraction)
+    if len(train_tokens) < cfg.seq or len(held_out) < 2:
+        raise _fail("ARC1505", f"--data: {corpus.n_tokens:,} tokens leave {len(train_tokens):,} for training and "
+                    f"{len(held_out):,} held out; training needs at least one sequence of {cfg.seq}",
+                    "add text, shorten --seq, or change --val-fraction")
+    cfg.val_every = args.val_every or max(1, cfg.steps // 10)
+    task = TextTask(f"text ({tokenizer.name})", tokenizer.vocab_size, train_tokens,
+                    f"{args.data}: {len(train_tokens):,} training tokens, {len(held_out):,} held out")
+
+    def val(m) -> float:
+        return evaluate(m, held_out, tokenizer.eos_id, cfg.seq, cfg.batch, max_tokens=args.val_tokens).loss
+
+    return task, val, tokenizer.files
 
 
 def _teacher(args: argparse.Namespace, student, prog, sources: dict[str, str]):
@@ -223,7 +259,8 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
         raise _fail("ARC0906", f"{prog.graph.name} is not a causal language model; generate needs one",
                     "generate decodes specs that end in lm_head and whose mixers are all causal")
     vocab = model.out_type_vocab()
-    ids, byte_level = prompt_ids(args, vocab)
+    tokenizer = text_tokenizer(args, prog.graph, vocab, args.weights)
+    ids, byte_level = prompt_ids(args, vocab, tokenizer)
     if args.top_k is not None and args.top_k > vocab:
         raise _fail("ARC1307", f"--top-k {args.top_k}: the model has {vocab:,} tokens; top-k must be between 1 and "
                     f"{vocab:,}", usage=True)
@@ -243,13 +280,55 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
     out = model.generate(x, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, num_beams=args.num_beams, draft=draft, seed=args.seed)
     new = out[0, len(ids):].tolist()
-    if byte_level:
+    if tokenizer is not None:
+        sys.stdout.write(tokenizer.decode(ids + new) + "\n")
+    elif byte_level:
         # ids ≥ 256 are not bytes (the vocabulary is wider than the byte range): shown as U+FFFD
         data = b"".join(bytes([t]) if t < 256 else "\ufffd".encode() for t in new)
         sys.stdout.write((prompt_bytes(args.prompt) + data).decode("utf-8", errors="replace") + "\n")
     else:
         print(" ".join(str(t) for t in ids + new))
     return EXIT_OK
+
+
+# -- eval -----------------------------------------------------------------------------------
+
+
+def _cmd_eval(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    from archc.backends.torch.text import evaluate
+    from archc.cli.data import check_vocab, load_text, tokenizer_for
+
+    model, prog = _build_model(args.file, args.seed, sources, args)
+    if args.weights:
+        _load_weights(model, args.weights, "--weights")
+    else:
+        print(f"warning: no --weights: evaluating a random init of {prog.graph.name}", file=sys.stderr)
+    if model.head_loss != "lm" or not model.causal:
+        raise _fail("ARC0906", f"{prog.graph.name} is not a causal language model; archc eval scores next tokens",
+                    "evaluate specs that end in lm_head and whose mixers are all causal")
+    vocab = model.out_type_vocab()
+    tokenizer = tokenizer_for(args.tokenizer, args.weights)
+    check_vocab(tokenizer, prog.graph, vocab)
+    corpus = load_text(args, tokenizer, quiet=args.quiet)
+    seq = args.seq or (prog.graph.sections.get("train") or {}).get("seq") or 512
+    n = min(corpus.n_tokens, args.max_tokens or corpus.n_tokens)
+    check_memory(args.batch * seq * (vocab * 4 * 2 + 8), args.max_memory, f"scoring {args.batch} × {seq} tokens")
+    res = evaluate(model, corpus.tokens, tokenizer.eos_id, seq, args.batch, max_tokens=n, text_bytes=corpus.bytes_of(n))
+    bpb = res.bits_per_byte
+    print(f"{args.data}: {res.tokens:,} tokens ({'all' if n == corpus.n_tokens else f'the first {n:,}'} of "
+          f"{corpus.n_tokens:,}; {res.bytes:,.0f} bytes of text), windows of {seq}")
+    print(f"loss {res.loss:.4f} nats/token, perplexity {res.perplexity:,.3f}"
+          + (f", {bpb:.4f} bits/byte" if bpb is not None else ""))
+    if args.json:
+        import json
+
+        print(json.dumps({"tokens": res.tokens, "bytes": res.bytes, "loss": res.loss, "perplexity": res.perplexity,
+                          "bits_per_byte": bpb, "seq": seq, "tokenizer": tokenizer.name}))
+    return EXIT_OK
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    return _run(_cmd_eval, args)
 
 
 def check_decode_memory(graph, batch: int, total: int, vocab: int, limit: int | None) -> None:
@@ -292,7 +371,7 @@ def check_train_memory(graph, batch: int, seq: int, vocab: int, limit: int | Non
 
 def add_sampling_flags(sp: argparse.ArgumentParser) -> None:
     """The prompt and sampling flags `archc generate` and `archc run` share."""
-    sp.add_argument("--prompt", default="", help="text prompt, as UTF-8 bytes (byte-level models)")
+    sp.add_argument("--prompt", default="", help="text prompt, through the tokenizer (without one: UTF-8 bytes)")
     sp.add_argument("--prompt-ids", help="token ids instead of text, e.g. '3 4 5'")
     sp.add_argument("--max-new-tokens", type=count(0), default=64, help="tokens to generate (64)")
     sp.add_argument("--temperature", type=temperature, default=0.0, help="0: greedy (default); finite, ≥ 0")
@@ -311,9 +390,24 @@ def prompt_bytes(prompt: str) -> bytes:
                     "pass the prompt as UTF-8, or token ids with --prompt-ids", usage=True) from None
 
 
-def prompt_ids(args: argparse.Namespace, vocab: int) -> tuple[list[int], bool]:
-    """The prompt's token ids (`--prompt` as UTF-8 bytes, or `--prompt-ids`) and whether it is
-    byte-level text; shared by `archc generate` and `archc run`."""
+def text_tokenizer(args: argparse.Namespace, graph, vocab: int, weights: str | None):
+    """The tokenizer `generate` speaks text through: `--tokenizer`, else the tokenizer.json beside
+    the weights; None for the byte vocabulary (a `--prompt` as UTF-8 bytes, as before tokenizers)."""
+    from archc.cli.data import check_vocab, find_tokenizer
+    from archc.data.tokenizer import HFTokenizer
+
+    tokenizer = find_tokenizer(args.tokenizer, weights)
+    if not isinstance(tokenizer, HFTokenizer):
+        return None
+    check_vocab(tokenizer, graph, vocab)
+    return tokenizer
+
+
+def prompt_ids(args: argparse.Namespace, vocab: int, tokenizer=None) -> tuple[list[int], bool]:
+    """The prompt's token ids (`--prompt` through `tokenizer`, else as UTF-8 bytes; or
+    `--prompt-ids`) and whether it is byte-level text; shared by `archc generate` and `archc run`."""
+    if tokenizer is not None and args.prompt_ids is None:
+        return tokenizer.encode(args.prompt) or [tokenizer.eos_id], False
     byte_level = args.prompt_ids is None
     if byte_level:
         if vocab < 256:
@@ -369,7 +463,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a spec on a built-in synthetic task (no downloads)")
     t.add_argument("file", metavar="FILE", help="spec file (.arch)")
     t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "chars"),
-                   help="task (default: the spec's train section, else induction)")
+                   help="a built-in synthetic task (default: the spec's train section, else induction)")
+    dg = t.add_argument_group("your own text, instead of a task (docs/hf.md)")
+    add_data_flags(dg, required=False)
+    add_split_flags(dg)
     t.add_argument("--steps", type=count(1), help="optimizer steps (default: the train section's, else 300)")
     t.add_argument("--batch", type=count(1), help="sequences per step (default: the train section's, else 16)")
     t.add_argument("--seq", type=count(2), help="tokens per sequence (default: the train section's, else 128)")
@@ -395,10 +492,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_limit_flags(t)
     t.set_defaults(fn=cmd_train)
 
+    e = sub.add_parser("eval", help="loss, perplexity and bits per byte of a causal language model on your text")
+    e.add_argument("file", metavar="FILE", help="spec file (.arch)")
+    e.add_argument("--weights", help=".safetensors from `archc train` (default: random init)")
+    add_data_flags(e, required=True)
+    e.add_argument("--seq", type=count(2), help="tokens per window (default: the train section's, else 512)")
+    e.add_argument("--batch", type=count(1), default=8, help="windows per forward pass (8)")
+    e.add_argument("--max-tokens", type=count(1), help="score only the first N tokens")
+    e.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights (0)")
+    add_pipeline_flag(e, BUILD_LEVEL)
+    add_memory_flag(e)
+    add_limit_flags(e)
+    e.set_defaults(fn=cmd_eval)
+
     g = sub.add_parser("generate", help="sample from a (trained) causal language model")
     g.add_argument("file", metavar="FILE", help="spec file (.arch)")
     g.add_argument("--weights", help=".safetensors from `archc train` / `archc build -o` (default: random init)")
     add_sampling_flags(g)
+    add_tokenizer_flag(g)
     g.add_argument("--num-beams", type=count(1, 64), default=1, help="beam search with this many beams (1: none)")
     g.add_argument("--draft", help="a draft spec for speculative decoding")
     g.add_argument("--draft-weights", help=".safetensors of the draft spec (default: random init)")

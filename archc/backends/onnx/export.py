@@ -11,6 +11,8 @@ and committed by renames (`archc.files.output`). An existing non-empty folder is
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +33,16 @@ from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.onnx.state import refuse_state_request
 from archc.backends.torch import optimize
 from archc.backends.torch.model import ArchModel
-from archc.files.output import Owned, output_folder
+from archc.data.tokenizer import COMPANIONS, CONFIG_FILE, TOKENIZER_FILE, Tokenizer
+from archc.files.output import Owned, output_folder, write_text
 from archc.passes.facts import node_state
 from archc.passes.manager import EXPORT_LEVEL
 
 #: the files of one export (the folder's, and its fp32 reference's)
 FOLDER_FILES = ("model.onnx", "model.onnx.data", CONFIG, MANIFEST)
 #: what an export writes: the only paths `force` replaces (the manifest is the commit marker)
-EXPORTED = Owned(files=(*FOLDER_FILES, *(f"{REFERENCE}/{f}" for f in FOLDER_FILES)), marker=MANIFEST,
-                 refuse="any", what="export")
+EXPORTED = Owned(files=(*FOLDER_FILES, *(f"{REFERENCE}/{f}" for f in FOLDER_FILES), TOKENIZER_FILE, *COMPANIONS),
+                 marker=MANIFEST, refuse="any", what="export")
 
 
 @dataclass
@@ -63,7 +66,8 @@ class ExportReport:
 def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
                  opset: int | None = None, force: bool = False, quantize: QuantizeOptions | None = None,
                  calibration: Calibration | None = None, held_out: np.ndarray | None = None,
-                 keep_reference: bool = True, pipeline: str = EXPORT_LEVEL, target: str = "ort") -> ExportReport:
+                 keep_reference: bool = True, pipeline: str = EXPORT_LEVEL, target: str = "ort",
+                 tokenizer: Tokenizer | None = None) -> ExportReport:
     """Export `model` (built from the spec whose text is `spec_text`) into `folder`. `opset`: the
     given one, else the spec's export section's, else `DEFAULT_OPSET`; the section's `step = false`
     writes a forward graph (logits, no state) for a decoder. With `quantize` (None: the section's
@@ -75,7 +79,9 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     `pipeline` (default `O2`) is the optimization level of the exported graph: an `O0` model is
     rebuilt at it (`archc.backends.torch.optimize`), a model built at it is exported as it is.
     `target` `ort` (default) lowers nodes to onnxruntime's fused operators where their math is
-    the op's (`archc/backends/onnx/ort/`), `onnx` keeps to standard operators."""
+    the op's (`archc/backends/onnx/ort/`), `onnx` keeps to standard operators. A `tokenizer` with
+    files (a `tokenizer.json`) is copied into the folder, named in the manifest and in
+    `genai_config.json`, so that `archc run` and onnxruntime-genai speak text."""
     if target not in TARGETS:
         raise ExportError(f"unknown target `{target}`", f"targets: {', '.join(TARGETS)}", code="ARC1103")
     if model.pipeline != pipeline:
@@ -99,9 +105,34 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
             report = _export_quantized(model, txn.stage, txn.scratch, spec_text, spec_name, weights, opset,
                                        settings.get("step", True), quantize, calibration, held_out, keep_reference,
                                        target)
+        if tokenizer is not None and tokenizer.files:
+            report.manifest = attach_tokenizer(txn.stage, tokenizer)
     report.folder = folder
     report.reference = folder / REFERENCE if report.reference is not None else None
     return report
+
+
+def attach_tokenizer(folder: Path, tokenizer: Tokenizer) -> Manifest:
+    """Copy the tokenizer's files into an export folder (a `tokenizer_config.json` written when
+    it has none: onnxruntime-genai and transformers' `AutoTokenizer` read the class and the end
+    token there) and name it in the manifest and genai's config (its end-of-sequence id)."""
+    files = tokenizer.files
+    shutil.copyfile(files[0], folder / TOKENIZER_FILE)
+    for f in files[1:]:
+        shutil.copyfile(f, folder / f.name)
+    if not (folder / CONFIG_FILE).exists():
+        eos = tokenizer.tok.id_to_token(tokenizer.eos_id)
+        write_text(folder / CONFIG_FILE, json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos,
+                                                     "model_max_length": 1 << 30}, indent=2) + "\n")
+    manifest = read_manifest(folder)
+    manifest.tokenizer, manifest.eos_token_id = TOKENIZER_FILE, tokenizer.eos_id
+    manifest.write(folder)
+    genai = folder / CONFIG
+    if genai.exists():
+        cfg = json.loads(genai.read_text())
+        cfg["model"].update(eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.eos_id, bos_token_id=tokenizer.eos_id)
+        write_text(genai, json.dumps(cfg, indent=2) + "\n")
+    return manifest
 
 
 def _needed_bytes(model: ArchModel, quantized: bool, keep_reference: bool) -> int:

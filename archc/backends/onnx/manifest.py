@@ -126,6 +126,10 @@ class Manifest(BaseModel):
     genai: str = ""
     #: set when the model is quantized (`archc export --quantize`)
     quantization: Quantization | None = None
+    #: the tokenizer copied into the folder (`tokenizer.json`; None: token ids, or UTF-8 bytes for a
+    #: vocabulary of 256 or more) and its end-of-text id, where `archc run` stops by default
+    tokenizer: str | None = None
+    eos_token_id: Annotated[int, Field(ge=0, le=2**31)] | None = None
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST).write_text(json.dumps(self.model_dump(), indent=2) + "\n")

@@ -178,14 +178,19 @@ class GraphModule(nn.Module):
 
 @dataclass
 class ModelOutput:
-    """What `ArchModel.forward` returns (field names as in transformers' `CausalLMOutput`)."""
+    """What `ArchModel.forward` returns (field names as in transformers' `CausalLMOutput`, and
+    indexed as it is: by name, or by position over the fields that are set, the loss first — what
+    `transformers.Trainer` reads as `outputs[0]`)."""
 
     logits: Tensor
     loss: Tensor | None = None
     aux_loss: Tensor | None = None
 
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+    def to_tuple(self) -> tuple[Tensor, ...]:
+        return tuple(t for t in (self.loss, self.logits, self.aux_loss) if t is not None)
+
+    def __getitem__(self, key: str | int) -> Any:
+        return self.to_tuple()[key] if isinstance(key, int) else getattr(self, key)
 
 
 # make the output a pytree node, so torch.export / torch.compile see through it
@@ -248,7 +253,10 @@ class ArchModel(GraphModule):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, token_type_ids: Tensor | None = None,
-                **inputs: Tensor) -> ModelOutput:
+                num_items_in_batch: Tensor | int | None = None, **inputs: Tensor) -> ModelOutput:
+        """`num_items_in_batch` (as transformers' `Trainer` passes it under gradient accumulation):
+        the scored tokens of the whole accumulated batch; the loss is then this micro-batch's sum
+        over it, so the accumulated gradient is the mean over every scored token."""
         xs = self._inputs(input_ids, inputs)
         t = xs[0].shape[1]
         mask = attention_mask.bool() if attention_mask is not None else None
@@ -257,13 +265,14 @@ class ArchModel(GraphModule):
         aux = torch.stack(ctx.aux_losses).sum() if ctx.aux_losses else None
         loss = None
         if labels is not None:
-            loss = self.loss(logits, labels)
+            loss = self.loss(logits, labels, num_items_in_batch)
             if aux is not None:
                 loss = loss + aux
         return ModelOutput(logits=logits, loss=loss, aux_loss=aux)
 
-    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """The task loss of this model's head (see the class docstring)."""
+    def loss(self, logits: Tensor, labels: Tensor, num_items: Tensor | int | None = None) -> Tensor:
+        """The task loss of this model's head (see the class docstring); with `num_items`, a
+        classification loss is summed and divided by it (see `forward`)."""
         if self.head_loss is None:
             raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
                              "end the spec with lm_head, cls_head or token_cls_head")
@@ -273,8 +282,10 @@ class ArchModel(GraphModule):
             # shift the labels, not the logits: slicing [B, T, V] logits would copy them (as
             # transformers' ForCausalLMLoss, the last position gets the ignored label)
             labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                               ignore_index=IGNORE_INDEX)
+        flat = logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
+        if num_items is None:
+            return F.cross_entropy(*flat, ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(*flat, ignore_index=IGNORE_INDEX, reduction="sum") / num_items
 
     # -- incremental decoding ----------------------------------------------------------------
 
@@ -304,8 +315,18 @@ class ArchModel(GraphModule):
         """Width of the output (the vocabulary of an `lm_head` model)."""
         return int(self.graph.nodes[self.graph.outputs[0]].type.width)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters (shared ones once), as transformers' `num_parameters` counts them: only
+        those that require grad, without the token and position embedding tables (a tied
+        `lm_head`'s weight is the embedding's)."""
+        from archc.ops.registry import REGISTRY
+
+        skip: set[int] = set()
+        if exclude_embeddings:
+            skip = {id(p) for nid, mod in self.op_modules() if REGISTRY[self.graph.nodes[nid].op].role == "embedding"
+                    for p in mod.parameters()}
+        return sum(p.numel() for p in self.parameters()
+                   if id(p) not in skip and (p.requires_grad or not only_trainable))
 
     def generate(self, input_ids: Tensor, **kwargs: Any) -> Tensor:
         from archc.backends.torch.generate import generate

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,13 +35,16 @@ from archc.backends.torch.checkpoint import (
 )
 from archc.backends.torch.model import IGNORE_INDEX, ArchModel
 from archc.backends.torch.tasks import Task
+from archc.data.tokenizer import COMPANIONS, TOKENIZER_FILE
 from archc.files.output import Owned, output_folder, write_text
 
 #: one checkpoint: the files a save replaces together
 CHECKPOINT = Owned(("last.safetensors", "train_state.safetensors", "train_config.json"),
                    marker="last.safetensors", what="training run")
-#: the end of a run: the checkpoint and the loss curve
-RUN = Owned((*CHECKPOINT.files, "loss.png"), marker="last.safetensors", what="training run")
+#: the end of a run: the checkpoint, the loss curve, and the tokenizer of `--data` runs (so that
+#: `generate` and `export` find it beside the weights)
+RUN = Owned((*CHECKPOINT.files, "loss.png", TOKENIZER_FILE, *COMPANIONS), marker="last.safetensors",
+            what="training run")
 
 
 @dataclass
@@ -62,6 +67,8 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     save_every: int = 0  # 0: only at the end
+    #: held-out loss every this many steps and at the end (0: never; needs `train(val=...)`)
+    val_every: int = 0
 
 
 @dataclass
@@ -97,6 +104,8 @@ class TrainResult:
     out_dir: Path | None = None
     #: stopped by Ctrl-C / SIGTERM after `steps` steps (saved, resumable), not at the configured end
     interrupted: bool = False
+    #: (step, held-out loss) of each validation
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -157,9 +166,12 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> float:
 
 
 def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | None = None,
-          resume: bool = False, progress: bool = True, spec_name: str = "", distill: Distill | None = None) -> TrainResult:
+          resume: bool = False, progress: bool = True, spec_name: str = "", distill: Distill | None = None,
+          val: Callable[[ArchModel], float] | None = None, tokenizer_files: tuple[Path, ...] = ()) -> TrainResult:
     """Train `model` on `task`; with `distill`, on the teacher's soft targets mixed with the hard
-    loss (the teacher is frozen and in eval mode)."""
+    loss (the teacher is frozen and in eval mode). `val(model)` is the held-out loss, taken every
+    `cfg.val_every` steps and at the end (shown on the progress bar, drawn in `loss.png`).
+    `tokenizer_files` (a `tokenizer.json` first) are copied into the run folder at the end."""
     out = Path(out_dir) if out_dir is not None else None
     if distill is not None:
         distill.teacher.eval().requires_grad_(False)
@@ -170,6 +182,7 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg))
     start = 0
     losses: list[float] = []
+    val_losses: list[tuple[int, float]] = []
     if resume and out is not None:
         try:
             meta = load_weights(model, out / "last.safetensors")
@@ -177,6 +190,7 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
             raise CheckpointError(f"{out / 'last.safetensors'} cannot be resumed from: {e}") from None
         start = load_train_state(out / "train_state.safetensors", model, opt, gen, weights_step=meta.get("step"))
         losses = list(meta.get("losses", []))
+        val_losses = [(int(s), float(v)) for s, v in meta.get("val_losses", [])]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg), last_epoch=start - 1)
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
@@ -186,7 +200,9 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
     t0 = time.perf_counter()
     bar = _progress(progress)
     with bar, _StopAtStepEnd(out is not None) as stop:
-        task_id = bar.add_task("train", total=cfg.steps, completed=start, loss=float("nan"), acc=0.0, tps=0.0)
+        last_val = val_losses[-1][1] if val_losses else float("nan")
+        task_id = bar.add_task("train", total=cfg.steps, completed=start, loss=float("nan"), acc=0.0, tps=0.0,
+                               val=last_val)
         for step in range(start, cfg.steps):
             opt.zero_grad(set_to_none=True)
             total = 0.0
@@ -212,16 +228,21 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
             done = step + 1
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 acc = accuracy(outp.logits.detach(), labels, model.causal)
+            if val is not None and cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps):
+                val_losses.append((done, float(val(model))))
+                model.train()
+                bar.update(task_id, val=val_losses[-1][1])
             tps = tokens / max(time.perf_counter() - t0, 1e-9)
             bar.update(task_id, advance=1, loss=total, acc=acc, tps=tps)
             if stop.requested:
                 break
             if out is not None and cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-                _save(model, opt, done, gen, cfg, out, losses, spec_name)
+                _save(model, opt, done, gen, cfg, out, losses, spec_name, val_losses)
         result = TrainResult(done, losses, acc, tokens / max(time.perf_counter() - t0, 1e-9), out,
-                             interrupted=done < cfg.steps)
+                             interrupted=done < cfg.steps, val_losses=val_losses)
         if out is not None:  # inside: a Ctrl-C now waits for the save to be complete
-            _save(model, opt, done, gen, cfg, out, losses, spec_name, plot_title=f"{spec_name} — {task.name}")
+            _save(model, opt, done, gen, cfg, out, losses, spec_name, val_losses,
+                  plot_title=f"{spec_name} — {task.name}", tokenizer_files=tokenizer_files)
     model.eval()
     return result
 
@@ -255,28 +276,34 @@ class _StopAtStepEnd:
 
 
 def _save(model: ArchModel, opt: torch.optim.Optimizer, step: int, gen: torch.Generator, cfg: TrainConfig,
-          out: Path, losses: list[float], spec_name: str, plot_title: str | None = None) -> None:
+          out: Path, losses: list[float], spec_name: str, val_losses: list[tuple[int, float]],
+          plot_title: str | None = None, tokenizer_files: tuple[Path, ...] = ()) -> None:
     """One checkpoint — weights, optimizer state and config of `step` — committed together; with
-    `plot_title` (the end of the run), the loss curve too."""
-    meta = {"spec": spec_name, "step": step, "losses": losses, "config": asdict(cfg)}
+    `plot_title` (the end of the run), the loss curve and the tokenizer too."""
+    meta = {"spec": spec_name, "step": step, "losses": losses, "val_losses": val_losses, "config": asdict(cfg)}
     with output_folder(out, RUN if plot_title is not None else CHECKPOINT, force=True) as txn:
         save_weights(model, txn.stage / "last.safetensors", meta)
         save_train_state(txn.stage / "train_state.safetensors", model, opt, step, gen, {"config": asdict(cfg)})
         write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         if plot_title is not None:
-            plot_losses(losses, txn.stage / "loss.png", title=plot_title)
+            plot_losses(losses, txn.stage / "loss.png", title=plot_title, val=val_losses)
+            for i, f in enumerate(tokenizer_files):
+                shutil.copyfile(f, txn.stage / (TOKENIZER_FILE if i == 0 else f.name))
 
 
-def plot_losses(losses: list[float], path: Path, title: str = "") -> None:
+def plot_losses(losses: list[float], path: Path, title: str = "", val: list[tuple[int, float]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(range(1, len(losses) + 1), losses, lw=1)
+    ax.plot(range(1, len(losses) + 1), losses, lw=1, label="training")
+    if val:
+        ax.plot([s for s, _ in val], [v for _, v in val], "o-", lw=1.5, ms=3, label="held-out")
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss (nats/token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -288,5 +315,5 @@ def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.3f}  "
+                    TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]:.4f}  acc {task.fields[acc]:.3f}  "
                                "{task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn(), disable=not enabled)
