@@ -184,5 +184,49 @@ def import_hf(source: str, spec_out: str | None = None, weights_out: str | None 
     return imported.spec
 
 
-__all__ = ["__version__", "build", "check", "export_onnx", "fmt", "import_hf", "load", "loads", "parse", "prune",
-           "summary"]
+def export_hf(spec: str, weights: str | None = None, out: str = "hf-export", force: bool = False,
+              tokenizer: str | None = None, remote: bool = False) -> str:
+    """A spec file and its weights as a folder `transformers.AutoModelForCausalLM.from_pretrained`
+    loads: as its Hugging Face family when the spec is exactly one (no archc needed to load it),
+    else with archc's modeling file (`trust_remote_code=True`); `remote` forces the latter.
+    Returns the `model_type` written ("archc" for the modeling file). docs/hf.md "Export"."""
+    from pathlib import Path
+
+    from archc.backends.torch import build as _build
+    from archc.backends.torch.checkpoint import load_weights
+    from archc.hf.exporter import export_hf as _export
+
+    text = Path(spec).read_text()
+    model = _build(loads(text, spec).graph, pipeline="O0")
+    if weights:
+        load_weights(model, weights)
+    tok = None
+    if tokenizer:
+        from archc.data.tokenizer import load_tokenizer
+
+        tok = load_tokenizer(tokenizer)
+    return _export(model, text, Path(spec).name, out, force, tokenizer=tok, as_remote=remote).model_type
+
+
+def evaluate(spec: str, weights: str | None, data: str, tokenizer: str = "bytes", text_field: str = "text",
+             seq: int = 512, batch: int = 8, max_tokens: int | None = None) -> dict[str, float | None]:
+    """Loss (nats/token), perplexity and bits per byte of a causal LM on your text, as `archc
+    eval` reports them (every token scored once; docs/hf.md "Your own text")."""
+    from archc.backends.torch import build as _build
+    from archc.backends.torch.checkpoint import load_weights
+    from archc.backends.torch.text import evaluate as _evaluate
+    from archc.data.corpus import load_corpus
+    from archc.data.tokenizer import load_tokenizer
+
+    model = _build(spec)
+    if weights:
+        load_weights(model, weights)
+    tok = load_tokenizer(tokenizer)
+    corpus = load_corpus(data, tok, text_field)
+    n = min(corpus.n_tokens, max_tokens or corpus.n_tokens)
+    res = _evaluate(model, corpus.tokens, tok.eos_id, seq, batch, max_tokens=n, text_bytes=corpus.bytes_of(n))
+    return {"tokens": res.tokens, "loss": res.loss, "perplexity": res.perplexity, "bits_per_byte": res.bits_per_byte}
+
+
+__all__ = ["__version__", "build", "check", "evaluate", "export_hf", "export_onnx", "fmt", "import_hf", "load",
+           "loads", "parse", "prune", "summary"]

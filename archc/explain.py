@@ -342,6 +342,12 @@ another shape, or one the rule would leave out). archc refuses rather than impor
 computes something else. docs/hf.md lists every family and the fields each reads; a pickled
 checkpoint (`pytorch_model.bin`) is refused too — re-save it with safetensors.
 """),
+    "ARC1402": ("cannot export this spec to Hugging Face", """
+`archc export-hf` writes `AutoModelForCausalLM` folders: the spec must be a causal language model
+(it ends in `lm_head`, its mixers are causal, it takes one input of token ids). A spec that is
+exactly a Hugging Face family is written as that family; any other causal LM through archc's
+modeling file (`trust_remote_code=True`). Encoders and classifiers are not exported yet.
+"""),
     "ARC1501": ("not a tokenizer archc can use", """
 `--tokenizer` takes a Hugging Face `tokenizer.json` (what `PreTrainedTokenizerFast.save_pretrained`
 and `tokenizers.Tokenizer.save` write), a folder holding one (a model folder), or `bytes` (UTF-8

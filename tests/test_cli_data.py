@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import archc
 from archc.cli import main
 from tests.conftest import SAMPLE_TEXT, tiny_lm_spec
 
@@ -43,6 +44,8 @@ def test_train_eval_generate_export_run_through_one_tokenizer(tmp_path: Path, wr
     assert "read from the cache" in out.err and "beside the weights" in out.err  # the run's tokenizer
     assert figures["bytes"] == 18 * len(SAMPLE_TEXT.encode()) and 0 < figures["bits_per_byte"] < 20
     assert figures["perplexity"] == pytest.approx(2.718281828 ** figures["loss"], rel=1e-6)
+    api = archc.evaluate(spec, weights, str(data), tokenizer=str(run / "tokenizer.json"), text_field="body", seq=32)
+    assert api["loss"] == pytest.approx(figures["loss"], rel=1e-6) and api["tokens"] == figures["tokens"]
 
     assert main(["generate", spec, "--weights", weights, "--prompt", "Once upon", "--max-new-tokens", "6"]) == 0
     assert capsys.readouterr().out.startswith("Once upon")

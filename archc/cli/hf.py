@@ -33,6 +33,48 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
     return _run(_cmd_import_hf, args)
 
 
+def _cmd_export_hf(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    import sys
+    from pathlib import Path
+
+    from archc.cli.data import find_tokenizer
+    from archc.cli.model import _build_model, _load_weights
+    from archc.data.tokenizer import HFTokenizer
+    from archc.files.output import Owned, check_folder
+    from archc.hf import HFImportError
+    from archc.hf.exporter import FILES, export_hf
+
+    check_folder(args.output, Owned(FILES, marker="config.json", refuse="any", what="Hugging Face export"), args.force)
+    model, prog = _build_model(args.file, args.seed, sources, args, pipeline="O0")
+    if args.weights:
+        _load_weights(model, args.weights, "--weights")
+    else:
+        print(f"warning: no --weights: exporting a random init of {prog.graph.name}", file=sys.stderr)
+    tokenizer = find_tokenizer(args.tokenizer, args.weights)
+    if tokenizer is not None and not isinstance(tokenizer, HFTokenizer):
+        tokenizer = None
+    if tokenizer is not None:
+        from archc.cli.data import check_vocab
+
+        check_vocab(tokenizer, prog.graph, model.out_type_vocab())
+    try:
+        out = export_hf(model, Path(args.file).read_text(), Path(args.file).name, args.output, args.force,
+                        tokenizer=tokenizer, as_remote=args.remote)
+    except HFImportError as e:
+        raise _fail("ARC1402", str(e), e.hint) from None
+    if out.model_type == "archc":
+        print(f"wrote {args.output}: {prog.graph.name} through archc's modeling file ({out.why_not_family}); "
+              f"load it with AutoModelForCausalLM.from_pretrained({str(args.output)!r}, trust_remote_code=True)")
+    else:
+        print(f"wrote {args.output}: {prog.graph.name} as a `{out.model_type}` model, {out.tensors} tensors; "
+              f"AutoModelForCausalLM.from_pretrained({str(args.output)!r}) loads it without archc")
+    return EXIT_OK
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    return _run(_cmd_export_hf, args)
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("import-hf", help="a Hugging Face checkpoint folder as an archc spec and its weights")
     i.add_argument("source", help="a folder written by save_pretrained (config.json, safetensors), or a config.json")
@@ -40,3 +82,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--weights", type=output, help="also write the weights under archc's names (.safetensors)")
     i.add_argument("--force", action="store_true", help="replace existing outputs")
     i.set_defaults(fn=cmd_import_hf)
+
+    from archc.cli.common import add_limit_flags
+    from archc.cli.data import add_tokenizer_flag
+    from archc.cli.flags import seed
+
+    x = sub.add_parser("export-hf", help="a spec and its weights as a folder transformers loads "
+                                         "(its family's, or with archc's modeling file)")
+    x.add_argument("file", metavar="FILE", help="spec file (.arch)")
+    x.add_argument("--weights", help=".safetensors from `archc train` / `import-hf` (default: random init)")
+    x.add_argument("-o", "--output", required=True, metavar="DIR", type=output, help="the folder to write")
+    x.add_argument("--force", action="store_true", help="replace the files export-hf writes in an existing folder")
+    x.add_argument("--remote", action="store_true",
+                   help="write archc's modeling file even when the spec is a Hugging Face family")
+    x.add_argument("--seed", type=seed, default=0, help="seed of the init without --weights (0)")
+    add_tokenizer_flag(x)
+    add_limit_flags(x)
+    x.set_defaults(fn=cmd_export_hf)

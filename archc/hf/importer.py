@@ -45,7 +45,11 @@ class Imported:
 
 def plan_import(source: str | Path) -> ImportPlan:
     """The spec a config describes (the family's rule), refusing fields no rule read."""
-    cfg = read_config(source)
+    return plan_config(read_config(source))
+
+
+def plan_config(cfg: dict[str, Any]) -> ImportPlan:
+    """`plan_import` of a config already read (export-hf checks a config it proposes this way)."""
     model_type = cfg.get("model_type")
     rule = FAMILIES.get(model_type) if isinstance(model_type, str) else None
     if rule is None:
@@ -104,9 +108,11 @@ def _per_layer(table: dict[str, Any], layers: int) -> dict[str, Any]:
     return out
 
 
-def _name_map(plan: ImportPlan, graph: Any, present: set[str]) -> dict[str, Source]:
+def _name_map(plan: ImportPlan, graph: Any, present: set[str], write: bool = False) -> dict[str, Source]:
     """archc key → its checkpoint source for every declared weight of the spec's graph (of
-    several layouts, the first whose tensor the checkpoint has: `present`)."""
+    several layouts, the first whose tensor the checkpoint has: `present`; with `write`, for
+    export-hf, the last: the layout of the published checkpoints, which every transformers
+    version reads and `save_pretrained` writes)."""
     from archc.passes.facts import graph_weights
 
     prefixes = _per_layer(plan.modules, plan.layers)
@@ -115,7 +121,7 @@ def _name_map(plan: ImportPlan, graph: Any, present: set[str]) -> dict[str, Sour
     for key in graph_weights(graph):
         if key in sources:
             choices = sources[key] if isinstance(sources[key], tuple) else (sources[key],)
-            out[key] = next((c for c in choices if c.name in present), choices[0])
+            out[key] = choices[-1] if write else next((c for c in choices if c.name in present), choices[0])
             continue
         node = max((p for p in prefixes if key.startswith(p + ".")), key=len, default=None)
         if node is None:

@@ -1,0 +1,181 @@
+"""Whether a spec is exactly a Hugging Face family, and if so its config and name map.
+
+The family rules of `families.py` go one way, config → spec. Rather than a second, inverse rule
+per family (two tables to keep in step), export-hf *proposes* a config from the spec's IR — the
+widths, the attention's flags, the norm's ε, the rope — and imports it back through the family's
+own rule; the spec is that family only when the imported graph equals the spec's node for node
+(op, parameters, wiring, types; node names aside). The name map is then the import's, run
+backwards: each of the spec's weights goes to the checkpoint tensor the import would read it from,
+fused tensors (Phi-3's `qkv_proj`, GPT-2's `c_attn`, Mixtral's stacked experts) reassembled from
+their rows, transposes undone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from archc.hf.config import HFImportError
+from archc.hf.families import ImportPlan, Source
+from archc.ir.graph import Graph, Node
+
+
+@dataclass
+class FamilyMatch:
+    config: dict[str, Any]
+    plan: ImportPlan
+    #: the spec's weight key → the checkpoint tensor (or part of one) it is
+    names: dict[str, Source]
+
+    def to_hf(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The spec's state dict under the family's checkpoint names."""
+        import torch
+
+        parts: dict[str, list[tuple[Source, Any]]] = {}
+        for key, src in self.names.items():
+            parts.setdefault(src.name, []).append((src, state[key]))
+        out = {}
+        for name, pieces in parts.items():
+            if len(pieces) == 1 and pieces[0][0] == Source(name):
+                out[name] = pieces[0][1]
+                continue
+            by_index: dict[int | None, list[tuple[Source, Any]]] = {}
+            for src, t in pieces:
+                by_index.setdefault(src.index, []).append((src, t))
+            whole = []
+            for index in sorted(by_index, key=lambda i: -1 if i is None else i):
+                rows = sorted(by_index[index], key=lambda p: p[0].rows[0] if p[0].rows else 0)
+                t = torch.cat([t for _, t in rows]) if len(rows) > 1 else rows[0][1]
+                whole.append(t.t().contiguous() if rows[0][0].transpose else t)
+            out[name] = torch.stack(whole) if None not in by_index else whole[0]
+        return out
+
+
+def match_family(graph: Graph) -> tuple[FamilyMatch | None, str]:
+    """(the family `graph` is exactly, or None; in words, the reason it is not)."""
+    from archc.frontend import loads
+    from archc.hf.importer import _name_map, plan_config
+
+    proposal = propose(graph)
+    if isinstance(proposal, str):
+        return None, proposal
+    try:
+        plan = plan_config(proposal)
+        theirs = loads(plan.spec, f"{plan.family}.arch").graph
+    except (HFImportError, Exception) as e:  # the proposal is not a config the rule takes: not the family
+        return None, f"the {proposal['model_type']} config it suggests does not import ({e})"
+    ids, why = _same(graph, theirs)
+    if ids is None:
+        return None, f"it differs from {proposal['model_type']}: {why}"
+    names = _name_map(plan, theirs, set(), write=True)
+    back = {v: k for k, v in ids.items()}  # their node id → ours
+    ours = {}
+    for key, src in names.items():
+        node = max((n for n in back if key.startswith(n + ".")), key=len)
+        ours[back[node] + key[len(node):]] = src
+    return FamilyMatch(proposal, plan, ours), proposal["model_type"]
+
+
+def _same(ours: Graph, theirs: Graph) -> tuple[dict[str, str] | None, str]:
+    """({our node id: theirs}, "") when the graphs are the same node for node, else (None, the
+    first difference)."""
+    a, b = list(ours.walk()), list(theirs.walk())
+    if len(a) != len(b):
+        return None, f"{len(a)} nodes against {len(b)}"
+    ids: dict[str, str] = {}
+    for x, y in zip(a, b, strict=True):
+        ids[x.id] = y.id
+        if _sig(x, ids) != _sig(y, None):
+            return None, f"`{x.id}` is {_sig(x, ids)[:160]}, the family's `{y.id}` {_sig(y, None)[:160]}"
+    return ids, ""
+
+
+def _sig(n: Node, ids: dict[str, str] | None) -> str:
+    """A node's op, parameters, inputs and type, its ids written in the other graph's names."""
+    def name(i: str) -> str:
+        return ids.get(i, i) if ids is not None else i
+
+    ties = {k: (name(v.rsplit(".", 1)[0]) + "." + v.rsplit(".", 1)[1]) for k, v in n.ties.items()}
+    return f"{n.op}({', '.join(map(name, n.inputs))}; {sorted(n.params.items(), key=str)}; {ties}) : {n.type}"
+
+
+# -- proposals ------------------------------------------------------------------------------
+
+
+def propose(graph: Graph) -> dict[str, Any] | str:
+    """The config of the family `graph` looks like, or why it looks like none."""
+    ops = [n.op for n in graph.walk()]
+    embed = next((n for n in graph.walk() if n.op == "embed"), None)
+    head = graph.nodes[graph.outputs[0]]
+    if embed is None or head.op != "lm_head":
+        return "it is not embed … lm_head"
+    common = {"vocab_size": int(embed.params["vocab"]), "hidden_size": int(embed.params["d"]),
+              "tie_word_embeddings": bool(head.params.get("tied"))}
+    attn = [n for n in graph.walk() if n.op == "attention"]
+    if ("mamba" in ops or "mamba2" in ops) and attn:
+        return "it mixes attention and Mamba layers, which no family export-hf writes does"
+    if "mamba" in ops or "mamba2" in ops:
+        return "export-hf does not write the Mamba families as themselves yet"
+    if not attn:
+        return "its mixers are not a family export-hf writes"
+    if "learned_pos" in ops:
+        return "export-hf does not write GPT-2 as itself yet"
+    return _llama(graph, attn, common)
+
+
+def _llama(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
+    a = attn[0].params
+    if any(n.params != a for n in attn):
+        return "its attention layers differ from each other"
+    d, heads = common["hidden_size"], int(a["heads"])
+    pos = a.get("pos") or {}
+    if not isinstance(pos, dict) or pos.get("op") != "rope":
+        return "its attention has no rotary positions"
+    rope = pos.get("params", {})
+    norms = [n for n in graph.walk() if n.op in ("rmsnorm", "layernorm")]
+    moe = [n for n in graph.walk() if n.op == "moe"]
+    ffn = [n for n in graph.walk() if n.op == "swiglu"]
+    if moe:
+        expert = moe[0].params.get("expert") or {}
+        if not isinstance(expert, dict) or expert.get("op") != "swiglu":
+            return "its experts are not SwiGLU"
+        hidden = int(expert["params"]["hidden"])
+    elif ffn:
+        hidden = int(ffn[0].params["hidden"])
+    if not norms or not (ffn or moe):
+        return "it has no RMSNorm and SwiGLU layers"
+    olmo = all(n.op == "layernorm" and n.params.get("affine") is False for n in norms)
+    qwen2 = a.get("bias") is True and a.get("out_bias") is False
+    family = ("mixtral" if moe else "olmo" if olmo else "qwen3" if a.get("qk_norm") else "qwen2" if qwen2
+              else "phi3" if float(rope.get("fraction", 1.0)) != 1.0 else "mistral" if a.get("window") else "llama")
+    cfg: dict[str, Any] = {
+        "model_type": family, "architectures": [f"{_ARCH[family]}ForCausalLM"], **common,
+        "num_hidden_layers": len(attn), "num_attention_heads": heads,
+        "num_key_value_heads": int(a.get("kv_heads") or heads), "head_dim": int(a.get("head_dim") or d // heads),
+        "intermediate_size": hidden, "hidden_act": "silu",
+        "rope_theta": float(rope.get("theta", 10000.0)), "max_position_embeddings": 4096,
+    }
+    if rope.get("scaling", "none") not in ("none", None):
+        cfg["rope_scaling"] = {"rope_type": rope["scaling"], "factor": float(rope.get("factor", 1.0))}
+    if float(rope.get("fraction", 1.0)) != 1.0:
+        cfg["partial_rotary_factor"] = float(rope["fraction"])
+    if not olmo:
+        cfg["rms_norm_eps"] = float(norms[0].params.get("eps", 1e-6))
+    if family not in ("qwen2", "mixtral"):
+        cfg["attention_bias"] = bool(a.get("bias"))
+    if family not in ("mixtral",):
+        cfg["mlp_bias"] = False
+    window = a.get("window")
+    if family in ("mistral", "mixtral", "phi3"):
+        cfg["sliding_window"] = int(window) if window else None
+    elif family in ("qwen2", "qwen3"):
+        cfg.update(use_sliding_window=bool(window), sliding_window=int(window) if window else None)
+    if family == "mixtral":
+        m = moe[0].params
+        cfg.update(num_local_experts=int(m["experts"]), num_experts_per_tok=int(m["top_k"]),
+                   router_aux_loss_coef=float(m.get("aux_loss") or 0.0), router_jitter_noise=0.0)
+    return cfg
+
+
+_ARCH = {"llama": "Llama", "mistral": "Mistral", "mixtral": "Mixtral", "olmo": "Olmo", "phi3": "Phi3",
+         "qwen2": "Qwen2", "qwen3": "Qwen3"}
