@@ -112,14 +112,18 @@ def propose(graph: Graph) -> dict[str, Any] | str:
     common = {"vocab_size": int(embed.params["vocab"]), "hidden_size": int(embed.params["d"]),
               "tie_word_embeddings": bool(head.params.get("tied"))}
     attn = [n for n in graph.walk() if n.op == "attention"]
-    if ("mamba" in ops or "mamba2" in ops) and attn:
+    mixers = [n for n in graph.walk() if n.op in ("mamba", "mamba2")]
+    if mixers and attn:
         return "it mixes attention and Mamba layers, which no family export-hf writes does"
-    if "mamba" in ops or "mamba2" in ops:
-        return "export-hf does not write the Mamba families as themselves yet"
+    if mixers:
+        return _mamba(graph, mixers, common)
     if not attn:
-        return "its mixers are not a family export-hf writes"
+        from archc.ops.registry import REGISTRY
+
+        kinds = sorted({n.op for n in graph.walk() if REGISTRY[n.op].role == "mixer"})
+        return f"its mixers ({', '.join(kinds)}) are in no family export-hf writes"
     if "learned_pos" in ops:
-        return "export-hf does not write GPT-2 as itself yet"
+        return _gpt2(graph, attn, common)
     return _llama(graph, attn, common)
 
 
@@ -174,6 +178,43 @@ def _llama(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, 
         m = moe[0].params
         cfg.update(num_local_experts=int(m["experts"]), num_experts_per_tok=int(m["top_k"]),
                    router_aux_loss_coef=float(m.get("aux_loss") or 0.0), router_jitter_noise=0.0)
+    return cfg
+
+
+def _gpt2(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
+    pos = next(n for n in graph.walk() if n.op == "learned_pos")
+    mlp = [n for n in graph.walk() if n.op == "mlp"]
+    norms = [n for n in graph.walk() if n.op == "layernorm"]
+    if not mlp or not norms:
+        return "it has learned positions but not GPT-2's LayerNorm and MLP layers"
+    act = mlp[0].params.get("act")
+    return {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": common["vocab_size"],
+            "n_embd": common["hidden_size"], "n_layer": len(attn), "n_head": int(attn[0].params["heads"]),
+            "n_positions": int(pos.params["max_len"]), "n_inner": int(mlp[0].params["hidden"]),
+            "activation_function": "gelu" if act == "gelu" else "gelu_new",
+            "layer_norm_epsilon": float(norms[0].params.get("eps", 1e-5)),
+            "tie_word_embeddings": common["tie_word_embeddings"]}
+
+
+def _mamba(graph: Graph, mixers: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
+    m = mixers[0].params
+    if any(n.params != m for n in mixers):
+        return "its Mamba layers differ from each other"
+    family = mixers[0].op
+    d = common["hidden_size"]
+    norms = [n for n in graph.walk() if n.op == "rmsnorm"]
+    cfg: dict[str, Any] = {
+        "model_type": family, "architectures": [f"{'Mamba' if family == 'mamba' else 'Mamba2'}ForCausalLM"], **common,
+        "num_hidden_layers": len(mixers), "state_size": int(m["d_state"]), "expand": int(m["expand"]),
+        "intermediate_size": int(m["expand"]) * d, "conv_kernel": int(m["d_conv"]), "hidden_act": "silu",
+        "use_bias": bool(m.get("bias")), "use_conv_bias": bool(m.get("conv_bias", True)),
+        "layer_norm_epsilon": float(norms[0].params.get("eps", 1e-5)) if norms else 1e-5}
+    if family == "mamba":
+        cfg["time_step_rank"] = int(m["dt_rank"]) if m.get("dt_rank") else "auto"
+    else:
+        head_dim = int(m["head_dim"])
+        cfg.update(head_dim=head_dim, num_heads=int(m["expand"]) * d // head_dim, n_groups=int(m.get("groups") or 1),
+                   chunk_size=int(m.get("chunk") or 256))
     return cfg
 
 
