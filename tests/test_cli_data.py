@@ -57,6 +57,11 @@ def test_train_eval_generate_export_run_through_one_tokenizer(tmp_path: Path, wr
     assert (edge / "tokenizer.json").read_bytes() == (bpe_folder / "tokenizer.json").read_bytes()
     assert main(["run", str(edge), "--prompt", "Once upon", "--max-new-tokens", "6"]) == 0
     assert capsys.readouterr().out.startswith("Once upon")
+    og = pytest.importorskip("onnxruntime_genai")  # genai reads the same tokenizer from the folder
+    from transformers import AutoTokenizer
+
+    ours = AutoTokenizer.from_pretrained(bpe_folder)(SAMPLE_TEXT, add_special_tokens=False)["input_ids"]
+    assert [int(t) for t in og.Tokenizer(og.Model(str(edge))).encode(SAMPLE_TEXT)] == ours
 
 
 def test_a_vocabulary_smaller_than_the_tokenizer_points_at_the_spec(tmp_path: Path, write_spec, bpe_folder: Path,
@@ -83,3 +88,10 @@ def test_data_flags_are_checked(tmp_path: Path, write_spec, capsys):
     assert "ARC1504" in err and "'body', 'id'" in err and "--text-field" in err
     assert main(["eval", spec, "--data", str(tmp_path / "nope.txt")]) == 2
     assert "ARC1503" in capsys.readouterr().err
+    # checked when the command line is parsed: an empty path would read the current folder
+    for bad in (["--data", ""], ["--data", str(data), "--tokenizer", ""], ["--data", str(data), "--val-fraction", "0"],
+                ["--data", str(data), "--val-fraction", "1"], ["--data", str(data), "--cache-dir", " "]):
+        with pytest.raises(SystemExit) as e:
+            main(["train", spec, *bad, "--out", str(tmp_path / "r")])
+        assert e.value.code == 2
+    capsys.readouterr()

@@ -9,29 +9,29 @@ import sys
 from pathlib import Path
 
 from archc.cli.common import CommandError
-from archc.cli.flags import count, unit_interval
+from archc.cli.flags import count, fraction, input_path, output
 from archc.errors import Diagnostic
 
 
 def add_tokenizer_flag(sp: argparse.ArgumentParser, default_beside: str = "--weights") -> None:
-    sp.add_argument("--tokenizer", metavar="TOKENIZER",
+    sp.add_argument("--tokenizer", metavar="TOKENIZER", type=input_path,
                     help="a tokenizer.json, a folder with one (a Hugging Face model folder), or `bytes` "
                          f"(default: the tokenizer.json beside {default_beside}, else bytes)")
 
 
 def add_data_flags(sp: argparse.ArgumentParser, required: bool) -> None:
     """`--data`, `--text-field`, `--cache-dir`, `--tokenizer`."""
-    sp.add_argument("--data", metavar="PATH", required=required,
+    sp.add_argument("--data", metavar="PATH", required=required, type=input_path,
                     help="your text: a .txt/.md file, .jsonl (one record per line), .parquet, or a folder of them")
     sp.add_argument("--text-field", default="text", metavar="NAME",
                     help="the field of .jsonl/.parquet records that holds the text (text)")
-    sp.add_argument("--cache-dir", metavar="DIR",
+    sp.add_argument("--cache-dir", metavar="DIR", type=output,
                     help="where the tokenized corpus is cached (default: .archc-cache beside the data)")
     add_tokenizer_flag(sp)
 
 
 def add_split_flags(sp: argparse.ArgumentParser) -> None:
-    sp.add_argument("--val-fraction", type=unit_interval, default=0.05, metavar="F",
+    sp.add_argument("--val-fraction", type=fraction, default=0.05, metavar="F",
                     help="held-out share of --data, the end of the token stream (0.05)")
     sp.add_argument("--val-every", type=count(1), metavar="N",
                     help="held-out loss every N steps (default: 10 times a run)")

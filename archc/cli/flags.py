@@ -84,6 +84,21 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A share strictly between 0 and 1 (a held-out split that leaves both parts non-empty)."""
+    value = _finite(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
+
+
+def input_path(text: str) -> str:
+    """A path to read: never empty (an empty `--data` would read the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the path is empty (an unset shell variable?); name it explicitly")
+    return text
+
+
 def temperature(text: str) -> float:
     """A sampling temperature: finite and ≥ 0 (0 is greedy)."""
     value = _finite(text)

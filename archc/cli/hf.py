@@ -37,26 +37,18 @@ def _cmd_export_hf(args: argparse.Namespace, sources: dict[str, str]) -> int:
     import sys
     from pathlib import Path
 
-    from archc.cli.data import find_tokenizer
-    from archc.cli.model import _build_model, _load_weights
-    from archc.data.tokenizer import HFTokenizer
-    from archc.files.output import Owned, check_folder
+    from archc.cli.model import _build_model, _load_weights, text_tokenizer
+    from archc.files.output import check_folder
     from archc.hf import HFImportError
-    from archc.hf.exporter import FILES, export_hf
+    from archc.hf.exporter import EXPORTED_HF, export_hf
 
-    check_folder(args.output, Owned(FILES, marker="config.json", refuse="any", what="Hugging Face export"), args.force)
+    check_folder(args.output, EXPORTED_HF, args.force)  # before building, not after
     model, prog = _build_model(args.file, args.seed, sources, args, pipeline="O0")
     if args.weights:
         _load_weights(model, args.weights, "--weights")
     else:
         print(f"warning: no --weights: exporting a random init of {prog.graph.name}", file=sys.stderr)
-    tokenizer = find_tokenizer(args.tokenizer, args.weights)
-    if tokenizer is not None and not isinstance(tokenizer, HFTokenizer):
-        tokenizer = None
-    if tokenizer is not None:
-        from archc.cli.data import check_vocab
-
-        check_vocab(tokenizer, prog.graph, model.out_type_vocab())
+    tokenizer = text_tokenizer(args, prog.graph, model.out_type_vocab(), args.weights)
     try:
         out = export_hf(model, Path(args.file).read_text(), Path(args.file).name, args.output, args.force,
                         tokenizer=tokenizer, as_remote=args.remote)

@@ -144,9 +144,9 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     cfg = config_from_section(section, steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
                               accum=args.accum, warmup=args.warmup, seed=args.seed,
                               checkpointing=args.checkpointing or None, bf16=args.bf16 or None)
-    val, tokenizer_files = None, ()
+    val, tokenizer = None, None
     if args.data:
-        task, val, tokenizer_files = _text_task(args, model, prog, cfg)
+        task, val, tokenizer = _text_task(args, model, prog, cfg)
     else:
         task_name = args.task or (section or {}).get("task") or "induction"
         try:
@@ -163,7 +163,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
               f"{distill.alpha:g}·T²·KL at T = {distill.temperature:g} + {1 - distill.alpha:g}·hard loss", file=sys.stderr)
     try:
         res = train(model, task, cfg, out_dir=out, resume=args.resume, progress=not args.quiet,
-                    spec_name=prog.graph.name, distill=distill, val=val, tokenizer_files=tokenizer_files)
+                    spec_name=prog.graph.name, distill=distill, val=val, tokenizer=tokenizer)
     except CheckpointError as e:
         raise _fail("ARC1308", f"--resume: {e}", "start the run again without --resume (--force replaces it), "
                     "or resume from a run folder archc train wrote") from None
@@ -185,7 +185,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
 
 
 def _text_task(args: argparse.Namespace, model, prog, cfg):
-    """`--data` as a training task, the held-out loss, and the tokenizer files for the run folder
+    """`--data` as a training task, the held-out loss, and the tokenizer for the run folder
     (refusals: --task with --data, a vocabulary the tokenizer does not fit, too little text)."""
     from archc.backends.torch.text import TextTask, evaluate
     from archc.cli.data import check_vocab, load_text, tokenizer_for
@@ -210,7 +210,7 @@ def _text_task(args: argparse.Namespace, model, prog, cfg):
     def val(m) -> float:
         return evaluate(m, held_out, tokenizer.eos_id, cfg.seq, cfg.batch, max_tokens=args.val_tokens).loss
 
-    return task, val, tokenizer.files
+    return task, val, tokenizer
 
 
 def _teacher(args: argparse.Namespace, student, prog, sources: dict[str, str]):

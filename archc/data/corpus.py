@@ -14,7 +14,6 @@ the folder is read-only the corpus is tokenized without one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ import numpy as np
 
 from archc.data import DataError, need
 from archc.data.tokenizer import Tokenizer
+from archc.files import FileError
 from archc.files.read import printable
 
 TEXT = (".txt", ".text", ".md")
@@ -131,9 +131,10 @@ def load_corpus(path: str | Path, tokenizer: Tokenizer, text_field: str = "text"
         raise DataError("ARC1505", f"--data: {printable(str(path))} holds no text", "add documents")
     try:
         _write_cache(cache, key, tokens, np.stack((ends, nbytes)))
-    except OSError as e:  # a read-only folder: the corpus works, only uncached
+    except (OSError, FileError) as e:  # a read-only folder: the corpus works, only uncached
+        why = e.message if isinstance(e, FileError) else e.strerror
         (log or (lambda m: print(m, file=sys.stderr)))(
-            f"warning: cannot cache the tokens in {printable(str(cache))} ({e.strerror}); they are tokenized again "
+            f"warning: cannot cache the tokens in {printable(str(cache))} ({why}); they are tokenized again "
             "next time (pass a writable --cache-dir)")
     return Corpus(tokens, ends, nbytes, tokenizer.eos_id, str(path), names, False, time.perf_counter() - t0)
 
@@ -201,7 +202,8 @@ def _tokenize(texts: list[str], tokenizer: Tokenizer,
     done = 0
     parts: list[np.ndarray] = []
     lengths = np.zeros(len(texts), np.int64)
-    nbytes = np.fromiter((len(t.encode("utf-8", "surrogatepass")) for t in texts), np.int64, len(texts))
+    # the texts are valid Unicode: datasets decodes files strictly, Arrow strings are UTF-8
+    nbytes = np.fromiter((len(t.encode("utf-8")) for t in texts), np.int64, len(texts))
     eos = np.array([tokenizer.eos_id], np.uint32)
     for batch in _batches(texts):
         encoded = tokenizer.encode_batch([piece for _, piece in batch])
@@ -281,18 +283,13 @@ def _read_cache(cache: Path, key: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _write_cache(cache: Path, key: str, tokens: np.ndarray, docs: np.ndarray) -> None:
-    """The tokens, then the document table (the marker a reader checks for), each under a
-    temporary name renamed into place."""
+    """The tokens, then the document table (the marker a reader checks for), each written whole
+    through archc's one write path (`output_file`: a temporary file renamed into place, never
+    through a link)."""
+    from archc.files.output import output_file
+
     if cache.is_symlink():
-        raise OSError(0, "it is a symbolic link")
-    cache.mkdir(exist_ok=True)
+        raise FileError("ARC1302", f"{cache} is a symbolic link")
     for name, arr in ((f"{key}.tokens.npy", tokens), (f"{key}.docs.npy", docs)):
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=cache)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr, allow_pickle=False)
-            os.replace(tmp, cache / name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with output_file(cache / name, force=True, flag="--cache-dir") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)

@@ -55,10 +55,10 @@ class ByteTokenizer:
     files: tuple[Path, ...] = ()
 
     def encode_batch(self, texts: Sequence[str]) -> list[Sequence[int]]:
-        return [t.encode("utf-8", "surrogateescape") for t in texts]
+        return [t.encode("utf-8") for t in texts]
 
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8", "surrogateescape"))
+        return list(text.encode("utf-8"))
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(t for t in ids if t < 256).decode("utf-8", "replace")
@@ -179,6 +179,27 @@ def _config_eos(folder: Path) -> str | None:
     if isinstance(eos, dict):
         eos = eos.get("content")
     return eos if isinstance(eos, str) and eos else None
+
+
+def write_tokenizer_files(tokenizer: Tokenizer, folder: Path) -> bool:
+    """Copy a `tokenizer.json` tokenizer into `folder` (a transaction's stage: the caller commits
+    it): `tokenizer.json` and its folder's companions, and a `tokenizer_config.json` naming the
+    class and the end token when it has none (transformers' `AutoTokenizer` and onnxruntime-genai
+    read them there). False for the byte vocabulary, which needs no file."""
+    import shutil
+
+    from archc.files.output import write_text
+
+    if not tokenizer.files:
+        return False
+    shutil.copyfile(tokenizer.files[0], folder / TOKENIZER_FILE)
+    for f in tokenizer.files[1:]:
+        shutil.copyfile(f, folder / f.name)
+    if not (folder / CONFIG_FILE).exists():
+        eos = tokenizer.tok.id_to_token(tokenizer.eos_id)  # type: ignore[union-attr]
+        write_text(folder / CONFIG_FILE, json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos,
+                                                     "model_max_length": 1 << 30}, indent=2) + "\n")
+    return True
 
 
 def check_vocab(tokenizer: Tokenizer, vocab: int) -> str | None:

@@ -57,20 +57,24 @@ def config_path(source: str | Path) -> Path:
     return path
 
 
-def read_config(source: str | Path) -> dict[str, Any]:
-    """The config as a dict (a folder or its config.json), read within `MAX_CONFIG_BYTES`."""
-    path = config_path(source)
+def read_json_object(path: Path, limit: int, what: str) -> dict[str, Any]:
+    """One JSON object from `path`, read within `limit` bytes (a config, a checkpoint index)."""
     with path.open("rb") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise HFImportError(f"{path} is larger than {MAX_CONFIG_BYTES >> 10} kB: not a model config")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise HFImportError(f"{path} is larger than {limit:,} bytes: not {what}")
     try:
-        cfg = json.loads(raw.decode("utf-8"))
+        obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise HFImportError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise HFImportError(f"{path} holds a JSON {type(cfg).__name__}, not an object")
-    return cfg
+    if not isinstance(obj, dict):
+        raise HFImportError(f"{path} holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+def read_config(source: str | Path) -> dict[str, Any]:
+    """The config as a dict (a folder or its config.json), read within `MAX_CONFIG_BYTES`."""
+    return read_json_object(config_path(source), MAX_CONFIG_BYTES, "a model config")
 
 
 class Fields:

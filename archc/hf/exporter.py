@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from archc.data.tokenizer import COMPANIONS, TOKENIZER_FILE, write_tokenizer_files
+from archc.files.output import Owned, output_folder, write_text
 from archc.hf.config import HFImportError
 from archc.hf.remote import (
     ARCHITECTURE,
@@ -33,8 +34,8 @@ from archc.hf.remote import (
 
 WEIGHTS = "model.safetensors"
 #: what export-hf writes: the only paths `force` replaces (config.json is the commit marker)
-FILES = ("config.json", WEIGHTS, "generation_config.json", CONFIG_FILE, MODELING_FILE,
-         "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+EXPORTED_HF = Owned(("config.json", WEIGHTS, CONFIG_FILE, MODELING_FILE, TOKENIZER_FILE, *COMPANIONS),
+                    marker="config.json", refuse="any", what="Hugging Face export")
 
 
 @dataclass
@@ -51,15 +52,13 @@ def export_hf(model: Any, spec_text: str, spec_name: str, out: str | os.PathLike
               tokenizer: Any = None, as_remote: bool = False) -> ExportedHF:
     """Write `model` (an `ArchModel` built from `spec_text`, weights loaded) into `out`; as its
     family when the spec is exactly one (unless `as_remote`), else with archc's modeling file."""
-    from archc.files.output import Owned, output_folder, write_text
     from archc.hf.match import match_family
 
     if model.head_loss != "lm" or not model.causal or len(model.input_names) != 1:
         raise HFImportError(f"{model.graph.name} is not a causal language model; export-hf writes "
                             "AutoModelForCausalLM folders", "export specs that end in lm_head with causal mixers")
     match, why = (None, "asked for (--remote)") if as_remote else match_family(model.canonical_graph)
-    owned = Owned(FILES, marker="config.json", refuse="any", what="Hugging Face export")
-    with output_folder(out, owned, force) as txn:
+    with output_folder(out, EXPORTED_HF, force) as txn:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         if match is not None:
             config, tensors = match.config, match.to_hf(state)
@@ -74,11 +73,8 @@ def export_hf(model: Any, spec_text: str, spec_name: str, out: str | os.PathLike
         # archc's vocabularies have no special ids of their own: none, unless a tokenizer names its
         # end token (a family's defaults, as Phi-3's 32000, may lie outside the vocabulary)
         config.update(bos_token_id=None, eos_token_id=None, pad_token_id=None)
-        if tokenizer is not None and getattr(tokenizer, "files", ()):
+        if tokenizer is not None and write_tokenizer_files(tokenizer, txn.stage):
             config.update(eos_token_id=tokenizer.eos_id, bos_token_id=tokenizer.eos_id)
-            shutil.copyfile(tokenizer.files[0], txn.stage / "tokenizer.json")
-            for f in tokenizer.files[1:]:
-                shutil.copyfile(f, txn.stage / f.name)
         _save(tensors, txn.stage / WEIGHTS)
         write_text(txn.stage / "config.json", json.dumps(config, indent=2) + "\n")
     return ExportedHF(Path(out), config["model_type"], len(tensors), None if match is not None else why)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from archc.hf.config import Fields, HFImportError, config_path, read_config
+from archc.hf.config import Fields, HFImportError, config_path, read_config, read_json_object
 from archc.hf.families import FAMILIES, ImportPlan, Source
 
 #: The sharded checkpoint's index (transformers' `save_pretrained` above its shard size).
@@ -69,15 +69,8 @@ def plan_config(cfg: dict[str, Any]) -> ImportPlan:
 def _checkpoint_files(folder: Path) -> dict[str, Path]:
     """Checkpoint tensor name → the safetensors file holding it."""
     if (folder / INDEX).is_file():
-        with open(folder / INDEX, "rb") as f:
-            raw = f.read(MAX_INDEX_BYTES + 1)
-        if len(raw) > MAX_INDEX_BYTES:
-            raise HFImportError(f"{folder / INDEX} is larger than {MAX_INDEX_BYTES >> 20} MB: not a checkpoint index")
-        try:
-            index = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise HFImportError(f"{folder / INDEX} is not valid JSON: {e}") from None
-        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        index = read_json_object(folder / INDEX, MAX_INDEX_BYTES, "a checkpoint index")
+        weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict):
             raise HFImportError(f"{folder / INDEX} has no `weight_map`")
         out = {}
@@ -108,7 +101,7 @@ def _per_layer(table: dict[str, Any], layers: int) -> dict[str, Any]:
     return out
 
 
-def _name_map(plan: ImportPlan, graph: Any, present: set[str], write: bool = False) -> dict[str, Source]:
+def name_map(plan: ImportPlan, graph: Any, present: set[str], write: bool = False) -> dict[str, Source]:
     """archc key → its checkpoint source for every declared weight of the spec's graph (of
     several layouts, the first whose tensor the checkpoint has: `present`; with `write`, for
     export-hf, the last: the layout of the published checkpoints, which every transformers
@@ -165,7 +158,7 @@ def import_hf(source: str | Path) -> Imported:
         raise HFImportError(f"the {plan.family} config describes a model archc refuses: {d.message}", d.hint) from None
     folder = config_path(source).parent
     files = _checkpoint_files(folder)
-    names = _name_map(plan, program.graph, set(files))
+    names = name_map(plan, program.graph, set(files))
     if files:
         from archc.passes.facts import graph_weights
 

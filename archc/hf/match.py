@@ -53,8 +53,9 @@ class FamilyMatch:
 
 def match_family(graph: Graph) -> tuple[FamilyMatch | None, str]:
     """(the family `graph` is exactly, or None; in words, the reason it is not)."""
+    from archc.errors import ArchError
     from archc.frontend import loads
-    from archc.hf.importer import _name_map, plan_config
+    from archc.hf.importer import name_map, plan_config
 
     proposal = propose(graph)
     if isinstance(proposal, str):
@@ -62,12 +63,12 @@ def match_family(graph: Graph) -> tuple[FamilyMatch | None, str]:
     try:
         plan = plan_config(proposal)
         theirs = loads(plan.spec, f"{plan.family}.arch").graph
-    except (HFImportError, Exception) as e:  # the proposal is not a config the rule takes: not the family
+    except (HFImportError, ArchError) as e:  # the proposal is not a config the rule takes: not the family
         return None, f"the {proposal['model_type']} config it suggests does not import ({e})"
     ids, why = _same(graph, theirs)
     if ids is None:
         return None, f"it differs from {proposal['model_type']}: {why}"
-    names = _name_map(plan, theirs, set(), write=True)
+    names = name_map(plan, theirs, set(), write=True)
     back = {v: k for k, v in ids.items()}  # their node id → ours
     ours = {}
     for key, src in names.items():

@@ -72,7 +72,8 @@ class ArchcForCausalLM(PreTrainedModel, GenerationMixin):
         """archc initializes its own ops (docs/ops.md); a checkpoint replaces every weight."""
 
     def get_input_embeddings(self):
-        return next(m for m in self.model.modules() if isinstance(m, torch.nn.Embedding))
+        """The spec's token embedding (archc's `embed` op: its table is `.weight`, as nn.Embedding's)."""
+        return self.model.get_submodule(next(n.id for n in self.model.graph.walk() if n.op == "embed"))
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, num_items_in_batch=None, **kwargs):
         out = self.model(input_ids, attention_mask=attention_mask, labels=labels,

@@ -95,7 +95,7 @@ def test_an_unwritable_cache_warns_and_still_reads(tmp_path: Path):
     assert (tmp_path / "blocker").read_text().startswith("a file")
 
 
-@pytest.mark.parametrize("case", ["missing", "empty_folder", "suffix", "no_field", "not_text", "bad_json"])
+@pytest.mark.parametrize("case", ["missing", "empty_folder", "suffix", "no_field", "not_text", "bad_json", "surrogate"])
 def test_data_archc_cannot_read_is_a_diagnostic(case: str, tmp_path: Path):
     path = tmp_path / "d.jsonl"
     if case == "missing":
@@ -110,12 +110,15 @@ def test_data_archc_cannot_read_is_a_diagnostic(case: str, tmp_path: Path):
         path.write_text(json.dumps({"content": "x", "meta": 1}) + "\n")
     elif case == "not_text":
         path.write_text(json.dumps({"text": 5}) + "\n")
+    elif case == "surrogate":
+        path.write_text('{"text": "ok"}\n{"text": "a\\ud800b"}\n')
     else:
         path.write_text('{"text": "ok"}\n{"text": \n')
     with pytest.raises(DataError) as e:
         load_corpus(path, load_tokenizer("bytes"))
     code, words = {"missing": ("ARC1503", "does not exist"), "empty_folder": ("ARC1503", "holds no"),
                    "suffix": ("ARC1503", "not a file archc reads"), "no_field": ("ARC1504", "'content', 'meta'"),
-                   "not_text": ("ARC1504", "not text"), "bad_json": ("ARC1503", "cannot read")}[case]
+                   "not_text": ("ARC1504", "not text"), "bad_json": ("ARC1503", "cannot read"),
+                   "surrogate": ("ARC1503", "surrogate")}[case]
     assert e.value.code == code and words in e.value.message
     assert not (tmp_path / CACHE).exists()  # nothing is cached from data that was refused

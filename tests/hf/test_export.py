@@ -78,6 +78,7 @@ def test_a_hybrid_loads_through_the_modeling_file_and_generates_and_trains(tmp_p
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "archc" and config["archc_spec"] == HYBRID
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert hf.get_input_embeddings().weight.shape == (96, 32)
     ids = torch.randint(0, 96, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-5)
@@ -93,6 +94,31 @@ def test_a_hybrid_loads_through_the_modeling_file_and_generates_and_trains(tmp_p
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_peft_adds_lora_adapters_to_a_model_loaded_through_the_modeling_file(tmp_path):
+    """archc's projections are `nn.Linear`s under transformers' names, so PEFT's LoRA finds them:
+    the wrapped model computes the base model's logits (B starts at zero) and trains only the
+    adapters."""
+    peft = pytest.importorskip("peft")
+    assert archc.export_hf(str(_spec(tmp_path)), out=str(tmp_path / "x")) == "archc"
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "x", trust_remote_code=True)
+    ids = torch.randint(0, 96, (2, 12))
+    with torch.no_grad():
+        base = hf(ids).logits
+    lora = peft.get_peft_model(hf, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    out = lora(input_ids=ids, labels=ids)
+    torch.testing.assert_close(out.logits, base)
+    out.loss.backward()
+    trained = [n for n, p in lora.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.named_parameters() if "lora_B" in n)
+
+
+def _spec(tmp_path):
+    path = tmp_path / "hybrid.arch"
+    path.write_text(HYBRID)
+    return path
 
 
 def test_the_api_exports_a_hand_written_spec_as_its_family(tmp_path):

@@ -137,9 +137,13 @@ def test_sharded_checkpoints_are_read_shard_by_shard(tmp_path):
     assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
     archc.import_hf(str(tmp_path / "sharded"), None, str(tmp_path / "w.safetensors"))
     archc.import_hf(str(tmp_path / "hf"), None, str(tmp_path / "w1.safetensors"))
+    _assert_same_weights(tmp_path / "w.safetensors", tmp_path / "w1.safetensors")
+
+
+def _assert_same_weights(a, b) -> None:
     from safetensors.torch import load_file
 
-    a, b = load_file(tmp_path / "w.safetensors"), load_file(tmp_path / "w1.safetensors")
+    a, b = load_file(a), load_file(b)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -191,8 +195,7 @@ def test_mixtral_reads_the_per_expert_layout_of_older_checkpoints(tmp_path):
     (tmp_path / "old" / "config.json").write_text((tmp_path / "new" / "config.json").read_text())
     archc.import_hf(str(tmp_path / "new"), None, str(tmp_path / "a.safetensors"))
     archc.import_hf(str(tmp_path / "old"), None, str(tmp_path / "b.safetensors"))
-    a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _assert_same_weights(tmp_path / "a.safetensors", tmp_path / "b.safetensors")
 
 
 def test_a_damaged_checkpoint_is_a_diagnostic_and_nothing_is_written(tmp_path, capsys):

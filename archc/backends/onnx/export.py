@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from archc.backends.onnx.precision import QuantizeOptions
 from archc.backends.onnx.state import refuse_state_request
 from archc.backends.torch import optimize
 from archc.backends.torch.model import ArchModel
-from archc.data.tokenizer import COMPANIONS, CONFIG_FILE, TOKENIZER_FILE, Tokenizer
+from archc.data.tokenizer import COMPANIONS, TOKENIZER_FILE, Tokenizer, write_tokenizer_files
 from archc.files.output import Owned, output_folder, write_text
 from archc.passes.facts import node_state
 from archc.passes.manager import EXPORT_LEVEL
@@ -113,17 +112,9 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
 
 
 def attach_tokenizer(folder: Path, tokenizer: Tokenizer) -> Manifest:
-    """Copy the tokenizer's files into an export folder (a `tokenizer_config.json` written when
-    it has none: onnxruntime-genai and transformers' `AutoTokenizer` read the class and the end
-    token there) and name it in the manifest and genai's config (its end-of-sequence id)."""
-    files = tokenizer.files
-    shutil.copyfile(files[0], folder / TOKENIZER_FILE)
-    for f in files[1:]:
-        shutil.copyfile(f, folder / f.name)
-    if not (folder / CONFIG_FILE).exists():
-        eos = tokenizer.tok.id_to_token(tokenizer.eos_id)
-        write_text(folder / CONFIG_FILE, json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos,
-                                                     "model_max_length": 1 << 30}, indent=2) + "\n")
+    """Copy the tokenizer's files into an export folder (`write_tokenizer_files`) and name it in
+    the manifest and genai's config (its end-of-sequence id)."""
+    write_tokenizer_files(tokenizer, folder)
     manifest = read_manifest(folder)
     manifest.tokenizer, manifest.eos_token_id = TOKENIZER_FILE, tokenizer.eos_id
     manifest.write(folder)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -35,7 +34,7 @@ from archc.backends.torch.checkpoint import (
 )
 from archc.backends.torch.model import IGNORE_INDEX, ArchModel
 from archc.backends.torch.tasks import Task
-from archc.data.tokenizer import COMPANIONS, TOKENIZER_FILE
+from archc.data.tokenizer import COMPANIONS, TOKENIZER_FILE, Tokenizer, write_tokenizer_files
 from archc.files.output import Owned, output_folder, write_text
 
 #: one checkpoint: the files a save replaces together
@@ -167,11 +166,11 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> float:
 
 def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | None = None,
           resume: bool = False, progress: bool = True, spec_name: str = "", distill: Distill | None = None,
-          val: Callable[[ArchModel], float] | None = None, tokenizer_files: tuple[Path, ...] = ()) -> TrainResult:
+          val: Callable[[ArchModel], float] | None = None, tokenizer: Tokenizer | None = None) -> TrainResult:
     """Train `model` on `task`; with `distill`, on the teacher's soft targets mixed with the hard
     loss (the teacher is frozen and in eval mode). `val(model)` is the held-out loss, taken every
     `cfg.val_every` steps and at the end (shown on the progress bar, drawn in `loss.png`).
-    `tokenizer_files` (a `tokenizer.json` first) are copied into the run folder at the end."""
+    `tokenizer` (of `--data`) is copied into the run folder at the end."""
     out = Path(out_dir) if out_dir is not None else None
     if distill is not None:
         distill.teacher.eval().requires_grad_(False)
@@ -242,7 +241,7 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
                              interrupted=done < cfg.steps, val_losses=val_losses)
         if out is not None:  # inside: a Ctrl-C now waits for the save to be complete
             _save(model, opt, done, gen, cfg, out, losses, spec_name, val_losses,
-                  plot_title=f"{spec_name} — {task.name}", tokenizer_files=tokenizer_files)
+                  plot_title=f"{spec_name} — {task.name}", tokenizer=tokenizer)
     model.eval()
     return result
 
@@ -277,7 +276,7 @@ class _StopAtStepEnd:
 
 def _save(model: ArchModel, opt: torch.optim.Optimizer, step: int, gen: torch.Generator, cfg: TrainConfig,
           out: Path, losses: list[float], spec_name: str, val_losses: list[tuple[int, float]],
-          plot_title: str | None = None, tokenizer_files: tuple[Path, ...] = ()) -> None:
+          plot_title: str | None = None, tokenizer: Tokenizer | None = None) -> None:
     """One checkpoint — weights, optimizer state and config of `step` — committed together; with
     `plot_title` (the end of the run), the loss curve and the tokenizer too."""
     meta = {"spec": spec_name, "step": step, "losses": losses, "val_losses": val_losses, "config": asdict(cfg)}
@@ -287,8 +286,8 @@ def _save(model: ArchModel, opt: torch.optim.Optimizer, step: int, gen: torch.Ge
         write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
         if plot_title is not None:
             plot_losses(losses, txn.stage / "loss.png", title=plot_title, val=val_losses)
-            for i, f in enumerate(tokenizer_files):
-                shutil.copyfile(f, txn.stage / (TOKENIZER_FILE if i == 0 else f.name))
+            if tokenizer is not None:
+                write_tokenizer_files(tokenizer, txn.stage)
 
 
 def plot_losses(losses: list[float], path: Path, title: str = "", val: list[tuple[int, float]] | None = None) -> None:

@@ -29,15 +29,17 @@ def test_scoring_in_windows_scores_every_token_once():
     assert scored == tokens.tolist()
 
 
-def test_evaluate_equals_the_models_loss_when_one_window_holds_the_stream():
-    """With one window the score is transformers' causal LM loss over `eos + tokens` (the model's
-    own shifted cross-entropy), summed; perplexity and bits per byte follow their definitions."""
+def test_evaluate_equals_the_next_token_log_likelihood_when_one_window_holds_the_stream():
+    """With one window the score is −Σ log p(token | the tokens before it) over `eos + tokens`,
+    computed here with PyTorch's log_softmax on the logits; perplexity and bits per byte follow
+    their definitions."""
     model = _model()
     tokens = np.random.default_rng(0).integers(3, 64, 40).astype(np.uint32)
     res = evaluate(model, tokens, 0, seq=64, text_bytes=50.0)
     ids = torch.tensor([[0, *tokens.tolist()]])
     with torch.no_grad():
-        mean = float(model(ids, labels=ids).loss)
+        logp = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+        mean = float(-logp.gather(1, ids[0, 1:, None]).mean())
     assert res.tokens == 40 and math.isclose(res.loss, mean, rel_tol=1e-5)
     assert math.isclose(res.perplexity, math.exp(mean), rel_tol=1e-5)
     assert math.isclose(res.bits_per_byte, mean * 40 / math.log(2) / 50.0, rel_tol=1e-5)
