@@ -22,18 +22,19 @@ from archc.backends.torch.tasks import Task
 
 
 class TextTask(Task):
-    """Random windows of a token stream (the training part of a corpus)."""
+    """Random windows of a token stream (the training part of a corpus). The stream stays as
+    the corpus holds it (uint32, memory-mapped from the cache): only each batch becomes int64."""
 
     def __init__(self, name: str, vocab: int, tokens: np.ndarray, source: str) -> None:
         super().__init__(name, vocab)
-        self.tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+        self.tokens = tokens
         self.source = source
 
     def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         if len(self.tokens) < seq:
             raise ValueError(f"the training text holds {len(self.tokens):,} tokens, fewer than one sequence of {seq}")
         starts = torch.randint(0, len(self.tokens) - seq + 1, (batch,), generator=gen)
-        ids = torch.stack([self.tokens[s:s + seq] for s in starts.tolist()])
+        ids = torch.from_numpy(np.stack([self.tokens[s:s + seq] for s in starts.tolist()]).astype(np.int64))
         return ids, ids.clone()
 
 
