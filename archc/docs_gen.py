@@ -130,7 +130,7 @@ def _example_text(op: OpDef) -> str:
 #: Values for the required parameters of each op that has them, so that the reference can list
 #: the op's declared weights at an example (hidden states of width 64).
 EXAMPLE_PARAMS: dict[str, dict[str, Any]] = {
-    "attention": {"heads": 4}, "bigbird_attention": {"heads": 4}, "cls_head": {"classes": 2},
+    "attention": {"heads": 4}, "bigbird_attention": {"heads": 4}, "cls_head": {"classes": 2}, "scale": {"by": 0.5},
     "compressive_memory": {"heads": 4}, "embed": {"vocab": 256, "d": 64},
     "gated_deltanet": {"heads": 4, "head_dim": 16}, "geglu": {"hidden": 128}, "groupnorm": {"groups": 4},
     "gru": {"hidden": 64}, "latent_attention": {"latents": 8}, "learned_pos": {"max_len": 128},

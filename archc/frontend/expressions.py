@@ -83,9 +83,18 @@ class Expressions:
                 return self.error(err.code, err.message, e.span, err.hint)
             return self.add_node(op.name, op.name, [a, b], {}, out, e.span)
         if isinstance(a, Tensor) or isinstance(b, Tensor):
-            other = b if isinstance(a, Tensor) else a
+            tensor, other = (a, b) if isinstance(a, Tensor) else (b, a)
+            number = isinstance(other, int | float) and not isinstance(other, bool)
+            if number and (e.op == "*" or (e.op == "/" and tensor is a)):
+                if e.op == "/" and other == 0:
+                    return self.error("ARC0402", "division by zero", e.span)
+                by = float(other) if e.op == "*" else 1.0 / other
+                op = REGISTRY["scale"]
+                return self.add_node("scale", "scale", [tensor], {"by": by}, node_type(op, op.params(by=by),
+                                                                                 [tensor.type]), e.span)
             return self.error("ARC0202", f"cannot combine a tensor with {describe(other)} using `{e.op}`", e.span,
-                              "tensors combine only with tensors of the same shape; scale inside an op instead")
+                              "a tensor combines with a tensor (`+`, `*`) or scales by a number (`x * 0.5`, "
+                              "`x / 8`)")
         if isinstance(a, str) and isinstance(b, int) and not isinstance(b, bool) and e.op == "*":
             if b < 0 or len(a) * b > MAX_STRING:
                 return self.error("ARC0402", f"string repetition gives more than {MAX_STRING:,} characters", e.span)

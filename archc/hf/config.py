@@ -24,7 +24,7 @@ IGNORED = frozenset({
     "torch_dtype", "dtype", "transformers_version", "model_type", "use_cache", "initializer_range",
     "attention_dropout", "hidden_dropout", "embd_pdrop", "resid_pdrop", "output_attentions",
     "output_hidden_states", "return_dict", "is_decoder", "id2label", "label2id", "tokenizer_class",
-    "max_position_embeddings", "max_window_layers", "use_return_dict", "chunk_size_feed_forward",
+    "max_position_embeddings", "use_return_dict", "chunk_size_feed_forward",
     "problem_type", "prefix", "task_specific_params", "pruned_heads", "tf_legacy_loss",
     "torchscript", "use_bfloat16", "finetuning_task", "cross_attention_hidden_size", "add_cross_attention",
     "tie_encoder_decoder", "is_encoder_decoder", "decoder_start_token_id", "sep_token_id",

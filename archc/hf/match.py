@@ -125,60 +125,136 @@ def propose(graph: Graph) -> dict[str, Any] | str:
         return f"its mixers ({', '.join(kinds)}) are in no family export-hf writes"
     if "learned_pos" in ops:
         return _gpt2(graph, attn, common)
-    return _llama(graph, attn, common)
+    return _decoder(graph, attn, common)
 
 
-def _llama(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
-    a = attn[0].params
-    if any(n.params != a for n in attn):
+def _decoder(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
+    """A config of the transformer decoder family the graph looks like (`decoders.py`'s rule
+    decides, when the proposal is imported back and compared)."""
+    from archc.hf.decoders import ARCH, PER_LAYER
+
+    nodes = list(graph.walk())
+    settings = [{k: v for k, v in n.params.items() if k not in ("window", "pos")} for n in attn]
+    if any(s != settings[0] for s in settings):
         return "its attention layers differ from each other"
+    a = attn[0].params
     d, heads = common["hidden_size"], int(a["heads"])
-    pos = a.get("pos") or {}
-    if not isinstance(pos, dict) or pos.get("op") != "rope":
+    if any((n.params.get("pos") or {}).get("op") != "rope" for n in attn):
         return "its attention has no rotary positions"
-    rope = pos.get("params", {})
-    norms = [n for n in graph.walk() if n.op in ("rmsnorm", "layernorm")]
-    moe = [n for n in graph.walk() if n.op == "moe"]
-    ffn = [n for n in graph.walk() if n.op == "swiglu"]
+    layer_of, k = {}, -1
+    for n in nodes:  # a node belongs to the layer of the attention before it
+        k += n.op == "attention"
+        layer_of[n.id] = k
+    norms = [n for n in nodes if n.op in ("rmsnorm", "layernorm")]
+    moe = [n for n in nodes if n.op == "moe"]
+    shared = [n for n in nodes if n.op == "swiglu" and any(
+        m.op == "mul" and n.id in m.inputs for m in nodes)]
+    dense = [n for n in nodes if n.op in ("swiglu", "geglu") and n not in shared]
+    scales = [n for n in nodes if n.op == "scale"]
+    if not norms or not (dense or moe):
+        return "it has no RMSNorm and SwiGLU layers"
+    unit = any(n.params.get("unit_offset") for n in norms)
+    per_layer = (len(norms) - 1) / len(attn)
+    olmo = all(n.op == "layernorm" and n.params.get("affine") is False for n in norms)
+    rope = attn[-1].params["pos"]["params"]
+    if unit:
+        family = "gemma3_text" if a.get("qk_norm") else "gemma2" if per_layer == 4 else "gemma"
+    elif moe:
+        family = "qwen2_moe" if shared else "qwen3_moe" if a.get("qk_norm") else "mixtral"
+    elif a.get("qk_norm_width"):
+        family = "olmo2"
+    elif scales or a.get("scale"):
+        family = "granite"
+    elif olmo:
+        family = "olmo"
+    elif a.get("qk_norm"):
+        family = "qwen3"
+    elif a.get("bias") is True and a.get("out_bias") is False:
+        family = "qwen2"
+    elif float(rope.get("fraction", 1.0)) != 1.0:
+        family = "phi3"
+    else:
+        family = "mistral" if any(n.params.get("window") for n in attn) else "llama"
+    head_dim = int(a.get("head_dim") or d // heads)
+    cfg: dict[str, Any] = {
+        "model_type": family, "architectures": [f"{ARCH[family]}ForCausalLM"], **common,
+        "num_hidden_layers": len(attn), "num_attention_heads": heads,
+        "num_key_value_heads": int(a.get("kv_heads") or heads), "head_dim": head_dim,
+        "max_position_embeddings": 4096,
+    }
+    if dense:
+        cfg["intermediate_size"] = int(dense[0].params["hidden"])
+    if family in ("gemma", "gemma2", "gemma3_text"):
+        cfg["hidden_act" if family == "gemma" else "hidden_activation"] = "gelu_pytorch_tanh"
+    else:
+        cfg["hidden_act"] = "silu"
+    # positions and windows: the full layers' rope (Gemma 3's sliding layers have their own)
+    windows = [n.params.get("window") for n in attn]
+    sliding = [n for n in attn if n.params.get("window")]
+    full = [n for n in attn if not n.params.get("window")] or attn
+    rope = full[0].params["pos"]["params"]
+    if any(n.params["pos"] != full[0].params["pos"] for n in full):
+        return "its attention layers have different rotary positions"
+    rope_cfg = {"rope_type": "default" if rope.get("scaling", "none") in ("none", None) else rope["scaling"],
+                "rope_theta": float(rope.get("theta", 10000.0))}
+    if rope_cfg["rope_type"] != "default":
+        rope_cfg["factor"] = float(rope.get("factor", 1.0))
+    if float(rope.get("fraction", 1.0)) != 1.0:
+        cfg["partial_rotary_factor"] = float(rope["fraction"])
+    cfg["rope_parameters"] = rope_cfg
+    if family == "gemma3_text" and sliding:
+        local = sliding[0].params["pos"]["params"]
+        cfg["rope_parameters"] = {"full_attention": rope_cfg, "sliding_attention": {
+            "rope_type": "default", "rope_theta": float(local.get("theta", 10000.0))}}
+    if len({w for w in windows if w}) > 1:
+        return "its sliding windows differ from layer to layer"
+    window = int(sliding[0].params["window"]) if sliding else None
+    if family in PER_LAYER and sliding:
+        cfg["layer_types"] = ["sliding_attention" if w else "full_attention" for w in windows]
+    if family in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"):
+        cfg.update(use_sliding_window=bool(window), sliding_window=window, max_window_layers=0)
+    elif family not in ("llama", "olmo", "olmo2", "granite", "gemma"):
+        cfg["sliding_window"] = window
+    if not olmo:
+        cfg["rms_norm_eps"] = float(norms[0].params.get("eps", 1e-6))
+    if family not in ("qwen2", "qwen2_moe", "mixtral"):
+        cfg["attention_bias"] = bool(a.get("bias"))
+    if family not in ("mixtral", "qwen2_moe", "qwen3_moe"):
+        cfg["mlp_bias"] = False
+    if family in ("gemma2", "gemma3_text"):
+        scalar = float(a["scale"]) ** -2 if a.get("scale") else head_dim
+        cfg["query_pre_attn_scalar"] = round(scalar) if abs(scalar - round(scalar)) < 1e-6 else scalar
+        cfg["attn_logit_softcapping"] = a.get("softcap")
+        cfg["final_logit_softcapping"] = graph.nodes[graph.outputs[0]].params.get("softcap")
+    if family == "granite":
+        cfg["attention_multiplier"] = float(a.get("scale") or head_dim ** -0.5)
+        embed = next(n for n in nodes if n.op == "embed")
+        head_in = graph.nodes[graph.outputs[0]].inputs[0]
+        cfg["embedding_multiplier"], cfg["logits_scaling"], cfg["residual_multiplier"] = 1.0, 1.0, 1.0
+        for n in scales:
+            by = float(n.params["by"])
+            if n.inputs[0] == embed.id:
+                cfg["embedding_multiplier"] = by
+            elif n.id == head_in:
+                cfg["logits_scaling"] = 1.0 / by
+            else:
+                cfg["residual_multiplier"] = by
     if moe:
-        expert = moe[0].params.get("expert") or {}
+        m = moe[0].params
+        expert = m.get("expert") or {}
         if not isinstance(expert, dict) or expert.get("op") != "swiglu":
             return "its experts are not SwiGLU"
         hidden = int(expert["params"]["hidden"])
-    elif ffn:
-        hidden = int(ffn[0].params["hidden"])
-    if not norms or not (ffn or moe):
-        return "it has no RMSNorm and SwiGLU layers"
-    olmo = all(n.op == "layernorm" and n.params.get("affine") is False for n in norms)
-    qwen2 = a.get("bias") is True and a.get("out_bias") is False
-    family = ("mixtral" if moe else "olmo" if olmo else "qwen3" if a.get("qk_norm") else "qwen2" if qwen2
-              else "phi3" if float(rope.get("fraction", 1.0)) != 1.0 else "mistral" if a.get("window") else "llama")
-    cfg: dict[str, Any] = {
-        "model_type": family, "architectures": [f"{_ARCH[family]}ForCausalLM"], **common,
-        "num_hidden_layers": len(attn), "num_attention_heads": heads,
-        "num_key_value_heads": int(a.get("kv_heads") or heads), "head_dim": int(a.get("head_dim") or d // heads),
-        "intermediate_size": hidden, "hidden_act": "silu",
-        "rope_theta": float(rope.get("theta", 10000.0)), "max_position_embeddings": 4096,
-    }
-    if rope.get("scaling", "none") not in ("none", None):
-        cfg["rope_scaling"] = {"rope_type": rope["scaling"], "factor": float(rope.get("factor", 1.0))}
-    if float(rope.get("fraction", 1.0)) != 1.0:
-        cfg["partial_rotary_factor"] = float(rope["fraction"])
-    if not olmo:
-        cfg["rms_norm_eps"] = float(norms[0].params.get("eps", 1e-6))
-    if family not in ("qwen2", "mixtral"):
-        cfg["attention_bias"] = bool(a.get("bias"))
-    if family not in ("mixtral",):
-        cfg["mlp_bias"] = False
-    window = a.get("window")
-    if family in ("mistral", "mixtral", "phi3"):
-        cfg["sliding_window"] = int(window) if window else None
-    elif family in ("qwen2", "qwen3"):
-        cfg.update(use_sliding_window=bool(window), sliding_window=int(window) if window else None)
-    if family == "mixtral":
-        m = moe[0].params
-        cfg.update(num_local_experts=int(m["experts"]), num_experts_per_tok=int(m["top_k"]),
-                   router_aux_loss_coef=float(m.get("aux_loss") or 0.0), router_jitter_noise=0.0)
+        cfg.update(num_experts_per_tok=int(m["top_k"]), router_aux_loss_coef=float(m.get("aux_loss") or 0.0))
+        if family == "mixtral":
+            cfg.update(num_local_experts=int(m["experts"]), intermediate_size=hidden, router_jitter_noise=0.0)
+        else:
+            cfg.update(num_experts=int(m["experts"]), moe_intermediate_size=hidden,
+                       norm_topk_prob=bool(m.get("renormalize", True)), decoder_sparse_step=1,
+                       mlp_only_layers=sorted({layer_of[n.id] for n in dense}))
+            cfg.setdefault("intermediate_size", hidden)
+        if shared:
+            cfg["shared_expert_intermediate_size"] = int(shared[0].params["hidden"])
     return cfg
 
 
@@ -217,7 +293,3 @@ def _mamba(graph: Graph, mixers: list[Node], common: dict[str, Any]) -> dict[str
         cfg.update(head_dim=head_dim, num_heads=int(m["expand"]) * d // head_dim, n_groups=int(m.get("groups") or 1),
                    chunk_size=int(m.get("chunk") or 256))
     return cfg
-
-
-_ARCH = {"llama": "Llama", "mistral": "Mistral", "mixtral": "Mixtral", "olmo": "Olmo", "phi3": "Phi3",
-         "qwen2": "Qwen2", "qwen3": "Qwen3"}

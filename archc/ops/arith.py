@@ -1,5 +1,7 @@
-"""Elementwise arithmetic on tensors: `x + f(x)` (residual) and `a * b` (gating); and `item`, one
-output of a node with several (made by fusion passes, never written in a spec)."""
+"""Elementwise arithmetic on tensors: `x + f(x)` (residual), `a * b` (gating; a [B, T, 1] gate
+broadcasts over the width, as Qwen2-MoE's sigmoid-gated shared expert), `x * 0.22` (`scale`: a
+tensor times a constant, Granite's multipliers); and `item`, one output of a node with several
+(made by fusion passes, never written in a spec)."""
 
 from __future__ import annotations
 
@@ -22,14 +24,41 @@ def _same_shapes(p: NoParams, ins: list[TensorType]) -> TensorType:
     return a
 
 
-def _elementwise_cost(p: NoParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+def _gated_shapes(p: NoParams, ins: list[TensorType]) -> TensorType:
+    """`a * b`: the same shapes, or one side [..., 1] (a gate per token) broadcast over the
+    other's width."""
+    a, b = ins
+    if a.dtype == b.dtype and a.shape[:-1] == b.shape[:-1] and len(a.shape) == len(b.shape) >= 2:
+        if b.shape[-1] == 1:
+            return a
+        if a.shape[-1] == 1:
+            return b
+    return _same_shapes(p, ins)
+
+
+def _elementwise_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
     return Cost(flops=out.width, act_bytes=0)
 
 
-for _name, _summary in (("add", "Elementwise sum, written `a + b` (residual connections, parallel branches)."),
-                        ("mul", "Elementwise product, written `a * b` (gating).")):
-    register(OpDef(name=_name, params=NoParams, shape=_same_shapes, cost=_elementwise_cost, summary=_summary,
-                   inputs=("a", "b"), role="arith"))
+register(OpDef(name="add", params=NoParams, shape=_same_shapes, cost=_elementwise_cost,
+               summary="Elementwise sum, written `a + b` (residual connections, parallel branches).",
+               inputs=("a", "b"), role="arith"))
+register(OpDef(name="mul", params=NoParams, shape=_gated_shapes, cost=_elementwise_cost,
+               summary="Elementwise product, written `a * b` (gating); a [B, T, 1] side broadcasts over the "
+                       "width (a gate per token).", inputs=("a", "b"), role="arith"))
+
+
+class ScaleParams(Params):
+    by: float = Field(description="the constant factor")
+
+
+def _scale_shape(p: ScaleParams, ins: list[TensorType]) -> TensorType:
+    return ins[0]
+
+
+register(OpDef(name="scale", params=ScaleParams, shape=_scale_shape, cost=_elementwise_cost,
+               summary="A tensor times a constant, written `x * 0.22`, `0.22 * x` or `x / 8` (Granite's embedding, "
+                       "residual and logit multipliers).", inputs=("x",), role="arith"))
 
 
 class ItemParams(Params):

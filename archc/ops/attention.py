@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
@@ -66,6 +66,13 @@ class AttentionParams(AttentionBase):
     qk_norm: bool = Field(False, description="RMSNorm of each head's queries and keys before the rotation, one "
                                              "weight [head_dim] each (Qwen3, OLMoE, Gemma 3)")
     qk_norm_eps: float = Field(1e-6, gt=0.0, description="ε of the q/k norms")
+    qk_norm_width: bool = Field(False, description="the q/k norms over all heads' width at once, weights "
+                                                   "[heads·head_dim] and [kv_heads·head_dim] (OLMo 2)")
+    qk_norm_unit_offset: bool = Field(False, description="the q/k norms scale by 1 + weight (Gemma 3)")
+    scale: PositiveFloat | None = Field(None, description="the scores' scale; default 1/√head_dim (Gemma 2: "
+                                                          "query_pre_attn_scalar^-½; Granite: attention_multiplier)")
+    softcap: PositiveFloat | None = Field(None, description="scores → softcap·tanh(scores / softcap) before the "
+                                                            "softmax (Gemma 2)")
 
 
 def check_common(p: Any, d: int) -> int:
@@ -151,8 +158,8 @@ def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, 
 
 def _attention_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
     """The q, k, v, o projections (`projection_weights`), with `qk_norm` the norms' weights
-    `q_norm.weight` and `k_norm.weight` [head_dim] (ones; shared by the heads, so no head cuts
-    them), and with `pos=relative_bias(...)` T5's bias table `relative_bias.weight` [buckets,
+    `q_norm.weight` and `k_norm.weight` [head_dim] (ones, zeros with a unit offset; shared by the
+    heads, so no head cuts them; over the whole width with `qk_norm_width`, cut with the heads), and with `pos=relative_bias(...)` T5's bias table `relative_bias.weight` [buckets,
     heads]."""
     d = width_of(ins)
     hd, kv = check_common(p, d), p.kv_head_count
@@ -160,7 +167,15 @@ def _attention_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weigh
     alibi = p.pos is not None and p.pos.get("op") == "alibi"
     out = projection_weights(p, d, d_kv, hd, kv, prunable=not alibi)
     if p.qk_norm:
-        out += (Weight("q_norm.weight", (hd,), "norm", "ones"), Weight("k_norm.weight", (hd,), "norm", "ones"))
+        init = "zeros" if p.qk_norm_unit_offset else "ones"
+        if p.qk_norm_width:  # one weight per channel: a head's rows go with it, as q_proj's
+            mha = kv == p.heads
+            out += (Weight("q_norm.weight", (p.heads * hd,), "norm", init,
+                           cuts=(("heads", 0),) if mha else (("heads", 0), ("kv_heads", 0))),
+                    Weight("k_norm.weight", (kv * hd,), "norm", init,
+                           cuts=(("heads", 0),) if mha else (("kv_heads", 0),)))
+        else:
+            out += (Weight("q_norm.weight", (hd,), "norm", init), Weight("k_norm.weight", (hd,), "norm", init))
     if p.pos is not None and p.pos["op"] == "relative_bias":
         cuts = (("heads", 1),) if kv == p.heads else (("heads", 1), ("kv_heads", 1))
         out += (Weight("relative_bias.weight", (p.pos["params"].get("buckets", 32), p.heads), "position",
@@ -197,6 +212,7 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
     h, kv, hd = p.heads, p.kv_head_count, p.head_dim_for(d)
     mha = kv == h
     rel = p.pos is not None and p.pos.get("op") == "relative_bias"
+    wide = p.qk_norm and p.qk_norm_width  # per-channel q/k norm weights go with their heads
 
     def slices(u: int) -> dict:
         out = {"q_proj.weight": (0, rows(u, hd)), "o_proj.weight": (1, rows(u, hd))}
@@ -205,6 +221,8 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
             out[f"{name}.weight"] = (0, rows(u, hd))
             if p.bias:
                 out[f"{name}.bias"] = (0, rows(u, hd))
+        if wide:
+            out.update({f"{n}_norm.weight": (0, rows(u, hd)) for n in ("qk" if mha else "q")})
         if rel:
             out["relative_bias.weight"] = (1, [u])
         return out
@@ -226,6 +244,8 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
                "v_proj.weight": (0, rows(g, hd))}
         if p.bias:
             out.update({"q_proj.bias": (0, q), "k_proj.bias": (0, rows(g, hd)), "v_proj.bias": (0, rows(g, hd))})
+        if wide:
+            out.update({"q_norm.weight": (0, q), "k_norm.weight": (0, rows(g, hd))})
         if rel:
             out["relative_bias.weight"] = (1, list(range(g * per, (g + 1) * per)))
         return out

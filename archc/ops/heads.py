@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
 from archc.ir.types import TensorType, hidden
@@ -16,6 +16,8 @@ class LMHeadParams(Params):
     vocab: PositiveInt | None = Field(None, description="output vocabulary; defaults to the embedding's")
     tied: bool = Field(False, description="reuse the token embedding matrix (no parameters of its own)")
     bias: bool = False
+    softcap: PositiveFloat | None = Field(None, description="logits → softcap·tanh(logits / softcap) (Gemma 2's "
+                                                            "final logit soft-capping)")
 
 
 def _lm_shape(p: LMHeadParams, ins: list[TensorType]) -> TensorType:

@@ -25,6 +25,8 @@ class MoEParams(Params):
     aux_loss: float = Field(0.01, ge=0, description="weight of the load-balancing loss (Switch eq. 4)")
     z_loss: float = Field(0.0, ge=0, description="weight of the router z-loss (ST-MoE)")
     jitter: float = Field(0.0, ge=0, description="multiplicative router-input noise in training")
+    renormalize: bool = Field(True, description="with top_k > 1, rescale the chosen probabilities to sum to one "
+                                                "(Mixtral); false keeps the softmax's (Qwen2-MoE, Jamba)")
 
     @model_validator(mode="after")
     def _k_le_e(self) -> MoEParams:

@@ -20,6 +20,8 @@ class LayerNormParams(Params):
 
 class RMSNormParams(Params):
     eps: PositiveFloat = 1e-6
+    unit_offset: bool = Field(False, description="scale by 1 + weight, the weight initialized to zeros (Gemma's "
+                                                  "zero-centred norms, Qwen3-Next)")
 
 
 class GroupNormParams(Params):
@@ -41,13 +43,13 @@ def _norm_cost(p: Params, ins: list[TensorType], out: TensorType, ctx: CostCtx) 
 
 
 def _norm_weights(p: Params, ins: list[TensorType]) -> tuple[Weight, ...]:
-    """`weight` [d] (ones) and, for layernorm with bias and groupnorm, `bias` [d] (zeros); none
+    """`weight` [d] (ones; zeros for a `unit_offset` RMSNorm, whose scale is 1 + weight) and, for layernorm with bias and groupnorm, `bias` [d] (zeros); none
     for a non-affine layernorm."""
     d = width_of(ins)
     if isinstance(p, LayerNormParams) and not p.affine:
         return ()
     shift = isinstance(p, GroupNormParams) or (isinstance(p, LayerNormParams) and p.bias)
-    scale = (Weight("weight", (d,), "norm", "ones"),)
+    scale = (Weight("weight", (d,), "norm", "zeros" if getattr(p, "unit_offset", False) else "ones"),)
     return scale + ((Weight("bias", (d,), "norm", "zeros"),) if shift else ())
 
 

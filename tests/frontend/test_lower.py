@@ -214,3 +214,11 @@ def test_arch_error_str_is_readable():
     with pytest.raises(ArchError) as e:
         archc.loads("model m(t) {\n  return nope(t)\n}\n", "x.arch")
     assert "x.arch:2:10: ARC0401" in str(e.value)
+
+
+def test_a_tensor_scales_by_a_number():
+    g = archc.loads(HEAD + "  x = x * 0.5\n  x = 2 * x\n  x = x / 8\n  return lm_head(x)\n}\n", "m.arch").graph
+    assert [n.params["by"] for n in g.walk() if n.op == "scale"] == [0.5, 2.0, 0.125]
+    assert _one(HEAD + "  return lm_head(x - 1)\n}\n", "ARC0202").message.startswith("cannot combine a tensor")
+    assert _one(HEAD + "  return lm_head(1 / x)\n}\n", "ARC0202")
+    assert _one(HEAD + "  return lm_head(x / 0)\n}\n", "ARC0402").message == "division by zero"

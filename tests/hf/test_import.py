@@ -39,10 +39,32 @@ FAMILIES = {
                                                    "partial_rotary_factor": 0.5}}),
     "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"head_dim": 32, "attention_bias": True, "rms_norm_eps": 1e-5}),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 64}),
+    # a MoE layer (its shared expert gated per token) and a dense one (`mlp_only_layers`)
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM", {
+        "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "num_experts": 4,
+        "num_experts_per_tok": 2, "mlp_only_layers": [1]}),
+    "qwen3_moe": ("Qwen3MoeConfig", "Qwen3MoeForCausalLM", {
+        "moe_intermediate_size": 32, "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True,
+        "head_dim": 32}),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {
+        "embedding_multiplier": 12.0, "residual_multiplier": 0.22, "attention_multiplier": 0.0625,
+        "logits_scaling": 8.0}),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"pad_token_id": None, "eos_token_id": None}),
+    "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 16}),
+    # caps small enough to bend the scores and logits; a sliding layer and a full one
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {
+        "head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 24, "attn_logit_softcapping": 0.5,
+        "final_logit_softcapping": 0.3}),
+    # the sliding layer's rope of its own, the full layer's linearly scaled
+    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", {
+        "head_dim": 16, "sliding_window": 8, "query_pre_attn_scalar": 24,
+        "layer_types": ["sliding_attention", "full_attention"], "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+            "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1000000.0}}}),
 }
 #: families whose transformers reference does not run in fp64 (Mixtral's experts use grouped_mm,
 #: fp32 and below): compared in fp32 within 1e-4, as the issue allows
-FP32_REFERENCE = {"mixtral"}
+FP32_REFERENCE = {"mixtral", "qwen2_moe", "qwen3_moe"}
 #: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`
 LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps")
 

@@ -335,7 +335,8 @@ class Assembler:
             if direct is not None:  # an entry of the lowering table (archc/backends/onnx/ops/, ort/)
                 values[node.id] = direct.emit(ctx)
                 if ctx.made and kind != "arith":
-                    self.lowered[node.id] = "+".join(dict.fromkeys(op for op in ctx.made if op not in _PLUMBING))
+                    self.lowered[node.id] = ("+".join(dict.fromkeys(op for op in ctx.made if op not in _PLUMBING))
+                                             or f"{node.op} as {'+'.join(dict.fromkeys(ctx.made))}")
                 continue
             if kind == "arith":
                 raise ExportError(f"arithmetic op `{node.op}` has no ONNX lowering", None, node)

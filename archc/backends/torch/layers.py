@@ -52,22 +52,48 @@ def mask_padding(x: Tensor, ctx: Context | None) -> Tensor:
 
 
 def sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
-         is_causal: bool = False, enable_gqa: bool = False) -> Tensor:
+         is_causal: bool = False, enable_gqa: bool = False, scale: float | None = None,
+         softcap: float | None = None) -> Tensor:
     """`F.scaled_dot_product_attention`, with a boolean mask expanded to [..., L, S] under export:
     torch.onnx emits ONNX's `Attention` (opset 23), whose onnxruntime CPU kernel refuses a mask
-    broadcast along the queries (a key-padding mask [B, 1, 1, S]) although the operator allows it."""
+    broadcast along the queries (a key-padding mask [B, 1, 1, S]) although the operator allows it.
+    With `softcap` (Gemma 2) the scores are capped, softcap·tanh(s / softcap), before the mask and
+    the softmax: written out (`softcapped_attention`), as no fused kernel takes it."""
+    if softcap is not None:
+        return softcapped_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, softcap)
     if attn_mask is not None and torch.compiler.is_exporting():
         attn_mask = attn_mask.expand(*attn_mask.shape[:-2], q.shape[-2], k.shape[-2])
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                                          enable_gqa=enable_gqa)
+                                          enable_gqa=enable_gqa, scale=scale)
 
 
-def blockwise_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float = 0.0) -> Tensor:
+def softcapped_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float,
+                         is_causal: bool, scale: float | None, softcap: float) -> Tensor:
+    """softmax(cap(q·kᵀ·scale) + mask)·v with cap(s) = softcap·tanh(s / softcap), the softmax in
+    fp32 (as Gemma 2's reference); k, v may have fewer heads than q (grouped: each serves an equal
+    group of query heads)."""
+    groups = q.shape[-3] // k.shape[-3]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=-3), v.repeat_interleave(groups, dim=-3)
+    s = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    s = torch.tanh(s / softcap) * softcap
+    if is_causal:
+        attn_mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril(k.shape[-2] - q.shape[-2])
+    if attn_mask is not None:
+        s = s.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else s + attn_mask
+    p = s.float().softmax(-1).to(q.dtype)
+    if dropout_p:
+        p = F.dropout(p, dropout_p)
+    return torch.matmul(p, v)
+
+
+def blockwise_sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout_p: float = 0.0,
+                   scale: float | None = None, softcap: float | None = None) -> Tensor:
     """Attention within blocks: q [B, H, n, L, hd] against k, v [B, H, n, S, hd] under a boolean
     mask broadcastable to [B, H, n, L, S], as one 4-D `scaled_dot_product_attention` over
     [B, H·n, ·, hd] — the layout torch's ONNX exporter translates (it takes 4-D inputs only)."""
     b, h, n = q.shape[:3]
     mask = mask.expand(b, h, n, *mask.shape[3:]).flatten(1, 2)
-    out = sdpa(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=mask,
-                                         dropout_p=dropout_p)
+    out = sdpa(q.flatten(1, 2), k.flatten(1, 2), v.flatten(1, 2), attn_mask=mask, dropout_p=dropout_p,
+               scale=scale, softcap=softcap)
     return out.unflatten(1, (h, n))

@@ -333,3 +333,35 @@ def test_causal_conv_with_state_is_a_depthwise_conv_over_the_carried_inputs():
                                                               groups=c))
     np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-5)  # two fp32 convs of 4 taps
     np.testing.assert_array_equal(new, window[:, :, -(k - 1):].numpy())  # a copy: exact
+
+
+#: Gemma 2/3, OLMo 2 and Granite's settings: RMSNorms scaled by 1 + weight (plain and fused into
+#: the residual add), q/k norms over the width with a unit offset, a score scale and soft-capping,
+#: a residual multiplier, a per-token sigmoid gate broadcast over the width, a capped head.
+SETTINGS = """
+model settings(tokens) {
+  x = embed(tokens, 200, 64) * 4
+  x = x + rmsnorm(attention(rmsnorm(x, unit_offset=true), heads=4, kv_heads=2, head_dim=16, causal=true,
+                            scale=0.1, softcap=2.0, qk_norm=true, qk_norm_width=true,
+                            qk_norm_unit_offset=true, pos=rope()), unit_offset=true) * 0.5
+  h = rmsnorm(x, unit_offset=true)
+  x = x + sigmoid(linear(h, out=1, name="gate")) * swiglu(h, hidden=48)
+  return lm_head(rmsnorm(x) / 2, tied=true, softcap=3.0)
+}
+"""
+
+
+@pytest.mark.parametrize("target", ["ort", "onnx"])
+def test_family_settings_export_at_both_targets(tmp_path, target):
+    import torch
+
+    model = build(archc.loads(SETTINGS, "s.arch").graph, seed=3).eval()
+    with torch.no_grad():  # zero-initialized offset weights and ones off their inits: a dropped 1 + w shows
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    report = export_model(model, tmp_path / target, SETTINGS, "s", "random", target=target)
+    if target == "ort":
+        assert report.lowered["attn"] == "RMSNormalization+GroupQueryAttention"
+    rows = check_parity(model, tmp_path / target, lengths=(1, 17), prefill=9, steps=4)
+    assert all(r.ok for r in rows), rows

@@ -6,6 +6,8 @@ traces the module instead."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from archc.backends.onnx.lower import LowerCtx, lowers
 
 
@@ -17,9 +19,21 @@ def _needs(opset: int, what: str):
     return refuse
 
 
+def rms_scale(ctx: LowerCtx, name: str = "weight", unit_offset: bool | None = None) -> str:
+    """The scale an RMSNorm's operator takes: the weight `name`, or 1 + weight for a norm with a
+    unit offset (Gemma; an `Add` of two constants, which onnxruntime folds at load)."""
+    if unit_offset is None:
+        unit_offset = bool(ctx.params.get("unit_offset"))
+    w = ctx.weight(name)
+    if not unit_offset:
+        return w
+    one = ctx.constant("const.f32.one", np.array(1.0, dtype=np.float32))
+    return ctx.emit("Add", [w, one])[0]
+
+
 @lowers("onnx", "rmsnorm", refuse=_needs(23, "RMSNormalization"))
 def rmsnorm(ctx: LowerCtx) -> str:
-    return ctx.emit("RMSNormalization", [ctx.ins[0], ctx.weight("weight")], [ctx.out], axis=-1,
+    return ctx.emit("RMSNormalization", [ctx.ins[0], rms_scale(ctx)], [ctx.out], axis=-1,
                     epsilon=float(ctx.params["eps"]), stash_type=1)[0]
 
 
@@ -44,7 +58,7 @@ def add_rmsnorm(ctx: LowerCtx) -> list[str]:
     """The sum (`Add`) and its norm: standard operators (`--target ort` makes it one
     `SkipSimplifiedLayerNormalization`)."""
     (total,) = ctx.emit("Add", ctx.ins, [f"{ctx.out}#1"])
-    norm = ctx.emit("RMSNormalization", [total, ctx.weight("weight")], [f"{ctx.out}#0"], axis=-1,
+    norm = ctx.emit("RMSNormalization", [total, rms_scale(ctx)], [f"{ctx.out}#0"], axis=-1,
                     epsilon=float(ctx.params["eps"]), stash_type=1)[0]
     return [norm, total]
 

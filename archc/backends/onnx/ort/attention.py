@@ -5,8 +5,10 @@ onnxruntime-genai's model builder makes for Llama-family models, made here from 
 
 What the operator computes, and so what is lowered to it: causal softmax attention over the
 cached keys and values (BNSH, [batch, kv_heads, past + new, head_dim]: archc's KV cache layout)
-with grouped heads (H query heads over KV key/value heads), scale 1/√head_dim, per-head q/k
-RMSNorms before it (Qwen3's `qk_norm`: `RMSNormalization` on the projected q and k), a causal sliding
+with grouped heads (H query heads over KV key/value heads), the node's scale (1/√head_dim by
+default) and score soft-capping (Gemma 2's `softcap`), q/k RMSNorms before it (Qwen3's
+per-head `qk_norm`, OLMo 2's over the width, Gemma 3's 1 + weight: `RMSNormalization` on the
+projected q and k), a causal sliding
 window as `local_window_size` (the last `window` keys, the query's own included: archc's window,
 checked against the operator; the cache it reads is full-length, so a windowed layer's decoder
 cache grows where the torch module keeps a ring buffer of the window), and RoPE in the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, in_branches, lowers
+from archc.backends.onnx.ops.norms import rms_scale
 from archc.ops.registry import REGISTRY
 
 #: Positions the rotary tables cover: as far as the export decodes (genai_config's `max_length`
@@ -88,10 +91,14 @@ def _full_cache(ctx: LowerCtx) -> bool:
 
 
 def _head_norm(ctx: LowerCtx, x: str, name: str, heads: int, hd: int) -> str:
-    """RMSNorm of each head of x [B, T, heads·hd] with the node's `name.weight` [hd]."""
+    """RMSNorm of each head of x [B, T, heads·hd] with the node's `name.weight` [hd] — or of the
+    whole width with a weight [heads·hd] (`qk_norm_width`, OLMo 2); 1 + weight with a unit offset."""
+    scale = rms_scale(ctx, f"{name}.weight", bool(ctx.params.get("qk_norm_unit_offset")))
+    eps = float(ctx.params.get("qk_norm_eps", 1e-6))
+    if ctx.params.get("qk_norm_width"):
+        return ctx.emit("RMSNormalization", [x, scale], axis=-1, epsilon=eps, stash_type=1)[0]
     (h,) = ctx.emit("Reshape", [x, ctx.ints(0, 0, heads, hd)])
-    (h,) = ctx.emit("RMSNormalization", [h, ctx.weight(f"{name}.weight")], axis=-1,
-                    epsilon=float(ctx.params.get("qk_norm_eps", 1e-6)), stash_type=1)
+    (h,) = ctx.emit("RMSNormalization", [h, scale], axis=-1, epsilon=eps, stash_type=1)
     return ctx.emit("Reshape", [h, ctx.ints(0, 0, heads * hd)])[0]
 
 
@@ -116,6 +123,7 @@ def attention(ctx: LowerCtx) -> str:
     (y, _, _) = ctx.emit("GroupQueryAttention", [*qkv, past_k, past_v, seqlens, total, cos, sin],
                          [f"{ctx.out}/attention", present_k, present_v], domain=MS_DOMAIN,
                          widths=[heads * hd, None, None], num_heads=heads,
-                         kv_num_heads=kv, scale=float(hd ** -0.5), do_rotary=int(rope), rotary_interleaved=0,
+                         kv_num_heads=kv, scale=float(ctx.params.get("scale") or hd ** -0.5), do_rotary=int(rope),
+                         rotary_interleaved=0, **({"softcap": float(cap)} if (cap := ctx.params.get("softcap")) else {}),
                          **({"local_window_size": int(window)} if (window := ctx.params.get("window")) else {}))
     return ctx.linear(y, "o_proj", out=ctx.out)

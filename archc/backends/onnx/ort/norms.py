@@ -8,7 +8,7 @@ as every graph is (`archc export --check`). The plain norms are standard ONNX op
 from __future__ import annotations
 
 from archc.backends.onnx.lower import MS_DOMAIN, LowerCtx, in_branches, lowers
-from archc.backends.onnx.ops.norms import layernorm_affine
+from archc.backends.onnx.ops.norms import layernorm_affine, rms_scale
 
 
 def _width(ctx: LowerCtx) -> int:
@@ -20,7 +20,7 @@ def add_rmsnorm(ctx: LowerCtx) -> list[str]:
     """Outputs: the normed sum, and the sum itself (`input_skip_bias_sum`)."""
     a, b = ctx.ins
     d = _width(ctx)
-    norm, _, _, total = ctx.emit("SkipSimplifiedLayerNormalization", [a, b, ctx.weight("weight")],
+    norm, _, _, total = ctx.emit("SkipSimplifiedLayerNormalization", [a, b, rms_scale(ctx)],
                                  [f"{ctx.out}#0", "", "", f"{ctx.out}#1"], domain=MS_DOMAIN,
                                  widths=[d, None, None, d], epsilon=float(ctx.params["eps"]))
     return [norm, total]

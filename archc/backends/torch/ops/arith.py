@@ -18,7 +18,12 @@ def add(xs: list[Tensor], params: dict[str, Any]) -> Tensor:
 
 @register_lowering("torch", "mul")
 def mul(xs: list[Tensor], params: dict[str, Any]) -> Tensor:
-    return xs[0] * xs[1]
+    return xs[0] * xs[1]  # a [B, T, 1] gate broadcasts
+
+
+@register_lowering("torch", "scale")
+def scale(xs: list[Tensor], params: dict[str, Any]) -> Tensor:
+    return xs[0] * params["by"]
 
 
 @register_lowering("torch", "item")

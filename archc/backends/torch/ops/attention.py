@@ -38,7 +38,8 @@ def expand_kv(x: Tensor, groups: int) -> Tensor:
 
 def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dilation: int = 1,
                     key_valid: Tensor | None = None, dropout: float = 0.0,
-                    extra: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+                    extra: tuple[Tensor, Tensor, Tensor] | None = None, scale: float | None = None,
+                    softcap: float | None = None) -> Tensor:
     """Banded attention without an L×L matrix: query i attends keys j with −right ≤ i − j ≤ left
     and (i − j) divisible by `dilation`.
 
@@ -85,20 +86,23 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
         mask = torch.cat((mask.expand(e_mask.shape[0], -1, -1, -1), e_mask), dim=3)
     # rows with no key at all (padding past the end) get every key: finite values, discarded later
     mask = mask | ~mask.any(-1, keepdim=True)
-    out = blockwise_sdpa(qb, kk, vv, mask[:, None], dropout)
+    out = blockwise_sdpa(qb, kk, vv, mask[:, None], dropout, scale, softcap)
     return from_blocks(out, 2, t)
 
 
 class HeadNorm(nn.Module):
-    """RMSNorm over the last axis with one weight shared by every head (`q_norm`, `k_norm`)."""
+    """RMSNorm over the last axis (`q_norm`, `k_norm`): of each head with one weight shared by
+    every head, or (OLMo 2) of the projection's whole width; scaled by 1 + weight with a unit
+    offset (Gemma 3)."""
 
-    def __init__(self, weight: nn.Parameter, eps: float) -> None:
+    def __init__(self, weight: nn.Parameter, eps: float, unit_offset: bool) -> None:
         super().__init__()
         self.weight = weight
         self.eps = eps
+        self.unit_offset = unit_offset
 
     def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, 1 + self.weight if self.unit_offset else self.weight, self.eps)
 
 
 class AttentionCore(OpModule):
@@ -116,8 +120,11 @@ class AttentionCore(OpModule):
             self.q_proj, self.k_proj, self.v_proj = (self.make_linear(f"{n}_proj") for n in "qkv")
         self.o_proj = self.make_linear("o_proj")
         if getattr(p, "qk_norm", False):  # Qwen3's per-head RMSNorm of q and k, before the rotation
-            self.q_norm = HeadNorm(self.make_parameter("q_norm.weight"), p.qk_norm_eps)
-            self.k_norm = HeadNorm(self.make_parameter("k_norm.weight"), p.qk_norm_eps)
+            self.q_norm = HeadNorm(self.make_parameter("q_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
+            self.k_norm = HeadNorm(self.make_parameter("k_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
+            self.qk_norm_width = p.qk_norm_width
+        self.scale = getattr(p, "scale", None)
+        self.softcap = getattr(p, "softcap", None)
         pos = getattr(p, "pos", None)
         self.pos = pos["op"] if pos else None
         self.pos_params = pos["params"] if pos else {}
@@ -136,10 +143,12 @@ class AttentionCore(OpModule):
             q, k, v = self.qkv_proj(x).split(self.qkv_split, -1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(src), self.v_proj(src)
+        if hasattr(self, "q_norm") and self.qk_norm_width:  # OLMo 2: over the projections' whole width
+            q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        if hasattr(self, "q_norm"):
+        if hasattr(self, "q_norm") and not self.qk_norm_width:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rot_dim and positions is not None:
             key = ("rope", self.rot_dim, tuple(sorted(self.pos_params.items())), q.dtype)
@@ -203,7 +212,8 @@ class Attention(AttentionCore):
         gqa = self.kv_heads != self.heads
         bias = self.position_bias(q_pos, k_pos)
         if bias is None and key_valid is None and (implicit_causal or not (self.causal or self.window)):
-            return sdpa(q, k, v, is_causal=implicit_causal, dropout_p=drop, enable_gqa=gqa)
+            return sdpa(q, k, v, is_causal=implicit_causal, dropout_p=drop, enable_gqa=gqa, scale=self.scale,
+                        softcap=self.softcap)
         allowed = self._allowed(q_pos, k_pos)
         mask: Tensor | None = allowed
         if key_valid is not None:
@@ -212,7 +222,7 @@ class Attention(AttentionCore):
         if bias is not None:
             bias = bias.to(q.dtype)
             mask = bias if mask is None else bias.masked_fill(~mask, NEG_INF)
-        return sdpa(q, k, v, attn_mask=mask, dropout_p=drop, enable_gqa=gqa)
+        return sdpa(q, k, v, attn_mask=mask, dropout_p=drop, enable_gqa=gqa, scale=self.scale, softcap=self.softcap)
 
     # -- forms ------------------------------------------------------------------------------
 
@@ -228,7 +238,7 @@ class Attention(AttentionCore):
             left, right = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
             g = self.heads // self.kv_heads
             y = local_attention(q, expand_kv(k, g), expand_kv(v, g), left, right, 1, ctx.attention_mask,
-                                self.dropout if self.training else 0.0)
+                                self.dropout if self.training else 0.0, scale=self.scale, softcap=self.softcap)
             return self.out(y)
         plain_causal = self.causal and not self.window
         return self.out(self._sdpa(q, k, v, ctx.positions, ctx.positions, ctx.attention_mask, plain_causal))
@@ -271,7 +281,8 @@ class Attention(AttentionCore):
         ok = (ok[None] & valid[:, None, :])[:, None]  # [B|1, 1, Tq, K]
         bias = self.position_bias(q_pos, k_pos)
         mask: Tensor = ok if bias is None else torch.where(ok, bias.to(q.dtype), NEG_INF)
-        return sdpa(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
+        return sdpa(q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads, scale=self.scale,
+                    softcap=self.softcap)
 
 
 @implements("latent_attention")

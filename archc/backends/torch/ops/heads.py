@@ -31,7 +31,9 @@ class LMHead(OpModule):
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         w = self.weight if self.weight is not None else getattr(self._tied[0], self._tied_param)
-        return F.linear(x, w, self.bias)
+        logits = F.linear(x, w, self.bias)
+        cap = self.params.softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 def pool(x: Tensor, how: str, mask: Tensor | None) -> Tensor:

@@ -28,18 +28,19 @@ from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
 
-def route(logits: Tensor, top_k: int, capacity: int | None) -> tuple[Tensor, Tensor, Tensor]:
+def route(logits: Tensor, top_k: int, capacity: int | None, renormalize: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Router logits [N, E] → (gates G [N, E], router probabilities [N, E], top-k expert ids [N, k]).
 
     Probabilities are a softmax over all experts (in fp32). With top_k > 1 the chosen
-    probabilities are renormalized to sum to one (Mixtral); with top_k = 1 the gate is the raw
+    probabilities are renormalized to sum to one (Mixtral; not with `renormalize=False`, as
+    Qwen2-MoE and Jamba); with top_k = 1 the gate is the raw
     probability (Switch Transformer). With a capacity C, each expert takes at most C assignments,
     first choices before second choices and earlier tokens first (GShard / Switch priority);
     the rest are dropped (their gate is zero, so the residual carries them through).
     """
     probs = logits.float().softmax(-1)
     top_p, top_i = probs.topk(top_k, dim=-1)
-    if top_k > 1:
+    if top_k > 1 and renormalize:
         top_p = top_p / top_p.sum(-1, keepdim=True)
     e = logits.shape[-1]
     onehot = F.one_hot(top_i, e).to(probs.dtype)  # [N, k, E]
@@ -103,7 +104,7 @@ class MoE(OpModule):
         # experts, so a sequence's output does not depend on the rest of the batch or on future
         # tokens, and cached decoding equals the forward
         cap = self.capacity(h.shape[0]) if p.capacity_factor is not None and self.training else None
-        gates, probs, top_i = route(logits, p.top_k, cap)
+        gates, probs, top_i = route(logits, p.top_k, cap, p.renormalize)
         if p.aux_loss > 0:
             ctx.aux_losses.append(p.aux_loss * load_balancing_loss(probs, top_i, p.experts))
         if p.z_loss > 0:

@@ -28,14 +28,20 @@ class LayerNorm(OpModule):
 
 @implements("rmsnorm")
 class RMSNorm(OpModule):
-    """x / rms(x) · weight, computed in fp32 and cast back (Zhang & Sennrich; as Llama)."""
+    """x / rms(x) · weight, computed in fp32 and cast back (Zhang & Sennrich; as Llama); · (1 +
+    weight) with `unit_offset` (Gemma)."""
 
     def __init__(self, p, in_types, out_type) -> None:
         super().__init__(p, in_types, out_type)
         self.weight = self.make_parameter("weight")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        return rms_norm(x, self.weight, self.params.eps)
+        return rms_norm(x, norm_scale(self.weight, self.params), self.params.eps)
+
+
+def norm_scale(weight: Tensor, p) -> Tensor:
+    """What an RMSNorm multiplies by: its weight, or 1 + weight with a unit offset."""
+    return 1 + weight if getattr(p, "unit_offset", False) else weight
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -59,7 +65,7 @@ class AddNorm(OpModule):
     def forward(self, a: Tensor, b: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
         s = a + b
         if self.op == "add_rmsnorm":
-            return rms_norm(s, self.weight, self.params.eps), s
+            return rms_norm(s, norm_scale(self.weight, self.params), self.params.eps), s
         return F.layer_norm(s, (s.shape[-1],), self.weight, self.bias, self.params.eps), s
 
 

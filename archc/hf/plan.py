@@ -1,0 +1,118 @@
+"""What a family rule returns, and the pieces of spec text the rules share.
+
+A family rule (`decoders.py`, `families.py`) reads its config through `Fields` and returns an
+`ImportPlan`: the spec text (formatted, with the widths as named constants) and, for each archc
+node that holds weights, the checkpoint module it comes from (`layers.{i}.attn` ←
+`model.layers.{i}.self_attn`), or a `Source` where a tensor is stored otherwise (transposed,
+fused, stacked). archc's ops name their weights as transformers' modules do (`q_proj.weight`,
+`gate_proj.weight`, a norm's `weight`), so the node → module table is most of the name map; the
+importer checks it against the spec's declared weights, both ways, before it writes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from archc.hf.config import Fields, HFImportError
+
+
+@dataclass(frozen=True)
+class Source:
+    """A checkpoint tensor that is not an archc weight as it stands: `name`, transposed (GPT-2's
+    `Conv1D` stores [in, out]) and/or rows `rows` of it (after the transpose: one of q, k, v in a
+    fused `c_attn`). The rows are read through `get_slice`, not the whole tensor."""
+
+    name: str
+    transpose: bool = False
+    rows: tuple[int, int] | None = None
+    #: an index into the first axis, taken before the rest (expert e of transformers 5's stacked
+    #: `experts.gate_up_proj` [E, 2·F, d])
+    index: int | None = None
+
+    def at(self, i: int) -> Source:
+        """This source with `{i}` in its name written out as layer i."""
+        return Source(self.name.format(i=i), self.transpose, self.rows, self.index)
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    family: str
+    spec: str
+    #: archc node id pattern (`{i}` the layer) → the checkpoint's module prefix
+    modules: dict[str, str]
+    layers: int
+    #: checkpoint tensors that are not weights of the function (rotary `inv_freq` buffers)
+    skip: tuple[str, ...] = ()
+    #: archc keys (`{i}` the layer) whose tensor is a `Source`, not a renamed checkpoint tensor;
+    #: several Sources are the layouts different writers used (the first the checkpoint has wins)
+    sources: dict[str, Source | tuple[Source, ...]] = field(default_factory=dict)
+
+
+def number(x: float) -> str:
+    """A float as the spec writes it: 10000.0 → 10000, 1e-06 → 1e-6."""
+    if float(x).is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    text = repr(float(x))
+    return text.replace("e-0", "e-").replace("e+0", "e")
+
+
+#: rope scaling types archc computes, and those it refuses (by name, with why)
+ROPE_REFUSED = {
+    "dynamic": "dynamic NTK scaling changes the rotation with the sequence length at run time",
+    "yarn": "YaRN's per-frequency ramp and attention temperature are not implemented",
+    "llama3": "Llama 3.1's per-frequency smoothing is not implemented",
+    "longrope": "LongRoPE's per-dimension factors are not implemented",
+}
+
+
+def rope_text(params: dict[str, Any], fraction: float = 1.0, theta: float = 10000.0) -> str:
+    """`rope(...)` of one rope parameter set (transformers' `rope_parameters`, or `rope_scaling`
+    merged with `rope_theta`); scaling types archc does not compute are refused by name."""
+    theta = params.get("rope_theta", theta)
+    kind = params.get("rope_type", params.get("type", "default"))
+    args = [f"theta={number(theta)}"]
+    if kind == "linear":
+        args += ['scaling="linear"', f"factor={number(params['factor'])}"]
+    elif kind != "default":
+        why = ROPE_REFUSED.get(kind, "archc does not know it")
+        raise HFImportError(f"`rope_parameters` asks for rope scaling `{kind}` ({params}): {why}; archc imports "
+                            "default and linear", "docs/hf.md lists the rope variants", field="rope_parameters")
+    fraction = float(params.get("partial_rotary_factor", fraction))
+    if fraction != 1.0:
+        args.append(f"fraction={number(fraction)}")
+    return f"rope({', '.join(args)})"
+
+
+def rope_sets(f: Fields) -> dict[str, dict[str, Any]]:
+    """The rope parameters by layer type (`full_attention`, `sliding_attention`): transformers 5's
+    `rope_parameters` (one set, or one per layer type as Gemma 3's), or the older `rope_theta` +
+    `rope_scaling` (+ Gemma 3's `rope_local_base_freq` for its sliding layers)."""
+    params = f.get("rope_parameters") or {}
+    scaling = f.get("rope_scaling") or {}
+    if not isinstance(params, dict) or not isinstance(scaling, dict):
+        raise HFImportError("`rope_parameters` / `rope_scaling` is not an object", field="rope_parameters")
+    base = {"rope_theta": f.get("rope_theta", 10000.0)}
+    if params and set(params) <= {"full_attention", "sliding_attention"}:
+        if not all(isinstance(v, dict) for v in params.values()):
+            raise HFImportError(f"`rope_parameters` is {params!r}: objects per layer type were expected",
+                                field="rope_parameters")
+        return {kind: {**base, **v} for kind, v in params.items()}
+    merged = {**base, **scaling, **params}
+    out = {"full_attention": merged, "sliding_attention": merged}
+    local = f.get("rope_local_base_freq")
+    if local is not None:  # Gemma 3 before transformers 5: the sliding layers' own base, unscaled
+        out["sliding_attention"] = {"rope_type": "default", "rope_theta": local}
+    return out
+
+
+def layout_expr(kinds: str) -> str:
+    """A layer layout as the spec writes it: the shortest repeating unit (`"SF" * 13`,
+    `"SSSSSF" * 4 + "SS"`), else the letters."""
+    for p in range(1, len(kinds) // 2 + 1):
+        unit, k = kinds[:p], len(kinds) // p
+        if k >= 2 and unit * k == kinds[:p * k]:
+            rest = kinds[p * k:]
+            if not rest or unit.startswith(rest):
+                return f'"{unit}" * {k}' + (f' + "{rest}"' if rest else "")
+    return f'"{kinds}"'
