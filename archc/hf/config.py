@@ -33,7 +33,7 @@ IGNORED = frozenset({
     "length_penalty", "max_length", "min_length", "no_repeat_ngram_size", "num_return_sequences",
     "output_scores", "remove_invalid_values", "repetition_penalty", "return_dict_in_generate",
     "temperature", "top_k", "top_p", "typical_p", "encoder_no_repeat_ngram_size", "exponential_decay_length_penalty",
-    "chunk_size", "pretraining_tp",
+    "chunk_size", "pretraining_tp", "classifier_dropout",
 })
 
 

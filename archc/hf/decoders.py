@@ -342,7 +342,7 @@ def decoder_family(family: str, f: Fields) -> ImportPlan:
     if not tied:
         modules["lm_head"] = "lm_head"
     skip = ("rotary_emb.inv_freq", "lm_head.weight") if tied else ("rotary_emb.inv_freq",)
-    return ImportPlan(family, _format(spec), modules, layers, skip=skip, sources=sources)
+    return ImportPlan(family, format_spec(spec), modules, layers, skip=skip, sources=sources)
 
 
 def _letters(moe_layers: list[bool], kinds: list[str]) -> dict[tuple[bool, str], str]:
@@ -356,7 +356,7 @@ def _letters(moe_layers: list[bool], kinds: list[str]) -> dict[tuple[bool, str],
     return {(m, k): "ABCD"[2 * (not m) + (k == "full_attention")] for m in (True, False) for k in sliding}
 
 
-def _format(spec: str) -> str:
+def format_spec(spec: str) -> str:
     """The spec as `archc fmt` writes it (the rule writes it close; the formatter has the last word)."""
     from archc.dsl.fmt import format_text
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archc.hf.config import Fields, HFImportError
-from archc.hf.decoders import ARCH, decoder_family
-from archc.hf.plan import ImportPlan, Source
+from archc.hf.decoders import ARCH, decoder_family, format_spec
+from archc.hf.plan import ImportPlan, Source, rope_sets, rope_text
 from archc.hf.plan import number as _number
 
 __all__ = ["ARCH", "FAMILIES", "ImportPlan", "Source"]
@@ -33,28 +33,33 @@ def _ssm_time_step(f: Fields, family: str) -> None:
 
 
 def mamba_family(family: str, f: Fields) -> ImportPlan:
-    """Mamba and Mamba-2: pre-norm residual blocks of RMSNorm → the mixer (mamba_ssm's names, as
-    transformers keeps them under `backbone.layers.{i}.mixer`), a final RMSNorm, tied or untied
-    head."""
+    """Mamba, FalconMamba (Mamba with Δ's input, B and C RMS-normalized) and Mamba-2: pre-norm
+    residual blocks of RMSNorm → the mixer (mamba_ssm's names, as transformers keeps them under
+    `backbone.layers.{i}.mixer`), a final RMSNorm, tied or untied head."""
     vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
     state, expand, conv = f.int("state_size"), f.int("expand"), f.int("conv_kernel")
     eps = f.number("layer_norm_epsilon", 1e-5)
     f.only("hidden_act", ("silu",), "silu")
     bias, conv_bias = f.flag("use_bias", False), f.flag("use_conv_bias", True)
-    tied = f.flag("tie_word_embeddings", family == "mamba")
+    tied = f.flag("tie_word_embeddings", family in ("mamba", "falcon_mamba"))
     inner = f.int("intermediate_size", expand * d)
     if inner != expand * d:
         raise HFImportError(f"`intermediate_size` is {inner}, not expand·hidden_size = {expand * d}",
                             field="intermediate_size")
     _ssm_time_step(f, family)
     args = [f"rmsnorm(x, eps={_number(eps)})", f"d_state={state}", f"expand={expand}", f"d_conv={conv}"]
-    if family == "mamba":
+    if family in ("mamba", "falcon_mamba"):
         rank = f.get("time_step_rank", "auto")
         if rank != "auto":
             rank = f.int("time_step_rank")
             if rank != -(-d // 16):
                 args.append(f"dt_rank={rank}")
         op = "mamba"
+        if family == "falcon_mamba":  # Δ's input, B and C RMS-normalized (without weights) after x_proj
+            args.append("norm_dt_bc=true")
+            mixer_eps = f.number("mixer_rms_eps", 1e-6)
+            if mixer_eps != 1e-6:
+                args.append(f"norm_eps={_number(mixer_eps)}")
     else:
         from archc.backends.torch.ops.mamba2 import NORM_EPS
 
@@ -143,9 +148,99 @@ model {family}(tokens) {{
                       sources=sources)
 
 
+#: GELU variants transformers' `ACT2FN` names → archc's `mlp(act=)`
+_MLP_ACT = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu_fast": "gelu_tanh",
+            "relu": "relu", "silu": "silu"}
+
+
+def neox_family(family: str, f: Fields) -> ImportPlan:
+    """GPT-NeoX (Pythia) and StableLM: LayerNorms with biases, partial rotary attention (a quarter
+    of each head by default), the attention and the FFN in parallel on the residual stream with
+    `use_parallel_residual` (`x + attention(ln1(x)) + mlp(ln2(x))`; StableLM's both read one
+    norm). GPT-NeoX keeps q, k and v interleaved per head in `query_key_value` ([heads, 3, hd]
+    rows): each is read as every third block of head_dim rows (`Source.period`); its FFN is an
+    MLP with biases, StableLM's SwiGLU."""
+    vocab, d, layers, heads = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers"), \
+        f.int("num_attention_heads")
+    ffn = f.int("intermediate_size")
+    eps = f.number("layer_norm_eps", 1e-5)
+    neox = family == "gpt_neox"
+    parallel = f.flag("use_parallel_residual", neox)
+    tied = f.flag("tie_word_embeddings", False)
+    kv = heads if neox else f.int("num_key_value_heads", heads)
+    params = rope_sets(f)["full_attention"]
+    base = f.get("rotary_emb_base")  # GPT-NeoX's name for the rope base before transformers 5
+    if base is not None and "rope_theta" not in (f.cfg.get("rope_parameters") or {}):
+        params = {**params, "rope_theta": base}
+    fraction = f.number("rotary_pct", f.number("partial_rotary_factor", 0.25))
+    norm = f"layernorm(x, eps={_number(eps)})"
+    attn = ["heads=heads"] + (["kv_heads=kv_heads"] if kv != heads else [])
+    if neox:
+        bias = f.flag("attention_bias", True)
+        attn += ["bias=true"] if bias else []
+        act = f.only("hidden_act", tuple(_MLP_ACT), "gelu")
+        mlp = f'mlp({{h}}, hidden=ffn, act="{_MLP_ACT[act]}")'
+    else:
+        f.only("hidden_act", ("silu",), "silu", ": SwiGLU's gate")
+        if f.flag("use_qkv_bias", False):
+            attn += ["bias=true", "out_bias=false"]
+        if f.flag("qk_layernorm", False):
+            raise HFImportError("`qk_layernorm` is true: StableLM's per-head LayerNorms have a weight per head, "
+                                "archc's q/k norms one shared by the heads", field="qk_layernorm")
+        mlp = "swiglu({h}, hidden=ffn)"
+    attn += ["causal=true", f"pos={rope_text(params, fraction)}"]
+    attention = "attention({x}, " + ", ".join(attn) + ")"
+    if parallel and neox:
+        body = f"return x + {attention.format(x=norm)} + {mlp.format(h=norm)}"
+    elif parallel:
+        body = f"h = {norm}\n    return x + {attention.format(x='h')} + {mlp.format(h='h')}"
+    else:
+        body = f"x = x + {attention.format(x=norm)}\n    return x + {mlp.format(h=norm)}"
+    consts = [f"vocab = {vocab}", f"d = {d}", f"layers = {layers}", f"heads = {heads}"] + \
+        ([f"kv_heads = {kv}"] if kv != heads else []) + [f"ffn = {ffn}"]
+    constants = "\n".join(f"  {c}" for c in consts)
+    spec = format_spec(f"""# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
+model {family}(tokens) {{
+{constants}
+
+  block layer(x) {{
+    {body}
+  }}
+
+  x = embed(tokens, vocab, d)
+  x = repeat(layers, layer)(x)
+  return lm_head({norm}, tied={"true" if tied else "false"})
+}}
+""")
+    sources: dict[str, Source | tuple[Source, ...]] = {}
+    if neox:
+        p = "gpt_neox.layers.{i}."
+        hd = d // heads
+        modules = {"embed": "gpt_neox.embed_in", "layers.{i}.norm": p + "input_layernorm",
+                   "layers.{i}.norm_1": p + "post_attention_layernorm", "layers.{i}.attn.o_proj": p + "attention.dense",
+                   "layers.{i}.mlp.up_proj": p + "mlp.dense_h_to_4h", "layers.{i}.mlp.down_proj": p + "mlp.dense_4h_to_h",
+                   "norm": "gpt_neox.final_layer_norm", "lm_head": "embed_out"}
+        for j, n in enumerate("qkv"):
+            for kind in ("weight",) + (("bias",) if bias else ()):
+                sources[f"layers.{{i}}.attn.{n}_proj.{kind}"] = Source(
+                    p + f"attention.query_key_value.{kind}", rows=(j * hd, (j + 1) * hd), period=3 * hd)
+        skip = (".attention.bias", ".attention.masked_bias", "rotary_emb.inv_freq")
+    else:
+        p = "model.layers.{i}."
+        modules = {"embed": "model.embed_tokens", "layers.{i}.norm": p + "input_layernorm",
+                   "layers.{i}.norm_1": p + "post_attention_layernorm", "layers.{i}.attn": p + "self_attn",
+                   "layers.{i}.mlp": p + "mlp", "norm": "model.norm", "lm_head": "lm_head"}
+        skip = ("rotary_emb.inv_freq",)
+    if tied:
+        del modules["lm_head"]
+        skip += ("embed_out.weight", "lm_head.weight")
+    return ImportPlan(family, spec, modules, layers, skip=skip, sources=sources)
+
+
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
     **{name: (lambda f, name=name: decoder_family(name, f)) for name in ARCH},
-    **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2")},
+    **{name: (lambda f, name=name: mamba_family(name, f)) for name in ("mamba", "mamba2", "falcon_mamba")},
     "gpt2": lambda f: gpt2_family("gpt2", f),
+    **{name: (lambda f, name=name: neox_family(name, f)) for name in ("gpt_neox", "stablelm")},
 }

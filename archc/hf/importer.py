@@ -127,13 +127,20 @@ def _shape(shape: list[int], src: Source) -> tuple[int, ...]:
     """The shape `src` reads from a checkpoint tensor of `shape`."""
     shape = list(shape[1:]) if src.index is not None else list(shape)
     out = list(reversed(shape)) if src.transpose else list(shape)
-    if src.rows is not None:
+    if src.rows is not None and src.period is not None:
+        out[0] = out[0] // src.period * (src.rows[1] - src.rows[0])
+    elif src.rows is not None:
         out[0] = min(src.rows[1], out[0]) - src.rows[0]
     return tuple(out)
 
 
 def _read(f: Any, src: Source) -> Any:
-    """`src`'s tensor from an open safetensors file: only its rows are read."""
+    """`src`'s tensor from an open safetensors file: only its rows are read (all of it where the
+    rows recur in every `period`)."""
+    if src.period is not None and src.rows is not None:
+        t = f.get_tensor(src.name)
+        a, b = src.rows
+        return t.reshape(-1, src.period, *t.shape[1:])[:, a:b].reshape(-1, *t.shape[1:]).contiguous()
     if src.rows is None and src.index is None:
         t = f.get_tensor(src.name)
     else:

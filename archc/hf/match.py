@@ -45,7 +45,11 @@ class FamilyMatch:
             whole = []
             for index in sorted(by_index, key=lambda i: -1 if i is None else i):
                 rows = sorted(by_index[index], key=lambda p: p[0].rows[0] if p[0].rows else 0)
-                t = torch.cat([t for _, t in rows]) if len(rows) > 1 else rows[0][1]
+                if rows[0][0].period is not None:  # interleaved: each piece's rows back into every period
+                    blocks = [t.reshape(-1, s.rows[1] - s.rows[0], *t.shape[1:]) for s, t in rows]
+                    t = torch.cat(blocks, dim=1).reshape(-1, *rows[0][1].shape[1:])
+                else:
+                    t = torch.cat([t for _, t in rows]) if len(rows) > 1 else rows[0][1]
                 whole.append(t.t().contiguous() if rows[0][0].transpose else t)
             out[name] = torch.stack(whole) if None not in by_index else whole[0]
         return out
@@ -125,6 +129,8 @@ def propose(graph: Graph) -> dict[str, Any] | str:
         return f"its mixers ({', '.join(kinds)}) are in no family export-hf writes"
     if "learned_pos" in ops:
         return _gpt2(graph, attn, common)
+    if any(n.op == "layernorm" and n.params.get("affine", True) for n in graph.walk()):
+        return _neox(graph, attn, common)
     return _decoder(graph, attn, common)
 
 
@@ -258,6 +264,43 @@ def _decoder(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str
     return cfg
 
 
+def _neox(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
+    """GPT-NeoX (an MLP) or StableLM (SwiGLU): LayerNorms with biases, partial rotary attention,
+    the FFN beside the attention (`use_parallel_residual`) when it reads the same input."""
+    a = attn[0].params
+    if any(n.params != a for n in attn):
+        return "its attention layers differ from each other"
+    if (a.get("pos") or {}).get("op") != "rope":
+        return "its attention has no rotary positions"
+    rope = a["pos"]["params"]
+    nodes = list(graph.walk())
+    norms = [n for n in nodes if n.op == "layernorm"]
+    ffn = [n for n in nodes if n.op in ("mlp", "swiglu")]
+    if not ffn:
+        return "it has LayerNorms but not GPT-NeoX's MLP or StableLM's SwiGLU layers"
+    neox = ffn[0].op == "mlp"
+    attn_in, ffn_in = graph.nodes[attn[0].inputs[0]], graph.nodes[ffn[0].inputs[0]]
+    parallel = attn_in.id == ffn_in.id or (attn_in.op == ffn_in.op == "layernorm" and attn_in.inputs == ffn_in.inputs)
+    cfg: dict[str, Any] = {
+        "model_type": "gpt_neox" if neox else "stablelm",
+        "architectures": ["GPTNeoXForCausalLM" if neox else "StableLmForCausalLM"], **common,
+        "num_hidden_layers": len(attn), "num_attention_heads": int(a["heads"]),
+        "intermediate_size": int(ffn[0].params["hidden"]), "layer_norm_eps": float(norms[0].params.get("eps", 1e-5)),
+        "use_parallel_residual": parallel, "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(rope.get("theta", 10000.0)),
+                            "partial_rotary_factor": float(rope.get("fraction", 1.0))}}
+    if rope.get("scaling", "none") not in ("none", None):
+        cfg["rope_parameters"].update(rope_type=rope["scaling"], factor=float(rope.get("factor", 1.0)))
+    if neox:
+        act = ffn[0].params.get("act", "gelu")
+        cfg.update(attention_bias=bool(a.get("bias")),
+                   hidden_act={"gelu": "gelu", "gelu_tanh": "gelu_new"}.get(act, act))
+    else:
+        cfg.update(num_key_value_heads=int(a.get("kv_heads") or a["heads"]), use_qkv_bias=bool(a.get("bias")),
+                   qk_layernorm=False, hidden_act="silu")
+    return cfg
+
+
 def _gpt2(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
     pos = next(n for n in graph.walk() if n.op == "learned_pos")
     mlp = [n for n in graph.walk() if n.op == "mlp"]
@@ -278,16 +321,23 @@ def _mamba(graph: Graph, mixers: list[Node], common: dict[str, Any]) -> dict[str
     if any(n.params != m for n in mixers):
         return "its Mamba layers differ from each other"
     family = mixers[0].op
+    if m.get("norm_dt_bc"):
+        if m.get("norm_dt_bc_weights"):
+            return "its Mamba layers' Δ/B/C norms have learned scales (Jamba's), which no Mamba family has"
+        family = "falcon_mamba"
     d = common["hidden_size"]
     norms = [n for n in graph.walk() if n.op == "rmsnorm"]
     cfg: dict[str, Any] = {
-        "model_type": family, "architectures": [f"{'Mamba' if family == 'mamba' else 'Mamba2'}ForCausalLM"], **common,
+        "model_type": family, "architectures": [{"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM",
+                                                 "falcon_mamba": "FalconMambaForCausalLM"}[family]], **common,
         "num_hidden_layers": len(mixers), "state_size": int(m["d_state"]), "expand": int(m["expand"]),
         "intermediate_size": int(m["expand"]) * d, "conv_kernel": int(m["d_conv"]), "hidden_act": "silu",
         "use_bias": bool(m.get("bias")), "use_conv_bias": bool(m.get("conv_bias", True)),
         "layer_norm_epsilon": float(norms[0].params.get("eps", 1e-5)) if norms else 1e-5}
-    if family == "mamba":
+    if family in ("mamba", "falcon_mamba"):
         cfg["time_step_rank"] = int(m["dt_rank"]) if m.get("dt_rank") else "auto"
+    if family == "falcon_mamba":
+        cfg["mixer_rms_eps"] = float(m.get("norm_eps", 1e-6))
     else:
         head_dim = int(m["head_dim"])
         cfg.update(head_dim=head_dim, num_heads=int(m["expand"]) * d // head_dim, n_groups=int(m.get("groups") or 1),

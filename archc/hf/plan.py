@@ -29,10 +29,13 @@ class Source:
     #: an index into the first axis, taken before the rest (expert e of transformers 5's stacked
     #: `experts.gate_up_proj` [E, 2·F, d])
     index: int | None = None
+    #: `rows` are taken from every block of `period` rows (GPT-NeoX's `query_key_value` holds q, k
+    #: and v of each head in turn: q is rows [0, hd) of every 3·hd)
+    period: int | None = None
 
     def at(self, i: int) -> Source:
         """This source with `{i}` in its name written out as layer i."""
-        return Source(self.name.format(i=i), self.transpose, self.rows, self.index)
+        return Source(self.name.format(i=i), self.transpose, self.rows, self.index, self.period)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
@@ -30,6 +30,11 @@ class MambaParams(Params, Expands):
     conv_bias: bool = True
     bias: bool = Field(False, description="biases on in_proj and out_proj")
     inner_width: PositiveInt | None = Field(None, description="inner width E, instead of expand·d (archc prune)")
+    norm_dt_bc: bool = Field(False, description="RMS-normalize Δ's low-rank input, B and C after x_proj "
+                                                "(FalconMamba; Jamba with learned scales)")
+    norm_dt_bc_weights: bool = Field(False, description="learned scales of those norms: `dt_layernorm` [R], "
+                                                        "`b_layernorm`, `c_layernorm` [N] (Jamba)")
+    norm_eps: PositiveFloat = Field(1e-6, description="ε of the Δ/B/C norms")
 
     def dt_rank_for(self, d: int) -> int:
         """R: `dt_rank`, else ⌈d/16⌉ (mamba_ssm's default)."""
@@ -51,7 +56,7 @@ def _mamba_weights(p: MambaParams, ins: list[TensorType]) -> tuple[Weight, ...]:
     (PyTorch's default init), x_proj E→R+2N (Δ's low rank, B, C), dt_proj R→E (Δ: its own init,
     and its bias the inverse softplus of a log-uniform step), A_log [E, N] and D [E] (own init:
     S4D-real's log(1..N) and ones), out_proj E→d (scaled residual init). Every inner channel is
-    a unit of `inner` pruning."""
+    a unit of `inner` pruning. With learned Δ/B/C norms (Jamba), their scales [R], [N], [N] (ones)."""
     d = width_of(ins)
     e, n, r = p.inner(d), p.d_state, p.dt_rank_for(d)
     return (dense("in_proj", d, 2 * e, "projection", p.bias, cuts_out=("inner",))
@@ -59,7 +64,9 @@ def _mamba_weights(p: MambaParams, ins: list[TensorType]) -> tuple[Weight, ...]:
             + dense("x_proj", e, r + 2 * n, "projection", cuts_in=("inner",))
             + dense("dt_proj", r, e, "discretization", True, "own", cuts_out=("inner",), bias_init="own")
             + (Weight("A_log", (e, n), "ssm", "own", (("inner", 0),)), Weight("D", (e,), "ssm", "own", (("inner", 0),)))
-            + dense("out_proj", e, d, "projection", p.bias, "residual", cuts_in=("inner",)))
+            + dense("out_proj", e, d, "projection", p.bias, "residual", cuts_in=("inner",))
+            + ((Weight("dt_layernorm.weight", (r,), "norm", "ones"), Weight("b_layernorm.weight", (n,), "norm", "ones"),
+                Weight("c_layernorm.weight", (n,), "norm", "ones")) if p.norm_dt_bc and p.norm_dt_bc_weights else ()))
 
 
 def _mamba_state(p: MambaParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:

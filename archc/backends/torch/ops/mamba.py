@@ -14,7 +14,20 @@ from archc.backends.torch.kernels.selective_scan import selective_scan
 from archc.backends.torch.layers import causal_depthwise_conv, init_conv, init_dt_bias, mask_padding
 from archc.backends.torch.loops import segmented_forward
 from archc.backends.torch.module import OpModule, State
+from archc.backends.torch.ops.attention import HeadNorm
+from archc.backends.torch.ops.norms import rms_norm
 from archc.backends.torch.registry import implements
+
+
+class WeightlessRMSNorm(torch.nn.Module):
+    """x / rms(x) over the last axis, in fp32, without a scale (FalconMamba's Δ/B/C norms)."""
+
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, torch.ones((), dtype=x.dtype, device=x.device), self.eps)
 
 
 @implements("mamba")
@@ -24,7 +37,8 @@ class Mamba(OpModule):
         x, z = in_proj(x);  u = silu(conv1d(x));  Δ, B, C = x_proj(u) (Δ through dt_proj, softplus)
         y = selective_scan(u, Δ, A = −exp(A_log), B, C) + D·u;  out = out_proj(y · silu(z))
 
-    Init as `mamba_ssm`: A = −(1..N) per channel (S4D-real), D = 1, Δ's bias log-uniform in
+    FalconMamba and Jamba RMS-normalize Δ's low-rank input, B and C after x_proj (`norm_dt_bc`;
+    Jamba's with learned scales). Init as `mamba_ssm`: A = −(1..N) per channel (S4D-real), D = 1, Δ's bias log-uniform in
     [0.001, 0.1], dt_proj.weight U(±R^−½), the conv PyTorch's default; out_proj takes the scaled
     residual std."""
 
@@ -38,6 +52,12 @@ class Mamba(OpModule):
         self.x_proj, self.dt_proj = self.make_linear("x_proj"), self.make_linear("dt_proj")
         self.A_log, self.D = self.make_parameter("A_log"), self.make_parameter("D")
         self.out_proj = self.make_linear("out_proj")
+        self.norm_dt_bc = p.norm_dt_bc
+        if p.norm_dt_bc and p.norm_dt_bc_weights:  # Jamba's learned scales of the Δ/B/C norms
+            self.dt_layernorm, self.b_layernorm, self.c_layernorm = (
+                HeadNorm(self.make_parameter(f"{n}_layernorm.weight"), p.norm_eps, False) for n in ("dt", "b", "c"))
+        elif p.norm_dt_bc:  # FalconMamba's: without weights
+            self.dt_layernorm = self.b_layernorm = self.c_layernorm = WeightlessRMSNorm(p.norm_eps)
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
@@ -55,6 +75,8 @@ class Mamba(OpModule):
         u, conv_state = causal_depthwise_conv(xs.transpose(1, 2), self.conv1d, conv_prev)
         u = mask_padding(F.silu(u).transpose(1, 2), ctx)
         dt, b, c = self.x_proj(u).split((self.r, self.n, self.n), dim=-1)
+        if self.norm_dt_bc:  # FalconMamba / Jamba: each RMS-normalized before Δ's projection and the scan
+            dt, b, c = self.dt_layernorm(dt), self.b_layernorm(b), self.c_layernorm(c)
         return u, z, F.softplus(self.dt_proj(dt).float()), b, c, conv_state
 
     def _out(self, y: Tensor, u: Tensor, z: Tensor) -> Tensor:
