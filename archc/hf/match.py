@@ -338,7 +338,7 @@ def _mamba(graph: Graph, mixers: list[Node], common: dict[str, Any]) -> dict[str
         cfg["time_step_rank"] = int(m["dt_rank"]) if m.get("dt_rank") else "auto"
     if family == "falcon_mamba":
         cfg["mixer_rms_eps"] = float(m.get("norm_eps", 1e-6))
-    else:
+    if family == "mamba2":
         head_dim = int(m["head_dim"])
         cfg.update(head_dim=head_dim, num_heads=int(m["expand"]) * d // head_dim, n_groups=int(m.get("groups") or 1),
                    chunk_size=int(m.get("chunk") or 256))
