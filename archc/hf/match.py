@@ -119,7 +119,7 @@ def propose(graph: Graph) -> dict[str, Any] | str:
     attn = [n for n in graph.walk() if n.op == "attention"]
     mixers = [n for n in graph.walk() if n.op in ("mamba", "mamba2")]
     if mixers and attn:
-        return "it mixes attention and Mamba layers, which no family export-hf writes does"
+        return _hybrid(graph, attn, mixers, common)
     if mixers:
         return _mamba(graph, mixers, common)
     if not attn:
@@ -298,6 +298,74 @@ def _neox(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, A
     else:
         cfg.update(num_key_value_heads=int(a.get("kv_heads") or a["heads"]), use_qkv_bias=bool(a.get("bias")),
                    qk_layernorm=False, hidden_act="silu")
+    return cfg
+
+
+def _periodic(marks: list[bool]) -> tuple[int, int] | None:
+    """(period, offset) with `marks[i]` ⇔ i % period == offset (Jamba's layer schedule), or None."""
+    n = len(marks)
+    for period in range(1, n + 1):
+        for offset in range(period):
+            if all((i % period == offset) == m for i, m in enumerate(marks)):
+                return period, offset
+    return None
+
+
+def _hybrid(graph: Graph, attn: list[Node], mixers: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
+    """Jamba (Mamba layers with Δ/B/C norms, attention without positions, MoE on a schedule) or
+    Bamba (Mamba-2 layers, partial-rotary attention at `attn_layer_indices`)."""
+    op = mixers[0].op
+    if any(n.op != op for n in mixers):
+        return "it mixes Mamba and Mamba-2 layers"
+    m, a = mixers[0].params, attn[0].params
+    if any(n.params != m for n in mixers) or any(n.params != a for n in attn):
+        return "its Mamba or attention layers differ from each other"
+    nodes = list(graph.walk())
+    kinds: list[str] = []
+    moe_at: set[int] = set()
+    ffn: list[Node] = []
+    for n in nodes:
+        if n.op in ("attention", op):
+            kinds.append(n.op)
+        elif n.op == "moe":
+            moe_at.add(len(kinds) - 1)
+        elif n.op == "swiglu":
+            ffn.append(n)
+    norms = [n for n in nodes if n.op == "rmsnorm"]
+    moe = [n for n in nodes if n.op == "moe"]
+    if not norms or not (ffn or moe):
+        return "it has no RMSNorm and SwiGLU layers"
+    hidden = int(ffn[0].params["hidden"]) if ffn else int(moe[0].params["expert"]["params"]["hidden"])
+    d, heads = common["hidden_size"], int(a["heads"])
+    cfg: dict[str, Any] = {
+        **common, "num_hidden_layers": len(kinds), "num_attention_heads": heads,
+        "num_key_value_heads": int(a.get("kv_heads") or heads), "intermediate_size": hidden,
+        "rms_norm_eps": float(norms[0].params.get("eps", 1e-6)), "hidden_act": "silu",
+        "mamba_d_state": int(m["d_state"]), "mamba_d_conv": int(m["d_conv"]), "mamba_expand": int(m["expand"]),
+        "mamba_conv_bias": bool(m.get("conv_bias", True)), "mamba_proj_bias": bool(m.get("bias"))}
+    if op == "mamba":
+        attn_at = _periodic([k == "attention" for k in kinds])
+        if attn_at is None:
+            return "its attention layers do not recur with a period (Jamba's `attn_layer_period`)"
+        experts_at = _periodic([i in moe_at for i in range(len(kinds))]) if moe else (1, 0)
+        if experts_at is None:
+            return "its MoE layers do not recur with a period (Jamba's `expert_layer_period`)"
+        cfg.update(model_type="jamba", architectures=["JambaForCausalLM"], attn_layer_period=attn_at[0],
+                   attn_layer_offset=attn_at[1], expert_layer_period=experts_at[0], expert_layer_offset=experts_at[1],
+                   mamba_dt_rank=int(m["dt_rank"]) if m.get("dt_rank") else "auto", use_mamba_kernels=False,
+                   num_experts=int(moe[0].params["experts"]) if moe else 1,
+                   num_experts_per_tok=int(moe[0].params["top_k"]) if moe else 1,
+                   router_aux_loss_coef=float(moe[0].params.get("aux_loss") or 0.0) if moe else 0.001)
+        return cfg
+    rope = (a.get("pos") or {}).get("params") or {}
+    head_dim = int(m["head_dim"])
+    cfg.update(model_type="bamba", architectures=["BambaForCausalLM"],
+               attn_layer_indices=[i for i, k in enumerate(kinds) if k == "attention"],
+               mamba_n_heads=int(m["expand"]) * d // head_dim, mamba_d_head=head_dim,
+               mamba_n_groups=int(m.get("groups") or 1), mamba_chunk_size=int(m.get("chunk") or 256),
+               attention_bias=bool(a.get("bias")), mlp_bias=False,
+               rope_parameters={"rope_type": "default", "rope_theta": float(rope.get("theta", 10000.0)),
+                                "partial_rotary_factor": float(rope.get("fraction", 1.0))})
     return cfg
 
 

@@ -55,6 +55,15 @@ FAMILIES = {
                                                          "bos_token_id": None}),
     # GQA with q/k/v biases, sequential residual
     "stablelm": ("StableLmConfig", "StableLmForCausalLM", {"use_qkv_bias": True, "layer_norm_eps": 1e-5}),
+    # a Mamba layer with an MLP, one with experts, attention with experts: Δ/B/C norms with weights
+    "jamba": ("JambaConfig", "JambaForCausalLM", {
+        "attn_layer_period": 4, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1,
+        "num_hidden_layers": 4, "num_experts": 4, "num_experts_per_tok": 2, "mamba_d_state": 8, "mamba_dt_rank": 3,
+        "use_mamba_kernels": False}),
+    # Mamba-2 with 2 groups, then attention with half-rotary heads
+    "bamba": ("BambaConfig", "BambaForCausalLM", {
+        "attn_layer_indices": [1], "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_n_groups": 2, "mamba_d_state": 8,
+        "mamba_chunk_size": 8, "rms_norm_eps": 1e-5}),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"pad_token_id": None, "eos_token_id": None}),
     "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 16}),
     # caps small enough to bend the scores and logits; a sliding layer and a full one
@@ -70,7 +79,9 @@ FAMILIES = {
 }
 #: families whose transformers reference does not run in fp64 (Mixtral's experts use grouped_mm,
 #: fp32 and below): compared in fp32 within 1e-4, as the issue allows
-FP32_REFERENCE = {"mixtral", "qwen2_moe", "qwen3_moe"}
+FP32_REFERENCE = {"mixtral", "qwen2_moe", "qwen3_moe", "jamba"}
+#: families with SSM layers (archc's SSM steps keep their state in fp32: decoding compared in fp32)
+SSM = {"mamba", "mamba2", "falcon_mamba", "jamba", "bamba"}
 #: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`
 LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps")
 
@@ -109,7 +120,7 @@ def test_an_imported_model_computes_what_transformers_does(tmp_path, family):
         # greedy decoding through archc's cache equals transformers' generate, in fp64 so that no
         # near-tie of two logits decides it (fp32 for the SSMs: archc's SSM steps keep their state
         # in fp32 and do not run in an fp64 model)
-        if "mamba" in family:
+        if family in SSM:
             hf, model = hf.float(), model.float()
         prompt = ids[:1, :5]
         want = hf.generate(prompt, max_new_tokens=32, do_sample=False, min_new_tokens=32, pad_token_id=0)

@@ -1,0 +1,148 @@
+"""The hybrid families: Mamba or Mamba-2 layers with attention layers among them, read from the
+config's layer schedule — Jamba's `attn_layer_period` / `attn_layer_offset` (and its MoE's
+`expert_layer_period` / `expert_layer_offset`), Bamba's `attn_layer_indices`.
+
+Each layer is a pre-norm pair: its mixer (`mamba`, `mamba2` or `attention`) and its FFN (SwiGLU,
+or Jamba's top-k mixture of SwiGLU experts without renormalization). Each kind of layer is a
+block of the spec, laid out by a `pattern` in the config's order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from archc.hf.config import Fields, HFImportError
+from archc.hf.decoders import format_spec
+from archc.hf.plan import ImportPlan, Source, layout_expr, number, rope_sets, rope_text
+
+#: layout letters: the mixer, then the FFN
+_LETTERS = {("mamba", False): "M", ("mamba", True): "E", ("attention", False): "A", ("attention", True): "B"}
+_BLOCKS = {("mamba", False): "mamba_mlp", ("mamba", True): "mamba_moe", ("attention", False): "attn_mlp",
+           ("attention", True): "attn_moe"}
+
+
+def _schedule(f: Fields, family: str, layers: int) -> tuple[list[str], list[bool]]:
+    """Each layer's mixer (`mamba` or `attention`) and whether its FFN is the MoE."""
+    if family == "jamba":
+        period, offset = f.int("attn_layer_period", 8), f.get("attn_layer_offset", 4)
+        e_period, e_offset = f.int("expert_layer_period", 2), f.get("expert_layer_offset", 1)
+        for name, v in (("attn_layer_offset", offset), ("expert_layer_offset", e_offset)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise HFImportError(f"`{name}` is {v!r}: a layer offset was expected", field=name)
+        experts = f.int("num_experts", 16)
+        mixers = ["attention" if i % period == offset else "mamba" for i in range(layers)]
+        return mixers, [experts > 1 and i % e_period == e_offset for i in range(layers)]
+    indices = f.get("attn_layer_indices") or []
+    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers
+                                                for i in indices):
+        raise HFImportError(f"`attn_layer_indices` is {indices!r}: layer indices were expected",
+                            field="attn_layer_indices")
+    return ["attention" if i in indices else "mamba" for i in range(layers)], [False] * layers
+
+
+def hybrid_family(family: str, f: Fields) -> ImportPlan:
+    """Jamba (Mamba + attention without positions + MoE) and Bamba (Mamba-2 + partial-rotary
+    attention): see the module docstring."""
+    vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
+    heads, ffn = f.int("num_attention_heads"), f.int("intermediate_size")
+    kv = f.int("num_key_value_heads", heads)
+    eps = f.number("rms_norm_eps", 1e-6)
+    f.only("hidden_act", ("silu",), "silu", ": SwiGLU's gate and the mixer's")
+    tied = f.flag("tie_word_embeddings", False)
+    mixers, moe = _schedule(f, family, layers)
+    norm = f"rmsnorm(x, eps={number(eps)})"
+    consts = [f"vocab = {vocab}", f"d = {d}", f"layers = {layers}", f"heads = {heads}"]
+    if kv != heads:
+        consts.append(f"kv_heads = {kv}")
+    consts.append(f"ffn = {ffn}")
+    attn = ["heads=heads"] + (["kv_heads=kv_heads"] if kv != heads else []) + ["causal=true"]
+    state, conv, expand = f.int("mamba_d_state"), f.int("mamba_d_conv", 4), f.int("mamba_expand", 2)
+    ssm = [f"d_state={state}", f"expand={expand}", f"d_conv={conv}"]
+    if family == "jamba":
+        for name in ("use_mamba_kernels", "use_mambapy", "use_associative_scan", "num_logits_to_keep"):
+            f.get(name)  # which kernel transformers runs, and how many logits it returns
+        rank = f.get("mamba_dt_rank", "auto")
+        if rank != "auto":
+            rank = f.int("mamba_dt_rank")
+            if rank != -(-d // 16):
+                ssm.append(f"dt_rank={rank}")
+        ssm += ["norm_dt_bc=true", "norm_dt_bc_weights=true"] + ([f"norm_eps={number(eps)}"] if eps != 1e-6 else [])
+        op = "mamba"
+        window = f.get("sliding_window")
+        if window is not None:
+            raise HFImportError(f"`sliding_window` is {window!r}: archc imports Jamba's full attention only",
+                                field="sliding_window")
+    else:
+        from archc.backends.torch.ops.mamba2 import NORM_EPS
+
+        heads_ssm, head_dim = f.int("mamba_n_heads"), f.int("mamba_d_head")
+        if heads_ssm * head_dim != expand * d:
+            raise HFImportError(f"`mamba_n_heads` × `mamba_d_head` is {heads_ssm} × {head_dim}, not the inner "
+                                f"width {expand * d}", field="mamba_n_heads")
+        if eps != NORM_EPS:
+            raise HFImportError(f"`rms_norm_eps` is {eps}: Bamba's gated norm uses it, archc's Mamba-2 {NORM_EPS}",
+                                field="rms_norm_eps")
+        limit = f.get("time_step_limit", [0.0, float("inf")])
+        limit = [float(v["__float__"]) if isinstance(v, dict) and "__float__" in v else v for v in limit] \
+            if isinstance(limit, list) else limit
+        if limit != [0.0, float("inf")]:
+            raise HFImportError(f"`time_step_limit` is {limit!r}: archc's Mamba-2 does not clamp Δ",
+                                field="time_step_limit")
+        f.get("z_loss_coefficient")  # a training loss on the logits, not the function
+        f.get("num_logits_to_keep")
+        ssm += [f"head_dim={head_dim}", f"groups={f.int('mamba_n_groups', 1)}", f"chunk={f.int('mamba_chunk_size', 256)}"]
+        op = "mamba2"
+        if f.flag("attention_bias", False):
+            attn.append("bias=true")
+        f.only("mlp_bias", (False,), False)
+        attn.append(f"pos={rope_text(rope_sets(f)['full_attention'], float(f.get('partial_rotary_factor', 1.0)))}")
+    if not f.flag("mamba_conv_bias", True):
+        ssm.append("conv_bias=false")
+    if f.flag("mamba_proj_bias", False):
+        ssm.append("bias=true")
+    sources: dict[str, Any] = {}
+    if any(moe):
+        experts, top_k = f.int("num_experts"), f.int("num_experts_per_tok")
+        aux = f.number("router_aux_loss_coef", 0.001)
+        f.get("output_router_logits")
+        consts.append(f"experts = {experts}")
+        p = "model.layers.{i}.feed_forward."
+        for e in range(experts):
+            ours = f"layers.{{i}}.moe.experts.{e}."
+            sources[ours + "gate_proj.weight"] = (Source(p + "experts.gate_up_proj", rows=(0, ffn), index=e),
+                                                  Source(p + f"experts.{e}.gate_proj.weight"))
+            sources[ours + "up_proj.weight"] = (Source(p + "experts.gate_up_proj", rows=(ffn, 2 * ffn), index=e),
+                                                Source(p + f"experts.{e}.up_proj.weight"))
+            sources[ours + "down_proj.weight"] = (Source(p + "experts.down_proj", index=e),
+                                                  Source(p + f"experts.{e}.down_proj.weight"))
+        moe_text = (f"moe({norm}, experts=experts, top_k={top_k}, expert=swiglu(hidden=ffn), "
+                    f"aux_loss={number(aux)}, renormalize=false)")
+    elif family == "jamba":
+        f.get("num_experts_per_tok"), f.get("router_aux_loss_coef"), f.get("output_router_logits")
+    kinds = list(zip(mixers, moe, strict=True))
+    blocks = []
+    for kind in dict.fromkeys(kinds):
+        mixer = (f"{op}({norm}, {', '.join(ssm)})" if kind[0] == "mamba"
+                 else f"attention({norm}, {', '.join(attn)})")
+        ffn_text = moe_text if kind[1] else f"swiglu({norm}, hidden=ffn)"
+        blocks.append(f"  block {_BLOCKS[kind]}(x) {{\n    x = x + {mixer}\n    return x + {ffn_text}\n  }}")
+    if len(set(kinds)) == 1:
+        stack = f"repeat(layers, {_BLOCKS[kinds[0]]})"
+    else:
+        layout = "".join(_LETTERS[k] for k in kinds)
+        stack = (f"pattern({layout_expr(layout)}, "
+                 + ", ".join(f"{_LETTERS[k]}={_BLOCKS[k]}" for k in sorted(set(kinds), key=_LETTERS.get)) + ")")
+    constants = "\n".join(f"  {c}" for c in consts)
+    spec = (f"# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).\n"
+            f"model {family}(tokens) {{\n{constants}\n\n" + "\n\n".join(blocks) + "\n\n"
+            f"  x = embed(tokens, vocab, d)\n  x = {stack}(x)\n"
+            f"  return lm_head({norm}, tied={'true' if tied else 'false'})\n}}\n")
+    p = "model.layers.{i}."
+    modules = {"embed": "model.embed_tokens", "norm": "model.final_layernorm",
+               "layers.{i}.norm": p + "input_layernorm", "layers.{i}.norm_1": p + "pre_ff_layernorm",
+               "layers.{i}.mixer": p + "mamba", "layers.{i}.attn": p + "self_attn", "layers.{i}.mlp": p + "feed_forward",
+               "layers.{i}.moe": p + "feed_forward"}
+    if not tied:
+        modules["lm_head"] = "lm_head"
+    skip = ("rotary_emb.inv_freq", "lm_head.weight") if tied else ("rotary_emb.inv_freq",)
+    return ImportPlan(family, format_spec(spec), modules, layers, skip=skip, sources=sources)
