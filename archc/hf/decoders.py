@@ -226,7 +226,7 @@ def _experts(f: Fields, family: str, ffn: int) -> tuple[str, str, dict[str, Any]
                                                    index=e), Source(names[1]))
         sources[ours + "down_proj.weight"] = (Source(p + "mlp.experts.down_proj", index=e), Source(names[2]))
     shared = ""
-    if family == "qwen2_moe":  # a shared expert every token goes through, gated per token by a sigmoid
+    if family in ("qwen2_moe", "qwen3_next"):  # a shared expert every token goes through, gated per token
         consts.append(f"shared_ffn = {f.int('shared_expert_intermediate_size')}")
         shared = ('sigmoid(linear(h, out=1, bias=false, name="shared_expert_gate")) * '
                   'swiglu(h, hidden=shared_ffn, name="shared_expert")')

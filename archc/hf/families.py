@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from archc.hf.config import Fields, HFImportError
 from archc.hf.decoders import ARCH, decoder_family, format_spec
-from archc.hf.hybrids import hybrid_family
+from archc.hf.hybrids import hybrid_family, qwen3_next_family
 from archc.hf.plan import ImportPlan, Source, rope_sets, rope_text
 from archc.hf.plan import number as _number
 
@@ -245,4 +245,5 @@ FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
     "gpt2": lambda f: gpt2_family("gpt2", f),
     **{name: (lambda f, name=name: neox_family(name, f)) for name in ("gpt_neox", "stablelm")},
     **{name: (lambda f, name=name: hybrid_family(name, f)) for name in ("jamba", "bamba")},
+    "qwen3_next": qwen3_next_family,
 }

@@ -146,3 +146,88 @@ def hybrid_family(family: str, f: Fields) -> ImportPlan:
         modules["lm_head"] = "lm_head"
     skip = ("rotary_emb.inv_freq", "lm_head.weight") if tied else ("rotary_emb.inv_freq",)
     return ImportPlan(family, format_spec(spec), modules, layers, skip=skip, sources=sources)
+
+
+def qwen3_next_family(f: Fields) -> ImportPlan:
+    """Qwen3-Next: Gated DeltaNet layers (`linear_attention`) with gated attention layers among
+    them (`full_attention`: q/k norms, partial rotary, each head's output gated by a sigmoid of a
+    second query projection), zero-centred RMSNorms (1 + weight), and a MoE with Qwen2-MoE's
+    gated shared expert (dense layers where `mlp_only_layers` / `decoder_sparse_step` say)."""
+    from archc.hf.decoders import _experts, _ffn_layers
+
+    vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
+    heads, ffn = f.int("num_attention_heads"), f.int("intermediate_size")
+    kv = f.int("num_key_value_heads", heads)
+    head_dim = f.int("head_dim", d // heads)
+    eps = f.number("rms_norm_eps", 1e-6)
+    f.only("hidden_act", ("silu",), "silu", ": SwiGLU's gate and the Gated DeltaNet's")
+    tied = f.flag("tie_word_embeddings", False)
+    kinds = f.get("layer_types")
+    if kinds is None:
+        every = f.int("full_attention_interval", 4)
+        kinds = ["full_attention" if (i + 1) % every == 0 else "linear_attention" for i in range(layers)]
+    else:
+        f.get("full_attention_interval")
+    if not isinstance(kinds, list) or len(kinds) != layers or not set(kinds) <= {"full_attention", "linear_attention"}:
+        raise HFImportError(f"`layer_types` is {kinds!r}: full_attention or linear_attention for each layer was "
+                            "expected", field="layer_types")
+    norm = f"rmsnorm(x, eps={number(eps)}, unit_offset=true)"
+    attn = ["heads=heads"] + (["kv_heads=kv_heads"] if kv != heads else [])
+    if head_dim != d // heads:
+        attn.append("head_dim=head_dim")
+    if f.flag("attention_bias", False):
+        attn.append("bias=true")
+    attn += ["causal=true", "qk_norm=true"] + ([f"qk_norm_eps={number(eps)}"] if eps != 1e-6 else [])
+    attn += ["qk_norm_unit_offset=true", "out_gate=true",
+             f"pos={rope_text(rope_sets(f)['full_attention'], float(f.get('partial_rotary_factor', 1.0)))}"]
+    gdn = [f"heads={f.int('linear_num_key_heads')}", f"head_dim={f.int('linear_key_head_dim')}",
+           f"v_heads={f.int('linear_num_value_heads')}", f"v_head_dim={f.int('linear_value_head_dim')}",
+           f"d_conv={f.int('linear_conv_kernel_dim', 4)}"] + ([f"norm_eps={number(eps)}"] if eps != 1e-6 else [])
+    consts = [f"vocab = {vocab}", f"d = {d}", f"layers = {layers}", f"heads = {heads}"] + \
+        ([f"kv_heads = {kv}"] if kv != heads else []) + \
+        ([f"head_dim = {head_dim}"] if head_dim != d // heads else []) + [f"ffn = {ffn}"]
+    moe = _ffn_layers(f, "qwen3_next", layers)
+    sources: dict[str, Any] = {}
+    if any(moe):
+        moe_text, shared, sources, more = _experts(f, "qwen3_next", ffn)
+        consts += more
+    else:
+        f.get("num_experts_per_tok"), f.get("moe_intermediate_size"), f.get("shared_expert_intermediate_size")
+        f.get("norm_topk_prob"), f.get("router_aux_loss_coef"), f.get("output_router_logits")
+    blocks, names = [], {}
+    for kind, m in dict.fromkeys(zip(kinds, moe, strict=True)):
+        mixer = (f"gated_deltanet({norm}, {', '.join(gdn)})" if kind == "linear_attention"
+                 else f"attention({norm}, {', '.join(attn)})")
+        name = ("linear" if kind == "linear_attention" else "full") + ("_moe" if m else "_mlp")
+        names[kind, m] = name
+        if m:
+            body = (f"x = x + {mixer}\n    h = {norm}\n    shared = {shared}\n"
+                    f"    return x + {moe_text.format(h='h')} + shared")
+        else:
+            body = f"x = x + {mixer}\n    return x + swiglu({norm}, hidden=ffn)"
+        blocks.append(f"  block {name}(x) {{\n    {body}\n  }}")
+    def letter(kind: str, m: bool) -> str:  # L / F (linear, full), M / D for the dense ones among MoE layers
+        c = "L" if kind == "linear_attention" else "F"
+        return {"L": "M", "F": "D"}[c] if len(set(moe)) > 1 and not m else c
+
+    if len(names) == 1:
+        stack = f"repeat(layers, {next(iter(names.values()))})"
+    else:
+        layout = "".join(letter(k, m) for k, m in zip(kinds, moe, strict=True))
+        stack = (f"pattern({layout_expr(layout)}, "
+                 + ", ".join(sorted(f"{letter(k, m)}={n}" for (k, m), n in names.items())) + ")")
+    constants = "\n".join(f"  {c}" for c in consts)
+    spec = (f"# qwen3_next imported from a Hugging Face config by `archc import-hf` (docs/hf.md).\n"
+            f"model qwen3_next(tokens) {{\n{constants}\n\n" + "\n\n".join(blocks) + "\n\n"
+            f"  x = embed(tokens, vocab, d)\n  x = {stack}(x)\n"
+            f"  return lm_head({norm}, tied={'true' if tied else 'false'})\n}}\n")
+    p = "model.layers.{i}."
+    modules = {"embed": "model.embed_tokens", "norm": "model.norm", "layers.{i}.norm": p + "input_layernorm",
+               "layers.{i}.norm_1": p + "post_attention_layernorm", "layers.{i}.attn": p + "self_attn",
+               "layers.{i}.mixer": p + "linear_attn", "layers.{i}.mlp": p + "mlp", "layers.{i}.moe": p + "mlp",
+               "layers.{i}.shared_expert": p + "mlp.shared_expert",
+               "layers.{i}.shared_expert_gate.proj": p + "mlp.shared_expert_gate"}
+    if not tied:
+        modules["lm_head"] = "lm_head"
+    skip = ("rotary_emb.inv_freq", "lm_head.weight") if tied else ("rotary_emb.inv_freq",)
+    return ImportPlan("qwen3_next", format_spec(spec), modules, layers, skip=skip, sources=sources)

@@ -120,6 +120,8 @@ def propose(graph: Graph) -> dict[str, Any] | str:
     mixers = [n for n in graph.walk() if n.op in ("mamba", "mamba2")]
     if mixers and attn:
         return _hybrid(graph, attn, mixers, common)
+    if attn and any(n.op == "gated_deltanet" for n in graph.walk()):
+        return _qwen3_next(graph, attn, common)
     if mixers:
         return _mamba(graph, mixers, common)
     if not attn:
@@ -246,21 +248,16 @@ def _decoder(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str
             else:
                 cfg["residual_multiplier"] = by
     if moe:
-        m = moe[0].params
-        expert = m.get("expert") or {}
-        if not isinstance(expert, dict) or expert.get("op") != "swiglu":
-            return "its experts are not SwiGLU"
-        hidden = int(expert["params"]["hidden"])
-        cfg.update(num_experts_per_tok=int(m["top_k"]), router_aux_loss_coef=float(m.get("aux_loss") or 0.0))
+        fields = _moe_fields(nodes, layer_of, dense, shared, moe)
+        if isinstance(fields, str):
+            return fields
         if family == "mixtral":
-            cfg.update(num_local_experts=int(m["experts"]), intermediate_size=hidden, router_jitter_noise=0.0)
+            cfg.update(num_local_experts=fields["num_experts"], num_experts_per_tok=fields["num_experts_per_tok"],
+                       intermediate_size=fields["moe_intermediate_size"], router_jitter_noise=0.0,
+                       router_aux_loss_coef=fields["router_aux_loss_coef"])
         else:
-            cfg.update(num_experts=int(m["experts"]), moe_intermediate_size=hidden,
-                       norm_topk_prob=bool(m.get("renormalize", True)), decoder_sparse_step=1,
-                       mlp_only_layers=sorted({layer_of[n.id] for n in dense}))
-            cfg.setdefault("intermediate_size", hidden)
-        if shared:
-            cfg["shared_expert_intermediate_size"] = int(shared[0].params["hidden"])
+            cfg.update(fields)
+            cfg.setdefault("intermediate_size", fields["moe_intermediate_size"])
     return cfg
 
 
@@ -298,6 +295,68 @@ def _neox(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, A
     else:
         cfg.update(num_key_value_heads=int(a.get("kv_heads") or a["heads"]), use_qkv_bias=bool(a.get("bias")),
                    qk_layernorm=False, hidden_act="silu")
+    return cfg
+
+
+def _moe_fields(nodes: list[Node], layer_of: dict[str, int], dense: list[Node], shared: list[Node],
+                moe: list[Node]) -> dict[str, Any] | str:
+    """The MoE fields of the Qwen MoE families' configs (Qwen2-MoE, Qwen3-MoE, Qwen3-Next)."""
+    m = moe[0].params
+    expert = m.get("expert") or {}
+    if not isinstance(expert, dict) or expert.get("op") != "swiglu":
+        return "its experts are not SwiGLU"
+    out = {"num_experts": int(m["experts"]), "num_experts_per_tok": int(m["top_k"]),
+           "moe_intermediate_size": int(expert["params"]["hidden"]), "norm_topk_prob": bool(m.get("renormalize", True)),
+           "decoder_sparse_step": 1, "mlp_only_layers": sorted({layer_of[n.id] for n in dense}),
+           "router_aux_loss_coef": float(m.get("aux_loss") or 0.0)}
+    if shared:
+        out["shared_expert_intermediate_size"] = int(shared[0].params["hidden"])
+    return out
+
+
+def _qwen3_next(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
+    """Qwen3-Next: Gated DeltaNet and gated attention layers, zero-centred norms, a Qwen MoE."""
+    nodes = list(graph.walk())
+    gdn = [n for n in nodes if n.op == "gated_deltanet"]
+    a, g = attn[0].params, gdn[0].params
+    if any(n.params != a for n in attn) or any(n.params != g for n in gdn):
+        return "its attention or Gated DeltaNet layers differ from each other"
+    if (a.get("pos") or {}).get("op") != "rope":
+        return "its attention has no rotary positions"
+    layer_of, k, kinds = {}, -1, []
+    for n in nodes:
+        if n.op in ("attention", "gated_deltanet"):
+            k += 1
+            kinds.append("full_attention" if n.op == "attention" else "linear_attention")
+        layer_of[n.id] = k
+    moe = [n for n in nodes if n.op == "moe"]
+    shared = [n for n in nodes if n.op == "swiglu" and any(m.op == "mul" and n.id in m.inputs for m in nodes)]
+    dense = [n for n in nodes if n.op == "swiglu" and n not in shared]
+    norms = [n for n in nodes if n.op == "rmsnorm"]
+    if not norms or not (dense or moe):
+        return "it has no RMSNorm and SwiGLU layers"
+    rope = a["pos"]["params"]
+    heads = int(a["heads"])
+    cfg: dict[str, Any] = {
+        "model_type": "qwen3_next", "architectures": ["Qwen3NextForCausalLM"], **common,
+        "num_hidden_layers": len(kinds), "num_attention_heads": heads,
+        "num_key_value_heads": int(a.get("kv_heads") or heads),
+        "head_dim": int(a.get("head_dim") or common["hidden_size"] // heads),
+        "intermediate_size": int((dense or shared or [None])[0].params["hidden"]) if dense or shared else 1,
+        "rms_norm_eps": float(norms[0].params.get("eps", 1e-6)), "hidden_act": "silu", "layer_types": kinds,
+        "attention_bias": bool(a.get("bias")),
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(rope.get("theta", 10000.0)),
+                            "partial_rotary_factor": float(rope.get("fraction", 1.0))},
+        "linear_num_key_heads": int(g["heads"]), "linear_key_head_dim": int(g["head_dim"]),
+        "linear_num_value_heads": int(g.get("v_heads") or g["heads"]),
+        "linear_value_head_dim": int(g.get("v_head_dim") or g["head_dim"]), "linear_conv_kernel_dim": int(g["d_conv"])}
+    if moe:
+        fields = _moe_fields(nodes, layer_of, dense, shared, moe)
+        if isinstance(fields, str):
+            return fields
+        cfg.update(fields)
+    else:
+        cfg.update(mlp_only_layers=list(range(len(kinds))))
     return cfg
 
 

@@ -73,6 +73,9 @@ class AttentionParams(AttentionBase):
                                                           "query_pre_attn_scalar^-½; Granite: attention_multiplier)")
     softcap: PositiveFloat | None = Field(None, description="scores → softcap·tanh(scores / softcap) before the "
                                                             "softmax (Gemma 2)")
+    out_gate: bool = Field(False, description="gate each head's output by a sigmoid of a second query projection "
+                                              "(Qwen3-Next's gated attention): q_proj gives each head's queries and "
+                                              "gate in turn, [heads, 2·head_dim] rows")
 
 
 def check_common(p: Any, d: int) -> int:
@@ -153,6 +156,8 @@ def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, 
     flops += 4 * t_eff * p.heads * hd
     if p.qk_norm:  # square, mean, scale and weight per element of q and k
         flops += 4 * (p.heads + kv) * hd
+    if p.out_gate:  # the gate's projection, its sigmoid and product
+        flops += 2 * d * p.heads * hd + 2 * p.heads * hd
     return Cost(flops=flops, act_bytes=act_bytes(d, p.heads, hd, kv, ctx))
 
 
@@ -166,6 +171,9 @@ def _attention_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weigh
     d_kv = ins[1].width if len(ins) > 1 else d
     alibi = p.pos is not None and p.pos.get("op") == "alibi"
     out = projection_weights(p, d, d_kv, hd, kv, prunable=not alibi)
+    if p.out_gate:  # q_proj's rows: each head's queries, then its gate
+        out = tuple(replace(w, shape=(2 * w.shape[0], *w.shape[1:])) if w.name.startswith("q_proj.") else w
+                    for w in out)
     if p.qk_norm:
         init = "zeros" if p.qk_norm_unit_offset else "ones"
         if p.qk_norm_width:  # one weight per channel: a head's rows go with it, as q_proj's
@@ -213,14 +221,16 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
     mha = kv == h
     rel = p.pos is not None and p.pos.get("op") == "relative_bias"
     wide = p.qk_norm and p.qk_norm_width  # per-channel q/k norm weights go with their heads
+    q_rows = 2 * hd if p.out_gate else hd  # a gated head's q_proj rows: its queries and its gate
 
     def slices(u: int) -> dict:
         out = {"q_proj.weight": (0, rows(u, hd)), "o_proj.weight": (1, rows(u, hd))}
         names = ("q_proj", "k_proj", "v_proj") if mha else ("q_proj",)
         for name in names:
-            out[f"{name}.weight"] = (0, rows(u, hd))
+            width = q_rows if name == "q_proj" else hd
+            out[f"{name}.weight"] = (0, rows(u, width))
             if p.bias:
-                out[f"{name}.bias"] = (0, rows(u, hd))
+                out[f"{name}.bias"] = (0, rows(u, width))
         if wide:
             out.update({f"{n}_norm.weight": (0, rows(u, hd)) for n in ("qk" if mha else "q")})
         if rel:
@@ -240,10 +250,11 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
 
     def group(g: int) -> dict:
         q = [c for i in range(g * per, (g + 1) * per) for c in rows(i, hd)]
-        out = {"q_proj.weight": (0, q), "o_proj.weight": (1, q), "k_proj.weight": (0, rows(g, hd)),
+        qg = [c for i in range(g * per, (g + 1) * per) for c in rows(i, q_rows)]
+        out = {"q_proj.weight": (0, qg), "o_proj.weight": (1, q), "k_proj.weight": (0, rows(g, hd)),
                "v_proj.weight": (0, rows(g, hd))}
         if p.bias:
-            out.update({"q_proj.bias": (0, q), "k_proj.bias": (0, rows(g, hd)), "v_proj.bias": (0, rows(g, hd))})
+            out.update({"q_proj.bias": (0, qg), "k_proj.bias": (0, rows(g, hd)), "v_proj.bias": (0, rows(g, hd))})
         if wide:
             out.update({"q_norm.weight": (0, q), "k_norm.weight": (0, rows(g, hd))})
         if rel:

@@ -64,6 +64,12 @@ FAMILIES = {
     "bamba": ("BambaConfig", "BambaForCausalLM", {
         "attn_layer_indices": [1], "mamba_n_heads": 8, "mamba_d_head": 16, "mamba_n_groups": 2, "mamba_d_state": 8,
         "mamba_chunk_size": 8, "rms_norm_eps": 1e-5}),
+    # Gated DeltaNet with 2 value heads per key head, then gated attention; MoE with a shared expert
+    "qwen3_next": ("Qwen3NextConfig", "Qwen3NextForCausalLM", {
+        "layer_types": ["linear_attention", "full_attention"], "head_dim": 16, "linear_num_key_heads": 2,
+        "linear_key_head_dim": 16, "linear_num_value_heads": 4, "linear_value_head_dim": 16,
+        "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "num_experts": 4,
+        "num_experts_per_tok": 2}),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"pad_token_id": None, "eos_token_id": None}),
     "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 16}),
     # caps small enough to bend the scores and logits; a sliding layer and a full one
@@ -79,9 +85,9 @@ FAMILIES = {
 }
 #: families whose transformers reference does not run in fp64 (Mixtral's experts use grouped_mm,
 #: fp32 and below): compared in fp32 within 1e-4, as the issue allows
-FP32_REFERENCE = {"mixtral", "qwen2_moe", "qwen3_moe", "jamba"}
+FP32_REFERENCE = {"mixtral", "qwen2_moe", "qwen3_moe", "jamba", "qwen3_next"}
 #: families with SSM layers (archc's SSM steps keep their state in fp32: decoding compared in fp32)
-SSM = {"mamba", "mamba2", "falcon_mamba", "jamba", "bamba"}
+SSM = {"mamba", "mamba2", "falcon_mamba", "jamba", "bamba", "qwen3_next"}
 #: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`
 LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps")
 

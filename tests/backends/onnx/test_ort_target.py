@@ -365,3 +365,22 @@ def test_family_settings_export_at_both_targets(tmp_path, target):
         assert report.lowered["attn"] == "RMSNormalization+GroupQueryAttention"
     rows = check_parity(model, tmp_path / target, lengths=(1, 17), prefill=9, steps=4)
     assert all(r.ok for r in rows), rows
+
+
+#: Qwen3-Next's gated attention: each head's output times a sigmoid of its second query projection
+GATED = """
+model gated(tokens) {
+  x = embed(tokens, 200, 64)
+  x = x + attention(rmsnorm(x), heads=4, kv_heads=2, head_dim=16, causal=true, out_gate=true, qk_norm=true,
+                    pos=rope())
+  return lm_head(rmsnorm(x), tied=true)
+}
+"""
+
+
+def test_gated_attention_is_traced_and_exact(tmp_path):
+    model = build(archc.loads(GATED, "g.arch").graph, seed=4).eval()
+    report = export_model(model, tmp_path / "g", GATED, "g", "random", target="ort")
+    assert "output gate" in report.not_lowered["attn"]
+    rows = check_parity(model, tmp_path / "g", lengths=(1, 17), prefill=9, steps=4)
+    assert all(r.ok for r in rows), rows

@@ -59,6 +59,8 @@ def _refuse(ctx: LowerCtx) -> str | None:
         return f"{pos} positions: GroupQueryAttention adds no position bias"
     if pos == "rope" and float(p["pos"]["params"].get("fraction", 1.0)) != 1.0:
         return "partial rotary (fraction < 1)"
+    if p.get("out_gate"):
+        return "the output gate (its queries and gate interleave in q_proj)"
     if p.get("qk_norm") and ctx.services.opset < 23:
         return f"q/k norms as RMSNormalization (opset 23); this export is opset {ctx.services.opset}"
     if hd % 16:

@@ -115,7 +115,8 @@ class AttentionCore(OpModule):
         self.kv_heads = getattr(p, "kv_heads", None) or p.heads
         if "qkv_proj.weight" in self.declared_weights:  # packed by `pack_qkv`: one matmul, split after
             self.qkv_proj = self.make_linear("qkv_proj")
-            self.qkv_split = (h * hd, self.kv_heads * hd, self.kv_heads * hd)
+            self.qkv_split = ((2 if getattr(p, "out_gate", False) else 1) * h * hd, self.kv_heads * hd,
+                              self.kv_heads * hd)
         else:
             self.q_proj, self.k_proj, self.v_proj = (self.make_linear(f"{n}_proj") for n in "qkv")
         self.o_proj = self.make_linear("o_proj")
@@ -125,6 +126,7 @@ class AttentionCore(OpModule):
             self.qk_norm_width = p.qk_norm_width
         self.scale = getattr(p, "scale", None)
         self.softcap = getattr(p, "softcap", None)
+        self.out_gate = getattr(p, "out_gate", False)
         pos = getattr(p, "pos", None)
         self.pos = pos["op"] if pos else None
         self.pos_params = pos["params"] if pos else {}
@@ -137,12 +139,21 @@ class AttentionCore(OpModule):
     def qkv(self, x: Tensor, src: Tensor, positions: Tensor | None,
             memo: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Projected q [B, H, T, hd] and k, v [B, KV, S, hd], rotated when the scheme is RoPE."""
+        return self.project(x, src, positions, memo)[:3]
+
+    def project(self, x: Tensor, src: Tensor, positions: Tensor | None,
+                memo: dict | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """`qkv`, and the output gate's input [B, T, H·hd] with `out_gate` (else None)."""
         b, t, _ = x.shape
         s = src.shape[1]
         if hasattr(self, "qkv_proj"):  # self-attention only (`src` is `x`)
             q, k, v = self.qkv_proj(x).split(self.qkv_split, -1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(src), self.v_proj(src)
+        gate = None
+        if self.out_gate:  # each head's queries, then its gate (Qwen3-Next)
+            q, gate = q.view(b, t, self.heads, 2 * self.head_dim).chunk(2, dim=-1)
+            q, gate = q.reshape(b, t, -1), gate.reshape(b, t, -1)
         if hasattr(self, "q_norm") and self.qk_norm_width:  # OLMo 2: over the projections' whole width
             q, k = self.q_norm(q), self.k_norm(k)
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
@@ -159,7 +170,7 @@ class AttentionCore(OpModule):
                     memo[key] = tables
             cos, sin = tables
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        return q, k, v
+        return q, k, v, gate
 
     def position_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:
         if self.slopes is not None:
@@ -168,9 +179,10 @@ class AttentionCore(OpModule):
             return self.relative_bias(q_pos, k_pos)
         return None
 
-    def out(self, y: Tensor) -> Tensor:
+    def out(self, y: Tensor, gate: Tensor | None = None) -> Tensor:
         b, _, t, _ = y.shape
-        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+        y = y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
+        return self.o_proj(y if gate is None else y * torch.sigmoid(gate))
 
 
 @implements("attention", "attention_packed")
@@ -229,26 +241,26 @@ class Attention(AttentionCore):
     def forward(self, x: Tensor, kv: Tensor | None = None, ctx: Context | None = None) -> Tensor:
         assert ctx is not None
         if kv is not None:
-            q, k, v = self.qkv(x, kv, None)
+            q, k, v, gate = self.project(x, kv, None)
             k_pos = torch.arange(kv.shape[1], device=x.device)
-            return self.out(self._sdpa(q, k, v, ctx.positions, k_pos, None, False))
-        q, k, v = self.qkv(x, x, ctx.positions, ctx.memo)
+            return self.out(self._sdpa(q, k, v, ctx.positions, k_pos, None, False), gate)
+        q, k, v, gate = self.project(x, x, ctx.positions, ctx.memo)
         # banded windows always go blockwise: a branch on the length would fix it in exported graphs
         if self.window and self.slopes is None and self.relative_bias is None:
             left, right = (self.window - 1, 0) if self.causal else (self.window // 2, self.window // 2)
             g = self.heads // self.kv_heads
             y = local_attention(q, expand_kv(k, g), expand_kv(v, g), left, right, 1, ctx.attention_mask,
                                 self.dropout if self.training else 0.0, scale=self.scale, softcap=self.softcap)
-            return self.out(y)
+            return self.out(y, gate)
         plain_causal = self.causal and not self.window
-        return self.out(self._sdpa(q, k, v, ctx.positions, ctx.positions, ctx.attention_mask, plain_causal))
+        return self.out(self._sdpa(q, k, v, ctx.positions, ctx.positions, ctx.attention_mask, plain_causal), gate)
 
 
     def step(self, x: Tensor, kv: Tensor | None = None, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         if kv is not None:
             return self.forward(x, kv, ctx), state
         pos = ctx.positions
-        q, k, v = self.qkv(x, x, pos, ctx.memo)
+        q, k, v, gate = self.project(x, x, pos, ctx.memo)
         k_cache, v_cache = state
         c = k_cache.shape[2]
         if not self.window:
@@ -270,7 +282,7 @@ class Attention(AttentionCore):
         if ctx.attention_mask is not None:  # in decoding: which absolute positions may be attended
             valid = valid & ctx.attention_mask.index_select(1, k_pos.clamp(min=0))
         y = self._sdpa_step(q, keys, values, pos, k_pos, valid)
-        return self.out(y), (k_cache, v_cache)
+        return self.out(y, gate), (k_cache, v_cache)
 
     def _sdpa_step(self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, valid: Tensor) -> Tensor:
         """valid: [B|1, K] keys that exist (and are not masked)."""
