@@ -114,6 +114,55 @@ CONFIGS = {
                                       "sliding_window": 512, "sliding_window_pattern": 6,
                                       "tie_word_embeddings": True},
                       "Gemma3TextConfig", None),
+    "pythia-160m": ("gpt_neox", {"vocab_size": 50304, "hidden_size": 768, "num_hidden_layers": 12,
+                                 "num_attention_heads": 12, "intermediate_size": 3072, "rotary_pct": 0.25,
+                                 "rotary_emb_base": 10000, "use_parallel_residual": True, "layer_norm_eps": 1e-5,
+                                 "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 0},
+                    "GPTNeoXConfig", None),
+    "stablelm-2-1_6b": ("stablelm", {"vocab_size": 100352, "hidden_size": 2048, "num_hidden_layers": 24,
+                                     "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 5632,
+                                     "partial_rotary_factor": 0.25, "rope_theta": 10000.0, "use_qkv_bias": True,
+                                     "qk_layernorm": False, "use_parallel_residual": False, "layer_norm_eps": 1e-5,
+                                     "tie_word_embeddings": False, "bos_token_id": 100257,
+                                     "eos_token_id": 100257},
+                        "StableLmConfig", None),
+    "falcon-mamba-7b": ("falcon_mamba", {"vocab_size": 65024, "hidden_size": 4096, "num_hidden_layers": 64,
+                                         "state_size": 16, "expand": 2, "intermediate_size": 8192, "conv_kernel": 4,
+                                         "time_step_rank": 256, "mixer_rms_eps": 1e-6, "layer_norm_epsilon": 1e-5,
+                                         "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 11,
+                                         "pad_token_id": 11},
+                        "FalconMambaConfig", None),
+    "Jamba-v0.1": ("jamba", {"vocab_size": 65536, "hidden_size": 4096, "num_hidden_layers": 32,
+                             "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                             "num_experts": 16, "num_experts_per_tok": 2, "expert_layer_period": 2,
+                             "expert_layer_offset": 1, "attn_layer_period": 8, "attn_layer_offset": 4,
+                             "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": 256,
+                             "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "use_mamba_kernels": False},
+                   "JambaConfig", None),
+    "Bamba-9B": ("bamba", {"vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32,
+                           "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                           "attn_layer_indices": [9, 18, 27], "mamba_n_heads": 128, "mamba_d_head": 64,
+                           "mamba_n_groups": 1, "mamba_d_state": 128, "mamba_d_conv": 4, "mamba_expand": 2,
+                           "mamba_chunk_size": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                           "partial_rotary_factor": 0.5, "tie_word_embeddings": False},
+                 "BambaConfig", None),
+    "Qwen3-Next-80B-A3B": ("qwen3_next", {"vocab_size": 151936, "hidden_size": 2048, "num_hidden_layers": 48,
+                                          "num_attention_heads": 16, "num_key_value_heads": 2, "head_dim": 256,
+                                          "intermediate_size": 5120, "linear_num_key_heads": 16,
+                                          "linear_key_head_dim": 128, "linear_num_value_heads": 32,
+                                          "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4,
+                                          "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512,
+                                          "num_experts": 512, "num_experts_per_tok": 10, "norm_topk_prob": True,
+                                          "rms_norm_eps": 1e-6, "rope_theta": 10000000.0,
+                                          "partial_rotary_factor": 0.25, "full_attention_interval": 4,
+                                          "tie_word_embeddings": False},
+                           "Qwen3NextConfig", None),
+    # published as BertForMaskedLM; imported with the sequence-classification head archc has
+    "bert-base-uncased": ("bert", {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+                                   "num_attention_heads": 12, "intermediate_size": 3072,
+                                   "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+                                   "architectures": ["BertForSequenceClassification"], "pad_token_id": 0},
+                          "BertConfig", "bert-base"),
     "gpt2": ("gpt2", {"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
              "GPT2Config", "gpt2"),
     "mamba-130m-hf": ("mamba", {"vocab_size": 50280, "hidden_size": 768, "num_hidden_layers": 24, "state_size": 16,
@@ -144,17 +193,19 @@ def measure(name: str) -> dict:
         text = archc.import_hf(d)
         seconds = time.perf_counter() - t0
     ours = estimate_cost(archc.loads(text, f"{name}.arch").graph, CostCtx()).total.params
+    encoder = model_type == "bert"  # a classifier: not a causal LM, which export-hf writes
     with torch.device("meta"):
-        hf = transformers.AutoModelForCausalLM.from_config(cfg)
+        hf = (transformers.AutoModelForSequenceClassification if encoder
+              else transformers.AutoModelForCausalLM).from_config(cfg)
     theirs = hf.num_parameters()
     hand = (estimate_cost(archc.load(str(ROOT / "specs" / f"{spec}.arch")).graph, CostCtx()).total.params
             if spec else None)
     from archc.hf.match import match_family
 
-    match, _ = match_family(archc.loads(text, f"{name}.arch").graph)
-    exported = match.config["model_type"] if match else "archc"
+    match, _ = (None, "") if encoder else match_family(archc.loads(text, f"{name}.arch").graph)
+    exported = "refused: not a causal LM" if encoder else match.config["model_type"] if match else "archc"
     hand_exported = None
-    if spec:
+    if spec and not encoder:
         m, _ = match_family(archc.load(str(ROOT / "specs" / f"{spec}.arch")).graph)
         hand_exported = m.config["model_type"] if m else "archc"
     # a spec does not remember its origin: export-hf writes the first family it is exactly (a

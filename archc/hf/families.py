@@ -238,6 +238,61 @@ model {family}(tokens) {{
     return ImportPlan(family, spec, modules, layers, skip=skip, sources=sources)
 
 
+def bert_family(family: str, f: Fields) -> ImportPlan:
+    """BERT with its sequence-classification head (`BertForSequenceClassification`): word, position
+    and token-type embeddings and a LayerNorm, post-norm encoder layers (LayerNorm after each
+    residual add), bidirectional MHA with biases, a GELU MLP, the [CLS] pooler (dense + tanh) and
+    the classifier. Other heads are refused by name: the masked-LM head is later work."""
+    heads_known = f.get("architectures") or ["BertForSequenceClassification"]
+    head = heads_known[0] if isinstance(heads_known, list) and heads_known else heads_known
+    if head != "BertForSequenceClassification":
+        raise HFImportError(f"`architectures` is {heads_known!r}: archc imports BERT with its sequence-classification "
+                            "head (BertForSequenceClassification); the masked-LM and bare encoders are later work",
+                            field="architectures")
+    vocab, d, layers, heads = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers"), \
+        f.int("num_attention_heads")
+    ffn, positions, types = f.int("intermediate_size"), f.int("max_position_embeddings", 512), f.int("type_vocab_size", 2)
+    eps = f.number("layer_norm_eps", 1e-12)
+    act = f.only("hidden_act", ("gelu", "gelu_new", "relu"), "gelu")
+    f.only("position_embedding_type", ("absolute",), "absolute")
+    labels = f.get("id2label") or {}
+    classes = len(labels) if isinstance(labels, dict) and labels else f.int("num_labels", 2)
+    f.only("is_decoder", (False,), False, ": BERT as a bidirectional encoder")
+    for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "label2id", "num_labels",
+                 "tie_word_embeddings", "classifier_dropout"):
+        f.get(name)  # dropout, label names, the masked-LM head's tie: not this model's function
+    spec = format_spec(f"""# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
+model {family}(tokens) {{
+  vocab = {vocab}
+  d = {d}
+  layers = {layers}
+  heads = {heads}
+  eps = {_number(eps)}
+
+  block encoder(x) {{
+    x = layernorm(x + attention(x, heads=heads, bias=true), eps=eps)
+    return layernorm(x + mlp(x, hidden={ffn}, act="{_MLP_ACT[act]}"), eps=eps)
+  }}
+
+  x = embed(tokens, vocab, d, token_types={types})
+  x = learned_pos(x, max_len={positions})
+  x = layernorm(x, eps=eps)
+  x = repeat(layers, encoder, name="encoder")(x)
+  return cls_head(x, classes={classes}, pool="cls", pooler=true)
+}}
+""")
+    p = "bert.encoder.layer.{i}."
+    modules = {"embed": "bert.embeddings.word_embeddings", "pos_embed": "bert.embeddings.position_embeddings",
+               "norm": "bert.embeddings.LayerNorm", "encoder.{i}.attn.q_proj": p + "attention.self.query",
+               "encoder.{i}.attn.k_proj": p + "attention.self.key", "encoder.{i}.attn.v_proj": p + "attention.self.value",
+               "encoder.{i}.attn.o_proj": p + "attention.output.dense", "encoder.{i}.norm": p + "attention.output.LayerNorm",
+               "encoder.{i}.mlp.up_proj": p + "intermediate.dense", "encoder.{i}.mlp.down_proj": p + "output.dense",
+               "encoder.{i}.norm_1": p + "output.LayerNorm", "classifier.pooler": "bert.pooler.dense",
+               "classifier.classifier": "classifier"}
+    sources = {"embed.token_type.weight": Source("bert.embeddings.token_type_embeddings.weight")}
+    return ImportPlan(family, spec, modules, layers, skip=("position_ids", "token_type_ids"), sources=sources)
+
+
 #: model_type → its rule
 FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
     **{name: (lambda f, name=name: decoder_family(name, f)) for name in ARCH},
@@ -246,4 +301,5 @@ FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
     **{name: (lambda f, name=name: neox_family(name, f)) for name in ("gpt_neox", "stablelm")},
     **{name: (lambda f, name=name: hybrid_family(name, f)) for name in ("jamba", "bamba")},
     "qwen3_next": qwen3_next_family,
+    "bert": lambda f: bert_family("bert", f),
 }

@@ -3,7 +3,7 @@
 
 FAMILIES = {
     "arith": (4290580446, ('add', 'item', 'mul', 'scale')),
-    "attention": (3232329355, ('attention', 'attention_packed', 'latent_attention')),
+    "attention": (4148932359, ('attention', 'attention_packed', 'latent_attention')),
     "conv": (3084438806, ('gated_conv',)),
     "embeddings": (1221060194, ('embed', 'learned_pos', 'sinusoidal_pos')),
     "ffn": (763582595, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'linear_act', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
@@ -11,7 +11,7 @@ FAMILIES = {
     "heads": (997077985, ('cls_head', 'lm_head', 'token_cls_head')),
     "inputs": (3077640519, ('input',)),
     "linear_attention": (79790448, ('linear_attention', 'performer_attention')),
-    "mamba": (998977048, ('mamba',)),
+    "mamba": (4047441288, ('mamba',)),
     "mamba2": (929415711, ('mamba2',)),
     "memory": (2911622096, ('compressive_memory', 'recurrent_memory')),
     "moe": (3144601095, ('moe',)),

@@ -270,3 +270,34 @@ def test_an_import_never_replaces_its_own_source_or_half_writes(tmp_path):
     with pytest.raises(FileError, match="already exists"):
         archc.import_hf(str(tmp_path), str(tmp_path / "m.arch"), str(tmp_path / "w.safetensors"))
     assert (tmp_path / "m.arch").read_text() == "mine" and not (tmp_path / "w.safetensors").exists()
+
+
+def test_bert_imports_with_its_classification_head(tmp_path):
+    """BERT (post-norm encoder, token types, the [CLS] pooler): the classifier's logits with padding
+    and token types equal transformers' (fp64), and the count is exact; a masked-LM BERT is refused
+    by name."""
+    cfg = transformers.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=96, max_position_embeddings=64, num_labels=3)
+    torch.manual_seed(0)
+    hf = transformers.BertForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.2)
+    hf.save_pretrained(tmp_path / "hf")
+    archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "m.arch"), str(tmp_path / "m.safetensors"))
+    graph = archc.load(str(tmp_path / "m.arch")).graph
+    assert estimate_cost(graph, CostCtx()).total.params == hf.num_parameters()
+    model = archc.build(graph).double().eval()
+    load_weights(model, tmp_path / "m.safetensors")
+    hf = hf.double()
+    ids, types = torch.randint(0, 128, (3, 16)), torch.randint(0, 2, (3, 16))
+    mask = torch.ones(3, 16, dtype=torch.long)
+    mask[1, 10:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, attention_mask=mask, token_type_ids=types).logits,
+                                   hf(ids, attention_mask=mask, token_type_ids=types).logits, atol=1e-6, rtol=1e-6)
+    transformers.BertForMaskedLM(cfg).save_pretrained(tmp_path / "mlm")
+    with pytest.raises(HFImportError, match="masked-LM") as e:
+        import_hf(tmp_path / "mlm")
+    assert e.value.field == "architectures"
