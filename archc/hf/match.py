@@ -136,6 +136,19 @@ def propose(graph: Graph) -> dict[str, Any] | str:
     return _decoder(graph, attn, common)
 
 
+def rope_config(rope: dict[str, Any]) -> dict[str, Any]:
+    """transformers' `rope_parameters` of archc's `rope(...)` settings (partial rotary aside)."""
+    kind = "default" if rope.get("scaling", "none") in ("none", None) else rope["scaling"]
+    out: dict[str, Any] = {"rope_type": kind, "rope_theta": float(rope.get("theta", 10000.0))}
+    if kind != "default":
+        out["factor"] = float(rope.get("factor", 1.0))
+    if kind == "llama3":
+        out.update(low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
+                   high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
+                   original_max_position_embeddings=int(rope.get("original_max_len", 8192)))
+    return out
+
+
 def _decoder(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:
     """A config of the transformer decoder family the graph looks like (`decoders.py`'s rule
     decides, when the proposal is imported back and compared)."""
@@ -203,10 +216,7 @@ def _decoder(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str
     rope = full[0].params["pos"]["params"]
     if any(n.params["pos"] != full[0].params["pos"] for n in full):
         return "its attention layers have different rotary positions"
-    rope_cfg = {"rope_type": "default" if rope.get("scaling", "none") in ("none", None) else rope["scaling"],
-                "rope_theta": float(rope.get("theta", 10000.0))}
-    if rope_cfg["rope_type"] != "default":
-        rope_cfg["factor"] = float(rope.get("factor", 1.0))
+    rope_cfg = rope_config(rope)
     if float(rope.get("fraction", 1.0)) != 1.0:
         cfg["partial_rotary_factor"] = float(rope["fraction"])
     cfg["rope_parameters"] = rope_cfg
@@ -284,10 +294,7 @@ def _neox(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, A
         "num_hidden_layers": len(attn), "num_attention_heads": int(a["heads"]),
         "intermediate_size": int(ffn[0].params["hidden"]), "layer_norm_eps": float(norms[0].params.get("eps", 1e-5)),
         "use_parallel_residual": parallel, "max_position_embeddings": 4096,
-        "rope_parameters": {"rope_type": "default", "rope_theta": float(rope.get("theta", 10000.0)),
-                            "partial_rotary_factor": float(rope.get("fraction", 1.0))}}
-    if rope.get("scaling", "none") not in ("none", None):
-        cfg["rope_parameters"].update(rope_type=rope["scaling"], factor=float(rope.get("factor", 1.0)))
+        "rope_parameters": {**rope_config(rope), "partial_rotary_factor": float(rope.get("fraction", 1.0))}}
     if neox:
         act = ffn[0].params.get("act", "gelu")
         cfg.update(attention_bias=bool(a.get("bias")),

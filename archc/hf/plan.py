@@ -64,7 +64,6 @@ def number(x: float) -> str:
 ROPE_REFUSED = {
     "dynamic": "dynamic NTK scaling changes the rotation with the sequence length at run time",
     "yarn": "YaRN's per-frequency ramp and attention temperature are not implemented",
-    "llama3": "Llama 3.1's per-frequency smoothing is not implemented",
     "longrope": "LongRoPE's per-dimension factors are not implemented",
 }
 
@@ -77,10 +76,15 @@ def rope_text(params: dict[str, Any], fraction: float = 1.0, theta: float = 1000
     args = [f"theta={number(theta)}"]
     if kind == "linear":
         args += ['scaling="linear"', f"factor={number(params['factor'])}"]
+    elif kind == "llama3":  # Llama 3.1's per-frequency scaling
+        args += ['scaling="llama3"', f"factor={number(params['factor'])}",
+                 f"low_freq_factor={number(params.get('low_freq_factor', 1.0))}",
+                 f"high_freq_factor={number(params.get('high_freq_factor', 4.0))}",
+                 f"original_max_len={int(params.get('original_max_position_embeddings', 8192))}"]
     elif kind != "default":
         why = ROPE_REFUSED.get(kind, "archc does not know it")
         raise HFImportError(f"`rope_parameters` asks for rope scaling `{kind}` ({params}): {why}; archc imports "
-                            "default and linear", "docs/hf.md lists the rope variants", field="rope_parameters")
+                            "default, linear and llama3", "docs/hf.md lists the rope variants", field="rope_parameters")
     fraction = float(params.get("partial_rotary_factor", fraction))
     if fraction != 1.0:
         args.append(f"fraction={number(fraction)}")

@@ -16,8 +16,13 @@ from archc.ops.registry import OpDef, Params, ShapeError, no_cost, register
 
 class RopeParams(Params):
     theta: PositiveFloat = Field(10000.0, description="base of the rotation frequencies")
-    scaling: Literal["none", "linear", "ntk"] = Field("none", description="context-extension scaling")
-    factor: float = Field(1.0, ge=1.0, description="scaling factor for `linear`/`ntk`")
+    scaling: Literal["none", "linear", "ntk", "llama3"] = Field("none", description="context-extension scaling")
+    factor: float = Field(1.0, ge=1.0, description="scaling factor for `linear`/`ntk`/`llama3`")
+    low_freq_factor: PositiveFloat = Field(1.0, description="`llama3`: wavelengths above original_max_len / this "
+                                                           "are divided by factor")
+    high_freq_factor: PositiveFloat = Field(4.0, description="`llama3`: wavelengths below original_max_len / this "
+                                                            "are kept; those between are blended")
+    original_max_len: PositiveInt = Field(8192, description="`llama3`: the context length the model was trained at")
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="fraction of head_dim rotated (partial rotary)")
 
 

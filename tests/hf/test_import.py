@@ -139,6 +139,28 @@ def test_an_imported_model_computes_what_transformers_does(tmp_path, family):
     assert got == want[0, 5:].tolist()
 
 
+def test_llama3_rope_scaling_computes_what_transformers_does(tmp_path):
+    """Llama 3.1's per-frequency rope scaling, with an original context short enough (16) that the
+    head's frequencies fall in all three of its bands, compared past that context (fp64)."""
+    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16, "rope_theta": 10000.0}
+    hf = _save(tmp_path / "hf", "llama", rope_parameters=rope).double()
+    archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "m.arch"), str(tmp_path / "m.safetensors"))
+    assert 'scaling="llama3"' in (tmp_path / "m.arch").read_text()
+    model = archc.build(str(tmp_path / "m.arch")).double().eval()
+    load_weights(model, tmp_path / "m.safetensors")
+    ids = torch.randint(0, 128, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, hf(ids).logits, atol=1e-6, rtol=1e-6)
+    from archc.hf.exporter import export_hf
+
+    text = (tmp_path / "m.arch").read_text()
+    assert export_hf(model, text, "m.arch", tmp_path / "out").model_type == "llama"
+    again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids).logits, hf(ids).logits, atol=1e-6, rtol=1e-6)
+
+
 def test_the_spec_reads_like_a_hand_written_one(tmp_path):
     _save(tmp_path, "qwen2")
     spec = import_hf(tmp_path).spec
@@ -150,6 +172,7 @@ def test_the_spec_reads_like_a_hand_written_one(tmp_path):
     ({"hidden_act": "gelu"}, "hidden_act"),
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
                           "original_max_position_embeddings": 512}}, "rope_parameters"),
+    ({"rope_parameters": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}}, "rope_parameters"),
     ({"model_type": "falcon"}, "model_type"),
     ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping"),
 ])

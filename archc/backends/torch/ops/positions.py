@@ -17,14 +17,32 @@ def rope_inv_freq(p, rot_dim: int, device: torch.device | None = None) -> Tensor
     """Rotation frequencies θ^(-2i/d) for i < d/2 (Su et al., RoFormer eq. 15), with context
     extension: `linear` divides positions by `factor` (Chen et al., position interpolation);
     `ntk` raises the base to θ·factor^(d/(d−2)) (the "NTK-aware" scaling of bloc97, as Code Llama's
-    base change), which stretches low frequencies and keeps high ones."""
+    base change), which stretches low frequencies and keeps high ones; `llama3` scales each
+    frequency by its wavelength (`_llama3`)."""
     theta = p["theta"]
     if p["scaling"] == "ntk":
         theta = theta * p["factor"] ** (rot_dim / (rot_dim - 2))
     inv = 1.0 / theta ** (torch.arange(0, rot_dim, 2, device=device, dtype=torch.float32) / rot_dim)
     if p["scaling"] == "linear":
         inv = inv / p["factor"]
+    elif p["scaling"] == "llama3":
+        inv = _llama3(inv, p)
     return inv
+
+
+def _llama3(inv: Tensor, p) -> Tensor:
+    """Llama 3.1's frequency-dependent scaling (Meta's reference `apply_scaling`, as transformers'
+    `_compute_llama3_parameters`): frequencies whose wavelength exceeds L / low_freq_factor (L the
+    original context length) are divided by `factor`, those shorter than L / high_freq_factor kept,
+    and those between blended linearly in L / wavelength."""
+    factor, low, high = p["factor"], p.get("low_freq_factor", 1.0), p.get("high_freq_factor", 4.0)
+    length = p.get("original_max_len", 8192)
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > length / low, inv / factor, inv)
+    smooth = (length / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < length / high) & ~(wavelen > length / low)
+    return torch.where(medium, blended, scaled)
 
 
 def rope_cos_sin(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
