@@ -286,7 +286,10 @@ def _neox(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, A
     if not ffn:
         return "it has LayerNorms but not GPT-NeoX's MLP or StableLM's SwiGLU layers"
     neox = ffn[0].op == "mlp"
-    attn_in, ffn_in = graph.nodes[attn[0].inputs[0]], graph.nodes[ffn[0].inputs[0]]
+    by_id = {n.id: n for n in nodes}  # nodes inside a block's body too (`graph.nodes` is the top level)
+    attn_in, ffn_in = by_id.get(attn[0].inputs[0]), by_id.get(ffn[0].inputs[0])
+    if attn_in is None or ffn_in is None:
+        return "its attention or FFN reads a value from outside its layer"
     parallel = attn_in.id == ffn_in.id or (attn_in.op == ffn_in.op == "layernorm" and attn_in.inputs == ffn_in.inputs)
     cfg: dict[str, Any] = {
         "model_type": "gpt_neox" if neox else "stablelm",
