@@ -37,6 +37,7 @@ CONFIGS = {
     "Llama-3.1-8B": ("llama", {"vocab_size": 128256, "hidden_size": 4096, "num_hidden_layers": 32,
                                "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
                                "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": False,
+                               "max_position_embeddings": 131072,
                                "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
                      "LlamaConfig", None),

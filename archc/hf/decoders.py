@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from archc.hf.config import Fields, HFImportError
-from archc.hf.plan import ImportPlan, Source, layout_expr, number, rope_sets, rope_text
+from archc.hf.plan import ImportPlan, Source, model_text, number, rope_sets, rope_text, stack_text
 
 GEMMA = ("gemma", "gemma2", "gemma3_text")
 MOE = ("mixtral", "qwen2_moe", "qwen3_moe")
@@ -82,7 +82,7 @@ def _window(f: Fields) -> int:
     return window
 
 
-def _ffn_layers(f: Fields, family: str, layers: int) -> list[bool]:
+def moe_schedule(f: Fields, family: str, layers: int) -> list[bool]:
     """Whether each layer's FFN is the mixture of experts (Qwen MoE: `decoder_sparse_step`,
     `mlp_only_layers`; Mixtral: every layer)."""
     if family == "mixtral":
@@ -184,7 +184,7 @@ class _Layer:
         return out
 
 
-def _experts(f: Fields, family: str, ffn: int) -> tuple[str, str, dict[str, Any], list[str]]:
+def moe_ffn(f: Fields, family: str, ffn: int) -> tuple[str, str, dict[str, Any], list[str]]:
     """The MoE FFN's text (`{h}` its input), Qwen2-MoE's shared expert's (of `h`), the experts'
     sources, and the constants they name."""
     if family == "mixtral":
@@ -270,11 +270,11 @@ def decoder_family(family: str, f: Fields) -> ImportPlan:
         consts.append(f"head_dim = {head_dim}")
     consts.append(f"ffn = {ffn}")
     sources: dict[str, Any] = {}
-    moe_layers = _ffn_layers(f, family, layers) if family in MOE else [False] * layers
+    moe_layers = moe_schedule(f, family, layers) if family in MOE else [False] * layers
     ffn_text = {False: ("geglu" if gemma else "swiglu") + "({h}, hidden=ffn)"}
     shared = ""
     if any(moe_layers):
-        ffn_text[True], shared, sources, more = _experts(f, family, ffn)
+        ffn_text[True], shared, sources, more = moe_ffn(f, family, ffn)
         consts += more
     if family == "phi3":  # q, k, v fused in `qkv_proj`, gate and up in `gate_up_proj`: rows of each
         p = "model.layers.{i}."
@@ -290,7 +290,7 @@ def decoder_family(family: str, f: Fields) -> ImportPlan:
                                                                              False: "dense_decoder"}
     rope_of = {k: rope_text(ropes[k], fraction) for k in set(kinds)}
     attn_varies = len(set(kinds)) > 1
-    block_texts = []
+    blocks = []
     for m in ffn_kinds:
         if attn_varies:
             header = f"{block_of[m]}(x, window=none, pos={rope_of['full_attention']})"
@@ -299,18 +299,13 @@ def decoder_family(family: str, f: Fields) -> ImportPlan:
             header = f"{block_of[m]}(x)"
             w = windows[kinds[0]]
             extra = ([f"window={w}"] if w else []) + [f"pos={rope_of[kinds[0]]}"]
-        block_texts.append(f"  block {header} {{\n    {layer.body(ffn_text[m], extra, shared if m else '')}\n  }}")
+        blocks.append((header, layer.body(ffn_text[m], extra, shared if m else "")))
     calls = []
     for m, kind in zip(moe_layers, kinds, strict=True):
         sliding = attn_varies and kind == "sliding_attention"
         calls.append(f"{block_of[m]}(window={windows[kind]}, pos={rope_of[kind]})" if sliding else block_of[m])
-    if len(set(calls)) == 1:
-        stack = f"repeat(layers, {calls[0]})"
-    else:
-        letter = _letters(moe_layers, kinds)
-        layout = "".join(letter[m, k] for m, k in zip(moe_layers, kinds, strict=True))
-        pairs = dict(zip(layout, calls, strict=True))
-        stack = f"pattern({layout_expr(layout)}, " + ", ".join(f"{c}={pairs[c]}" for c in sorted(pairs)) + ")"
+    letter = _letters(moe_layers, kinds)
+    stack = stack_text(calls, [letter[m, k] for m, k in zip(moe_layers, kinds, strict=True)])
 
     embed = "embed(tokens, vocab, d" + (", scale=true)" if gemma else ")")
     if family == "granite":
@@ -321,19 +316,9 @@ def decoder_family(family: str, f: Fields) -> ImportPlan:
         logits = f.number("logits_scaling", 1.0)
         final += f" / {number(logits)}" if logits != 1.0 else ""
     head = [final, f"tied={'true' if tied else 'false'}"]
-    if family == "gemma2":
-        cap = f.get("final_logit_softcapping")
-        if cap is not None:
-            head.append(f"softcap={number(f.number('final_logit_softcapping'))}")
-    elif family == "gemma3_text":
-        cap = f.get("final_logit_softcapping")
-        if cap is not None:
-            head.append(f"softcap={number(f.number('final_logit_softcapping'))}")
-        f.get("attn_logit_softcapping")
-    constants = "\n".join(f"  {c}" for c in consts)
-    spec = (f"# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).\n"
-            f"model {family}(tokens) {{\n{constants}\n\n" + "\n\n".join(block_texts) + "\n\n"
-            f"  x = {embed}\n  x = {stack}(x)\n  return lm_head({', '.join(head)})\n}}\n")
+    if family in ("gemma2", "gemma3_text") and f.get("final_logit_softcapping") is not None:
+        head.append(f"softcap={number(f.number('final_logit_softcapping'))}")
+    spec = model_text(family, consts, blocks, embed, stack, ", ".join(head))
     modules = {"embed": "model.embed_tokens", "norm": "model.norm", **layer.modules()}
     if any(moe_layers):
         modules["layers.{i}.moe"] = "model.layers.{i}.mlp"
@@ -342,7 +327,7 @@ def decoder_family(family: str, f: Fields) -> ImportPlan:
     if not tied:
         modules["lm_head"] = "lm_head"
     skip = ("rotary_emb.inv_freq", "lm_head.weight") if tied else ("rotary_emb.inv_freq",)
-    return ImportPlan(family, format_spec(spec), modules, layers, skip=skip, sources=sources)
+    return ImportPlan(family, spec, modules, layers, skip=skip, sources=sources)
 
 
 def _letters(moe_layers: list[bool], kinds: list[str]) -> dict[tuple[bool, str], str]:
@@ -354,10 +339,3 @@ def _letters(moe_layers: list[bool], kinds: list[str]) -> dict[tuple[bool, str],
     if len(set(kinds)) == 1:
         return {(m, k): "E" if m else "D" for m in (True, False) for k in sliding}
     return {(m, k): "ABCD"[2 * (not m) + (k == "full_attention")] for m in (True, False) for k in sliding}
-
-
-def format_spec(spec: str) -> str:
-    """The spec as `archc fmt` writes it (the rule writes it close; the formatter has the last word)."""
-    from archc.dsl.fmt import format_text
-
-    return format_text(spec, "imported.arch")

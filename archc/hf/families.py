@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from archc.hf.config import Fields, HFImportError
-from archc.hf.decoders import ARCH, decoder_family, format_spec
+from archc.hf.decoders import ARCH, decoder_family
 from archc.hf.hybrids import hybrid_family, qwen3_next_family
-from archc.hf.plan import ImportPlan, Source, rope_sets, rope_text
+from archc.hf.plan import ImportPlan, Source, format_spec, rope_sets, rope_text
 from archc.hf.plan import number as _number
 
 __all__ = ["ARCH", "FAMILIES", "ImportPlan", "Source"]

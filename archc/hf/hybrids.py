@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from archc.hf.config import Fields, HFImportError
-from archc.hf.decoders import format_spec
-from archc.hf.plan import ImportPlan, Source, layout_expr, number, rope_sets, rope_text
+from archc.hf.plan import ImportPlan, Source, model_text, number, rope_sets, rope_text, stack_text
 
 #: layout letters: the mixer, then the FFN
 _LETTERS = {("mamba", False): "M", ("mamba", True): "E", ("attention", False): "A", ("attention", True): "B"}
@@ -125,18 +124,10 @@ def hybrid_family(family: str, f: Fields) -> ImportPlan:
         mixer = (f"{op}({norm}, {', '.join(ssm)})" if kind[0] == "mamba"
                  else f"attention({norm}, {', '.join(attn)})")
         ffn_text = moe_text if kind[1] else f"swiglu({norm}, hidden=ffn)"
-        blocks.append(f"  block {_BLOCKS[kind]}(x) {{\n    x = x + {mixer}\n    return x + {ffn_text}\n  }}")
-    if len(set(kinds)) == 1:
-        stack = f"repeat(layers, {_BLOCKS[kinds[0]]})"
-    else:
-        layout = "".join(_LETTERS[k] for k in kinds)
-        stack = (f"pattern({layout_expr(layout)}, "
-                 + ", ".join(f"{_LETTERS[k]}={_BLOCKS[k]}" for k in sorted(set(kinds), key=_LETTERS.get)) + ")")
-    constants = "\n".join(f"  {c}" for c in consts)
-    spec = (f"# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).\n"
-            f"model {family}(tokens) {{\n{constants}\n\n" + "\n\n".join(blocks) + "\n\n"
-            f"  x = embed(tokens, vocab, d)\n  x = {stack}(x)\n"
-            f"  return lm_head({norm}, tied={'true' if tied else 'false'})\n}}\n")
+        blocks.append((f"{_BLOCKS[kind]}(x)", f"x = x + {mixer}\n    return x + {ffn_text}"))
+    stack = stack_text([_BLOCKS[k] for k in kinds], [_LETTERS[k] for k in kinds])
+    spec = model_text(family, consts, blocks, "embed(tokens, vocab, d)", stack,
+                      f"{norm}, tied={'true' if tied else 'false'}")
     p = "model.layers.{i}."
     modules = {"embed": "model.embed_tokens", "norm": "model.final_layernorm",
                "layers.{i}.norm": p + "input_layernorm", "layers.{i}.norm_1": p + "pre_ff_layernorm",
@@ -145,7 +136,7 @@ def hybrid_family(family: str, f: Fields) -> ImportPlan:
     if not tied:
         modules["lm_head"] = "lm_head"
     skip = ("rotary_emb.inv_freq", "lm_head.weight") if tied else ("rotary_emb.inv_freq",)
-    return ImportPlan(family, format_spec(spec), modules, layers, skip=skip, sources=sources)
+    return ImportPlan(family, spec, modules, layers, skip=skip, sources=sources)
 
 
 def qwen3_next_family(f: Fields) -> ImportPlan:
@@ -153,7 +144,7 @@ def qwen3_next_family(f: Fields) -> ImportPlan:
     them (`full_attention`: q/k norms, partial rotary, each head's output gated by a sigmoid of a
     second query projection), zero-centred RMSNorms (1 + weight), and a MoE with Qwen2-MoE's
     gated shared expert (dense layers where `mlp_only_layers` / `decoder_sparse_step` say)."""
-    from archc.hf.decoders import _experts, _ffn_layers
+    from archc.hf.decoders import moe_ffn, moe_schedule
 
     vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
     heads, ffn = f.int("num_attention_heads"), f.int("intermediate_size")
@@ -186,10 +177,10 @@ def qwen3_next_family(f: Fields) -> ImportPlan:
     consts = [f"vocab = {vocab}", f"d = {d}", f"layers = {layers}", f"heads = {heads}"] + \
         ([f"kv_heads = {kv}"] if kv != heads else []) + \
         ([f"head_dim = {head_dim}"] if head_dim != d // heads else []) + [f"ffn = {ffn}"]
-    moe = _ffn_layers(f, "qwen3_next", layers)
+    moe = moe_schedule(f, "qwen3_next", layers)
     sources: dict[str, Any] = {}
     if any(moe):
-        moe_text, shared, sources, more = _experts(f, "qwen3_next", ffn)
+        moe_text, shared, sources, more = moe_ffn(f, "qwen3_next", ffn)
         consts += more
     else:
         f.get("num_experts_per_tok"), f.get("moe_intermediate_size"), f.get("shared_expert_intermediate_size")
@@ -205,22 +196,16 @@ def qwen3_next_family(f: Fields) -> ImportPlan:
                     f"    return x + {moe_text.format(h='h')} + shared")
         else:
             body = f"x = x + {mixer}\n    return x + swiglu({norm}, hidden=ffn)"
-        blocks.append(f"  block {name}(x) {{\n    {body}\n  }}")
+        blocks.append((f"{name}(x)", body))
+
     def letter(kind: str, m: bool) -> str:  # L / F (linear, full), M / D for the dense ones among MoE layers
         c = "L" if kind == "linear_attention" else "F"
         return {"L": "M", "F": "D"}[c] if len(set(moe)) > 1 and not m else c
 
-    if len(names) == 1:
-        stack = f"repeat(layers, {next(iter(names.values()))})"
-    else:
-        layout = "".join(letter(k, m) for k, m in zip(kinds, moe, strict=True))
-        stack = (f"pattern({layout_expr(layout)}, "
-                 + ", ".join(sorted(f"{letter(k, m)}={n}" for (k, m), n in names.items())) + ")")
-    constants = "\n".join(f"  {c}" for c in consts)
-    spec = (f"# qwen3_next imported from a Hugging Face config by `archc import-hf` (docs/hf.md).\n"
-            f"model qwen3_next(tokens) {{\n{constants}\n\n" + "\n\n".join(blocks) + "\n\n"
-            f"  x = embed(tokens, vocab, d)\n  x = {stack}(x)\n"
-            f"  return lm_head({norm}, tied={'true' if tied else 'false'})\n}}\n")
+    layers_kinds = list(zip(kinds, moe, strict=True))
+    stack = stack_text([names[k] for k in layers_kinds], [letter(*k) for k in layers_kinds])
+    spec = model_text("qwen3_next", consts, blocks, "embed(tokens, vocab, d)", stack,
+                      f"{norm}, tied={'true' if tied else 'false'}")
     p = "model.layers.{i}."
     modules = {"embed": "model.embed_tokens", "norm": "model.norm", "layers.{i}.norm": p + "input_layernorm",
                "layers.{i}.norm_1": p + "post_attention_layernorm", "layers.{i}.attn": p + "self_attn",
@@ -230,4 +215,4 @@ def qwen3_next_family(f: Fields) -> ImportPlan:
     if not tied:
         modules["lm_head"] = "lm_head"
     skip = ("rotary_emb.inv_freq", "lm_head.weight") if tied else ("rotary_emb.inv_freq",)
-    return ImportPlan("qwen3_next", format_spec(spec), modules, layers, skip=skip, sources=sources)
+    return ImportPlan("qwen3_next", spec, modules, layers, skip=skip, sources=sources)

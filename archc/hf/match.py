@@ -258,7 +258,7 @@ def _decoder(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str
             else:
                 cfg["residual_multiplier"] = by
     if moe:
-        fields = _moe_fields(nodes, layer_of, dense, shared, moe)
+        fields = _moe_fields(layer_of, dense, shared, moe)
         if isinstance(fields, str):
             return fields
         if family == "mixtral":
@@ -308,7 +308,7 @@ def _neox(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, A
     return cfg
 
 
-def _moe_fields(nodes: list[Node], layer_of: dict[str, int], dense: list[Node], shared: list[Node],
+def _moe_fields(layer_of: dict[str, int], dense: list[Node], shared: list[Node],
                 moe: list[Node]) -> dict[str, Any] | str:
     """The MoE fields of the Qwen MoE families' configs (Qwen2-MoE, Qwen3-MoE, Qwen3-Next)."""
     m = moe[0].params
@@ -361,7 +361,7 @@ def _qwen3_next(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[
         "linear_num_value_heads": int(g.get("v_heads") or g["heads"]),
         "linear_value_head_dim": int(g.get("v_head_dim") or g["head_dim"]), "linear_conv_kernel_dim": int(g["d_conv"])}
     if moe:
-        fields = _moe_fields(nodes, layer_of, dense, shared, moe)
+        fields = _moe_fields(layer_of, dense, shared, moe)
         if isinstance(fields, str):
             return fields
         cfg.update(fields)

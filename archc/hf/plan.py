@@ -123,3 +123,31 @@ def layout_expr(kinds: str) -> str:
             if not rest or unit.startswith(rest):
                 return f'"{unit}" * {k}' + (f' + "{rest}"' if rest else "")
     return f'"{kinds}"'
+
+
+def stack_text(calls: list[str], letters: list[str]) -> str:
+    """The layer stack of a spec: `repeat(layers, call)` where every layer is the same block call,
+    else a `pattern` of the layers' letters (one letter per distinct call)."""
+    if len(set(calls)) == 1:
+        return f"repeat(layers, {calls[0]})"
+    pairs = dict(zip(letters, calls, strict=True))
+    assert len(pairs) == len(set(calls)), "one letter per block call"
+    return f"pattern({layout_expr(''.join(letters))}, " + ", ".join(f"{c}={pairs[c]}" for c in sorted(pairs)) + ")"
+
+
+def model_text(family: str, consts: list[str], blocks: list[tuple[str, str]], embed: str, stack: str,
+               head: str) -> str:
+    """An imported spec: its constants, its blocks ((header, body) pairs), the embedding, the layer
+    stack and the head's arguments, formatted as `archc fmt` writes it."""
+    constants = "\n".join(f"  {c}" for c in consts)
+    text = "\n\n".join(f"  block {header} {{\n    {body}\n  }}" for header, body in blocks)
+    return format_spec(f"# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).\n"
+                       f"model {family}(tokens) {{\n{constants}\n\n{text}\n\n"
+                       f"  x = {embed}\n  x = {stack}(x)\n  return lm_head({head})\n}}\n")
+
+
+def format_spec(spec: str) -> str:
+    """The spec as `archc fmt` writes it (a rule writes it close; the formatter has the last word)."""
+    from archc.dsl.fmt import format_text
+
+    return format_text(spec, "imported.arch")

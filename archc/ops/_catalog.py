@@ -3,7 +3,7 @@
 
 FAMILIES = {
     "arith": (4290580446, ('add', 'item', 'mul', 'scale')),
-    "attention": (4148932359, ('attention', 'attention_packed', 'latent_attention')),
+    "attention": (4163832703, ('attention', 'attention_packed', 'latent_attention')),
     "conv": (3084438806, ('gated_conv',)),
     "embeddings": (1221060194, ('embed', 'learned_pos', 'sinusoidal_pos')),
     "ffn": (763582595, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'linear_act', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),

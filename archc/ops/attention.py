@@ -164,7 +164,7 @@ def _attention_cost(p: AttentionParams, ins: list[TensorType], out: TensorType, 
 def _attention_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
     """The q, k, v, o projections (`projection_weights`), with `qk_norm` the norms' weights
     `q_norm.weight` and `k_norm.weight` [head_dim] (ones, zeros with a unit offset; shared by the
-    heads, so no head cuts them; over the whole width with `qk_norm_width`, cut with the heads), and with `pos=relative_bias(...)` T5's bias table `relative_bias.weight` [buckets,
+    heads, so no head cuts them; [heads·head_dim] and [kv_heads·head_dim] with `qk_norm_width`), and with `pos=relative_bias(...)` T5's bias table `relative_bias.weight` [buckets,
     heads]."""
     d = width_of(ins)
     hd, kv = check_common(p, d), p.kv_head_count
@@ -176,12 +176,9 @@ def _attention_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weigh
                     for w in out)
     if p.qk_norm:
         init = "zeros" if p.qk_norm_unit_offset else "ones"
-        if p.qk_norm_width:  # one weight per channel: a head's rows go with it, as q_proj's
-            mha = kv == p.heads
-            out += (Weight("q_norm.weight", (p.heads * hd,), "norm", init,
-                           cuts=(("heads", 0),) if mha else (("heads", 0), ("kv_heads", 0))),
-                    Weight("k_norm.weight", (kv * hd,), "norm", init,
-                           cuts=(("heads", 0),) if mha else (("kv_heads", 0),)))
+        if p.qk_norm_width:  # one weight per channel (heads are not pruned: see the prune rule)
+            out += (Weight("q_norm.weight", (p.heads * hd,), "norm", init),
+                    Weight("k_norm.weight", (kv * hd,), "norm", init))
         else:
             out += (Weight("q_norm.weight", (hd,), "norm", init), Weight("k_norm.weight", (hd,), "norm", init))
     if p.pos is not None and p.pos["op"] == "relative_bias":
@@ -216,11 +213,13 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
     if p.pos is not None and p.pos.get("op") == "alibi":
         raise CannotPrune("ALiBi's slopes are a function of the head count (2^(−8h/H)): removing heads would "
                           "change every other head's slope", ("heads",))
+    if p.qk_norm and p.qk_norm_width:
+        raise CannotPrune("the q/k norms over the whole width (OLMo 2) average over every head's channels: removing "
+                          "a head would rescale the others", ("heads", "kv_heads"))
     d = width_of(ins)
     h, kv, hd = p.heads, p.kv_head_count, p.head_dim_for(d)
     mha = kv == h
     rel = p.pos is not None and p.pos.get("op") == "relative_bias"
-    wide = p.qk_norm and p.qk_norm_width  # per-channel q/k norm weights go with their heads
     q_rows = 2 * hd if p.out_gate else hd  # a gated head's q_proj rows: its queries and its gate
 
     def slices(u: int) -> dict:
@@ -231,8 +230,6 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
             out[f"{name}.weight"] = (0, rows(u, width))
             if p.bias:
                 out[f"{name}.bias"] = (0, rows(u, width))
-        if wide:
-            out.update({f"{n}_norm.weight": (0, rows(u, hd)) for n in ("qk" if mha else "q")})
         if rel:
             out["relative_bias.weight"] = (1, [u])
         return out
@@ -255,8 +252,6 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
                "v_proj.weight": (0, rows(g, hd))}
         if p.bias:
             out.update({"q_proj.bias": (0, qg), "k_proj.bias": (0, rows(g, hd)), "v_proj.bias": (0, rows(g, hd))})
-        if wide:
-            out.update({"q_norm.weight": (0, q), "k_norm.weight": (0, rows(g, hd))})
         if rel:
             out["relative_bias.weight"] = (1, list(range(g * per, (g + 1) * per)))
         return out

@@ -1,6 +1,7 @@
 """`archc import-hf` against transformers: random-initialized models of each imported family are
 saved with `save_pretrained` (nothing downloaded), imported, and compared with transformers' own
-forward (fp64, 1e-6; fp32, 1e-4 where transformers' model does not run in fp64), greedy decoding through archc's cache (32 tokens), and parameter counts;
+forward (fp64, 1e-6; fp32, 1e-4 where transformers' model does not run in fp64), greedy decoding through
+archc's cache (32 tokens, teacher-forced, compared where the top two logits are apart), and parameter counts;
 fields archc cannot express are refused by name."""
 
 from __future__ import annotations
@@ -123,20 +124,26 @@ def test_an_imported_model_computes_what_transformers_does(tmp_path, family):
     with torch.no_grad():
         # (transformers' Mamba returns its fp64 logits cast to fp32)
         torch.testing.assert_close(model(ids).logits, hf(ids).logits.to(dtype), atol=tol, rtol=tol)
-        # greedy decoding through archc's cache equals transformers' generate, in fp64 so that no
-        # near-tie of two logits decides it (fp32 for the SSMs: archc's SSM steps keep their state
-        # in fp32 and do not run in an fp64 model)
+        # decoding through archc's cache predicts transformers' greedy tokens: fed `generate`'s
+        # tokens one at a time (teacher-forced, so one near-tie cannot derail the rest), archc's
+        # argmax equals transformers' wherever transformers' top two logits are further apart than
+        # the rounding of the dtype (fp32 for the SSMs: archc's SSM steps keep their state in fp32
+        # and do not run in an fp64 model)
         if family in SSM:
             hf, model = hf.float(), model.float()
         prompt = ids[:1, :5]
-        want = hf.generate(prompt, max_new_tokens=32, do_sample=False, min_new_tokens=32, pad_token_id=0)
+        want = hf.generate(prompt, max_new_tokens=32, do_sample=False, min_new_tokens=32, pad_token_id=0)[0]
+        top = hf(want[None]).logits[0, 4:-1].topk(2, dim=-1).values
+        clear = (top[:, 0] - top[:, 1] > (1e-3 if hf.dtype == torch.float32 else 1e-9)).tolist()
         state = model.init_state(1, 64)
         logits, state = model.step(prompt, 0, state)
         got = [int(logits[0, -1].argmax())]
         for t in range(31):
-            logits, state = model.step(torch.tensor([[got[-1]]]), 5 + t, state)
+            logits, state = model.step(want[5 + t].view(1, 1), 5 + t, state)
             got.append(int(logits[0, -1].argmax()))
-    assert got == want[0, 5:].tolist()
+    assert sum(clear) >= 24, "too many near-ties to test decoding"
+    assert [g for g, c in zip(got, clear, strict=True) if c] == [w for w, c in zip(want[5:].tolist(), clear,
+                                                                                   strict=True) if c]
 
 
 def test_llama3_rope_scaling_computes_what_transformers_does(tmp_path):

@@ -40,3 +40,13 @@ def test_kv_cache_is_declared_with_a_window_cap():
 def test_latent_attention_moves_to_a_new_axis():
     assert record("latent_attention").shape(params("latent_attention", latents=8), [X]) == hidden("batch", 8, 64)
     assert record("latent_attention").causal(params("latent_attention", latents=8), [X]) is False
+
+
+def test_q_k_norms_over_the_width_refuse_head_pruning():
+    """OLMo 2's norms average over every head's channels: removing a head would rescale the rest."""
+    from archc.ops.registry import REGISTRY, CannotPrune
+
+    op = REGISTRY["attention"]
+    p = op.params(heads=4, kv_heads=2, causal=True, qk_norm=True, qk_norm_width=True)
+    with pytest.raises(CannotPrune, match="rescale"):
+        op.prune(p, [hidden("batch", "seq", 64)])

@@ -106,19 +106,33 @@ model qwen3(tokens) {
 """
 
 
-@pytest.mark.parametrize("pipeline", ["O0", "O2"])
-def test_q_and_k_norms_go_before_groupqueryattention(tmp_path, pipeline):
+def _perturbed(text: str, seed: int, names: tuple[str, ...] | None = None):
+    """The spec's module with its 1-D parameters (those ending in `names`, if given) moved off their
+    constant inits (ones, zeros), so that a swapped, skipped or mis-offset norm shows."""
     import torch
 
-    model = build(archc.loads(QWEN3, "q.arch").graph, seed=2).eval()
-    with torch.no_grad():  # the q/k norms' weights off their ones, so a swapped or skipped norm shows
+    model = build(archc.loads(text, "m.arch").graph, seed=seed).eval()
+    with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith(("q_norm.weight", "k_norm.weight")):
+            if p.dim() == 1 and (names is None or name.endswith(names)):
                 p.add_(torch.randn_like(p) * 0.3)
-    report = export_model(model, tmp_path / pipeline, QWEN3, "q", "random", target="ort", pipeline=pipeline)
-    assert report.lowered["attn"] == "RMSNormalization+GroupQueryAttention"
-    rows = check_parity(model, tmp_path / pipeline, lengths=(1, 17), prefill=9, steps=4)
+    return model
+
+
+def _exported_at_parity(model, folder, text: str, target: str, **kw):
+    """Export `model` (`target`) and check onnxruntime against the torch module (forward, padded,
+    prefill + steps); returns the export's report."""
+    report = export_model(model, folder, text, "m", "random", target=target, **kw)
+    rows = check_parity(model, folder, lengths=(1, 17), prefill=9, steps=4)
     assert all(r.ok for r in rows), rows
+    return report
+
+
+@pytest.mark.parametrize("pipeline", ["O0", "O2"])
+def test_q_and_k_norms_go_before_groupqueryattention(tmp_path, pipeline):
+    model = _perturbed(QWEN3, 2, ("q_norm.weight", "k_norm.weight"))
+    report = _exported_at_parity(model, tmp_path / pipeline, QWEN3, "ort", pipeline=pipeline)
+    assert report.lowered["attn"] == "RMSNormalization+GroupQueryAttention"
 
 
 #: OLMo's LayerNorm without parameters, plain and fused into the residual add before it
@@ -353,18 +367,9 @@ model settings(tokens) {
 
 @pytest.mark.parametrize("target", ["ort", "onnx"])
 def test_family_settings_export_at_both_targets(tmp_path, target):
-    import torch
-
-    model = build(archc.loads(SETTINGS, "s.arch").graph, seed=3).eval()
-    with torch.no_grad():  # zero-initialized offset weights and ones off their inits: a dropped 1 + w shows
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn_like(p) * 0.3)
-    report = export_model(model, tmp_path / target, SETTINGS, "s", "random", target=target)
+    report = _exported_at_parity(_perturbed(SETTINGS, 3), tmp_path / target, SETTINGS, target)
     if target == "ort":
         assert report.lowered["attn"] == "RMSNormalization+GroupQueryAttention"
-    rows = check_parity(model, tmp_path / target, lengths=(1, 17), prefill=9, steps=4)
-    assert all(r.ok for r in rows), rows
 
 
 #: Qwen3-Next's gated attention: each head's output times a sigmoid of its second query projection
@@ -379,8 +384,5 @@ model gated(tokens) {
 
 
 def test_gated_attention_is_traced_and_exact(tmp_path):
-    model = build(archc.loads(GATED, "g.arch").graph, seed=4).eval()
-    report = export_model(model, tmp_path / "g", GATED, "g", "random", target="ort")
+    report = _exported_at_parity(_perturbed(GATED, 4), tmp_path / "g", GATED, "ort")
     assert "output gate" in report.not_lowered["attn"]
-    rows = check_parity(model, tmp_path / "g", lengths=(1, 17), prefill=9, steps=4)
-    assert all(r.ok for r in rows), rows

@@ -36,6 +36,11 @@ CASES = {
     "mha+bias+mlp+t5bias": (_spec("    x = x + attention(layernorm(x), heads=4, bias=true, causal=true, "
                                   "pos=relative_bias(buckets=8, max_distance=16))\n"
                                   "    return x + mlp(layernorm(x), hidden=64)"), {"heads": 0.25, "ffn": 0.5}),
+    # Qwen3-Next's gated attention: a head's q_proj rows are its queries and its gate
+    "gated-attention": (_spec("    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, out_gate=true, "
+                              "qk_norm=true, pos=rope())\n    return x + swiglu(rmsnorm(x), hidden=64)"), {"heads": 0.5}),
+    "gated-attention-groups": (_spec("    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, bias=true, causal=true, "
+                                     "out_gate=true)\n    return x + swiglu(rmsnorm(x), hidden=64)"), {"kv_heads": 0.5}),
     "moe": (_spec("    x = x + attention(rmsnorm(x), heads=2, causal=true)\n"
                   "    return x + moe(rmsnorm(x), experts=4, top_k=2, expert=swiglu(hidden=32))"),
             {"experts": 0.25, "ffn": 0.25}),

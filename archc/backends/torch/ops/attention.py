@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.context import Context
 from archc.backends.torch.layers import blockwise_sdpa, sdpa
 from archc.backends.torch.module import OpModule, State
-from archc.backends.torch.ops.norms import rms_norm
+from archc.backends.torch.ops.norms import ScaledRMSNorm
 from archc.backends.torch.ops.positions import (
     RelativeBias,
     alibi_bias,
@@ -90,21 +90,6 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, left: int, right: int, dila
     return from_blocks(out, 2, t)
 
 
-class HeadNorm(nn.Module):
-    """RMSNorm over the last axis (`q_norm`, `k_norm`): of each head with one weight shared by
-    every head, or (OLMo 2) of the projection's whole width; scaled by 1 + weight with a unit
-    offset (Gemma 3)."""
-
-    def __init__(self, weight: nn.Parameter, eps: float, unit_offset: bool) -> None:
-        super().__init__()
-        self.weight = weight
-        self.eps = eps
-        self.unit_offset = unit_offset
-
-    def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x, 1 + self.weight if self.unit_offset else self.weight, self.eps)
-
-
 class AttentionCore(OpModule):
     """Shared q/k/v/o projections and the position schemes of the softmax-attention family."""
 
@@ -121,8 +106,9 @@ class AttentionCore(OpModule):
             self.q_proj, self.k_proj, self.v_proj = (self.make_linear(f"{n}_proj") for n in "qkv")
         self.o_proj = self.make_linear("o_proj")
         if getattr(p, "qk_norm", False):  # Qwen3's per-head RMSNorm of q and k, before the rotation
-            self.q_norm = HeadNorm(self.make_parameter("q_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
-            self.k_norm = HeadNorm(self.make_parameter("k_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
+            # each head's (one weight shared by the heads), or the projection's whole width (OLMo 2)
+            self.q_norm = ScaledRMSNorm(self.make_parameter("q_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
+            self.k_norm = ScaledRMSNorm(self.make_parameter("k_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
             self.qk_norm_width = p.qk_norm_width
         self.scale = getattr(p, "scale", None)
         self.softcap = getattr(p, "softcap", None)

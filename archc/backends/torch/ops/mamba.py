@@ -14,20 +14,8 @@ from archc.backends.torch.kernels.selective_scan import selective_scan
 from archc.backends.torch.layers import causal_depthwise_conv, init_conv, init_dt_bias, mask_padding
 from archc.backends.torch.loops import segmented_forward
 from archc.backends.torch.module import OpModule, State
-from archc.backends.torch.ops.attention import HeadNorm
-from archc.backends.torch.ops.norms import rms_norm
+from archc.backends.torch.ops.norms import ScaledRMSNorm
 from archc.backends.torch.registry import implements
-
-
-class WeightlessRMSNorm(torch.nn.Module):
-    """x / rms(x) over the last axis, in fp32, without a scale (FalconMamba's Δ/B/C norms)."""
-
-    def __init__(self, eps: float) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x, torch.ones((), dtype=x.dtype, device=x.device), self.eps)
 
 
 @implements("mamba")
@@ -55,9 +43,9 @@ class Mamba(OpModule):
         self.norm_dt_bc = p.norm_dt_bc
         if p.norm_dt_bc and p.norm_dt_bc_weights:  # Jamba's learned scales of the Δ/B/C norms
             self.dt_layernorm, self.b_layernorm, self.c_layernorm = (
-                HeadNorm(self.make_parameter(f"{n}_layernorm.weight"), p.norm_eps, False) for n in ("dt", "b", "c"))
+                ScaledRMSNorm(self.make_parameter(f"{n}_layernorm.weight"), p.norm_eps) for n in ("dt", "b", "c"))
         elif p.norm_dt_bc:  # FalconMamba's: without weights
-            self.dt_layernorm = self.b_layernorm = self.c_layernorm = WeightlessRMSNorm(p.norm_eps)
+            self.dt_layernorm = self.b_layernorm = self.c_layernorm = ScaledRMSNorm(None, p.norm_eps)
 
     def init_weights(self, init: Init) -> None:
         init.default(self)

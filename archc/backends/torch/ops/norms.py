@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from archc.backends.torch.context import Context
 from archc.backends.torch.module import OpModule
@@ -49,6 +49,23 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return weight * h.to(x.dtype)
+
+
+class ScaledRMSNorm(nn.Module):
+    """An RMSNorm inside another op's module over the last axis, with a weight the op declared
+    (attention's `q_norm` / `k_norm`, Jamba's Δ/B/C norms), scaled by 1 + weight with a unit
+    offset (Gemma 3), or by nothing without a weight (FalconMamba's Δ/B/C norms)."""
+
+    def __init__(self, weight: nn.Parameter | None, eps: float, unit_offset: bool = False) -> None:
+        super().__init__()
+        self.weight = weight
+        self.eps = eps
+        self.unit_offset = unit_offset
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.weight is None:
+            return rms_norm(x, torch.ones((), dtype=x.dtype, device=x.device), self.eps)
+        return rms_norm(x, 1 + self.weight if self.unit_offset else self.weight, self.eps)
 
 
 @implements("add_rmsnorm", "add_layernorm")
