@@ -146,6 +146,12 @@ def rope_config(rope: dict[str, Any]) -> dict[str, Any]:
         out.update(low_freq_factor=float(rope.get("low_freq_factor", 1.0)),
                    high_freq_factor=float(rope.get("high_freq_factor", 4.0)),
                    original_max_position_embeddings=int(rope.get("original_max_len", 8192)))
+    if kind == "yarn":
+        out.update(original_max_position_embeddings=int(rope.get("original_max_len", 8192)),
+                   beta_fast=float(rope.get("beta_fast", 32.0)), beta_slow=float(rope.get("beta_slow", 1.0)),
+                   truncate=bool(rope.get("truncate", True)))
+        if rope.get("attention_factor") is not None:
+            out["attention_factor"] = float(rope["attention_factor"])
     return out
 
 

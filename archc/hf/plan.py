@@ -11,6 +11,7 @@ importer checks it against the spec's declared weights, both ways, before it wri
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +64,6 @@ def number(x: float) -> str:
 #: rope scaling types archc computes, and those it refuses (by name, with why)
 ROPE_REFUSED = {
     "dynamic": "dynamic NTK scaling changes the rotation with the sequence length at run time",
-    "yarn": "YaRN's per-frequency ramp and attention temperature are not implemented",
     "longrope": "LongRoPE's per-dimension factors are not implemented",
 }
 
@@ -81,14 +81,40 @@ def rope_text(params: dict[str, Any], fraction: float = 1.0, theta: float = 1000
                  f"low_freq_factor={number(params.get('low_freq_factor', 1.0))}",
                  f"high_freq_factor={number(params.get('high_freq_factor', 4.0))}",
                  f"original_max_len={int(params.get('original_max_position_embeddings', 8192))}"]
+    elif kind == "yarn":  # YaRN (Qwen2.5 / Qwen3 long context, DeepSeek): the ramp and the temperature
+        args += ['scaling="yarn"', f"factor={number(params['factor'])}",
+                 f"original_max_len={int(params['original_max_position_embeddings'])}"]
+        for key, default in (("beta_fast", 32.0), ("beta_slow", 1.0)):
+            if params.get(key) and float(params[key]) != default:  # transformers: `or` its default
+                args.append(f"{key}={number(params[key])}")
+        if params.get("truncate", True) is False:
+            args.append("truncate=false")
+        temperature = yarn_attention_factor(params)
+        if temperature is not None:
+            args.append(f"attention_factor={number(temperature)}")
     elif kind != "default":
         why = ROPE_REFUSED.get(kind, "archc does not know it")
         raise HFImportError(f"`rope_parameters` asks for rope scaling `{kind}` ({params}): {why}; archc imports "
-                            "default, linear and llama3", "docs/hf.md lists the rope variants", field="rope_parameters")
+                            "default, linear, llama3 and yarn", "docs/hf.md lists the rope variants", field="rope_parameters")
     fraction = float(params.get("partial_rotary_factor", fraction))
     if fraction != 1.0:
         args.append(f"fraction={number(fraction)}")
     return f"rope({', '.join(args)})"
+
+
+def yarn_attention_factor(params: dict[str, Any]) -> float | None:
+    """YaRN's cos/sin factor when it is not rope(...)'s own default (0.1·ln(factor) + 1): the
+    config's `attention_factor`, or DeepSeek's ratio of `mscale` to `mscale_all_dim` (as
+    transformers' `_compute_yarn_parameters`)."""
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 0.1 * m * math.log(scale) + 1.0 if scale > 1 else 1.0
+
+    if params.get("attention_factor") is not None:
+        return float(params["attention_factor"])
+    if params.get("mscale") and params.get("mscale_all_dim"):
+        factor = float(params["factor"])
+        return mscale(factor, float(params["mscale"])) / mscale(factor, float(params["mscale_all_dim"]))
+    return None
 
 
 def rope_sets(f: Fields) -> dict[str, dict[str, Any]]:
@@ -100,16 +126,32 @@ def rope_sets(f: Fields) -> dict[str, dict[str, Any]]:
     if not isinstance(params, dict) or not isinstance(scaling, dict):
         raise HFImportError("`rope_parameters` / `rope_scaling` is not an object", field="rope_parameters")
     base = {"rope_theta": f.get("rope_theta", 10000.0)}
+    context = (f.get("original_max_position_embeddings"), f.get("max_position_embeddings", 8192))
     if params and set(params) <= {"full_attention", "sliding_attention"}:
         if not all(isinstance(v, dict) for v in params.values()):
             raise HFImportError(f"`rope_parameters` is {params!r}: objects per layer type were expected",
                                 field="rope_parameters")
-        return {kind: {**base, **v} for kind, v in params.items()}
-    merged = {**base, **scaling, **params}
+        return {kind: _with_context({**base, **v}, None, context[1]) for kind, v in params.items()}
+    merged = _with_context({**base, **scaling, **params}, *context)
     out = {"full_attention": merged, "sliding_attention": merged}
     local = f.get("rope_local_base_freq")
     if local is not None:  # Gemma 3 before transformers 5: the sliding layers' own base, unscaled
         out["sliding_attention"] = {"rope_type": "default", "rope_theta": local}
+    return out
+
+
+def _with_context(params: dict[str, Any], outside: Any, max_len: Any) -> dict[str, Any]:
+    """A rope set with the pretraining context length its scaling reads, as transformers'
+    `standardize_rope_params`: Phi-3's `original_max_position_embeddings` outside the set wins,
+    else the set's own, else `max_position_embeddings`; a `factor` of null (DeepSeek's YaRN) is
+    max_position_embeddings / that length."""
+    if params.get("rope_type", params.get("type", "default")) not in ("llama3", "yarn", "longrope"):
+        return params
+    out = {"original_max_position_embeddings": max_len, **params}
+    if outside is not None:
+        out["original_max_position_embeddings"] = outside
+    if out.get("factor") is None and "factor" in out and max_len:
+        out["factor"] = float(max_len) / float(out["original_max_position_embeddings"])
     return out
 
 

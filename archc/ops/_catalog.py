@@ -16,7 +16,7 @@ FAMILIES = {
     "memory": (2911622096, ('compressive_memory', 'recurrent_memory')),
     "moe": (3144601095, ('moe',)),
     "norms": (3177706979, ('add_layernorm', 'add_rmsnorm', 'groupnorm', 'layernorm', 'rmsnorm')),
-    "positions": (635279436, ('alibi', 'relative_bias', 'rope')),
+    "positions": (2256114695, ('alibi', 'relative_bias', 'rope')),
     "recurrent": (1576591572, ('gru', 'lstm')),
     "retention": (1603770523, ('retention', 'retention_packed')),
     "routing": (3326341716, ('act', 'mod')),

@@ -146,14 +146,20 @@ def test_an_imported_model_computes_what_transformers_does(tmp_path, family):
                                                                                    strict=True) if c]
 
 
-def test_llama3_rope_scaling_computes_what_transformers_does(tmp_path):
-    """Llama 3.1's per-frequency rope scaling, with an original context short enough (16) that the
-    head's frequencies fall in all three of its bands, compared past that context (fp64)."""
-    rope = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 16, "rope_theta": 10000.0}
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+    {"rope_type": "yarn", "factor": 4.0},
+    {"rope_type": "yarn", "factor": 8.0, "beta_fast": 8.0, "beta_slow": 2.0, "mscale": 1.0, "mscale_all_dim": 0.5},
+    {"rope_type": "yarn", "factor": 4.0, "attention_factor": 1.5, "truncate": False},
+], ids=["llama3", "yarn", "yarn-deepseek-mscale", "yarn-attention-factor"])
+def test_rope_scaling_computes_what_transformers_does(tmp_path, rope):
+    """Llama 3.1's per-frequency scaling and YaRN's ramp and temperature, with an original context
+    short enough (16) that the head's frequencies fall in every band, compared past that context
+    (fp64), and exported back to the same config."""
+    rope = {**rope, "original_max_position_embeddings": 16, "rope_theta": 10000.0}
     hf = _save(tmp_path / "hf", "llama", rope_parameters=rope).double()
     archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "m.arch"), str(tmp_path / "m.safetensors"))
-    assert 'scaling="llama3"' in (tmp_path / "m.arch").read_text()
+    assert f'scaling="{rope["rope_type"]}"' in (tmp_path / "m.arch").read_text()
     model = archc.build(str(tmp_path / "m.arch")).double().eval()
     load_weights(model, tmp_path / "m.safetensors")
     ids = torch.randint(0, 128, (2, 40))
@@ -177,8 +183,8 @@ def test_the_spec_reads_like_a_hand_written_one(tmp_path):
 
 @pytest.mark.parametrize(("change", "field"), [
     ({"hidden_act": "gelu"}, "hidden_act"),
-    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
-                          "original_max_position_embeddings": 512}}, "rope_parameters"),
+    ({"rope_parameters": {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
+                          "long_factor": [2.0] * 8, "original_max_position_embeddings": 512}}, "rope_parameters"),
     ({"rope_parameters": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}}, "rope_parameters"),
     ({"model_type": "falcon"}, "model_type"),
     ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping"),

@@ -351,13 +351,15 @@ def test_causal_conv_with_state_is_a_depthwise_conv_over_the_carried_inputs():
 
 #: Gemma 2/3, OLMo 2 and Granite's settings: RMSNorms scaled by 1 + weight (plain and fused into
 #: the residual add), q/k norms over the width with a unit offset, a score scale and soft-capping,
-#: a residual multiplier, a per-token sigmoid gate broadcast over the width, a capped head.
+#: a residual multiplier, a per-token sigmoid gate broadcast over the width, a capped head; YaRN
+#: rope (its ramp and temperature in the operator's cos/sin tables).
 SETTINGS = """
 model settings(tokens) {
   x = embed(tokens, 200, 64) * 4
   x = x + rmsnorm(attention(rmsnorm(x, unit_offset=true), heads=4, kv_heads=2, head_dim=16, causal=true,
                             scale=0.1, softcap=2.0, qk_norm=true, qk_norm_width=true,
-                            qk_norm_unit_offset=true, pos=rope()), unit_offset=true) * 0.5
+                            qk_norm_unit_offset=true, pos=rope(scaling="yarn", factor=4, original_max_len=16)),
+                 unit_offset=true) * 0.5
   h = rmsnorm(x, unit_offset=true)
   x = x + sigmoid(linear(h, out=1, name="gate")) * swiglu(h, hidden=48)
   return lm_head(rmsnorm(x) / 2, tied=true, softcap=3.0)

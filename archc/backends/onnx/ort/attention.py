@@ -13,7 +13,8 @@ window as `local_window_size` (the last `window` keys, the query's own included:
 checked against the operator; the cache it reads is full-length, so a windowed layer's decoder
 cache grows where the torch module keeps a ring buffer of the window), and RoPE in the
 half-split (GPT-NeoX / Llama) layout from one cos/sin table per model — the table archc's own
-`rope_inv_freq` gives, so position interpolation and NTK scaling carry over. The past comes in
+`rope_inv_freq` gives, so position interpolation, NTK, Llama 3 and YaRN scaling carry over (YaRN's
+temperature folded into the table, as the torch module folds it). The past comes in
 holding the tokens so far and the present goes out one step longer: the decoder's interface. Its
 sequence lengths come from the decoder's `attention_mask` (`seqlens_k`, `total_sequence_length`),
 as the builder computes them.
@@ -74,12 +75,13 @@ def _rope_tables(ctx: LowerCtx, hd: int) -> tuple[str, str]:
     """cos and sin [ROPE_POSITIONS, hd/2] of the node's scheme, one pair per model and scheme."""
     import torch
 
-    from archc.backends.torch.ops.positions import rope_cos_sin, rope_inv_freq
+    from archc.backends.torch.ops.positions import rope_attention_factor, rope_cos_sin, rope_inv_freq
 
     scheme = ctx.params["pos"]["params"]
     # the torch module's own fp32 arithmetic (as transformers'), not exact angles: the two
     # differ by an ulp of the angle, which grows with the position
-    cos, sin = rope_cos_sin(torch.arange(ROPE_POSITIONS), rope_inv_freq(scheme, hd), torch.float32)
+    cos, sin = rope_cos_sin(torch.arange(ROPE_POSITIONS), rope_inv_freq(scheme, hd), torch.float32,
+                            rope_attention_factor(scheme))
     key = "rope." + ".".join(f"{k}_{v}" for k, v in sorted(scheme.items())) + f".hd_{hd}"
     return (ctx.constant(f"{key}.cos", np.ascontiguousarray(cos[:, : hd // 2].numpy())),
             ctx.constant(f"{key}.sin", np.ascontiguousarray(sin[:, : hd // 2].numpy())))

@@ -23,6 +23,7 @@ from archc.backends.torch.ops.positions import (
     alibi_bias,
     alibi_slopes,
     apply_rope,
+    rope_attention_factor,
     rope_cos_sin,
     rope_inv_freq,
 )
@@ -151,7 +152,8 @@ class AttentionCore(OpModule):
             key = ("rope", self.rot_dim, tuple(sorted(self.pos_params.items())), q.dtype)
             tables = memo.get(key) if memo is not None else None
             if tables is None:  # computed once per call and shared by every layer with this scheme
-                tables = rope_cos_sin(positions, rope_inv_freq(self.pos_params, self.rot_dim, x.device), q.dtype)
+                tables = rope_cos_sin(positions, rope_inv_freq(self.pos_params, self.rot_dim, x.device), q.dtype,
+                                      rope_attention_factor(self.pos_params))
                 if memo is not None:
                     memo[key] = tables
             cos, sin = tables

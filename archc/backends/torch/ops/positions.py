@@ -18,7 +18,7 @@ def rope_inv_freq(p, rot_dim: int, device: torch.device | None = None) -> Tensor
     extension: `linear` divides positions by `factor` (Chen et al., position interpolation);
     `ntk` raises the base to θ·factor^(d/(d−2)) (the "NTK-aware" scaling of bloc97, as Code Llama's
     base change), which stretches low frequencies and keeps high ones; `llama3` scales each
-    frequency by its wavelength (`_llama3`)."""
+    frequency by its wavelength (`_llama3`); `yarn` blends by rotations (`_yarn`)."""
     theta = p["theta"]
     if p["scaling"] == "ntk":
         theta = theta * p["factor"] ** (rot_dim / (rot_dim - 2))
@@ -27,7 +27,43 @@ def rope_inv_freq(p, rot_dim: int, device: torch.device | None = None) -> Tensor
         inv = inv / p["factor"]
     elif p["scaling"] == "llama3":
         inv = _llama3(inv, p)
+    elif p["scaling"] == "yarn":
+        inv = _yarn(p, rot_dim, device)
     return inv
+
+
+def _yarn(p, rot_dim: int, device: torch.device | None) -> Tensor:
+    """YaRN's "NTK-by-parts" frequencies (Peng et al. 2023, §3.2 eq. 17–18, as transformers'
+    `_compute_yarn_parameters`): a frequency that turns more than `beta_fast` times over the
+    original context L keeps its value (extrapolation), one that turns fewer than `beta_slow`
+    times is divided by `factor` (interpolation), and those between blend linearly in the
+    dimension index. The dimension of r rotations is d·ln(L / 2πr) / (2 ln θ)."""
+    theta, factor, length = p["theta"], p["factor"], p.get("original_max_len", 8192)
+
+    def dim_of(rotations: float) -> float:
+        return rot_dim * math.log(length / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = dim_of(p.get("beta_fast", 32.0)), dim_of(p.get("beta_slow", 1.0))
+    if p.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rot_dim - 1)
+    if low == high:
+        high += 0.001  # a one-dimension band: a step, not a division by zero
+    pos_freqs = theta ** (torch.arange(0, rot_dim, 2, device=device, dtype=torch.float32) / rot_dim)
+    ramp = ((torch.arange(rot_dim // 2, device=device, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    keep = 1 - ramp
+    return 1.0 / (factor * pos_freqs) * (1 - keep) + 1.0 / pos_freqs * keep
+
+
+def rope_attention_factor(p) -> float:
+    """The factor on cos and sin (1 but for `yarn`, whose attention temperature √(1/t) =
+    0.1·ln(factor) + 1 (YaRN eq. 22) is folded into the rotation, as the paper suggests, so the
+    attention kernel is unchanged)."""
+    if p.get("scaling") != "yarn":
+        return 1.0
+    if p.get("attention_factor") is not None:
+        return float(p["attention_factor"])
+    return 0.1 * math.log(p["factor"]) + 1.0 if p["factor"] > 1 else 1.0
 
 
 def _llama3(inv: Tensor, p) -> Tensor:
@@ -45,14 +81,18 @@ def _llama3(inv: Tensor, p) -> Tensor:
     return torch.where(medium, blended, scaled)
 
 
-def rope_cos_sin(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+def rope_cos_sin(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype,
+                 scale: float = 1.0) -> tuple[Tensor, Tensor]:
     """cos/sin tables [T, rot_dim] for positions [T] ([B, 1, T, rot_dim] for per-sequence positions
-    [B, T], as mixture-of-depths' routed tokens), computed in fp32 (as transformers)."""
+    [B, T], as mixture-of-depths' routed tokens), computed in fp32 (as transformers), times
+    `scale` (`rope_attention_factor`)."""
     freqs = positions.float()[..., None] * inv_freq
     if positions.dim() == 2:
         freqs = freqs[:, None]
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    if scale == 1.0:
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+    return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
 
 
 def _rotate_half(x: Tensor) -> Tensor:
