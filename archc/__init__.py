@@ -187,7 +187,8 @@ def import_hf(source: str, spec_out: str | None = None, weights_out: str | None 
 def export_hf(spec: str, weights: str | None = None, out: str = "hf-export", force: bool = False,
               tokenizer: str | None = None, remote: bool = False) -> str:
     """A spec file and its weights as a folder `transformers.AutoModelForCausalLM.from_pretrained`
-    loads: as its Hugging Face family when the spec is exactly one (no archc needed to load it),
+    (a BERT: its own Auto class) loads: as its Hugging Face family when the spec is exactly one
+    (no archc needed to load it),
     else with archc's modeling file (`trust_remote_code=True`); `remote` forces the latter.
     Returns the `model_type` written ("archc" for the modeling file). docs/hf.md "Export"."""
     from pathlib import Path

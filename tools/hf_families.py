@@ -164,12 +164,19 @@ CONFIGS = {
                                           "partial_rotary_factor": 0.25, "full_attention_interval": 4,
                                           "tie_word_embeddings": False},
                            "Qwen3NextConfig", None),
-    # published as BertForMaskedLM; imported with the sequence-classification head archc has
+    # as published: the masked-LM head
     "bert-base-uncased": ("bert", {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
                                    "num_attention_heads": 12, "intermediate_size": 3072,
                                    "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
-                                   "architectures": ["BertForSequenceClassification"], "pad_token_id": 0},
-                          "BertConfig", "bert-base"),
+                                   "architectures": ["BertForMaskedLM"], "pad_token_id": 0},
+                          "BertConfig", None),
+    # the same encoder fine-tuned as a two-class classifier (specs/bert-base.arch by hand)
+    "bert-base-uncased (classifier)": ("bert", {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
+                                                "num_attention_heads": 12, "intermediate_size": 3072,
+                                                "max_position_embeddings": 512, "type_vocab_size": 2,
+                                                "layer_norm_eps": 1e-12, "pad_token_id": 0,
+                                                "architectures": ["BertForSequenceClassification"]},
+                                       "BertConfig", "bert-base"),
     "gpt2": ("gpt2", {"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
              "GPT2Config", "gpt2"),
     "mamba-130m-hf": ("mamba", {"vocab_size": 50280, "hidden_size": 768, "num_hidden_layers": 24, "state_size": 16,
@@ -182,6 +189,16 @@ CONFIGS = {
                                            "chunk_size": 256, "tie_word_embeddings": False},
                                 "Mamba2Config", None),
 }
+
+
+def auto_class(config: dict):
+    """The transformers Auto class of a config's `architectures` (BERT's heads), else the causal LM's."""
+    import transformers
+
+    arch = (config.get("architectures") or [""])[0]
+    return {"BertForMaskedLM": transformers.AutoModelForMaskedLM,
+            "BertForSequenceClassification": transformers.AutoModelForSequenceClassification}.get(
+        arch, transformers.AutoModelForCausalLM)
 
 
 def measure(name: str) -> dict:
@@ -200,19 +217,17 @@ def measure(name: str) -> dict:
         text = archc.import_hf(d)
         seconds = time.perf_counter() - t0
     ours = estimate_cost(archc.loads(text, f"{name}.arch").graph, CostCtx()).total.params
-    encoder = model_type == "bert"  # a classifier: not a causal LM, which export-hf writes
     with torch.device("meta"):
-        hf = (transformers.AutoModelForSequenceClassification if encoder
-              else transformers.AutoModelForCausalLM).from_config(cfg)
+        hf = auto_class(fields).from_config(cfg)
     theirs = hf.num_parameters()
     hand = (estimate_cost(archc.load(str(ROOT / "specs" / f"{spec}.arch")).graph, CostCtx()).total.params
             if spec else None)
     from archc.hf.match import match_family
 
-    match, _ = (None, "") if encoder else match_family(archc.loads(text, f"{name}.arch").graph)
-    exported = "refused: not a causal LM" if encoder else match.config["model_type"] if match else "archc"
+    match, _ = match_family(archc.loads(text, f"{name}.arch").graph)
+    exported = match.config["model_type"] if match else "archc"
     hand_exported = None
-    if spec and not encoder:
+    if spec:
         m, _ = match_family(archc.load(str(ROOT / "specs" / f"{spec}.arch")).graph)
         hand_exported = m.config["model_type"] if m else "archc"
     # a spec does not remember its origin: export-hf writes the first family it is exactly (a
@@ -246,10 +261,10 @@ def specs_table() -> str:
             "| --- | --- | --- | --- |"]
     for path in sorted((ROOT / "specs").glob("*.arch")):
         graph = archc.load(str(path)).graph
-        if head_loss(graph) != "lm" or not is_causal(graph) or len(graph.inputs) != 1:
-            rows.append(f"| `{path.stem}` | refused (ARC1402) | not a causal language model | — |")
-            continue
         match, why = match_family(graph)
+        if match is None and (head_loss(graph) != "lm" or not is_causal(graph) or len(graph.inputs) != 1):
+            rows.append(f"| `{path.stem}` | refused (ARC1402) | not a causal language model, nor BERT | — |")
+            continue
         rows.append(f"| `{path.stem}` | " + (f"`{match.config['model_type']}` | — |" if match else
                                               f"archc's modeling file | {why.replace('|', '/')} |")
                     + f" {load_check(graph, path)} |")
@@ -257,10 +272,10 @@ def specs_table() -> str:
 
 
 def load_check(graph, path: Path) -> str:
-    """A random init of the spec exported and loaded back with `AutoModelForCausalLM`: the largest
-    logit difference against archc's own forward (skipped above 100M parameters)."""
+    """A random init of the spec exported and loaded back with `AutoModelForCausalLM` (BERT's own
+    Auto class): the largest logit difference against archc's own forward (skipped above 100M
+    parameters)."""
     import torch
-    import transformers
 
     from archc.backends.torch import build
     from archc.hf.exporter import export_hf
@@ -272,7 +287,8 @@ def load_check(graph, path: Path) -> str:
     model = build(graph, seed=0, pipeline="O0").eval()
     with tempfile.TemporaryDirectory() as d:
         export_hf(model, path.read_text(), path.name, Path(d) / "out")
-        hf = transformers.AutoModelForCausalLM.from_pretrained(Path(d) / "out", trust_remote_code=True).eval()
+        config = json.loads((Path(d) / "out" / "config.json").read_text())
+        hf = auto_class(config).from_pretrained(Path(d) / "out", trust_remote_code=True).eval()
         ids = torch.randint(0, model.out_type_vocab(), (2, 64), generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             diff = float((hf(ids).logits - model(ids).logits).abs().max())

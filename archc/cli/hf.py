@@ -59,7 +59,7 @@ def _cmd_export_hf(args: argparse.Namespace, sources: dict[str, str]) -> int:
               f"load it with AutoModelForCausalLM.from_pretrained({str(args.output)!r}, trust_remote_code=True)")
     else:
         print(f"wrote {args.output}: {prog.graph.name} as a `{out.model_type}` model, {out.tensors} tensors; "
-              f"AutoModelForCausalLM.from_pretrained({str(args.output)!r}) loads it without archc")
+              f"{out.auto_class}.from_pretrained({str(args.output)!r}) loads it without archc")
     return EXIT_OK
 
 

@@ -4,7 +4,8 @@ A spec that is exactly a Hugging Face family (`match.py`: a config proposed from
 imported back by the family's own rule and compared node by node) is written as that family:
 its `config.json` and `model.safetensors` under its names, the import's name map run backwards
 (fused tensors reassembled, transposes undone) — `AutoModelForCausalLM.from_pretrained(DIR)`
-loads it without archc. Any other causal LM spec (a new hybrid) is written with a small modeling
+loads it without archc (a BERT encoder, with its classification or masked-LM head, through
+`AutoModelForSequenceClassification` / `AutoModelForMaskedLM`). Any other causal LM spec (a new hybrid) is written with a small modeling
 file that builds the spec with archc (`remote.py`): `from_pretrained(DIR, trust_remote_code=True)`.
 
 The folder is written as every archc output is: built in a transaction and swapped in whole
@@ -46,6 +47,8 @@ class ExportedHF:
     tensors: int
     #: why the spec is not a family (the first difference found), when written as "archc"
     why_not_family: str | None = None
+    #: the transformers Auto class that loads the folder
+    auto_class: str = "AutoModelForCausalLM"
 
 
 def export_hf(model: Any, spec_text: str, spec_name: str, out: str | os.PathLike[str], force: bool = False,
@@ -54,10 +57,13 @@ def export_hf(model: Any, spec_text: str, spec_name: str, out: str | os.PathLike
     family when the spec is exactly one (unless `as_remote`), else with archc's modeling file."""
     from archc.hf.match import match_family
 
-    if model.head_loss != "lm" or not model.causal or len(model.input_names) != 1:
-        raise HFImportError(f"{model.graph.name} is not a causal language model; export-hf writes "
-                            "AutoModelForCausalLM folders", "export specs that end in lm_head with causal mixers")
-    match, why = (None, "asked for (--remote)") if as_remote else match_family(model.canonical_graph)
+    causal_lm = model.head_loss == "lm" and model.causal and len(model.input_names) == 1
+    match, why = (None, "asked for (--remote)") if as_remote or (not causal_lm and model.causal) \
+        else match_family(model.canonical_graph)
+    if match is None and not causal_lm:
+        raise HFImportError(f"{model.graph.name} is not a causal language model, and not a family export-hf "
+                            f"writes as itself ({why}); export-hf writes other specs as AutoModelForCausalLM "
+                            "folders", "export specs that end in lm_head with causal mixers, or a BERT encoder")
     with output_folder(out, EXPORTED_HF, force) as txn:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         if match is not None:
@@ -77,7 +83,13 @@ def export_hf(model: Any, spec_text: str, spec_name: str, out: str | os.PathLike
             config.update(eos_token_id=tokenizer.eos_id, bos_token_id=tokenizer.eos_id)
         _save(tensors, txn.stage / WEIGHTS)
         write_text(txn.stage / "config.json", json.dumps(config, indent=2) + "\n")
-    return ExportedHF(Path(out), config["model_type"], len(tensors), None if match is not None else why)
+    return ExportedHF(Path(out), config["model_type"], len(tensors), None if match is not None else why,
+                      AUTO_CLASS.get(config["architectures"][0], "AutoModelForCausalLM"))
+
+
+#: the Auto class of the architectures that are not causal LMs
+AUTO_CLASS = {"BertForMaskedLM": "AutoModelForMaskedLM",
+              "BertForSequenceClassification": "AutoModelForSequenceClassification"}
 
 
 def _remote_config(model: Any, spec_text: str, spec_name: str) -> dict[str, Any]:

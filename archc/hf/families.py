@@ -238,30 +238,65 @@ model {family}(tokens) {{
     return ImportPlan(family, spec, modules, layers, skip=skip, sources=sources)
 
 
+#: BERT's heads archc imports, by `architectures` name
+BERT_HEADS = ("BertForSequenceClassification", "BertForMaskedLM")
+
+
 def bert_family(family: str, f: Fields) -> ImportPlan:
-    """BERT with its sequence-classification head (`BertForSequenceClassification`): word, position
-    and token-type embeddings and a LayerNorm, post-norm encoder layers (LayerNorm after each
-    residual add), bidirectional MHA with biases, a GELU MLP, the [CLS] pooler (dense + tanh) and
-    the classifier. Other heads are refused by name: the masked-LM head is later work."""
+    """BERT: word, position and token-type embeddings and a LayerNorm, post-norm encoder layers
+    (LayerNorm after each residual add), bidirectional MHA with biases, a GELU MLP, and one of two
+    heads, as `architectures` names it: `BertForSequenceClassification` (the [CLS] pooler, dense +
+    tanh, and the classifier) or `BertForMaskedLM` (the prediction head: dense, the activation, a
+    LayerNorm, then logits over the vocabulary tied to the word embeddings, with a bias — an
+    `lm_head` on a bidirectional model, whose loss archc computes on unshifted labels, masked-LM
+    style). Other heads (pre-training's next-sentence head, the bare encoder) are refused by name."""
     heads_known = f.get("architectures") or ["BertForSequenceClassification"]
     head = heads_known[0] if isinstance(heads_known, list) and heads_known else heads_known
-    if head != "BertForSequenceClassification":
-        raise HFImportError(f"`architectures` is {heads_known!r}: archc imports BERT with its sequence-classification "
-                            "head (BertForSequenceClassification); the masked-LM and bare encoders are later work",
-                            field="architectures")
+    if head not in BERT_HEADS:
+        raise HFImportError(f"`architectures` is {heads_known!r}: archc imports BERT with the head of "
+                            f"{' or '.join(BERT_HEADS)}", "a BertForPreTraining checkpoint's encoder and "
+                            "masked-LM head load as BertForMaskedLM: save it as one", field="architectures")
     vocab, d, layers, heads = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers"), \
         f.int("num_attention_heads")
     ffn, positions, types = f.int("intermediate_size"), f.int("max_position_embeddings", 512), f.int("type_vocab_size", 2)
     eps = f.number("layer_norm_eps", 1e-12)
-    act = f.only("hidden_act", ("gelu", "gelu_new", "relu"), "gelu")
+    act = f.only("hidden_act", ("gelu", "gelu_new", "relu") if head != "BertForMaskedLM" else ("gelu", "relu"),
+                 "gelu", ": the masked-LM head's transform applies it too" if head == "BertForMaskedLM" else "")
     f.only("position_embedding_type", ("absolute",), "absolute")
-    labels = f.get("id2label") or {}
-    classes = len(labels) if isinstance(labels, dict) and labels else f.int("num_labels", 2)
     f.only("is_decoder", (False,), False, ": BERT as a bidirectional encoder")
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "label2id", "num_labels",
-                 "tie_word_embeddings", "classifier_dropout"):
-        f.get(name)  # dropout, label names, the masked-LM head's tie: not this model's function
-    spec = format_spec(f"""# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
+                 "classifier_dropout"):
+        f.get(name)  # dropout and label names: not the function
+    p = "bert.encoder.layer.{i}."
+    modules = {"embed": "bert.embeddings.word_embeddings", "pos_embed": "bert.embeddings.position_embeddings",
+               "norm": "bert.embeddings.LayerNorm", "encoder.{i}.attn.q_proj": p + "attention.self.query",
+               "encoder.{i}.attn.k_proj": p + "attention.self.key", "encoder.{i}.attn.v_proj": p + "attention.self.value",
+               "encoder.{i}.attn.o_proj": p + "attention.output.dense", "encoder.{i}.norm": p + "attention.output.LayerNorm",
+               "encoder.{i}.mlp.up_proj": p + "intermediate.dense", "encoder.{i}.mlp.down_proj": p + "output.dense",
+               "encoder.{i}.norm_1": p + "output.LayerNorm"}
+    sources: dict[str, Source | tuple[Source, ...]] = {
+        "embed.token_type.weight": Source("bert.embeddings.token_type_embeddings.weight")}
+    skip = ("position_ids", "token_type_ids")
+    if head == "BertForMaskedLM":
+        tied = f.flag("tie_word_embeddings", True)
+        output = (f'h = layernorm({act}(linear(x, out=d, name="transform")), eps=eps, name="transform_norm")\n'
+                  f"  return lm_head(h, tied={'true' if tied else 'false'}, bias=true)")
+        modules.update({"transform.proj": "cls.predictions.transform.dense",
+                        "transform_norm": "cls.predictions.transform.LayerNorm"})
+        if tied:  # the decoder's weight is the word embeddings', its bias `cls.predictions.bias`
+            sources["lm_head.bias"] = Source("cls.predictions.bias")
+            skip += ("cls.predictions.decoder.bias", "cls.predictions.decoder.weight")
+        else:  # untied, transformers ties neither: the decoder's own bias is read, `bias` is not
+            sources["lm_head.weight"] = Source("cls.predictions.decoder.weight")
+            sources["lm_head.bias"] = Source("cls.predictions.decoder.bias")
+            skip += ("cls.predictions.bias",)
+    else:
+        f.get("tie_word_embeddings")  # the masked-LM head's tie: not this head's
+        labels = f.get("id2label") or {}
+        classes = len(labels) if isinstance(labels, dict) and labels else f.int("num_labels", 2)
+        output = f'return cls_head(x, classes={classes}, pool="cls", pooler=true)'
+        modules.update({"classifier.pooler": "bert.pooler.dense", "classifier.classifier": "classifier"})
+    spec = format_spec(f"""# {family} imported from a Hugging Face config ({head}) by `archc import-hf` (docs/hf.md).
 model {family}(tokens) {{
   vocab = {vocab}
   d = {d}
@@ -278,19 +313,10 @@ model {family}(tokens) {{
   x = learned_pos(x, max_len={positions})
   x = layernorm(x, eps=eps)
   x = repeat(layers, encoder, name="encoder")(x)
-  return cls_head(x, classes={classes}, pool="cls", pooler=true)
+  {output}
 }}
 """)
-    p = "bert.encoder.layer.{i}."
-    modules = {"embed": "bert.embeddings.word_embeddings", "pos_embed": "bert.embeddings.position_embeddings",
-               "norm": "bert.embeddings.LayerNorm", "encoder.{i}.attn.q_proj": p + "attention.self.query",
-               "encoder.{i}.attn.k_proj": p + "attention.self.key", "encoder.{i}.attn.v_proj": p + "attention.self.value",
-               "encoder.{i}.attn.o_proj": p + "attention.output.dense", "encoder.{i}.norm": p + "attention.output.LayerNorm",
-               "encoder.{i}.mlp.up_proj": p + "intermediate.dense", "encoder.{i}.mlp.down_proj": p + "output.dense",
-               "encoder.{i}.norm_1": p + "output.LayerNorm", "classifier.pooler": "bert.pooler.dense",
-               "classifier.classifier": "classifier"}
-    sources = {"embed.token_type.weight": Source("bert.embeddings.token_type_embeddings.weight")}
-    return ImportPlan(family, spec, modules, layers, skip=("position_ids", "token_type_ids"), sources=sources)
+    return ImportPlan(family, spec, modules, layers, skip=skip, sources=sources)
 
 
 #: model_type → its rule

@@ -85,13 +85,20 @@ def _same(ours: Graph, theirs: Graph) -> tuple[dict[str, str] | None, str]:
     """({our node id: theirs}, "") when the graphs are the same node for node, else (None, the
     first difference)."""
     a, b = list(ours.walk()), list(theirs.walk())
-    if len(a) != len(b):
-        return None, f"{len(a)} nodes against {len(b)}"
-    ids: dict[str, str] = {}
-    for x, y in zip(a, b, strict=True):
-        ids[x.id] = y.id
-        if _sig(x, ids) != _sig(y, None):
-            return None, f"`{x.id}` is {_sig(x, ids)[:160]}, the family's `{y.id}` {_sig(y, None)[:160]}"
+    kept = [n for n in a if n.op != "dropout"]  # identity at inference; the family's config holds its rates
+    if len(kept) != len(b):
+        return None, f"{len(kept)} nodes against {len(b)}"
+    ids: dict[str, str] = {}  # our node → the family's
+    names: dict[str, str] = {}  # as ids, and a dropout → the family's name of the node it reads
+    y_of = iter(b)
+    for x in a:
+        if x.op == "dropout":
+            names[x.id] = names.get(x.inputs[0], x.inputs[0])
+            continue
+        y = next(y_of)
+        ids[x.id] = names[x.id] = y.id
+        if _sig(x, names) != _sig(y, None):
+            return None, f"`{x.id}` is {_sig(x, names)[:160]}, the family's `{y.id}` {_sig(y, None)[:160]}"
     return ids, ""
 
 
@@ -112,11 +119,15 @@ def propose(graph: Graph) -> dict[str, Any] | str:
     ops = [n.op for n in graph.walk()]
     embed = next((n for n in graph.walk() if n.op == "embed"), None)
     head = graph.nodes[graph.outputs[0]]
-    if embed is None or head.op != "lm_head":
-        return "it is not embed … lm_head"
+    if embed is None or head.op not in ("lm_head", "cls_head"):
+        return "it is not embed … lm_head (or cls_head)"
     common = {"vocab_size": int(embed.params["vocab"]), "hidden_size": int(embed.params["d"]),
               "tie_word_embeddings": bool(head.params.get("tied"))}
     attn = [n for n in graph.walk() if n.op == "attention"]
+    if attn and not any(n.params.get("causal") for n in attn):
+        return _bert(graph, attn, head, common)
+    if head.op != "lm_head":
+        return "a causal model with a classification head is in no family export-hf writes"
     mixers = [n for n in graph.walk() if n.op in ("mamba", "mamba2")]
     if mixers and attn:
         return _hybrid(graph, attn, mixers, common)
@@ -457,6 +468,34 @@ def _gpt2(graph: Graph, attn: list[Node], common: dict[str, Any]) -> dict[str, A
             "activation_function": "gelu" if act == "gelu" else "gelu_new",
             "layer_norm_epsilon": float(norms[0].params.get("eps", 1e-5)),
             "tie_word_embeddings": common["tie_word_embeddings"]}
+
+
+def _bert(graph: Graph, attn: list[Node], head: Node, common: dict[str, Any]) -> dict[str, Any] | str:
+    """BERT, with its classification head (`cls_head`) or its masked-LM head (`lm_head` on the
+    prediction transform)."""
+    nodes = list(graph.walk())
+    embed = next(n for n in nodes if n.op == "embed")
+    pos = next((n for n in nodes if n.op == "learned_pos"), None)
+    mlp = [n for n in nodes if n.op == "mlp"]
+    norms = [n for n in nodes if n.op == "layernorm"]
+    if pos is None or not mlp or not norms:
+        return "it is a bidirectional encoder, but without BERT's learned positions, LayerNorms and MLP"
+    act = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}.get(str(mlp[0].params.get("act")))
+    if act is None:
+        return f"its MLP's activation `{mlp[0].params.get('act')}` is not one BERT has"
+    cfg: dict[str, Any] = {
+        "model_type": "bert", **common, "num_hidden_layers": len(attn), "num_attention_heads": int(attn[0].params["heads"]),
+        "intermediate_size": int(mlp[0].params["hidden"]), "max_position_embeddings": int(pos.params["max_len"]),
+        "type_vocab_size": int(embed.params.get("token_types") or 0), "layer_norm_eps": float(norms[0].params["eps"]),
+        "hidden_act": act, "position_embedding_type": "absolute"}
+    if head.op == "cls_head":
+        classes = int(head.params["classes"])
+        cfg.update(architectures=["BertForSequenceClassification"], tie_word_embeddings=True,
+                   id2label={str(i): f"LABEL_{i}" for i in range(classes)},
+                   label2id={f"LABEL_{i}": i for i in range(classes)})
+    else:
+        cfg["architectures"] = ["BertForMaskedLM"]
+    return cfg
 
 
 def _mamba(graph: Graph, mixers: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:

@@ -130,7 +130,7 @@ def test_the_api_exports_a_hand_written_spec_as_its_family(tmp_path):
 
 
 def test_export_hf_refusals(tmp_path, capsys):
-    assert main(["export-hf", "specs/bert-base.arch", "-o", str(tmp_path / "b")]) == 1
+    assert main(["export-hf", "specs/lstm-tagger.arch", "-o", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err
     assert "ARC1402" in err and "not a causal language model" in err and "Traceback" not in err
     (tmp_path / "full").mkdir()

@@ -308,32 +308,84 @@ def test_an_import_never_replaces_its_own_source_or_half_writes(tmp_path):
     assert (tmp_path / "m.arch").read_text() == "mine" and not (tmp_path / "w.safetensors").exists()
 
 
-def test_bert_imports_with_its_classification_head(tmp_path):
-    """BERT (post-norm encoder, token types, the [CLS] pooler): the classifier's logits with padding
-    and token types equal transformers' (fp64), and the count is exact; a masked-LM BERT is refused
-    by name."""
+def _bert(tmp_path, head: str, **config):
+    """A random BERT with `head`, its 1-d parameters (biases, norms) perturbed off their inits,
+    saved; the fp64 transformers model and (ids, token types, a padded attention mask)."""
     cfg = transformers.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=96, max_position_embeddings=64, num_labels=3)
+                                  intermediate_size=96, max_position_embeddings=64, **config)
     torch.manual_seed(0)
-    hf = transformers.BertForSequenceClassification(cfg).eval()
+    hf = getattr(transformers, head)(cfg).eval()
     with torch.no_grad():
         for p in hf.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn_like(p) * 0.2)
     hf.save_pretrained(tmp_path / "hf")
-    archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "m.arch"), str(tmp_path / "m.safetensors"))
-    graph = archc.load(str(tmp_path / "m.arch")).graph
-    assert estimate_cost(graph, CostCtx()).total.params == hf.num_parameters()
-    model = archc.build(graph).double().eval()
-    load_weights(model, tmp_path / "m.safetensors")
-    hf = hf.double()
-    ids, types = torch.randint(0, 128, (3, 16)), torch.randint(0, 2, (3, 16))
     mask = torch.ones(3, 16, dtype=torch.long)
     mask[1, 10:] = 0
+    return hf.double(), (torch.randint(0, 128, (3, 16)), torch.randint(0, 2, (3, 16)), mask)
+
+
+def _imported(tmp_path):
+    archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "m.arch"), str(tmp_path / "m.safetensors"))
+    graph = archc.load(str(tmp_path / "m.arch")).graph
+    model = archc.build(graph).double().eval()
+    load_weights(model, tmp_path / "m.safetensors")
+    return graph, model
+
+
+def test_bert_imports_with_its_classification_head(tmp_path):
+    """BERT (post-norm encoder, token types, the [CLS] pooler): the classifier's logits with padding
+    and token types equal transformers' (fp64), and the count is exact; exported back (with a
+    dropout added to the spec: identity at inference) transformers loads it as itself."""
+    from archc.hf.exporter import export_hf
+
+    hf, (ids, types, mask) = _bert(tmp_path, "BertForSequenceClassification", num_labels=3)
+    graph, model = _imported(tmp_path)
+    assert estimate_cost(graph, CostCtx()).total.params == hf.num_parameters()
     with torch.no_grad():
-        torch.testing.assert_close(model(ids, attention_mask=mask, token_type_ids=types).logits,
-                                   hf(ids, attention_mask=mask, token_type_ids=types).logits, atol=1e-6, rtol=1e-6)
-    transformers.BertForMaskedLM(cfg).save_pretrained(tmp_path / "mlm")
-    with pytest.raises(HFImportError, match="masked-LM") as e:
-        import_hf(tmp_path / "mlm")
+        expected = hf(ids, attention_mask=mask, token_type_ids=types).logits
+        torch.testing.assert_close(model(ids, attention_mask=mask, token_type_ids=types).logits, expected,
+                                   atol=1e-6, rtol=1e-6)
+    text = (tmp_path / "m.arch").read_text().replace("x = layernorm(x, eps=eps)\n",
+                                                      "x = dropout(layernorm(x, eps=eps), p=0.1)\n")
+    assert export_hf(model, text, "m.arch", tmp_path / "out").model_type == "bert"
+    again = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").double().eval()
+    assert type(again).__name__ == "BertForSequenceClassification"
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, attention_mask=mask, token_type_ids=types).logits, expected,
+                                   atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_bert_imports_with_its_masked_lm_head(tmp_path, tied):
+    """BERT's masked-LM head (dense, GELU, LayerNorm, logits tied to the word embeddings plus a
+    bias): logits and the masked-LM loss (unshifted labels, −100 ignored) equal transformers'
+    (fp64); exported back, `AutoModelForMaskedLM` loads it and computes the same logits. Untied,
+    transformers' `cls.predictions.bias` is a parameter its forward never reads (the decoder's
+    own bias is): the count is one vocabulary's worth above archc's."""
+    from archc.hf.exporter import export_hf
+
+    hf, (ids, types, mask) = _bert(tmp_path, "BertForMaskedLM", tie_word_embeddings=tied)
+    graph, model = _imported(tmp_path)
+    assert "lm_head(h, tied=" + ("true" if tied else "false") in (tmp_path / "m.arch").read_text()
+    assert estimate_cost(graph, CostCtx()).total.params == hf.num_parameters() - (0 if tied else 128)
+    labels = torch.full_like(ids, -100)
+    labels[:, 3::5] = ids[:, 3::5]
+    with torch.no_grad():
+        ours, theirs = (m(ids, attention_mask=mask, token_type_ids=types, labels=labels) for m in (model, hf))
+        torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ours.loss.double(), theirs.loss, atol=1e-6, rtol=1e-6)
+    assert export_hf(model, (tmp_path / "m.arch").read_text(), "m.arch", tmp_path / "out").model_type == "bert"
+    again = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "out").double().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(ids, attention_mask=mask, token_type_ids=types).logits, theirs.logits,
+                                   atol=1e-6, rtol=1e-6)
+
+
+def test_bert_heads_archc_does_not_have_are_refused_by_name(tmp_path):
+    cfg = transformers.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=96)
+    transformers.BertForPreTraining(cfg).save_pretrained(tmp_path / "pt")
+    with pytest.raises(HFImportError, match="BertForPreTraining") as e:
+        import_hf(tmp_path / "pt")
     assert e.value.field == "architectures"
