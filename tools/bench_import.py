@@ -5,9 +5,13 @@ A checkpoint of Qwen2-0.5B's shape (random bf16 weights, as Qwen2 publishes them
 ~500 MB with `model.safetensors.index.json`, as `save_pretrained` shards) is written once under
 `--out`; then, each in a fresh process and after one warm-up read so both find the files in the
 page cache: reading every byte of every shard once (the peer), and `archc.import_hf(folder,
-spec, weights)`. Peak memory is the process's peak anonymous resident memory (sampled every
-2 ms: what it holds, not the page cache its reads map) above its own after its imports (torch,
-archc), against the weights' size.
+spec, weights)` into a folder where no earlier import's output is left (deleting a 1 GB file
+on this machine's disk, mounted with `discard`, takes 0.2 s: not the import's work), after an
+`os.sync()` so no earlier run's writeback competes. The import's time includes its durability:
+the fsync of the transactional write (archc starts the writeback while it copies). Peak memory
+is the process's peak anonymous resident memory (sampled every 2 ms: what it holds, not the
+page cache its reads map) above its own after its imports (torch, archc), against the weights'
+size.
 
     .venv/bin/python tools/bench_import.py [--out /tmp/archc-import-bench]
 """
@@ -31,7 +35,7 @@ QWEN2_05B = {"vocab_size": 151936, "hidden_size": 896, "num_hidden_layers": 24, 
              "tie_word_embeddings": True, "use_sliding_window": False, "max_window_layers": 24}
 
 CHILD = r"""
-import json, sys, threading, time
+import json, os, sys, threading, time
 from pathlib import Path
 import torch, safetensors.torch, archc, archc.hf
 def anon_kb():
@@ -45,6 +49,13 @@ def watch():
         time.sleep(0.002)
 threading.Thread(target=watch, daemon=True).start()
 folder, mode, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+for old in (out / "q.arch", out / "q.safetensors"):  # a first import: deleting an old one is not its work
+    old.unlink(missing_ok=True)
+os.sync()  # and no earlier run's writeback still going
+t0 = time.perf_counter()
+if mode != "read":  # the modules import-hf loads on first use (the spec checker: lark, pydantic), timed apart
+    import archc.hf.importer, archc.frontend
+modules_s = time.perf_counter() - t0
 t0 = time.perf_counter()
 if mode == "read":  # every byte of every shard, once
     n = sum(len(p.read_bytes()) for p in sorted(folder.glob("*.safetensors")))
@@ -53,7 +64,8 @@ else:
 seconds = time.perf_counter() - t0
 done.set()
 time.sleep(0.01)
-print(json.dumps({"seconds": seconds, "peak_above_base_mb": (max(peak[0], anon_kb()) - base) / 1024}))
+print(json.dumps({"seconds": seconds, "modules_s": modules_s,
+                  "peak_above_base_mb": (max(peak[0], anon_kb()) - base) / 1024}))
 """
 
 
@@ -99,7 +111,7 @@ def run(folder: Path, mode: str, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/archc-import-bench")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     root = Path(args.out)
     folder = root / "qwen2-0.5b"
@@ -111,12 +123,16 @@ def main() -> None:
     imports = [run(folder, "import", root / "archc") for _ in range(args.repeats)]
     read_s = sorted(r["seconds"] for r in reads)[len(reads) // 2]
     import_s = sorted(r["seconds"] for r in imports)[len(imports) // 2]
+    modules_s = sorted(r["modules_s"] for r in imports)[len(imports) // 2]
     peak = max(r["peak_above_base_mb"] for r in imports)
     weights_mb = size / 2**20
     row = {"checkpoint": "Qwen2-0.5B shape, bf16, sharded", "weights_mb": round(weights_mb, 1),
            "read_s": round(read_s, 3), "import_s": round(import_s, 3), "time_ratio": round(import_s / read_s, 2),
            "read_peak_mb": round(max(r["peak_above_base_mb"] for r in reads), 1), "import_peak_mb": round(peak, 1),
-           "memory_ratio": round(peak / weights_mb, 2)}
+           "memory_ratio": round(peak / weights_mb, 2), "modules_s": round(modules_s, 3),
+           "read_range": [round(min(r["seconds"] for r in reads), 3), round(max(r["seconds"] for r in reads), 3)],
+           "import_range": [round(min(r["seconds"] for r in imports), 3),
+                            round(max(r["seconds"] for r in imports), 3)]}
     path = ROOT / "docs" / "hf_import_results.json"
     results = load_results(path)
     record(path, results, row["checkpoint"], row)
@@ -124,10 +140,13 @@ def main() -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| checkpoint | weights MB | read once s | import s | ÷ read (target ≤ 1.5) | read peak MB | "
-            "import peak MB | ÷ weights (target ≤ 1.3) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| checkpoint | weights MB | read once s (range) | import s (range) | ÷ read (target ≤ 1.5) | "
+            "+ first-use modules s | read peak MB | import peak MB | ÷ weights (target ≤ 1.3) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results.values():
-        rows.append(f"| {r['checkpoint']} | {r['weights_mb']:,} | {r['read_s']} | {r['import_s']} | {r['time_ratio']} | "
+        spread = {k: "–".join(map(str, r.get(f"{k}_range", []))) for k in ("read", "import")}
+        rows.append(f"| {r['checkpoint']} | {r['weights_mb']:,} | {r['read_s']} ({spread['read']}) | "
+                    f"{r['import_s']} ({spread['import']}) | {r['time_ratio']} | {r.get('modules_s', '—')} | "
                     f"{r['read_peak_mb']:,} | {r['import_peak_mb']:,} | {r['memory_ratio']} |")
     return "\n".join(rows)
 

@@ -389,3 +389,24 @@ def test_bert_heads_archc_does_not_have_are_refused_by_name(tmp_path):
     with pytest.raises(HFImportError, match="BertForPreTraining") as e:
         import_hf(tmp_path / "pt")
     assert e.value.field == "architectures"
+
+
+def test_the_weights_stream_is_the_same_through_every_copy_path(tmp_path, monkeypatch):
+    """The kernel copy (`sendfile`) and the fallback of chunked reads write the same bytes, with
+    the disk writeback started after every tensor (its thread on every path)."""
+    from archc.hf import importer
+
+    _save(tmp_path / "hf", "llama")
+    archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "a.arch"), str(tmp_path / "a.safetensors"))
+    started = []
+    monkeypatch.setattr(importer, "WRITEBACK_BYTES", 1)
+    monkeypatch.setattr(importer._Writeback, "_start", staticmethod(lambda fd, at, n: started.append(n)))
+
+    def refused(*args):
+        raise OSError("not on this file system")
+
+    monkeypatch.setattr(importer.os, "sendfile", refused)
+    archc.import_hf(str(tmp_path / "hf"), str(tmp_path / "b.arch"), str(tmp_path / "b.safetensors"))
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    header = 8 + int.from_bytes((tmp_path / "a.safetensors").read_bytes()[:8], "little")
+    assert sum(started) == (tmp_path / "a.safetensors").stat().st_size - header
