@@ -346,7 +346,9 @@ checkpoint (`pytorch_model.bin`) is refused too — re-save it with safetensors.
 `archc export-hf` writes `AutoModelForCausalLM` folders: the spec must be a causal language model
 (it ends in `lm_head`, its mixers are causal, it takes one input of token ids). A spec that is
 exactly a Hugging Face family is written as that family; any other causal LM through archc's
-modeling file (`trust_remote_code=True`). Encoders and classifiers are not exported yet.
+modeling file (`trust_remote_code=True`). Of the encoders, BERT (with its classification or
+masked-LM head) is written as itself; other encoders, taggers and encoder–decoders are refused
+with the first way they differ from BERT.
 """),
     "ARC1501": ("not a tokenizer archc can use", """
 `--tokenizer` takes a Hugging Face `tokenizer.json` (what `PreTrainedTokenizerFast.save_pretrained`
