@@ -25,6 +25,11 @@ START, END = "<!-- hf families table: tools/hf_families.py -->", "<!-- end of hf
 SPECS_START, SPECS_END = "<!-- export-hf specs table: tools/hf_families.py -->", "<!-- end of export-hf specs table -->"
 
 #: name → (model_type, config fields as published, transformers class, archc's hand-written spec or None)
+#: bert-base-uncased's encoder, shared by its two heads below
+BERT_BASE = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+             "intermediate_size": 3072, "max_position_embeddings": 512, "type_vocab_size": 2,
+             "layer_norm_eps": 1e-12, "pad_token_id": 0}
+
 CONFIGS = {
     "Llama-2-7B": ("llama", {"vocab_size": 32000, "hidden_size": 4096, "num_hidden_layers": 32,
                              "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
@@ -165,17 +170,9 @@ CONFIGS = {
                                           "tie_word_embeddings": False},
                            "Qwen3NextConfig", None),
     # as published: the masked-LM head
-    "bert-base-uncased": ("bert", {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
-                                   "num_attention_heads": 12, "intermediate_size": 3072,
-                                   "max_position_embeddings": 512, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
-                                   "architectures": ["BertForMaskedLM"], "pad_token_id": 0},
-                          "BertConfig", None),
+    "bert-base-uncased": ("bert", {**BERT_BASE, "architectures": ["BertForMaskedLM"]}, "BertConfig", None),
     # the same encoder fine-tuned as a two-class classifier (specs/bert-base.arch by hand)
-    "bert-base-uncased (classifier)": ("bert", {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12,
-                                                "num_attention_heads": 12, "intermediate_size": 3072,
-                                                "max_position_embeddings": 512, "type_vocab_size": 2,
-                                                "layer_norm_eps": 1e-12, "pad_token_id": 0,
-                                                "architectures": ["BertForSequenceClassification"]},
+    "bert-base-uncased (classifier)": ("bert", {**BERT_BASE, "architectures": ["BertForSequenceClassification"]},
                                        "BertConfig", "bert-base"),
     "gpt2": ("gpt2", {"vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024},
              "GPT2Config", "gpt2"),

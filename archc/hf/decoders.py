@@ -24,6 +24,7 @@ where the FFN does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from archc.hf.config import Fields, HFImportError
@@ -208,29 +209,40 @@ def moe_ffn(f: Fields, family: str, ffn: int) -> tuple[str, str, dict[str, Any],
     if not renormalize:
         args.append("renormalize=false")
     text = "moe(\n      " + ",\n      ".join(args) + ",\n    )"
-    sources: dict[str, Any] = {}
     p = "model.layers.{i}."
     old_router = p + ("block_sparse_moe.gate.weight" if family == "mixtral" else "mlp.gate.weight")
-    sources["layers.{i}.moe.router.weight"] = (Source(p + "mlp.gate.weight"), Source(old_router))
-    for e in range(experts):
+
+    def per_expert(e: int) -> tuple[str, str, str]:
         if family == "mixtral":
             old = p + f"block_sparse_moe.experts.{e}."
-            names = (old + "w1.weight", old + "w3.weight", old + "w2.weight")
-        else:
-            old = p + f"mlp.experts.{e}."
-            names = (old + "gate_proj.weight", old + "up_proj.weight", old + "down_proj.weight")
-        ours = f"layers.{{i}}.moe.experts.{e}."
-        sources[ours + "gate_proj.weight"] = (Source(p + "mlp.experts.gate_up_proj", rows=(0, hidden), index=e),
-                                              Source(names[0]))
-        sources[ours + "up_proj.weight"] = (Source(p + "mlp.experts.gate_up_proj", rows=(hidden, 2 * hidden),
-                                                   index=e), Source(names[1]))
-        sources[ours + "down_proj.weight"] = (Source(p + "mlp.experts.down_proj", index=e), Source(names[2]))
+            return old + "w1.weight", old + "w3.weight", old + "w2.weight"
+        old = p + f"mlp.experts.{e}."
+        return old + "gate_proj.weight", old + "up_proj.weight", old + "down_proj.weight"
+
+    sources = expert_sources(p + "mlp.experts.", experts, hidden, per_expert)
+    sources["layers.{i}.moe.router.weight"] = (Source(p + "mlp.gate.weight"), Source(old_router))
     shared = ""
     if family in ("qwen2_moe", "qwen3_next"):  # a shared expert every token goes through, gated per token
         consts.append(f"shared_ffn = {f.int('shared_expert_intermediate_size')}")
         shared = ('sigmoid(linear(h, out=1, bias=false, name="shared_expert_gate")) * '
                   'swiglu(h, hidden=shared_ffn, name="shared_expert")')
     return text, shared, sources, consts
+
+
+def expert_sources(stacked: str, experts: int, hidden: int,
+                   per_expert: Callable[[int], tuple[str, str, str]]) -> dict[str, Any]:
+    """The experts' weights of `layers.{i}.moe`, from either layout a checkpoint has: transformers
+    5's stacked `gate_up_proj` [E, 2·F, d] and `down_proj` under `stacked`, or one module per
+    expert (`per_expert(e)`: its gate, up and down weights' names)."""
+    sources: dict[str, Any] = {}
+    for e in range(experts):
+        gate, up, down = per_expert(e)
+        ours = f"layers.{{i}}.moe.experts.{e}."
+        sources[ours + "gate_proj.weight"] = (Source(stacked + "gate_up_proj", rows=(0, hidden), index=e), Source(gate))
+        sources[ours + "up_proj.weight"] = (Source(stacked + "gate_up_proj", rows=(hidden, 2 * hidden), index=e),
+                                            Source(up))
+        sources[ours + "down_proj.weight"] = (Source(stacked + "down_proj", index=e), Source(down))
+    return sources
 
 
 def decoder_family(family: str, f: Fields) -> ImportPlan:
@@ -256,12 +268,10 @@ def decoder_family(family: str, f: Fields) -> ImportPlan:
     tied = f.flag("tie_word_embeddings", family not in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe"))
     kinds = _layer_types(f, family, layers)
     ropes = rope_sets(f)
-    fraction = float(f.get("partial_rotary_factor", 1.0))
+    fraction = f.number("partial_rotary_factor", 1.0)
     windows = {k: (_window(f) if k == "sliding_attention" else None) for k in set(kinds)}
     if family in ("qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "olmo2", "gemma"):
         f.get("sliding_window")  # Qwen's without `use_sliding_window`; OLMo 2 and Gemma have none
-    if family == "phi3":
-        f.get("original_max_position_embeddings")  # read by longrope scaling only, which is refused
 
     consts = [f"vocab = {vocab}", f"d = {d}", f"layers = {layers}", f"heads = {heads}"]
     if kv != heads:

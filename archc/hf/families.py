@@ -10,7 +10,15 @@ from collections.abc import Callable
 from archc.hf.config import Fields, HFImportError
 from archc.hf.decoders import ARCH, decoder_family
 from archc.hf.hybrids import hybrid_family, qwen3_next_family
-from archc.hf.plan import ImportPlan, Source, format_spec, rope_sets, rope_text
+from archc.hf.plan import (
+    ImportPlan,
+    Source,
+    format_spec,
+    model_text,
+    rope_sets,
+    rope_text,
+    unclamped_time_step,
+)
 from archc.hf.plan import number as _number
 
 __all__ = ["ARCH", "FAMILIES", "ImportPlan", "Source"]
@@ -24,13 +32,7 @@ def _ssm_time_step(f: Fields, family: str) -> None:
                  "rescale_prenorm_residual", "use_mambapy", "use_associative_scan", "residual_in_fp32"):
         f.get(name)  # initialization, or the kernel transformers picks: the same function in fp32
     if family == "mamba2":
-        limit = f.get("time_step_limit", [0.0, float("inf")])
-        # transformers writes non-finite floats as {"__float__": "Infinity"}
-        limit = [float(v["__float__"]) if isinstance(v, dict) and "__float__" in v else v for v in limit] \
-            if isinstance(limit, list) else limit
-        if limit != [0.0, float("inf")]:
-            raise HFImportError(f"`time_step_limit` is {limit!r}: archc's Mamba-2 does not clamp Δ; it imports "
-                                "[0.0, inf]", field="time_step_limit")
+        unclamped_time_step(f)
 
 
 def mamba_family(family: str, f: Fields) -> ImportPlan:
@@ -199,20 +201,8 @@ def neox_family(family: str, f: Fields) -> ImportPlan:
         body = f"x = x + {attention.format(x=norm)}\n    return x + {mlp.format(h=norm)}"
     consts = [f"vocab = {vocab}", f"d = {d}", f"layers = {layers}", f"heads = {heads}"] + \
         ([f"kv_heads = {kv}"] if kv != heads else []) + [f"ffn = {ffn}"]
-    constants = "\n".join(f"  {c}" for c in consts)
-    spec = format_spec(f"""# {family} imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
-model {family}(tokens) {{
-{constants}
-
-  block layer(x) {{
-    {body}
-  }}
-
-  x = embed(tokens, vocab, d)
-  x = repeat(layers, layer)(x)
-  return lm_head({norm}, tied={"true" if tied else "false"})
-}}
-""")
+    spec = model_text(family, consts, [("layer(x)", body)], "embed(tokens, vocab, d)", "repeat(layers, layer)",
+                      f"{norm}, tied={'true' if tied else 'false'}")
     sources: dict[str, Source | tuple[Source, ...]] = {}
     if neox:
         p = "gpt_neox.layers.{i}."

@@ -12,7 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from archc.hf.config import Fields, HFImportError
-from archc.hf.plan import ImportPlan, Source, model_text, number, rope_sets, rope_text, stack_text
+from archc.hf.decoders import expert_sources, moe_ffn, moe_schedule
+from archc.hf.plan import (
+    ImportPlan,
+    model_text,
+    number,
+    rope_sets,
+    rope_text,
+    stack_text,
+    unclamped_time_step,
+)
 
 #: layout letters: the mixer, then the FFN
 _LETTERS = {("mamba", False): "M", ("mamba", True): "E", ("attention", False): "A", ("attention", True): "B"}
@@ -81,12 +90,7 @@ def hybrid_family(family: str, f: Fields) -> ImportPlan:
         if eps != NORM_EPS:
             raise HFImportError(f"`rms_norm_eps` is {eps}: Bamba's gated norm uses it, archc's Mamba-2 {NORM_EPS}",
                                 field="rms_norm_eps")
-        limit = f.get("time_step_limit", [0.0, float("inf")])
-        limit = [float(v["__float__"]) if isinstance(v, dict) and "__float__" in v else v for v in limit] \
-            if isinstance(limit, list) else limit
-        if limit != [0.0, float("inf")]:
-            raise HFImportError(f"`time_step_limit` is {limit!r}: archc's Mamba-2 does not clamp Δ",
-                                field="time_step_limit")
+        unclamped_time_step(f)
         f.get("z_loss_coefficient")  # a training loss on the logits, not the function
         f.get("num_logits_to_keep")
         ssm += [f"head_dim={head_dim}", f"groups={f.int('mamba_n_groups', 1)}", f"chunk={f.int('mamba_chunk_size', 256)}"]
@@ -94,7 +98,7 @@ def hybrid_family(family: str, f: Fields) -> ImportPlan:
         if f.flag("attention_bias", False):
             attn.append("bias=true")
         f.only("mlp_bias", (False,), False)
-        attn.append(f"pos={rope_text(rope_sets(f)['full_attention'], float(f.get('partial_rotary_factor', 1.0)))}")
+        attn.append(f"pos={rope_text(rope_sets(f)['full_attention'], f.number('partial_rotary_factor', 1.0))}")
     if not f.flag("mamba_conv_bias", True):
         ssm.append("conv_bias=false")
     if f.flag("mamba_proj_bias", False):
@@ -105,15 +109,9 @@ def hybrid_family(family: str, f: Fields) -> ImportPlan:
         aux = f.number("router_aux_loss_coef", 0.001)
         f.get("output_router_logits")
         consts.append(f"experts = {experts}")
-        p = "model.layers.{i}.feed_forward."
-        for e in range(experts):
-            ours = f"layers.{{i}}.moe.experts.{e}."
-            sources[ours + "gate_proj.weight"] = (Source(p + "experts.gate_up_proj", rows=(0, ffn), index=e),
-                                                  Source(p + f"experts.{e}.gate_proj.weight"))
-            sources[ours + "up_proj.weight"] = (Source(p + "experts.gate_up_proj", rows=(ffn, 2 * ffn), index=e),
-                                                Source(p + f"experts.{e}.up_proj.weight"))
-            sources[ours + "down_proj.weight"] = (Source(p + "experts.down_proj", index=e),
-                                                  Source(p + f"experts.{e}.down_proj.weight"))
+        p = "model.layers.{i}.feed_forward.experts."
+        sources = expert_sources(p, experts, ffn, lambda e: (p + f"{e}.gate_proj.weight", p + f"{e}.up_proj.weight",
+                                                             p + f"{e}.down_proj.weight"))
         moe_text = (f"moe({norm}, experts=experts, top_k={top_k}, expert=swiglu(hidden=ffn), "
                     f"aux_loss={number(aux)}, renormalize=false)")
     elif family == "jamba":
@@ -144,8 +142,6 @@ def qwen3_next_family(f: Fields) -> ImportPlan:
     them (`full_attention`: q/k norms, partial rotary, each head's output gated by a sigmoid of a
     second query projection), zero-centred RMSNorms (1 + weight), and a MoE with Qwen2-MoE's
     gated shared expert (dense layers where `mlp_only_layers` / `decoder_sparse_step` say)."""
-    from archc.hf.decoders import moe_ffn, moe_schedule
-
     vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
     heads, ffn = f.int("num_attention_heads"), f.int("intermediate_size")
     kv = f.int("num_key_value_heads", heads)
@@ -170,7 +166,7 @@ def qwen3_next_family(f: Fields) -> ImportPlan:
         attn.append("bias=true")
     attn += ["causal=true", "qk_norm=true"] + ([f"qk_norm_eps={number(eps)}"] if eps != 1e-6 else [])
     attn += ["qk_norm_unit_offset=true", "out_gate=true",
-             f"pos={rope_text(rope_sets(f)['full_attention'], float(f.get('partial_rotary_factor', 1.0)))}"]
+             f"pos={rope_text(rope_sets(f)['full_attention'], f.number('partial_rotary_factor', 1.0))}"]
     gdn = [f"heads={f.int('linear_num_key_heads')}", f"head_dim={f.int('linear_key_head_dim')}",
            f"v_heads={f.int('linear_num_value_heads')}", f"v_head_dim={f.int('linear_value_head_dim')}",
            f"d_conv={f.int('linear_conv_kernel_dim', 4)}"] + ([f"norm_eps={number(eps)}"] if eps != 1e-6 else [])

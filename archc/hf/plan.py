@@ -11,6 +11,7 @@ importer checks it against the spec's declared weights, both ways, before it wri
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,23 +72,27 @@ ROPE_REFUSED = {
 def rope_text(params: dict[str, Any], fraction: float = 1.0, theta: float = 10000.0) -> str:
     """`rope(...)` of one rope parameter set (transformers' `rope_parameters`, or `rope_scaling`
     merged with `rope_theta`); scaling types archc does not compute are refused by name."""
-    theta = params.get("rope_theta", theta)
+    theta = _rope_number(params, "rope_theta", theta)
     kind = params.get("rope_type", params.get("type", "default"))
     args = [f"theta={number(theta)}"]
     if kind == "linear":
-        args += ['scaling="linear"', f"factor={number(params['factor'])}"]
+        args += ['scaling="linear"', f"factor={number(_rope_number(params, 'factor'))}"]
     elif kind == "llama3":  # Llama 3.1's per-frequency scaling
-        args += ['scaling="llama3"', f"factor={number(params['factor'])}",
-                 f"low_freq_factor={number(params.get('low_freq_factor', 1.0))}",
-                 f"high_freq_factor={number(params.get('high_freq_factor', 4.0))}",
-                 f"original_max_len={int(params.get('original_max_position_embeddings', 8192))}"]
+        args += ['scaling="llama3"', f"factor={number(_rope_number(params, 'factor'))}",
+                 f"low_freq_factor={number(_rope_number(params, 'low_freq_factor', 1.0))}",
+                 f"high_freq_factor={number(_rope_number(params, 'high_freq_factor', 4.0))}",
+                 f"original_max_len={_rope_length(params)}"]
     elif kind == "yarn":  # YaRN (Qwen2.5 / Qwen3 long context, DeepSeek): the ramp and the temperature
-        args += ['scaling="yarn"', f"factor={number(params['factor'])}",
-                 f"original_max_len={int(params['original_max_position_embeddings'])}"]
+        args += ['scaling="yarn"', f"factor={number(_rope_number(params, 'factor'))}",
+                 f"original_max_len={_rope_length(params)}"]
         for key, default in (("beta_fast", 32.0), ("beta_slow", 1.0)):
-            if params.get(key) and float(params[key]) != default:  # transformers: `or` its default
+            if params.get(key) and _rope_number(params, key) != default:  # transformers: `or` its default
                 args.append(f"{key}={number(params[key])}")
-        if params.get("truncate", True) is False:
+        truncate = params.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise HFImportError(f"`rope_parameters.truncate` is {truncate!r}: true or false was expected",
+                                field="rope_parameters")
+        if not truncate:
             args.append("truncate=false")
         temperature = yarn_attention_factor(params)
         if temperature is not None:
@@ -96,10 +101,29 @@ def rope_text(params: dict[str, Any], fraction: float = 1.0, theta: float = 1000
         why = ROPE_REFUSED.get(kind, "archc does not know it")
         raise HFImportError(f"`rope_parameters` asks for rope scaling `{kind}` ({params}): {why}; archc imports "
                             "default, linear, llama3 and yarn", "docs/hf.md lists the rope variants", field="rope_parameters")
-    fraction = float(params.get("partial_rotary_factor", fraction))
+    fraction = _rope_number(params, "partial_rotary_factor", fraction)
     if fraction != 1.0:
         args.append(f"fraction={number(fraction)}")
     return f"rope({', '.join(args)})"
+
+
+def _rope_number(params: dict[str, Any], key: str, default: float | None = None) -> float:
+    """A number of a rope set, or the import's diagnostic naming it (a missing `factor`, a string)."""
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise HFImportError(f"`rope_parameters.{key}` is {value!r}: a number was expected "
+                            f"(rope_type {params.get('rope_type', params.get('type'))!r})", field="rope_parameters")
+    return float(value)
+
+
+def _rope_length(params: dict[str, Any]) -> int:
+    """The trained context length a scaled rope reads (`original_max_position_embeddings`)."""
+    length = _rope_number(params, "original_max_position_embeddings")
+    if not length.is_integer() or length < 1:
+        raise HFImportError(f"`rope_parameters.original_max_position_embeddings` is "
+                            f"{params['original_max_position_embeddings']!r}: "
+                            "a positive integer was expected", field="rope_parameters")
+    return int(length)
 
 
 def yarn_attention_factor(params: dict[str, Any]) -> float | None:
@@ -110,10 +134,10 @@ def yarn_attention_factor(params: dict[str, Any]) -> float | None:
         return 0.1 * m * math.log(scale) + 1.0 if scale > 1 else 1.0
 
     if params.get("attention_factor") is not None:
-        return float(params["attention_factor"])
+        return _rope_number(params, "attention_factor")
     if params.get("mscale") and params.get("mscale_all_dim"):
-        factor = float(params["factor"])
-        return mscale(factor, float(params["mscale"])) / mscale(factor, float(params["mscale_all_dim"]))
+        factor = _rope_number(params, "factor")
+        return mscale(factor, _rope_number(params, "mscale")) / mscale(factor, _rope_number(params, "mscale_all_dim"))
     return None
 
 
@@ -150,9 +174,25 @@ def _with_context(params: dict[str, Any], outside: Any, max_len: Any) -> dict[st
     out = {"original_max_position_embeddings": max_len, **params}
     if outside is not None:
         out["original_max_position_embeddings"] = outside
-    if out.get("factor") is None and "factor" in out and max_len:
-        out["factor"] = float(max_len) / float(out["original_max_position_embeddings"])
+    if out.get("factor") is None and "factor" in out:
+        if isinstance(max_len, bool) or not isinstance(max_len, int | float):
+            raise HFImportError(f"`max_position_embeddings` is {max_len!r}: a number was expected (a null rope "
+                                "`factor` is max_position_embeddings / original_max_position_embeddings)",
+                                field="max_position_embeddings")
+        out["factor"] = float(max_len) / _rope_length(out)
     return out
+
+
+def unclamped_time_step(f: Fields) -> None:
+    """Refuse a Mamba-2 Δ clamp (`time_step_limit` other than [0, inf]): archc's Mamba-2 does not
+    clamp Δ. transformers writes non-finite floats as {"__float__": "Infinity"}."""
+    limit = f.get("time_step_limit", [0.0, float("inf")])
+    if isinstance(limit, list):
+        with contextlib.suppress(TypeError, ValueError):  # else left as written: refused below with its value
+            limit = [float(v["__float__"]) if isinstance(v, dict) and "__float__" in v else v for v in limit]
+    if limit != [0.0, float("inf")]:
+        raise HFImportError(f"`time_step_limit` is {limit!r}: archc's Mamba-2 does not clamp Δ; it imports "
+                            "[0.0, inf]", field="time_step_limit")
 
 
 def layout_expr(kinds: str) -> str:

@@ -187,6 +187,14 @@ def test_the_spec_reads_like_a_hand_written_one(tmp_path):
                           "long_factor": [2.0] * 8, "original_max_position_embeddings": 512}}, "rope_parameters"),
     ({"rope_parameters": {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0}}, "rope_parameters"),
     ({"model_type": "falcon"}, "model_type"),
+    # malformed rope sets: a diagnostic naming the field, never an internal error
+    ({"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0}}, "rope_parameters"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": "4", "rope_theta": 10000.0,
+                          "original_max_position_embeddings": 16}}, "rope_parameters"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "truncate": "no",
+                          "original_max_position_embeddings": 16}}, "rope_parameters"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": None, "rope_theta": 10000.0,
+                          "original_max_position_embeddings": 0}}, "rope_parameters"),
     ({"attn_logit_softcapping": 50.0}, "attn_logit_softcapping"),
 ])
 def test_what_archc_cannot_express_is_refused_by_name(tmp_path, change, field):
