@@ -90,8 +90,12 @@ def test_data_flags_are_checked(tmp_path: Path, write_spec, capsys):
     assert "ARC1503" in capsys.readouterr().err
     # checked when the command line is parsed: an empty path would read the current folder
     for bad in (["--data", ""], ["--data", str(data), "--tokenizer", ""], ["--data", str(data), "--val-fraction", "0"],
-                ["--data", str(data), "--val-fraction", "1"], ["--data", str(data), "--cache-dir", " "]):
+                ["--data", str(data), "--val-fraction", "1"], ["--data", str(data), "--cache-dir", " "],
+                ["--data", str(data), "--text-field", ""]):
         with pytest.raises(SystemExit) as e:
             main(["train", spec, *bad, "--out", str(tmp_path / "r")])
         assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["import-hf", "", "-o", str(tmp_path / "m.arch")])
+    assert e.value.code == 2
     capsys.readouterr()

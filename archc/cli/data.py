@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from archc.cli.common import CommandError
-from archc.cli.flags import count, fraction, input_path, output
+from archc.cli.flags import count, field_name, fraction, input_path, output
 from archc.errors import Diagnostic
 
 
@@ -23,7 +23,7 @@ def add_data_flags(sp: argparse.ArgumentParser, required: bool) -> None:
     """`--data`, `--text-field`, `--cache-dir`, `--tokenizer`."""
     sp.add_argument("--data", metavar="PATH", required=required, type=input_path,
                     help="your text: a .txt/.md file, .jsonl (one record per line), .parquet, or a folder of them")
-    sp.add_argument("--text-field", default="text", metavar="NAME",
+    sp.add_argument("--text-field", default="text", metavar="NAME", type=field_name,
                     help="the field of .jsonl/.parquet records that holds the text (text)")
     sp.add_argument("--cache-dir", metavar="DIR", type=output,
                     help="where the tokenized corpus is cached (default: .archc-cache beside the data)")

@@ -99,6 +99,13 @@ def input_path(text: str) -> str:
     return text
 
 
+def field_name(text: str) -> str:
+    """A record field's name (`--text-field`): not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the field name is empty; name the field that holds the text")
+    return text
+
+
 def temperature(text: str) -> float:
     """A sampling temperature: finite and ≥ 0 (0 is greedy)."""
     value = _finite(text)

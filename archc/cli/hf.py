@@ -69,7 +69,10 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("import-hf", help="a Hugging Face checkpoint folder as an archc spec and its weights")
-    i.add_argument("source", help="a folder written by save_pretrained (config.json, safetensors), or a config.json")
+    from archc.cli.flags import input_path
+
+    i.add_argument("source", type=input_path,
+                   help="a folder written by save_pretrained (config.json, safetensors), or a config.json")
     i.add_argument("-o", "--output", required=True, type=output, help="the spec to write (.arch)")
     i.add_argument("--weights", type=output, help="also write the weights under archc's names (.safetensors)")
     i.add_argument("--force", action="store_true", help="replace existing outputs")
