@@ -327,7 +327,8 @@ class _Writeback:
     closing fsync finds most of the file written (on this project's machine the 0.9 GB import's
     fsync took 0.46 s of its 1.2 s before: tools/bench_import.py). Every `WRITEBACK_BYTES`, the new
     range's writeback is started on a thread (`POSIX_FADV_DONTNEED` on the range writes its dirty
-    pages, as `dd oflag=nocache` uses it; the call blocks while the disk's queue is full, which is
+    pages, as `dd oflag=nocache` uses it, and drops them from the page cache once written: the
+    import never reads its output back; the call blocks while the disk's queue is full, which is
     why it runs beside the copy, not in it)."""
 
     def __init__(self, out: Any) -> None:
