@@ -66,6 +66,9 @@ def number(x: float) -> str:
 ROPE_REFUSED = {
     "dynamic": "dynamic NTK scaling changes the rotation with the sequence length at run time",
     "longrope": "LongRoPE's per-dimension factors are not implemented",
+    # archc's own `rope(scaling="ntk")` proposes this name on export-hf: the spec goes out through
+    # the modeling file, and says why
+    "ntk": "transformers has no static NTK-aware rope type (its `dynamic` one changes with the length)",
 }
 
 
