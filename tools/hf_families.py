@@ -192,10 +192,10 @@ def auto_class(config: dict):
     """The transformers Auto class of a config's `architectures` (BERT's heads), else the causal LM's."""
     import transformers
 
+    from archc.hf.exporter import AUTO_CLASS
+
     arch = (config.get("architectures") or [""])[0]
-    return {"BertForMaskedLM": transformers.AutoModelForMaskedLM,
-            "BertForSequenceClassification": transformers.AutoModelForSequenceClassification}.get(
-        arch, transformers.AutoModelForCausalLM)
+    return getattr(transformers, AUTO_CLASS.get(arch, "AutoModelForCausalLM"))
 
 
 def measure(name: str) -> dict:
