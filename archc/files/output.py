@@ -203,7 +203,8 @@ def check_file(target: str | os.PathLike[str], force: bool = False, flag: str = 
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a new file inside a transaction's stage: created exclusively, never through a link."""
+    """Write a file inside a transaction's stage (a folder archc just made, so nothing of the
+    user's is there to truncate), never through a link."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
