@@ -1,8 +1,10 @@
-"""Terminal rendering of a `CostReport` (`archc summary`), as a rich table."""
+"""Terminal rendering of a `CostReport` (`archc summary`) and a `ParallelPlan` (`archc plan`), as
+rich tables."""
 
 from __future__ import annotations
 
 from archc.ir.graph import Graph
+from archc.parallel.search import ParallelPlan
 from archc.passes.estimate_cost import CostReport
 
 
@@ -67,3 +69,54 @@ def print_report(graph: Graph, report: CostReport, depth: int = 1) -> None:
     console.print(f"inference state per sequence at {c.seq} tokens: {human_bytes(t.state_bytes)}")
     console.print(f"compute-optimal training tokens (Chinchilla, 20/param): {human(report.chinchilla_tokens)} "
                   f"(≈{human(report.training_flops)} FLOPs)")
+
+
+def _stage_text(stages: list[list[str]], pp: int) -> list[str]:
+    """One line per pipeline rank: its virtual stages' first and last layers."""
+    out = []
+    for r in range(pp):
+        parts = [f"{s[0]}…{s[-1]}" if len(s) > 1 else s[0] for s in stages[r::pp]]
+        out.append(f"rank {r}: " + " + ".join(parts))
+    return out
+
+
+def print_plan(plan: ParallelPlan) -> None:
+    """`archc plan`'s table: the chosen layout and runners-up, then the chosen one's memory and
+    step time broken down, its pipeline stages, replicated ops and the assumptions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    c, w = plan.cluster, plan.work
+    title = (f"{plan.model} on {c.devices} × {c.device.name} ({c.nodes} node{'s' if c.nodes > 1 else ''}), "
+             f"seq {w.seq}, global batch {w.global_batch}, {w.dtype}")
+    table = Table(title=title, title_justify="left")
+    for col in ("", "layout", "micro-batches", "memory/dev", "step", "tokens/s", "MFU"):
+        table.add_column(col, justify="left" if col in ("", "layout") else "right")
+    rows = [("chosen", plan.best, "")] + [(f"#{i + 2}", e, why) for i, (e, why) in enumerate(plan.runners_up)]
+    for label, e, _ in rows:
+        L = e.layout
+        how = [L.text(), L.schedule + (f" v={L.virtual}" if L.virtual > 1 else "") if L.pp > 1 else "",
+               L.zero if L.zero != "fsdp" and L.dp * L.cp > 1 else "", "checkpointing" if L.checkpoint else ""]
+        mfu = e.tflops(c.devices) * 1e12 / c.device.peak
+        table.add_row(label, " ".join(h for h in how if h), f"{L.mbs} × {e.microbatches}",
+                      human_bytes(e.memory["total"]), f"{e.step:.3g} s", human(e.tokens / e.step), f"{mfu:.0%}")
+    console = Console()
+    console.print(table)
+    for label, e, why in rows[1:]:
+        console.print(f"  {label} {e.layout.text()}: {why}")
+    best = plan.best
+    console.print(f"\nmemory per device ({human_bytes(c.device.memory)}): " + ", ".join(
+        f"{k} {human_bytes(v)}" for k, v in best.memory.items() if v and k != "total"))
+    console.print("step time: " + ", ".join(f"{k} {v:.3g} s" for k, v in best.time.items() if v and k != "total"))
+    if best.layout.pp > 1:
+        console.print("pipeline stages (balanced by FLOPs; an even split by layer count would make the slowest "
+                      f"stage {plan.count_split_ratio:.2f}× as slow):")
+        for line in _stage_text(best.stages, best.layout.pp):
+            console.print("  " + line)
+    if best.replicated:
+        console.print("replicated under tensor parallelism:")
+        for r in best.replicated:
+            console.print("  " + r)
+    console.print(f"{plan.fitting} of {plan.considered} layouts fit. Assumptions: {c.efficiency:.0%} of peak on "
+                  "compute; tensor-parallel and all-to-all traffic not overlapped; ring attention and FSDP gathers "
+                  "overlapped with compute; gradients reduced during the last backward (docs/distributed.md).")

@@ -119,7 +119,62 @@ def op_reference(op: OpDef) -> str:
             lines.append(f"| `{name}` | {list(w.shape)} | {w.cls} ({quant}){' buffer' if w.buffer else ''} "
                          f"| {w.init} | {cuts} |")
         lines.append("")
+    if op.kind == "layer":
+        lines += [parallel_text(op), ""]
     return "\n".join(lines)
+
+
+_CONTEXT = {"pointwise": "runs as it is (it mixes no positions)",
+            "ring": "ring attention (key/value blocks pass around the ranks)",
+            "state": "state passing (each rank scans its chunk from the state the previous rank hands on)"}
+_OUTPUT = {"sum": "partial sums all-reduced (reduce-scattered under sequence parallelism)",
+           "vocab": "logits kept split by vocabulary (parallel cross-entropy)",
+           "all_to_all": "tokens sent to their experts' ranks and back (all-to-all)"}
+
+
+def _generic(name: str) -> str:
+    """`experts.3.up_proj.weight` -> `experts.{i}.up_proj.weight`."""
+    return re.sub(r"^(experts|shared)\.\d+\.", r"\1.{i}.", name)
+
+
+def parallel_text(op: OpDef) -> str:
+    """The op's parallelism rule at the example, two ranks (docs/distributed.md explains them)."""
+    from archc.ir.sharding import CannotShard
+    from archc.ir.types import TensorType, hidden
+
+    p = op.params(**example_params(op))
+    ins = [TensorType(shape=("batch", "seq"), dtype="int")] if op.int_inputs else [hidden("batch", "seq", 64)]
+    rule = op.parallel(p, ins)
+    parts = []
+    for kind, fn in (("Tensor", rule.tensor), ("Expert", rule.expert)):
+        if fn is None:
+            continue
+        try:
+            s = fn(2)
+        except CannotShard as e:
+            parts.append(f"{kind}-parallel: not at 2 ranks here ({e}).")
+            continue
+        names = dict.fromkeys(
+            f"`{_generic(n)}` axis {v.axis}" + (f" (parts {list(v.parts)})" if v.parts else "")
+            for n, v in s.weights.items())
+        split = ", ".join(names)
+        owned = f"experts owned whole ({s.units} over the ranks)" if s.owned else ""
+        text = f"{kind}-parallel by {s.unit} ({s.units} at the example): " + (split or owned)
+        if s.state:
+            text += "; state " + ", ".join(f"`{n}` axis {v.axis}" for n, v in s.state.items())
+        text += f"; output {_OUTPUT[s.output]}"
+        if s.reductions:
+            text += "; inside, all-reduces of " + ", ".join(f"{r.what} ({r.elements} a token)" for r in s.reductions)
+        parts.append(text + ".")
+    if rule.tensor is None:
+        why = rule.why_replicated or "no sharding rule"
+        parts.append(f"Tensor-parallel: replicated ({why}).")
+    context = rule.context
+    if context == "none" and not rule.why_context and op.causal(p, ins) is None and not op.takes_block:
+        context = "pointwise"
+    parts.append("Split sequence: " + (_CONTEXT.get(context) or f"not supported ({rule.why_context or 'it mixes positions'})")
+                 + ".")
+    return "**Parallel** (docs/distributed.md). " + " ".join(parts)
 
 
 def _example_text(op: OpDef) -> str:

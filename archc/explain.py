@@ -112,8 +112,10 @@ the built model. Use it, return it or remove it. `archc check --strict` fails on
 """),
     "ARC0502": ("section not applied yet (warning)", """
 The `parallel { }` section is parsed and validated (its degrees, memory and flags), and kept with
-the model's graph, but no command applies it yet: `archc build`, `train` and `export` make
-single-device models. The warning says so, rather than letting the settings look honored.
+the model's graph. `archc plan` reads it as constraints (its degrees are fixed, its devices and
+memory are the cluster's; docs/distributed.md), but no other command applies it yet: `archc
+build`, `train` and `export` make single-device models. The warning says so, rather than letting
+the settings look honored; `archc plan` does not print it.
 """),
     "ARC0601": ("parameter limit exceeded", """
 The model's exact parameter count passes --max-params (default 1e13). The count is computed
@@ -378,6 +380,15 @@ fields the records have.
     "ARC1505": ("too little text", """
 After the held-out split (`--val-fraction`), the training part must hold at least one sequence of
 `--seq` tokens and the held-out part two tokens. Add text, shorten `--seq`, or change the split.
+"""),
+    "ARC1601": ("no parallel plan", """
+`archc plan` found no layout to offer. Either the constraints allow none — the degrees fixed by
+`--plan` or the spec's `parallel { }` section do not multiply to a divisor of the devices, tensor
+parallelism would leave a node, a pipeline would have more stages than the model has layers, no
+microbatch divides the global batch, or context parallelism was asked of a model with an op that
+cannot run on a split sequence (the message names it) — or layouts exist and none fits in the
+devices' memory: the message gives the smallest per-device figure found and its layout. Add
+devices or memory, shorten `--seq`, or relax the fixed degrees.
 """),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec

@@ -20,6 +20,7 @@ STAGES = [
     ("archc.dsl", "archc.ir"),
     ("archc.ops",),
     ("archc.passes",),
+    ("archc.parallel",),
     ("archc.frontend",),
     ("archc.cost_table", "archc.viz", "archc.explain", "archc.docs_gen"),
     ("archc.backends",),

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from archc.cli import deploy as deploy_commands
     from archc.cli import hf as hf_commands
     from archc.cli import model as model_commands
+    from archc.cli import parallel as parallel_commands
     from archc.version import __version__
 
     p = ArgumentParser(prog="archc", description="archc: a compiler for sequence-model architectures.")
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_commands.add_parsers(sub)
     compress_commands.add_parsers(sub)
     hf_commands.add_parsers(sub)
+    parallel_commands.add_parsers(sub)
     return p
 
 

@@ -124,7 +124,7 @@ class Statements:
             values.setdefault("target", sec.name or "onnx")
         schema = SECTIONS[sec.kind]
         if sec.kind == "parallel":
-            self.diags.warning("ARC0502", "the `parallel` section is validated but not applied yet: archc builds, "
+            self.diags.warning("ARC0502", "the `parallel` section constrains `archc plan` only: archc builds, "
                                "trains and exports single-device models", sec.span,
                                "keep it for the record, or remove it to silence this warning")
         try:

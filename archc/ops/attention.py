@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
+from archc.ir.sharding import CannotShard, Context, Parallel, Sharding, Split
 from archc.ir.types import TensorType, hidden
 from archc.ir.weights import Weight, dense, pack_dense
 from archc.ops.registry import (
@@ -262,11 +263,69 @@ def _attention_prune(p: AttentionParams, ins: list[TensorType]) -> tuple[PruneAx
     return heads, groups
 
 
+def head_sharding(heads: int, kv: int, degree: int, weights: tuple[Weight, ...], state: tuple[str, ...],
+                  what: str, width_norms: bool = False) -> Sharding:
+    """Megatron's split of multi-head attention over `degree` ranks, by the declared weights' names:
+    q_proj rows (Longformer's global q/k/v too) and o_proj columns by query heads; k_proj / v_proj
+    rows and the `state` tensors (axis 0) by key/value heads — whole kv groups per rank while
+    `degree` ≤ kv_heads, each kv head replicated on the degree/kv_heads ranks whose query heads
+    read it beyond; a packed qkv_proj by parts; q/k norms over the whole width (`width_norms`, OLMo
+    2) as q and k; T5's relative-bias table by its head columns. Every other weight (o_proj's bias,
+    added once after the all-reduce; per-head-dim q/k norms; Linformer's sequence projections;
+    Performer's features; Perceiver's latents) is replicated. Output: o_proj's partial sums."""
+    if degree <= kv:
+        if kv % degree:
+            raise CannotShard(f"{kv} key/value heads of {what} do not split {degree} ways")
+        unit, units, r = ("heads" if kv == heads else "kv_heads"), kv, 1
+    else:
+        if degree % kv or heads % degree:
+            raise CannotShard(f"{heads} query heads over {kv} key/value heads of {what} do not split {degree} "
+                              "ways (kv heads are replicated only when the degree is a multiple of them)")
+        unit, units, r = "heads", heads, degree // kv
+    q, kv_split = Split(0), Split(0, replicas=(r,))
+    splits: dict[str, Split] = {}
+    for w in weights:
+        layer = w.name.rsplit(".", 1)[0]
+        if layer in ("q_proj", "q_global", "k_global", "v_global") or (layer == "q_norm" and width_norms):
+            splits[w.name] = q
+        elif layer in ("k_proj", "v_proj") or (layer == "k_norm" and width_norms):
+            splits[w.name] = kv_split
+        elif layer == "qkv_proj":
+            splits[w.name] = Split(0, tuple(n for _, n in w.packs), (1, r, r))
+        elif w.name in ("o_proj.weight", "relative_bias.weight"):
+            splits[w.name] = Split(1)
+    after = tuple(w.name for w in weights if w.name == "o_proj.bias")
+    return Sharding(unit, units, degree, splits, state={n: kv_split for n in state}, after_reduce=after)
+
+
+def _attention_parallel(p: AttentionParams, ins: list[TensorType], packed: bool = False) -> Parallel:
+    """By heads (`head_sharding`); a sequence split is a ring of key/value blocks for
+    self-attention, nothing for cross-attention (queries never see each other; every rank reads
+    the whole memory)."""
+    weights = (_packed_weights if packed else _attention_weights)(p, ins)
+    state = () if len(ins) > 1 else ("key", "value")
+    context: Context = "pointwise" if len(ins) > 1 else "ring"
+    return Parallel(tensor=lambda t: head_sharding(p.heads, p.kv_head_count, t, weights, state, "attention",
+                                                   p.qk_norm and p.qk_norm_width),
+                    context=context)
+
+
+def heads_parallel(weights: Any, what: str, state: tuple[str, ...] = (), context: Context = "none",
+                   why_context: str = "") -> Any:
+    """The parallelism rule of an op with multi-head q/k/v/o projections (`head_sharding` over the
+    op's declared `weights(p, ins)`, its `state` tensors split by head)."""
+    def rule(p: Any, ins: list[TensorType]) -> Parallel:
+        ws = weights(p, ins)
+        return Parallel(tensor=lambda t: head_sharding(p.heads, p.kv_head_count, t, ws, state, what),
+                        context=context, why_context=why_context)
+    return rule
+
+
 ATTENTION = register(OpDef(
     name="attention", params=AttentionParams, shape=_attention_shape, cost=_attention_cost,
     summary="Softmax attention: MHA / GQA / MQA, causal or bidirectional, sliding window, cross-attention via kv=.", optional_inputs=("kv",), components={"pos": ("rope", "alibi", "relative_bias")}, default_name="attn",
     role="mixer", causal=_attention_causal, state=_attention_state, weights=_attention_weights,
-    prune=_attention_prune))
+    prune=_attention_prune, parallel=_attention_parallel))
 
 
 def _packed_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
@@ -278,7 +337,7 @@ def _packed_weights(p: AttentionParams, ins: list[TensorType]) -> tuple[Weight, 
 
 register(replace(
     ATTENTION, name="attention_packed", optional_inputs=(), weights=_packed_weights, fuses=("attention",),
-    prune=no_prune,
+    prune=no_prune, parallel=lambda p, ins: _attention_parallel(p, ins, packed=True),
     summary="Self-attention (`attention` without `kv=`) with its q, k and v projections packed into one matmul "
             "(made by the `pack_qkv` pass)."))
 
@@ -333,4 +392,5 @@ def _latent_weights(p: LatentParams, ins: list[TensorType]) -> tuple[Weight, ...
 
 register(OpDef(name="latent_attention", params=LatentParams, shape=_latent_shape, cost=_latent_cost,
                summary="Perceiver latent cross-attention: N learned latents attend to the input; output [B, N, d].", default_name="cross_attn", role="mixer", causal=mixes_both_ways,
-               weights=_latent_weights))
+               weights=_latent_weights,
+               parallel=heads_parallel(_latent_weights, "latent attention", why_context="its N latents attend to the whole input")))

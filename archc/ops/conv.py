@@ -7,7 +7,15 @@ from pydantic import Field, PositiveInt
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
 from archc.ir.weights import conv1d
-from archc.ops.registry import OpDef, Params, hidden_to_hidden, mixes_causally, register, width_of
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    hidden_to_hidden,
+    mixes_causally,
+    register,
+    replicated_because,
+    width_of,
+)
 
 
 class GatedConvParams(Params):
@@ -29,4 +37,5 @@ register(OpDef(name="gated_conv", params=GatedConvParams, shape=hidden_to_hidden
                summary="Gated convolutional unit: causal conv1d to 2d channels, GLU.", default_name="conv",
                role="mixer", causal=mixes_causally, state=_state,
                weights=lambda p, ins: conv1d("conv", width_of(ins), p.kernel, "conv", out=2 * width_of(ins),
-                                             groups=1, init="normal")))
+                                             groups=1, init="normal"),
+               parallel=replicated_because("one dense convolution d→2d across every channel, small beside the FFNs; not split", context="state")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, NonNegativeInt, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
+from archc.ir.sharding import Parallel, Sharding, Split, split_units
 from archc.ir.types import TensorType, hidden
 from archc.ir.weights import Weight
 from archc.ops.registry import OpDef, Params, ShapeError, hidden_to_hidden, register, same_shape, width_of
@@ -37,10 +38,22 @@ def _embed_weights(p: EmbedParams, ins: list[TensorType]) -> tuple[Weight, ...]:
     return (Weight("weight", (p.vocab, p.d), "embedding"), *types)
 
 
+def _embed_parallel(p: EmbedParams, ins: list[TensorType]) -> Parallel:
+    """Vocabulary-parallel (Megatron's VocabParallelEmbedding): rank r holds rows [r·V/t, (r+1)·V/t)
+    of the table, looks up the tokens that fall in them (zeros for the rest) and the ranks' rows
+    are summed; the token-type table is replicated (added on one rank). A vocabulary that does not
+    split evenly is refused (pad it: Megatron pads to a multiple of 128·t)."""
+    def tensor(t: int) -> Sharding:
+        split_units("vocabulary rows", p.vocab, t, "the embedding")
+        return Sharding("vocab", p.vocab, t, {"weight": Split(0)})
+
+    return Parallel(tensor=tensor, context="pointwise")
+
+
 register(OpDef(name="embed", params=EmbedParams, shape=_embed_shape, cost=_embed_cost,
                summary="Token embedding table: int[B, T] -> float[B, T, d].",
                inputs=("tokens",), int_inputs=(0,), default_name="embed", role="embedding",
-               weights=_embed_weights))
+               weights=_embed_weights, parallel=_embed_parallel))
 
 
 class LearnedPosParams(Params):

@@ -6,11 +6,12 @@ These are also the expert networks of `moe(expert=swiglu(hidden=...))`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
+from archc.ir.sharding import Parallel, Sharding, Split, split_units
 from archc.ir.types import TensorType, hidden
 from archc.ir.weights import Weight, dense, pack_dense
 from archc.ops.registry import OpDef, Params, PruneAxis, hidden_to_hidden, register, width_of
@@ -70,18 +71,45 @@ def ffn_axis(p: MLPParams | GLUParams, gated: bool) -> PruneAxis:
     return PruneAxis("ffn", p.hidden, slices, lambda kept: {"hidden": len(kept)}, lambda j: ("down_proj", [j]))
 
 
+def ffn_sharding(weights: tuple[Weight, ...], hidden: int, degree: int, what: str) -> Sharding:
+    """Megatron's MLP split: gate/up projections column-parallel (rows; a packed gate_up_proj by
+    its two parts), down_proj row-parallel (columns), its bias replicated and added once after
+    the all-reduce. Output: down_proj's partial sums. Names may carry a prefix (`experts.3.`)."""
+    split_units("hidden units", hidden, degree, what)
+    splits: dict[str, Split] = {}
+    for w in weights:
+        layer, _, leaf = w.name.rpartition(".")
+        role = layer.rsplit(".", 1)[-1]
+        if role in ("gate_proj", "up_proj"):
+            splits[w.name] = Split(0)
+        elif role == "gate_up_proj":
+            splits[w.name] = Split(0, (hidden, hidden))
+        elif role == "down_proj" and leaf == "weight":
+            splits[w.name] = Split(1)
+    after = tuple(w.name for w in weights if w.name.endswith("down_proj.bias"))
+    return Sharding("ffn", hidden, degree, splits, after_reduce=after)
+
+
+def ffn_parallel(gated: bool, packed: bool = False) -> Any:
+    """The parallelism rule of the dense FFNs: `ffn_sharding`; a split sequence needs nothing."""
+    def rule(p: Any, ins: list[TensorType]) -> Parallel:
+        ws = _packed_weights(p, ins) if packed else ffn_weights(p, ins, gated=gated)
+        return Parallel(tensor=lambda t: ffn_sharding(ws, p.hidden, t, "the FFN"), context="pointwise")
+    return rule
+
+
 register(OpDef(name="mlp", params=MLPParams, shape=hidden_to_hidden, cost=_mlp_cost,
                summary="Two-layer feed-forward network with relu/gelu (Vaswani et al.; GPT-2, BERT).",
                default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=False),
-               prune=lambda p, ins: (ffn_axis(p, gated=False),)))
+               prune=lambda p, ins: (ffn_axis(p, gated=False),), parallel=ffn_parallel(gated=False)))
 register(OpDef(name="swiglu", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
                summary="SiLU-gated feed-forward, down(silu(gate(x)) * up(x)) (Shazeer; Llama).",
                default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=True),
-               prune=lambda p, ins: (ffn_axis(p, gated=True),)))
+               prune=lambda p, ins: (ffn_axis(p, gated=True),), parallel=ffn_parallel(gated=True)))
 register(OpDef(name="geglu", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
                summary="GELU-gated feed-forward, down(gelu(gate(x)) * up(x)) (Shazeer; T5 v1.1, Gemma).",
                default_name="mlp", role="ffn", weights=lambda p, ins: ffn_weights(p, ins, gated=True),
-               prune=lambda p, ins: (ffn_axis(p, gated=True),)))
+               prune=lambda p, ins: (ffn_axis(p, gated=True),), parallel=ffn_parallel(gated=True)))
 
 
 def _packed_weights(p: GLUParams, ins: list[TensorType]) -> tuple[Weight, ...]:
@@ -95,7 +123,7 @@ for _op in ("swiglu", "geglu"):
     register(OpDef(name=f"{_op}_packed", params=GLUParams, shape=hidden_to_hidden, cost=_glu_cost,
                    summary=f"`{_op}` with its gate and up projections packed into one matmul (made by the "
                    "`pack_gate_up` pass).", default_name="mlp", role="ffn",
-                   weights=_packed_weights, fuses=(_op,)))
+                   weights=_packed_weights, fuses=(_op,), parallel=ffn_parallel(gated=True, packed=True)))
 
 
 class LinearParams(Params):

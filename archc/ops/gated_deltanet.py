@@ -14,6 +14,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.sharding import Parallel, Sharding, Split, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, seq_len, width_of
@@ -94,7 +95,25 @@ def _state(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[StateTensor, 
             StateTensor("recurrent", (p.value_heads, p.head_dim, p.value_dim)))
 
 
+def _parallel(p: GatedDeltaNetParams, ins: list[TensorType]) -> Parallel:
+    """By query/key heads, each with its group of value heads (Qwen3-Next's in_proj_qkvz and
+    in_proj_ba are laid out per key head, so a rank's rows are one contiguous block), the conv's
+    q, k and v channels, dt_bias and A_log per value head, out_proj's columns, and the conv and
+    recurrent state with them; the head norm's weight [V] is shared by every head and replicated.
+    out_proj's partial sums are all-reduced. A split sequence scans from the handed-on state."""
+    rows = Split(0)
+    conv = Split(0, (p.key_width, p.key_width, p.value_width))
+
+    def tensor(t: int) -> Sharding:
+        split_units("heads", p.heads, t, "Gated DeltaNet")
+        w = {"in_proj_qkvz.weight": rows, "in_proj_ba.weight": rows, "conv1d.weight": conv, "dt_bias": rows,
+             "A_log": rows, "out_proj.weight": Split(1)}
+        return Sharding("heads", p.heads, t, w, state={"conv": conv, "recurrent": rows})
+
+    return Parallel(tensor=tensor, context="state")
+
+
 register(OpDef(name="gated_deltanet", params=GatedDeltaNetParams, shape=_shape, cost=_cost,
                summary="Gated DeltaNet: gated delta rule memory, short convs, output gate; chunked WY form and "
                "recurrent step.", default_name="mixer", role="mixer", causal=mixes_causally,
-               state=_state, weights=_weights))
+               state=_state, weights=_weights, parallel=_parallel))

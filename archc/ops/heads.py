@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx
+from archc.ir.sharding import Parallel, Reduction, Sharding, Split, split_units
 from archc.ir.types import TensorType, hidden
 from archc.ir.weights import Weight, dense
 from archc.ops.registry import OpDef, Params, register, seq_len, width_of
@@ -43,10 +44,29 @@ def _lm_ties(p: LMHeadParams) -> dict[str, tuple[str, str]]:
     return {"weight": ("embed", "weight")} if p.tied else {}
 
 
+def _lm_parallel(p: LMHeadParams, ins: list[TensorType]) -> Parallel:
+    """Vocabulary-parallel: rank r computes the logits of its rows of the table (the embedding's,
+    when tied: the same split) and bias, and they stay split — the cross-entropy is computed in
+    parallel (Megatron's vocab-parallel cross-entropy: each token's max, Σexp and target logit
+    all-reduced, 3 values a token), never gathering [tokens, V] logits. Sampling gathers them."""
+    assert p.vocab is not None
+    vocab = p.vocab
+
+    def tensor(t: int) -> Sharding:
+        split_units("vocabulary rows", vocab, t, "the LM head")
+        w = {"weight": Split(0)} if not p.tied else {}
+        if p.bias:
+            w["bias"] = Split(0)
+        return Sharding("vocab", vocab, t, w, output="vocab",
+                        reductions=(Reduction("the parallel cross-entropy's max, Σexp and target logit", 3),))
+
+    return Parallel(tensor=tensor, context="pointwise")
+
+
 register(OpDef(name="lm_head", params=LMHeadParams, shape=_lm_shape, cost=_lm_cost,
                summary="Language-modeling head: logits over the vocabulary, optionally tied to the embedding.",
                default_name="lm_head", role="head", loss=lambda p: "lm", ties=_lm_ties,
-               weights=_lm_weights))
+               weights=_lm_weights, parallel=_lm_parallel))
 
 
 class ClsHeadParams(Params):

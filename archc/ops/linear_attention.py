@@ -8,12 +8,14 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.sharding import Parallel
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight
 from archc.ops.attention import (
     AttentionBase,
     act_bytes,
     check_common,
+    heads_parallel,
     plain_shape,
     plain_weights,
     projection_flops,
@@ -52,9 +54,19 @@ def _by_flag(p: Any, ins: list[TensorType]) -> bool | None:
     return p.causal
 
 
+def _kernel_parallel(weights: Any) -> Any:
+    """By heads, the state S [H, ·, ·] and z [H, ·] with them; causal, a split sequence passes
+    (S, z) from rank to rank (a prefix sum), bidirectional it would need their total first."""
+    def rule(p: Any, ins: list[TensorType]) -> Parallel:
+        context = "state" if p.causal else "none"
+        return heads_parallel(weights, "linear attention", ("kv", "normalizer"), context,
+                              "" if p.causal else "bidirectional: every position reads the whole sequence's sums")(p, ins)
+    return rule
+
+
 register(OpDef(name="linear_attention", params=LinearAttentionParams, shape=plain_shape, cost=_linear_cost,
                summary="Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
-               weights=plain_weights))
+               weights=plain_weights, parallel=_kernel_parallel(plain_weights)))
 
 
 class PerformerParams(AttentionBase):
@@ -87,5 +99,5 @@ def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTe
 
 register(OpDef(name="performer_attention", params=PerformerParams, shape=plain_shape, cost=_performer_cost,
                summary="Performer FAVOR+: positive orthogonal random features approximating softmax attention.", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
-               weights=_performer_weights))
+               weights=_performer_weights, parallel=_kernel_parallel(_performer_weights)))
 

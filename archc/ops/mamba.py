@@ -8,6 +8,7 @@ import math
 from pydantic import Field, PositiveFloat, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.sharding import Parallel, Reduction, Sharding, Split, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import (
@@ -95,6 +96,32 @@ def _mamba_prune(p: MambaParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]
     return (PruneAxis("inner", e, slices, lambda kept: {"inner_width": len(kept)}, lambda c: ("out_proj", [c])),)
 
 
+def _mamba_parallel(p: MambaParams, ins: list[TensorType]) -> Parallel:
+    """By inner channels (Megatron's Mamba split, and what `inner` pruning cuts): in_proj's x and z
+    rows, the conv filters, dt_proj, A_log, D, out_proj's columns and the conv and ssm state by
+    channel. x_proj reads every inner channel, so its output (Δ's rank R, B and C: R + 2N values a
+    token) is all-reduced inside the op before Δ, B and C are formed; out_proj's partial sums are
+    all-reduced after it. A split sequence scans from the conv and ssm state the previous rank
+    hands on."""
+    d = width_of(ins)
+    e, n, r = p.inner(d), p.d_state, p.dt_rank_for(d)
+
+    def tensor(t: int) -> Sharding:
+        split_units("inner channels", e, t, "Mamba")
+        rows, cols = Split(0), Split(1)
+        w = {"in_proj.weight": Split(0, (e, e)), "conv1d.weight": rows, "x_proj.weight": cols,
+             "dt_proj.weight": rows, "dt_proj.bias": rows, "A_log": rows, "D": rows, "out_proj.weight": cols}
+        if p.conv_bias:
+            w["conv1d.bias"] = rows
+        if p.bias:
+            w["in_proj.bias"] = Split(0, (e, e))
+        return Sharding("inner", e, t, w, state={"conv": rows, "ssm": rows},
+                        reductions=(Reduction("x_proj's Δ rank, B and C", r + 2 * n),),
+                        after_reduce=("out_proj.bias",) if p.bias else ())
+
+    return Parallel(tensor=tensor, context="state")
+
+
 register(OpDef(name="mamba", params=MambaParams, shape=hidden_to_hidden, cost=_mamba_cost,
                summary="Mamba selective SSM block: in_proj, causal conv, input-dependent Δ/B/C, gated output.", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba_state,
-               weights=_mamba_weights, prune=_mamba_prune))
+               weights=_mamba_weights, prune=_mamba_prune, parallel=_mamba_parallel))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.sharding import CannotShard, Parallel, Reduction, Sharding, Split, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import (
@@ -111,6 +112,38 @@ def _mamba2_prune(p: Mamba2Params, ins: list[TensorType]) -> tuple[PruneAxis, ..
                       note="equal up to the gated RMSNorm's ε (its mean is over the pruned width)"),)
 
 
+def _mamba2_parallel(p: Mamba2Params, ins: list[TensorType]) -> Parallel:
+    """By heads (mamba_ssm's and Megatron's split): in_proj's z, x and Δ rows, the conv's x
+    channels, dt_bias, A_log, D, the norm's weights, out_proj's columns and the ssm state by head;
+    B and C (in_proj rows, conv channels, conv state) by group while the groups split evenly, each
+    group replicated on the degree/G ranks whose heads read it beyond. The gated RMSNorm normalizes
+    over a group's channels: when a group spans ranks, its partial sums of squares (G values a
+    token) are all-reduced inside the op (Megatron requires G divisible by the degree instead).
+    out_proj's partial sums are all-reduced. A split sequence scans from the handed-on state."""
+    d = width_of(ins)
+    e, h, g, n = p.inner(d), p.heads_for(d), p.groups, p.d_state
+
+    def tensor(t: int) -> Sharding:
+        split_units("heads", h, t, "Mamba-2")
+        if g % t and t % g:
+            raise CannotShard(f"{g} B/C groups of Mamba-2 neither split {t} ways nor divide {t}")
+        rg = 1 if g % t == 0 else t // g
+        rows = Split(0)
+        in_proj = Split(0, (e, e, g * n, g * n, h), (1, 1, rg, rg, 1))
+        conv = Split(0, (e, g * n, g * n), (1, rg, rg))
+        w = {"in_proj.weight": in_proj, "conv1d.weight": conv, "dt_bias": rows, "A_log": rows, "D": rows,
+             "norm.weight": rows, "out_proj.weight": Split(1)}
+        if p.conv_bias:
+            w["conv1d.bias"] = conv
+        if p.bias:
+            w["in_proj.bias"] = in_proj
+        reductions = () if rg == 1 else (Reduction("the gated RMSNorm's sums of squares per group", g),)
+        return Sharding("heads", h, t, w, state={"conv": conv, "ssm": rows}, reductions=reductions,
+                        after_reduce=("out_proj.bias",) if p.bias else ())
+
+    return Parallel(tensor=tensor, context="state")
+
+
 register(OpDef(name="mamba2", params=Mamba2Params, shape=_mamba2_shape, cost=_mamba2_cost,
                summary="Mamba-2 (SSD): scalar-A multi-head SSM, chunked state-space duality, gated RMSNorm.", default_name="mixer", role="mixer", causal=mixes_causally, state=_mamba2_state,
-               weights=_mamba2_weights, prune=_mamba2_prune))
+               weights=_mamba2_weights, prune=_mamba2_prune, parallel=_mamba2_parallel))

@@ -16,6 +16,7 @@ from archc.ops.registry import (
     hidden_to_hidden,
     mixes_causally,
     register,
+    replicated_because,
     seq_len,
     width_of,
 )
@@ -76,7 +77,8 @@ def _cm_state(p: CompressiveParams, ins: list[TensorType]) -> tuple[StateTensor,
 register(OpDef(name="compressive_memory", params=CompressiveParams, shape=_cm_shape, cost=_cm_cost,
                summary="Compressive Transformer attention over [compressed memory, memory, input].",
                default_name="attn", role="mixer", causal=mixes_causally, state=_cm_state,
-               weights=_cm_weights))
+               weights=_cm_weights,
+               parallel=replicated_because("its memory compression convolves the whole width; not split", why_context="its FIFO memories are evicted and compressed in sequence order")))
 
 
 class RMTParams(Params):
@@ -106,4 +108,5 @@ def _rmt_body_state(p: RMTParams, body: tuple[StateTensor, ...]) -> tuple[StateT
 register(OpDef(name="recurrent_memory", params=RMTParams, shape=hidden_to_hidden, cost=_rmt_cost,
                summary="Recurrent memory transformer: segments processed in order, memory tokens carried between them.", takes_block=True, default_name="rmt", role="wrapper", causal=mixes_causally,
                state=_rmt_state, body_state=_rmt_body_state,
-               weights=lambda p, ins: (Weight("memory", (p.memory, width_of(ins)), "memory"),)))
+               weights=lambda p, ins: (Weight("memory", (p.memory, width_of(ins)), "memory"),),
+               parallel=replicated_because("a wrapper: its body runs whole on every rank", why_context="segments depend on each other through a nonlinear body")))

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import Field, PositiveFloat, PositiveInt, model_validator
 
 from archc.ir.cost import Cost, CostCtx
+from archc.ir.sharding import CannotShard, Parallel, Sharding, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, dense, under
 from archc.ops.registry import REGISTRY, OpDef, Params, PruneAxis, ShapeError, register, width_of
@@ -105,6 +106,31 @@ def _moe_prune(p: MoEParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
     return tuple(out)
 
 
+def _moe_parallel(p: MoEParams, ins: list[TensorType]) -> Parallel:
+    """Tensor: every expert (routed and shared) split by its hidden units as a dense FFN is
+    (`ffn_sharding`; the router replicated, so routing stays global), output summed. Expert: the
+    routed experts owned whole by E/degree ranks each, tokens sent to their experts' ranks and back
+    (all-to-all), shared experts and the router replicated. Tokens are routed one by one: a split
+    sequence needs nothing."""
+    from archc.ops.ffn import ffn_sharding
+
+    ws = _weights(p, ins)
+    hidden = p.expert["params"].get("hidden")
+    experts = p.experts
+
+    def tensor(t: int) -> Sharding:
+        if hidden is None:
+            raise CannotShard(f"`{p.expert['op']}` experts have no hidden units to split")
+        return ffn_sharding(ws, hidden, t, "each expert")
+
+    def expert(t: int) -> Sharding:
+        split_units("experts", experts, t, "the MoE")
+        owned = {w.name: int(w.name.split(".")[1]) for w in ws if w.name.startswith("experts.")}
+        return Sharding("experts", experts, t, owned=owned, output="all_to_all")
+
+    return Parallel(tensor=tensor, expert=expert, context="pointwise")
+
+
 register(OpDef(name="moe", params=MoEParams, shape=_shape, cost=_cost,
                summary="Sparse mixture of experts: top-k or Switch routing, capacity factor, shared experts.", components={"expert": ("swiglu", "geglu", "mlp", "linear")}, default_name="moe", role="ffn",
-               weights=_weights, prune=_moe_prune))
+               weights=_weights, prune=_moe_prune, parallel=_moe_parallel))

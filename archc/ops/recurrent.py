@@ -7,7 +7,7 @@ from pydantic import Field, PositiveInt
 from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType, hidden
 from archc.ir.weights import Weight
-from archc.ops.registry import OpDef, Params, register, unless_bidirectional, width_of
+from archc.ops.registry import OpDef, Params, register, replicated_because, unless_bidirectional, width_of
 
 
 class RNNParams(Params):
@@ -63,11 +63,16 @@ def _rnn_state(cells: tuple[str, ...]):
 
 
 
+_RNN_PARALLEL = replicated_because(
+    "the recurrence couples every hidden unit at every step; not split",
+    why_context="a nonlinear recurrence: the ranks would run one after another")
+
+
 register(OpDef(name="lstm", params=RNNParams, shape=_rnn_shape, cost=_rnn_cost(4, ("h", "c")),
                summary="LSTM (Hochreiter & Schmidhuber), single or bidirectional, stacked.",
                default_name="lstm", role="mixer", causal=unless_bidirectional, state=_rnn_state(("h", "c")),
-               weights=_rnn_weights(4)))
+               weights=_rnn_weights(4), parallel=_RNN_PARALLEL))
 register(OpDef(name="gru", params=RNNParams, shape=_rnn_shape, cost=_rnn_cost(3, ("h",)),
                summary="GRU (Cho et al.), single or bidirectional, stacked.", default_name="gru",
                role="mixer", causal=unless_bidirectional, state=_rnn_state(("h",)),
-               weights=_rnn_weights(3)))
+               weights=_rnn_weights(3), parallel=_RNN_PARALLEL))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.sharding import REPLICATED, Context, Parallel
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight
 
@@ -200,6 +201,17 @@ def no_prune(p: Any, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
     return ()
 
 
+def replicated(p: Any, ins: list[TensorType]) -> Parallel:
+    """The parallelism rule of ops without one: whole on every rank (`archc plan` lists them)."""
+    return REPLICATED
+
+
+def replicated_because(why: str, context: Context = "none", why_context: str = "") -> Callable[..., Parallel]:
+    """The parallelism rule of an op kept whole on every rank for a stated reason."""
+    rule = Parallel(why_replicated=why, context=context, why_context=why_context)
+    return lambda p, ins: rule
+
+
 def no_loss(p: Any) -> Loss | None:
     return None
 
@@ -257,6 +269,10 @@ class OpDef:
     #: The prune rule: the kinds of unit the op can lose (`PruneAxis`), from its parameters and
     #: input types; an op without any cannot be pruned structurally.
     prune: Callable[[Any, list[TensorType]], tuple[PruneAxis, ...]] = no_prune
+    #: The parallelism rule (`archc.ir.sharding.Parallel`): how the op's declared weights and state
+    #: split under tensor and expert parallelism, and how it runs on a split sequence; without one
+    #: the op is replicated (and, if it mixes no positions, split by sequence freely).
+    parallel: Callable[[Any, list[TensorType]], Parallel] = replicated
 
     def __post_init__(self) -> None:
         if not self.default_name:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import Cost, CostCtx, StateTensor
+from archc.ir.sharding import Parallel, Sharding, Split, by_cuts, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, dense, pack_dense
 from archc.ops.registry import (
@@ -100,10 +101,29 @@ def _state(p: RetentionParams, ins: list[TensorType]) -> tuple[StateTensor, ...]
     return (StateTensor("kv", (p.heads, *p.head_dims_for(width_of(ins)))),)
 
 
+def _parallel(p: RetentionParams, ins: list[TensorType], packed: bool = False) -> Parallel:
+    """By heads, as its prune rule cuts them (q/k/v/g rows, out_proj columns; the GroupNorm is
+    per head, so nothing spans ranks; a packed qkvg_proj by its four parts), S by head; out_proj's
+    partial sums all-reduced. A split sequence scans its chunk from the S the previous rank hands
+    on (the chunkwise form's cross-chunk term)."""
+    ws = _weights(p, ins)
+
+    def tensor(t: int) -> Sharding:
+        split_units("heads", p.heads, t, "retention")
+        splits = by_cuts(ws, "heads")
+        if packed:
+            parts = tuple(w.shape[0] for w in ws if w.name.endswith("_proj.weight") and w.name != "out_proj.weight")
+            splits = {"qkvg_proj.weight": Split(0, parts), "out_proj.weight": splits["out_proj.weight"]}
+        return Sharding("heads", p.heads, t, splits, state={"kv": Split(0)})
+
+    return Parallel(tensor=tensor, context="state")
+
+
 RETENTION = register(OpDef(name="retention", params=RetentionParams, shape=_shape, cost=_cost,
                summary="RetNet multi-scale retention: per-head decays, xPos rotation, GroupNorm, swish gate; "
                "parallel, recurrent and chunkwise forms.", default_name="retention",
-               role="mixer", causal=mixes_causally, state=_state, weights=_weights, prune=_prune))
+               role="mixer", causal=mixes_causally, state=_state, weights=_weights, prune=_prune,
+               parallel=_parallel))
 
 
 def _packed_weights(p: RetentionParams, ins: list[TensorType]) -> tuple[Weight, ...]:
@@ -115,5 +135,6 @@ def _packed_weights(p: RetentionParams, ins: list[TensorType]) -> tuple[Weight, 
 
 register(replace(
     RETENTION, name="retention_packed", weights=_packed_weights, fuses=("retention",), prune=no_prune,
+    parallel=lambda p, ins: _parallel(p, ins, packed=True),
     summary="`retention` with its q, k, v and g projections packed into one matmul (made by the `pack_in_proj` "
             "pass)."))

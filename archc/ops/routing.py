@@ -11,7 +11,15 @@ from pydantic import Field, PositiveInt
 from archc.ir.cost import MAX_LEN, Cost, CostCtx, StateTensor
 from archc.ir.types import TensorType
 from archc.ir.weights import dense
-from archc.ops.registry import OpDef, Params, ShapeError, hidden_to_hidden, register, width_of
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    ShapeError,
+    hidden_to_hidden,
+    register,
+    replicated_because,
+    width_of,
+)
 
 
 class MoDParams(Params):
@@ -37,7 +45,8 @@ register(OpDef(name="mod", params=MoDParams, shape=hidden_to_hidden, cost=_mod_c
                summary="Mixture-of-depths: a router picks the top capacity·T tokens to go through the block; "
                "the rest skip it.", takes_block=True, default_name="mod", role="wrapper",
                state=_mod_state,
-               weights=lambda p, ins: dense("router", width_of(ins), 1, "router", True, bias_init="own")))
+               weights=lambda p, ins: dense("router", width_of(ins), 1, "router", True, bias_init="own"),
+               parallel=replicated_because("a wrapper: its body runs whole on every rank", why_context="routing ranks tokens over the whole sequence")))
 
 
 class ACTParams(Params):
@@ -69,4 +78,5 @@ register(OpDef(name="act", params=ACTParams, shape=_act_shape, cost=_act_cost,
                summary="Adaptive computation time: apply the (shared) block until the halting probability "
                "passes the threshold; returns the ponder cost as an auxiliary loss.",
                takes_block=True, default_name="act", role="wrapper", body_state=_act_body_state,
-               weights=lambda p, ins: dense("halting", width_of(ins), 1, "router", True, bias_init="own")))
+               weights=lambda p, ins: dense("halting", width_of(ins), 1, "router", True, bias_init="own"),
+               parallel=replicated_because("a wrapper: its body runs whole on every rank", why_context="its body's attention reads the whole sequence at every ponder step")))

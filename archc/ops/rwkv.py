@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
+from archc.ir.sharding import Parallel, Sharding, Split, by_cuts, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, dense
 from archc.ops.registry import (
@@ -131,9 +132,40 @@ def _cm_prune(p: ChannelMixParams, ins: list[TensorType]) -> tuple[PruneAxis, ..
                       lambda kept: {"hidden": len(kept)}, lambda j: ("value", [j])),)
 
 
+def _tm_parallel(p: TimeMixParams, ins: list[TensorType]) -> Parallel:
+    """RWKV-4 by channels, RWKV-6 by heads, as the prune rule cuts them (receptance/key/value/gate
+    rows, output columns, the decays and bonus, v6's decay_w2 columns and per-head ln_x), the WKV
+    state with them; the token-shift ratios and low-rank mixers read x, which every rank holds, so
+    they are replicated, as is the shift state. output's partial sums are all-reduced. A split
+    sequence scans from the handed-on WKV state and the previous token."""
+    a = p.hidden or width_of(ins)
+    ws = _tm_weights(p, ins)
+    unit, units = ("inner", a) if p.version == 4 else ("heads", a // p.head_size)
+    state = {"num": Split(0), "den": Split(0), "max": Split(0)} if p.version == 4 else {"wkv": Split(0)}
+
+    def tensor(t: int) -> Sharding:
+        split_units(unit, units, t, f"RWKV-{p.version} time-mix")
+        return Sharding(unit, units, t, by_cuts(ws, unit), state=state)
+
+    return Parallel(tensor=tensor, context="state")
+
+
+def _cm_parallel(p: ChannelMixParams, ins: list[TensorType]) -> Parallel:
+    """By hidden units: key rows, value columns. The receptance gate σ(r(x)) multiplies value's
+    output elementwise, so each rank gates its partial sum (σ(r)·Σᵢ vᵢ = Σᵢ σ(r)·vᵢ) and
+    receptance is replicated. A split sequence needs the previous rank's last token (the shift)."""
+    ws = _cm_weights(p, ins)
+
+    def tensor(t: int) -> Sharding:
+        split_units("hidden units", p.hidden, t, "RWKV channel-mix")
+        return Sharding("ffn", p.hidden, t, by_cuts(ws, "ffn"))
+
+    return Parallel(tensor=tensor, context="state")
+
+
 register(OpDef(name="rwkv_time_mix", params=TimeMixParams, shape=_tm_shape, cost=_tm_cost,
                summary="RWKV time-mix: token shift and the WKV recurrence with decay w and bonus u (v4; v6 Finch).", default_name="attention", role="mixer", causal=mixes_causally, state=_tm_state,
-               weights=_tm_weights, prune=_tm_prune))
+               weights=_tm_weights, prune=_tm_prune, parallel=_tm_parallel))
 
 
 class ChannelMixParams(Params):
@@ -163,4 +195,4 @@ def _cm_state(p: ChannelMixParams, ins: list[TensorType]) -> tuple[StateTensor, 
 register(OpDef(name="rwkv_channel_mix", params=ChannelMixParams, shape=hidden_to_hidden, cost=_cm_cost,
                summary="RWKV channel-mix: token shift, squared-ReLU key, sigmoid receptance gate.",
                default_name="feed_forward", role="ffn", causal=mixes_causally, state=_cm_state,
-               weights=_cm_weights, prune=_cm_prune))
+               weights=_cm_weights, prune=_cm_prune, parallel=_cm_parallel))

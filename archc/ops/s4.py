@@ -15,6 +15,7 @@ from archc.ops.registry import (
     Params,
     ShapeError,
     register,
+    replicated_because,
     seq_len,
     unless_bidirectional,
     width_of,
@@ -85,4 +86,5 @@ def _s4_state(p: S4Params, ins: list[TensorType]) -> tuple[StateTensor, ...]:
 register(OpDef(name="s4", params=S4Params, shape=_s4_shape, cost=_s4_cost,
                summary="S4 / S4D structured state space (HiPPO-LegS init), FFT convolution or recurrence.",
                default_name="mixer", role="mixer", causal=unless_bidirectional, state=_s4_state,
-               weights=_s4_weights))
+               weights=_s4_weights,
+               parallel=replicated_because("its per-channel SSMs read the residual width every rank holds, and output_linear mixes them all; not split", why_context="its convolution-kernel form has no state-passing form in archc")))

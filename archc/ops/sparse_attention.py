@@ -14,6 +14,7 @@ from archc.ops.attention import (
     AttentionBase,
     act_bytes,
     check_common,
+    heads_parallel,
     plain_shape,
     plain_weights,
     projection_flops,
@@ -62,7 +63,8 @@ def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType
 
 register(OpDef(name="longformer_attention", params=LongformerParams, shape=plain_shape, cost=_longformer_cost,
                summary="Longformer attention: sliding window (optionally dilated) plus global tokens.", default_name="attn", role="mixer", causal=mixes_both_ways,
-               weights=_longformer_weights))
+               weights=_longformer_weights,
+               parallel=heads_parallel(_longformer_weights, "Longformer attention", why_context="global tokens attend to the whole sequence")))
 
 
 class BigBirdParams(AttentionBase):
@@ -81,7 +83,8 @@ def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx:
 
 register(OpDef(name="bigbird_attention", params=BigBirdParams, shape=plain_shape, cost=_bigbird_cost,
                summary="BigBird block-sparse attention: window + global + random blocks.",
-               default_name="attn", role="mixer", causal=mixes_both_ways, weights=plain_weights))
+               default_name="attn", role="mixer", causal=mixes_both_ways, weights=plain_weights,
+               parallel=heads_parallel(plain_weights, "BigBird attention", why_context="global and random blocks reach across the sequence")))
 
 
 class LinformerParams(AttentionBase):
@@ -108,5 +111,6 @@ def _linformer_weights(p: LinformerParams, ins: list[TensorType]) -> tuple[Weigh
 
 register(OpDef(name="linformer_attention", params=LinformerParams, shape=plain_shape, cost=_linformer_cost,
                summary="Linformer: keys and values projected along the sequence to k rows (linear in T).", default_name="attn", role="mixer", causal=mixes_both_ways,
-               weights=_linformer_weights))
+               weights=_linformer_weights,
+               parallel=heads_parallel(_linformer_weights, "Linformer attention", why_context="E and F project along the whole sequence")))
 

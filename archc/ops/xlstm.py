@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from archc.ir.cost import NEG_FILL, Cost, CostCtx, StateTensor
+from archc.ir.sharding import CannotShard, Parallel, Reduction, Sharding, Split, by_cuts, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, conv1d, dense
 from archc.ops.registry import (
@@ -17,6 +18,7 @@ from archc.ops.registry import (
     divides,
     mixes_causally,
     register,
+    replicated_because,
     rows,
     width_of,
 )
@@ -65,7 +67,8 @@ def _slstm_state(p: SLSTMParams, ins: list[TensorType]) -> tuple[StateTensor, ..
 
 register(OpDef(name="slstm", params=SLSTMParams, shape=_slstm_shape, cost=_slstm_cost,
                summary="xLSTM sLSTM: exponential gating with normalizer and stabilizer states, head-wise memory mixing.", default_name="slstm", role="mixer", causal=mixes_causally, state=_slstm_state,
-               weights=_slstm_weights))
+               weights=_slstm_weights,
+               parallel=replicated_because("a nonlinear loop over tokens whose heads are small; not split", why_context="a nonlinear recurrence: the ranks would run one after another")))
 
 
 class MLSTMParams(Params, Expands):
@@ -151,6 +154,33 @@ def _mlstm_prune(p: MLSTMParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]
                       lambda h: ("proj_down", rows(h, dh))),)
 
 
+def _mlstm_parallel(p: MLSTMParams, ins: list[TensorType]) -> Parallel:
+    """By heads, as the prune rule cuts them: proj_up's x_m and z rows, the conv, the q/k/v
+    blocks, the skip and head norm, proj_down's columns, C, n, m and the conv state. The input and
+    forget gates read every head's q, k and v: each rank multiplies its heads' columns (every gate
+    row), and the 2·H pre-activations a token are all-reduced inside the op before the exponential
+    gates (their biases added once, after). proj_down's partial sums are all-reduced. A split
+    sequence scans from the handed-on (C, n, m) and conv window."""
+    d = width_of(ins)
+    e = p.inner(d)
+    ws = _mlstm_weights(p, ins)
+
+    def tensor(t: int) -> Sharding:
+        split_units("heads", p.heads, t, "mLSTM")
+        if (e // p.qkv_block) % t:
+            raise CannotShard(f"mLSTM's {e // p.qkv_block} q/k/v blocks do not split {t} ways")
+        splits = {k: v for k, v in by_cuts(ws, "heads").items() if not k.startswith(("igate", "fgate"))}
+        splits["proj_up.weight"] = Split(0, (e, e))
+        gate = Split(1, (e, e, e))
+        splits.update({"igate.weight": gate, "fgate.weight": gate})
+        rows = Split(0)
+        return Sharding("heads", p.heads, t, splits, state={"C": rows, "n": rows, "m": rows, "conv": rows},
+                        reductions=(Reduction("the input and forget gates' pre-activations", 2 * p.heads),),
+                        after_reduce=("igate.bias", "fgate.bias"))
+
+    return Parallel(tensor=tensor, context="state")
+
+
 register(OpDef(name="mlstm", params=MLSTMParams, shape=_mlstm_shape, cost=_mlstm_cost,
                summary="xLSTM mLSTM: matrix memory with covariance update, parallel and recurrent forms.", default_name="mlstm", role="mixer", causal=mixes_causally, state=_mlstm_state,
-               weights=_mlstm_weights, prune=_mlstm_prune))
+               weights=_mlstm_weights, prune=_mlstm_prune, parallel=_mlstm_parallel))

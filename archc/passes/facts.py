@@ -7,8 +7,11 @@ here, beside the passes that use them, rather than in the registry.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from archc.ir.cost import StateTensor
 from archc.ir.graph import Graph, Node
+from archc.ir.sharding import Parallel
 from archc.ir.weights import Weight
 from archc.ops.registry import REGISTRY, Loss, Role
 
@@ -86,3 +89,16 @@ def weight_class(graph: Graph, key: str) -> str | None:
 def count_role(graph: Graph, role: Role) -> int:
     """How many nodes (bodies included) have `role` (e.g. the mixers of GPT-2's scaled init)."""
     return sum(1 for n in graph.walk() if REGISTRY[n.op].role == role)
+
+
+def node_parallel(graph: Graph, node: Node) -> Parallel:
+    """The parallelism rule of a node (`OpDef.parallel`). An op without a rule that mixes no
+    positions (a norm, an activation, a classifier) runs on a split sequence as it is."""
+    op = REGISTRY[node.op]
+    p, ins = op.params(**node.params), graph.input_types(node)
+    rule = op.parallel(p, ins)
+    if rule.context == "none" and not rule.why_context:
+        if op.causal(p, ins) is None and node.body is None:
+            return replace(rule, context="pointwise")
+        return replace(rule, why_context="it mixes positions and has no context-parallel form")
+    return rule

@@ -12,7 +12,7 @@ from archc.ops.registry import KEPT_BECAUSE, QUANTIZED_BY_DEFAULT, REGISTRY
 from archc.passes.facts import weight_class
 
 ROOT = Path(__file__).resolve().parents[2]
-SPECS = sorted(p for p in (ROOT / "specs").glob("*.arch") if "7b" not in p.name)
+SPECS = sorted(p for p in (ROOT / "specs").glob("*.arch") if not any(big in p.name for big in ("7b", "70b", "175b")))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
