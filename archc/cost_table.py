@@ -87,7 +87,7 @@ def print_plan(plan: ParallelPlan) -> None:
     from rich.table import Table
 
     c, w = plan.cluster, plan.work
-    title = (f"{plan.model} on {c.devices} × {c.device.name} ({c.nodes} node{'s' if c.nodes > 1 else ''}), "
+    title = (f"{plan.model} on {c.devices} × {c.label} ({c.nodes} node{'s' if c.nodes > 1 else ''}), "
              f"seq {w.seq}, global batch {w.global_batch}, {w.dtype}")
     table = Table(title=title, title_justify="left")
     for col in ("", "layout", "micro-batches", "memory/dev", "step", "tokens/s", "MFU"):

@@ -29,10 +29,10 @@ class Device:
 #: 8×200 Gb/s HDR InfiniBand a node = 25 GB/s a GPU), H100 SXM (989 TFLOP/s, NVLink 4 900 GB/s,
 #: 8×400 Gb/s NDR = 50 GB/s a GPU), H200 (H100's compute, 141 GB). Bandwidths per direction.
 DEVICES: dict[str, Device] = {
-    "a100-40gb": Device("A100 SXM 40GB", 312 * TFLOPS, 40 * GB, 300 * GB, 25 * GB),
-    "a100": Device("A100 SXM 80GB", 312 * TFLOPS, 80 * GB, 300 * GB, 25 * GB),
-    "h100": Device("H100 SXM 80GB", 989 * TFLOPS, 80 * GB, 450 * GB, 50 * GB),
-    "h200": Device("H200 SXM 141GB", 989 * TFLOPS, 141 * GB, 450 * GB, 50 * GB),
+    "a100-40gb": Device("A100 SXM", 312 * TFLOPS, 40 * GB, 300 * GB, 25 * GB),
+    "a100": Device("A100 SXM", 312 * TFLOPS, 80 * GB, 300 * GB, 25 * GB),
+    "h100": Device("H100 SXM", 989 * TFLOPS, 80 * GB, 450 * GB, 50 * GB),
+    "h200": Device("H200 SXM", 989 * TFLOPS, 141 * GB, 450 * GB, 50 * GB),
 }
 
 
@@ -48,6 +48,11 @@ class Cluster:
     per_node: int = 8
     efficiency: float = 0.6
     latency: float = 10e-6
+
+    @property
+    def label(self) -> str:
+        """`H100 SXM 80 GB`: the device and its memory (which a flag may have changed)."""
+        return f"{self.device.name} {self.device.memory / GB:g} GB"
 
     @property
     def nodes(self) -> int:

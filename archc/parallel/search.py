@@ -9,6 +9,7 @@ because a model is never refused for one odd layer; a degree that splits nothing
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -167,7 +168,7 @@ def layouts(model_units: list[Unit], cluster: Cluster, work: Workload, fixed: di
                         m = work.global_batch // (dp * mbs)
                         if pp > 1 and m < pp:
                             continue
-                        vs = [fixed["v"]] if "v" in fixed else ([1, 2, 4] if pp > 1 else [1])
+                        vs = [fixed["v"]] if "v" in fixed else ([1, 2, 4, 8] if pp > 1 else [1])
                         for v in vs:
                             if pp * v > len(model_units) or (v > 1 and m % pp):
                                 continue
@@ -259,23 +260,33 @@ def _unit_cost(u: Unit, L: Layout) -> float:
 
 
 def _count_split_ratio(model_units: list[Unit], best: Estimate, cluster: Cluster, work: Workload) -> float:
-    """Slowest stage's compute when stages hold equal layer counts (Megatron) over the chosen cut."""
+    """The slowest stage's FLOPs when the repeated layers are split into stages of equal layer
+    counts (Megatron's cut; the embedding joins the first stage, the final norm and head the last),
+    over the chosen cut's."""
     L = best.layout
     k = L.pp * L.virtual
     if k == 1:
         return 1.0
-    n = len(model_units)
-    even = [n // k + (1 if i < n % k else 0) for i in range(k)]
     costs = [_unit_cost(u, L) for u in model_units]
+    layers = [i for i, u in enumerate(model_units) if re.fullmatch(r".*\.\d+", u.name)]
+    if len(layers) < k:
+        return 1.0
+    first, n = layers[0], len(layers)
+    even, start = [], first
+    for i in range(k):
+        size = n // k + (1 if i < n % k else 0)
+        even.append((start, start + size))
+        start += size
+    even[0] = (0, even[0][1])
+    even[-1] = (even[-1][0], len(model_units))
 
-    def worst(runs: list[int]) -> float:
-        out, i = 0.0, 0
-        for r in runs:
-            out = max(out, sum(costs[i:i + r]))
-            i += r
-        return out
+    def worst(bounds: list[tuple[int, int]]) -> float:
+        return max(sum(costs[a:z]) for a, z in bounds)
 
-    chosen = [len(s) for s in best.stages]
+    chosen, start = [], 0
+    for stage in best.stages:
+        chosen.append((start, start + len(stage)))
+        start += len(stage)
     return worst(even) / worst(chosen)
 
 
