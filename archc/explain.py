@@ -390,6 +390,15 @@ cannot run on a split sequence (the message names it) — or layouts exist and n
 devices' memory: the message gives the smallest per-device figure found and its layout. Add
 devices or memory, shorten `--seq`, or relax the fixed degrees.
 """),
+    "ARC1602": ("cannot run this parallel plan", """
+`archc train --nproc N --plan DEGREES` runs tensor parallelism (`tp`), data parallelism (`dp`)
+and FSDP (`fsdp`); their degrees must multiply to N. Pipeline, context and expert parallelism,
+ZeRO-1 and virtual stages are costed by `archc plan` but not run yet, and an op whose
+tensor-parallel rule needs collectives inside the op (Mamba's x_proj, Mamba-2's group norm,
+mLSTM's gates) or packed splits is refused by name: run it with tp=1. A distributed run cannot
+`--resume` yet (it saves consolidated weights, not distributed checkpoints) or `--distill`.
+docs/distributed.md lists what runs.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

@@ -116,6 +116,9 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     from archc.backends.torch.train import RUN
     from archc.files.output import check_folder
 
+    if args.nproc > 1 or args.plan:
+        return _train_distributed(args, sources)
+
     # first: links, a file in the way, and a save a kill cut short finished from its journal
     out = check_folder(args.out, RUN, force=True)
     if (out / "last.safetensors").exists() and not (args.resume or args.force):
@@ -182,6 +185,82 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
               f"  archc {again} --resume", file=sys.stderr)
         return 130
     return EXIT_OK
+
+
+def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int:
+    """`archc train --nproc N --plan "tp=2,fsdp=2"`: this process launches N under torchrun, and
+    each of those runs one rank (archc/backends/torch/distributed.py, docs/distributed.md)."""
+    from archc.backends.torch import distributed as D
+    from archc.backends.torch.train import RUN
+    from archc.files.output import check_folder
+    from archc.parallel import PlanError, parse_plan
+
+    try:
+        deg = D.degrees(parse_plan(args.plan or ""), args.nproc)
+    except (PlanError, D.DistributedError) as e:
+        raise _fail("ARC1602", f"--plan {args.plan!r}: {e.message}", e.hint, usage=True) from None
+    for flag, why in (("resume", "a distributed run saves consolidated weights, not distributed checkpoints yet"),
+                      ("distill", "distillation runs in one process")):
+        if getattr(args, flag):
+            raise _fail("ARC1602", f"--{flag} with --nproc: {why}", f"drop --{flag}, or train in one process",
+                        usage=True)
+    out = check_folder(args.out, RUN, force=True)
+    if (out / "last.safetensors").exists() and not args.force:
+        raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
+                    "pass --force to start over, or --out for a new folder")
+    if not D.is_worker():
+        print(f"launching {deg.world} processes under torchrun: tensor-parallel {deg.tp} × data-parallel "
+              f"{deg.dp}{' (FSDP)' if deg.fsdp else ''}", file=sys.stderr)
+        return D.launch(args.argv, deg.world)
+    rt = D.start(deg)
+    try:
+        # the canonical build: tensor parallelism splits each projection by its rows or columns (a
+        # packed q/k/v would need its parts split), and the checkpoint's gathered state dict is the
+        # modules' own (a fused build's load/save hooks repack around FSDP's and DTensor's)
+        model, prog = _build_model(args.file, args.seed, sources, args, pipeline="O0")
+        from archc.backends.torch.tasks import make_task
+        from archc.backends.torch.train import config_from_section
+
+        if args.init:
+            _load_weights(model, args.init, "--init")
+        if model.head_loss != "lm":
+            raise _fail("ARC0906", f"archc train trains language models; {prog.graph.name} ends in {model.head}",
+                        "end the spec with lm_head(...) to train it here")
+        section = prog.graph.sections.get("train")
+        cfg = config_from_section(section, steps=args.steps, batch=args.batch, seq=args.seq, lr=args.lr,
+                                  accum=args.accum, warmup=args.warmup, seed=args.seed,
+                                  checkpointing=args.checkpointing or None, bf16=args.bf16 or None)
+        tokenizer = None
+        if args.data:
+            task, _, tokenizer = _text_task(args, model, prog, cfg)
+        else:
+            try:
+                task = make_task(args.task or (section or {}).get("task") or "induction", model.out_type_vocab())
+            except ValueError as e:
+                raise _fail("ARC0907", str(e)) from None
+        model.to(rt.device)
+        try:
+            whole = D.tensor_parallel(model, rt.mesh["tp"]) if deg.tp > 1 else []
+            if deg.dp > 1:
+                D.data_parallel(model, rt.mesh["dp"], deg.fsdp)
+            lead = rt.rank == 0
+            if lead:
+                for w in whole:
+                    print(f"note: whole on every tensor-parallel rank: {w}", file=sys.stderr)
+                print(f"training {prog.graph.name} on `{task.name}`: {cfg.steps} steps × {cfg.batch}×{cfg.seq} "
+                      f"tokens over {deg.world} ranks", file=sys.stderr)
+            res = D.train_parallel(model, task, cfg, rt, out, prog.graph.name, progress=lead and not args.quiet,
+                                   tokenizer=tokenizer)
+        except D.DistributedError as e:
+            raise _fail("ARC1602", e.message, e.hint) from None
+        if lead:
+            first = sum(res.losses[:10]) / max(1, len(res.losses[:10]))
+            last = sum(res.losses[-10:]) / max(1, len(res.losses[-10:]))
+            print(f"loss {first:.3f} → {last:.3f} (mean of first/last 10 steps), {res.tokens_per_s:,.0f} tokens/s")
+            print(f"wrote {out / 'last.safetensors'} (consolidated), {out / 'loss.png'}")
+        return EXIT_OK
+    finally:
+        rt.close()
 
 
 def _text_task(args: argparse.Namespace, model, prog, cfg):
@@ -478,6 +557,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=seed, default=0, help="seed of the init and the data (0)")
     t.add_argument("-o", "--output", "--out", dest="out", default="run", type=output,
                    help="run folder for checkpoints and loss.png (run)")
+    t.add_argument("--nproc", type=count(1, 4096), default=1,
+                   help="processes to train in, under torchrun (gloo on CPU, NCCL on CUDA; docs/distributed.md)")
+    t.add_argument("--plan", default=None, metavar="DEGREES",
+                   help='how the processes split the work, e.g. "tp=2", "fsdp=2", "tp=2,fsdp=2" (default: data '
+                        "parallelism over all of them; `archc plan` chooses one)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output")
     t.add_argument("--force", action="store_true", help="overwrite a previous run in --output")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

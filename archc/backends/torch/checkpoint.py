@@ -30,16 +30,22 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, Any] | 
     records the pipeline that built the model."""
     # canonical: state_dict's hooks unpack fused weights; fused: the tensors as the modules hold them
     state = model.state_dict() if layout == "canonical" else held_tensors(model)
+    meta = {"pipeline": getattr(model, "pipeline", "O0"), **(metadata or {})}
+    if layout == "fused":
+        meta["packs"] = packs_of(model)
+    save_state(state, path, meta)
+
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, Any]) -> None:
+    """A state dict as one safetensors file, each metadata value JSON-encoded (a distributed run's
+    weights, gathered on rank 0, are written through here as a single process's are)."""
     tensors = {}
     for k, v in state.items():
         t = v.detach().contiguous().cpu()
         if t.untyped_storage().nbytes() != t.numel() * t.element_size():  # a part of a packed weight
             t = t.clone()
         tensors[k] = t
-    meta = {"pipeline": getattr(model, "pipeline", "O0"), **(metadata or {})}
-    if layout == "fused":
-        meta["packs"] = packs_of(model)
-    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in meta.items()})
+    save_file(tensors, str(path), metadata={k: json.dumps(v) for k, v in metadata.items()})
 
 
 def packs_of(model: nn.Module) -> dict[str, list[tuple[str, int]]]:

@@ -138,14 +138,17 @@ class AttentionCore(OpModule):
         else:
             q, k, v = self.q_proj(x), self.k_proj(src), self.v_proj(src)
         gate = None
+        # head counts from the projections' widths, not the spec: a tensor-parallel rank holds a
+        # share of the heads (archc/backends/torch/distributed.py); static under tracing
+        hd = self.head_dim
         if self.out_gate:  # each head's queries, then its gate (Qwen3-Next)
-            q, gate = q.view(b, t, self.heads, 2 * self.head_dim).chunk(2, dim=-1)
+            q, gate = q.view(b, t, q.shape[-1] // (2 * hd), 2 * hd).chunk(2, dim=-1)
             q, gate = q.reshape(b, t, -1), gate.reshape(b, t, -1)
         if hasattr(self, "q_norm") and self.qk_norm_width:  # OLMo 2: over the projections' whole width
             q, k = self.q_norm(q), self.k_norm(k)
-        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q.view(b, t, q.shape[-1] // hd, hd).transpose(1, 2)
+        k = k.view(b, s, k.shape[-1] // hd, hd).transpose(1, 2)
+        v = v.view(b, s, v.shape[-1] // hd, hd).transpose(1, 2)
         if hasattr(self, "q_norm") and not self.qk_norm_width:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rot_dim and positions is not None:
@@ -169,7 +172,7 @@ class AttentionCore(OpModule):
 
     def out(self, y: Tensor, gate: Tensor | None = None) -> Tensor:
         b, _, t, _ = y.shape
-        y = y.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
+        y = y.transpose(1, 2).reshape(b, t, y.shape[1] * self.head_dim)
         return self.o_proj(y if gate is None else y * torch.sigmoid(gate))
 
 

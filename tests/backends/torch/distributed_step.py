@@ -1,0 +1,120 @@
+"""One rank of tests/backends/torch/test_distributed.py, started by torchrun: builds a small spec,
+applies a plan (tensor / data / FSDP degrees) with archc/backends/torch/distributed.py, takes one
+training step's loss and gradients on a global batch, and compares them with the same step in
+this process without any parallelism (same seed, same batch). Rank 0 writes the largest
+differences, and what the ranks hold against what the planner predicted, to `--out` (JSON).
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 distributed_step.py \
+        --case moe --tp 2 --out result.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+CASES = {
+    # attention (GQA, rope) and a MoE, tied embedding
+    "moe": """model m(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope(theta=10000))
+    return x + moe(rmsnorm(x), experts=4, top_k=2, expert=swiglu(hidden=24))
+  }
+  x = embed(tokens, 64, 32)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}
+""",
+    # a hybrid: Mamba-2, attention, a MoE whose load-balancing loss is off (that loss is computed
+    # per data-parallel rank's rows, as Megatron computes it per micro-batch: not the global one)
+    "hybrid": """model m(tokens) {
+  block ssm(x) {
+    x = x + mamba2(rmsnorm(x), d_state=16, head_dim=16, chunk=8)
+    return x + swiglu(rmsnorm(x), hidden=48)
+  }
+  block attn(x) {
+    x = x + attention(rmsnorm(x), heads=4, causal=true)
+    return x + moe(rmsnorm(x), experts=4, top_k=2, expert=swiglu(hidden=24), aux_loss=0.0)
+  }
+  x = embed(tokens, 64, 32)
+  x = pattern("SA", S=ssm, A=attn)(x)
+  return lm_head(rmsnorm(x), tied=false)
+}
+""",
+    # a dense decoder with an untied head
+    "dense": """model m(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope(theta=10000))
+    return x + swiglu(rmsnorm(x), hidden=48)
+  }
+  x = embed(tokens, 64, 32)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x), tied=false)
+}
+""",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--case", choices=sorted(CASES), required=True)
+    ap.add_argument("--tp", type=int, default=1)
+    ap.add_argument("--fsdp", action="store_true")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    from torch.distributed.tensor import DTensor
+
+    import archc
+    from archc.backends.torch import build
+    from archc.backends.torch import distributed as D
+    from archc.ir.cost import CostCtx
+    from archc.parallel.profile import units
+
+    graph = archc.loads(CASES[args.case], "m.arch").graph
+    world = int(__import__("os").environ["WORLD_SIZE"])
+    rt = D.start(D.Degrees(args.tp, world // args.tp, args.fsdp))
+    reference = build(graph, seed=0, pipeline="O0")
+    model = build(graph, seed=0, pipeline="O0")
+    whole = D.tensor_parallel(model, rt.mesh["tp"]) if args.tp > 1 else []
+    # what a tensor-parallel rank holds, before data parallelism shards it further
+    held = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in model.parameters())
+    predicted = sum(u.at(args.tp, 1).params for u in units(graph, CostCtx(seq=12)))
+    if rt.deg.dp > 1:
+        D.data_parallel(model, rt.mesh["dp"], args.fsdp)
+
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 64, (4, 12), generator=gen)
+    labels = ids.clone()
+    rows, row_labels, scored = D.shard_batch(rt, model, ids, labels)
+    with D.loss_context(model):
+        loss, aux, _ = D.rank_loss(model, rows, row_labels, scored)
+        (loss * rt.deg.dp + (aux if aux is not None else 0.0)).backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total, group=rt.mesh["dp"].get_group())
+    if aux is not None:  # each rank's auxiliary loss is the same as the single process's when dp = 1
+        total += aux.detach()
+
+    ref = reference(ids, labels=labels)
+    ref.loss.backward()
+    grads = {n: (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad)
+             for n, p in model.named_parameters()}
+    ref_grads = dict(reference.named_parameters())
+    result = {"loss": float(total), "reference_loss": float(ref.loss.detach()),
+              "grad_error": max(float((g - ref_grads[n].grad).abs().max()) for n, g in grads.items()),
+              "grad_names": sorted(grads) == sorted(ref_grads), "held": held, "predicted": predicted,
+              "whole": whole}
+    if rt.rank == 0:
+        Path(args.out).write_text(json.dumps(result))
+    rt.close()
+
+
+if __name__ == "__main__":
+    main()
