@@ -209,8 +209,13 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
         raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
                     "pass --force to start over, or --out for a new folder")
     if not D.is_worker():
-        print(f"launching {deg.world} processes under torchrun: tensor-parallel {deg.tp} × data-parallel "
-              f"{deg.dp}{' (FSDP)' if deg.fsdp else ''}", file=sys.stderr)
+        try:
+            D.check_plan(load_spec(args.file, args, sources).graph, deg)
+        except D.DistributedError as e:
+            raise _fail("ARC1602", e.message, e.hint) from None
+        how = (f"a pipeline of {deg.pp} stages{f' × {deg.virtual} virtual' if deg.virtual > 1 else ''}, {deg.schedule}"
+               if deg.pp > 1 else f"tensor-parallel {deg.tp} × data-parallel {deg.dp}{' (FSDP)' if deg.fsdp else ''}")
+        print(f"launching {deg.world} processes under torchrun: {how}", file=sys.stderr)
         return D.launch(args.argv, deg.world)
     rt = D.start(deg)
     try:
@@ -243,7 +248,7 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
             whole = D.tensor_parallel(model, rt.mesh["tp"]) if deg.tp > 1 else []
             if deg.dp > 1:
                 D.data_parallel(model, rt.mesh["dp"], deg.fsdp)
-            lead = rt.rank == 0
+            lead = rt.rank == (deg.pp - 1 if deg.pp > 1 else 0)  # a pipeline's loss is on its last stage
             if lead:
                 for w in whole:
                     print(f"note: whole on every tensor-parallel rank: {w}", file=sys.stderr)

@@ -51,28 +51,43 @@ class DistributedError(Exception):
 @dataclass(frozen=True)
 class Degrees:
     """The degrees a run executes: `tp` tensor-parallel ranks inside `dp` data-parallel replicas,
-    sharded (FSDP2) or not (DDP)."""
+    sharded (FSDP2) or not (DDP); or a pipeline of `pp` ranks (`virtual` stages each, `schedule`,
+    microbatches of `mbs` sequences)."""
 
     tp: int = 1
     dp: int = 1
     fsdp: bool = False
+    pp: int = 1
+    virtual: int = 1
+    schedule: str = "1f1b"
+    mbs: int = 1
 
     @property
     def world(self) -> int:
-        return self.tp * self.dp
+        return self.tp * self.dp * self.pp
 
 
 def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     """The executable part of a plan (`archc.parallel.parse_plan`) for `nproc` processes; the rest
-    of the world is data parallelism. Pipeline, context and expert parallelism, ZeRO-1 and virtual
-    stages are refused by name: `archc plan` costs them, this run does not execute them yet."""
-    for key in ("pp", "cp", "ep", "v"):
+    of the world is data parallelism. Context and expert parallelism and ZeRO-1 are refused by
+    name (`archc plan` costs them; this run does not execute them yet), and a pipeline runs on its
+    own (pp = nproc)."""
+    for key in ("cp", "ep"):
         if plan.get(key, 1) > 1:
             raise DistributedError(f"`{key}={plan[key]}`: archc plans this parallelism but does not run it yet",
-                                   "run tp, dp or fsdp (docs/distributed.md lists what runs)")
+                                   "run tp, dp, fsdp or pp (docs/distributed.md lists what runs)")
     if plan.get("zero") == "zero1":
         raise DistributedError("`zero=zero1`: the distributed optimizer is planned, not run yet",
                                "use fsdp=N (ZeRO-3) or dp=N")
+    pp = plan.get("pp", 1)
+    if pp > 1:
+        if pp != nproc:
+            raise DistributedError(f"pp={pp} with --nproc {nproc}: a pipeline runs on its own (pp = nproc) for now",
+                                   "drop tp, dp and fsdp, or pp")
+        schedule = plan.get("schedule") or ("interleaved" if plan.get("v", 1) > 1 else "1f1b")
+        return Degrees(pp=pp, virtual=plan.get("v", 1), schedule=schedule, mbs=plan.get("mbs", 1))
+    if plan.get("v", 1) > 1:
+        raise DistributedError("`v` (virtual stages) needs a pipeline (pp > 1)")
     tp = plan.get("tp", 1)
     if nproc % tp:
         raise DistributedError(f"tp={tp} does not divide --nproc {nproc}")
@@ -80,6 +95,37 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     if tp * dp != nproc:
         raise DistributedError(f"the plan's degrees (tp={tp} × dp={dp}) multiply to {tp * dp}, not --nproc {nproc}")
     return Degrees(tp, dp, plan.get("zero") == "fsdp")
+
+
+def check_plan(graph: Any, deg: Degrees) -> None:
+    """What can be told before any process starts: an op whose tensor-parallel rule this execution
+    cannot run at the degree, an auxiliary loss inside a pipeline. DistributedError names it."""
+    from archc.backends.torch.pipeline import AUX_PARAMS
+
+    for node in graph.nodes.values():
+        if deg.tp > 1:
+            rule = node_parallel(graph, node)
+            try:
+                s = rule.tensor(deg.tp) if rule.tensor is not None else None
+            except CannotShard:
+                s = None
+            if s is not None and s.output == "sum" and _unsupported(s):
+                raise DistributedError(f"tensor parallelism of `{node.id}` ({node.op}) at tp={deg.tp} needs "
+                                       f"{_unsupported(s)}, which this execution does not run yet",
+                                       "run it with tp=1 (fsdp/dp, or pp), or plan it with `archc plan`")
+        if deg.pp > 1 and any(node.params.get(k) for k in AUX_PARAMS.get(node.op, ())):
+            raise DistributedError(f"`{node.id}` ({node.op}) adds an auxiliary loss inside a pipeline stage, and the "
+                                   "stages hand on activations only",
+                                   "set its " + " and ".join(AUX_PARAMS[node.op]) + " to 0, or run without pp")
+
+
+def _unsupported(s: Sharding) -> str:
+    """What of a sharding this execution does not run yet ('' when it runs all of it)."""
+    if s.reductions:
+        return "collectives inside the op"
+    if any(sp.parts or any(r > 1 for r in sp.replicas) for sp in s.weights.values()):
+        return "packed or replicated splits"
+    return ""
 
 
 def launch(argv: list[str], nproc: int) -> int:
@@ -111,7 +157,7 @@ def is_worker() -> bool:
 
 @dataclass
 class Runtime:
-    """The process group and the mesh of one rank: `mesh["dp"]`, `mesh["tp"]`."""
+    """The process group and the mesh of one rank: `mesh["pp"]`, `mesh["dp"]`, `mesh["tp"]`."""
 
     deg: Degrees
     mesh: Any
@@ -142,7 +188,7 @@ def start(deg: Degrees) -> Runtime:
     if dist.get_world_size() != deg.world:
         raise DistributedError(f"{dist.get_world_size()} processes for a plan of {deg.world}")
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-    mesh = init_device_mesh(device.type, (deg.dp, deg.tp), mesh_dim_names=("dp", "tp"))
+    mesh = init_device_mesh(device.type, (deg.pp, deg.dp, deg.tp), mesh_dim_names=("pp", "dp", "tp"))
     return Runtime(deg, mesh, device)
 
 
@@ -219,11 +265,10 @@ def tensor_parallel(model: ArchModel, mesh: Any) -> list[str]:
             _VocabParallel.head(module, mesh)
             model.vocab_parallel = True
             continue
-        if s.reductions or any(sp.parts or any(r > 1 for r in sp.replicas) for sp in s.weights.values()):
+        if _unsupported(s):
             raise DistributedError(f"tensor parallelism of `{node.id}` ({node.op}) at tp={tp} needs "
-                                   + ("collectives inside the op" if s.reductions else "packed or replicated splits")
-                                   + ", which this execution does not run yet",
-                                   "run it with tp=1 (fsdp/dp), or plan it with `archc plan`")
+                                   f"{_unsupported(s)}, which this execution does not run yet",
+                                   "run it with tp=1 (fsdp/dp, or pp), or plan it with `archc plan`")
         for name, split in s.weights.items():
             layer, _, leaf = name.rpartition(".")
             sub = module.get_submodule(layer) if layer else None
@@ -263,18 +308,25 @@ def loss_context(model: ArchModel) -> Any:
     return loss_parallel() if getattr(model, "vocab_parallel", False) else nullcontext()
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
+def clip_grad_norm(model: nn.Module, max_norm: float, stages: Any = None) -> float:
     """Clip the global gradient norm of a model whose parameters are DTensors on different meshes
     and plain tensors (`torch.nn.utils.clip_grad_norm_` will not mix them): each gradient's norm
-    is computed over its whole (sharded) tensor."""
+    is computed over its whole (sharded) tensor; with `stages` (a pipeline's group), the squares
+    are summed over the stages (a tied table counted once, on the first)."""
     from torch.distributed.tensor import DTensor
 
     squares = []
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    for g in grads:
+    first = stages is None or dist.get_rank(stages) == 0
+    counted = [p.grad for n, p in model.named_parameters()
+               if p.grad is not None and (first or not n.split(".", 1)[-1].startswith("embed."))]
+    for g in counted:
         n = torch.linalg.vector_norm(g, 2.0)
         squares.append((n.full_tensor() if isinstance(n, DTensor) else n).float() ** 2)
-    total = float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    square = torch.stack(squares).sum() if squares else torch.zeros(())
+    if stages is not None:
+        dist.all_reduce(square, group=stages)
+    total = float(square.sqrt())
     coef = max_norm / (total + 1e-6)
     if coef < 1:
         for g in grads:
@@ -320,11 +372,12 @@ def rank_loss(model: ArchModel, ids: Tensor, labels: Tensor, scored: Tensor) -> 
 def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any = None, spec_name: str = "",
                    progress: bool = True, tokenizer: Any = None) -> Any:
     """`archc train`'s loop on one rank of a distributed run: the global batch is drawn from the
-    same generator on every rank, each data-parallel rank trains on its rows, the loss of a step
-    is the mean over the global batch's scored tokens (so a step equals the single-process step
-    on that batch), gradients are clipped by their global norm. Rank 0 reports and writes the run
-    folder: the consolidated weights (`last.safetensors`, single-process names), the config and
-    the loss curve. (Resuming a distributed run needs distributed checkpoints: not built yet.)"""
+    same generator on every rank, each data-parallel rank trains on its rows (a pipeline splits
+    them into microbatches), the loss of a step is the mean over the global batch's scored tokens
+    (so a step equals the single-process step on that batch), gradients are clipped by their
+    global norm. Rank 0 writes the run folder: the consolidated weights (`last.safetensors`,
+    single-process names), the config and the loss curve. (Resuming a distributed run needs
+    distributed checkpoints: not built yet.)"""
     import json
     import time
     from dataclasses import asdict
@@ -340,45 +393,58 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     model.gradient_checkpointing = cfg.checkpointing
-    opt = make_optimizer(model, cfg)
+    pipe = _pipeline(model, rt, cfg) if rt.deg.pp > 1 else None
+    trained = pipe.module() if pipe is not None else model
+    opt = make_optimizer(trained, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg))
     autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    dp_group = rt.mesh["dp"].get_group()
     losses: list[float] = []
-    acc, tokens, t0 = 0.0, 0, time.perf_counter()
-    lead = rt.rank == 0
+    acc, tokens, t0 = float("nan"), 0, time.perf_counter()
+    # the rank that reports: the last pipeline stage holds the loss
+    lead = rt.rank == (rt.deg.pp - 1 if pipe is not None else 0)
     for step in range(cfg.steps):
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=rt.device)
         for _ in range(cfg.accum):
             ids, labels = task.batch(cfg.batch, cfg.seq, gen)
             ids, labels, scored = shard_batch(rt, model, ids, labels)
-            ids, labels = ids.to(rt.device), labels.to(rt.device)
+            ids, labels, scored = ids.to(rt.device), labels.to(rt.device), scored.to(rt.device)
+            tokens += ids.numel() * rt.deg.dp
+            if pipe is not None:
+                with autocast:
+                    share = _pipeline_step(pipe, model, ids, labels, scored, cfg)
+                total += share
+                continue
             with loss_context(model):
                 with autocast:
-                    loss, aux, logits = rank_loss(model, ids, labels, scored.to(rt.device))
+                    loss, aux, logits = rank_loss(model, ids, labels, scored)
                 # data parallelism averages gradients over its ranks: the task loss is a sum over them
                 scaled = loss * rt.deg.dp + (aux if aux is not None else 0.0)
                 (scaled / cfg.accum).backward()
             total += loss.detach() / cfg.accum
-            tokens += ids.numel() * rt.deg.dp
-        dist.all_reduce(total, group=dp_group)
+        # the step's loss: summed over data-parallel ranks, and from the last stage of a pipeline
+        dist.all_reduce(total, group=rt.mesh["dp"].get_group())
+        if pipe is not None:
+            dist.all_reduce(total, group=rt.mesh["pp"].get_group())
+            pipe.sync_tied()
         if cfg.grad_clip > 0:
-            clip_grad_norm(model, cfg.grad_clip)
+            clip_grad_norm(trained, cfg.grad_clip, rt.mesh["pp"].get_group() if pipe is not None else None)
         opt.step()
         sched.step()
         losses.append(float(total))
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
-            full = logits.detach().full_tensor() if isinstance(logits, DTensor) else logits.detach()
-            acc = accuracy(full, labels, model.causal)
+            if pipe is None:
+                full = logits.detach().full_tensor() if isinstance(logits, DTensor) else logits.detach()
+                acc = accuracy(full, labels, model.causal)
             if lead and progress:
-                print(f"step {step + 1}/{cfg.steps}  loss {losses[-1]:.4f}  acc {acc:.3f}  "
-                      f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s", file=sys.stderr)
-    state = full_state_dict(model)
-    if lead and out is not None:
+                print(f"step {step + 1}/{cfg.steps}  loss {losses[-1]:.4f}"
+                      + (f"  acc {acc:.3f}" if acc == acc else "")
+                      + f"  {tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s", file=sys.stderr)
+    state = _gather_pipeline_state(pipe) if pipe is not None else full_state_dict(model)
+    if rt.rank == 0 and out is not None:
         meta = {"spec": spec_name, "step": cfg.steps, "losses": losses, "val_losses": [], "config": asdict(cfg),
                 "pipeline": getattr(model, "pipeline", "O0"),
-                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp}}
+                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "pp": rt.deg.pp}}
         with output_folder(Path(out), RUN, force=True) as txn:
             save_state(state, txn.stage / "last.safetensors", meta)
             write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
@@ -388,3 +454,57 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     model.eval()
     return TrainResult(cfg.steps, losses, acc, tokens / max(time.perf_counter() - t0, 1e-9),
                        Path(out) if out is not None else None)
+
+
+def _pipeline(model: ArchModel, rt: Runtime, cfg: Any) -> Any:
+    """The pipeline of a `pp` run: its microbatches are `mbs` of the rank's sequences."""
+    from archc.backends.torch.pipeline import PipelineError, build_pipeline
+
+    if cfg.batch % rt.deg.mbs:
+        raise DistributedError(f"--batch {cfg.batch} does not split into microbatches of {rt.deg.mbs}")
+    micro = cfg.batch // rt.deg.mbs
+    if rt.deg.virtual > 1 and micro % rt.deg.pp:
+        raise DistributedError(f"the interleaved schedule needs a multiple of pp={rt.deg.pp} microbatches, got {micro}",
+                               "change --batch or mbs")
+    state: dict[str, Any] = {}
+
+    def loss_fn(logits: Tensor, labels: Tensor) -> Tensor:
+        # the schedule averages over microbatches: scale each one's share of the global mean back up
+        return model.loss(logits, labels, state["scored"]) * micro
+
+    try:
+        pipe = build_pipeline(model, rt.mesh["pp"], rt.deg.virtual, rt.deg.schedule, micro, cfg.seq, loss_fn,
+                              rt.device)
+    except PipelineError as e:
+        raise DistributedError(e.message, e.hint) from None
+    pipe.loss_state = state
+    pipe.microbatches = micro
+    return pipe
+
+
+def _pipeline_step(pipe: Any, model: ArchModel, ids: Tensor, labels: Tensor, scored: Tensor, cfg: Any) -> Tensor:
+    """One accumulation step through the pipeline; the loss share it adds (0 off the last stage)."""
+    from archc.backends.torch.pipeline import PipelineError
+
+    pipe.loss_state["scored"] = scored * cfg.accum
+    try:
+        losses = pipe.step(ids, labels)
+    except PipelineError as e:
+        raise DistributedError(e.message, e.hint) from None
+    if not losses:
+        return torch.zeros((), device=ids.device)
+    return torch.stack([x.detach() for x in losses]).sum() / pipe.microbatches
+
+
+def _gather_pipeline_state(pipe: Any) -> dict[str, Tensor]:
+    """Every stage's weights on rank 0 (`gather_object`: a pipeline run's stages are plain modules)."""
+    own = {k: v.detach().cpu() for s in pipe.stages for k, v in s.state_dict().items()}
+    parts: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(own, parts, dst=0)
+    if dist.get_rank() != 0:
+        return {}
+    merged: dict[str, Tensor] = {}
+    for part in parts:
+        for k, v in part.items():
+            merged.setdefault(k, v)
+    return merged

@@ -137,11 +137,17 @@ class GraphModule(nn.Module):
 
     def run(self, inputs: list[Tensor], ctx: Context, state: State | None = None) -> tuple[list[Tensor], State]:
         env: dict[str, Tensor] = dict(zip(self.graph.inputs, inputs, strict=True))
+        new_state = self.run_nodes(env, self._plan, ctx, state)
+        return [env[o] for o in self.graph.outputs], new_state
+
+    def run_nodes(self, env: dict[str, Tensor], plan: list, ctx: Context, state: State | None = None) -> State:
+        """Run the entries `plan` (a slice of `_plan`, in order) on the values in `env`, adding
+        theirs to it; returns the new state. A pipeline stage runs its layers' slice this way."""
         new_state: list[Tensor] = []
         pos = 0
         own_ctx = ctx
         other: Context | None = None  # for ops on another time axis (after Perceiver's latents)
-        for nid, mod, ins, op, same_axis in self._plan:
+        for nid, mod, ins, op, same_axis in plan:
             args = [env[i] for i in ins]
             if not same_axis:
                 if other is None:
@@ -163,7 +169,7 @@ class GraphModule(nn.Module):
                 env[nid] = checkpoint(mod, *args, ctx=ctx, use_reentrant=False)
             else:
                 env[nid] = mod(*args, ctx=ctx)
-        return [env[o] for o in self.graph.outputs], tuple(new_state)
+        return tuple(new_state)
 
     def init_state(self, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> State:
         out: list[Tensor] = []

@@ -46,23 +46,44 @@ def _archc(*args: str) -> subprocess.CompletedProcess:
                           timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_archc_train_nproc_trains_as_one_process_does(tmp_path):
-    """Five AdamW steps of llama-tiny at TP = 2 give the single-process weights (canonical build),
-    written as one consolidated safetensors file under the single-process names."""
+COMMON = ("--task", "chars", "--steps", "5", "--batch", "4", "--seq", "32", "-q")
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """Five single-process steps of a spec (canonical build), once per spec."""
+    runs: dict[str, Path] = {}
+
+    def run(spec: str) -> Path:
+        if spec not in runs:
+            out = tmp_path_factory.mktemp("one")
+            r = _archc("train", spec, *COMMON, "--pipeline", "O0", "--out", str(out))
+            assert r.returncode == 0, r.stderr
+            runs[spec] = out / "last.safetensors"
+        return runs[spec]
+
+    return run
+
+
+@pytest.mark.parametrize(("spec", "plan"), [
+    ("specs/llama-tiny.arch", "tp=2"),                     # tied head, GQA
+    ("specs/llama-tiny.arch", "pp=2,v=2"),                 # interleaved 1F1B; the tied table on both ends
+    ("specs/mamba2-tiny.arch", "pp=2,schedule=gpipe"),     # a recurrent mixer's stages
+], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2"])
+def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spec, plan):
+    """Five AdamW steps under the plan give the single-process weights (canonical build), written
+    as one consolidated safetensors file under the single-process names."""
     from safetensors.torch import load_file
 
-    common = ("specs/llama-tiny.arch", "--task", "chars", "--steps", "5", "--batch", "4", "--seq", "32", "-q")
-    one = _archc("train", *common, "--pipeline", "O0", "--out", str(tmp_path / "one"))
-    assert one.returncode == 0, one.stderr
-    two = _archc("train", *common, "--nproc", "2", "--plan", "tp=2", "--out", str(tmp_path / "tp2"))
+    two = _archc("train", spec, *COMMON, "--nproc", "2", "--plan", plan, "--out", str(tmp_path / "run"))
     assert two.returncode == 0, two.stderr[-3000:]
-    a, b = load_file(tmp_path / "one/last.safetensors"), load_file(tmp_path / "tp2/last.safetensors")
+    a, b = load_file(one_process(spec)), load_file(tmp_path / "run/last.safetensors")
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
 
 
 def test_plans_that_do_not_run_are_refused(tmp_path):
-    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "pp=2", "--out", str(tmp_path / "x"))
+    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "cp=2", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr and "does not run it yet" in r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "tp=3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr
@@ -70,3 +91,6 @@ def test_plans_that_do_not_run_are_refused(tmp_path):
                "--seq", "16", "--out", str(tmp_path / "m"))
     assert r.returncode == 1 and "ARC1602" in r.stderr and "collectives inside the op" in r.stderr
     assert not (tmp_path / "m" / "last.safetensors").exists()
+    r = _archc("train", "specs/jamba-tiny.arch", "--nproc", "2", "--plan", "pp=2", "--steps", "1", "--batch", "2",
+               "--seq", "16", "--out", str(tmp_path / "j"))
+    assert r.returncode == 1 and "auxiliary loss" in r.stderr, r.stderr[-2000:]
