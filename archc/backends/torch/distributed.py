@@ -61,6 +61,8 @@ class Degrees:
     virtual: int = 1
     schedule: str = "1f1b"
     mbs: int = 1
+    #: expert-parallel degree, carved from the data-parallel ranks
+    ep: int = 1
 
     @property
     def world(self) -> int:
@@ -72,7 +74,7 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     of the world is data parallelism. Context and expert parallelism and ZeRO-1 are refused by
     name (`archc plan` costs them; this run does not execute them yet), and a pipeline runs on its
     own (pp = nproc)."""
-    for key in ("cp", "ep"):
+    for key in ("cp",):
         if plan.get(key, 1) > 1:
             raise DistributedError(f"`{key}={plan[key]}`: archc plans this parallelism but does not run it yet",
                                    "run tp, dp, fsdp or pp (docs/distributed.md lists what runs)")
@@ -88,6 +90,13 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
         return Degrees(pp=pp, virtual=plan.get("v", 1), schedule=schedule, mbs=plan.get("mbs", 1))
     if plan.get("v", 1) > 1:
         raise DistributedError("`v` (virtual stages) needs a pipeline (pp > 1)")
+    ep = plan.get("ep", 1)
+    if ep > 1:
+        if ep != nproc or plan.get("tp", 1) > 1 or plan.get("zero") == "fsdp" or plan.get("dp", nproc) != nproc:
+            raise DistributedError(f"ep={ep} with --nproc {nproc}: expert parallelism runs over all the data-parallel "
+                                   "ranks (ep = dp = nproc, DDP for the rest) for now",
+                                   "drop tp and fsdp, or ep")
+        return Degrees(dp=nproc, ep=ep)
     tp = plan.get("tp", 1)
     if nproc % tp:
         raise DistributedError(f"tp={tp} does not divide --nproc {nproc}")
@@ -282,14 +291,102 @@ def tensor_parallel(model: ArchModel, mesh: Any) -> list[str]:
     return whole
 
 
-def data_parallel(model: ArchModel, mesh: Any, fsdp: bool) -> None:
+def expert_parallel(model: ArchModel, mesh: Any) -> list[nn.Module]:
+    """Expert parallelism over the mesh (the data-parallel ranks): each MoE's experts split by its
+    rule (`OpDef.parallel(...).expert`: contiguous ranges, owned whole), and its `run_experts`
+    replaced by the all-to-all version — each rank sends every (token, expert) choice to the rank
+    owning the expert, runs its own experts on what it receives, and sends the outputs back to be
+    weighted by the gates. Returns the expert modules (each rank's own are trained; the others
+    are never run here)."""
+    import functools
+
+    ep, rank = mesh.size(), mesh.get_local_rank()
+    group = mesh.get_group()
+    experts: list[nn.Module] = []
+    owners: dict[str, int] = {}
+    modules = dict(model.op_modules())
+    for node in model.graph.nodes.values():
+        rule = node_parallel(model.graph, node)
+        if rule.expert is None or node.id not in modules:
+            continue
+        try:
+            s = rule.expert(ep)
+        except CannotShard as e:
+            raise DistributedError(f"expert parallelism of `{node.id}`: {e}") from None
+        mod = modules[node.id]
+        owned = [u for u in range(s.units) if s.ranks_of_unit(u) == rank]
+        mod.run_experts = functools.partial(_all_to_all_experts, mod, group, ep, s.units, owned)
+        experts.extend(mod.experts)
+        owners.update({f"{node.id}.experts.{u}.": s.ranks_of_unit(u) for u in range(s.units)})
+    model.expert_owners = owners
+    return experts
+
+
+def expert_grads_to_sums(model: ArchModel, dp: int) -> None:
+    """An expert-parallel expert's gradient is already the sum over every rank's tokens of the
+    rank's loss, which `train_parallel` scales by dp for the data-parallel average of the rest:
+    divide the experts' back."""
+    owners = getattr(model, "expert_owners", None)
+    if not owners:
+        return
+    for name, p in model.named_parameters():
+        if p.grad is not None and any(name.startswith(k) for k in owners):
+            p.grad.div_(dp)
+
+
+def gathered_expert_state(model: ArchModel) -> dict[str, Tensor]:
+    """The weights on rank 0 of an expert-parallel run: each expert's from the rank that owns it,
+    everything else from rank 0 (`gather_object`: the experts are plain modules)."""
+    own = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    parts: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(own, parts, dst=0)
+    if parts is None:
+        return {}
+    merged = dict(parts[0])
+    for prefix, owner in model.expert_owners.items():
+        merged.update({k: v for k, v in parts[owner].items() if k.startswith(prefix)})
+    return merged
+
+
+def _all_to_all_experts(mod: nn.Module, group: Any, ep: int, n_experts: int, owned: list[int], h: Tensor,
+                        gates: Tensor, top_i: Tensor) -> Tensor:
+    from torch.distributed.nn.functional import all_to_all_single
+
+    n, k = top_i.shape
+    token = torch.arange(n, device=h.device).repeat_interleave(k)
+    expert = top_i.reshape(-1)
+    gate = gates[token, expert]
+    keep = gate != 0  # capacity dropping zeroes a choice's gate
+    token, expert, gate = token[keep], expert[keep], gate[keep]
+    dest = expert * ep // n_experts
+    order = torch.argsort(dest, stable=True)
+    token, expert, gate, dest = token[order], expert[order], gate[order], dest[order]
+    send = torch.bincount(dest, minlength=ep)
+    recv = torch.empty_like(send)
+    dist.all_to_all_single(recv, send, group=group)
+    send_sizes, recv_sizes = send.tolist(), recv.tolist()
+    got_expert = torch.empty(sum(recv_sizes), dtype=expert.dtype, device=h.device)
+    dist.all_to_all_single(got_expert, expert, recv_sizes, send_sizes, group=group)
+    got = all_to_all_single(h.new_empty(sum(recv_sizes), h.shape[1]), h[token], recv_sizes, send_sizes,
+                            group=group)
+    y = torch.zeros_like(got)
+    for e in owned:
+        idx = (got_expert == e).nonzero().squeeze(-1)
+        if idx.numel():
+            y = y.index_add(0, idx, mod.experts[e](got[idx]))
+    back = all_to_all_single(h.new_empty(len(token), h.shape[1]), y, send_sizes, recv_sizes, group=group)
+    return torch.zeros_like(h).index_add(0, token, back * gate[:, None])
+
+
+def data_parallel(model: ArchModel, mesh: Any, fsdp: bool, ignored: list[nn.Module] | None = None) -> None:
     """FSDP2 (`fully_shard`): a unit per layer op (its forward runs, so its gathers fire), the
     embedding and the rest in the root unit (a tied head shares the embedding's table); or DDP
-    (`replicate`)."""
+    (`replicate`), leaving out the `ignored` modules (expert-parallel experts: each is on one rank,
+    its gradient already the sum over every rank's tokens)."""
     if not fsdp:
         from torch.distributed._composable.replicate import replicate
 
-        replicate(model, device_mesh=mesh)
+        replicate(model, device_mesh=mesh, ignored_modules=ignored or None)
         return
     from torch.distributed.fsdp import fully_shard
 
@@ -427,6 +524,7 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
         if pipe is not None:
             dist.all_reduce(total, group=rt.mesh["pp"].get_group())
             pipe.sync_tied()
+        expert_grads_to_sums(model, rt.deg.dp)
         if cfg.grad_clip > 0:
             clip_grad_norm(trained, cfg.grad_clip, rt.mesh["pp"].get_group() if pipe is not None else None)
         opt.step()
@@ -440,11 +538,16 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
                 print(f"step {step + 1}/{cfg.steps}  loss {losses[-1]:.4f}"
                       + (f"  acc {acc:.3f}" if acc == acc else "")
                       + f"  {tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s", file=sys.stderr)
-    state = _gather_pipeline_state(pipe) if pipe is not None else full_state_dict(model)
+    if pipe is not None:
+        state = _gather_pipeline_state(pipe)
+    elif getattr(model, "expert_owners", None):
+        state = gathered_expert_state(model)
+    else:
+        state = full_state_dict(model)
     if rt.rank == 0 and out is not None:
         meta = {"spec": spec_name, "step": cfg.steps, "losses": losses, "val_losses": [], "config": asdict(cfg),
                 "pipeline": getattr(model, "pipeline", "O0"),
-                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "pp": rt.deg.pp}}
+                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "pp": rt.deg.pp, "ep": rt.deg.ep}}
         with output_folder(Path(out), RUN, force=True) as txn:
             save_state(state, txn.stage / "last.safetensors", meta)
             write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")

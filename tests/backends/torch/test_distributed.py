@@ -1,6 +1,7 @@
 """A parallel plan run on torch.distributed (gloo, CPU processes) equals the single-process run:
-one step's loss and every gradient (fp32, 1e-5), five AdamW steps' weights through `archc train
---nproc`, and what a tensor-parallel rank holds equals what `archc plan` predicted."""
+one step's loss and every gradient (fp32, 1e-5) under TP, FSDP, TP × FSDP and EP, five AdamW
+steps' weights through `archc train --nproc` under TP and PP, and what a tensor-parallel rank holds
+equals what `archc plan` predicted."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
     ("moe", 2, ("--tp", "2")),                 # TP=2: attention by kv groups, experts by hidden units, vocab
     ("hybrid", 2, ("--fsdp",)),                # FSDP=2: Mamba-2, attention and a MoE
     ("dense", 4, ("--tp", "2", "--fsdp")),     # TP × FSDP = 2 × 2
-], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense"])
+    ("experts", 2, ("--ep",)),                 # EP = 2: all-to-all to the experts' ranks and back
+], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     r = _step(tmp_path, nproc, "--case", case, *args)
     assert abs(r["loss"] - r["reference_loss"]) < 1e-5, r

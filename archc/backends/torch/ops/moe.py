@@ -109,7 +109,15 @@ class MoE(OpModule):
             ctx.aux_losses.append(p.aux_loss * load_balancing_loss(probs, top_i, p.experts))
         if p.z_loss > 0:
             ctx.aux_losses.append(p.z_loss * router_z_loss(logits))
-        gates = gates.to(h.dtype)
+        out = self.run_experts(h, gates.to(h.dtype), top_i)
+        for s in self.shared:
+            out = out + s(h)
+        return out.reshape(shape)
+
+    def run_experts(self, h: Tensor, gates: Tensor, top_i: Tensor) -> Tensor:
+        """Σ_e gate_e · expert_e(h) over the routed experts, for tokens h [N, d] with their gates
+        [N, E] and choices [N, k]. (Expert parallelism replaces this on the instance with the
+        all-to-all version: archc/backends/torch/distributed.py.)"""
         out = torch.zeros_like(h)
         if tracing():  # no data-dependent shapes in traced graphs: every expert on every token
             for e, expert in enumerate(self.experts):
@@ -119,6 +127,4 @@ class MoE(OpModule):
                 idx = gates[:, e].nonzero().squeeze(-1)
                 if idx.numel():
                     out.index_add_(0, idx, self.experts[e](h[idx]) * gates[idx, e:e + 1])
-        for s in self.shared:
-            out = out + s(h)
-        return out.reshape(shape)
+        return out
