@@ -116,6 +116,24 @@ def main() -> None:
     if aux is not None:  # each rank's auxiliary loss is the same as the single process's when dp = 1
         total += aux.detach()
 
+    memory = {}
+    if args.fsdp and args.tp == 1:  # what FSDP ranks hold after an AdamW step, against the planner's bytes
+        from archc.parallel import Layout, Workload, cluster_for, estimate
+        from archc.parallel.estimate import Sums
+
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        opt.step()
+        local = [p.to_local() for p in model.parameters()]
+        moments = [t.to_local() for st in opt.state.values() for k, t in st.items() if k in ("exp_avg", "exp_avg_sq")]
+        plan_units = units(graph, CostCtx(seq=12))
+        est = estimate(plan_units, Layout(dp=rt.deg.dp, zero="fsdp"), cluster_for(rt.deg.dp, "h100"),
+                       Workload(seq=12, global_batch=4)).memory
+        memory = {"weights": 4 * sum(t.numel() for t in local),
+                  "weights_predicted": est["weights"] - 4 * Sums(plan_units, 1, 1).max_params,
+                  "gradients": 4 * sum(p.grad.to_local().numel() for p in model.parameters()),
+                  "gradients_predicted": est["gradients"],
+                  "optimizer": 4 * sum(t.numel() for t in moments), "optimizer_predicted": est["optimizer"]}
+
     ref = reference(ids, labels=labels)
     ref.loss.backward()
     grads = {n: (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad)
@@ -128,7 +146,7 @@ def main() -> None:
     result = {"loss": float(total), "reference_loss": float(ref.loss.detach()),
               "grad_error": max(float((g - ref_grads[n].grad).abs().max()) for n, g in grads.items()),
               "grad_names": args.ep or sorted(grads) == sorted(ref_grads), "held": held, "predicted": predicted,
-              "whole": whole}
+              "whole": whole, "memory": memory}
     if rt.rank == 0:
         Path(args.out).write_text(json.dumps(result))
     rt.close()

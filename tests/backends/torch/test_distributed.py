@@ -41,6 +41,10 @@ def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     assert r["grad_error"] < 1e-5 and r["grad_names"], r
     if "--tp" in args:  # per-rank parameters: the rules' local shapes, as the planner counted them
         assert r["held"] == r["predicted"] and not r["whole"], r
+    if r["memory"]:  # FSDP: fp32 shards of weights, gradients and AdamW's two moments, byte for byte
+        m = r["memory"]
+        for part in ("weights", "gradients", "optimizer"):
+            assert m[part] == pytest.approx(m[f"{part}_predicted"], rel=1e-12), (part, m)
 
 
 def _archc(*args: str) -> subprocess.CompletedProcess:
