@@ -1,6 +1,7 @@
-"""Issue #24's speed figures for tensor parallelism on this machine: the training step of
-llama-tiny at TP = 2 (two CPU processes, gloo) against the single-process step, and the share of
-the TP step spent in collectives.
+"""Issue #24's speed figures on this machine: the training step of llama-tiny at TP = 2 (two CPU
+processes, gloo) against the single-process step, with the share of the TP step spent in
+collectives; and the step of mamba2-tiny on 4,096-token sequences at CP = 2 (state passing)
+against one process.
 
 The single-process step (on one thread, and on two: the cores the two ranks use) and the TP = 2
 step (each rank one thread) are timed over the same steps (batch 8 × 128 tokens, the canonical O0
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SPEC = ROOT / "specs/llama-tiny.arch"
 BATCH, SEQ, WARM, STEPS = 8, 128, 3, 10
+CP_SEQ = 4096
 
 
 def _steps(model, step_fn) -> list[float]:
@@ -92,26 +94,80 @@ def rank(out: str) -> None:
     rt.close()
 
 
-def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == "--rank":
-        rank(sys.argv[2])
-        return
+def cp_single(seq: int) -> float:
+    import torch
+
+    from archc.backends.torch import build
+
+    torch.set_num_threads(1)
+    model = build(str(ROOT / "specs/mamba2-tiny.arch"), pipeline="O0")
+    ids = torch.randint(0, 4096, (1, seq), generator=torch.Generator().manual_seed(0))
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        model(ids, labels=ids).loss.backward()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
+
+
+def cp_rank(out: str, seq: int) -> None:
+    import torch
+
+    from archc.backends.torch import build
+    from archc.backends.torch import distributed as D
+    from archc.backends.torch.context_parallel import context_parallel
+
+    torch.set_num_threads(1)
+    rt = D.start(D.Degrees(cp=2))
+    model = build(str(ROOT / "specs/mamba2-tiny.arch"), pipeline="O0")
+    context_parallel(model, rt.mesh["cp"])
+    ids = torch.randint(0, 4096, (1, seq), generator=torch.Generator().manual_seed(0))
+    scored = torch.tensor(seq - 1)
+    times = []
+    for _ in range(4):
+        t = time.perf_counter()
+        loss, _, _ = D.context_loss(rt, model, ids, ids, scored)
+        loss.backward()
+        D.sum_grads(model, rt.mesh["cp"].get_group())
+        times.append(time.perf_counter() - t)
+    if rt.rank == 0:
+        Path(out).write_text(json.dumps({"step": statistics.median(times[1:])}))
+    rt.close()
+
+
+def _launch(*args: str) -> dict:
     import tempfile
 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    one, two = single(1), single(2)
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "tp2.json")
-        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="bench-tp2", rdzv_backend="c10d",
-                              rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
+        out = os.path.join(tmp, "result.json")
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id=f"bench-{args[0]}",
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
         os.environ["OMP_NUM_THREADS"] = "1"
-        elastic_launch(config, sys.executable)(__file__, "--rank", out)
-        tp = json.loads(Path(out).read_text())
+        elastic_launch(config, sys.executable)(__file__, *args, out)
+        return json.loads(Path(out).read_text())
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--rank":
+        rank(sys.argv[2])
+        return
+    if len(sys.argv) > 2 and sys.argv[1] == "--cp-rank":
+        cp_rank(sys.argv[2], CP_SEQ)
+        return
+    one, two = single(1), single(2)
+    tp = _launch("--rank")
     print(f"llama-tiny, batch {BATCH} × {SEQ} tokens, O0, one thread a process (this machine: {os.cpu_count()} cores)")
     print(f"single process: {one * 1e3:.1f} ms/step on 1 thread, {two * 1e3:.1f} ms/step on 2; TP=2 (gloo): "
           f"{tp['step'] * 1e3:.1f} ms/step = {tp['step'] / one:.2f}× the 1-thread step, {tp['step'] / two:.2f}× the "
           f"2-thread one; collectives {tp['comm_share']:.0%} of the TP step")
+
+
+    cp1 = cp_single(CP_SEQ)
+    cp2 = _launch("--cp-rank")
+    print(f"mamba2-tiny, one {CP_SEQ}-token sequence, forward + backward: one process {cp1:.2f} s; CP=2 (state "
+          f"passing, gloo) {cp2['step']:.2f} s = {cp2['step'] / cp1:.2f}×")
 
 
 if __name__ == "__main__":

@@ -215,7 +215,8 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
             raise _fail("ARC1602", e.message, e.hint) from None
         how = (f"a pipeline of {deg.pp} stages{f' × {deg.virtual} virtual' if deg.virtual > 1 else ''}, {deg.schedule}"
                if deg.pp > 1 else f"tensor-parallel {deg.tp} × data-parallel {deg.dp}{' (FSDP)' if deg.fsdp else ''}"
-               + (f", experts split {deg.ep} ways (all-to-all)" if deg.ep > 1 else ""))
+               + (f", experts split {deg.ep} ways (all-to-all)" if deg.ep > 1 else "")
+               + (f", sequences in {deg.cp} chunks (state passing)" if deg.cp > 1 else ""))
         print(f"launching {deg.world} processes under torchrun: {how}", file=sys.stderr)
         return D.launch(args.argv, deg.world)
     rt = D.start(deg)
@@ -248,6 +249,10 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
         try:
             whole = D.tensor_parallel(model, rt.mesh["tp"]) if deg.tp > 1 else []
             experts = D.expert_parallel(model, rt.mesh["dp"]) if deg.ep > 1 else []
+            if deg.cp > 1:
+                from archc.backends.torch.context_parallel import context_parallel
+
+                context_parallel(model, rt.mesh["cp"])
             if deg.dp > 1:
                 D.data_parallel(model, rt.mesh["dp"], deg.fsdp, ignored=experts)
             lead = rt.rank == (deg.pp - 1 if deg.pp > 1 else 0)  # a pipeline's loss is on its last stage

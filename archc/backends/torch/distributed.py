@@ -63,10 +63,12 @@ class Degrees:
     mbs: int = 1
     #: expert-parallel degree, carved from the data-parallel ranks
     ep: int = 1
+    #: context-parallel degree: ranks holding chunks of the same sequences
+    cp: int = 1
 
     @property
     def world(self) -> int:
-        return self.tp * self.dp * self.pp
+        return self.tp * self.dp * self.pp * self.cp
 
 
 def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
@@ -74,13 +76,15 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     of the world is data parallelism. Context and expert parallelism and ZeRO-1 are refused by
     name (`archc plan` costs them; this run does not execute them yet), and a pipeline runs on its
     own (pp = nproc)."""
-    for key in ("cp",):
-        if plan.get(key, 1) > 1:
-            raise DistributedError(f"`{key}={plan[key]}`: archc plans this parallelism but does not run it yet",
-                                   "run tp, dp, fsdp or pp (docs/distributed.md lists what runs)")
     if plan.get("zero") == "zero1":
         raise DistributedError("`zero=zero1`: the distributed optimizer is planned, not run yet",
                                "use fsdp=N (ZeRO-3) or dp=N")
+    cp = plan.get("cp", 1)
+    if cp > 1:
+        if cp != nproc:
+            raise DistributedError(f"cp={cp} with --nproc {nproc}: context parallelism runs on its own (cp = nproc) "
+                                   "for now", "drop tp, dp, fsdp, ep and pp, or cp")
+        return Degrees(dp=1, cp=cp)
     pp = plan.get("pp", 1)
     if pp > 1:
         if pp != nproc:
@@ -109,8 +113,11 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
 def check_plan(graph: Any, deg: Degrees) -> None:
     """What can be told before any process starts: an op whose tensor-parallel rule this execution
     cannot run at the degree, an auxiliary loss inside a pipeline. DistributedError names it."""
+    from archc.backends.torch.context_parallel import unsupported
     from archc.backends.torch.pipeline import AUX_PARAMS
 
+    if deg.cp > 1 and (why := unsupported(graph)):
+        raise DistributedError(f"context parallelism: {why}", "run the model with tp, dp, fsdp or pp")
     for node in graph.nodes.values():
         if deg.tp > 1:
             rule = node_parallel(graph, node)
@@ -166,7 +173,7 @@ def is_worker() -> bool:
 
 @dataclass
 class Runtime:
-    """The process group and the mesh of one rank: `mesh["pp"]`, `mesh["dp"]`, `mesh["tp"]`."""
+    """The process group and the mesh of one rank: `mesh["pp"]`, `mesh["dp"]`, `mesh["cp"]`, `mesh["tp"]`."""
 
     deg: Degrees
     mesh: Any
@@ -197,7 +204,7 @@ def start(deg: Degrees) -> Runtime:
     if dist.get_world_size() != deg.world:
         raise DistributedError(f"{dist.get_world_size()} processes for a plan of {deg.world}")
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
-    mesh = init_device_mesh(device.type, (deg.pp, deg.dp, deg.tp), mesh_dim_names=("pp", "dp", "tp"))
+    mesh = init_device_mesh(device.type, (deg.pp, deg.dp, deg.cp, deg.tp), mesh_dim_names=("pp", "dp", "cp", "tp"))
     return Runtime(deg, mesh, device)
 
 
@@ -439,6 +446,33 @@ def full_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def context_loss(rt: Runtime, model: ArchModel, ids: Tensor, labels: Tensor, scored: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """This context-parallel rank's chunk of every sequence through the model (its recurrent
+    mixers scanning from the previous rank's state), and its share of the loss — its chunk's
+    summed loss over the batch's scored tokens, the labels shifted across the chunk boundary —
+    with the logits and shifted labels of the chunk."""
+    from archc.backends.torch.context_parallel import chunk
+
+    cp = rt.mesh["cp"]
+    part, shifted, positions = chunk(cp.get_local_rank(), cp.size(), ids, labels, model.causal, IGNORE_INDEX)
+    out = model(part, positions=positions)
+    loss = model.loss(out.logits, shifted, scored, shifted=True)
+    if out.aux_loss is not None:
+        loss = loss + out.aux_loss / cp.size()
+    return loss, out.logits, shifted
+
+
+def sum_grads(model: nn.Module, group: Any) -> None:
+    """Sum every gradient over `group` (context-parallel ranks: each has its chunk's share)."""
+    for p in model.parameters():
+        if p.grad is not None:
+            g = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
+            dist.all_reduce(g, group=group)
+            if g is not p.grad:
+                p.grad.copy_(g)
+
+
 def shard_batch(rt: Runtime, model: ArchModel, ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """This data-parallel rank's rows of the global batch, and the tokens the global batch scores
     (each rank's summed loss is divided by them, so that the ranks' losses add up to the mean)."""
@@ -512,6 +546,12 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
                     share = _pipeline_step(pipe, model, ids, labels, scored, cfg)
                 total += share
                 continue
+            if rt.deg.cp > 1:
+                with autocast:
+                    loss, logits, labels = context_loss(rt, model, ids, labels, scored)
+                (loss / cfg.accum).backward()
+                total += loss.detach() / cfg.accum
+                continue
             with loss_context(model):
                 with autocast:
                     loss, aux, logits = rank_loss(model, ids, labels, scored)
@@ -525,6 +565,9 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
             dist.all_reduce(total, group=rt.mesh["pp"].get_group())
             pipe.sync_tied()
         expert_grads_to_sums(model, rt.deg.dp)
+        if rt.deg.cp > 1:  # each chunk's share of every gradient, summed over the chunks
+            dist.all_reduce(total, group=rt.mesh["cp"].get_group())
+            sum_grads(model, rt.mesh["cp"].get_group())
         if cfg.grad_clip > 0:
             clip_grad_norm(trained, cfg.grad_clip, rt.mesh["pp"].get_group() if pipe is not None else None)
         opt.step()
@@ -533,7 +576,7 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             if pipe is None:
                 full = logits.detach().full_tensor() if isinstance(logits, DTensor) else logits.detach()
-                acc = accuracy(full, labels, model.causal)
+                acc = accuracy(full, labels, model.causal and rt.deg.cp == 1)
             if lead and progress:
                 print(f"step {step + 1}/{cfg.steps}  loss {losses[-1]:.4f}"
                       + (f"  acc {acc:.3f}" if acc == acc else "")
@@ -547,7 +590,8 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     if rt.rank == 0 and out is not None:
         meta = {"spec": spec_name, "step": cfg.steps, "losses": losses, "val_losses": [], "config": asdict(cfg),
                 "pipeline": getattr(model, "pipeline", "O0"),
-                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "pp": rt.deg.pp, "ep": rt.deg.ep}}
+                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "pp": rt.deg.pp, "ep": rt.deg.ep,
+                             "cp": rt.deg.cp}}
         with output_folder(Path(out), RUN, force=True) as txn:
             save_state(state, txn.stage / "last.safetensors", meta)
             write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")

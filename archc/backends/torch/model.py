@@ -259,14 +259,17 @@ class ArchModel(GraphModule):
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, token_type_ids: Tensor | None = None,
-                num_items_in_batch: Tensor | int | None = None, **inputs: Tensor) -> ModelOutput:
+                num_items_in_batch: Tensor | int | None = None, positions: Tensor | None = None,
+                **inputs: Tensor) -> ModelOutput:
         """`num_items_in_batch` (as transformers' `Trainer` passes it under gradient accumulation):
         the scored tokens of the whole accumulated batch; the loss is then this micro-batch's sum
-        over it, so the accumulated gradient is the mean over every scored token."""
+        over it, so the accumulated gradient is the mean over every scored token. `positions`:
+        the tokens' absolute positions [T] when they are not 0..T−1 (a context-parallel rank's
+        chunk of the sequence)."""
         xs = self._inputs(input_ids, inputs)
         t = xs[0].shape[1]
         mask = attention_mask.bool() if attention_mask is not None else None
-        ctx = Context(torch.arange(t, device=xs[0].device), mask, token_type_ids)
+        ctx = Context(torch.arange(t, device=xs[0].device) if positions is None else positions, mask, token_type_ids)
         (logits,), _ = self.run(xs, ctx)
         aux = torch.stack(ctx.aux_losses).sum() if ctx.aux_losses else None
         loss = None
@@ -276,15 +279,17 @@ class ArchModel(GraphModule):
                 loss = loss + aux
         return ModelOutput(logits=logits, loss=loss, aux_loss=aux)
 
-    def loss(self, logits: Tensor, labels: Tensor, num_items: Tensor | int | None = None) -> Tensor:
+    def loss(self, logits: Tensor, labels: Tensor, num_items: Tensor | int | None = None,
+             shifted: bool = False) -> Tensor:
         """The task loss of this model's head (see the class docstring); with `num_items`, a
-        classification loss is summed and divided by it (see `forward`)."""
+        classification loss is summed and divided by it (see `forward`). `shifted`: a causal
+        LM's labels are already each position's next token (a chunk of a longer sequence)."""
         if self.head_loss is None:
             raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
                              "end the spec with lm_head, cls_head or token_cls_head")
         if self.head_loss == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-        if self.head_loss == "lm" and self.causal:
+        if self.head_loss == "lm" and self.causal and not shifted:
             # shift the labels, not the logits: slicing [B, T, V] logits would copy them (as
             # transformers' ForCausalLMLoss, the last position gets the ignored label)
             labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)

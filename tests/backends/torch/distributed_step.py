@@ -59,6 +59,27 @@ CASES = {
   return lm_head(rmsnorm(x), tied=false)
 }
 """,
+    # recurrent mixers for context parallelism: Mamba-2 and Gated DeltaNet, chunks crossing ranks
+    "mamba2": """model m(tokens) {
+  block decoder(x) {
+    x = x + mamba2(rmsnorm(x), d_state=16, head_dim=16, chunk=4)
+    return x + swiglu(rmsnorm(x), hidden=48)
+  }
+  x = embed(tokens, 64, 32)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}
+""",
+    "gdn": """model m(tokens) {
+  block decoder(x) {
+    x = x + gated_deltanet(rmsnorm(x), heads=2, head_dim=16, v_heads=4, v_head_dim=8, chunk=4)
+    return x + swiglu(rmsnorm(x), hidden=48)
+  }
+  x = embed(tokens, 64, 32)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x), tied=false)
+}
+""",
     # a dense decoder with an untied head
     "dense": """model m(tokens) {
   block decoder(x) {
@@ -79,6 +100,7 @@ def main() -> None:
     ap.add_argument("--tp", type=int, default=1)
     ap.add_argument("--fsdp", action="store_true")
     ap.add_argument("--ep", action="store_true", help="experts split over the data-parallel ranks")
+    ap.add_argument("--cp", action="store_true", help="every sequence split into one chunk a rank")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -92,7 +114,7 @@ def main() -> None:
 
     graph = archc.loads(CASES[args.case], "m.arch").graph
     world = int(__import__("os").environ["WORLD_SIZE"])
-    rt = D.start(D.Degrees(args.tp, world // args.tp, args.fsdp))
+    rt = D.start(D.Degrees(cp=world) if args.cp else D.Degrees(args.tp, world // args.tp, args.fsdp))
     reference = build(graph, seed=0, pipeline="O0")
     model = build(graph, seed=0, pipeline="O0")
     whole = D.tensor_parallel(model, rt.mesh["tp"]) if args.tp > 1 else []
@@ -107,12 +129,21 @@ def main() -> None:
     ids = torch.randint(0, 64, (4, 12), generator=gen)
     labels = ids.clone()
     rows, row_labels, scored = D.shard_batch(rt, model, ids, labels)
-    with D.loss_context(model):
-        loss, aux, _ = D.rank_loss(model, rows, row_labels, scored)
-        (loss * rt.deg.dp + (aux if aux is not None else 0.0)).backward()
+    aux = None
+    if args.cp:
+        from archc.backends.torch.context_parallel import context_parallel
+
+        context_parallel(model, rt.mesh["cp"])
+        loss, _, _ = D.context_loss(rt, model, rows, row_labels, scored)
+        loss.backward()
+        D.sum_grads(model, rt.mesh["cp"].get_group())
+    else:
+        with D.loss_context(model):
+            loss, aux, _ = D.rank_loss(model, rows, row_labels, scored)
+            (loss * rt.deg.dp + (aux if aux is not None else 0.0)).backward()
     D.expert_grads_to_sums(model, rt.deg.dp)
     total = loss.detach().clone()
-    dist.all_reduce(total, group=rt.mesh["dp"].get_group())
+    dist.all_reduce(total, group=rt.mesh["dp" if not args.cp else "cp"].get_group())
     if aux is not None:  # each rank's auxiliary loss is the same as the single process's when dp = 1
         total += aux.detach()
 

@@ -1,5 +1,6 @@
 """A parallel plan run on torch.distributed (gloo, CPU processes) equals the single-process run:
-one step's loss and every gradient (fp32, 1e-5) under TP, FSDP, TP × FSDP and EP, five AdamW
+one step's loss and every gradient (fp32, 1e-5) under TP, FSDP, TP × FSDP, EP and CP (the full
+sequence on one rank), five AdamW
 steps' weights through `archc train --nproc` under TP and PP, and what a tensor-parallel rank holds
 equals what `archc plan` predicted."""
 
@@ -34,7 +35,9 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
     ("hybrid", 2, ("--fsdp",)),                # FSDP=2: Mamba-2, attention and a MoE
     ("dense", 4, ("--tp", "2", "--fsdp")),     # TP × FSDP = 2 × 2
     ("experts", 2, ("--ep",)),                 # EP = 2: all-to-all to the experts' ranks and back
-], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe"])
+    ("mamba2", 2, ("--cp",)),                  # CP = 2: each rank scans its chunk from the state handed on
+    ("gdn", 2, ("--cp",)),
+], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     r = _step(tmp_path, nproc, "--case", case, *args)
     assert abs(r["loss"] - r["reference_loss"]) < 1e-5, r
@@ -89,8 +92,11 @@ def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spe
 
 
 def test_plans_that_do_not_run_are_refused(tmp_path):
+    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "fsdp=2,zero=zero1", "--out",
+               str(tmp_path / "x"))
+    assert r.returncode == 2 and "ARC1602" in r.stderr and "planned, not run yet" in r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "cp=2", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "ARC1602" in r.stderr and "does not run it yet" in r.stderr
+    assert r.returncode == 1 and "ring attention is planned, not run yet" in r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "tp=3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr
     r = _archc("train", "specs/mamba2-tiny.arch", "--nproc", "2", "--plan", "tp=2", "--steps", "1", "--batch", "2",
