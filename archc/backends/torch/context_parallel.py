@@ -9,9 +9,11 @@ last rank differentiates its chunk first and sends the gradient of its incoming 
 `_StatePassing` is that autograd function, one node per layer and rank, so every rank meets the
 layers' point-to-point messages in the same order (forward, then backward in reverse).
 
-Ops that mix no positions run on their chunk as they are. Attention (ring attention) and the
-other ops without a state-passing form are refused before launching (`check`); the planner costs
-ring attention already.
+Ops that mix no positions run on their chunk as they are. Self-attention attends from its chunk's
+queries to the keys and values of the whole sequence, gathered from every rank (the all-gather
+form of context parallelism that Llama 3 trained with: the ring's traffic, without its overlap
+and with the whole K/V held at once; the ring is next). Ops without a context-parallel form are
+refused before launching (`unsupported`).
 """
 
 from __future__ import annotations
@@ -26,13 +28,16 @@ from archc.backends.torch.context import Context
 from archc.backends.torch.model import ArchModel
 from archc.passes.facts import node_parallel
 
+#: ops whose `ring` context runs here, by gathering the keys and values of the whole sequence
+GATHERED = ("attention",)
+
 
 def unsupported(graph: Any) -> str | None:
-    """The first node a state-passing split of the sequence cannot run, with why (None: all run)."""
+    """The first node a split of the sequence cannot run, with why (None: all run)."""
     for node in graph.nodes.values():
         rule = node_parallel(graph, node)
-        if rule.context == "ring":
-            return f"`{node.id}` ({node.op}): ring attention is planned, not run yet"
+        if rule.context == "ring" and node.op not in GATHERED:
+            return f"`{node.id}` ({node.op}): its ring attention is planned, not run yet"
         if rule.context == "none":
             return f"`{node.id}` ({node.op}): {rule.why_context or 'no context-parallel form'}"
     return None
@@ -91,13 +96,44 @@ class _StatePassing(torch.autograd.Function):
         return (None, None, None, g_x, *g_params)
 
 
+def gather_sequence(t: Tensor, group: Any, dim: int = 2) -> Tensor:
+    """Every rank's chunk of `t` along `dim`, in rank order: an all-gather written as an all-to-all
+    of `size` copies (differentiable, and gloo runs it: its backward sums each chunk's gradients
+    back to the rank that holds it)."""
+    from torch.distributed.nn.functional import all_to_all_single
+
+    size = dist.get_world_size(group)
+    x = t.movedim(dim, 0).contiguous()
+    n = x.shape[0]
+    send = x.repeat(size, *([1] * (x.dim() - 1)))
+    out = all_to_all_single(torch.empty_like(send), send, [n] * size, [n] * size, group=group)
+    return out.movedim(0, dim)
+
+
 def context_parallel(model: ArchModel, mesh: Any) -> None:
     """Make every state-passing mixer of `model` scan its rank's chunk from the previous rank's
-    state (its `forward` replaced on the instance)."""
+    state, and self-attention attend from its chunk's queries to the whole sequence's keys and
+    values, gathered from every rank (Llama 3's context parallelism: the ring's traffic, without
+    its overlap; the ring itself is next) — each `forward` replaced on the instance."""
     group = mesh.get_group()
     modules = dict(model.op_modules())
     for node in model.graph.nodes.values():
-        if node.id in modules and node_parallel(model.graph, node).context == "state":
+        rule = node_parallel(model.graph, node)
+        if node.id in modules and rule.context == "ring" and node.op in GATHERED:
+            mod = modules[node.id]
+            original = mod.forward
+
+            def attend(x: Tensor, kv: Tensor | None = None, ctx: Context | None = None, _mod: nn.Module = mod,
+                       _original: Any = original) -> Tensor:
+                if kv is not None or ctx is None:  # cross-attention: its queries never meet each other
+                    return _original(x, kv=kv, ctx=ctx)
+                q, k, v, gate = _mod.project(x, x, ctx.positions, ctx.memo)
+                k, v = gather_sequence(k, group), gather_sequence(v, group)
+                keys = torch.arange(k.shape[2], device=x.device)
+                return _mod.out(_mod._sdpa(q, k, v, ctx.positions, keys, None, False), gate)
+
+            mod.forward = attend
+        if node.id in modules and rule.context == "state":
             mod = modules[node.id]
             params = tuple(p for p in mod.parameters() if p.requires_grad)
 

@@ -37,7 +37,8 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
     ("experts", 2, ("--ep",)),                 # EP = 2: all-to-all to the experts' ranks and back
     ("mamba2", 2, ("--cp",)),                  # CP = 2: each rank scans its chunk from the state handed on
     ("gdn", 2, ("--cp",)),
-], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet"])
+    ("hybrid", 2, ("--cp",)),                  # CP = 2 of a hybrid: attention gathers K/V, Mamba-2 passes state
+], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet", "cp2-hybrid"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     r = _step(tmp_path, nproc, "--case", case, *args)
     assert abs(r["loss"] - r["reference_loss"]) < 1e-5, r
@@ -78,7 +79,8 @@ def one_process(tmp_path_factory):
     ("specs/llama-tiny.arch", "tp=2"),                     # tied head, GQA
     ("specs/llama-tiny.arch", "pp=2,v=2"),                 # interleaved 1F1B; the tied table on both ends
     ("specs/mamba2-tiny.arch", "pp=2,schedule=gpipe"),     # a recurrent mixer's stages
-], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2"])
+    ("specs/llama-tiny.arch", "cp=2"),                     # attention over gathered K/V, rope at absolute positions
+], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2", "cp2-llama"])
 def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spec, plan):
     """Five AdamW steps under the plan give the single-process weights (canonical build), written
     as one consolidated safetensors file under the single-process names."""
@@ -95,8 +97,8 @@ def test_plans_that_do_not_run_are_refused(tmp_path):
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "fsdp=2,zero=zero1", "--out",
                str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr and "planned, not run yet" in r.stderr
-    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "cp=2", "--out", str(tmp_path / "x"))
-    assert r.returncode == 1 and "ring attention is planned, not run yet" in r.stderr
+    r = _archc("train", "specs/bigbird-tiny.arch", "--nproc", "2", "--plan", "cp=2", "--out", str(tmp_path / "x"))
+    assert r.returncode == 1 and "global and random blocks reach across the sequence" in r.stderr, r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "tp=3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr
     r = _archc("train", "specs/mamba2-tiny.arch", "--nproc", "2", "--plan", "tp=2", "--steps", "1", "--batch", "2",
