@@ -391,11 +391,13 @@ devices' memory: the message gives the smallest per-device figure found and its 
 devices or memory, shorten `--seq`, or relax the fixed degrees.
 """),
     "ARC1602": ("cannot run this parallel plan", """
-`archc train --nproc N --plan DEGREES` runs tensor parallelism (`tp`), data parallelism (`dp`)
-and FSDP (`fsdp`); their degrees must multiply to N. Pipeline, context and expert parallelism,
-ZeRO-1 and virtual stages are costed by `archc plan` but not run yet, and an op whose
+`archc train --nproc N --plan DEGREES` runs tensor parallelism (`tp`), data parallelism (`dp`,
+with `zero=zero1` or `fsdp`), and on their own (the degree = N) pipelines (`pp`, `v`,
+`schedule`), expert parallelism (`ep`, over DDP) and context parallelism (`cp`); the degrees must
+multiply to N. Other combinations are costed by `archc plan` but not run yet. An op whose
 tensor-parallel rule needs collectives inside the op (Mamba's x_proj, Mamba-2's group norm,
-mLSTM's gates) or packed splits is refused by name: run it with tp=1. A distributed run cannot
+mLSTM's gates) or packed splits is refused by name (run it with tp=1), as are auxiliary losses
+inside a pipeline and ops without a context-parallel form under cp. A distributed run cannot
 `--resume` yet (it saves consolidated weights, not distributed checkpoints) or `--distill`.
 docs/distributed.md lists what runs.
 """),

@@ -65,6 +65,8 @@ class Degrees:
     ep: int = 1
     #: context-parallel degree: ranks holding chunks of the same sequences
     cp: int = 1
+    #: the optimizer's state sharded over the data-parallel ranks (ZeRO-1), the rest DDP
+    zero1: bool = False
 
     @property
     def world(self) -> int:
@@ -73,41 +75,45 @@ class Degrees:
 
 def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     """The executable part of a plan (`archc.parallel.parse_plan`) for `nproc` processes; the rest
-    of the world is data parallelism. Context and expert parallelism and ZeRO-1 are refused by
-    name (`archc plan` costs them; this run does not execute them yet), and a pipeline runs on its
-    own (pp = nproc)."""
-    if plan.get("zero") == "zero1":
-        raise DistributedError("`zero=zero1`: the distributed optimizer is planned, not run yet",
-                               "use fsdp=N (ZeRO-3) or dp=N")
-    cp = plan.get("cp", 1)
-    if cp > 1:
-        if cp != nproc:
-            raise DistributedError(f"cp={cp} with --nproc {nproc}: context parallelism runs on its own (cp = nproc) "
-                                   "for now", "drop tp, dp, fsdp, ep and pp, or cp")
-        return Degrees(dp=1, cp=cp)
-    pp = plan.get("pp", 1)
-    if pp > 1:
-        if pp != nproc:
-            raise DistributedError(f"pp={pp} with --nproc {nproc}: a pipeline runs on its own (pp = nproc) for now",
-                                   "drop tp, dp and fsdp, or pp")
+    of the world is data parallelism. Pipeline, context and expert parallelism run on their own
+    for now (pp, cp or ep = nproc; ep over DDP), ZeRO-1 over plain data parallelism; a combination
+    `archc plan` costs but this run does not execute is refused by name."""
+    combined = {k: v for k, v in plan.items() if k in ("tp", "pp", "cp", "ep") and v > 1}
+    if plan.get("zero") in ("fsdp", "zero1") or plan.get("dp", 1) > 1:
+        combined["dp"] = plan.get("dp", nproc)
+
+    def alone(key: str, what: str) -> None:
+        others = sorted(k for k in combined if k != key and not (key == "ep" and k == "dp"))
+        if plan.get(key, 1) != nproc or others:
+            raise DistributedError(f"`{key}={plan[key]}`" + (f" with {', '.join(others)}" if others else "")
+                                   + f" on --nproc {nproc}: {what} runs on its own for now ({key} = --nproc)",
+                                   f"give --nproc {plan[key]} and drop the other degrees, or drop {key}")
+
+    if plan.get("cp", 1) > 1:
+        alone("cp", "context parallelism")
+        return Degrees(dp=1, cp=nproc)
+    if plan.get("pp", 1) > 1:
+        alone("pp", "a pipeline")
         schedule = plan.get("schedule") or ("interleaved" if plan.get("v", 1) > 1 else "1f1b")
-        return Degrees(pp=pp, virtual=plan.get("v", 1), schedule=schedule, mbs=plan.get("mbs", 1))
+        return Degrees(pp=nproc, virtual=plan.get("v", 1), schedule=schedule, mbs=plan.get("mbs", 1))
     if plan.get("v", 1) > 1:
         raise DistributedError("`v` (virtual stages) needs a pipeline (pp > 1)")
-    ep = plan.get("ep", 1)
-    if ep > 1:
-        if ep != nproc or plan.get("tp", 1) > 1 or plan.get("zero") == "fsdp" or plan.get("dp", nproc) != nproc:
-            raise DistributedError(f"ep={ep} with --nproc {nproc}: expert parallelism runs over all the data-parallel "
-                                   "ranks (ep = dp = nproc, DDP for the rest) for now",
-                                   "drop tp and fsdp, or ep")
-        return Degrees(dp=nproc, ep=ep)
+    if plan.get("ep", 1) > 1:
+        if plan.get("zero") in ("fsdp", "zero1"):
+            raise DistributedError(f"`ep` with `zero={plan['zero']}`: expert parallelism runs over DDP for now",
+                                   "drop zero/fsdp, or ep")
+        alone("ep", "expert parallelism (over all the data-parallel ranks, DDP for the rest)")
+        return Degrees(dp=nproc, ep=nproc)
     tp = plan.get("tp", 1)
     if nproc % tp:
         raise DistributedError(f"tp={tp} does not divide --nproc {nproc}")
     dp = plan.get("dp", nproc // tp)
     if tp * dp != nproc:
         raise DistributedError(f"the plan's degrees (tp={tp} × dp={dp}) multiply to {tp * dp}, not --nproc {nproc}")
-    return Degrees(tp, dp, plan.get("zero") == "fsdp")
+    if plan.get("zero") == "zero1" and tp > 1:
+        raise DistributedError("`zero=zero1` with tp: the distributed optimizer runs over plain data parallelism "
+                               "for now", "drop tp, or use fsdp")
+    return Degrees(tp, dp, plan.get("zero") == "fsdp", zero1=plan.get("zero") == "zero1")
 
 
 def check_plan(graph: Any, deg: Degrees) -> None:
@@ -526,7 +532,7 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     model.gradient_checkpointing = cfg.checkpointing
     pipe = _pipeline(model, rt, cfg) if rt.deg.pp > 1 else None
     trained = pipe.module() if pipe is not None else model
-    opt = make_optimizer(trained, cfg)
+    opt = make_optimizer(trained, cfg, zero=rt.mesh["dp"].get_group() if rt.deg.zero1 else None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg))
     autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     losses: list[float] = []
@@ -590,8 +596,8 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     if rt.rank == 0 and out is not None:
         meta = {"spec": spec_name, "step": cfg.steps, "losses": losses, "val_losses": [], "config": asdict(cfg),
                 "pipeline": getattr(model, "pipeline", "O0"),
-                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "pp": rt.deg.pp, "ep": rt.deg.ep,
-                             "cp": rt.deg.cp}}
+                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "zero1": rt.deg.zero1,
+                             "pp": rt.deg.pp, "ep": rt.deg.ep, "cp": rt.deg.cp}}
         with output_folder(Path(out), RUN, force=True) as txn:
             save_state(state, txn.stage / "last.safetensors", meta)
             write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")

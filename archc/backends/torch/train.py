@@ -144,15 +144,20 @@ def config_from_section(section: dict | None, **overrides) -> TrainConfig:
     return TrainConfig(**cfg)
 
 
-def make_optimizer(model: ArchModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, zero: object = None) -> torch.optim.Optimizer:
     """AdamW (or SGD with momentum) with weight decay on matrices only (not on norms, biases, or
-    1-D scales)."""
+    1-D scales). With `zero` (a data-parallel process group), PyTorch's ZeroRedundancyOptimizer
+    around it: each rank keeps and updates the state of its share of the parameters (ZeRO-1)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    cls, kwargs = ((torch.optim.SGD, {"lr": cfg.lr, "momentum": cfg.momentum}) if cfg.optimizer == "sgd"
+                   else (torch.optim.AdamW, {"lr": cfg.lr, "betas": cfg.betas}))
+    if zero is not None:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(groups, optimizer_class=cls, process_group=zero, **kwargs)
+    return cls(groups, **kwargs)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> float:

@@ -80,7 +80,8 @@ def one_process(tmp_path_factory):
     ("specs/llama-tiny.arch", "pp=2,v=2"),                 # interleaved 1F1B; the tied table on both ends
     ("specs/mamba2-tiny.arch", "pp=2,schedule=gpipe"),     # a recurrent mixer's stages
     ("specs/llama-tiny.arch", "cp=2"),                     # attention over gathered K/V, rope at absolute positions
-], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2", "cp2-llama"])
+    ("specs/llama-tiny.arch", "dp=2,zero=zero1"),          # DDP with the optimizer's state sharded (ZeRO-1)
+], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2", "cp2-llama", "zero1-llama"])
 def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spec, plan):
     """Five AdamW steps under the plan give the single-process weights (canonical build), written
     as one consolidated safetensors file under the single-process names."""
@@ -94,9 +95,8 @@ def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spe
 
 
 def test_plans_that_do_not_run_are_refused(tmp_path):
-    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "fsdp=2,zero=zero1", "--out",
-               str(tmp_path / "x"))
-    assert r.returncode == 2 and "ARC1602" in r.stderr and "planned, not run yet" in r.stderr
+    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "4", "--plan", "pp=2,tp=2", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "ARC1602" in r.stderr and "runs on its own for now" in r.stderr
     r = _archc("train", "specs/bigbird-tiny.arch", "--nproc", "2", "--plan", "cp=2", "--out", str(tmp_path / "x"))
     assert r.returncode == 1 and "global and random blocks reach across the sequence" in r.stderr, r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "tp=3", "--out", str(tmp_path / "x"))
