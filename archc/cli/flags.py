@@ -192,3 +192,36 @@ def add_memory_flag(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--max-memory", type=memory, default=None, metavar="SIZE",
                     help="refuse to start when the decode state and prompt buffers would need more than this "
                          "(default: half of this machine's memory)")
+
+
+def bandwidth(text: str) -> int:
+    """Bytes per second: `900GB/s`, `50GB/s`, `400Gb/s` is refused as ambiguous (give bytes)."""
+    t = text.strip()
+    if t.endswith("b/s") and not t.endswith("B/s"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give bytes per second (400Gb/s is 50GB/s)")
+    return memory(t.removesuffix("/s").removesuffix("/S"))
+
+
+def flops(text: str) -> float:
+    """FLOP/s: `989TFLOPS`, `989T`, `9.89e14`."""
+    t = text.strip().upper().removesuffix("FLOPS").removesuffix("FLOP/S")
+    scale = {"T": 1e12, "P": 1e15, "G": 1e9}.get(t[-1:], 1.0)
+    try:
+        value = float(t[:-1] if t[-1:] in "TPG" else t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a rate such as 989TFLOPS or 9.89e14") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
+    return value
+
+
+def plan_degrees(text: str) -> str:
+    """A parallel plan such as `tp=2,fsdp=2` (`archc.parallel.parse_plan`'s keys and values),
+    checked when the command line is read; the command parses the same text again."""
+    from archc.parallel import PlanError, parse_plan
+
+    try:
+        parse_plan(text)
+    except PlanError as e:
+        raise argparse.ArgumentTypeError(e.message + (f"; {e.hint}" if e.hint else "")) from None
+    return text

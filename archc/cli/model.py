@@ -27,6 +27,7 @@ from archc.cli.flags import (
     add_memory_flag,
     count,
     output,
+    plan_degrees,
     positive,
     probability,
     seed,
@@ -204,11 +205,17 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
         if getattr(args, flag):
             raise _fail("ARC1602", f"--{flag} with --nproc: {why}", f"drop --{flag}, or train in one process",
                         usage=True)
-    out = check_folder(args.out, RUN, force=True)
-    if (out / "last.safetensors").exists() and not args.force:
-        raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
-                    "pass --force to start over, or --out for a new folder")
-    if not D.is_worker():
+    worker = D.is_worker()
+    if not worker:  # the launcher checks the run folder once; rank 0 alone writes it, at the end
+        out = check_folder(args.out, RUN, force=True)
+        if (out / "last.safetensors").exists() and not args.force:
+            raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
+                        "pass --force to start over, or --out for a new folder")
+    else:
+        from pathlib import Path
+
+        out = Path(args.out)
+    if not worker:
         try:
             D.check_plan(load_spec(args.file, args, sources).graph, deg)
         except D.DistributedError as e:
@@ -571,7 +578,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="run folder for checkpoints and loss.png (run)")
     t.add_argument("--nproc", type=count(1, 4096), default=1,
                    help="processes to train in, under torchrun (gloo on CPU, NCCL on CUDA; docs/distributed.md)")
-    t.add_argument("--plan", default=None, metavar="DEGREES",
+    t.add_argument("--plan", default=None, type=plan_degrees, metavar="DEGREES",
                    help='how the processes split the work, e.g. "tp=2", "fsdp=2", "tp=2,fsdp=2" (default: data '
                         "parallelism over all of them; `archc plan` chooses one)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output")

@@ -6,28 +6,7 @@ import argparse
 import json
 
 from archc.cli.common import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, add_limit_flags, load_or_report, print_diags
-from archc.cli.flags import count, memory, positive
-
-
-def bandwidth(text: str) -> int:
-    """Bytes per second: `900GB/s`, `50GB/s`, `400Gb/s` is refused as ambiguous (give bytes)."""
-    t = text.strip()
-    if t.endswith("b/s") and not t.endswith("B/s"):
-        raise argparse.ArgumentTypeError(f"{text!r}: give bytes per second (400Gb/s is 50GB/s)")
-    return memory(t.removesuffix("/s").removesuffix("/S"))
-
-
-def flops(text: str) -> float:
-    """FLOP/s: `989TFLOPS`, `989T`, `9.89e14`."""
-    t = text.strip().upper().removesuffix("FLOPS").removesuffix("FLOP/S")
-    scale = {"T": 1e12, "P": 1e15, "G": 1e9}.get(t[-1:], 1.0)
-    try:
-        value = float(t[:-1] if t[-1:] in "TPG" else t) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: a rate such as 989TFLOPS or 9.89e14") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be positive")
-    return value
+from archc.cli.flags import bandwidth, count, flops, fraction, memory, plan_degrees
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -79,12 +58,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="between devices of a node, per direction, e.g. 450GB/s")
     p.add_argument("--inter-bandwidth", type=bandwidth, default=None, metavar="RATE",
                    help="a device's share of the network, per direction, e.g. 50GB/s")
-    p.add_argument("--efficiency", type=positive, default=0.6,
+    p.add_argument("--efficiency", type=fraction, default=0.6,
                    help="fraction of peak the training kernels reach (0.6; docs/distributed.md)")
     p.add_argument("--seq", type=count(1), default=4096, help="tokens per sequence (4096)")
     p.add_argument("--global-batch", type=count(1), default=256, help="sequences per optimizer step (256)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16", help="training dtype (bf16)")
-    p.add_argument("--plan", default=None, metavar="DEGREES",
+    p.add_argument("--plan", default=None, type=plan_degrees, metavar="DEGREES",
                    help='fix degrees, e.g. "tp=8,pp=16" or "tp=2,fsdp=4" (cp, ep, dp, mbs, v, schedule, zero, '
                         "checkpoint)")
     p.add_argument("--top", type=count(0, 20), default=3, help="runners-up to show (3)")

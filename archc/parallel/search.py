@@ -102,6 +102,8 @@ class ParallelPlan:
                     "memory_bytes": e.memory, "time_s": e.time, "tokens_per_s": e.tokens / e.step,
                     "model_tflops_per_device": e.tflops(self.cluster.devices),
                     "mfu": e.tflops(self.cluster.devices) * 1e12 / self.cluster.device.peak,
+                    # hardware FLOPs utilization: recomputation counted (Korthikanti et al. 2022's HFU)
+                    "hfu": e.hardware_flops / e.step / self.cluster.devices / self.cluster.device.peak,
                     "stages": e.stages, "replicated_ops": e.replicated}
 
         c = self.cluster

@@ -23,8 +23,6 @@ from archc.backends.torch.context import Context
 from archc.backends.torch.model import ArchModel, _put
 from archc.passes.estimate_cost import layer_of
 
-SCHEDULES = ("gpipe", "1f1b", "interleaved")
-
 #: ops that add auxiliary losses, and the parameters that turn them on
 AUX_PARAMS = {"moe": ("aux_loss", "z_loss"), "mod": ("aux_loss",), "act": ("ponder_cost",)}
 
