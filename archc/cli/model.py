@@ -126,7 +126,11 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
         raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
                     "pass --resume to continue it, --force to start over, or --out for a new folder")
     if args.resume and not (out / "train_state.safetensors").exists():
+        from archc.backends.torch.distributed_checkpoint import STATE_DIR
+
         raise _fail("ARC0905", f"--resume: {out} has no train_state.safetensors to resume from",
+                    f"it holds a distributed run's state ({STATE_DIR}/): resume it with --nproc and a --plan"
+                    if (out / STATE_DIR / ".metadata").exists() else
                     "start the run without --resume, or point --output at the run folder", usage=True)
     model, prog = _build_model(args.file, args.seed, sources, args)
     import torch
@@ -200,17 +204,23 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
         deg = D.degrees(parse_plan(args.plan or ""), args.nproc)
     except (PlanError, D.DistributedError) as e:
         raise _fail("ARC1602", f"--plan {args.plan!r}: {e.message}", e.hint, usage=True) from None
-    for flag, why in (("resume", "a distributed run saves consolidated weights, not distributed checkpoints yet"),
-                      ("distill", "distillation runs in one process")):
-        if getattr(args, flag):
-            raise _fail("ARC1602", f"--{flag} with --nproc: {why}", f"drop --{flag}, or train in one process",
-                        usage=True)
+    from archc.backends.torch.distributed_checkpoint import STATE_DIR
+
+    if args.distill:
+        raise _fail("ARC1602", "--distill with --nproc: distillation runs in one process",
+                    "drop --distill, or train in one process", usage=True)
     worker = D.is_worker()
-    if not worker:  # the launcher checks the run folder once; rank 0 alone writes it, at the end
+    if not worker:  # the launcher checks the run folder once; rank 0 alone writes it
         out = check_folder(args.out, RUN, force=True)
-        if (out / "last.safetensors").exists() and not args.force:
+        if (out / "last.safetensors").exists() and not (args.resume or args.force):
             raise _fail("ARC0903", f"{out} already holds a training run; refusing to overwrite it",
-                        "pass --force to start over, or --out for a new folder")
+                        "pass --resume to continue it (under any plan), --force to start over, or --out for a new "
+                        "folder")
+        if args.resume and not (out / STATE_DIR / ".metadata").exists():
+            raise _fail("ARC0905", f"--resume: {out} has no distributed train state ({STATE_DIR}/) to resume from",
+                        "a run trained in one process resumes without --nproc; its weights start a distributed "
+                        "run with --init" if (out / "train_state.safetensors").exists() else
+                        "start the run without --resume, or point --output at the run folder", usage=True)
     else:
         from pathlib import Path
 
@@ -232,10 +242,11 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
         # packed q/k/v would need its parts split), and the checkpoint's gathered state dict is the
         # modules' own (a fused build's load/save hooks repack around FSDP's and DTensor's)
         model, prog = _build_model(args.file, args.seed, sources, args, pipeline="O0")
+        from archc.backends.torch.checkpoint import CheckpointError
         from archc.backends.torch.tasks import make_task
         from archc.backends.torch.train import config_from_section
 
-        if args.init:
+        if args.init and not args.resume:
             _load_weights(model, args.init, "--init")
         if model.head_loss != "lm":
             raise _fail("ARC0906", f"archc train trains language models; {prog.graph.name} ends in {model.head}",
@@ -269,14 +280,18 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
                 print(f"training {prog.graph.name} on `{task.name}`: {cfg.steps} steps × {cfg.batch}×{cfg.seq} "
                       f"tokens over {deg.world} ranks", file=sys.stderr)
             res = D.train_parallel(model, task, cfg, rt, out, prog.graph.name, progress=lead and not args.quiet,
-                                   tokenizer=tokenizer)
+                                   tokenizer=tokenizer, resume=args.resume)
         except D.DistributedError as e:
             raise _fail("ARC1602", e.message, e.hint) from None
+        except CheckpointError as e:
+            raise _fail("ARC1308", f"--resume: {e}", "start the run again without --resume (--force replaces it), "
+                        "or resume from a run folder archc train wrote") from None
         if lead:
             first = sum(res.losses[:10]) / max(1, len(res.losses[:10]))
             last = sum(res.losses[-10:]) / max(1, len(res.losses[-10:]))
             print(f"loss {first:.3f} → {last:.3f} (mean of first/last 10 steps), {res.tokens_per_s:,.0f} tokens/s")
-            print(f"wrote {out / 'last.safetensors'} (consolidated), {out / 'loss.png'}")
+            print(f"wrote {out / 'last.safetensors'} (consolidated), {out / STATE_DIR}/ (distributed train state), "
+                  f"{out / 'loss.png'}")
         return EXIT_OK
     finally:
         rt.close()

@@ -14,10 +14,15 @@ outside, from each op's parallelism rule (`OpDef.parallel`, archc/ir/sharding.py
   of the global batch, and the loss is normalized by the global batch's scored tokens so that the
   averaged gradients equal the single-process ones.
 
+* expert parallelism (all-to-all to the experts' ranks), pipelines (archc/backends/torch/pipeline.py)
+  and context parallelism (archc/backends/torch/context_parallel.py), each on its own for now;
+* the train state as a distributed checkpoint that resumes under another plan
+  (archc/backends/torch/distributed_checkpoint.py).
+
 torchrun starts the processes (`launch`); gloo on CPU, NCCL on CUDA. A step's loss and every
-gradient equal the single-process run's (tests/backends/torch/test_distributed.py). Pipeline,
-context and expert parallelism are planned by `archc plan` and not run yet: `degrees` refuses
-them by name (docs/distributed.md, "Status").
+gradient equal the single-process run's (tests/backends/torch/test_distributed.py); what a plan
+combines that this execution does not run yet is refused by `degrees` by name
+(docs/distributed.md, "Status").
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -391,6 +397,10 @@ def _all_to_all_experts(mod: nn.Module, group: Any, ep: int, n_experts: int, own
     return torch.zeros_like(h).index_add(0, token, back * gate[:, None])
 
 
+#: ops whose parameters a step may leave unused on a rank (experts, routed layers)
+_ROUTED = ("moe", "mod", "act")
+
+
 def data_parallel(model: ArchModel, mesh: Any, fsdp: bool, ignored: list[nn.Module] | None = None) -> None:
     """FSDP2 (`fully_shard`): a unit per layer op (its forward runs, so its gathers fire), the
     embedding and the rest in the root unit (a tied head shares the embedding's table); or DDP
@@ -399,7 +409,10 @@ def data_parallel(model: ArchModel, mesh: Any, fsdp: bool, ignored: list[nn.Modu
     if not fsdp:
         from torch.distributed._composable.replicate import replicate
 
-        replicate(model, device_mesh=mesh, ignored_modules=ignored or None)
+        # an expert (or a routed layer) no token of a rank's rows reaches has no gradient there: DDP
+        # must look for such parameters, or its buckets' all-reduces differ between the ranks
+        routed = any(node.op in _ROUTED for node in model.graph.nodes.values())
+        replicate(model, device_mesh=mesh, ignored_modules=ignored or None, find_unused_parameters=routed)
         return
     from torch.distributed.fsdp import fully_shard
 
@@ -507,25 +520,21 @@ def rank_loss(model: ArchModel, ids: Tensor, labels: Tensor, scored: Tensor) -> 
 
 
 def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any = None, spec_name: str = "",
-                   progress: bool = True, tokenizer: Any = None) -> Any:
+                   progress: bool = True, tokenizer: Any = None, resume: bool = False) -> Any:
     """`archc train`'s loop on one rank of a distributed run: the global batch is drawn from the
     same generator on every rank, each data-parallel rank trains on its rows (a pipeline splits
     them into microbatches), the loss of a step is the mean over the global batch's scored tokens
     (so a step equals the single-process step on that batch), gradients are clipped by their
-    global norm. Rank 0 writes the run folder: the consolidated weights (`last.safetensors`,
-    single-process names), the config and the loss curve. (Resuming a distributed run needs
-    distributed checkpoints: not built yet.)"""
-    import json
+    global norm. Every `cfg.save_every` steps and at the end, the run folder gets a checkpoint
+    committed whole: the distributed train state (`train_state.dcp/`, every rank's shards), the
+    consolidated weights (`last.safetensors`, single-process names), the config and the loss
+    curve. `resume` continues from it under this run's plan, whichever plan wrote it."""
     import time
-    from dataclasses import asdict
-    from pathlib import Path
 
     from torch.distributed.tensor import DTensor
 
-    from archc.backends.torch.checkpoint import save_state
-    from archc.backends.torch.train import RUN, TrainResult, accuracy, lr_at, make_optimizer, plot_losses
-    from archc.data.tokenizer import write_tokenizer_files
-    from archc.files.output import output_folder, write_text
+    from archc.backends.torch import distributed_checkpoint as dcp
+    from archc.backends.torch.train import TrainResult, accuracy, lr_at, make_optimizer
 
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
@@ -534,12 +543,16 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     trained = pipe.module() if pipe is not None else model
     opt = make_optimizer(trained, cfg, zero=rt.mesh["dp"].get_group() if rt.deg.zero1 else None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg))
+    start, losses = 0, []
+    if resume and out is not None:
+        start = dcp.load(Path(out), trained, model, opt, gen, rt.dp_rank)
+        losses = _losses_before(Path(out), start)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg), last_epoch=start - 1)
     autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-    losses: list[float] = []
     acc, tokens, t0 = float("nan"), 0, time.perf_counter()
     # the rank that reports: the last pipeline stage holds the loss
     lead = rt.rank == (rt.deg.pp - 1 if pipe is not None else 0)
-    for step in range(cfg.steps):
+    for step in range(start, cfg.steps):
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=rt.device)
         for _ in range(cfg.accum):
@@ -587,26 +600,74 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
                 print(f"step {step + 1}/{cfg.steps}  loss {losses[-1]:.4f}"
                       + (f"  acc {acc:.3f}" if acc == acc else "")
                       + f"  {tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s", file=sys.stderr)
-    if pipe is not None:
-        state = _gather_pipeline_state(pipe)
-    elif getattr(model, "expert_owners", None):
-        state = gathered_expert_state(model)
-    else:
-        state = full_state_dict(model)
-    if rt.rank == 0 and out is not None:
-        meta = {"spec": spec_name, "step": cfg.steps, "losses": losses, "val_losses": [], "config": asdict(cfg),
-                "pipeline": getattr(model, "pipeline", "O0"),
-                "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "zero1": rt.deg.zero1,
-                             "pp": rt.deg.pp, "ep": rt.deg.ep, "cp": rt.deg.cp}}
-        with output_folder(Path(out), RUN, force=True) as txn:
-            save_state(state, txn.stage / "last.safetensors", meta)
-            write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
-            plot_losses(losses, txn.stage / "loss.png", title=f"{spec_name} — {task.name}")
-            if tokenizer is not None:
-                write_tokenizer_files(tokenizer, txn.stage)
+        done = step + 1
+        if out is not None and cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+            _save(rt, model, trained, pipe, opt, gen, done, cfg, Path(out), losses, spec_name)
+    if out is not None:
+        _save(rt, model, trained, pipe, opt, gen, cfg.steps, cfg, Path(out), losses, spec_name,
+              f"{spec_name} — {task.name}", tokenizer)
     model.eval()
     return TrainResult(cfg.steps, losses, acc, tokens / max(time.perf_counter() - t0, 1e-9),
                        Path(out) if out is not None else None)
+
+
+def _save(rt: Runtime, model: ArchModel, trained: nn.Module, pipe: Any, opt: Any, gen: torch.Generator, step: int,
+          cfg: Any, out: Path, losses: list[float], spec_name: str, plot_title: str | None = None,
+          tokenizer: Any = None) -> None:
+    """One checkpoint of `step` (every rank calls it): the distributed train state, and on rank 0
+    the consolidated weights and the config; at the end of the run (`plot_title`), the loss curve
+    and the tokenizer too."""
+    import json
+    from dataclasses import asdict
+
+    from archc.backends.torch import distributed_checkpoint as dcp
+    from archc.backends.torch.checkpoint import save_state
+    from archc.backends.torch.train import CHECKPOINT, RUN, plot_losses
+    from archc.data.tokenizer import write_tokenizer_files
+    from archc.files.output import write_text
+
+    if pipe is not None:
+        weights = _gather_pipeline_state(pipe)
+    elif getattr(model, "expert_owners", None):
+        weights = gathered_expert_state(model)
+    else:
+        weights = full_state_dict(model)
+    meta = {"spec": spec_name, "step": step, "losses": losses, "val_losses": [], "config": asdict(cfg),
+            "pipeline": getattr(model, "pipeline", "O0"),
+            "parallel": {"tp": rt.deg.tp, "dp": rt.deg.dp, "fsdp": rt.deg.fsdp, "zero1": rt.deg.zero1,
+                         "pp": rt.deg.pp, "ep": rt.deg.ep, "cp": rt.deg.cp}}
+
+    def write_rest(stage: Path) -> None:
+        save_state(weights, stage / "last.safetensors", meta)
+        write_text(stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        if plot_title is not None:
+            plot_losses(losses, stage / "loss.png", title=plot_title)
+            if tokenizer is not None:
+                write_tokenizer_files(tokenizer, stage)
+
+    owned = dcp.with_state_files(RUN if plot_title is not None else CHECKPOINT, out, dist.get_world_size())
+    dcp.save(out, owned, dcp.state_dict(trained, model, opt, gen, step, rt.dp_rank), write_rest)
+
+
+def _losses_before(out: Path, step: int) -> list[float]:
+    """The loss curve of the run being resumed, up to its checkpoint's `step` (from the metadata of
+    the consolidated weights saved with it); a checkpoint whose weights are of another step is a
+    `CheckpointError`."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    from archc.backends.torch.checkpoint import CheckpointError
+
+    try:
+        with safe_open(str(out / "last.safetensors"), "pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"{out / 'last.safetensors'} cannot be read ({e})") from None
+    saved = json.loads(meta.get("step", "null"))
+    if saved != step:
+        raise CheckpointError(f"{out / 'last.safetensors'} is of step {saved}, the train state beside it of step {step}")
+    return [float(x) for x in json.loads(meta.get("losses", "[]"))][:step]
 
 
 def _pipeline(model: ArchModel, rt: Runtime, cfg: Any) -> Any:

@@ -285,7 +285,11 @@ def _save(model: ArchModel, opt: torch.optim.Optimizer, step: int, gen: torch.Ge
     """One checkpoint — weights, optimizer state and config of `step` — committed together; with
     `plot_title` (the end of the run), the loss curve and the tokenizer too."""
     meta = {"spec": spec_name, "step": step, "losses": losses, "val_losses": val_losses, "config": asdict(cfg)}
-    with output_folder(out, RUN if plot_title is not None else CHECKPOINT, force=True) as txn:
+    from archc.backends.torch.distributed_checkpoint import with_state_files
+
+    # a distributed run's train state in the folder is replaced by this one, not left beside it
+    owned = with_state_files(RUN if plot_title is not None else CHECKPOINT, out)
+    with output_folder(out, owned, force=True) as txn:
         save_weights(model, txn.stage / "last.safetensors", meta)
         save_train_state(txn.stage / "train_state.safetensors", model, opt, step, gen, {"config": asdict(cfg)})
         write_text(txn.stage / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")

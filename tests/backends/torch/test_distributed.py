@@ -124,3 +124,35 @@ def test_plans_that_do_not_run_are_refused(tmp_path):
     r = _archc("train", "specs/jamba-tiny.arch", "--nproc", "2", "--plan", "pp=2", "--steps", "1", "--batch", "2",
                "--seq", "16", "--out", str(tmp_path / "j"))
     assert r.returncode == 1 and "auxiliary loss" in r.stderr, r.stderr[-2000:]
+
+
+def test_resume_under_another_plan_continues_as_one_process_does(tmp_path):
+    """Three steps as a pipeline, resumed to five under FSDP (DCP reshards the train state from
+    the stages' whole tensors to FSDP's shards) equal three single-process steps resumed to five;
+    a train state of another spec is refused before any step."""
+    from safetensors.torch import load_file
+
+    from archc.backends.torch.distributed_checkpoint import STATE_DIR
+
+    run, one = tmp_path / "run", tmp_path / "one"
+    base = ("train", "specs/llama-tiny.arch", "--task", "chars", "--batch", "4", "--seq", "32", "-q")
+    for extra in (("--steps", "3"), ("--steps", "5", "--resume")):
+        r = _archc(*base, *extra, "--pipeline", "O0", "--out", str(one))
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = _archc(*base, "--steps", "3", "--nproc", "2", "--plan", "pp=2", "--out", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in (run / STATE_DIR).iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    r = _archc(*base, "--steps", "5", "--nproc", "2", "--plan", "fsdp=2", "--resume", "--out", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = load_file(one / "last.safetensors"), load_file(run / "last.safetensors")
+    assert a.keys() == b.keys()
+    _same_training(a, b, run / "train_config.json")
+    # a one-process run's folder does not resume under --nproc, and says how it does
+    r = _archc(*base, "--steps", "6", "--nproc", "2", "--plan", "fsdp=2", "--resume", "--out", str(one))
+    assert r.returncode == 2 and "ARC0905" in r.stderr and "resumes without --nproc" in r.stderr, r.stderr
+    # another spec's train state: refused by name, the run folder untouched
+    before = (run / "last.safetensors").read_bytes()
+    r = _archc("train", "specs/mamba2-tiny.arch", *base[2:], "--steps", "6", "--nproc", "2", "--plan", "fsdp=2",
+               "--resume", "--out", str(run))
+    assert r.returncode == 1 and "ARC1308" in r.stderr and "another spec" in r.stderr, r.stderr[-2000:]
+    assert (run / "last.safetensors").read_bytes() == before
