@@ -1,5 +1,5 @@
-"""Context parallelism by state passing: each rank holds a contiguous chunk of every sequence, and
-each recurrent mixer scans its chunk from the state the previous rank hands it.
+"""Context parallelism: each rank holds a contiguous chunk of every sequence; each recurrent mixer
+scans its chunk from the state the previous rank hands it, and self-attention runs as a ring.
 
 The mixers' `step` already computes a chunk from a given state (chunked prefill: step equals the
 forward for every chunking, tested for every mixer), so a rank's chunk is exactly what the whole
@@ -9,11 +9,11 @@ last rank differentiates its chunk first and sends the gradient of its incoming 
 `_StatePassing` is that autograd function, one node per layer and rank, so every rank meets the
 layers' point-to-point messages in the same order (forward, then backward in reverse).
 
-Ops that mix no positions run on their chunk as they are. Self-attention attends from its chunk's
-queries to the keys and values of the whole sequence, gathered from every rank (the all-gather
-form of context parallelism that Llama 3 trained with: the ring's traffic, without its overlap
-and with the whole K/V held at once; the ring is next). Ops without a context-parallel form are
-refused before launching (`unsupported`).
+Ops that mix no positions run on their chunk as they are. Self-attention runs as ring attention
+(`_RingAttention`): the chunks' keys and values travel round the ranks, each rank attends from its
+queries to the block it holds while the next is in flight, and merges the blocks by their
+log-sum-exps; backward goes round again with the blocks' gradients. Ops without a
+context-parallel form are refused before launching (`unsupported`).
 """
 
 from __future__ import annotations
@@ -26,20 +26,24 @@ from torch import Tensor, nn
 
 from archc.backends.torch.context import Context
 from archc.backends.torch.model import ArchModel
+from archc.backends.torch.ops.attention import expand_kv
 from archc.passes.facts import node_parallel
 
-#: ops whose `ring` context runs here, by gathering the keys and values of the whole sequence
-GATHERED = ("attention",)
+#: ops whose `ring` context runs here (`_RingAttention`)
+RING = ("attention",)
 
 
 def unsupported(graph: Any) -> str | None:
     """The first node a split of the sequence cannot run, with why (None: all run)."""
     for node in graph.nodes.values():
         rule = node_parallel(graph, node)
-        if rule.context == "ring" and node.op not in GATHERED:
+        if rule.context == "ring" and node.op not in RING:
             return f"`{node.id}` ({node.op}): its ring attention is planned, not run yet"
         if rule.context == "none":
             return f"`{node.id}` ({node.op}): {rule.why_context or 'no context-parallel form'}"
+        if rule.context == "ring" and node.params.get("dropout"):
+            return (f"`{node.id}` ({node.op}): attention dropout under ring attention (each block's mask would "
+                    "have to be replayed in backward)")
     return None
 
 
@@ -96,30 +100,129 @@ class _StatePassing(torch.autograd.Function):
         return (None, None, None, g_x, *g_params)
 
 
-def gather_sequence(t: Tensor, group: Any, dim: int = 2) -> Tensor:
-    """Every rank's chunk of `t` along `dim`, in rank order: an all-gather written as an all-to-all
-    of `size` copies (differentiable, and gloo runs it: its backward sums each chunk's gradients
-    back to the rank that holds it)."""
-    from torch.distributed.nn.functional import all_to_all_single
+def _shift(tensors: tuple[Tensor, ...], group: Any) -> tuple[tuple[Tensor, ...], list[Any]]:
+    """Start sending `tensors` to the next rank of the ring and receiving the previous rank's:
+    (the buffers they arrive in, the works to wait for) — the caller computes meanwhile."""
+    rank, size = dist.get_rank(group), dist.get_world_size(group)
+    bufs = tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in tensors)
+    ops = [dist.P2POp(dist.isend, t.contiguous(), group=group, group_peer=(rank + 1) % size) for t in tensors]
+    ops += [dist.P2POp(dist.irecv, b, group=group, group_peer=(rank - 1) % size) for b in bufs]
+    return bufs, dist.batch_isend_irecv(ops)
 
-    size = dist.get_world_size(group)
-    x = t.movedim(dim, 0).contiguous()
-    n = x.shape[0]
-    send = x.repeat(size, *([1] * (x.dim() - 1)))
-    out = all_to_all_single(torch.empty_like(send), send, [n] * size, [n] * size, group=group)
-    return out.movedim(0, dim)
+
+def _wait(works: list[Any]) -> None:
+    for w in works:
+        w.wait()
+
+
+def _scores(mod: nn.Module, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+    """The attention logits of `q` against one block of keys, as the op's `_sdpa` forms them:
+    cap(q·kᵀ·scale) + position bias, −∞ where the causal / window pattern forbids (fp32)."""
+    k = expand_kv(k, q.shape[1] // k.shape[1])
+    s = torch.matmul(q, k.transpose(-1, -2)).float() * (q.shape[-1] ** -0.5 if mod.scale is None else mod.scale)
+    if mod.softcap is not None:
+        s = torch.tanh(s / mod.softcap) * mod.softcap
+    bias = mod.position_bias(q_pos, k_pos)
+    if bias is not None:
+        s = s + bias.float()
+    allowed = mod._allowed(q_pos, k_pos)
+    return s if allowed is None else s.masked_fill(~allowed, float("-inf"))
+
+
+class _RingAttention(torch.autograd.Function):
+    """Ring attention (Liu et al., 2023) on contiguous chunks: each rank keeps its queries and
+    passes its keys and values around the ring; at each of the `size` steps it attends to the
+    block it holds — while the next block is already in flight — and merges the block's output
+    into its own by their log-sum-exps (the online softmax of flash attention). Blocks the
+    causal or window pattern forbids entirely are skipped. Backward goes round the ring again: each
+    block's keys and values travel with the gradients accumulated for them, which arrive home
+    after the last step; a block's gradients are its forward recomputed under autograd (so a
+    learned position bias gets its gradient), the softmax's normalization entering through
+    D = rowsum(dO ∘ O) — flash attention's backward."""
+
+    @staticmethod
+    def forward(fctx: Any, mod: nn.Module, group: Any, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor,
+                *params: Tensor) -> Tensor:
+        rank, size = dist.get_rank(group), dist.get_world_size(group)
+        n = k.shape[2]
+        out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+        lse = torch.full(q.shape[:-1], float("-inf"), device=q.device)
+        held, works = (k, v), []
+        for i in range(size):
+            if i < size - 1:
+                nxt, works = _shift(held, group)
+            j = (rank - i) % size
+            k_pos = torch.arange(j * n, (j + 1) * n, device=q.device)
+            s = _scores(mod, q, held[0], q_pos, k_pos)
+            if bool(torch.isfinite(s).any()):
+                block_lse = torch.logsumexp(s, dim=-1)
+                vj = expand_kv(held[1], q.shape[1] // held[1].shape[1]).float()
+                o = torch.matmul(torch.exp(s - block_lse[..., None].clamp_min(-1e30)), vj)
+                new = torch.logaddexp(lse, block_lse)
+                keep = torch.where(new > float("-inf"), torch.exp(lse - new), torch.zeros_like(new))
+                take = torch.where(new > float("-inf"), torch.exp(block_lse - new), torch.zeros_like(new))
+                out = out * keep[..., None] + o * take[..., None]
+                lse = new
+            if i < size - 1:
+                _wait(works)
+                held = nxt
+        fctx.save_for_backward(q, k, v, q_pos, out, lse)
+        fctx.mod, fctx.group, fctx.params = mod, group, params
+        return out.to(q.dtype)
+
+    @staticmethod
+    def backward(fctx: Any, g_out: Tensor) -> tuple[Any, ...]:
+        q, k, v, q_pos, out, lse = fctx.saved_tensors
+        mod, group, params = fctx.mod, fctx.group, fctx.params
+        rank, size = dist.get_rank(group), dist.get_world_size(group)
+        n = k.shape[2]
+        d_out = g_out.float()
+        rows = (d_out * out).sum(-1)  # D = rowsum(dO ∘ O)
+        g_q = torch.zeros_like(q)
+        g_params: list[Tensor | None] = [None] * len(params)
+        held = (k, v, torch.zeros_like(k), torch.zeros_like(v))
+        for i in range(size):
+            j = (rank - i) % size
+            k_pos = torch.arange(j * n, (j + 1) * n, device=q.device)
+            with torch.enable_grad():
+                qq = q.detach().requires_grad_()
+                kk, vv = held[0].detach().requires_grad_(), held[1].detach().requires_grad_()
+                s = _scores(mod, qq, kk, q_pos, k_pos)
+                if bool(torch.isfinite(s).any()):
+                    prob = torch.exp(s - lse[..., None])
+                    vj = expand_kv(vv, q.shape[1] // vv.shape[1]).float()
+                    surrogate = (d_out * torch.matmul(prob, vj)).sum() - (rows[..., None] * prob).sum()
+                    wrt = [qq, kk, vv, *[p for p in params if p.requires_grad]]
+                    grads = torch.autograd.grad(surrogate, wrt, allow_unused=True)
+                    g_q = g_q + grads[0]
+                    held = (held[0], held[1], held[2] + _or_zeros(grads[1], kk), held[3] + _or_zeros(grads[2], vv))
+                    it = iter(grads[3:])
+                    for idx, p in enumerate(params):
+                        g = next(it) if p.requires_grad else None
+                        if g is not None:
+                            g_params[idx] = g if g_params[idx] is None else g_params[idx] + g
+            # the keys and values go on with their gradients; after the last step only the gradients,
+            # which arrive at the rank that owns the block
+            moving = held if i < size - 1 else held[2:]
+            arrived, works = _shift(moving, group)
+            _wait(works)
+            held = arrived if i < size - 1 else (None, None, *arrived)
+        return (None, None, g_q, held[2], held[3], None, *g_params)
+
+
+def _or_zeros(g: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if g is None else g
 
 
 def context_parallel(model: ArchModel, mesh: Any) -> None:
     """Make every state-passing mixer of `model` scan its rank's chunk from the previous rank's
-    state, and self-attention attend from its chunk's queries to the whole sequence's keys and
-    values, gathered from every rank (Llama 3's context parallelism: the ring's traffic, without
-    its overlap; the ring itself is next) — each `forward` replaced on the instance."""
+    state, and self-attention run as ring attention over the ranks' chunks — each `forward`
+    replaced on the instance."""
     group = mesh.get_group()
     modules = dict(model.op_modules())
     for node in model.graph.nodes.values():
         rule = node_parallel(model.graph, node)
-        if node.id in modules and rule.context == "ring" and node.op in GATHERED:
+        if node.id in modules and rule.context == "ring" and node.op in RING:
             mod = modules[node.id]
             original = mod.forward
 
@@ -128,9 +231,8 @@ def context_parallel(model: ArchModel, mesh: Any) -> None:
                 if kv is not None or ctx is None:  # cross-attention: its queries never meet each other
                     return _original(x, kv=kv, ctx=ctx)
                 q, k, v, gate = _mod.project(x, x, ctx.positions, ctx.memo)
-                k, v = gather_sequence(k, group), gather_sequence(v, group)
-                keys = torch.arange(k.shape[2], device=x.device)
-                return _mod.out(_mod._sdpa(q, k, v, ctx.positions, keys, None, False), gate)
+                params = tuple(p for p in _mod.parameters() if p.requires_grad)
+                return _mod.out(_RingAttention.apply(_mod, group, q, k, v, ctx.positions, *params), gate)
 
             mod.forward = attend
         if node.id in modules and rule.context == "state":

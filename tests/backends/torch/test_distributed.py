@@ -37,8 +37,10 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
     ("experts", 2, ("--ep",)),                 # EP = 2: all-to-all to the experts' ranks and back
     ("mamba2", 2, ("--cp",)),                  # CP = 2: each rank scans its chunk from the state handed on
     ("gdn", 2, ("--cp",)),
-    ("hybrid", 2, ("--cp",)),                  # CP = 2 of a hybrid: attention gathers K/V, Mamba-2 passes state
-], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet", "cp2-hybrid"])
+    ("hybrid", 2, ("--cp",)),                  # CP = 2 of a hybrid: ring attention, Mamba-2 passes state
+    ("ring", 4, ("--cp",)),                    # CP = 4 ring: learned bias, ALiBi, window, GQA, softcap
+], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet", "cp2-hybrid",
+        "cp4-ring-attention"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     r = _step(tmp_path, nproc, "--case", case, *args)
     assert abs(r["loss"] - r["reference_loss"]) < 1e-5, r
