@@ -1,7 +1,7 @@
 """Issue #24's speed figures on this machine: the training step of llama-tiny at TP = 2 (two CPU
 processes, gloo) against the single-process step, with the share of the TP step spent in
-collectives; and the step of mamba2-tiny on 4,096-token sequences at CP = 2 (state passing)
-against one process.
+collectives; and the step of mamba2-tiny (state passing) and of llama-tiny (ring attention) on
+4,096-token sequences at CP = 2 against one process.
 
 The single-process step (on one thread, and on two: the cores the two ranks use) and the TP = 2
 step (each rank one thread) are timed over the same steps (batch 8 × 128 tokens, the canonical O0
@@ -94,13 +94,13 @@ def rank(out: str) -> None:
     rt.close()
 
 
-def cp_single(seq: int) -> float:
+def cp_single(seq: int, spec: str) -> float:
     import torch
 
     from archc.backends.torch import build
 
     torch.set_num_threads(1)
-    model = build(str(ROOT / "specs/mamba2-tiny.arch"), pipeline="O0")
+    model = build(str(ROOT / spec), pipeline="O0")
     ids = torch.randint(0, 4096, (1, seq), generator=torch.Generator().manual_seed(0))
     times = []
     for _ in range(4):
@@ -110,7 +110,7 @@ def cp_single(seq: int) -> float:
     return statistics.median(times[1:])
 
 
-def cp_rank(out: str, seq: int) -> None:
+def cp_rank(out: str, seq: int, spec: str) -> None:
     import torch
 
     from archc.backends.torch import build
@@ -119,7 +119,7 @@ def cp_rank(out: str, seq: int) -> None:
 
     torch.set_num_threads(1)
     rt = D.start(D.Degrees(cp=2))
-    model = build(str(ROOT / "specs/mamba2-tiny.arch"), pipeline="O0")
+    model = build(str(ROOT / spec), pipeline="O0")
     context_parallel(model, rt.mesh["cp"])
     ids = torch.randint(0, 4096, (1, seq), generator=torch.Generator().manual_seed(0))
     scored = torch.tensor(seq - 1)
@@ -137,12 +137,13 @@ def cp_rank(out: str, seq: int) -> None:
 
 def _launch(*args: str) -> dict:
     import tempfile
+    import uuid
 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id=f"bench-{args[0]}",
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=2, run_id=f"bench-{uuid.uuid4().hex[:8]}",
                               rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1)
         os.environ["OMP_NUM_THREADS"] = "1"
         elastic_launch(config, sys.executable)(__file__, *args, out)
@@ -153,8 +154,8 @@ def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--rank":
         rank(sys.argv[2])
         return
-    if len(sys.argv) > 2 and sys.argv[1] == "--cp-rank":
-        cp_rank(sys.argv[2], CP_SEQ)
+    if len(sys.argv) > 3 and sys.argv[1] == "--cp-rank":
+        cp_rank(sys.argv[3], CP_SEQ, sys.argv[2])
         return
     one, two = single(1), single(2)
     tp = _launch("--rank")
@@ -164,10 +165,11 @@ def main() -> None:
           f"2-thread one; collectives {tp['comm_share']:.0%} of the TP step")
 
 
-    cp1 = cp_single(CP_SEQ)
-    cp2 = _launch("--cp-rank")
-    print(f"mamba2-tiny, one {CP_SEQ}-token sequence, forward + backward: one process {cp1:.2f} s; CP=2 (state "
-          f"passing, gloo) {cp2['step']:.2f} s = {cp2['step'] / cp1:.2f}×")
+    for spec, how in (("specs/mamba2-tiny.arch", "state passing"), ("specs/llama-tiny.arch", "ring attention")):
+        cp1 = cp_single(CP_SEQ, spec)
+        cp2 = _launch("--cp-rank", spec)
+        print(f"{Path(spec).stem}, one {CP_SEQ}-token sequence, forward + backward: one process {cp1:.2f} s; CP=2 "
+              f"({how}, gloo) {cp2['step']:.2f} s = {cp2['step'] / cp1:.2f}×")
 
 
 if __name__ == "__main__":

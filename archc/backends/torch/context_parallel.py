@@ -129,6 +129,89 @@ def _scores(mod: nn.Module, q: Tensor, k: Tensor, q_pos: Tensor, k_pos: Tensor) 
     return s if allowed is None else s.masked_fill(~allowed, float("-inf"))
 
 
+def _fused(mod: nn.Module, q: Tensor) -> bool:
+    """Whether a block runs on PyTorch's fused CPU attention kernel, which returns the block's
+    log-sum-exp and differentiates from the merged output and log-sum-exp (ring flash attention's
+    recipe): on CPU, for logits it forms — no softcap, no learned position bias (ALiBi is a fixed
+    additive mask). Otherwise the block's logits are written out (`_scores`)."""
+    return q.device.type == "cpu" and mod.softcap is None and mod.relative_bias is None
+
+
+def _block_mask(mod: nn.Module, q_pos: Tensor, k_pos: Tensor) -> tuple[Tensor | None, bool, Tensor | None]:
+    """(an additive fp32 mask for the fused kernel or None, is_causal, the queries that see no key of
+    the block or None): the causal diagonal block of plain causal attention is the kernel's own
+    `is_causal`; a window or ALiBi is a mask of bias and −∞."""
+    bias = mod.position_bias(q_pos, k_pos)
+    allowed = mod._allowed(q_pos, k_pos)
+    if bias is None and allowed is not None and not mod.window and bool(torch.equal(q_pos, k_pos)):
+        return None, True, None
+    if bias is None and (allowed is None or bool(allowed.all())):
+        return None, False, None
+    mask = (bias.float() if bias is not None else torch.zeros(allowed.shape, device=q_pos.device))
+    if bias is not None and mask.dim() == 3:
+        mask = mask[None]
+    if allowed is None:
+        return mask, False, None
+    mask = mask.masked_fill(~allowed, float("-inf"))
+    return mask, False, ~allowed.any(-1)
+
+
+def _block_forward(mod: nn.Module, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor
+                   ) -> tuple[Tensor, Tensor] | None:
+    """(the block's attention output in fp32, its log-sum-exp per query) — None when the pattern
+    forbids every key of the block."""
+    groups = q.shape[1] // k.shape[1]
+    if _fused(mod, q):
+        allowed = mod._allowed(q_pos, k_pos)
+        if allowed is not None and not bool(allowed.any()):
+            return None
+        mask, causal, dead = _block_mask(mod, q_pos, k_pos)
+        o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, expand_kv(k, groups), expand_kv(v, groups), 0.0, causal, attn_mask=mask, scale=mod.scale)
+        if dead is not None:  # the kernel gives 0, not −∞, for a query that sees no key
+            lse = lse.masked_fill(dead, float("-inf"))
+        return o.float(), lse
+    s = _scores(mod, q, k, q_pos, k_pos)
+    if not bool(torch.isfinite(s).any()):
+        return None
+    lse = torch.logsumexp(s, dim=-1)
+    return torch.matmul(torch.exp(s - lse[..., None].clamp_min(-1e30)), expand_kv(v, groups).float()), lse
+
+
+def _block_backward(mod: nn.Module, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, out: Tensor,
+                    lse: Tensor, d_out: Tensor, params: tuple[Tensor, ...]
+                    ) -> tuple[Tensor, Tensor, Tensor, list[Tensor | None]] | None:
+    """The block's share of the gradients of q, k, v and the op's parameters, from the merged output
+    and log-sum-exp — None when the pattern forbids every key of the block."""
+    groups = q.shape[1] // k.shape[1]
+
+    def fold(g: Tensor) -> Tensor:  # a key/value head's gradient: the sum over the query heads it serves
+        return g if groups == 1 else g.unflatten(1, (k.shape[1], groups)).sum(2)
+
+    if _fused(mod, q):
+        allowed = mod._allowed(q_pos, k_pos)
+        if allowed is not None and not bool(allowed.any()):
+            return None
+        mask, causal, _ = _block_mask(mod, q_pos, k_pos)
+        g_q, g_k, g_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            d_out.to(q.dtype), q, expand_kv(k, groups), expand_kv(v, groups), out.to(q.dtype), lse, 0.0, causal,
+            attn_mask=mask, scale=mod.scale)
+        return g_q, fold(g_k), fold(g_v), [None] * len(params)
+    with torch.enable_grad():
+        qq, kk, vv = q.detach().requires_grad_(), k.detach().requires_grad_(), v.detach().requires_grad_()
+        s = _scores(mod, qq, kk, q_pos, k_pos)
+        if not bool(torch.isfinite(s).any()):
+            return None
+        prob = torch.exp(s - lse[..., None])
+        rows = (d_out * out.detach()).sum(-1)  # D = rowsum(dO ∘ O): the softmax's normalization
+        surrogate = (d_out * torch.matmul(prob, expand_kv(vv, groups).float())).sum() - (rows[..., None] * prob).sum()
+        live = [p for p in params if p.requires_grad]
+        grads = torch.autograd.grad(surrogate, [qq, kk, vv, *live], allow_unused=True)
+    it = iter(grads[3:])
+    g_params = [next(it) if p.requires_grad else None for p in params]
+    return grads[0], _or_zeros(grads[1], kk), _or_zeros(grads[2], vv), g_params
+
+
 class _RingAttention(torch.autograd.Function):
     """Ring attention (Liu et al., 2023) on contiguous chunks: each rank keeps its queries and
     passes its keys and values around the ring; at each of the `size` steps it attends to the
@@ -136,9 +219,9 @@ class _RingAttention(torch.autograd.Function):
     into its own by their log-sum-exps (the online softmax of flash attention). Blocks the
     causal or window pattern forbids entirely are skipped. Backward goes round the ring again: each
     block's keys and values travel with the gradients accumulated for them, which arrive home
-    after the last step; a block's gradients are its forward recomputed under autograd (so a
-    learned position bias gets its gradient), the softmax's normalization entering through
-    D = rowsum(dO ∘ O) — flash attention's backward."""
+    after the last step; a block's gradients come from the merged output and log-sum-exp (flash
+    attention's backward: the fused kernel's, or the block's logits recomputed under autograd, so
+    that a learned position bias gets its gradient)."""
 
     @staticmethod
     def forward(fctx: Any, mod: nn.Module, group: Any, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor,
@@ -152,15 +235,13 @@ class _RingAttention(torch.autograd.Function):
             if i < size - 1:
                 nxt, works = _shift(held, group)
             j = (rank - i) % size
-            k_pos = torch.arange(j * n, (j + 1) * n, device=q.device)
-            s = _scores(mod, q, held[0], q_pos, k_pos)
-            if bool(torch.isfinite(s).any()):
-                block_lse = torch.logsumexp(s, dim=-1)
-                vj = expand_kv(held[1], q.shape[1] // held[1].shape[1]).float()
-                o = torch.matmul(torch.exp(s - block_lse[..., None].clamp_min(-1e30)), vj)
+            block = _block_forward(mod, q, held[0], held[1], q_pos, torch.arange(j * n, (j + 1) * n, device=q.device))
+            if block is not None:
+                o, block_lse = block
                 new = torch.logaddexp(lse, block_lse)
-                keep = torch.where(new > float("-inf"), torch.exp(lse - new), torch.zeros_like(new))
-                take = torch.where(new > float("-inf"), torch.exp(block_lse - new), torch.zeros_like(new))
+                alive = new > float("-inf")
+                keep = torch.where(alive, torch.exp(lse - new), torch.zeros_like(new))
+                take = torch.where(alive, torch.exp(block_lse - new), torch.zeros_like(new))
                 out = out * keep[..., None] + o * take[..., None]
                 lse = new
             if i < size - 1:
@@ -173,34 +254,24 @@ class _RingAttention(torch.autograd.Function):
     @staticmethod
     def backward(fctx: Any, g_out: Tensor) -> tuple[Any, ...]:
         q, k, v, q_pos, out, lse = fctx.saved_tensors
+        out = out.detach()  # in fp32 the output itself: no graph through it
         mod, group, params = fctx.mod, fctx.group, fctx.params
         rank, size = dist.get_rank(group), dist.get_world_size(group)
         n = k.shape[2]
         d_out = g_out.float()
-        rows = (d_out * out).sum(-1)  # D = rowsum(dO ∘ O)
         g_q = torch.zeros_like(q)
         g_params: list[Tensor | None] = [None] * len(params)
         held = (k, v, torch.zeros_like(k), torch.zeros_like(v))
         for i in range(size):
             j = (rank - i) % size
             k_pos = torch.arange(j * n, (j + 1) * n, device=q.device)
-            with torch.enable_grad():
-                qq = q.detach().requires_grad_()
-                kk, vv = held[0].detach().requires_grad_(), held[1].detach().requires_grad_()
-                s = _scores(mod, qq, kk, q_pos, k_pos)
-                if bool(torch.isfinite(s).any()):
-                    prob = torch.exp(s - lse[..., None])
-                    vj = expand_kv(vv, q.shape[1] // vv.shape[1]).float()
-                    surrogate = (d_out * torch.matmul(prob, vj)).sum() - (rows[..., None] * prob).sum()
-                    wrt = [qq, kk, vv, *[p for p in params if p.requires_grad]]
-                    grads = torch.autograd.grad(surrogate, wrt, allow_unused=True)
-                    g_q = g_q + grads[0]
-                    held = (held[0], held[1], held[2] + _or_zeros(grads[1], kk), held[3] + _or_zeros(grads[2], vv))
-                    it = iter(grads[3:])
-                    for idx, p in enumerate(params):
-                        g = next(it) if p.requires_grad else None
-                        if g is not None:
-                            g_params[idx] = g if g_params[idx] is None else g_params[idx] + g
+            grads = _block_backward(mod, q, held[0], held[1], q_pos, k_pos, out, lse, d_out, params)
+            if grads is not None:
+                g_q = g_q + grads[0]
+                held = (held[0], held[1], held[2] + grads[1], held[3] + grads[2])
+                for idx, g in enumerate(grads[3]):
+                    if g is not None:
+                        g_params[idx] = g if g_params[idx] is None else g_params[idx] + g
             # the keys and values go on with their gradients; after the last step only the gradients,
             # which arrive at the rank that owns the block
             moving = held if i < size - 1 else held[2:]

@@ -80,15 +80,16 @@ CASES = {
   return lm_head(rmsnorm(x), tied=false)
 }
 """,
-    # ring attention's cases: a learned position bias (its gradient comes from every block), and
-    # ALiBi with a sliding window, GQA and capped logits (whole blocks skipped on a ring of 4)
+    # ring attention's cases: a learned position bias with capped logits (written-out blocks; the
+    # bias's gradient comes from every block), and ALiBi with a sliding window and GQA (the fused
+    # kernel with a mask; whole blocks skipped, and queries that see none of a block, on a ring of 4)
     "ring": """model m(tokens) {
   block biased(x) {
-    x = x + attention(rmsnorm(x), heads=4, causal=true, pos=relative_bias(buckets=8, max_distance=16))
+    x = x + attention(rmsnorm(x), heads=4, causal=true, softcap=20.0, pos=relative_bias(buckets=8, max_distance=16))
     return x + swiglu(rmsnorm(x), hidden=48)
   }
   block banded(x) {
-    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, window=5, softcap=20.0, pos=alibi())
+    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, window=5, pos=alibi())
     return x + swiglu(rmsnorm(x), hidden=48)
   }
   x = embed(tokens, 64, 32)
