@@ -137,9 +137,9 @@ def check_plan(graph: Any, deg: Degrees) -> None:
                 s = rule.tensor(deg.tp) if rule.tensor is not None else None
             except CannotShard:
                 s = None
-            if s is not None and s.output == "sum" and _unsupported(s):
+            if s is not None and s.output == "sum" and node.op != "embed" and (why := _unsupported(graph, node, s)):
                 raise DistributedError(f"tensor parallelism of `{node.id}` ({node.op}) at tp={deg.tp} needs "
-                                       f"{_unsupported(s)}, which this execution does not run yet",
+                                       f"{why}, which this execution does not run yet",
                                        "run it with tp=1 (fsdp/dp, or pp), or plan it with `archc plan`")
         if deg.pp > 1 and any(node.params.get(k) for k in AUX_PARAMS.get(node.op, ())):
             raise DistributedError(f"`{node.id}` ({node.op}) adds an auxiliary loss inside a pipeline stage, and the "
@@ -147,13 +147,32 @@ def check_plan(graph: Any, deg: Degrees) -> None:
                                    "set its " + " and ".join(AUX_PARAMS[node.op]) + " to 0, or run without pp")
 
 
-def _unsupported(s: Sharding) -> str:
+def _unsupported(graph: Any, node: Any, s: Sharding) -> str:
     """What of a sharding this execution does not run yet ('' when it runs all of it)."""
-    if s.reductions:
-        return "collectives inside the op"
-    if any(sp.parts or any(r > 1 for r in sp.replicas) for sp in s.weights.values()):
-        return "packed or replicated splits"
-    return ""
+    from archc.backends.torch.tensor_shards import unsupported
+
+    return unsupported(graph, node, s)
+
+
+#: ops whose modules read their local sizes from their projections' widths, so that DTensor's
+#: projection styles run them unchanged (the attention op, the FFNs, a MoE's experts); the others
+#: run as local shards (archc/backends/torch/tensor_shards.py)
+DTENSOR_STYLED = ("attention", "swiglu", "mlp", "moe", "rwkv_channel_mix")
+
+
+def _projections_only(op: str, module: nn.Module, s: Sharding) -> bool:
+    """Whether DTensor's Colwise/Rowwise styles express the sharding: an op that reads its sizes
+    from its projections, every split weight a dense layer's, cut along one axis without packed
+    parts or replicas, and nothing reduced inside."""
+    if s.reductions or op not in DTENSOR_STYLED:
+        return False
+    for name, split in s.weights.items():
+        layer = name.rpartition(".")[0]
+        if split.parts or any(r > 1 for r in split.replicas) or not layer:
+            return False
+        if not isinstance(module.get_submodule(layer), nn.Linear):
+            return False
+    return True
 
 
 def launch(argv: list[str], nproc: int) -> int:
@@ -265,9 +284,12 @@ class _VocabParallel:
 
 def tensor_parallel(model: ArchModel, mesh: Any) -> list[str]:
     """Apply each op's tensor-parallel rule at the mesh's degree; returns the ops left whole (with
-    why). A rule this execution cannot express yet (packed parts, replicated kv heads, collectives
-    inside the op) is refused by `DistributedError`, naming the op."""
+    why). Projection splits run as DTensor styles; the rest (packed parts, replicated groups,
+    collectives inside the op, plain parameters) as local shards (archc/backends/torch/tensor_shards.py).
+    A rule this execution cannot run yet is refused by `DistributedError`, naming the op."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    from archc.backends.torch.tensor_shards import LocalShard, ShardError
 
     tp = mesh.size()
     whole: list[str] = []
@@ -293,16 +315,18 @@ def tensor_parallel(model: ArchModel, mesh: Any) -> list[str]:
             _VocabParallel.head(module, mesh)
             model.vocab_parallel = True
             continue
-        if _unsupported(s):
+        if why := _unsupported(graph, node, s):
             raise DistributedError(f"tensor parallelism of `{node.id}` ({node.op}) at tp={tp} needs "
-                                   f"{_unsupported(s)}, which this execution does not run yet",
+                                   f"{why}, which this execution does not run yet",
                                    "run it with tp=1 (fsdp/dp, or pp), or plan it with `archc plan`")
+        if not _projections_only(node.op, module, s):
+            try:
+                LocalShard(model, node, module, s, mesh.get_group())
+            except ShardError as e:
+                raise DistributedError(f"tensor parallelism: {e}", "run it with tp=1") from None
+            continue
         for name, split in s.weights.items():
             layer, _, leaf = name.rpartition(".")
-            sub = module.get_submodule(layer) if layer else None
-            if not isinstance(sub, nn.Linear):
-                raise DistributedError(f"`{node.id}.{name}` ({node.op}) is not a dense layer's weight; tensor "
-                                       "parallelism of this op does not run yet", "run it with tp=1")
             if leaf == "weight":
                 styles[f"{node.id}.{layer}"] = ColwiseParallel() if split.axis == 0 else RowwiseParallel()
     if styles:
@@ -441,9 +465,14 @@ def clip_grad_norm(model: nn.Module, max_norm: float, stages: Any = None) -> flo
     squares = []
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     first = stages is None or dist.get_rank(stages) == 0
-    counted = [p.grad for n, p in model.named_parameters()
+    counted = [(n, p.grad) for n, p in model.named_parameters()
                if p.grad is not None and (first or not n.split(".", 1)[-1].startswith("embed."))]
-    for g in counted:
+    from archc.backends.torch.tensor_shards import full_tensor, shards
+
+    local = shards(model)
+    for name, g in counted:
+        if name in local:  # a local shard's piece: the norm of the whole gradient
+            g = full_tensor(model, name, g)
         n = torch.linalg.vector_norm(g, 2.0)
         squares.append((n.full_tensor() if isinstance(n, DTensor) else n).float() ** 2)
     square = torch.stack(squares).sum() if squares else torch.zeros(())
@@ -462,7 +491,14 @@ def full_state_dict(model: nn.Module) -> dict[str, Tensor]:
     single-process names: what `archc generate` and `archc export` load."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    from archc.backends.torch.tensor_shards import full_tensor, shards
+
+    local = shards(model)
+    whole = {name: full_tensor(model, name, p.detach()).cpu() for name, p in model.named_parameters() if name in local}
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if dist.get_rank() == 0:  # local shards' pieces replaced by their gathered, un-permuted tensors
+        state.update(whole)
+    return state
 
 
 def context_loss(rt: Runtime, model: ArchModel, ids: Tensor, labels: Tensor, scored: Tensor
@@ -534,6 +570,7 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     from torch.distributed.tensor import DTensor
 
     from archc.backends.torch import distributed_checkpoint as dcp
+    from archc.backends.torch.tensor_shards import sync_grads
     from archc.backends.torch.train import TrainResult, accuracy, lr_at, make_optimizer
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -584,6 +621,8 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
             dist.all_reduce(total, group=rt.mesh["pp"].get_group())
             pipe.sync_tied()
         expert_grads_to_sums(model, rt.deg.dp)
+        if rt.deg.tp > 1:  # what several tensor-parallel ranks hold takes the sum of their gradients
+            sync_grads(model)
         if rt.deg.cp > 1:  # each chunk's share of every gradient, summed over the chunks
             dist.all_reduce(total, group=rt.mesh["cp"].get_group())
             sum_grads(model, rt.mesh["cp"].get_group())

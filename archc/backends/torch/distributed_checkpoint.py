@@ -85,12 +85,19 @@ def _stepped(opt: torch.optim.Optimizer, params: dict[str, nn.Parameter]) -> dic
 def state_dict(trained: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
                rank: int) -> dict[str, Any]:
     """What this rank writes: its weights, its optimizer state, the step and the data generator."""
+    from archc.backends.torch.tensor_shards import full_tensor, shards
+
     weights, params = holdings(trained, model, rank)
-    sd: dict[str, Any] = {f"model.{k}": v for k, v in weights.items()}
+    # a local shard's pieces are written whole (gathered, un-permuted): the same on every rank
+    local = shards(trained)
+    sd: dict[str, Any] = {f"model.{k}": full_tensor(trained, k, v) if k in local else v for k, v in weights.items()}
     state = _local(opt).state
     for name, p in _stepped(opt, params).items():
         for slot, value in state.get(p, {}).items():
-            sd[f"optim.{name}.{slot}"] = value if torch.is_tensor(value) else torch.tensor(value)
+            value = value if torch.is_tensor(value) else torch.tensor(value)
+            if name in local and value.shape == p.shape:
+                value = full_tensor(trained, name, value)
+            sd[f"optim.{name}.{slot}"] = value
     sd["__scheduler_step__"] = torch.tensor(step)
     sd["__data_rng__"] = gen.get_state()
     return sd
@@ -132,32 +139,66 @@ def load(out: Path, trained: nn.Module, model: nn.Module, opt: torch.optim.Optim
         m = saved.get(key)
         return tuple(m.size) if isinstance(m, TensorStorageMetadata) else None
 
+    from archc.backends.torch.tensor_shards import shards
+
     weights, params = holdings(trained, model, rank)
+    local = shards(trained)
+    # a local shard's tensors are read whole, then this rank's piece is put in place
+    pieces: list[tuple[Tensor, str, Tensor]] = []
+
+    def whole(name: str, t: Tensor) -> Tensor:
+        if name not in local:
+            return t
+        buf = torch.zeros(local[name][0].held[local[name][1]].shape, dtype=t.dtype, device="cpu")
+        pieces.append((t, name, buf))
+        return buf
+
     sd: dict[str, Any] = {}
     for name, t in weights.items():
-        if shape(f"model.{name}") != tuple(t.shape):
+        want = local[name][0].held[local[name][1]].shape if name in local else tuple(t.shape)
+        if shape(f"model.{name}") != tuple(want):
             have = shape(f"model.{name}")
-            raise CheckpointError(f"{path} has no weight {name!r} of shape {tuple(t.shape)}"
+            raise CheckpointError(f"{path} has no weight {name!r} of shape {tuple(want)}"
                                   + (f" (it holds {have})" if have else "") + ": it is of another spec")
-        sd[f"model.{name}"] = t
+        sd[f"model.{name}"] = whole(name, t)
     state = _local(opt).state
     for name, p in _stepped(opt, params).items():
         prefix = f"optim.{name}."
+        full_shape = local[name][0].held[local[name][1]].shape if name in local else tuple(p.shape)
         for key in (k for k in saved if k.startswith(prefix) and "." not in k[len(prefix):]):
             size, meta = shape(key), saved[key]
             if size == ():
                 value = torch.zeros((), dtype=meta.properties.dtype)
-            elif size == tuple(p.shape):
+            elif size == tuple(full_shape):
                 value = torch.zeros_like(p, memory_format=torch.contiguous_format)
             else:
                 raise CheckpointError(f"{path} holds optimizer state {key!r} {size}, which {name!r} "
-                                      f"{tuple(p.shape)} does not match")
+                                      f"{tuple(full_shape)} does not match")
             state.setdefault(p, {})[key[len(prefix):]] = value
-            sd[key] = value
+            sd[key] = whole(name, value) if size else value
     if shape("__scheduler_step__") is None or shape("__data_rng__") is None:
         raise CheckpointError(f"{path} lacks the scheduler step or the data generator's state")
     sd["__scheduler_step__"] = torch.zeros((), dtype=torch.int64)
     sd["__data_rng__"] = torch.empty_like(gen.get_state())
     dcp.load(sd, checkpoint_id=str(path))
+    for target, name, full in pieces:
+        _put(target, local[name][0].scatter(local[name][1], full.to(_device_of(target))))
     gen.set_state(sd["__data_rng__"])
     return int(sd["__scheduler_step__"])
+
+
+def _device_of(t: Tensor) -> torch.device:
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local().device if isinstance(t, DTensor) else t.device
+
+
+def _put(target: Tensor, piece: Tensor) -> None:
+    """Copy this rank's piece of a local shard into `target` (FSDP's shard of it, when a DTensor)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    with torch.no_grad():
+        if isinstance(target, DTensor):
+            target.to_local().copy_(distribute_tensor(piece, target.device_mesh, target.placements).to_local())
+        else:
+            target.copy_(piece)

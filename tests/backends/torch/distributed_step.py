@@ -97,6 +97,38 @@ CASES = {
   return lm_head(rmsnorm(x), tied=true)
 }
 """,
+    # Mamba-1 as Jamba has it (learned Δ/B/C norms, replicated inside the op) beside attention:
+    # by inner channels, x_proj's output all-reduced inside the op
+    "mamba": """model m(tokens) {
+  block ssm(x) {
+    x = x + mamba(rmsnorm(x), d_state=8, expand=2, d_conv=4, norm_dt_bc=true, norm_dt_bc_weights=true)
+    return x + swiglu(rmsnorm(x), hidden=48)
+  }
+  block attn(x) {
+    x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true)
+    return x + swiglu(rmsnorm(x), hidden=48)
+  }
+  x = embed(tokens, 64, 32)
+  x = pattern("SA", S=ssm, A=attn)(x)
+  return lm_head(rmsnorm(x), tied=true)
+}
+""",
+    # retention (its decays per head) and RWKV-6 (plain decay parameters, low-rank mixes): the
+    # rank's shard is the op pruned to its heads
+    "recurrent": """model m(tokens) {
+  block ret(x) {
+    x = x + retention(layernorm(x), heads=4, value_factor=2)
+    return x + rwkv_channel_mix(layernorm(x), hidden=48)
+  }
+  block rwkv(x) {
+    x = x + rwkv_time_mix(layernorm(x), version=6, head_size=8, mix_rank=4, decay_rank=8)
+    return x + swiglu(layernorm(x), hidden=48)
+  }
+  x = embed(tokens, 64, 32)
+  x = pattern("RW", R=ret, W=rwkv)(x)
+  return lm_head(layernorm(x), tied=false)
+}
+""",
     # a dense decoder with an untied head
     "dense": """model m(tokens) {
   block decoder(x) {
@@ -126,6 +158,7 @@ def main() -> None:
     import archc
     from archc.backends.torch import build
     from archc.backends.torch import distributed as D
+    from archc.backends.torch.tensor_shards import full_tensor, sync_grads
     from archc.ir.cost import CostCtx
     from archc.parallel.profile import units
 
@@ -158,6 +191,8 @@ def main() -> None:
         with D.loss_context(model):
             loss, aux, _ = D.rank_loss(model, rows, row_labels, scored)
             (loss * rt.deg.dp + (aux if aux is not None else 0.0)).backward()
+        if args.tp > 1:
+            sync_grads(model)
     D.expert_grads_to_sums(model, rt.deg.dp)
     total = loss.detach().clone()
     dist.all_reduce(total, group=rt.mesh["dp" if not args.cp else "cp"].get_group())
@@ -184,7 +219,8 @@ def main() -> None:
 
     ref = reference(ids, labels=labels)
     ref.loss.backward()
-    grads = {n: (p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad)
+    # gathered: DTensors, and local shards' pieces (un-permuted)
+    grads = {n: full_tensor(model, n, p.grad)
              for n, p in model.named_parameters() if p.grad is not None or not args.ep}
     if args.ep:  # each rank has its own experts' gradients: compare those, and the rest
         owners = model.expert_owners

@@ -1,8 +1,9 @@
 """A parallel plan run on torch.distributed (gloo, CPU processes) equals the single-process run:
-one step's loss and every gradient (fp32, 1e-5) under TP, FSDP, TP × FSDP, EP and CP (the full
-sequence on one rank), five AdamW
-steps' weights through `archc train --nproc` under TP and PP, and what a tensor-parallel rank holds
-equals what `archc plan` predicted."""
+one step's loss and every gradient (fp32, 1e-5) under TP (DTensor styles and local shards of the
+recurrent mixers), FSDP, TP × FSDP, EP and CP (the full sequence on one rank, ring attention and
+state passing), five AdamW steps' weights through `archc train --nproc` under TP, PP, CP and
+ZeRO-1, a run resumed under another plan, and what a tensor-parallel rank holds equals what
+`archc plan` predicted."""
 
 from __future__ import annotations
 
@@ -39,8 +40,12 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
     ("gdn", 2, ("--cp",)),
     ("hybrid", 2, ("--cp",)),                  # CP = 2 of a hybrid: ring attention, Mamba-2 passes state
     ("ring", 4, ("--cp",)),                    # CP = 4 ring: learned bias, ALiBi, window, GQA, softcap
+    ("mamba2", 2, ("--tp", "2")),              # local shards: packed in_proj, B/C replicated, norm reduced
+    ("mamba", 2, ("--tp", "2")),               # Mamba-1 by inner channels: x_proj all-reduced inside
+    ("recurrent", 2, ("--tp", "2")),           # retention and RWKV-6 by heads
+    ("hybrid", 4, ("--tp", "2", "--fsdp")),    # TP × FSDP of Mamba-2 local shards, attention, MoE
 ], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet", "cp2-hybrid",
-        "cp4-ring-attention"])
+        "cp4-ring-attention", "tp2-mamba2", "tp2-mamba-hybrid", "tp2-retention-rwkv6", "tp2xfsdp2-hybrid"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     r = _step(tmp_path, nproc, "--case", case, *args)
     assert abs(r["loss"] - r["reference_loss"]) < 1e-5, r
@@ -83,7 +88,8 @@ def one_process(tmp_path_factory):
     ("specs/mamba2-tiny.arch", "pp=2,schedule=gpipe"),     # a recurrent mixer's stages
     ("specs/llama-tiny.arch", "cp=2"),                     # attention over gathered K/V, rope at absolute positions
     ("specs/llama-tiny.arch", "dp=2,zero=zero1"),          # DDP with the optimizer's state sharded (ZeRO-1)
-], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2", "cp2-llama", "zero1-llama"])
+    ("specs/mamba2-tiny.arch", "tp=2"),                    # local shards gathered into the consolidated file
+], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2", "cp2-llama", "zero1-llama", "tp2-mamba2"])
 def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spec, plan):
     """Five AdamW steps under the plan give the single-process weights (canonical build), written
     as one consolidated safetensors file under the single-process names."""
@@ -119,7 +125,7 @@ def test_plans_that_do_not_run_are_refused(tmp_path):
     assert r.returncode == 1 and "global and random blocks reach across the sequence" in r.stderr, r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "tp=3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr
-    r = _archc("train", "specs/mamba2-tiny.arch", "--nproc", "2", "--plan", "tp=2", "--steps", "1", "--batch", "2",
+    r = _archc("train", "specs/xlstm-tiny.arch", "--nproc", "2", "--plan", "tp=2", "--steps", "1", "--batch", "2",
                "--seq", "16", "--out", str(tmp_path / "m"))
     assert r.returncode == 1 and "ARC1602" in r.stderr and "collectives inside the op" in r.stderr
     assert not (tmp_path / "m" / "last.safetensors").exists()
@@ -129,22 +135,22 @@ def test_plans_that_do_not_run_are_refused(tmp_path):
 
 
 def test_resume_under_another_plan_continues_as_one_process_does(tmp_path):
-    """Three steps as a pipeline, resumed to five under FSDP (DCP reshards the train state from
-    the stages' whole tensors to FSDP's shards) equal three single-process steps resumed to five;
-    a train state of another spec is refused before any step."""
+    """Three steps of Mamba-2 under TP = 2 (local shards: their pieces gathered whole into the
+    train state), resumed to five as a pipeline (DCP reads each stage's tensors) equal three
+    single-process steps resumed to five; a train state of another spec is refused before any step."""
     from safetensors.torch import load_file
 
     from archc.backends.torch.distributed_checkpoint import STATE_DIR
 
     run, one = tmp_path / "run", tmp_path / "one"
-    base = ("train", "specs/llama-tiny.arch", "--task", "chars", "--batch", "4", "--seq", "32", "-q")
+    base = ("train", "specs/mamba2-tiny.arch", "--task", "chars", "--batch", "4", "--seq", "32", "-q")
     for extra in (("--steps", "3"), ("--steps", "5", "--resume")):
         r = _archc(*base, *extra, "--pipeline", "O0", "--out", str(one))
         assert r.returncode == 0, r.stderr[-2000:]
-    r = _archc(*base, "--steps", "3", "--nproc", "2", "--plan", "pp=2", "--out", str(run))
+    r = _archc(*base, "--steps", "3", "--nproc", "2", "--plan", "tp=2", "--out", str(run))
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(p.name for p in (run / STATE_DIR).iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
-    r = _archc(*base, "--steps", "5", "--nproc", "2", "--plan", "fsdp=2", "--resume", "--out", str(run))
+    r = _archc(*base, "--steps", "5", "--nproc", "2", "--plan", "pp=2", "--resume", "--out", str(run))
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = load_file(one / "last.safetensors"), load_file(run / "last.safetensors")
     assert a.keys() == b.keys()
@@ -154,7 +160,7 @@ def test_resume_under_another_plan_continues_as_one_process_does(tmp_path):
     assert r.returncode == 2 and "ARC0905" in r.stderr and "resumes without --nproc" in r.stderr, r.stderr
     # another spec's train state: refused by name, the run folder untouched
     before = (run / "last.safetensors").read_bytes()
-    r = _archc("train", "specs/mamba2-tiny.arch", *base[2:], "--steps", "6", "--nproc", "2", "--plan", "fsdp=2",
+    r = _archc("train", "specs/llama-tiny.arch", *base[2:], "--steps", "6", "--nproc", "2", "--plan", "fsdp=2",
                "--resume", "--out", str(run))
     assert r.returncode == 1 and "ARC1308" in r.stderr and "another spec" in r.stderr, r.stderr[-2000:]
     assert (run / "last.safetensors").read_bytes() == before
