@@ -154,16 +154,12 @@ def _unsupported(graph: Any, node: Any, s: Sharding) -> str:
     return unsupported(graph, node, s)
 
 
-#: ops whose modules read their local sizes from their projections' widths, so that DTensor's
-#: projection styles run them unchanged (the attention op, the FFNs, a MoE's experts); the others
-#: run as local shards (archc/backends/torch/tensor_shards.py)
-DTENSOR_STYLED = ("attention", "swiglu", "mlp", "moe", "rwkv_channel_mix")
-
-
 def _projections_only(op: str, module: nn.Module, s: Sharding) -> bool:
     """Whether DTensor's Colwise/Rowwise styles express the sharding: an op that reads its sizes
     from its projections, every split weight a dense layer's, cut along one axis without packed
     parts or replicas, and nothing reduced inside."""
+    from archc.backends.torch.tensor_shards import DTENSOR_STYLED
+
     if s.reductions or op not in DTENSOR_STYLED:
         return False
     for name, split in s.weights.items():

@@ -272,6 +272,11 @@ def _reductions(op: str, local: nn.Module, s: Sharding, group: Any, rank: int) -
     raise ShardError(f"the collectives inside `{op}` ({', '.join(r.what for r in s.reductions)}) do not run yet")
 
 
+#: ops whose modules read their local sizes from their projections' widths, so that DTensor's
+#: projection styles run them unchanged (the attention op, the FFNs, a MoE's experts); the others
+#: run as local shards
+DTENSOR_STYLED = ("attention", "swiglu", "mlp", "moe", "rwkv_channel_mix")
+
 #: ops whose collectives inside (`Sharding.reductions`) `_reductions` runs
 REDUCED = ("mamba", "mamba2")
 
@@ -290,8 +295,6 @@ def unsupported(graph: Any, node: Any, s: Sharding) -> str:
     prune axis of the rule's units (the shard is built as the op pruned to them)."""
     if s.reductions and node.op not in REDUCED:
         return "its collectives inside the op (" + ", ".join(r.what for r in s.reductions) + ")"
-    from archc.backends.torch.distributed import DTENSOR_STYLED
-
     if needs_local(s) or node.op not in DTENSOR_STYLED:
         record = REGISTRY[node.op]
         axes = record.prune(record.params(**node.params), graph.input_types(node)) if record.prune else ()
