@@ -265,7 +265,7 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
                 raise _fail("ARC0907", str(e)) from None
         model.to(rt.device)
         try:
-            whole = D.tensor_parallel(model, rt.mesh["tp"]) if deg.tp > 1 else []
+            whole = D.tensor_parallel(model, rt.mesh["tp"], sequence=True) if deg.tp > 1 else []
             experts = D.expert_parallel(model, rt.mesh["dp"]) if deg.ep > 1 else []
             if deg.cp > 1:
                 from archc.backends.torch.context_parallel import context_parallel

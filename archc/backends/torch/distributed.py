@@ -8,7 +8,9 @@ outside, from each op's parallelism rule (`OpDef.parallel`, archc/ir/sharding.py
   added once, after the all-reduce); the vocabulary-parallel embedding and LM head are DTensors
   sharded by rows, the embedding's lookups summed across ranks and the logits kept split for
   `loss_parallel`'s cross-entropy; an op the rule cannot split at the degree runs whole on every
-  rank (its inputs are the same on every rank);
+  rank (its inputs are the same on every rank); the recurrent mixers run as local shards
+  (archc/backends/torch/tensor_shards.py); with sequence parallelism between the ops
+  (`_sequence_parallel`);
 * data parallelism with FSDP2 (`fully_shard`, one unit per layer op, the embedding and a tied head
   in the root) or, unsharded, composable DDP (`replicate`); each data-parallel rank takes its rows
   of the global batch, and the loss is normalized by the global batch's scored tokens so that the
@@ -116,10 +118,17 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     dp = plan.get("dp", nproc // tp)
     if tp * dp != nproc:
         raise DistributedError(f"the plan's degrees (tp={tp} × dp={dp}) multiply to {tp * dp}, not --nproc {nproc}")
+    if tp > 1 and dp > 1 and plan.get("zero") == "ddp":
+        raise DistributedError(f"tp={tp} with dp={dp} replicas under DDP: composable DDP does not take tensor-parallel "
+                               "DTensors; the data-parallel ranks shard them with FSDP instead",
+                               f"give --plan \"tp={tp},fsdp={dp}\"")
     if plan.get("zero") == "zero1" and tp > 1:
         raise DistributedError("`zero=zero1` with tp: the distributed optimizer runs over plain data parallelism "
                                "for now", "drop tp, or use fsdp")
-    return Degrees(tp, dp, plan.get("zero") == "fsdp", zero1=plan.get("zero") == "zero1")
+    # with tensor parallelism the data-parallel ranks are FSDP's (torchtitan's 2-D layout): composable
+    # DDP does not take DTensors
+    fsdp = plan.get("zero") == "fsdp" or (tp > 1 and dp > 1 and plan.get("zero") != "zero1")
+    return Degrees(tp, dp, fsdp, zero1=plan.get("zero") == "zero1")
 
 
 def check_plan(graph: Any, deg: Degrees) -> None:
@@ -245,7 +254,7 @@ class _VocabParallel:
     vocabulary (a DTensor `ArchModel.loss` computes the cross-entropy of under `loss_parallel`)."""
 
     @staticmethod
-    def embedding(module: nn.Module, mesh: Any) -> None:
+    def embedding(module: nn.Module, mesh: Any, sequence: bool = False) -> None:
         from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
 
         def partition(name: str, mod: nn.Module, mesh_: Any) -> None:
@@ -256,12 +265,13 @@ class _VocabParallel:
             return (DTensor.from_local(args[0], mesh_, [Replicate()], run_check=False), *args[1:])
 
         def outputs(mod: nn.Module, out: Any, mesh_: Any) -> Tensor:
-            return out.redistribute(mesh_, [Replicate()]).to_local()
+            # the ranks' lookups summed: whole on every rank, or (sequence parallelism) reduce-scattered
+            return out.redistribute(mesh_, [Shard(1) if sequence else Replicate()]).to_local()
 
         distribute_module(module, mesh, partition, inputs, outputs)
 
     @staticmethod
-    def head(module: nn.Module, mesh: Any) -> None:
+    def head(module: nn.Module, mesh: Any, sequence: bool = False) -> None:
         from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_module, distribute_tensor
 
         def partition(name: str, mod: nn.Module, mesh_: Any) -> None:
@@ -273,12 +283,15 @@ class _VocabParallel:
                     setattr(mod, attr, nn.Parameter(distribute_tensor(p.data, mesh_, [Shard(0)])))
 
         def inputs(mod: nn.Module, args: tuple, mesh_: Any) -> tuple:
+            if sequence:  # the hidden states' sequence chunks gathered
+                x = DTensor.from_local(args[0], mesh_, [Shard(1)], run_check=False).redistribute(mesh_, [Replicate()])
+                return (x, *args[1:])
             return (DTensor.from_local(args[0], mesh_, [Replicate()], run_check=False), *args[1:])
 
         distribute_module(module, mesh, partition, inputs)
 
 
-def tensor_parallel(model: ArchModel, mesh: Any) -> list[str]:
+def tensor_parallel(model: ArchModel, mesh: Any, sequence: bool = False) -> list[str]:
     """Apply each op's tensor-parallel rule at the mesh's degree; returns the ops left whole (with
     why). Projection splits run as DTensor styles; the rest (packed parts, replicated groups,
     collectives inside the op, plain parameters) as local shards (archc/backends/torch/tensor_shards.py).
@@ -305,10 +318,10 @@ def tensor_parallel(model: ArchModel, mesh: Any) -> list[str]:
             continue
         module = modules[node.id]
         if node.op == "embed":
-            _VocabParallel.embedding(module, mesh)
+            _VocabParallel.embedding(module, mesh, sequence)
             continue
         if s.output == "vocab":
-            _VocabParallel.head(module, mesh)
+            _VocabParallel.head(module, mesh, sequence)
             model.vocab_parallel = True
             continue
         if why := _unsupported(graph, node, s):
@@ -327,7 +340,57 @@ def tensor_parallel(model: ArchModel, mesh: Any) -> list[str]:
                 styles[f"{node.id}.{layer}"] = ColwiseParallel() if split.axis == 0 else RowwiseParallel()
     if styles:
         parallelize_module(model, mesh, styles)
+    if sequence:
+        _sequence_parallel(model, mesh)
     return whole
+
+
+def _sequence_parallel(model: ArchModel, mesh: Any) -> None:
+    """Sequence parallelism (Korthikanti et al., 2022) over the tensor-parallel ranks, after the
+    tensor-parallel split: between ops the residual stream is split by sequence, each rank holding
+    its chunk [B, T/t, d]. Ops that mix no positions and are not split (the norms) run on the chunk
+    — their weights' gradients, from the rank's tokens only, are summed after backward
+    (`sequence_grads`); a local shard gathers the sequence on entry and reduce-scatters its partial
+    outputs; an op split by DTensor styles, or run whole, gathers its input and hands back its chunk
+    of the (whole) output (`PrepareModuleInputOutput`: DTensor's redistributions, whose backward
+    sums or gathers as each needs). The embedding reduce-scatters its lookups; the LM head gathers."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor.parallel import PrepareModuleInputOutput, parallelize_module
+
+    graph = model.graph
+    styles: dict[str, Any] = {}
+    # (module, parameter name): FSDP, applied later, replaces the parameters themselves
+    local: list[tuple[nn.Module, str]] = []
+    head = graph.outputs[0]
+    for nid, mod in model.op_modules():
+        node = graph.nodes[nid]
+        shard = getattr(mod, "_tp_shard", None)
+        if node.op == "embed" or nid == head:
+            continue
+        if shard is not None:
+            shard.sequence = True
+            local.extend((mod, name) for name in shard.after)
+            continue
+        split = any(isinstance(p, DTensor) for p in mod.parameters())
+        if not split and node_parallel(graph, node).context == "pointwise" and len(graph.input_types(node)) == 1:
+            local.extend((mod, name) for name, p in mod.named_parameters() if p.requires_grad)
+            continue
+        styles[nid] = PrepareModuleInputOutput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),),
+                                               output_layouts=(Replicate(),), desired_output_layouts=(Shard(1),),
+                                               use_local_input=True, use_local_output=True)
+    if styles:
+        parallelize_module(model, mesh, styles)
+    model.sequence_local = local
+
+
+def sequence_grads(model: nn.Module, group: Any) -> None:
+    """Sum over the tensor-parallel ranks the gradients of the weights that ran on each rank's
+    sequence chunk (norms, biases added after a reduce-scatter)."""
+    for mod, name in getattr(model, "sequence_local", ()):
+        p = mod.get_parameter(name)
+        if p.grad is not None:
+            g = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+            dist.all_reduce(g, group=group)
 
 
 def expert_parallel(model: ArchModel, mesh: Any) -> list[nn.Module]:
@@ -572,6 +635,9 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     model.gradient_checkpointing = cfg.checkpointing
+    if getattr(model, "sequence_local", None) is not None and cfg.seq % rt.deg.tp:
+        raise DistributedError(f"sequence parallelism splits each sequence into tp={rt.deg.tp} chunks; --seq "
+                               f"{cfg.seq} does not divide", f"give --seq a multiple of {rt.deg.tp}")
     pipe = _pipeline(model, rt, cfg) if rt.deg.pp > 1 else None
     trained = pipe.module() if pipe is not None else model
     opt = make_optimizer(trained, cfg, zero=rt.mesh["dp"].get_group() if rt.deg.zero1 else None)
@@ -619,6 +685,7 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
         expert_grads_to_sums(model, rt.deg.dp)
         if rt.deg.tp > 1:  # what several tensor-parallel ranks hold takes the sum of their gradients
             sync_grads(model)
+            sequence_grads(model, rt.mesh["tp"].get_group())
         if rt.deg.cp > 1:  # each chunk's share of every gradient, summed over the chunks
             dist.all_reduce(total, group=rt.mesh["cp"].get_group())
             sum_grads(model, rt.mesh["cp"].get_group())

@@ -72,6 +72,52 @@ class _Reduce(torch.autograd.Function):
         return g, None
 
 
+def _gather_seq(x: Tensor, group: Any) -> Tensor:
+    """[B, T/t, …] on each rank -> [B, T, …], the ranks' chunks in order."""
+    t = dist.get_world_size(group)
+    xs = x.movedim(1, 0).contiguous()
+    out = xs.new_empty((t * xs.shape[0], *xs.shape[1:]))
+    dist.all_gather_into_tensor(out, xs, group=group)
+    return out.movedim(0, 1)
+
+
+def _scatter_seq(y: Tensor, group: Any) -> Tensor:
+    """[B, T, …] partial sums on each rank -> this rank's chunk [B, T/t, …] of their sum."""
+    t = dist.get_world_size(group)
+    ys = y.movedim(1, 0).contiguous()
+    out = ys.new_empty((ys.shape[0] // t, *ys.shape[1:]))
+    dist.reduce_scatter_tensor(out, ys, group=group)
+    return out.movedim(0, 1)
+
+
+class _GatherSequence(torch.autograd.Function):
+    """Sequence parallelism's `f`: the ranks' sequence chunks gathered into the whole sequence the
+    shard reads; backward, each chunk's gradient summed over the ranks (a reduce-scatter)."""
+
+    @staticmethod
+    def forward(fctx: Any, x: Tensor, group: Any) -> Tensor:
+        fctx.group = group
+        return _gather_seq(x, group)
+
+    @staticmethod
+    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return _scatter_seq(g, fctx.group), None
+
+
+class _ScatterSequence(torch.autograd.Function):
+    """Sequence parallelism's `g`: the shards' partial outputs summed and split by sequence (a
+    reduce-scatter); backward, the chunks' gradients gathered."""
+
+    @staticmethod
+    def forward(fctx: Any, y: Tensor, group: Any) -> Tensor:
+        fctx.group = group
+        return _scatter_seq(y, group)
+
+    @staticmethod
+    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None]:
+        return _gather_seq(g, fctx.group), None
+
+
 class _SumInside(torch.autograd.Function):
     """A sum over the ranks inside the op, whose users are the rank's own units: all-reduced
     forward, and backward too (each rank's gradient is its units' part of the whole)."""
@@ -156,6 +202,8 @@ class LocalShard:
         # and FSDP's units refer to it) with the local module's sizes, submodules and parameters
         mod.__dict__.update({k: v for k, v in local.__dict__.items() if not k.endswith("_hooks")})
         self.local = mod
+        #: sequence parallelism: the input arrives as the rank's sequence chunk, the output leaves so
+        self.sequence = False
         _reductions(node.op, mod, s, group, self.rank)
         mod._tp_shard = self  # type: ignore[attr-defined]
         mod.forward = types.MethodType(_sharded_forward, mod)
@@ -210,7 +258,8 @@ class LocalShard:
 
 def _sharded_forward(self: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     shard: LocalShard = self._tp_shard
-    y = _Reduce.apply(type(self).forward(self, _Copy.apply(x, shard.group), *args, **kwargs), shard.group)
+    enter, leave = (_GatherSequence, _ScatterSequence) if shard.sequence else (_Copy, _Reduce)
+    y = leave.apply(type(self).forward(self, enter.apply(x, shard.group), *args, **kwargs), shard.group)
     for name in shard.after:
         y = y + self.get_parameter(name)
     return y

@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--fsdp", action="store_true")
     ap.add_argument("--ep", action="store_true", help="experts split over the data-parallel ranks")
     ap.add_argument("--cp", action="store_true", help="every sequence split into one chunk a rank")
+    ap.add_argument("--sp", action="store_true", help="sequence parallelism over the tensor-parallel ranks")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -167,13 +168,18 @@ def main() -> None:
     rt = D.start(D.Degrees(cp=world) if args.cp else D.Degrees(args.tp, world // args.tp, args.fsdp))
     reference = build(graph, seed=0, pipeline="O0")
     model = build(graph, seed=0, pipeline="O0")
-    whole = D.tensor_parallel(model, rt.mesh["tp"]) if args.tp > 1 else []
+    whole = D.tensor_parallel(model, rt.mesh["tp"], sequence=args.sp) if args.tp > 1 else []
     # what a tensor-parallel rank holds, before data parallelism shards it further
     held = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in model.parameters())
     predicted = sum(u.at(args.tp, 1).params for u in units(graph, CostCtx(seq=12)))
     experts = D.expert_parallel(model, rt.mesh["dp"]) if args.ep else []
     if rt.deg.dp > 1:
         D.data_parallel(model, rt.mesh["dp"], args.fsdp, ignored=experts)
+
+    # the tokens a norm sees: the whole sequence, or (sequence parallelism) the rank's chunk
+    seen: list[int] = []
+    norm = next(m for nid, m in model.op_modules() if graph.nodes[nid].op in ("rmsnorm", "layernorm"))
+    norm.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]) and None)
 
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 64, (4, 12), generator=gen)
@@ -193,6 +199,7 @@ def main() -> None:
             (loss * rt.deg.dp + (aux if aux is not None else 0.0)).backward()
         if args.tp > 1:
             sync_grads(model)
+            D.sequence_grads(model, rt.mesh["tp"].get_group())
     D.expert_grads_to_sums(model, rt.deg.dp)
     total = loss.detach().clone()
     dist.all_reduce(total, group=rt.mesh["dp" if not args.cp else "cp"].get_group())
@@ -229,8 +236,10 @@ def main() -> None:
     ref_grads = dict(reference.named_parameters())
     result = {"loss": float(total), "reference_loss": float(ref.loss.detach()),
               "grad_error": max(float((g - ref_grads[n].grad).abs().max()) for n, g in grads.items()),
-              "grad_names": args.ep or sorted(grads) == sorted(ref_grads), "held": held, "predicted": predicted,
-              "whole": whole, "memory": memory}
+              "grad_worst": max(grads, key=lambda n: float((grads[n] - ref_grads[n].grad).abs().max())),
+              "grad_names": args.ep or sorted(grads) == sorted(ref_grads),
+              "grad_missing": sorted(set(ref_grads) - set(grads))[:5], "held": held, "predicted": predicted,
+              "whole": whole, "memory": memory, "norm_tokens": seen[0] if seen else None}
     if rt.rank == 0:
         Path(args.out).write_text(json.dumps(result))
     rt.close()

@@ -32,18 +32,18 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
 
 
 @pytest.mark.parametrize(("case", "nproc", "args"), [
-    ("moe", 2, ("--tp", "2")),                 # TP=2: attention by kv groups, experts by hidden units, vocab
+    ("moe", 2, ("--tp", "2", "--sp")),         # TP=2 + SP: attention by kv groups, experts by hidden units, vocab
     ("hybrid", 2, ("--fsdp",)),                # FSDP=2: Mamba-2, attention and a MoE
-    ("dense", 4, ("--tp", "2", "--fsdp")),     # TP × FSDP = 2 × 2
+    ("dense", 4, ("--tp", "2", "--fsdp", "--sp")),  # TP × FSDP = 2 × 2, sequence-parallel
     ("experts", 2, ("--ep",)),                 # EP = 2: all-to-all to the experts' ranks and back
     ("mamba2", 2, ("--cp",)),                  # CP = 2: each rank scans its chunk from the state handed on
     ("gdn", 2, ("--cp",)),
     ("hybrid", 2, ("--cp",)),                  # CP = 2 of a hybrid: ring attention, Mamba-2 passes state
     ("ring", 4, ("--cp",)),                    # CP = 4 ring: learned bias, ALiBi, window, GQA, softcap
-    ("mamba2", 2, ("--tp", "2")),              # local shards: packed in_proj, B/C replicated, norm reduced
+    ("mamba2", 2, ("--tp", "2", "--sp")),      # local shards: packed in_proj, B/C replicated, norm reduced
     ("mamba", 2, ("--tp", "2")),               # Mamba-1 by inner channels: x_proj all-reduced inside
     ("recurrent", 2, ("--tp", "2")),           # retention and RWKV-6 by heads
-    ("hybrid", 4, ("--tp", "2", "--fsdp")),    # TP × FSDP of Mamba-2 local shards, attention, MoE
+    ("hybrid", 4, ("--tp", "2", "--fsdp", "--sp")),  # TP × FSDP × SP: Mamba-2 local shards, attention, MoE
 ], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet", "cp2-hybrid",
         "cp4-ring-attention", "tp2-mamba2", "tp2-mamba-hybrid", "tp2-retention-rwkv6", "tp2xfsdp2-hybrid"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
@@ -52,6 +52,8 @@ def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     assert r["grad_error"] < 1e-5 and r["grad_names"], r
     if "--tp" in args:  # per-rank parameters: the rules' local shapes, as the planner counted them
         assert r["held"] == r["predicted"] and not r["whole"], r
+        # sequence parallelism: a norm runs on the rank's chunk of the 12 tokens, else on all of them
+        assert r["norm_tokens"] == (6 if "--sp" in args else 12), r
     if r["memory"]:  # FSDP: fp32 shards of weights, gradients and AdamW's two moments, byte for byte
         m = r["memory"]
         for part in ("weights", "gradients", "optimizer"):
@@ -125,6 +127,8 @@ def test_plans_that_do_not_run_are_refused(tmp_path):
     assert r.returncode == 1 and "global and random blocks reach across the sequence" in r.stderr, r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "2", "--plan", "tp=3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr
+    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "4", "--plan", "tp=2,zero=ddp", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "fsdp=2" in r.stderr, r.stderr
     r = _archc("train", "specs/xlstm-tiny.arch", "--nproc", "2", "--plan", "tp=2", "--steps", "1", "--batch", "2",
                "--seq", "16", "--out", str(tmp_path / "m"))
     assert r.returncode == 1 and "ARC1602" in r.stderr and "collectives inside the op" in r.stderr
