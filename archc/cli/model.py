@@ -231,6 +231,7 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
         except D.DistributedError as e:
             raise _fail("ARC1602", e.message, e.hint) from None
         how = (f"a pipeline of {deg.pp} stages{f' × {deg.virtual} virtual' if deg.virtual > 1 else ''}, {deg.schedule}"
+               + (f", × {deg.dp} data-parallel replicas (FSDP)" if deg.dp > 1 else "")
                if deg.pp > 1 else f"tensor-parallel {deg.tp} × data-parallel {deg.dp}{' (FSDP)' if deg.fsdp else ''}"
                + (f", experts split {deg.ep} ways (all-to-all)" if deg.ep > 1 else "")
                + (f", sequences in {deg.cp} chunks (state passing)" if deg.cp > 1 else ""))
@@ -271,9 +272,9 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
                 from archc.backends.torch.context_parallel import context_parallel
 
                 context_parallel(model, rt.mesh["cp"])
-            if deg.dp > 1:
+            if deg.dp > 1 and deg.pp == 1:  # a pipeline's stages are sharded as they are cut
                 D.data_parallel(model, rt.mesh["dp"], deg.fsdp, ignored=experts)
-            lead = rt.rank == (deg.pp - 1 if deg.pp > 1 else 0)  # a pipeline's loss is on its last stage
+            lead = rt.is_lead  # a pipeline's loss is on its last stage
             if lead:
                 for w in whole:
                     print(f"note: whole on every tensor-parallel rank: {w}", file=sys.stderr)

@@ -101,9 +101,19 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
         alone("cp", "context parallelism")
         return Degrees(dp=1, cp=nproc)
     if plan.get("pp", 1) > 1:
-        alone("pp", "a pipeline")
+        pp = plan["pp"]
+        others = sorted(k for k in ("tp", "cp", "ep") if plan.get(k, 1) > 1)
+        if others or plan.get("zero") == "zero1":
+            with_ = ", ".join(others) or "zero=zero1"
+            raise DistributedError(f"`pp={pp}` with {with_}: a pipeline runs with data parallelism only for now",
+                                   f"drop {with_}, or pp")
+        if nproc % pp or plan.get("dp", nproc // pp) * pp != nproc:
+            raise DistributedError(f"pp={pp} × dp={plan.get('dp', nproc // pp)} is not --nproc {nproc}")
         schedule = plan.get("schedule") or ("interleaved" if plan.get("v", 1) > 1 else "1f1b")
-        return Degrees(pp=nproc, virtual=plan.get("v", 1), schedule=schedule, mbs=plan.get("mbs", 1))
+        # the stages' data-parallel replicas shard them with FSDP (the schedule tells FSDP2 which
+        # microbatch's backward is the last, so that gradients are reduced once a step)
+        return Degrees(pp=pp, dp=nproc // pp, fsdp=nproc > pp, virtual=plan.get("v", 1), schedule=schedule,
+                       mbs=plan.get("mbs", 1))
     if plan.get("v", 1) > 1:
         raise DistributedError("`v` (virtual stages) needs a pipeline (pp > 1)")
     if plan.get("ep", 1) > 1:
@@ -222,6 +232,13 @@ class Runtime:
     @property
     def dp_rank(self) -> int:
         return self.mesh["dp"].get_local_rank()
+
+    @property
+    def is_lead(self) -> bool:
+        """The rank that reports a step's loss: rank 0, or a pipeline's last stage of replica 0."""
+        if self.deg.pp == 1:
+            return self.rank == 0
+        return self.mesh["pp"].get_local_rank() == self.deg.pp - 1 and self.dp_rank == 0
 
     def close(self) -> None:
         if dist.is_initialized():
@@ -649,8 +666,8 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg), last_epoch=start - 1)
     autocast = torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     acc, tokens, t0 = float("nan"), 0, time.perf_counter()
-    # the rank that reports: the last pipeline stage holds the loss
-    lead = rt.rank == (rt.deg.pp - 1 if pipe is not None else 0)
+    # the rank that reports: the last pipeline stage (of the first replica) holds the loss
+    lead = rt.is_lead
     for step in range(start, cfg.steps):
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=rt.device)
@@ -776,25 +793,37 @@ def _pipeline(model: ArchModel, rt: Runtime, cfg: Any) -> Any:
     """The pipeline of a `pp` run: its microbatches are `mbs` of the rank's sequences."""
     from archc.backends.torch.pipeline import PipelineError, build_pipeline
 
-    if cfg.batch % rt.deg.mbs:
-        raise DistributedError(f"--batch {cfg.batch} does not split into microbatches of {rt.deg.mbs}")
-    micro = cfg.batch // rt.deg.mbs
+    rows = cfg.batch // rt.deg.dp  # this data-parallel replica's sequences
+    if rows % rt.deg.mbs:
+        raise DistributedError(f"--batch {cfg.batch} over dp={rt.deg.dp} does not split into microbatches of "
+                               f"{rt.deg.mbs}")
+    micro = rows // rt.deg.mbs
     if rt.deg.virtual > 1 and micro % rt.deg.pp:
         raise DistributedError(f"the interleaved schedule needs a multiple of pp={rt.deg.pp} microbatches, got {micro}",
                                "change --batch or mbs")
     state: dict[str, Any] = {}
 
     def loss_fn(logits: Tensor, labels: Tensor) -> Tensor:
-        # the schedule averages over microbatches: scale each one's share of the global mean back up
-        return model.loss(logits, labels, state["scored"]) * micro
+        # the schedule averages over microbatches: scale each one's share of the global mean back up;
+        # FSDP averages over the data-parallel replicas: the task loss is a sum over them
+        return model.loss(logits, labels, state["scored"]) * micro * rt.deg.dp
 
+    def shard(stage: nn.Module) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(stage, mesh=rt.mesh["dp"])
+
+    # every pipeline's first and last rank (one pipeline per data-parallel replica): the tied table's groups
+    grid = rt.mesh.mesh.reshape(rt.deg.pp, -1)
+    ends = [(int(grid[0, j]), int(grid[-1, j])) for j in range(grid.shape[1])]
     try:
         pipe = build_pipeline(model, rt.mesh["pp"], rt.deg.virtual, rt.deg.schedule, micro, cfg.seq, loss_fn,
-                              rt.device)
+                              rt.device, shard=shard if rt.deg.dp > 1 else None, ends=ends)
     except PipelineError as e:
         raise DistributedError(e.message, e.hint) from None
     pipe.loss_state = state
     pipe.microbatches = micro
+    pipe.replicas = rt.deg.dp
     return pipe
 
 
@@ -809,12 +838,17 @@ def _pipeline_step(pipe: Any, model: ArchModel, ids: Tensor, labels: Tensor, sco
         raise DistributedError(e.message, e.hint) from None
     if not losses:
         return torch.zeros((), device=ids.device)
-    return torch.stack([x.detach() for x in losses]).sum() / pipe.microbatches
+    # the replica's share of the step's loss (loss_fn scaled it up for the gradients' averages)
+    return torch.stack([x.detach() for x in losses]).sum() / (pipe.microbatches * pipe.replicas)
 
 
 def _gather_pipeline_state(pipe: Any) -> dict[str, Tensor]:
     """Every stage's weights on rank 0 (`gather_object`: a pipeline run's stages are plain modules)."""
-    own = {k: v.detach().cpu() for s in pipe.stages for k, v in s.state_dict().items()}
+    from torch.distributed.tensor import DTensor
+
+    # FSDP's shards gathered within each stage's data-parallel group, then the stages on rank 0
+    own = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
+           for s in pipe.stages for k, v in s.state_dict().items()}
     parts: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(own, parts, dst=0)
     if dist.get_rank() != 0:

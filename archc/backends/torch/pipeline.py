@@ -136,15 +136,19 @@ class Pipeline:
         for s in self.stages:
             if s.table is not None:
                 w = s.table.weight
-                if w.grad is not None:
-                    dist.all_reduce(w.grad, group=self.tied_group)
+                if w.grad is not None:  # under FSDP, the replica's shard of it (alike on both ends)
+                    dist.all_reduce(w.grad.to_local() if hasattr(w.grad, "to_local") else w.grad,
+                                    group=self.tied_group)
                 return
 
 
 def build_pipeline(model: ArchModel, mesh: Any, virtual: int, schedule: str, microbatches: int, seq: int,
-                   loss_fn: Any, device: torch.device) -> Pipeline:
+                   loss_fn: Any, device: torch.device, shard: Any = None,
+                   ends: list[tuple[int, int]] | None = None) -> Pipeline:
     """Cut `model` into pp × `virtual` stages (pp = the mesh's size), keep this rank's (r, r + pp, …)
-    and build the schedule over `microbatches`."""
+    and build the schedule over `microbatches`. `shard(stage)` wraps each of this rank's stages
+    (FSDP over its data-parallel replicas) before the schedule takes it; `ends` are the (first,
+    last) ranks of every pipeline of the world, whose tied tables sum their gradients."""
     from torch.distributed.pipelining import (
         PipelineStage,
         Schedule1F1B,
@@ -157,6 +161,9 @@ def build_pipeline(model: ArchModel, mesh: Any, virtual: int, schedule: str, mic
     layers = stage_layers(model, total, seq)
     group = mesh.get_group()
     mine = [Stage(model, layers[i]) for i in range(r, total, pp)]
+    if shard is not None:
+        for s in mine:
+            shard(s)
     pstages = [PipelineStage(s, i, total, device, group=group) for s, i in zip(mine, range(r, total, pp), strict=True)]
     if schedule == "interleaved" or virtual > 1:
         sched = ScheduleInterleaved1F1B(pstages, n_microbatches=microbatches, loss_fn=loss_fn)
@@ -166,8 +173,10 @@ def build_pipeline(model: ArchModel, mesh: Any, virtual: int, schedule: str, mic
         sched = Schedule1F1B(pstages[0], n_microbatches=microbatches, loss_fn=loss_fn)
     tied_group = None
     if getattr(model.get_submodule(model.graph.outputs[0]), "_tied", None) and pp > 1:
-        # the first and the last stage hold the table; every rank creates the group (a collective)
+        # the first and the last stage of each pipeline hold the table; every rank creates every
+        # pipeline's group (a collective), and keeps its own
         ranks = dist.get_process_group_ranks(group)
-        ends = dist.new_group([ranks[0], ranks[-1]])
-        tied_group = ends if r in (0, pp - 1) else None
+        pairs = ends or [(ranks[0], ranks[-1])]
+        made = {pair: dist.new_group(list(pair)) for pair in pairs}
+        tied_group = made[(ranks[0], ranks[-1])] if r in (0, pp - 1) else None
     return Pipeline(mine, sched, r == 0, r == pp - 1, group, tied_group)
