@@ -308,13 +308,13 @@ def context_parallel(model: ArchModel, mesh: Any) -> None:
             mod.forward = attend
         if node.id in modules and rule.context == "state":
             mod = modules[node.id]
-            params = tuple(p for p in mod.parameters() if p.requires_grad)
 
-            def forward(x: Tensor, ctx: Context | None = None, _mod: nn.Module = mod,
-                        _params: tuple[Tensor, ...] = params) -> Tensor:
+            def forward(x: Tensor, ctx: Context | None = None, _mod: nn.Module = mod) -> Tensor:
                 sub = Context(ctx.positions, ctx.attention_mask, aux_losses=ctx.aux_losses) if ctx is not None \
                     else Context(torch.arange(x.shape[1], device=x.device))
-                return _StatePassing.apply(_mod, sub, group, x, *_params)
+                # looked up now: FSDP, applied later, replaces the parameters (and unshards them for forward)
+                params = tuple(p for p in _mod.parameters() if p.requires_grad)
+                return _StatePassing.apply(_mod, sub, group, x, *params)
 
             mod.forward = forward
 

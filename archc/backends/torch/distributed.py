@@ -98,8 +98,15 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
                                    f"give --nproc {plan[key]} and drop the other degrees, or drop {key}")
 
     if plan.get("cp", 1) > 1:
-        alone("cp", "context parallelism")
-        return Degrees(dp=1, cp=nproc)
+        cp = plan["cp"]
+        others = sorted(k for k in ("tp", "pp", "ep") if plan.get(k, 1) > 1)
+        if others or plan.get("zero") == "zero1":
+            with_ = ", ".join(others) or "zero=zero1"
+            raise DistributedError(f"`cp={cp}` with {with_}: context parallelism runs with data parallelism only for now",
+                                   f"drop {with_}, or cp")
+        if nproc % cp or plan.get("dp", nproc // cp) * cp != nproc:
+            raise DistributedError(f"cp={cp} × dp={plan.get('dp', nproc // cp)} is not --nproc {nproc}")
+        return Degrees(dp=nproc // cp, cp=cp, fsdp=plan.get("zero") == "fsdp")
     if plan.get("pp", 1) > 1:
         pp = plan["pp"]
         others = sorted(k for k in ("tp", "cp", "ep") if plan.get(k, 1) > 1)
@@ -596,12 +603,15 @@ def context_loss(rt: Runtime, model: ArchModel, ids: Tensor, labels: Tensor, sco
 
 def sum_grads(model: nn.Module, group: Any) -> None:
     """Sum every gradient over `group` (context-parallel ranks: each has its chunk's share)."""
+    from torch.distributed.tensor import DTensor
+
     for p in model.parameters():
-        if p.grad is not None:
-            g = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
+        if p.grad is not None:  # under FSDP, the replica's shard (alike on every context-parallel rank)
+            local = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+            g = local if local.is_contiguous() else local.contiguous()
             dist.all_reduce(g, group=group)
-            if g is not p.grad:
-                p.grad.copy_(g)
+            if g is not local:
+                local.copy_(g)
 
 
 def shard_batch(rt: Runtime, model: ArchModel, ids: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -684,7 +694,8 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
             if rt.deg.cp > 1:
                 with autocast:
                     loss, logits, labels = context_loss(rt, model, ids, labels, scored)
-                (loss / cfg.accum).backward()
+                # data parallelism averages gradients over its replicas: the task loss is a sum over them
+                (loss * rt.deg.dp / cfg.accum).backward()
                 total += loss.detach() / cfg.accum
                 continue
             with loss_context(model):

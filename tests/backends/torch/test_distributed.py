@@ -92,8 +92,9 @@ def one_process(tmp_path_factory):
     ("specs/llama-tiny.arch", "dp=2,zero=zero1"),          # DDP with the optimizer's state sharded (ZeRO-1)
     ("specs/mamba2-tiny.arch", "tp=2"),                    # local shards gathered into the consolidated file
     ("specs/llama-tiny.arch", "pp=2,fsdp=2"),              # two pipelines, each stage FSDP over its replicas
+    ("specs/llama-tiny.arch", "cp=2,fsdp=2"),              # two rings, FSDP over the replicas
 ], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2", "cp2-llama", "zero1-llama", "tp2-mamba2",
-        "pp2xfsdp2-llama"])
+        "pp2xfsdp2-llama", "cp2xfsdp2-llama"])
 def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spec, plan):
     """Five AdamW steps under the plan give the single-process weights (canonical build), written
     as one consolidated safetensors file under the single-process names."""
