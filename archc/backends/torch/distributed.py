@@ -59,8 +59,8 @@ class DistributedError(Exception):
 @dataclass(frozen=True)
 class Degrees:
     """The degrees a run executes: `tp` tensor-parallel ranks inside `dp` data-parallel replicas,
-    sharded (FSDP2) or not (DDP); or a pipeline of `pp` ranks (`virtual` stages each, `schedule`,
-    microbatches of `mbs` sequences)."""
+    sharded (FSDP2) or not (DDP); or `dp` pipelines of `pp` ranks (`virtual` stages each, `schedule`,
+    microbatches of `mbs` sequences), or `dp` rings of `cp` ranks."""
 
     tp: int = 1
     dp: int = 1
@@ -83,9 +83,10 @@ class Degrees:
 
 def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     """The executable part of a plan (`archc.parallel.parse_plan`) for `nproc` processes; the rest
-    of the world is data parallelism. Pipeline, context and expert parallelism run on their own
-    for now (pp, cp or ep = nproc; ep over DDP), ZeRO-1 over plain data parallelism; a combination
-    `archc plan` costs but this run does not execute is refused by name."""
+    of the world is data parallelism (FSDP under tensor parallelism, and under a pipeline). A
+    pipeline or context parallelism runs with data parallelism only, expert parallelism over DDP,
+    ZeRO-1 over plain data parallelism; a combination `archc plan` costs but this run does not
+    execute is refused by name."""
     combined = {k: v for k, v in plan.items() if k in ("tp", "pp", "cp", "ep") and v > 1}
     if plan.get("zero") in ("fsdp", "zero1") or plan.get("dp", 1) > 1:
         combined["dp"] = plan.get("dp", nproc)
