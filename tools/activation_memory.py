@@ -62,7 +62,7 @@ def measure(spec: str) -> tuple[float, float, dict[str, tuple[float, float]]]:
     tokens = BATCH * SEQ
     for u in units(graph, CostCtx(seq=SEQ, batch=1, dtype="fp32")):
         for n in u.nodes:
-            per_op[graph.nodes[n.id].op if n.id in graph.nodes else n.op][1] += n.cost.act_bytes * tokens
+            per_op[n.op][1] += n.cost.act_bytes * tokens
     measured = sum(m for m, _ in per_op.values())
     predicted = sum(p for _, p in per_op.values())
     return measured, predicted, {k: (v[0], v[1]) for k, v in per_op.items()}

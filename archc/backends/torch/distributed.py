@@ -99,28 +99,14 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
                                    f"give --nproc {plan[key]} and drop the other degrees, or drop {key}")
 
     if plan.get("cp", 1) > 1:
-        cp = plan["cp"]
-        others = sorted(k for k in ("tp", "pp", "ep") if plan.get(k, 1) > 1)
-        if others or plan.get("zero") == "zero1":
-            with_ = ", ".join(others) or "zero=zero1"
-            raise DistributedError(f"`cp={cp}` with {with_}: context parallelism runs with data parallelism only for now",
-                                   f"drop {with_}, or cp")
-        if nproc % cp or plan.get("dp", nproc // cp) * cp != nproc:
-            raise DistributedError(f"cp={cp} × dp={plan.get('dp', nproc // cp)} is not --nproc {nproc}")
-        return Degrees(dp=nproc // cp, cp=cp, fsdp=plan.get("zero") == "fsdp")
+        dp = _replicas(plan, "cp", nproc, "context parallelism")
+        return Degrees(dp=dp, cp=plan["cp"], fsdp=plan.get("zero") == "fsdp")
     if plan.get("pp", 1) > 1:
-        pp = plan["pp"]
-        others = sorted(k for k in ("tp", "cp", "ep") if plan.get(k, 1) > 1)
-        if others or plan.get("zero") == "zero1":
-            with_ = ", ".join(others) or "zero=zero1"
-            raise DistributedError(f"`pp={pp}` with {with_}: a pipeline runs with data parallelism only for now",
-                                   f"drop {with_}, or pp")
-        if nproc % pp or plan.get("dp", nproc // pp) * pp != nproc:
-            raise DistributedError(f"pp={pp} × dp={plan.get('dp', nproc // pp)} is not --nproc {nproc}")
+        dp = _replicas(plan, "pp", nproc, "a pipeline")
         schedule = plan.get("schedule") or ("interleaved" if plan.get("v", 1) > 1 else "1f1b")
         # the stages' data-parallel replicas shard them with FSDP (the schedule tells FSDP2 which
         # microbatch's backward is the last, so that gradients are reduced once a step)
-        return Degrees(pp=pp, dp=nproc // pp, fsdp=nproc > pp, virtual=plan.get("v", 1), schedule=schedule,
+        return Degrees(pp=plan["pp"], dp=dp, fsdp=dp > 1, virtual=plan.get("v", 1), schedule=schedule,
                        mbs=plan.get("mbs", 1))
     if plan.get("v", 1) > 1:
         raise DistributedError("`v` (virtual stages) needs a pipeline (pp > 1)")
@@ -147,6 +133,20 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     # DDP does not take DTensors
     fsdp = plan.get("zero") == "fsdp" or (tp > 1 and dp > 1 and plan.get("zero") != "zero1")
     return Degrees(tp, dp, fsdp, zero1=plan.get("zero") == "zero1")
+
+
+def _replicas(plan: dict[str, Any], key: str, nproc: int, what: str) -> int:
+    """The data-parallel replicas of a pipeline or context-parallel ring of `plan[key]` ranks, which
+    run with data parallelism only for now (another degree, or ZeRO-1, is refused by name)."""
+    n = plan[key]
+    others = sorted(k for k in ("tp", "pp", "cp", "ep") if k != key and plan.get(k, 1) > 1)
+    if others or plan.get("zero") == "zero1":
+        with_ = ", ".join(others) or "zero=zero1"
+        raise DistributedError(f"`{key}={n}` with {with_}: {what} runs with data parallelism only for now",
+                               f"drop {with_}, or {key}")
+    if nproc % n or plan.get("dp", nproc // n) * n != nproc:
+        raise DistributedError(f"{key}={n} × dp={plan.get('dp', nproc // n)} is not --nproc {nproc}")
+    return nproc // n
 
 
 def check_plan(graph: Any, deg: Degrees) -> None:
@@ -400,7 +400,8 @@ def _sequence_parallel(model: ArchModel, mesh: Any) -> None:
         if not split and node_parallel(graph, node).context == "pointwise" and len(graph.input_types(node)) == 1:
             local.extend((mod, name) for name, p in mod.named_parameters() if p.requires_grad)
             continue
-        styles[nid] = PrepareModuleInputOutput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),),
+        n = len(graph.input_types(node))  # each input a sequence (a cross-attention's too)
+        styles[nid] = PrepareModuleInputOutput(input_layouts=(Shard(1),) * n, desired_input_layouts=(Replicate(),) * n,
                                                output_layouts=(Replicate(),), desired_output_layouts=(Shard(1),),
                                                use_local_input=True, use_local_output=True)
     if styles:
@@ -505,6 +506,19 @@ def _all_to_all_experts(mod: nn.Module, group: Any, ep: int, n_experts: int, own
     return torch.zeros_like(h).index_add(0, token, back * gate[:, None])
 
 
+def _every_expert(mod: nn.Module, h: Tensor, gates: Tensor, top_i: Tensor) -> Tensor:
+    """A MoE's routed sum with every expert run, on no tokens where none chose it: each expert's
+    weights then have a gradient (zeros) on every data-parallel rank, so that FSDP's reduce-scatters
+    and DDP's buckets hold the same tensors everywhere (an expert no token of a rank reached would
+    otherwise leave that rank's collective short). Unlike one process, where such an expert has no
+    gradient and AdamW skips it, here it takes a step on a zero gradient (its moments decay)."""
+    out = torch.zeros_like(h)
+    for e, expert in enumerate(mod.experts):
+        idx = gates[:, e].nonzero().squeeze(-1)
+        out = out.index_add(0, idx, expert(h[idx]) * gates[idx, e:e + 1])
+    return out
+
+
 #: ops whose parameters a step may leave unused on a rank (experts, routed layers)
 _ROUTED = ("moe", "mod", "act")
 
@@ -513,7 +527,13 @@ def data_parallel(model: ArchModel, mesh: Any, fsdp: bool, ignored: list[nn.Modu
     """FSDP2 (`fully_shard`): a unit per layer op (its forward runs, so its gathers fire), the
     embedding and the rest in the root unit (a tied head shares the embedding's table); or DDP
     (`replicate`), leaving out the `ignored` modules (expert-parallel experts: each is on one rank,
-    its gradient already the sum over every rank's tokens)."""
+    its gradient already the sum over every rank's tokens). A MoE runs every expert on every rank,
+    on the tokens routed to it, none included (`_every_expert`)."""
+    import functools
+
+    for nid, mod in model.op_modules():
+        if model.graph.nodes[nid].op == "moe" and "run_experts" not in mod.__dict__:  # not expert-parallel
+            mod.run_experts = functools.partial(_every_expert, mod)
     if not fsdp:
         from torch.distributed._composable.replicate import replicate
 

@@ -43,33 +43,15 @@ class ShardError(Exception):
     """An op whose local shard this execution cannot build; the message names it."""
 
 
-class _Copy(torch.autograd.Function):
-    """Megatron's `f`: the replicated input enters each rank's shard; its gradient is a sum."""
-
-    @staticmethod
-    def forward(fctx: Any, x: Tensor, group: Any) -> Tensor:
-        fctx.group = group
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        g = g.contiguous().clone()
-        dist.all_reduce(g, group=fctx.group)
-        return g, None
+def _identity(x: Tensor, group: Any) -> Tensor:
+    return x
 
 
-class _Reduce(torch.autograd.Function):
-    """Megatron's `g`: the shards' partial outputs summed; each rank's gradient is the whole one."""
-
-    @staticmethod
-    def forward(fctx: Any, y: Tensor, group: Any) -> Tensor:
-        y = y.contiguous().clone()
-        dist.all_reduce(y, group=group)
-        return y
-
-    @staticmethod
-    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        return g, None
+def _sum(x: Tensor, group: Any) -> Tensor:
+    """The sum over the group's ranks (an all-reduce, on a copy)."""
+    x = x.contiguous().clone()
+    dist.all_reduce(x, group=group)
+    return x
 
 
 def _gather_seq(x: Tensor, group: Any) -> Tensor:
@@ -90,54 +72,35 @@ def _scatter_seq(y: Tensor, group: Any) -> Tensor:
     return out.movedim(0, 1)
 
 
-class _GatherSequence(torch.autograd.Function):
-    """Sequence parallelism's `f`: the ranks' sequence chunks gathered into the whole sequence the
-    shard reads; backward, each chunk's gradient summed over the ranks (a reduce-scatter)."""
+class _Conjugate(torch.autograd.Function):
+    """A collective whose gradient is another: `forward(x)` going in, `backward(g)` coming back.
+    The pairs a shard needs (Megatron's conjugate operators):
+
+    * `f` = (identity, sum): the replicated input enters each rank's shard, its gradient a sum;
+    * `g` = (sum, identity): the shards' partial outputs summed, each rank's gradient the whole;
+    * sequence parallelism's `f` = (gather, reduce-scatter) and `g` = (reduce-scatter, gather):
+      the same, with the residual stream split by sequence between the ops;
+    * inside the op = (sum, sum): a sum whose users are the rank's own units, so that each rank's
+      gradient is its units' part of the whole (Mamba's x_proj output, Mamba-2's sums of squares)."""
 
     @staticmethod
-    def forward(fctx: Any, x: Tensor, group: Any) -> Tensor:
-        fctx.group = group
-        return _gather_seq(x, group)
+    def forward(fctx: Any, x: Tensor, group: Any, forward: Any, backward: Any) -> Tensor:
+        fctx.group, fctx.backward_op = group, backward
+        y = forward(x, group)
+        return y.view_as(y) if y is x else y
 
     @staticmethod
-    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        return _scatter_seq(g, fctx.group), None
+    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None, None, None]:
+        return fctx.backward_op(g, fctx.group), None, None, None
 
 
-class _ScatterSequence(torch.autograd.Function):
-    """Sequence parallelism's `g`: the shards' partial outputs summed and split by sequence (a
-    reduce-scatter); backward, the chunks' gradients gathered."""
-
-    @staticmethod
-    def forward(fctx: Any, y: Tensor, group: Any) -> Tensor:
-        fctx.group = group
-        return _scatter_seq(y, group)
-
-    @staticmethod
-    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        return _gather_seq(g, fctx.group), None
-
-
-class _SumInside(torch.autograd.Function):
-    """A sum over the ranks inside the op, whose users are the rank's own units: all-reduced
-    forward, and backward too (each rank's gradient is its units' part of the whole)."""
-
-    @staticmethod
-    def forward(fctx: Any, t: Tensor, group: Any) -> Tensor:
-        fctx.group = group
-        t = t.contiguous().clone()
-        dist.all_reduce(t, group=group)
-        return t
-
-    @staticmethod
-    def backward(fctx: Any, g: Tensor) -> tuple[Tensor, None]:
-        g = g.contiguous().clone()
-        dist.all_reduce(g, group=fctx.group)
-        return g, None
+#: (going in, coming back) of a shard's input and output, replicated or sequence-split between ops
+ENTER, LEAVE = (_identity, _sum), (_sum, _identity)
+ENTER_SEQUENCE, LEAVE_SEQUENCE = (_gather_seq, _scatter_seq), (_scatter_seq, _gather_seq)
 
 
 def _all_reduce(t: Tensor, group: Any) -> Tensor:
-    return _SumInside.apply(t, group)
+    return _Conjugate.apply(t, group, _sum, _sum)
 
 
 @dataclass
@@ -149,7 +112,7 @@ class Held:
     shape: tuple[int, ...]
     indices: list[int]
     #: the positions in the rank's shard it writes into a gathered tensor (a piece held by several
-    #: ranks is written by the first of them); for a replicated weight, all or none
+    #: ranks is written by the first of them); unused for a replicated weight
     writes: list[int]
 
 
@@ -175,9 +138,8 @@ class LocalShard:
             for name, lp in local.named_parameters():
                 full = whole[name]
                 split = s.weights.get(name)
-                if split is None:
-                    value, idx = full, []
-                    writes = list(range(full.shape[0])) if self.rank == 0 and full.dim() else []
+                if split is None:  # whole on every rank: rank 0's copy is the gathered one
+                    value, idx, writes = full, [], []
                 else:
                     idx = split.indices(full.shape[split.axis], self.t, self.rank)
                     value = full.index_select(split.axis, torch.tensor(idx, device=full.device))
@@ -258,8 +220,9 @@ class LocalShard:
 
 def _sharded_forward(self: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     shard: LocalShard = self._tp_shard
-    enter, leave = (_GatherSequence, _ScatterSequence) if shard.sequence else (_Copy, _Reduce)
-    y = leave.apply(type(self).forward(self, enter.apply(x, shard.group), *args, **kwargs), shard.group)
+    enter, leave = (ENTER_SEQUENCE, LEAVE_SEQUENCE) if shard.sequence else (ENTER, LEAVE)
+    y = type(self).forward(self, _Conjugate.apply(x, shard.group, *enter), *args, **kwargs)
+    y = _Conjugate.apply(y, shard.group, *leave)
     for name in shard.after:
         y = y + self.get_parameter(name)
     return y

@@ -44,12 +44,16 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
     ("mamba", 2, ("--tp", "2")),               # Mamba-1 by inner channels: x_proj all-reduced inside
     ("recurrent", 2, ("--tp", "2")),           # retention and RWKV-6 by heads
     ("hybrid", 4, ("--tp", "2", "--fsdp", "--sp")),  # TP × FSDP × SP: Mamba-2 local shards, attention, MoE
+    ("sparse_moe", 2, ("--fsdp",)),            # experts no token of a rank reaches: every rank runs every expert
 ], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet", "cp2-hybrid",
-        "cp4-ring-attention", "tp2-mamba2", "tp2-mamba-hybrid", "tp2-retention-rwkv6", "tp2xfsdp2-hybrid"])
+        "cp4-ring-attention", "tp2-mamba2", "tp2-mamba-hybrid", "tp2-retention-rwkv6", "tp2xfsdp2-hybrid",
+        "fsdp2-unused-experts"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     r = _step(tmp_path, nproc, "--case", case, *args)
     assert abs(r["loss"] - r["reference_loss"]) < 1e-5, r
     assert r["grad_error"] < 1e-5 and r["grad_names"], r
+    if case == "sparse_moe":  # the case keeps its point: experts the batch leaves unused
+        assert r["unused_in_reference"] > 0, r
     if "--tp" in args:  # per-rank parameters: the rules' local shapes, as the planner counted them
         assert r["held"] == r["predicted"] and not r["whole"], r
         # sequence parallelism: a norm runs on the rank's chunk of the 12 tokens, else on all of them
