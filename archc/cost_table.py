@@ -117,6 +117,9 @@ def print_plan(plan: ParallelPlan) -> None:
         console.print("replicated under tensor parallelism:")
         for r in best.replicated:
             console.print("  " + r)
+    source = ("archc's eager PyTorch modules, measured on fake tensors" if plan.activations == "eager"
+              else "fused kernels' (the cost model; --activations eager for today's PyTorch modules)")
+    console.print(f"activations: {source}")
     console.print(f"{plan.fitting} of {plan.considered} layouts fit. Assumptions: {c.efficiency:.0%} of peak on "
                   "compute; tensor-parallel and all-to-all traffic not overlapped; ring attention and FSDP gathers "
                   "overlapped with compute; gradients reduced during the last backward (docs/distributed.md).")

@@ -391,15 +391,22 @@ devices' memory: the message gives the smallest per-device figure found and its 
 devices or memory, shorten `--seq`, or relax the fixed degrees.
 """),
     "ARC1602": ("cannot run this parallel plan", """
-`archc train --nproc N --plan DEGREES` runs tensor parallelism (`tp`), data parallelism (`dp`,
-with `zero=zero1` or `fsdp`), and on their own (the degree = N) pipelines (`pp`, `v`,
-`schedule`), expert parallelism (`ep`, over DDP) and context parallelism (`cp`); the degrees must
-multiply to N. Other combinations are costed by `archc plan` but not run yet. An op whose
-tensor-parallel rule needs collectives inside the op (Mamba's x_proj, Mamba-2's group norm,
-mLSTM's gates) or packed splits is refused by name (run it with tp=1), as are auxiliary losses
-inside a pipeline and ops without a context-parallel form under cp. A distributed run cannot
-`--resume` yet (it saves consolidated weights, not distributed checkpoints) or `--distill`.
+`archc train --nproc N --plan DEGREES` runs tensor parallelism (`tp`, with sequence parallelism;
+with data parallelism it runs FSDP), data parallelism (`dp`, with `zero=zero1` or `fsdp`),
+pipelines (`pp`, `v`, `schedule`) and context parallelism (`cp`) on their own or with data
+parallelism, and expert parallelism (`ep`, over DDP); the degrees must multiply to N. Other
+combinations (a pipeline with tensor parallelism, `tp` with `zero=ddp`) are costed by `archc
+plan` but not run yet. An op whose tensor-parallel rule needs a reduction inside the op that
+archc does not run yet (mLSTM's gates) or has no split of its own (Gated DeltaNet's packed
+projection) is refused by name (run it with tp=1), as are auxiliary losses inside a pipeline
+and ops without a context-parallel form under cp. A distributed run cannot `--distill`.
 docs/distributed.md lists what runs.
+"""),
+    "ARC1603": ("cannot measure the activation profile", """
+`archc plan --activations eager` runs one training forward of the spec's PyTorch modules on fake
+tensors (shapes, no memory) to measure what they keep for the backward pass. The message names
+the operation that could not run without real values (a data-dependent shape). Plan with
+`--activations fused` (the cost model's figures) instead.
 """),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec

@@ -1,12 +1,12 @@
-"""Issue #24's activation check: the bytes archc's eager PyTorch modules keep for the backward pass
-against the planner's figure (the cost model's `act_bytes`: what fused kernels keep, at the
-costed dtype), per spec and per op.
+"""Issue #24's activation check: the bytes archc's eager PyTorch modules keep for the backward pass,
+measured on a real training forward, against the planner's two figures — the eager profile
+(`archc plan --activations eager`: the same modules on fake tensors, a balanced MoE dispatch)
+and the cost model's `act_bytes` (what fused kernels keep) — per spec and per op.
 
-Measured with `torch.autograd.graph.saved_tensors_hooks` over one training forward (fp32, batch
-2 × 64 tokens, the canonical O0 build): every tensor autograd saves, counted once per storage and
-charged to the op module whose forward was running (the interpreter's inline ops and the loss to
-"(between ops)"). Predicted: each node's `act_bytes` per token at fp32 × the tokens — what
-`archc plan` sums into a rank's activations.
+Measured with `torch.autograd.graph.saved_tensors_hooks` over one training forward and loss (fp32,
+batch 2 × 64 tokens, O0, random weights): every tensor autograd saves, once per storage,
+parameters excluded, charged to the op whose forward was running (between ops: the op that ran
+last). Every spec under 60M parameters by default.
 
     .venv/bin/python tools/activation_memory.py [specs/llama-tiny.arch ...]
 """
@@ -19,64 +19,60 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SPECS = ("specs/llama-tiny.arch", "specs/mamba2-tiny.arch", "specs/jamba-tiny.arch", "specs/rwkv6-tiny.arch")
 BATCH, SEQ = 2, 64
+LARGEST = 60e6
 
 
-def measure(spec: str) -> tuple[float, float, dict[str, tuple[float, float]]]:
-    """(measured bytes, predicted bytes, op -> (measured, predicted))."""
+def measure(spec: str) -> dict[str, tuple[float, float, float]] | None:
+    """op -> (measured, eager profile, fused cost model) bytes, or None for a large spec."""
     import torch
 
     import archc
     from archc.backends.torch import build
+    from archc.backends.torch.activation_profile import (
+        SavedBytes,
+        activation_profile,
+        charge_to_ops,
+        training_forward,
+    )
     from archc.ir.cost import CostCtx
     from archc.parallel.profile import units
 
     graph = archc.load(str(ROOT / spec)).graph
+    if sum(p.numel() for p in build(graph, device="meta").parameters()) > LARGEST:
+        return None
     model = build(graph, seed=0, pipeline="O0").train()
-    running: list[str] = []
-    seen: dict[int, tuple[int, str]] = {}
-    ops = {nid: graph.nodes[nid].op for nid, _ in model.op_modules()}
-
-    def enter(nid: str) -> None:
-        running.append(nid)
-
-    def leave() -> None:
-        running.pop()
-
-    for nid, mod in model.op_modules():
-        mod.register_forward_pre_hook(lambda m, a, nid=nid: enter(nid))
-        mod.register_forward_hook(lambda m, a, o: leave())
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        st = t.untyped_storage()
-        seen.setdefault(st.data_ptr(), (st.nbytes(), ops[running[-1]] if running else "(between ops)"))
-        return t
-
-    ids = torch.randint(0, 100, (BATCH, SEQ), generator=torch.Generator().manual_seed(0))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(ids, labels=ids)
-    per_op: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for nbytes, op in seen.values():
-        per_op[op][0] += nbytes
+    counter = SavedBytes(iter([*model.parameters(), *model.buffers()]))
+    charge_to_ops(model, counter)
+    torch.manual_seed(0)
+    with counter.counting():
+        training_forward(model, BATCH, SEQ)
     tokens = BATCH * SEQ
+    eager = activation_profile(graph, SEQ, "fp32", batch=BATCH)
+    per_op: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    for nid, nbytes in counter.by_key().items():
+        per_op[graph.nodes[nid].op][0] += nbytes
     for u in units(graph, CostCtx(seq=SEQ, batch=1, dtype="fp32")):
         for n in u.nodes:
-            per_op[n.op][1] += n.cost.act_bytes * tokens
-    measured = sum(m for m, _ in per_op.values())
-    predicted = sum(p for _, p in per_op.values())
-    return measured, predicted, {k: (v[0], v[1]) for k, v in per_op.items()}
+            per_op[n.op][1] += eager.get(n.id, 0.0) * tokens
+            per_op[n.op][2] += n.cost.act_bytes * tokens
+    return {op: (m, e, f) for op, (m, e, f) in per_op.items()}
 
 
 def main() -> None:
-    specs = sys.argv[1:] or SPECS
-    print(f"fp32, batch {BATCH} × {SEQ} tokens, O0; MB kept for backward: measured / the planner's (ratio)")
+    specs = sys.argv[1:] or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "specs").glob("*.arch"))
+    print(f"fp32, batch {BATCH} × {SEQ} tokens, O0; MB kept for backward: measured, the eager profile, "
+          "the fused cost model (ratios: measured / figure)")
+    print("\n| spec | measured MB | eager profile MB | ratio | fused model MB | ratio | largest op gap (fused) |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for spec in specs:
-        measured, predicted, per_op = measure(spec)
-        print(f"\n{Path(spec).stem}: {measured / 1e6:.2f} / {predicted / 1e6:.2f} MB ({measured / predicted:.2f}×)")
-        for op, (m, p) in sorted(per_op.items(), key=lambda kv: -kv[1][0]):
-            ratio = f"{m / p:.2f}×" if p else "not modelled"
-            print(f"  {op:<22} {m / 1e6:8.2f} / {p / 1e6:6.2f}  {ratio}")
+        per_op = measure(spec)
+        if per_op is None:
+            continue
+        m, e, f = (sum(v[i] for v in per_op.values()) for i in range(3))
+        op, (om, _, of) = max(per_op.items(), key=lambda kv: kv[1][0] - kv[1][2])
+        print(f"| {Path(spec).stem} | {m / 1e6:.2f} | {e / 1e6:.2f} | {m / e:.3f} | {f / 1e6:.2f} | {m / f:.2f} | "
+              f"{op} {om / of if of else float('inf'):.1f}× |")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     work = Workload(seq=args.seq, global_batch=args.global_batch, dtype=args.dtype)
     try:
         constraints = parse_plan(args.plan) if args.plan else {}
-        result = plan(prog.graph, cluster, work, constraints, keep=args.top)
+        activations = None
+        if args.activations == "eager":
+            from archc.backends.torch.activation_profile import ProfileError, activation_profiles
+
+            try:
+                activations = activation_profiles(prog.graph, args.seq, args.dtype)
+            except ProfileError as e:
+                print_diags([Diagnostic("ARC1603", str(e), None, "plan with --activations fused")], sources)
+                return EXIT_ERRORS
+        result = plan(prog.graph, cluster, work, constraints, keep=args.top, activations=activations)
     except PlanError as e:
         print_diags([Diagnostic("ARC1601", e.message, None, e.hint)], sources)
         return EXIT_ERRORS
@@ -66,6 +75,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", default=None, type=plan_degrees, metavar="DEGREES",
                    help='fix degrees, e.g. "tp=8,pp=16" or "tp=2,fsdp=4" (cp, ep, dp, mbs, v, schedule, zero, '
                         "checkpoint)")
+    p.add_argument("--activations", choices=("fused", "eager"), default="fused",
+                   help="activation memory of fused kernels (the cost model, default) or of archc's eager PyTorch "
+                        "modules, measured on fake tensors (what `archc train --nproc` keeps today)")
     p.add_argument("--top", type=count(0, 20), default=3, help="runners-up to show (3)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_limit_flags(p)

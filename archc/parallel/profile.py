@@ -11,6 +11,7 @@ and each all-reduce becomes a reduce-scatter plus an all-gather of the same volu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from archc.ir.cost import MAX_LEN, Cost, CostCtx
@@ -36,6 +37,8 @@ class NodeInfo:
     state_per_seq: int  # declared state elements per sequence at the costed length (context passing)
     kv_per_token: int  # elements per token of the key/value caches (what ring attention circulates)
     top_k: int  # MoE: experts a token visits
+    act: float  # training activation bytes per token: the cost model's (fused kernels) or a measured profile's
+    act_tp: Mapping[int, float]  # a rank's, measured under tensor parallelism of each degree (eager profile)
 
 
 @dataclass
@@ -84,12 +87,16 @@ def _share(unit: Unit, tp: int, ep: int) -> Share:
         pointwise = n.rule.context == "pointwise"
         params = sum(w.numel for w in n.weights if not w.buffer)
         expert_w = [w for w in n.weights if w.cls == "expert" and not w.buffer]
-        flops, act = n.cost.flops, n.cost.act_bytes
+        flops, act = n.cost.flops, n.act
         sharding = _sharding(n.rule, tp) if tp > 1 else None
+        measured = n.act_tp.get(tp) if tp > 1 else None  # the eager profile of this rank's share
+        if measured is not None:
+            s.act += measured
         if tp > 1 and isinstance(sharding, Sharding):
             held = sum(sharding.local_numel(w.name, w.shape) for w in n.weights if not w.buffer)
             s.flops += flops / tp
-            s.act += n.in_bytes / tp + max(0.0, act - n.in_bytes) / tp
+            if measured is None:  # sequence parallelism as Korthikanti et al.: the input kept as the rank's chunk
+                s.act += n.in_bytes / tp + max(0.0, act - n.in_bytes) / tp
             if sharding.output == "sum":
                 s.tp_elems += n.width
             s.tp_elems += sum(r.elements for r in sharding.reductions)
@@ -99,7 +106,7 @@ def _share(unit: Unit, tp: int, ep: int) -> Share:
                 s.replicated.append(f"{n.id} ({n.op}): {sharding}")
             split = tp if pointwise else 1  # sequence-parallel
             s.flops += flops / split
-            s.act += act / split
+            s.act += act / split if measured is None else 0.0
         if expert_w:
             local_expert = sum((sharding.local_numel(w.name, w.shape) if isinstance(sharding, Sharding) else w.numel)
                                for w in expert_w)
@@ -120,7 +127,7 @@ def _share(unit: Unit, tp: int, ep: int) -> Share:
     return s
 
 
-def _info(graph: Graph, node: Node, ctx: CostCtx) -> NodeInfo:
+def _info(graph: Graph, node: Node, ctx: CostCtx, activations: Mapping[int, Mapping[str, float]] | None) -> NodeInfo:
     op = REGISTRY[node.op]
     ins = graph.input_types(node)
     width = node.type.width if hasattr(node.type, "width") and node.type.dtype == "float" else 0
@@ -128,20 +135,27 @@ def _info(graph: Graph, node: Node, ctx: CostCtx) -> NodeInfo:
     state = node_state(graph, node)
     kv = sum(s.numel(1) for s in state if MAX_LEN in s.shape)
     p = op.params(**node.params)
-    return NodeInfo(node.id, node.op, node_cost(graph, node, ctx), node_weights(graph, node), node_parallel(graph, node),
+    cost = node_cost(graph, node, ctx)
+    act = cost.act_bytes if activations is None else activations[1].get(node.id, 0.0)
+    act_tp = {tp: a.get(node.id, 0.0) for tp, a in (activations or {}).items() if tp > 1}
+    return NodeInfo(node.id, node.op, cost, node_weights(graph, node), node_parallel(graph, node),
                     width, in_width * ctx.dtype_bytes, sum(s.numel(ctx.seq) for s in state), kv,
-                    getattr(p, "top_k", 0))
+                    getattr(p, "top_k", 0), act, act_tp)
 
 
-def units(graph: Graph, ctx: CostCtx) -> list[Unit]:
+def units(graph: Graph, ctx: CostCtx, activations: Mapping[int, Mapping[str, float]] | None = None) -> list[Unit]:
     """The graph's pipeline units in order, each with its nodes' costs and rules. Body nodes of
-    higher-order ops are inside their wrapper's cost (the wrapper is replicated)."""
+    higher-order ops are inside their wrapper's cost (the wrapper is replicated). Activations per
+    token are the cost model's (what fused kernels keep) unless `activations` gives each node's
+    for a rank at some tensor-parallel degrees (the eager modules' measured profiles,
+    `archc.backends.torch.activation_profile.activation_profiles`; tp = 1 required, other degrees
+    scaled from it by the rule)."""
     out: dict[str, Unit] = {}
     for n in graph.nodes.values():
         kind = REGISTRY[n.op].kind
         if kind in ("input", "component"):
             continue
-        info = _info(graph, n, ctx)
+        info = _info(graph, n, ctx, activations)
         u = out.setdefault(layer_of(n.id), Unit(layer_of(n.id), [], 0))
         u.nodes.append(info)
         u.width = max(u.width, info.width)

@@ -10,6 +10,7 @@ because a model is never refused for one odd layer; a degree that splits nothing
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,6 +93,9 @@ class ParallelPlan:
     #: compute over the cost-balanced split's (1.0: no difference)
     count_split_ratio: float
     constraints: dict[str, Any] = field(default_factory=dict)
+    #: whose activation figures: "fused" (the cost model: what fused kernels keep) or "eager"
+    #: (archc's PyTorch modules, measured: archc/backends/torch/activation_profile.py)
+    activations: str = "fused"
 
     def to_json(self) -> dict[str, Any]:
         def est(e: Estimate) -> dict[str, Any]:
@@ -113,7 +117,7 @@ class ParallelPlan:
                             "intra_bandwidth": c.device.intra, "inter_bandwidth": c.device.inter,
                             "efficiency": c.efficiency},
                 "workload": {"seq": self.work.seq, "global_batch": self.work.global_batch, "dtype": self.work.dtype},
-                "constraints": self.constraints, "considered": self.considered, "fitting": self.fitting,
+                "constraints": self.constraints, "activations": self.activations, "considered": self.considered, "fitting": self.fitting,
                 "count_split_ratio": self.count_split_ratio,
                 "plan": est(self.best),
                 "runners_up": [{**est(e), "why_not": why} for e, why in self.runners_up]}
@@ -190,11 +194,13 @@ def _experts(info: Any) -> int:
 
 
 def plan(graph: Graph, cluster: Cluster, work: Workload, constraints: dict[str, Any] | None = None,
-         keep: int = 3) -> ParallelPlan:
+         keep: int = 3, activations: Mapping[int, Mapping[str, float]] | None = None) -> ParallelPlan:
     """The fastest layout of `graph` on `cluster` for `work` that fits in memory, with `keep`
-    runners-up. PlanError when the constraints allow no layout or none fits."""
+    runners-up. PlanError when the constraints allow no layout or none fits. `activations`: each
+    node's activation bytes per token on a rank, by tensor-parallel degree, in place of the cost
+    model's (the eager modules' profiles, `archc.backends.torch.activation_profile`)."""
     fixed = {**section_constraints(graph), **(constraints or {})}
-    model_units = units(graph, CostCtx(seq=work.seq, batch=1, dtype=work.dtype))
+    model_units = units(graph, CostCtx(seq=work.seq, batch=1, dtype=work.dtype), activations)
     if "cp" in fixed and fixed["cp"] > 1:
         refused = [r for u in model_units for r in u.at(1, 1).context_refused]
         if refused:
@@ -240,7 +246,8 @@ def plan(graph: Graph, cluster: Cluster, work: Workload, constraints: dict[str, 
         if len(runners) == keep:
             break
     ratio = _count_split_ratio(model_units, best, cluster, work)
-    return ParallelPlan(graph.name, cluster, work, best, runners, len(estimates), len(fitting), ratio, fixed)
+    return ParallelPlan(graph.name, cluster, work, best, runners, len(estimates), len(fitting), ratio, fixed,
+                        "fused" if activations is None else "eager")
 
 
 def _degrees(L: Layout) -> tuple[int, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,3 +36,24 @@ def tracing() -> bool:
     """True under `torch.compile` / `torch.export`: eager-only shortcuts (data-dependent early
     exits, gathers by `nonzero`) must not be taken, or the traced graph would bake them in."""
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+_shapes_only = False
+
+
+def reads_values() -> bool:
+    """Whether an op may branch on a tensor's values (an early exit when every sequence halted):
+    not when traced, nor on the activation profile's fake tensors (`shapes_only`)."""
+    return not (_shapes_only or tracing())
+
+
+@contextmanager
+def shapes_only() -> Iterator[None]:
+    """Run eagerly on tensors that have shapes and no values (FakeTensorMode: the activation
+    profile, archc/backends/torch/activation_profile.py); `reads_values()` is False inside."""
+    global _shapes_only
+    before, _shapes_only = _shapes_only, True
+    try:
+        yield
+    finally:
+        _shapes_only = before

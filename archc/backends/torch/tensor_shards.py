@@ -131,7 +131,9 @@ class LocalShard:
             raise ShardError(f"`{node.id}` ({node.op}): no prune axis of its {s.unit} to build a rank's shard from")
         mine = [u for u in range(s.units) if s.ranks_of_unit(u) == self.rank]
         params = {**node.params, **axis.params(mine), **_local_params(node.op, p, in_types, s)}
-        local = build_op(node.op, params, in_types, node.type).to(_device(mod))
+        local = build_op(node.op, params, in_types, node.type)
+        if _device(local) != _device(mod):  # (no `.to` on the same device: fake tensors cannot be swapped)
+            local = local.to(_device(mod))
         self.held: dict[str, Held] = {}
         whole = dict(mod.named_parameters())
         with torch.no_grad():

@@ -171,12 +171,18 @@ def main() -> None:
     import archc
     from archc.backends.torch import build
     from archc.backends.torch import distributed as D
+    from archc.backends.torch.activation_profile import SavedBytes, activation_profiles, charge_to_ops
     from archc.backends.torch.tensor_shards import full_tensor, sync_grads
     from archc.ir.cost import CostCtx
-    from archc.parallel.profile import units
+    from archc.parallel.profile import Unit, units
 
     graph = archc.loads(CASES[args.case], "m.arch").graph
     world = int(__import__("os").environ["WORLD_SIZE"])
+    # the planner's activations for the rank, from the eager modules' profile (its chunk under cp)
+    seq = 12 // world if args.cp else 12
+    n_rows = 4 // (1 if args.cp else world // args.tp)  # each rank's sequences of the batch of 4
+    profiles = activation_profiles(graph, seq, "fp32", (args.tp,) if args.sp else (), batch=n_rows)
+    eager = units(graph, CostCtx(seq=seq, dtype="fp32"), profiles)
     rt = D.start(D.Degrees(cp=world) if args.cp else D.Degrees(args.tp, world // args.tp, args.fsdp))
     reference = build(graph, seed=0, pipeline="O0")
     model = build(graph, seed=0, pipeline="O0")
@@ -184,6 +190,7 @@ def main() -> None:
     # what a tensor-parallel rank holds, before data parallelism shards it further
     held = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in model.parameters())
     predicted = sum(u.at(args.tp, 1).params for u in units(graph, CostCtx(seq=12)))
+    act_predicted = sum(u.at(args.tp, 1).act for u in eager) * n_rows * seq
     experts = D.expert_parallel(model, rt.mesh["dp"]) if args.ep else []
     if rt.deg.dp > 1:
         D.data_parallel(model, rt.mesh["dp"], args.fsdp, ignored=experts)
@@ -198,16 +205,21 @@ def main() -> None:
     labels = ids.clone()
     rows, row_labels, scored = D.shard_batch(rt, model, ids, labels)
     aux = None
+    # what the rank keeps for backward (its local shards, parameters excluded), by op
+    saved = SavedBytes([*model.parameters(), *model.buffers()])
+    charge_to_ops(model, saved)
     if args.cp:
         from archc.backends.torch.context_parallel import context_parallel
 
         context_parallel(model, rt.mesh["cp"])
-        loss, _, _ = D.context_loss(rt, model, rows, row_labels, scored)
+        with saved.counting():
+            loss, _, _ = D.context_loss(rt, model, rows, row_labels, scored)
         loss.backward()
         D.sum_grads(model, rt.mesh["cp"].get_group())
     else:
         with D.loss_context(model):
-            loss, aux, _ = D.rank_loss(model, rows, row_labels, scored)
+            with saved.counting():
+                loss, aux, _ = D.rank_loss(model, rows, row_labels, scored)
             (loss * rt.deg.dp + (aux if aux is not None else 0.0)).backward()
         if args.tp > 1:
             sync_grads(model)
@@ -256,7 +268,11 @@ def main() -> None:
               "grad_names": args.ep or sorted(grads) == sorted(ref_grads),
               "grad_missing": sorted(set(ref_grads) - set(grads))[:5],
               "unused_in_reference": len(unused), "held": held, "predicted": predicted,
-              "whole": whole, "memory": memory, "norm_tokens": seen[0] if seen else None}
+              "whole": whole, "memory": memory, "norm_tokens": seen[0] if seen else None,
+              "act_measured": saved.total, "act_predicted": act_predicted,
+              "act_by_op": {graph.nodes[k].op + ":" + k: v for k, v in saved.by_key().items()},
+              "act_pred_by_op": {n.op + ":" + n.id: Unit(n.id, [n], 0).at(args.tp, 1).act * n_rows * seq
+                                 for u in eager for n in u.nodes}}
     if rt.rank == 0:
         Path(args.out).write_text(json.dumps(result))
     rt.close()

@@ -111,6 +111,7 @@ class AttentionCore(OpModule):
             self.q_norm = ScaledRMSNorm(self.make_parameter("q_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
             self.k_norm = ScaledRMSNorm(self.make_parameter("k_norm.weight"), p.qk_norm_eps, p.qk_norm_unit_offset)
             self.qk_norm_width = p.qk_norm_width
+        self.dropout = getattr(p, "dropout", 0.0)  # attention-probability dropout in training (ops that declare it)
         self.scale = getattr(p, "scale", None)
         self.softcap = getattr(p, "softcap", None)
         self.out_gate = getattr(p, "out_gate", False)
@@ -193,7 +194,6 @@ class Attention(AttentionCore):
         self.causal = p.causal
         self.window = p.window
         self.positional_state = not self.window
-        self.dropout = p.dropout
 
     # -- masks ------------------------------------------------------------------------------
 

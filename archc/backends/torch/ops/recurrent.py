@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from archc.backends.torch.context import Context, tracing
+from archc.backends.torch.context import Context, reads_values
 from archc.backends.torch.init import Init
 from archc.backends.torch.loops import exported_time_loop
 from archc.backends.torch.module import OpModule, State
@@ -71,7 +71,7 @@ class _RNN(OpModule):
 
     def _run(self, x: Tensor, ctx: Context | None, hx) -> tuple[Tensor, object]:
         mask = None if ctx is None else ctx.attention_mask
-        if mask is not None and not tracing() and not bool(mask.all()):
+        if mask is not None and reads_values() and not bool(mask.all()):
             packed = pack_padded_sequence(x, mask.sum(1).cpu(), batch_first=True, enforce_sorted=False)
             out, hx = self.rnn(packed, hx)
             return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0], hx

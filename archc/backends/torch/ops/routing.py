@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from archc.backends.torch.body import BodyOp
-from archc.backends.torch.context import Context, tracing
+from archc.backends.torch.context import Context, reads_values
 from archc.backends.torch.init import Init
 from archc.backends.torch.module import State
 from archc.backends.torch.registry import implements
@@ -85,7 +85,7 @@ class AdaptiveComputationTime(_BlockOp):
                 new_state.extend(st)
             out = out + s * weight[..., None]
             running = going
-            if state is None and not tracing() and not bool(running.any()):
+            if state is None and reads_values() and not bool(running.any()):
                 break
         if p.ponder_cost > 0:
             if ctx.attention_mask is not None:
