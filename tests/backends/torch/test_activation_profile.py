@@ -35,7 +35,8 @@ def _real(graph, batch: int, seq: int) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("spec", ["llama-tiny", "mamba2-tiny", "jamba-tiny", "rwkv6-tiny", "xlstm-tiny",
-                                  "gated-deltanet-tiny", "retnet-tiny"])
+                                  "gated-deltanet-tiny", "retnet-tiny", "bigbird-tiny", "longformer-tiny",
+                                  "linformer-tiny"])
 def test_the_profile_predicts_what_a_real_forward_keeps(spec):
     graph = archc.load(str(ROOT / "specs" / f"{spec}.arch")).graph
     real = _real(graph, 2, 32)
@@ -45,7 +46,7 @@ def test_the_profile_predicts_what_a_real_forward_keeps(spec):
     assert sum(real.values()) == pytest.approx(predicted, rel=0.10)
     # and far from the fused cost model's figure for the scans: the profile is not that figure renamed
     fused = sum(n.cost.act_bytes for u in units(graph, CostCtx(seq=32, dtype="fp32")) for n in u.nodes) * 64
-    if spec != "llama-tiny":
+    if spec in ("mamba2-tiny", "jamba-tiny", "rwkv6-tiny", "xlstm-tiny", "gated-deltanet-tiny", "retnet-tiny"):
         assert predicted > 1.5 * fused
 
 
