@@ -397,9 +397,9 @@ pipelines (`pp`, `v`, `schedule`) and context parallelism (`cp`) on their own or
 parallelism, and expert parallelism (`ep`, over DDP); the degrees must multiply to N. Other
 combinations (a pipeline with tensor parallelism, `tp` with `zero=ddp`) are costed by `archc
 plan` but not run yet. An op whose tensor-parallel rule needs a reduction inside the op that
-archc does not run yet (mLSTM's gates) or has no split of its own (Gated DeltaNet's packed
-projection) is refused by name (run it with tp=1), as are auxiliary losses inside a pipeline
-and ops without a context-parallel form under cp. A distributed run cannot `--distill`.
+archc does not run, or has no prune rule to build a rank's shard from, is refused by name (run
+it with tp=1; no op of the catalog is), as are auxiliary losses inside a pipeline and ops
+without a context-parallel form under cp. A distributed run cannot `--distill`.
 docs/distributed.md lists what runs.
 """),
     "ARC1603": ("cannot measure the activation profile", """

@@ -112,7 +112,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", type=output,
                    help="writes DIR/<spec>-pruned.arch, DIR/weights.safetensors, DIR/prune.json")
     p.add_argument("--heads", type=ratio,
-                   help="fraction of attention (query) / Mamba-2 / RetNet / RWKV-6 / mLSTM heads to remove")
+                   help="fraction of heads to remove: attention (query), sparse and linear attention, Mamba-2, RetNet, "
+                        "RWKV-6, mLSTM, Gated DeltaNet (key heads)")
     p.add_argument("--kv-heads", type=ratio,
                    help="fraction of a GQA attention's kv groups to remove, each with its query heads")
     p.add_argument("--ffn", type=ratio, help="fraction of FFN hidden channels (MoE experts' too) to remove")

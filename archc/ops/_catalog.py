@@ -3,14 +3,14 @@
 
 FAMILIES = {
     "arith": (4290580446, ('add', 'item', 'mul', 'scale')),
-    "attention": (4279147874, ('attention', 'attention_packed', 'latent_attention')),
+    "attention": (3836675120, ('attention', 'attention_packed', 'latent_attention')),
     "conv": (4214481268, ('gated_conv',)),
     "embeddings": (108909879, ('embed', 'learned_pos', 'sinusoidal_pos')),
     "ffn": (2520525434, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'linear_act', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
-    "gated_deltanet": (963657717, ('gated_deltanet',)),
+    "gated_deltanet": (3797173050, ('gated_deltanet',)),
     "heads": (3475185585, ('cls_head', 'lm_head', 'token_cls_head')),
     "inputs": (3077640519, ('input',)),
-    "linear_attention": (3490644082, ('linear_attention', 'performer_attention')),
+    "linear_attention": (518695460, ('linear_attention', 'performer_attention')),
     "mamba": (3691162394, ('mamba',)),
     "mamba2": (528137699, ('mamba2',)),
     "memory": (9468381, ('compressive_memory', 'recurrent_memory')),
@@ -22,6 +22,6 @@ FAMILIES = {
     "routing": (2972274207, ('act', 'mod')),
     "rwkv": (2775387736, ('rwkv_channel_mix', 'rwkv_time_mix')),
     "s4": (2324962684, ('s4',)),
-    "sparse_attention": (4058619046, ('bigbird_attention', 'linformer_attention', 'longformer_attention')),
+    "sparse_attention": (3201804100, ('bigbird_attention', 'linformer_attention', 'longformer_attention')),
     "xlstm": (1604186116, ('mlstm', 'slstm')),
 }

@@ -350,9 +350,32 @@ def plain_shape(p: Any, ins: list[TensorType]) -> TensorType:
 
 def plain_weights(p: Any, ins: list[TensorType]) -> tuple[Weight, ...]:
     """The q, k, v, o projections of multi-head self-attention (`projection_weights`, one key/value
-    head per query head): the weights of the sparse and linear attention ops."""
+    head per query head): the weights of the sparse and linear attention ops, with the cuts of
+    `plain_prune`."""
     d = width_of(ins)
-    return projection_weights(p, d, d, check_common(p, d), p.heads)
+    return projection_weights(p, d, d, check_common(p, d), p.heads, prunable=True)
+
+
+def plain_prune(extra: tuple[str, ...] = ()) -> Any:
+    """The prune rule of the sparse and linear attention ops (one key/value head per query head):
+    a head is its q, k and v rows — and those of the `extra` projections, Longformer's global q, k
+    and v — and its o_proj columns; what the heads share stays whole (Linformer's sequence
+    projections, Performer's random features; BigBird's block layout is the same for every head).
+    Zeroed, a head's output is 0 before o_proj: exact."""
+    def rule(p: Any, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+        hd = check_common(p, width_of(ins))
+
+        def slices(u: int) -> dict:
+            out: dict = {"o_proj.weight": (1, rows(u, hd))}
+            for name in ("q_proj", "k_proj", "v_proj", *extra):
+                out[f"{name}.weight"] = (0, rows(u, hd))
+                if p.bias:
+                    out[f"{name}.bias"] = (0, rows(u, hd))
+            return out
+
+        return (PruneAxis("heads", p.heads, slices, lambda kept: {"heads": len(kept), "head_dim": hd},
+                          lambda u: ("o_proj", rows(u, hd))),)
+    return rule
 
 
 class LatentParams(AttentionBase):

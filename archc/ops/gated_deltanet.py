@@ -17,7 +17,17 @@ from archc.ir.cost import Cost, CostCtx, StateTensor
 from archc.ir.sharding import Parallel, Sharding, Split, split_units
 from archc.ir.types import TensorType
 from archc.ir.weights import Weight, conv1d, dense
-from archc.ops.registry import OpDef, Params, divides, mixes_causally, register, seq_len, width_of
+from archc.ops.registry import (
+    OpDef,
+    Params,
+    PruneAxis,
+    divides,
+    mixes_causally,
+    register,
+    rows,
+    seq_len,
+    width_of,
+)
 
 
 class GatedDeltaNetParams(Params):
@@ -80,12 +90,34 @@ def _weights(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[Weight, ...
     init), dt_bias and A_log per value head (own init: log-uniform Δ, log U(0.01, 16)), the
     gated head norm's `norm.weight` [V] (ones), out_proj Hv·V→d (scaled residual init)."""
     d, hv = width_of(ins), p.value_heads
-    return (dense("in_proj_qkvz", d, 2 * p.key_width + 2 * p.value_width, "projection")
-            + dense("in_proj_ba", d, 2 * hv, "decay")
-            + conv1d("conv1d", p.conv_width, p.d_conv, "conv", bias=False)
-            + (Weight("dt_bias", (hv,), "discretization", "own"), Weight("A_log", (hv,), "ssm", "own"),
+    heads = (("heads", 0),)
+    return (dense("in_proj_qkvz", d, 2 * p.key_width + 2 * p.value_width, "projection", cuts_out=("heads",))
+            + dense("in_proj_ba", d, 2 * hv, "decay", cuts_out=("heads",))
+            + conv1d("conv1d", p.conv_width, p.d_conv, "conv", bias=False, cuts=("heads",))
+            + (Weight("dt_bias", (hv,), "discretization", "own", heads), Weight("A_log", (hv,), "ssm", "own", heads),
                Weight("norm.weight", (p.value_dim,), "norm", "ones"))
-            + dense("out_proj", p.value_width, d, "projection", init="residual"))
+            + dense("out_proj", p.value_width, d, "projection", init="residual", cuts_in=("heads",)))
+
+
+def _prune(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[PruneAxis, ...]:
+    """Query/key heads, each with its group of g = v_heads/heads value heads: the head's block of
+    in_proj_qkvz ([q K | k K | v g·V | z g·V], laid out per key head) and of in_proj_ba ([b g |
+    a g]), its q, k and v channels of the conv, its value heads' dt_bias and A_log, and out_proj's
+    columns of its value heads; the head norm's weight [V] is shared. Zeroed, q = k = v = 0 after
+    the conv and silu, so the head's memory stays 0 and reads 0, and z = 0 gates it (silu(0) = 0):
+    exact."""
+    k, v, g = p.head_dim, p.value_dim, p.value_heads // p.heads
+    block = 2 * k + 2 * g * v
+
+    def head(h: int) -> dict:
+        conv = rows(h, k) + [p.key_width + i for i in rows(h, k)] + [2 * p.key_width + i for i in rows(h, g * v)]
+        return {"in_proj_qkvz.weight": (0, rows(h, block)), "in_proj_ba.weight": (0, rows(h, 2 * g)),
+                "conv1d.weight": (0, conv), "dt_bias": (0, rows(h, g)), "A_log": (0, rows(h, g)),
+                "out_proj.weight": (1, rows(h, g * v))}
+
+    return (PruneAxis("heads", p.heads, head,
+                      lambda kept: {"heads": len(kept), "v_heads": len(kept) * g, "v_head_dim": v},
+                      lambda h: ("out_proj", rows(h, g * v))),)
 
 
 def _state(p: GatedDeltaNetParams, ins: list[TensorType]) -> tuple[StateTensor, ...]:
@@ -101,14 +133,14 @@ def _parallel(p: GatedDeltaNetParams, ins: list[TensorType]) -> Parallel:
     q, k and v channels, dt_bias and A_log per value head, out_proj's columns, and the conv and
     recurrent state with them; the head norm's weight [V] is shared by every head and replicated.
     out_proj's partial sums are all-reduced. A split sequence scans from the handed-on state."""
-    rows = Split(0)
+    block = Split(0)
     conv = Split(0, (p.key_width, p.key_width, p.value_width))
 
     def tensor(t: int) -> Sharding:
         split_units("heads", p.heads, t, "Gated DeltaNet")
-        w = {"in_proj_qkvz.weight": rows, "in_proj_ba.weight": rows, "conv1d.weight": conv, "dt_bias": rows,
-             "A_log": rows, "out_proj.weight": Split(1)}
-        return Sharding("heads", p.heads, t, w, state={"conv": conv, "recurrent": rows})
+        w = {"in_proj_qkvz.weight": block, "in_proj_ba.weight": block, "conv1d.weight": conv, "dt_bias": block,
+             "A_log": block, "out_proj.weight": Split(1)}
+        return Sharding("heads", p.heads, t, w, state={"conv": conv, "recurrent": block})
 
     return Parallel(tensor=tensor, context="state")
 
@@ -116,4 +148,4 @@ def _parallel(p: GatedDeltaNetParams, ins: list[TensorType]) -> Parallel:
 register(OpDef(name="gated_deltanet", params=GatedDeltaNetParams, shape=_shape, cost=_cost,
                summary="Gated DeltaNet: gated delta rule memory, short convs, output gate; chunked WY form and "
                "recurrent step.", default_name="mixer", role="mixer", causal=mixes_causally,
-               state=_state, weights=_weights, parallel=_parallel))
+               state=_state, weights=_weights, prune=_prune, parallel=_parallel))

@@ -16,6 +16,7 @@ from archc.ops.attention import (
     act_bytes,
     check_common,
     heads_parallel,
+    plain_prune,
     plain_shape,
     plain_weights,
     projection_flops,
@@ -66,7 +67,7 @@ def _kernel_parallel(weights: Any) -> Any:
 
 register(OpDef(name="linear_attention", params=LinearAttentionParams, shape=plain_shape, cost=_linear_cost,
                summary="Kernelized linear attention (Katharopoulos et al.): φ(q)(φ(k)ᵀv), O(T), recurrent step.", default_name="attn", role="mixer", causal=_by_flag, state=_linear_state,
-               weights=plain_weights, parallel=_kernel_parallel(plain_weights)))
+               weights=plain_weights, prune=plain_prune(), parallel=_kernel_parallel(plain_weights)))
 
 
 class PerformerParams(AttentionBase):
@@ -99,5 +100,5 @@ def _performer_state(p: PerformerParams, ins: list[TensorType]) -> tuple[StateTe
 
 register(OpDef(name="performer_attention", params=PerformerParams, shape=plain_shape, cost=_performer_cost,
                summary="Performer FAVOR+: positive orthogonal random features approximating softmax attention.", default_name="attn", role="mixer", causal=_by_flag, state=_performer_state,
-               weights=_performer_weights, parallel=_kernel_parallel(_performer_weights)))
+               weights=_performer_weights, prune=plain_prune(), parallel=_kernel_parallel(_performer_weights)))
 

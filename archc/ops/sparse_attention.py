@@ -15,6 +15,7 @@ from archc.ops.attention import (
     act_bytes,
     check_common,
     heads_parallel,
+    plain_prune,
     plain_shape,
     plain_weights,
     projection_flops,
@@ -49,7 +50,7 @@ def _longformer_weights(p: LongformerParams, ins: list[TensorType]) -> tuple[Wei
     d = width_of(ins)
     inner = p.heads * check_common(p, d)
     return plain_weights(p, ins) + tuple(w for n in ("q_global", "k_global", "v_global")
-                                          for w in dense(n, d, inner, "projection", p.bias))
+                                          for w in dense(n, d, inner, "projection", p.bias, cuts_out=("heads",)))
 
 
 def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
@@ -63,7 +64,7 @@ def _longformer_cost(p: LongformerParams, ins: list[TensorType], out: TensorType
 
 register(OpDef(name="longformer_attention", params=LongformerParams, shape=plain_shape, cost=_longformer_cost,
                summary="Longformer attention: sliding window (optionally dilated) plus global tokens.", default_name="attn", role="mixer", causal=mixes_both_ways,
-               weights=_longformer_weights,
+               weights=_longformer_weights, prune=plain_prune(("q_global", "k_global", "v_global")),
                parallel=heads_parallel(_longformer_weights, "Longformer attention", why_context="global tokens attend to the whole sequence")))
 
 
@@ -84,7 +85,7 @@ def _bigbird_cost(p: BigBirdParams, ins: list[TensorType], out: TensorType, ctx:
 register(OpDef(name="bigbird_attention", params=BigBirdParams, shape=plain_shape, cost=_bigbird_cost,
                summary="BigBird block-sparse attention: window + global + random blocks.",
                default_name="attn", role="mixer", causal=mixes_both_ways, weights=plain_weights,
-               parallel=heads_parallel(plain_weights, "BigBird attention", why_context="global and random blocks reach across the sequence")))
+               prune=plain_prune(), parallel=heads_parallel(plain_weights, "BigBird attention", why_context="global and random blocks reach across the sequence")))
 
 
 class LinformerParams(AttentionBase):
@@ -111,6 +112,6 @@ def _linformer_weights(p: LinformerParams, ins: list[TensorType]) -> tuple[Weigh
 
 register(OpDef(name="linformer_attention", params=LinformerParams, shape=plain_shape, cost=_linformer_cost,
                summary="Linformer: keys and values projected along the sequence to k rows (linear in T).", default_name="attn", role="mixer", causal=mixes_both_ways,
-               weights=_linformer_weights,
+               weights=_linformer_weights, prune=plain_prune(),
                parallel=heads_parallel(_linformer_weights, "Linformer attention", why_context="E and F project along the whole sequence")))
 

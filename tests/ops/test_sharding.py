@@ -104,7 +104,7 @@ def test_a_shard_is_the_op_pruned_to_its_units(spec):
                 assert sorted(idx) == held, (n.id, name, r)
                 checked += 1
     ops = {n.op for n in archc.load(str(spec)).graph.nodes.values()}
-    if ops & {"attention", "swiglu", "mamba", "mamba2", "retention", "mlstm", "rwkv_time_mix"}:
+    if ops & {"attention", "swiglu", "mamba", "mamba2", "retention", "mlstm", "rwkv_time_mix", "gated_deltanet"}:
         assert checked, "no shard was compared with its op's prune rule"
 
 
@@ -116,6 +116,7 @@ EXACT = {
     'mlp(x, hidden=48, act="gelu", bias=true)': "ffn",
     "retention(x, heads=4)": "heads",
     "rwkv_channel_mix(x, hidden=48)": "ffn",
+    "gated_deltanet(x, heads=2, head_dim=8, v_heads=4, chunk=4)": "heads",
 }
 
 

@@ -10,12 +10,13 @@ spans a group's channels, RWKV's decays are plain parameters. For such an op a `
 
 * builds the op's module at the rank's local sizes (the prune axis's parameters for the rank's
   contiguous units; Mamba-2's groups as the rank holds them) and loads it with `Split.indices` of
-  every declared weight; the original module keeps those parameters under their names, and its
+  every declared weight (and the whole op's buffers: Performer's random features); the original module keeps those parameters under their names, and its
   `forward` runs the local module between Megatron's two conjugate operators: `f` (identity
   forward, all-reduce of the input's gradient backward) and `g` (all-reduce of the partial
   outputs forward, identity backward), then adds the biases applied once after the reduction;
-* runs the collectives inside the op the rule names (`Reduction`): Mamba's x_proj output and
-  Mamba-2's per-group sums of squares are all-reduced, forward and backward;
+* runs the collectives inside the op the rule names (`Reduction`): Mamba's x_proj output,
+  Mamba-2's per-group sums of squares and mLSTM's gate pre-activations (its gates hold every
+  head's row for the rank's columns: `_ReducedGate`) are all-reduced, forward and backward;
 * after backward, sums over the tensor-parallel ranks the gradients of what the ranks hold in
   common — a weight the rule replicates inside the op, a B/C group's rows on each rank that reads
   it — so that every copy takes the same step (`sync_grads`);
@@ -132,6 +133,10 @@ class LocalShard:
         mine = [u for u in range(s.units) if s.ranks_of_unit(u) == self.rank]
         params = {**node.params, **axis.params(mine), **_local_params(node.op, p, in_types, s)}
         local = build_op(node.op, params, in_types, node.type)
+        if node.op == "mlstm":  # the gates read every head's columns: each rank holds all their rows
+            for gate in ("igate", "fgate"):
+                setattr(local, gate, _ReducedGate(getattr(mod, gate), len(mine) * p.head_dim_for(in_types[0].width),
+                                                  slice(mine[0], mine[-1] + 1), group))
         if _device(local) != _device(mod):  # (no `.to` on the same device: fake tensors cannot be swapped)
             local = local.to(_device(mod))
         self.held: dict[str, Held] = {}
@@ -151,6 +156,17 @@ class LocalShard:
                                      f"the rule cuts {tuple(value.shape)}")
                 lp.copy_(value)
                 self.held[name] = Held(split, tuple(full.shape), idx, writes)
+            # buffers (Performer's random features): the whole op's, cut as the rule cuts them
+            whole_buffers = dict(mod.named_buffers())
+            for name, lb in local.named_buffers():
+                if name not in whole_buffers:
+                    continue
+                value, split = whole_buffers[name], s.weights.get(name)
+                if split is not None:
+                    value = value.index_select(split.axis, torch.tensor(
+                        split.indices(value.shape[split.axis], self.t, self.rank), device=value.device))
+                if tuple(value.shape) == tuple(lb.shape):
+                    lb.copy_(value)
         # biases the rule applies once, after the reduction: the original module keeps them whole
         # a bias the rule applies once, after the reduction: its layer leaves it out, the shard's
         # forward adds it (whole, and its gradient is the whole one on every rank)
@@ -220,6 +236,25 @@ class LocalShard:
                     p.grad.copy_(g)
 
 
+class _ReducedGate(nn.Module):
+    """mLSTM's input or forget gate on a rank: `weight` [H, 3·E_rank] (every head's row, the
+    rank's q, k and v columns) makes the rank's part of all H pre-activations, which are summed
+    over the ranks (forward and backward: each rank's gradient is then its heads' part of the
+    whole); the rank keeps its heads' and adds the bias (whole on every rank; `sync_grads` sums
+    its gradient, which each rank has for its own heads)."""
+
+    def __init__(self, whole: nn.Linear, width: int, heads: slice, group: Any) -> None:
+        super().__init__()
+        rows = whole.weight.shape[0]
+        self.weight = nn.Parameter(whole.weight.new_empty(rows, 3 * width))
+        self.bias = nn.Parameter(whole.bias.new_empty(rows))
+        self.heads, self.group = heads, group
+
+    def forward(self, qkv: Tensor) -> Tensor:
+        pre = _all_reduce(nn.functional.linear(qkv, self.weight), self.group)
+        return pre[..., self.heads] + self.bias[self.heads]
+
+
 def _sharded_forward(self: nn.Module, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     shard: LocalShard = self._tp_shard
     enter, leave = (ENTER_SEQUENCE, LEAVE_SEQUENCE) if shard.sequence else (ENTER, LEAVE)
@@ -283,6 +318,8 @@ def _reductions(op: str, local: nn.Module, s: Sharding, group: Any, rank: int) -
 
         norm.forward = forward
         return
+    if op == "mlstm":  # the gates' pre-activations: summed inside `_ReducedGate`
+        return
     raise ShardError(f"the collectives inside `{op}` ({', '.join(r.what for r in s.reductions)}) do not run yet")
 
 
@@ -292,7 +329,7 @@ def _reductions(op: str, local: nn.Module, s: Sharding, group: Any, rank: int) -
 DTENSOR_STYLED = ("attention", "swiglu", "mlp", "moe", "rwkv_channel_mix")
 
 #: ops whose collectives inside (`Sharding.reductions`) `_reductions` runs
-REDUCED = ("mamba", "mamba2")
+REDUCED = ("mamba", "mamba2", "mlstm")
 
 
 def needs_local(s: Sharding) -> bool:

@@ -92,6 +92,36 @@ CASES = {
   return lm_head(rmsnorm(x), tied=false)
 }
 """,
+    # mLSTM (its gates' pre-activations summed inside the op) beside a replicated sLSTM
+    "xlstm": """model m(tokens) {
+  block m_block(x) {
+    return x + mlstm(layernorm(x), heads=4, expand=2, d_conv=4, qkv_block=4)
+  }
+  block s_block(x) {
+    x = x + slstm(layernorm(x), heads=4, d_conv=4)
+    return x + swiglu(layernorm(x), hidden=48)
+  }
+  x = embed(tokens, 64, 32)
+  x = pattern("MS", M=m_block, S=s_block)(x)
+  return lm_head(layernorm(x), tied=false)
+}
+""",
+    # the sparse and linear attentions, each split by heads as the op pruned to the rank's heads
+    "heads": """model m(tokens) {
+  block kernels(x) {
+    x = x + linear_attention(rmsnorm(x), heads=4, causal=true, bias=true)
+    return x + performer_attention(rmsnorm(x), heads=4, features=16)
+  }
+  block sparse(x) {
+    x = x + longformer_attention(layernorm(x), heads=4, window=4, global_tokens=[0], bias=true)
+    x = x + bigbird_attention(layernorm(x), heads=4, block=4, window_blocks=3, global_blocks=2, random_blocks=1)
+    return x + linformer_attention(layernorm(x), heads=4, k=8, max_len=16)
+  }
+  x = embed(tokens, 64, 32)
+  x = pattern("KS", K=kernels, S=sparse)(x)
+  return lm_head(rmsnorm(x), tied=false)
+}
+""",
     # ring attention's cases: a learned position bias with capped logits (written-out blocks; the
     # bias's gradient comes from every block), and ALiBi with a sliding window and GQA (the fused
     # kernel with a mask; whole blocks skipped, and queries that see none of a block, on a ring of 4)

@@ -45,9 +45,12 @@ def _step(tmp_path: Path, nproc: int, *args: str) -> dict:
     ("recurrent", 2, ("--tp", "2")),           # retention and RWKV-6 by heads
     ("hybrid", 4, ("--tp", "2", "--fsdp", "--sp")),  # TP × FSDP × SP: Mamba-2 local shards, attention, MoE
     ("sparse_moe", 2, ("--fsdp",)),            # experts no token of a rank reaches: every rank runs every expert
+    ("gdn", 2, ("--tp", "2", "--sp")),         # Gated DeltaNet by key heads, each with its value heads
+    ("xlstm", 2, ("--tp", "2", "--sp")),       # mLSTM: the gates' pre-activations summed inside the op
+    ("heads", 2, ("--tp", "2", "--sp")),       # linear, Performer, Longformer, BigBird, Linformer by heads
 ], ids=["tp2-moe", "fsdp2-hybrid", "tp2xfsdp2-dense", "ep2-moe", "cp2-mamba2", "cp2-gated-deltanet", "cp2-hybrid",
         "cp4-ring-attention", "tp2-mamba2", "tp2-mamba-hybrid", "tp2-retention-rwkv6", "tp2xfsdp2-hybrid",
-        "fsdp2-unused-experts"])
+        "fsdp2-unused-experts", "tp2-gated-deltanet", "tp2-mlstm", "tp2-sparse-linear-attention"])
 def test_a_step_equals_the_single_process_step(tmp_path, case, nproc, args):
     r = _step(tmp_path, nproc, "--case", case, *args)
     assert abs(r["loss"] - r["reference_loss"]) < 1e-5, r
@@ -139,10 +142,6 @@ def test_plans_that_do_not_run_are_refused(tmp_path):
     assert r.returncode == 2 and "ARC1602" in r.stderr
     r = _archc("train", "specs/llama-tiny.arch", "--nproc", "4", "--plan", "tp=2,zero=ddp", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "fsdp=2" in r.stderr, r.stderr
-    r = _archc("train", "specs/xlstm-tiny.arch", "--nproc", "2", "--plan", "tp=2", "--steps", "1", "--batch", "2",
-               "--seq", "16", "--out", str(tmp_path / "m"))
-    assert r.returncode == 1 and "ARC1602" in r.stderr and "collectives inside the op" in r.stderr
-    assert not (tmp_path / "m" / "last.safetensors").exists()
     r = _archc("train", "specs/jamba-tiny.arch", "--nproc", "2", "--plan", "pp=2", "--steps", "1", "--batch", "2",
                "--seq", "16", "--out", str(tmp_path / "j"))
     assert r.returncode == 1 and "auxiliary loss" in r.stderr, r.stderr[-2000:]

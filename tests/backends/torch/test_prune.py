@@ -54,6 +54,16 @@ CASES = {
     "rwkv6": (_spec("    return x + rwkv_time_mix(layernorm(x), version=6, head_size=8, mix_rank=4, decay_rank=6)"),
               {"heads": 0.5}),
     "mlstm": (_spec("    return x + mlstm(layernorm(x), heads=4, expand=2, d_conv=4, qkv_block=4)"), {"heads": 0.5}),
+    # the sparse and linear attentions: a head's q/k/v rows (Longformer's global ones too), o columns
+    "linear+performer": (_spec("    x = x + linear_attention(rmsnorm(x), heads=4, causal=true, bias=true)\n"
+                               "    return x + performer_attention(rmsnorm(x), heads=4, features=16)"), {"heads": 0.5}),
+    "longformer+bigbird+linformer": (_spec(
+        "    x = x + longformer_attention(layernorm(x), heads=4, window=4, global_tokens=[0], bias=true)\n"
+        "    x = x + bigbird_attention(layernorm(x), heads=4, block=4, window_blocks=3, global_blocks=2, "
+        "random_blocks=1)\n    return x + linformer_attention(layernorm(x), heads=4, k=8, max_len=32)"), {"heads": 0.5}),
+    # key heads, each with its two value heads (Qwen3-Next's per-key-head layout)
+    "gated-deltanet": (_spec("    return x + gated_deltanet(rmsnorm(x), heads=4, head_dim=8, v_heads=8, v_head_dim=6, "
+                             "chunk=8)"), {"heads": 0.5}),
 }
 
 
