@@ -393,9 +393,10 @@ devices or memory, shorten `--seq`, or relax the fixed degrees.
     "ARC1602": ("cannot run this parallel plan", """
 `archc train --nproc N --plan DEGREES` runs tensor parallelism (`tp`, with sequence parallelism;
 with data parallelism it runs FSDP), data parallelism (`dp`, with `zero=zero1` or `fsdp`),
-pipelines (`pp`, `v`, `schedule`) and context parallelism (`cp`) on their own or with data
-parallelism, and expert parallelism (`ep`, over DDP); the degrees must multiply to N. Other
-combinations (a pipeline with tensor parallelism, `tp` with `zero=ddp`) are costed by `archc
+pipelines (`pp`, `v`, `schedule`; with tensor and data parallelism) and context parallelism
+(`cp`) on their own or with data parallelism, and expert parallelism (`ep`, over DDP); the
+degrees must multiply to N. Other
+combinations (context parallelism with tensor parallelism, `tp` with `zero=ddp`) are costed by `archc
 plan` but not run yet. An op whose tensor-parallel rule needs a reduction inside the op that
 archc does not run, or has no prune rule to build a rank's shard from, is refused by name (run
 it with tp=1; no op of the catalog is), as are auxiliary losses inside a pipeline and ops

@@ -84,7 +84,8 @@ class Degrees:
 def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     """The executable part of a plan (`archc.parallel.parse_plan`) for `nproc` processes; the rest
     of the world is data parallelism (FSDP under tensor parallelism, and under a pipeline). A
-    pipeline or context parallelism runs with data parallelism only, expert parallelism over DDP,
+    pipeline runs with tensor and data parallelism, context parallelism with data parallelism
+    only, expert parallelism over DDP,
     ZeRO-1 over plain data parallelism; a combination `archc plan` costs but this run does not
     execute is refused by name."""
     combined = {k: v for k, v in plan.items() if k in ("tp", "pp", "cp", "ep") and v > 1}
@@ -102,11 +103,13 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
         dp = _replicas(plan, "cp", nproc, "context parallelism")
         return Degrees(dp=dp, cp=plan["cp"], fsdp=plan.get("zero") == "fsdp")
     if plan.get("pp", 1) > 1:
-        dp = _replicas(plan, "pp", nproc, "a pipeline")
+        tp = plan.get("tp", 1)
+        dp = _replicas(plan, "pp", nproc, "a pipeline", with_tp=True)
         schedule = plan.get("schedule") or ("interleaved" if plan.get("v", 1) > 1 else "1f1b")
         # the stages' data-parallel replicas shard them with FSDP (the schedule tells FSDP2 which
-        # microbatch's backward is the last, so that gradients are reduced once a step)
-        return Degrees(pp=plan["pp"], dp=dp, fsdp=dp > 1, virtual=plan.get("v", 1), schedule=schedule,
+        # microbatch's backward is the last, so that gradients are reduced once a step); each
+        # stage's layers split over tp ranks (Megatron's 3-D layout)
+        return Degrees(tp=tp, pp=plan["pp"], dp=dp, fsdp=dp > 1, virtual=plan.get("v", 1), schedule=schedule,
                        mbs=plan.get("mbs", 1))
     if plan.get("v", 1) > 1:
         raise DistributedError("`v` (virtual stages) needs a pipeline (pp > 1)")
@@ -135,17 +138,21 @@ def degrees(plan: dict[str, Any], nproc: int) -> Degrees:
     return Degrees(tp, dp, fsdp, zero1=plan.get("zero") == "zero1")
 
 
-def _replicas(plan: dict[str, Any], key: str, nproc: int, what: str) -> int:
-    """The data-parallel replicas of a pipeline or context-parallel ring of `plan[key]` ranks, which
-    run with data parallelism only for now (another degree, or ZeRO-1, is refused by name)."""
-    n = plan[key]
-    others = sorted(k for k in ("tp", "pp", "cp", "ep") if k != key and plan.get(k, 1) > 1)
+def _replicas(plan: dict[str, Any], key: str, nproc: int, what: str, with_tp: bool = False) -> int:
+    """The data-parallel replicas of a pipeline (of `plan[key]` stages, each over `tp` ranks when
+    `with_tp`) or a context-parallel ring of `plan[key]` ranks; other degrees with them, or ZeRO-1,
+    are refused by name."""
+    n = plan[key] * (plan.get("tp", 1) if with_tp else 1)
+    others = sorted(k for k in ("tp", "pp", "cp", "ep") if k != key and plan.get(k, 1) > 1
+                    and not (with_tp and k == "tp"))
     if others or plan.get("zero") == "zero1":
         with_ = ", ".join(others) or "zero=zero1"
-        raise DistributedError(f"`{key}={n}` with {with_}: {what} runs with data parallelism only for now",
+        alone = "tensor and data parallelism" if with_tp else "data parallelism"
+        raise DistributedError(f"`{key}={plan[key]}` with {with_}: {what} runs with {alone} only for now",
                                f"drop {with_}, or {key}")
     if nproc % n or plan.get("dp", nproc // n) * n != nproc:
-        raise DistributedError(f"{key}={n} × dp={plan.get('dp', nproc // n)} is not --nproc {nproc}")
+        tp = f" × tp={plan.get('tp', 1)}" if with_tp and plan.get("tp", 1) > 1 else ""
+        raise DistributedError(f"{key}={plan[key]}{tp} × dp={plan.get('dp', nproc // n)} is not --nproc {nproc}")
     return nproc // n
 
 
@@ -246,7 +253,8 @@ class Runtime:
         """The rank that reports a step's loss: rank 0, or a pipeline's last stage of replica 0."""
         if self.deg.pp == 1:
             return self.rank == 0
-        return self.mesh["pp"].get_local_rank() == self.deg.pp - 1 and self.dp_rank == 0
+        return (self.mesh["pp"].get_local_rank() == self.deg.pp - 1 and self.dp_rank == 0
+                and self.mesh["tp"].get_local_rank() == 0)
 
     def close(self) -> None:
         if dist.is_initialized():
@@ -529,11 +537,7 @@ def data_parallel(model: ArchModel, mesh: Any, fsdp: bool, ignored: list[nn.Modu
     (`replicate`), leaving out the `ignored` modules (expert-parallel experts: each is on one rank,
     its gradient already the sum over every rank's tokens). A MoE runs every expert on every rank,
     on the tokens routed to it, none included (`_every_expert`)."""
-    import functools
-
-    for nid, mod in model.op_modules():
-        if model.graph.nodes[nid].op == "moe" and "run_experts" not in mod.__dict__:  # not expert-parallel
-            mod.run_experts = functools.partial(_every_expert, mod)
+    _every_expert_everywhere(model)
     if not fsdp:
         from torch.distributed._composable.replicate import replicate
 
@@ -550,6 +554,15 @@ def data_parallel(model: ArchModel, mesh: Any, fsdp: bool, ignored: list[nn.Modu
         if params and not any(id(p) in tied for p in params) and nid not in ("embed", "lm_head"):
             fully_shard(mod, mesh=mesh)
     fully_shard(model, mesh=mesh)
+
+
+def _every_expert_everywhere(model: ArchModel) -> None:
+    """Every MoE that is not expert-parallel runs every expert on every rank (`_every_expert`)."""
+    import functools
+
+    for nid, mod in model.op_modules():
+        if model.graph.nodes[nid].op == "moe" and "run_experts" not in mod.__dict__:
+            mod.run_experts = functools.partial(_every_expert, mod)
 
 
 def loss_context(model: ArchModel) -> Any:
@@ -708,7 +721,7 @@ def train_parallel(model: ArchModel, task: Any, cfg: Any, rt: Runtime, out: Any 
             ids, labels, scored = ids.to(rt.device), labels.to(rt.device), scored.to(rt.device)
             tokens += ids.numel() * rt.deg.dp
             if pipe is not None:
-                with autocast:
+                with loss_context(model), autocast:
                     share = _pipeline_step(pipe, model, ids, labels, scored, cfg)
                 total += share
                 continue
@@ -845,6 +858,9 @@ def _pipeline(model: ArchModel, rt: Runtime, cfg: Any) -> Any:
 
         fully_shard(stage, mesh=rt.mesh["dp"])
 
+    if rt.deg.dp > 1:  # FSDP's replicas: every expert runs on every rank (`data_parallel`)
+        _every_expert_everywhere(model)
+
     # every pipeline's first and last rank (one pipeline per data-parallel replica): the tied table's groups
     grid = rt.mesh.mesh.reshape(rt.deg.pp, -1)
     ends = [(int(grid[0, j]), int(grid[-1, j])) for j in range(grid.shape[1])]
@@ -870,16 +886,21 @@ def _pipeline_step(pipe: Any, model: ArchModel, ids: Tensor, labels: Tensor, sco
         raise DistributedError(e.message, e.hint) from None
     if not losses:
         return torch.zeros((), device=ids.device)
-    # the replica's share of the step's loss (loss_fn scaled it up for the gradients' averages)
-    return torch.stack([x.detach() for x in losses]).sum() / (pipe.microbatches * pipe.replicas)
+    # the replica's share of the step's loss (loss_fn scaled it up for the gradients' averages); a
+    # vocabulary-parallel loss is a replicated DTensor
+    losses = [x.detach().full_tensor() if hasattr(x, "full_tensor") else x.detach() for x in losses]
+    return torch.stack(losses).sum() / (pipe.microbatches * pipe.replicas)
 
 
 def _gather_pipeline_state(pipe: Any) -> dict[str, Tensor]:
     """Every stage's weights on rank 0 (`gather_object`: a pipeline run's stages are plain modules)."""
     from torch.distributed.tensor import DTensor
 
-    # FSDP's shards gathered within each stage's data-parallel group, then the stages on rank 0
-    own = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
+    from archc.backends.torch.tensor_shards import full_tensor
+
+    # FSDP's and tensor parallelism's shards gathered within each stage's groups (a local shard's
+    # pieces un-permuted), then the stages on rank 0
+    own = {k: full_tensor(s, k, v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
            for s in pipe.stages for k, v in s.state_dict().items()}
     parts: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(own, parts, dst=0)

@@ -54,8 +54,11 @@ def stage_layers(model: ArchModel, stages: int, seq: int) -> list[list[str]]:
 class Stage(nn.Module):
     """Layers `names` of `model`, run from the value the previous stage hands on."""
 
-    def __init__(self, model: ArchModel, names: list[str]) -> None:
+    def __init__(self, model: ArchModel, names: list[str], seq: int) -> None:
         super().__init__()
+        #: the sequence's length: a stage handed the rank's chunk of it (sequence parallelism) still
+        #: runs its ops at the whole sequence's positions
+        self.seq = seq
         layers = set(names)
         self.plan = [e for e in model._plan if layer_of(e[0]) in layers]
         ids = {e[0] for e in self.plan}
@@ -93,7 +96,7 @@ class Stage(nn.Module):
         return self._tied[0] if self._tied else None
 
     def forward(self, x: Tensor) -> Tensor:
-        ctx = Context(torch.arange(x.shape[1], device=x.device))
+        ctx = Context(torch.arange(self.seq, device=x.device))
         env = {self.input_id: x}
         self._model[0].run_nodes(env, self.plan, ctx)
         if ctx.aux_losses:
@@ -133,12 +136,20 @@ class Pipeline:
         """Sum the embedding table's gradient over the stages that hold it (first and last)."""
         if self.tied_group is None:
             return
+        from torch.distributed.tensor import DTensor
+
         for s in self.stages:
             if s.table is not None:
                 w = s.table.weight
-                if w.grad is not None:  # under FSDP, the replica's shard of it (alike on both ends)
-                    dist.all_reduce(w.grad.to_local() if hasattr(w.grad, "to_local") else w.grad,
-                                    group=self.tied_group)
+                g = w.grad
+                if g is None:
+                    return
+                if isinstance(g, DTensor) and g.placements != w.placements:
+                    # a vocabulary-parallel head's gradient of the table may come back replicated or
+                    # partial: laid out as the table is (its rows split over the tensor-parallel ranks)
+                    g = w.grad = g.redistribute(w.device_mesh, w.placements)
+                # under FSDP, the replica's shard of it (alike on both ends)
+                dist.all_reduce(g.to_local() if isinstance(g, DTensor) else g, group=self.tied_group)
                 return
 
 
@@ -160,7 +171,7 @@ def build_pipeline(model: ArchModel, mesh: Any, virtual: int, schedule: str, mic
     total = pp * virtual
     layers = stage_layers(model, total, seq)
     group = mesh.get_group()
-    mine = [Stage(model, layers[i]) for i in range(r, total, pp)]
+    mine = [Stage(model, layers[i], seq) for i in range(r, total, pp)]
     if shard is not None:
         for s in mine:
             shard(s)

@@ -102,14 +102,15 @@ def one_process(tmp_path_factory):
     ("specs/mamba2-tiny.arch", "tp=2"),                    # local shards gathered into the consolidated file
     ("specs/llama-tiny.arch", "pp=2,fsdp=2"),              # two pipelines, each stage FSDP over its replicas
     ("specs/llama-tiny.arch", "cp=2,fsdp=2"),              # two rings, FSDP over the replicas
+    ("specs/mamba2-tiny.arch", "pp=2,tp=2"),               # 3-D: each stage's local shards over two ranks, SP between
 ], ids=["tp2-llama", "pp2-interleaved-llama", "pp2-gpipe-mamba2", "cp2-llama", "zero1-llama", "tp2-mamba2",
-        "pp2xfsdp2-llama", "cp2xfsdp2-llama"])
+        "pp2xfsdp2-llama", "cp2xfsdp2-llama", "pp2xtp2-mamba2"])
 def test_archc_train_nproc_trains_as_one_process_does(tmp_path, one_process, spec, plan):
     """Five AdamW steps under the plan give the single-process weights (canonical build), written
     as one consolidated safetensors file under the single-process names."""
     from safetensors.torch import load_file
 
-    nproc = 4 if "fsdp=2" in plan else 2
+    nproc = 4 if "fsdp=2" in plan or ("tp=2" in plan and "pp=2" in plan) else 2
     two = _archc("train", spec, *COMMON, "--nproc", str(nproc), "--plan", plan, "--out", str(tmp_path / "run"))
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = load_file(one_process(spec)), load_file(tmp_path / "run/last.safetensors")
@@ -134,7 +135,7 @@ def _same_training(a: dict, b: dict, config: Path) -> None:
 
 
 def test_plans_that_do_not_run_are_refused(tmp_path):
-    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "4", "--plan", "pp=2,tp=2", "--out", str(tmp_path / "x"))
+    r = _archc("train", "specs/llama-tiny.arch", "--nproc", "4", "--plan", "pp=2,cp=2", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "ARC1602" in r.stderr and "with data parallelism only" in r.stderr
     r = _archc("train", "specs/bigbird-tiny.arch", "--nproc", "2", "--plan", "cp=2", "--out", str(tmp_path / "x"))
     assert r.returncode == 1 and "global and random blocks reach across the sequence" in r.stderr, r.stderr
