@@ -409,6 +409,14 @@ tensors (shapes, no memory) to measure what they keep for the backward pass. The
 the operation that could not run without real values (a data-dependent shape). Plan with
 `--activations fused` (the cost model's figures) instead.
 """),
+    "ARC1701": ("cannot use the Triton kernels", """
+`kernels=triton` (the API's `build(..., kernels="triton")`, `archc kernels --kernels triton`)
+insists on the Triton kernels, so a node that cannot run its kernel is an error rather than a
+silent fallback: Triton is not installed (`pip install 'archc[triton]'`), the model's tensors are
+not on a CUDA device (on the CPU Triton runs only in its interpreter, `TRITON_INTERPRET=1`, as the
+tests do), or the kernel's template cannot be specialized to the node (the message says why, e.g.
+rows wider than one program holds). `--kernels auto` runs the torch form there instead.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, str(_share))
+
+# Triton kernels run in Triton's interpreter on this CPU machine (before anything imports triton),
+# rendered into a cache of the test session's own
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("ARCHC_KERNEL_CACHE", tempfile.mkdtemp(prefix="archc-kernels-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.arch"))

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from archc.cli import compress as compress_commands
     from archc.cli import deploy as deploy_commands
     from archc.cli import hf as hf_commands
+    from archc.cli import kernels as kernel_commands
     from archc.cli import model as model_commands
     from archc.cli import parallel as parallel_commands
     from archc.version import __version__
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress_commands.add_parsers(sub)
     hf_commands.add_parsers(sub)
     parallel_commands.add_parsers(sub)
+    kernel_commands.add_parsers(sub)
     return p
 
 

@@ -21,21 +21,29 @@ from archc.passes.manager import BUILD_LEVEL
 
 
 def build(spec: str | Path | Graph, seed: int = 0, device: str | torch.device = "cpu",
-          dtype: torch.dtype = torch.float32, pipeline: str = BUILD_LEVEL) -> ArchModel:
+          dtype: torch.dtype = torch.float32, pipeline: str = BUILD_LEVEL, kernels: str = "auto") -> ArchModel:
     """A spec path (or a lowered `Graph`) → an initialized `ArchModel`, after the optimization
     pipeline `pipeline` (`O0`: the graph as lowered; `O1` (default), `O2`: fused, docs/passes.md).
     The weights do not depend on the pipeline (the same seed gives the same model), and the
     `state_dict` has the canonical layout at every level.
 
+    `kernels`: `"auto"` (default) runs Triton kernels where they apply on a CUDA device and the
+    torch forms elsewhere; `"triton"` insists (a `KernelError` where one cannot run); `"torch"`
+    never (docs/kernels.md; `archc.backends.torch.kernels.select`).
+
     `device="meta"` builds the module tree without allocating (parameter counts of huge specs).
     """
+    from archc.backends.torch.kernels.select import use_kernels
+
     _check_level(pipeline)
     graph = spec if isinstance(spec, Graph) else _load(spec)
     with torch.device("meta"):
         model = ArchModel(graph)
     if torch.device(device).type != "meta":
         model = model.to_empty(device=device).initialize(seed).to(dtype)
-    return optimize(model, pipeline)
+    model = optimize(model, pipeline)
+    use_kernels(model, kernels)
+    return model
 
 
 def optimize(model: ArchModel, pipeline: str) -> ArchModel:

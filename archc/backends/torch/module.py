@@ -24,6 +24,7 @@ ids, and the list that auxiliary losses (MoE balance, ACT ponder cost) are appen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,6 +56,10 @@ class OpModule(nn.Module):
     #: True when the exported multi-token `step` is a loop over the one-token step (RMT), so the
     #: ONNX exporter uses that one graph for one token too instead of exporting a second form.
     exported_step_loops_over_tokens: bool = False
+    #: The Triton kernel its forward calls instead of the torch form, and its template's name
+    #: (set by `kernels.select.use_kernels`; None: the torch form).
+    kernel: Callable[..., Any] | None = None
+    kernel_name: str = ""
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -153,7 +158,8 @@ class OpModule(nn.Module):
         init.default(self)
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items() if not isinstance(v, dict))
+        text = ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items() if not isinstance(v, dict))
+        return text + (f", kernel=triton:{self.kernel_name}" if self.kernel is not None else "")
 
 
 def held_tensors(module: nn.Module) -> dict[str, Tensor]:

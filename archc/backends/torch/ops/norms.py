@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.context import Context
+from archc.backends.torch.kernels.rms_norm.naive import rms_norm
 from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
@@ -36,19 +37,14 @@ class RMSNorm(OpModule):
         self.weight = self.make_parameter("weight")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
+        if self.kernel is not None:
+            return self.kernel(x, self.weight, self.params.eps, self.params.unit_offset)[0]
         return rms_norm(x, norm_scale(self.weight, self.params), self.params.eps)
 
 
 def norm_scale(weight: Tensor, p) -> Tensor:
     """What an RMSNorm multiplies by: its weight, or 1 + weight with a unit offset."""
     return 1 + weight if getattr(p, "unit_offset", False) else weight
-
-
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """x / rms(x) · weight, the mean square in fp32 (as Llama's `LlamaRMSNorm`)."""
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
 
 
 class ScaledRMSNorm(nn.Module):
@@ -80,6 +76,8 @@ class AddNorm(OpModule):
         self.bias = self.make_parameter("bias") if "bias" in self.declared_weights else None
 
     def forward(self, a: Tensor, b: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
+        if self.kernel is not None:  # the residual add and the norm in one kernel
+            return self.kernel(a, self.weight, self.params.eps, getattr(self.params, "unit_offset", False), b)
         s = a + b
         if self.op == "add_rmsnorm":
             return rms_norm(s, norm_scale(self.weight, self.params), self.params.eps), s

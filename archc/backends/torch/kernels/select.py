@@ -1,0 +1,117 @@
+"""Which nodes run a Triton kernel, and why not where not (`build(kernels=...)`, `archc kernels`).
+
+`kernels="torch"` runs every op's torch form. `"triton"` runs the kernel of every node whose op
+has one (`KERNELS`), and is an error where Triton cannot run here or a node's kernel cannot be
+specialized to it. `"auto"` does what `"triton"` would on a CUDA device where Triton imports, the
+torch form elsewhere and for nodes the template cannot take — silently, as Liger-Kernel's rule.
+ONNX export always traces the torch forms.
+
+A kernel family is a template (`archc/backends/triton/templates/<name>.py.jinja`) and the ops it
+replaces; `specialize(node's params, input types)` gives the template's parameters for the node,
+or why it cannot take it; `bind(module, params)` gives what the module's forward calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from archc.backends.triton import KernelError, why_unavailable
+from archc.ir.graph import Graph
+
+Mode = Literal["torch", "triton", "auto"]
+MODES: tuple[str, ...] = ("torch", "triton", "auto")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A kernel family: its template and the ops it runs."""
+
+    template: str
+    ops: tuple[str, ...]
+    specialize: Callable[[str, dict[str, Any], list[Any]], dict[str, Any] | str]
+    bind: Callable[[dict[str, Any]], Callable[..., Any]]
+    reference: str  # the module whose `naive_*` it is tested against
+
+
+def _rms_norm_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.rms_norm.specialize import MAX_WIDTH
+    from archc.backends.torch.kernels.rms_norm.specialize import params as template_params
+
+    width = in_types[0].width
+    if width > MAX_WIDTH:
+        return f"rows of {width} features exceed one program's {MAX_WIDTH}"
+    return template_params(width, op == "add_rmsnorm", bool(params.get("unit_offset", False)))
+
+
+def _rms_norm_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.rms_norm.triton import triton_rms_norm
+
+    return triton_rms_norm
+
+
+KERNELS: dict[str, Family] = {f.template: f for f in (
+    Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
+           "archc/backends/torch/kernels/rms_norm/naive.py"),
+)}
+
+#: op -> the family that has a kernel for it
+BY_OP: dict[str, Family] = {op: f for f in KERNELS.values() for op in f.ops}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One node's kernel: the family's template and its parameters, or None (the torch form) and why."""
+
+    node: str
+    op: str
+    template: str | None
+    why: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def choose(graph: Graph, mode: str, device_type: str) -> list[Choice]:
+    """Each node whose op has a kernel family: the kernel it runs under `mode` on `device_type`.
+    KernelError for `mode="triton"` where a node cannot run its kernel."""
+    if mode not in MODES:
+        raise KernelError(f"kernels={mode!r}: one of {', '.join(MODES)}")
+    unavailable = why_unavailable(device_type)
+    if mode == "auto" and device_type != "cuda":
+        unavailable = unavailable or f"kernels=auto runs Triton on CUDA devices; this model is on {device_type}"
+    out = []
+    for node in graph.nodes.values():
+        family = BY_OP.get(node.op)
+        if family is None:
+            continue
+        spec = family.specialize(node.op, node.params, graph.input_types(node))
+        if mode == "torch":
+            out.append(Choice(node.id, node.op, None, "kernels=torch"))
+        elif isinstance(spec, str) or unavailable:
+            why = spec if isinstance(spec, str) else unavailable
+            if mode == "triton":
+                raise KernelError(f"kernels=triton: `{node.id}` ({node.op}) cannot run the {family.template} kernel: {why}")
+            out.append(Choice(node.id, node.op, None, why))
+        else:
+            out.append(Choice(node.id, node.op, family.template, "specialized: " + ", ".join(
+                f"{k}={v}" for k, v in spec.items()), spec))
+    return out
+
+
+def use_kernels(model: nn.Module, mode: str = "auto") -> list[Choice]:
+    """Bind each op module of `model` (an `ArchModel`) to the kernel `choose` gives it (its
+    `kernel` attribute, which its forward calls; None for the torch form); returns the choices."""
+    first = next(model.parameters(), None)
+    device_type = first.device.type if first is not None else "cpu"
+    choices = choose(model.graph, mode, device_type)
+    modules = dict(model.op_modules())
+    for c in choices:
+        mod = modules.get(c.node)
+        if mod is None:
+            continue
+        mod.kernel = KERNELS[c.template].bind(c.params) if c.template else None
+        mod.kernel_name = c.template or ""
+    model.kernels = mode
+    return choices
