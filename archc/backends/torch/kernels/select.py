@@ -53,9 +53,28 @@ def _rms_norm_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_rms_norm
 
 
+def _layer_norm_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.layer_norm.specialize import MAX_WIDTH
+    from archc.backends.torch.kernels.layer_norm.specialize import params as template_params
+
+    width = in_types[0].width
+    if width > MAX_WIDTH:
+        return f"rows of {width} features exceed one program's {MAX_WIDTH}"
+    affine = params.get("affine", True)
+    return template_params(width, op == "add_layernorm", affine, affine and params.get("bias", True))
+
+
+def _layer_norm_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.layer_norm.triton import triton_layer_norm
+
+    return triton_layer_norm
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
+    Family("layer_norm", ("layernorm", "add_layernorm"), _layer_norm_params, _layer_norm_bind,
+           "archc/backends/torch/kernels/layer_norm/naive.py"),
 )}
 
 #: op -> the family that has a kernel for it

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from archc.backends.torch.kernels.launch import as_rows, row_programs
 from archc.backends.torch.kernels.rms_norm.specialize import params
 from archc.backends.triton.render import render
 
@@ -24,13 +25,9 @@ def _kernels(width: int, residual: bool, unit_offset: bool) -> Any:
     return render("rms_norm", **params(width, residual, unit_offset)).module
 
 
-def _rows(x: Tensor) -> Tensor:
-    return x.reshape(-1, x.shape[-1]).contiguous()
-
-
 @triton_op("archc::rms_norm", mutates_args=())
 def _rms_norm(x: Tensor, weight: Tensor, eps: float, unit_offset: bool) -> tuple[Tensor, Tensor]:
-    rows = _rows(x)
+    rows = as_rows(x)
     y = torch.empty_like(rows)
     rstd = torch.empty(rows.shape[0], dtype=torch.float32, device=x.device)
     k = _kernels(rows.shape[1], False, unit_offset)
@@ -41,7 +38,7 @@ def _rms_norm(x: Tensor, weight: Tensor, eps: float, unit_offset: bool) -> tuple
 @triton_op("archc::add_rms_norm", mutates_args=())
 def _add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float,
                   unit_offset: bool) -> tuple[Tensor, Tensor, Tensor]:
-    rows, res = _rows(x), _rows(residual)
+    rows, res = as_rows(x), as_rows(residual)
     y, s = torch.empty_like(rows), torch.empty_like(rows)
     rstd = torch.empty(rows.shape[0], dtype=torch.float32, device=x.device)
     k = _kernels(rows.shape[1], True, unit_offset)
@@ -50,25 +47,17 @@ def _add_rms_norm(x: Tensor, residual: Tensor, weight: Tensor, eps: float,
     return y.view(x.shape), s.view(x.shape), rstd
 
 
-def _programs(rows: int, device: torch.device) -> int:
-    """Backward programs: enough to fill a GPU (4 per SM), each over ⌈rows / programs⌉ rows; few
-    in the interpreter, where every program is a Python loop."""
-    if device.type == "cuda":
-        return max(1, min(rows, 4 * torch.cuda.get_device_properties(device).multi_processor_count))
-    return max(1, min(rows, 4))
-
-
 @triton_op("archc::rms_norm_backward", mutates_args=())
 def _rms_norm_backward(dy: Tensor, s: Tensor, weight: Tensor, rstd: Tensor, dsum: Tensor | None,
                        unit_offset: bool) -> tuple[Tensor, Tensor]:
-    rows, g = _rows(s), _rows(dy)
+    rows, g = as_rows(s), as_rows(dy)
     n, width = rows.shape
-    programs = _programs(n, s.device)
+    programs = row_programs(n, s.device)
     per = -(-n // programs)
     ds = torch.empty_like(rows)
     dw = torch.empty(programs, width, dtype=torch.float32, device=s.device)
     k = _kernels(width, dsum is not None, unit_offset)
-    extra = (_rows(dsum),) if dsum is not None else ()
+    extra = (as_rows(dsum),) if dsum is not None else ()
     wrap_triton(k.rms_norm_backward)[(programs,)](g, rows, weight.contiguous(), rstd, ds, dw, *extra, n, width,
                                                  ROWS=per)
     return ds.view(s.shape), dw.sum(0).to(weight.dtype)
