@@ -70,11 +70,26 @@ def _layer_norm_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_layer_norm
 
 
+def _glu_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.glu.specialize import params as template_params
+
+    return template_params(params["hidden"], "silu" if op.startswith("swiglu") else "gelu_tanh",
+                           op.endswith("_packed"))
+
+
+def _glu_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.glu.triton import triton_glu
+
+    return triton_glu
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
     Family("layer_norm", ("layernorm", "add_layernorm"), _layer_norm_params, _layer_norm_bind,
            "archc/backends/torch/kernels/layer_norm/naive.py"),
+    Family("glu", ("swiglu", "geglu", "swiglu_packed", "geglu_packed"), _glu_params, _glu_bind,
+           "archc/backends/torch/kernels/glu/naive.py"),
 )}
 
 #: op -> the family that has a kernel for it

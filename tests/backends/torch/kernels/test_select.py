@@ -38,18 +38,33 @@ GPT_STYLE = """model g(tokens) {
 """
 
 
-@pytest.mark.parametrize(("spec", "ops"), [
-    (tiny_lm_spec(d=48, hidden=96), ["add_rmsnorm", "rmsnorm"]),
-    (GPT_STYLE, ["add_layernorm", "layernorm"]),
-], ids=["llama-style", "gpt-style"])
-def test_a_model_with_triton_kernels_equals_its_torch_build(spec, ops):
-    """Two layers at O1 (the residual add fused into the norm after it): logits and every
-    gradient of `kernels="triton"` equal `kernels="torch"` (fp32)."""
+#: Gemma's layout at O0 (nothing fused or packed): GeGLU apart, RMSNorm with a unit offset
+GEMMA_STYLE = """model e(tokens) {
+  block decoder(x) {
+    x = x + attention(rmsnorm(x, unit_offset=true), heads=2, causal=true)
+    return x + geglu(rmsnorm(x, unit_offset=true), hidden=80)
+  }
+  x = embed(tokens, 256, 48)
+  x = repeat(2, decoder)(x)
+  return lm_head(rmsnorm(x, unit_offset=true), tied=true)
+}
+"""
+
+
+@pytest.mark.parametrize(("spec", "pipeline", "ops"), [
+    (tiny_lm_spec(d=48, hidden=96), "O1", ["add_rmsnorm", "rmsnorm", "swiglu_packed"]),
+    (GPT_STYLE, "O1", ["add_layernorm", "layernorm"]),
+    (GEMMA_STYLE, "O0", ["geglu", "rmsnorm"]),
+], ids=["llama-style", "gpt-style", "gemma-style-O0"])
+def test_a_model_with_triton_kernels_equals_its_torch_build(spec, pipeline, ops):
+    """Two layers (at O1 the residual add is fused into the norm after it, the gate and up
+    projections packed): logits and every gradient of `kernels="triton"` equal `kernels="torch"`
+    (fp32)."""
     graph = archc.loads(spec, "t.arch").graph
     ids = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
     runs = []
     for kernels in ("torch", "triton"):
-        model = build(graph, seed=0, kernels=kernels)
+        model = build(graph, seed=0, pipeline=pipeline, kernels=kernels)
         out = model(ids, labels=ids)
         out.loss.backward()
         runs.append((out.logits.detach(), {n: p.grad for n, p in model.named_parameters()}, model))
@@ -67,8 +82,10 @@ def test_the_choice_per_node_and_its_refusals(monkeypatch):
     graph = run(archc.loads(tiny_lm_spec(), "t.arch").graph, "O1").graph
     auto = choose(graph, "auto", "cpu")  # auto: Triton on CUDA only, silently
     assert auto and all(c.template is None and "CUDA" in c.why for c in auto)
-    assert all(c.template == "rms_norm" for c in choose(graph, "auto", "cuda"))
-    assert all(c.template == "rms_norm" for c in choose(graph, "triton", "cpu"))  # the interpreter
+    on_cuda = choose(graph, "auto", "cuda")
+    assert {(c.op, c.template) for c in on_cuda} == {("rmsnorm", "rms_norm"), ("add_rmsnorm", "rms_norm"),
+                                                     ("swiglu_packed", "glu")}
+    assert [c.template for c in choose(graph, "triton", "cpu")] == [c.template for c in on_cuda]  # the interpreter
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(KernelError, match="TRITON_INTERPRET"):  # triton insists: an error, not a fallback
         choose(graph, "triton", "cpu")
@@ -84,7 +101,8 @@ def test_archc_kernels_lists_and_emits(tmp_path):
     r = archc_("specs/llama-tiny.arch", "--json")
     assert r.returncode == 0, r.stderr
     nodes = json.loads(r.stdout)["nodes"]
-    assert {n["op"] for n in nodes} == {"rmsnorm", "add_rmsnorm"} and all(n["kernel"] == "rms_norm" for n in nodes)
+    assert {(n["op"], n["kernel"]) for n in nodes} == {("rmsnorm", "rms_norm"), ("add_rmsnorm", "rms_norm"),
+                                                       ("swiglu_packed", "glu")}
     r = archc_("specs/llama-tiny.arch", "--device", "cpu", "--kernels", "auto", "--json")
     assert all(n["kernel"] is None for n in json.loads(r.stdout)["nodes"])
     (tmp_path / "out").mkdir()
@@ -92,7 +110,7 @@ def test_archc_kernels_lists_and_emits(tmp_path):
     r = archc_("specs/llama-tiny.arch", "--emit", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     written = json.loads((tmp_path / "out" / "kernels.json").read_text())["nodes"]
-    assert len(set(written.values())) == 2  # one file for the plain norm, one for add + norm
+    assert len(set(written.values())) == 3  # the plain norm, add + norm, the packed SwiGLU gating
     for name in set(written.values()):
         assert "@triton.jit" in (tmp_path / "out" / name).read_text()
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep"
