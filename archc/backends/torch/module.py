@@ -24,7 +24,8 @@ ids, and the list that auxiliary losses (MoE balance, ACT ponder cost) are appen
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -56,10 +57,9 @@ class OpModule(nn.Module):
     #: True when the exported multi-token `step` is a loop over the one-token step (RMT), so the
     #: ONNX exporter uses that one graph for one token too instead of exporting a second form.
     exported_step_loops_over_tokens: bool = False
-    #: The Triton kernel its forward calls instead of the torch form, and its template's name
-    #: (set by `kernels.select.use_kernels`; None: the torch form).
-    kernel: Callable[..., Any] | None = None
-    kernel_name: str = ""
+    #: The Triton kernels its forward calls instead of torch forms, by family (`rms_norm`, `glu`;
+    #: set by `kernels.select.use_kernels`; empty: the torch forms). Read-only at class level.
+    triton_kernels: Mapping[str, Callable[..., Any]] = MappingProxyType({})
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -159,7 +159,7 @@ class OpModule(nn.Module):
 
     def extra_repr(self) -> str:
         text = ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items() if not isinstance(v, dict))
-        return text + (f", kernel=triton:{self.kernel_name}" if self.kernel is not None else "")
+        return text + "".join(f", kernel=triton:{name}" for name in self.triton_kernels)
 
 
 def held_tensors(module: nn.Module) -> dict[str, Tensor]:

@@ -136,7 +136,7 @@ def choose(graph: Graph, mode: str, device_type: str) -> list[Choice]:
 
 def use_kernels(model: nn.Module, mode: str = "auto") -> list[Choice]:
     """Bind each op module of `model` (an `ArchModel`) to the kernel `choose` gives it (its
-    `kernel` attribute, which its forward calls; None for the torch form); returns the choices."""
+    `triton_kernels`, which its forward calls; empty for the torch form); returns the choices."""
     first = next(model.parameters(), None)
     device_type = first.device.type if first is not None else "cpu"
     choices = choose(model.graph, mode, device_type)
@@ -145,7 +145,6 @@ def use_kernels(model: nn.Module, mode: str = "auto") -> list[Choice]:
         mod = modules.get(c.node)
         if mod is None:
             continue
-        mod.kernel = KERNELS[c.template].bind(c.params) if c.template else None
-        mod.kernel_name = c.template or ""
+        mod.triton_kernels = {c.template: KERNELS[c.template].bind(c.params)} if c.template else {}
     model.kernels = mode
     return choices

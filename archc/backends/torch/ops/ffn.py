@@ -45,9 +45,9 @@ class GLU(OpModule):
         self.gate_proj, self.up_proj, self.down_proj = (self.make_linear(f"{n}_proj") for n in ("gate", "up", "down"))
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
-        if self.kernel is not None:  # the gating in one kernel (archc/backends/torch/kernels/glu)
+        if kernel := self.triton_kernels.get("glu"):  # the gating in one kernel (archc/backends/torch/kernels/glu)
             act_name = "silu" if self.op == "swiglu" else "gelu_tanh"
-            return self.down_proj(self.kernel(self.gate_proj(x), self.up_proj(x), act_name))
+            return self.down_proj(kernel(self.gate_proj(x), self.up_proj(x), act_name))
         act = F.silu if self.op == "swiglu" else ACTIVATIONS["gelu_tanh"]
         return self.down_proj(act(self.gate_proj(x)) * self.up_proj(x))
 
@@ -63,9 +63,9 @@ class PackedGLU(OpModule):
         self.gate_up_proj, self.down_proj = self.make_linear("gate_up_proj"), self.make_linear("down_proj")
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
-        if self.kernel is not None:  # the packed output gated in place, never split
+        if kernel := self.triton_kernels.get("glu"):  # the packed output gated in place, never split
             act_name = "silu" if self.op == "swiglu_packed" else "gelu_tanh"
-            return self.down_proj(self.kernel(self.gate_up_proj(x), None, act_name))
+            return self.down_proj(kernel(self.gate_up_proj(x), None, act_name))
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         act = F.silu if self.op == "swiglu_packed" else ACTIVATIONS["gelu_tanh"]
         return self.down_proj(act(gate) * up)

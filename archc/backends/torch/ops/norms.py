@@ -24,8 +24,8 @@ class LayerNorm(OpModule):
         self.bias = self.make_parameter("bias") if "bias" in self.declared_weights else None
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        if self.kernel is not None:
-            return self.kernel(x, self.weight, self.bias, self.params.eps)[0]
+        if kernel := self.triton_kernels.get("layer_norm"):
+            return kernel(x, self.weight, self.bias, self.params.eps)[0]
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.params.eps)
 
 
@@ -39,8 +39,8 @@ class RMSNorm(OpModule):
         self.weight = self.make_parameter("weight")
 
     def forward(self, x: Tensor, ctx: Context) -> Tensor:
-        if self.kernel is not None:
-            return self.kernel(x, self.weight, self.params.eps, self.params.unit_offset)[0]
+        if kernel := self.triton_kernels.get("rms_norm"):
+            return kernel(x, self.weight, self.params.eps, self.params.unit_offset)[0]
         return rms_norm(x, norm_scale(self.weight, self.params), self.params.eps)
 
 
@@ -78,10 +78,10 @@ class AddNorm(OpModule):
         self.bias = self.make_parameter("bias") if "bias" in self.declared_weights else None
 
     def forward(self, a: Tensor, b: Tensor, ctx: Context) -> tuple[Tensor, Tensor]:
-        if self.kernel is not None and self.op == "add_rmsnorm":  # the residual add and the norm in one kernel
-            return self.kernel(a, self.weight, self.params.eps, self.params.unit_offset, b)
-        if self.kernel is not None:
-            return self.kernel(a, self.weight, self.bias, self.params.eps, b)
+        if kernel := self.triton_kernels.get("rms_norm"):  # the residual add and the norm in one kernel
+            return kernel(a, self.weight, self.params.eps, self.params.unit_offset, b)
+        if kernel := self.triton_kernels.get("layer_norm"):
+            return kernel(a, self.weight, self.bias, self.params.eps, b)
         s = a + b
         if self.op == "add_rmsnorm":
             return rms_norm(s, norm_scale(self.weight, self.params), self.params.eps), s

@@ -69,9 +69,9 @@ def test_a_model_with_triton_kernels_equals_its_torch_build(spec, pipeline, ops)
         out.loss.backward()
         runs.append((out.logits.detach(), {n: p.grad for n, p in model.named_parameters()}, model))
     (a, ga, torch_model), (b, gb, triton_model) = runs
-    kernel_ops = sorted({m.op for _, m in triton_model.op_modules() if m.kernel is not None})
+    kernel_ops = sorted({m.op for _, m in triton_model.op_modules() if m.triton_kernels})
     assert kernel_ops == ops
-    assert not any(m.kernel is not None for _, m in torch_model.op_modules())
+    assert not any(m.triton_kernels for _, m in torch_model.op_modules())
     assert "kernel=triton:" in repr(triton_model)
     torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     for n in ga:
