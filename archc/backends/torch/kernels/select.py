@@ -8,7 +8,7 @@ ONNX export always traces the torch forms.
 
 A kernel family is a template (`archc/backends/triton/templates/<name>.py.jinja`) and the ops it
 replaces; `specialize(node's params, input types)` gives the template's parameters for the node,
-or why it cannot take it; `bind(module, params)` gives what the module's forward calls.
+why it cannot take it, or None where the node has nothing for it (attention without rotary); `bind(module, params)` gives what the module's forward calls.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Family:
 
     template: str
     ops: tuple[str, ...]
-    specialize: Callable[[str, dict[str, Any], list[Any]], dict[str, Any] | str]
+    specialize: Callable[[str, dict[str, Any], list[Any]], dict[str, Any] | str | None]
     bind: Callable[[dict[str, Any]], Callable[..., Any]]
     reference: str  # the module whose `naive_*` it is tested against
 
@@ -83,6 +83,25 @@ def _glu_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_glu
 
 
+def _rotary_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str | None:
+    from archc.backends.torch.kernels.rotary.specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    pos = params.get("pos") or {}
+    if pos.get("op") != "rope":
+        return None  # no rotary embedding: nothing for the kernel to do
+    p = REGISTRY[op].params(**params)
+    head_dim = p.head_dim_for(in_types[0].width)
+    rot = int(head_dim * pos.get("params", {}).get("fraction", 1.0))
+    return template_params(head_dim, rot, False)
+
+
+def _rotary_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.rotary.triton import triton_rope
+
+    return triton_rope
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -90,6 +109,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/layer_norm/naive.py"),
     Family("glu", ("swiglu", "geglu", "swiglu_packed", "geglu_packed"), _glu_params, _glu_bind,
            "archc/backends/torch/kernels/glu/naive.py"),
+    Family("rotary", ("attention", "attention_packed"), _rotary_params, _rotary_bind,
+           "archc/backends/torch/kernels/rotary/naive.py"),
 )}
 
 #: op -> the family that has a kernel for it
@@ -121,6 +142,8 @@ def choose(graph: Graph, mode: str, device_type: str) -> list[Choice]:
         if family is None:
             continue
         spec = family.specialize(node.op, node.params, graph.input_types(node))
+        if spec is None:
+            continue
         if mode == "torch":
             out.append(Choice(node.id, node.op, None, "kernels=torch"))
         elif isinstance(spec, str) or unavailable:

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from archc.backends.torch.blocks import from_blocks, to_blocks
 from archc.backends.torch.context import Context
+from archc.backends.torch.kernels.rotary.naive import apply_rope
 from archc.backends.torch.layers import blockwise_sdpa, sdpa
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.ops.norms import ScaledRMSNorm
@@ -22,7 +23,6 @@ from archc.backends.torch.ops.positions import (
     RelativeBias,
     alibi_bias,
     alibi_slopes,
-    apply_rope,
     rope_attention_factor,
     rope_cos_sin,
     rope_inv_freq,
@@ -161,7 +161,8 @@ class AttentionCore(OpModule):
                 if memo is not None:
                     memo[key] = tables
             cos, sin = tables
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            rope = self.triton_kernels.get("rotary", apply_rope)
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
         return q, k, v, gate
 
     def position_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor | None:

@@ -95,21 +95,6 @@ def rope_cos_sin(positions: Tensor, inv_freq: Tensor, dtype: torch.dtype,
     return (emb.cos() * scale).to(dtype), (emb.sin() * scale).to(dtype)
 
 
-def _rotate_half(x: Tensor) -> Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the first rot_dim features of x [B, H, T, hd] (the GPT-NeoX / Llama half-split
-    layout: feature i pairs with i + rot_dim/2); the rest pass through (partial rotary)."""
-    rot = cos.shape[-1]
-    if rot == x.shape[-1]:
-        return x * cos + _rotate_half(x) * sin
-    xr, xp = x[..., :rot], x[..., rot:]
-    return torch.cat((xr * cos + _rotate_half(xr) * sin, xp), dim=-1)
-
-
 def alibi_slopes(heads: int) -> list[float]:
     """Head slopes 2^(−8i/n) for n the largest power of two ≤ heads; extra heads take the odd
     powers of the next scale (Press et al., ALiBi, and their reference code)."""

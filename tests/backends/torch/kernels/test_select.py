@@ -52,7 +52,7 @@ GEMMA_STYLE = """model e(tokens) {
 
 
 @pytest.mark.parametrize(("spec", "pipeline", "ops"), [
-    (tiny_lm_spec(d=48, hidden=96), "O1", ["add_rmsnorm", "rmsnorm", "swiglu_packed"]),
+    (tiny_lm_spec(d=48, hidden=96), "O1", ["add_rmsnorm", "attention_packed", "rmsnorm", "swiglu_packed"]),
     (GPT_STYLE, "O1", ["add_layernorm", "layernorm"]),
     (GEMMA_STYLE, "O0", ["geglu", "rmsnorm"]),
 ], ids=["llama-style", "gpt-style", "gemma-style-O0"])
@@ -84,7 +84,7 @@ def test_the_choice_per_node_and_its_refusals(monkeypatch):
     assert auto and all(c.template is None and "CUDA" in c.why for c in auto)
     on_cuda = choose(graph, "auto", "cuda")
     assert {(c.op, c.template) for c in on_cuda} == {("rmsnorm", "rms_norm"), ("add_rmsnorm", "rms_norm"),
-                                                     ("swiglu_packed", "glu")}
+                                                     ("swiglu_packed", "glu"), ("attention_packed", "rotary")}
     assert [c.template for c in choose(graph, "triton", "cpu")] == [c.template for c in on_cuda]  # the interpreter
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(KernelError, match="TRITON_INTERPRET"):  # triton insists: an error, not a fallback
@@ -102,7 +102,7 @@ def test_archc_kernels_lists_and_emits(tmp_path):
     assert r.returncode == 0, r.stderr
     nodes = json.loads(r.stdout)["nodes"]
     assert {(n["op"], n["kernel"]) for n in nodes} == {("rmsnorm", "rms_norm"), ("add_rmsnorm", "rms_norm"),
-                                                       ("swiglu_packed", "glu")}
+                                                       ("swiglu_packed", "glu"), ("attention_packed", "rotary")}
     r = archc_("specs/llama-tiny.arch", "--device", "cpu", "--kernels", "auto", "--json")
     assert all(n["kernel"] is None for n in json.loads(r.stdout)["nodes"])
     (tmp_path / "out").mkdir()
@@ -110,7 +110,7 @@ def test_archc_kernels_lists_and_emits(tmp_path):
     r = archc_("specs/llama-tiny.arch", "--emit", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     written = json.loads((tmp_path / "out" / "kernels.json").read_text())["nodes"]
-    assert len(set(written.values())) == 3  # the plain norm, add + norm, the packed SwiGLU gating
+    assert len(set(written.values())) == 4  # the plain norm, add + norm, the packed SwiGLU gating, rotary
     for name in set(written.values()):
         assert "@triton.jit" in (tmp_path / "out" / name).read_text()
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep"
