@@ -186,13 +186,3 @@ def bpe_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("bpe")
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
     return folder
-
-
-#: Test files whose tests start several processes each (the distributed ones): collected first, so
-#: that under pytest-xdist the longest tests start while the short ones are still queued to fill in
-#: behind them, rather than one long test left running alone at the end on one worker.
-FIRST = ("tests/backends/torch/test_distributed.py",)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not str(item.path).endswith(FIRST))
