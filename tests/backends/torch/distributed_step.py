@@ -211,7 +211,9 @@ def main() -> None:
     # the planner's activations for the rank, from the eager modules' profile (its chunk under cp)
     seq = 12 // world if args.cp else 12
     n_rows = 4 // (1 if args.cp else world // args.tp)  # each rank's sequences of the batch of 4
-    profiles = activation_profiles(graph, seq, "fp32", (args.tp,) if args.sp else (), batch=n_rows)
+    # measured on rank 0 only (it alone reports), before the process group exists
+    rank0 = int(__import__("os").environ["RANK"]) == 0
+    profiles = activation_profiles(graph, seq, "fp32", (args.tp,) if args.sp else (), batch=n_rows) if rank0 else None
     eager = units(graph, CostCtx(seq=seq, dtype="fp32"), profiles)
     rt = D.start(D.Degrees(cp=world) if args.cp else D.Degrees(args.tp, world // args.tp, args.fsdp))
     reference = build(graph, seed=0, pipeline="O0")

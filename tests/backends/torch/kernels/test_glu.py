@@ -14,12 +14,7 @@ pytest.importorskip("triton")
 
 from archc.backends.torch.kernels.glu.naive import naive_glu  # noqa: E402
 from archc.backends.torch.kernels.glu.triton import triton_glu  # noqa: E402
-
-
-def _rel(a, b) -> float:
-    a, b = a.float(), b.float()
-    return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12))
-
+from tests.backends.torch.kernels.criteria import rel_rms  # noqa: E402
 
 #: (rows, hidden): hidden 1,100 spans two blocks of 1,024
 SHAPES = [(1, 96), (15, 100), (63, 48), (300, 40), (3, 1100)]
@@ -53,5 +48,5 @@ def test_kernel_equals_naive(shape, packed, act, dtype):
     (y, d), (y_ref, d_ref) = run(dtype, True), run(torch.float32, False)
     fwd, grad = (1e-6, 1e-6) if dtype == torch.float32 else (0.005, 0.008)
     assert y.dtype == dtype and y.shape == y_ref.shape
-    assert _rel(y, y_ref) <= fwd, _rel(y, y_ref)
-    assert _rel(d[..., :h], d_ref[..., :h]) <= grad and _rel(d[..., h:], d_ref[..., h:]) <= grad
+    assert rel_rms(y, y_ref) <= fwd, rel_rms(y, y_ref)
+    assert rel_rms(d[..., :h], d_ref[..., :h]) <= grad and rel_rms(d[..., h:], d_ref[..., h:]) <= grad

@@ -14,11 +14,7 @@ pytest.importorskip("triton")
 
 from archc.backends.torch.kernels.layer_norm.naive import naive_layer_norm  # noqa: E402
 from archc.backends.torch.kernels.layer_norm.triton import triton_layer_norm  # noqa: E402
-
-
-def _rel(a, b) -> float:
-    a, b = a.float(), b.float()
-    return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12))
+from tests.backends.torch.kernels.criteria import rel_rms  # noqa: E402
 
 
 def _run(fn, dtype, x0, r0, w0, b0, dy, dsum):
@@ -62,4 +58,4 @@ def test_kernel_equals_f_layer_norm(shape, affine, residual, dtype):
         assert (a is None) == (b is None), name
         if b is not None:
             assert a.dtype == dtype and a.shape == b.shape, name
-            assert _rel(a, b) <= tol, (name, _rel(a, b))
+            assert rel_rms(a, b) <= tol, (name, rel_rms(a, b))

@@ -15,12 +15,7 @@ pytest.importorskip("triton")
 
 from archc.backends.torch.kernels.rms_norm.naive import naive_rms_norm  # noqa: E402
 from archc.backends.torch.kernels.rms_norm.triton import triton_rms_norm  # noqa: E402
-
-
-def _rel(a, b) -> float:
-    """Relative RMS error (flash-linear-attention's `get_err_ratio`)."""
-    a, b = a.float(), b.float()
-    return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12))
+from tests.backends.torch.kernels.criteria import rel_rms  # noqa: E402
 
 
 def _run(fn, dtype, x0, r0, w0, dy, dsum, unit_offset):
@@ -54,7 +49,7 @@ def test_kernel_equals_naive(shape, residual, dtype):
     for name, a, b, tol in zip(("y", "s", "dx", "dresidual", "dw"), out, ref, (fwd, fwd, grad, grad, grad), strict=True):
         if b is not None:
             assert a.dtype == dtype and a.shape == b.shape, name
-            assert _rel(a, b) <= tol, (name, _rel(a, b))
+            assert rel_rms(a, b) <= tol, (name, rel_rms(a, b))
 
 
 def test_tracers_see_one_op_not_the_kernel():
@@ -76,3 +71,9 @@ def test_tracers_see_one_op_not_the_kernel():
     assert "archc.add_rms_norm.default" in calls, calls
     torch.testing.assert_close(ep.module()(x, r), m(x, r))
     assert torch._dynamo.explain(m)(x, r).graph_break_count == 0
+
+
+def test_naive_equals_pytorch_rms_norm():
+    """The reference itself against PyTorch's own `F.rms_norm` (fp32)."""
+    x, w = torch.randn(3, 7, 40), torch.randn(40)
+    torch.testing.assert_close(naive_rms_norm(x, w, 1e-6)[0], torch.nn.functional.rms_norm(x, (40,), w, 1e-6))

@@ -15,11 +15,7 @@ pytest.importorskip("triton")
 from archc.backends.torch.kernels.rotary.naive import apply_rope  # noqa: E402
 from archc.backends.torch.kernels.rotary.triton import triton_rope  # noqa: E402
 from archc.backends.torch.ops.positions import rope_cos_sin  # noqa: E402
-
-
-def _rel(a, b) -> float:
-    a, b = a.float(), b.float()
-    return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt().clamp_min(1e-12))
+from tests.backends.torch.kernels.criteria import rel_rms  # noqa: E402
 
 
 @pytest.mark.parametrize(("heads", "t", "hd", "rot", "per_batch"), [
@@ -47,6 +43,18 @@ def test_kernel_equals_naive(heads, t, hd, rot, per_batch, dtype):
     (y, dx), (y_ref, dx_ref) = run(triton_rope, dtype), run(apply_rope, torch.float32)
     tol = 1e-6 if dtype == torch.float32 else 0.005
     assert y.dtype == dtype and y.shape == y_ref.shape
-    assert _rel(y, y_ref) <= tol and _rel(dx, dx_ref) <= (1e-6 if dtype == torch.float32 else 0.008)
+    assert rel_rms(y, y_ref) <= tol and rel_rms(dx, dx_ref) <= (1e-6 if dtype == torch.float32 else 0.008)
     if rot < hd:  # the unrotated features pass through untouched
         torch.testing.assert_close(y[..., rot:], x0[..., rot:].to(dtype), rtol=0, atol=0)
+
+
+def test_naive_equals_transformers_rotary():
+    """The reference itself against transformers' Llama rotary (full rotation, fp32)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    q, k = torch.randn(2, 4, 9, 16), torch.randn(2, 2, 9, 16)
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, 16, 2).float() / 16)
+    cos, sin = rope_cos_sin(torch.arange(9), inv_freq, torch.float32)
+    q_ref, k_ref = apply_rotary_pos_emb(q, k, cos[None], sin[None])
+    torch.testing.assert_close(apply_rope(q, cos, sin), q_ref)
+    torch.testing.assert_close(apply_rope(k, cos, sin), k_ref)
