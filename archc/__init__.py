@@ -64,16 +64,20 @@ def summary(path: str, seq: int = 2048, batch: int = 1, dtype: str = "bf16") -> 
     return estimate_cost(load(path).graph, CostCtx(seq=seq, batch=batch, dtype=dtype))
 
 
-def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None, pipeline: str = "O1") -> Any:
+def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None, pipeline: str = "O1",
+          kernels: str = "auto", compile: bool | str = False) -> Any:
     """Spec path (or lowered `Graph`) -> an initialized, trainable `ArchModel` (`nn.Module`),
     after the optimization pipeline `pipeline` (`O0`, `O1` (default), `O2`: docs/passes.md; the
-    weights and the checkpoint layout do not depend on it). Needs the torch extra. See
-    docs/backends.md."""
+    weights and the checkpoint layout do not depend on it). `kernels`: `auto` (Triton kernels on
+    CUDA where they apply, the torch forms elsewhere), `triton` or `torch` (docs/kernels.md);
+    `compile=True` compiles the forward and backward with `torch.compile` (docs/performance.md).
+    Needs the torch extra. See docs/backends.md."""
     import torch
 
     from archc.backends.torch import build as _build
 
-    return _build(spec, seed=seed, device=device, dtype=dtype or torch.float32, pipeline=pipeline)
+    return _build(spec, seed=seed, device=device, dtype=dtype or torch.float32, pipeline=pipeline, kernels=kernels,
+                  compile=compile)
 
 
 def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opset: int | None = None,

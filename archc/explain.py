@@ -417,6 +417,15 @@ not on a CUDA device (on the CPU Triton runs only in its interpreter, `TRITON_IN
 tests do), or the kernel's template cannot be specialized to the node (the message says why, e.g.
 rows wider than one program holds). `--kernels auto` runs the torch form there instead.
 """),
+    "ARC1702": ("cannot compile the model", """
+`torch.compile` (`archc train --compile`, `archc generate --compile`, `archc bench`, the API's
+`build(..., compile=True)` and `generate(..., compile=True)`) generates C++ on the CPU and Triton
+on CUDA, so it needs a C++ compiler (g++) on the CPU and a working Triton on CUDA; the message
+gives the first line of torch's own error. Decoding compiles the whole one-token step as one graph
+(`fullgraph=True`), so an op whose step cannot be traced is an error there too. Run without
+`--compile` (eager PyTorch, the same numbers), or `archc bench --no-compile`; `TORCH_LOGS=graph_breaks`
+shows where tracing stopped.
+"""),
     "ARC9999": ("internal error", """
 archc itself failed: this is a bug, not a problem with your spec. Please report it with the spec
 that triggered it; `ARCHC_DEBUG=1` shows the Python traceback.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 from archc.cli import main
@@ -41,9 +42,14 @@ def test_train_then_generate(tmp_path: Path, write_spec, capsys):
     resumed = [a if a != "4" else "8" for a in args]  # four more steps on top of the first four
     assert main([*resumed, "--resume"]) == 0
     capsys.readouterr()
-    assert main(["generate", spec, "--weights", str(run / "last.safetensors"), "--prompt", "def ",
-                 "--max-new-tokens", "5"]) == 0
-    assert capsys.readouterr().out.startswith("def ")
+    gen = ["generate", spec, "--weights", str(run / "last.safetensors"), "--prompt", "def ", "--max-new-tokens", "5"]
+    assert main(gen) == 0
+    eager = capsys.readouterr().out
+    assert eager.startswith("def ")
+    assert main([*gen, "--compile"]) == 0  # the compiled decode step generates what the eager one does
+    assert capsys.readouterr().out == eager
+    assert main([*gen, "--compile", "--num-beams", "2"]) == 2
+    assert "ARC1702" in capsys.readouterr().err
     assert main(["generate", spec, "--prompt-ids", "1 2 3", "--max-new-tokens", "4", "--num-beams", "2"]) == 0
     assert len(capsys.readouterr().out.split()) == 7
 
@@ -75,3 +81,24 @@ def test_bad_draft_weights_and_prompt_ids_are_diagnostics(tmp_path: Path, capsys
 def test_max_layers_is_its_own_limit(capsys):
     assert main(["build", "specs/llama-tiny.arch", "--max-layers", "3"]) == 1
     assert "ARC0602" in capsys.readouterr().err
+
+
+def test_runtime_flags_are_refused_where_they_cannot_apply(tmp_path: Path, write_spec, capsys, monkeypatch):
+    spec = str(write_spec(TINY))
+    base = ["train", spec, "--steps", "1", "--out", str(tmp_path / "run"), "-q"]
+    assert main([*base, "--nproc", "2", "--compile"]) == 2  # refused before any process starts
+    assert "ARC1602" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 1
+        err = capsys.readouterr().err
+        assert "ARC0904" in err and "no CUDA device" in err
+    gen = ["generate", spec, "--prompt-ids", "1 2", "--max-new-tokens", "3"]
+    assert main([*gen, "--kernels", "triton"]) == 0  # the tests run Triton in its interpreter
+    with_kernels = capsys.readouterr().out
+    assert main([*gen, "--kernels", "torch"]) == 0
+    assert capsys.readouterr().out == with_kernels
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert main([*gen, "--kernels", "triton"]) == 1  # on the CPU without it: refused, not a fallback
+    err = capsys.readouterr().err
+    assert "ARC1701" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -25,6 +25,7 @@ STAGES = [
     ("archc.cost_table", "archc.viz", "archc.explain", "archc.docs_gen"),
     ("archc.backends",),
     ("archc.hf",),
+    ("archc.bench",),
     ("archc.cli",),
     ("archc", "archc.__main__"),
 ]

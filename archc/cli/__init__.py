@@ -23,6 +23,7 @@ from archc.cli.flags import ArgumentParser, count, output
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from archc.cli import bench as bench_commands
     from archc.cli import compress as compress_commands
     from archc.cli import deploy as deploy_commands
     from archc.cli import hf as hf_commands
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     hf_commands.add_parsers(sub)
     parallel_commands.add_parsers(sub)
     kernel_commands.add_parsers(sub)
+    bench_commands.add_parsers(sub)
     return p
 
 

@@ -52,13 +52,40 @@ def _build_model(path: str, seed: int, sources: dict[str, str], limits: argparse
     that rewrite a model — prune, export before its own pipeline — start from the canonical one)."""
     _need_torch()
     from archc.backends.torch import BackendError, build
+    from archc.backends.triton import KernelError
 
     prog = load_spec(path, limits, sources)
     pipeline = pipeline or getattr(limits, "pipeline", None) or "O0"
+    device = getattr(limits, "device", None) or device
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise _fail("ARC0904", "--device cuda: PyTorch sees no CUDA device here",
+                        "run on a machine with an NVIDIA GPU and a CUDA build of PyTorch, or leave out --device")
     try:
-        return build(prog.graph, seed=seed, device=device, pipeline=pipeline), prog
+        return build(prog.graph, seed=seed, device=device, pipeline=pipeline,
+                     kernels=getattr(limits, "kernels", None) or "auto"), prog
     except BackendError as e:
         raise _fail("ARC0901", f"{e.message} (node `{e.node.id}`)", e.hint, e.node.span) from None
+    except KernelError as e:
+        raise _fail("ARC1701", str(e), "use --kernels auto (the torch forms where Triton cannot run)") from None
+
+
+def add_runtime_flags(sp: argparse.ArgumentParser, what: str) -> None:
+    """`--device`, `--kernels`, `--compile`: where the model runs and what code runs it."""
+    sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (cpu)")
+    sp.add_argument("--kernels", choices=("auto", "triton", "torch"), default="auto",
+                    help="Triton kernels: auto (on CUDA where they apply), triton (an error where one cannot run), "
+                         "torch (never); docs/kernels.md")
+    sp.add_argument("--compile", action="store_true", help=f"torch.compile {what} (the first call compiles; "
+                    "docs/performance.md)")
+
+
+def _compile_failed(e: Exception) -> CommandError:
+    from archc.backends.torch.compiled import why
+
+    return _fail("ARC1702", why(e), "run without --compile (eager PyTorch computes the same)")
 
 
 
@@ -142,6 +169,10 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if args.init and not args.resume:
         _load_weights(model, args.init, "--init")
     distill = _teacher(args, model, prog, sources)
+    if args.compile:
+        from archc.backends.torch.compiled import compile_model
+
+        compile_model(model, dynamic=False)  # a run's batches share one shape (a held-out set: one more)
 
     torch.manual_seed(args.seed)
     section = prog.graph.sections.get("train")
@@ -175,6 +206,8 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     except CheckpointError as e:
         raise _fail("ARC1308", f"--resume: {e}", "start the run again without --resume (--force replaces it), "
                     "or resume from a run folder archc train wrote") from None
+    except torch._dynamo.exc.TorchDynamoException as e:
+        raise _compile_failed(e) from None
     first = sum(res.losses[:10]) / max(1, len(res.losses[:10]))
     last = sum(res.losses[-10:]) / max(1, len(res.losses[-10:]))
     print(f"loss {first:.3f} → {last:.3f} (mean of first/last 10 steps), accuracy on scored tokens "
@@ -209,6 +242,11 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
     if args.distill:
         raise _fail("ARC1602", "--distill with --nproc: distillation runs in one process",
                     "drop --distill, or train in one process", usage=True)
+    if args.compile or args.kernels == "triton" or args.device != "cpu":
+        flag = "--compile" if args.compile else "--kernels triton" if args.kernels == "triton" else "--device"
+        raise _fail("ARC1602", f"{flag} with --nproc: a distributed run places its ranks itself (NCCL on CUDA, "
+                    "gloo on the CPU) and runs eager PyTorch with the torch forms of the ops",
+                    f"drop {flag}, or train in one process", usage=True)
     worker = D.is_worker()
     if not worker:  # the launcher checks the run folder once; rank 0 alone writes it
         out = check_folder(args.out, RUN, force=True)
@@ -367,6 +405,8 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
     model, prog = _build_model(args.file, args.seed, sources, args)
     import torch
 
+    from archc.backends.torch.compiled import CompileError
+
     if args.weights:
         _load_weights(model, args.weights, "--weights")
     if model.head_loss != "lm" or not model.causal:
@@ -390,9 +430,16 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
             _load_weights(draft, args.draft_weights, "--draft-weights")
     elif args.draft_weights:
         raise _fail("ARC0908", "--draft-weights without --draft", "give the draft's spec with --draft", usage=True)
-    x = torch.tensor([ids])
-    out = model.generate(x, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                         top_p=args.top_p, num_beams=args.num_beams, draft=draft, seed=args.seed)
+    if args.compile and (args.num_beams > 1 or draft is not None):
+        raise _fail("ARC1702", "--compile decodes greedily or by sampling; --num-beams and --draft run the eager step",
+                    "leave out --compile, or --num-beams / --draft", usage=True)
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    try:
+        out = model.generate(x, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                             top_p=args.top_p, num_beams=args.num_beams, draft=draft, seed=args.seed,
+                             compile=args.compile)
+    except (CompileError, torch._dynamo.exc.TorchDynamoException) as e:
+        raise _compile_failed(e.__cause__ if isinstance(e, CompileError) and e.__cause__ else e) from None
     new = out[0, len(ids):].tolist()
     if tokenizer is not None:
         sys.stdout.write(tokenizer.decode(ids + new) + "\n")
@@ -608,6 +655,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--alpha", type=unit_interval, default=0.5,
                    help="weight of the soft (teacher) loss; 1 − alpha weighs the hard loss (0.5)")
     add_pipeline_flag(t, BUILD_LEVEL)
+    add_runtime_flags(t, "the forward and backward")
     add_limit_flags(t)
     t.set_defaults(fn=cmd_train)
 
@@ -636,6 +684,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--draft-weights", help=".safetensors of the draft spec (default: random init)")
     g.add_argument("--seed", type=seed, default=0, help="seed of the init (without --weights) and the sampling (0)")
     add_pipeline_flag(g, BUILD_LEVEL)
+    add_runtime_flags(g, "the one-token decode step (static shapes, the state updated in place)")
     add_memory_flag(g)
     add_limit_flags(g)
     g.set_defaults(fn=cmd_generate)

@@ -21,7 +21,8 @@ from archc.passes.manager import BUILD_LEVEL
 
 
 def build(spec: str | Path | Graph, seed: int = 0, device: str | torch.device = "cpu",
-          dtype: torch.dtype = torch.float32, pipeline: str = BUILD_LEVEL, kernels: str = "auto") -> ArchModel:
+          dtype: torch.dtype = torch.float32, pipeline: str = BUILD_LEVEL, kernels: str = "auto",
+          compile: bool | str = False) -> ArchModel:
     """A spec path (or a lowered `Graph`) → an initialized `ArchModel`, after the optimization
     pipeline `pipeline` (`O0`: the graph as lowered; `O1` (default), `O2`: fused, docs/passes.md).
     The weights do not depend on the pipeline (the same seed gives the same model), and the
@@ -30,6 +31,10 @@ def build(spec: str | Path | Graph, seed: int = 0, device: str | torch.device = 
     `kernels`: `"auto"` (default) runs Triton kernels where they apply on a CUDA device and the
     torch forms elsewhere; `"triton"` insists (a `KernelError` where one cannot run); `"torch"`
     never (docs/kernels.md; `archc.backends.torch.kernels.select`).
+
+    `compile`: `True` (or a `torch.compile` mode, `"max-autotune"`) compiles the forward, and so
+    the training step's backward, in place (`compiled.compile_model`; the first call compiles).
+    Decoding compiles its own step: `model.generate(ids, compile=True)`.
 
     `device="meta"` builds the module tree without allocating (parameter counts of huge specs).
     """
@@ -43,6 +48,10 @@ def build(spec: str | Path | Graph, seed: int = 0, device: str | torch.device = 
         model = model.to_empty(device=device).initialize(seed).to(dtype)
     model = optimize(model, pipeline)
     use_kernels(model, kernels)
+    if compile:
+        from archc.backends.torch.compiled import compile_model
+
+        compile_model(model, "default" if compile is True else compile)
     return model
 
 

@@ -48,13 +48,19 @@ def _pick(logits: Tensor, sample: bool, gen: torch.Generator | None, **warp_args
 def generate(model: ArchModel, input_ids: Tensor, max_new_tokens: int = 32, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, num_beams: int = 1,
              length_penalty: float = 1.0, eos_token_id: int | None = None, draft: ArchModel | None = None,
-             num_draft_tokens: int = 4, seed: int | None = None) -> Tensor:
+             num_draft_tokens: int = 4, seed: int | None = None, compile: bool = False) -> Tensor:
     """Continue `input_ids` [B, T] by up to `max_new_tokens` tokens; returns [B, T + n].
 
     temperature 0 (the default) decodes greedily; > 0 samples from the warped distribution
     (`top_k`, `top_p`). `num_beams > 1` runs beam search; `draft` enables speculative decoding
-    (batch 1). Sequences that produced `eos_token_id` are padded with it.
+    (batch 1). Sequences that produced `eos_token_id` are padded with it. `compile`: each new
+    token is one call of the compiled decode step (`compiled.DecodeStep`: compiled on the first
+    call for this batch size, then reused); greedy and sampled decoding only — beam search and
+    speculative decoding reorder and roll back the state, which the compiled step keeps in place.
     """
+    if compile and (num_beams > 1 or draft is not None):
+        raise ValueError("compile=True decodes greedily or by sampling; beam search and speculative decoding "
+                         "run the eager step")
     was_training = model.training
     model.eval()
     try:
@@ -64,16 +70,22 @@ def generate(model: ArchModel, input_ids: Tensor, max_new_tokens: int = 32, temp
         if draft is not None:
             return speculative(model, draft, input_ids, max_new_tokens, num_draft_tokens, temperature,
                                top_k, top_p, eos_token_id, gen)
-        return _sample(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, gen)
+        return _sample(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, gen, compile)
     finally:
         model.train(was_training)
 
 
 def _sample(model: ArchModel, ids: Tensor, n: int, temperature: float, top_k: int | None, top_p: float | None,
-            eos: int | None, gen: torch.Generator | None) -> Tensor:
+            eos: int | None, gen: torch.Generator | None, compile: bool = False) -> Tensor:
     b, t = ids.shape
-    state = model.init_state(b, t + n)
-    logits, state = model.step(ids, 0, state)
+    if compile:
+        from archc.backends.torch.compiled import decode_step
+
+        compiled = decode_step(model, b, t + n)
+        logits = compiled.prefill(ids)
+    else:
+        state = model.init_state(b, t + n)
+        logits, state = model.step(ids, 0, state)
     sample = temperature > 0
     out = [ids]
     done = torch.zeros(b, dtype=torch.bool, device=ids.device)
@@ -85,7 +97,10 @@ def _sample(model: ArchModel, ids: Tensor, n: int, temperature: float, top_k: in
         out.append(nxt[:, None])
         if (eos is not None and bool(done.all())) or i == n - 1:
             break
-        logits, state = model.step(nxt[:, None], t + i, state)
+        if compile:
+            logits = compiled(nxt[:, None], t + i)
+        else:
+            logits, state = model.step(nxt[:, None], t + i, state)
     return torch.cat(out, dim=1)
 
 
