@@ -102,6 +102,27 @@ def _rotary_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_rope
 
 
+def _decay_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.ssd.specialize import MAX_KEY
+    from archc.backends.torch.kernels.ssd.specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    p = REGISTRY[op].params(**params)
+    if op == "mamba2":  # S [P, N]: keys are the state's N features, values the head's P
+        key, value, v_major = p.d_state, p.head_dim, True
+    else:
+        (key, value), v_major = p.head_dims_for(in_types[0].width), False
+    if key > MAX_KEY:
+        return f"keys of {key} features exceed one program's {MAX_KEY}"
+    return template_params(key, value, v_major)
+
+
+def _decay_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.ssd.triton import triton_decay_step
+
+    return triton_decay_step
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -111,6 +132,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/glu/naive.py"),
     Family("rotary", ("attention", "attention_packed"), _rotary_params, _rotary_bind,
            "archc/backends/torch/kernels/rotary/naive.py"),
+    Family("decay_step", ("mamba2", "retention", "retention_packed"), _decay_step_params, _decay_step_bind,
+           "archc/backends/torch/kernels/ssd/naive.py"),
 )}
 
 #: op -> the family that has a kernel for it

@@ -98,7 +98,13 @@ class Mamba2(OpModule):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         xs, z, dt, b, c, conv = self._inner(x, ctx, state[0])
-        if x.shape[1] == 1:  # one token: S ← exp(ΔA) S + Δx ⊗ B, y = S C
+        kernel = self.triton_kernels.get("decay_step")
+        if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
+            A = -self.A_log.float().exp()
+            dt0 = dt[:, 0]
+            y, s = kernel(c[:, 0], b[:, 0], dt0[..., None] * xs[:, 0].float(), dt0 * A, state[1], v_major=True)
+            y = y[:, None]
+        elif x.shape[1] == 1:  # one token: S ← exp(ΔA) S + Δx ⊗ B, y = S C
             A = -self.A_log.float().exp()
             dt0 = dt[:, 0]  # [B, H]
             s = torch.addcmul((dt0[..., None] * xs[:, 0].float())[..., None] * b[:, 0, :, None, :].float(),

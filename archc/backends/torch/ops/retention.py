@@ -113,7 +113,12 @@ class Retention(OpModule):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         q, k, v, g = self._qkvg(x, ctx)
-        if x.shape[1] == 1:  # the recurrent form: S ← γ S + kᵀv, o = q S
+        kernel = self.triton_kernels.get("decay_step")
+        if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
+            log_a = retention_decays(self.decays, x.device)[None].expand(x.shape[0], -1)
+            y, s = kernel(q[:, :, 0], k[:, :, 0], v[:, :, 0], log_a, state[0])
+            y = y[:, :, None]
+        elif x.shape[1] == 1:  # the recurrent form: S ← γ S + kᵀv, o = q S
             s = torch.addcmul(k.float().transpose(-1, -2) @ v.float(), retention_decays(self.decays, x.device).exp()[:, None, None], state[0])
             y = q.float() @ s
         else:
