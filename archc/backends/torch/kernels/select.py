@@ -123,6 +123,23 @@ def _decay_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_decay_step
 
 
+def _selective_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.selective_scan.specialize import MAX_STATE
+    from archc.backends.torch.kernels.selective_scan.specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    p = REGISTRY[op].params(**params)
+    if p.d_state > MAX_STATE:
+        return f"a state of {p.d_state} exceeds one program's {MAX_STATE}"
+    return template_params(p.inner(in_types[0].width), p.d_state)
+
+
+def _selective_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.selective_scan.triton import triton_selective_step
+
+    return triton_selective_step
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -134,6 +151,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/rotary/naive.py"),
     Family("decay_step", ("mamba2", "retention", "retention_packed"), _decay_step_params, _decay_step_bind,
            "archc/backends/torch/kernels/ssd/naive.py"),
+    Family("selective_step", ("mamba",), _selective_step_params, _selective_step_bind,
+           "archc/backends/torch/kernels/selective_scan/naive.py"),
 )}
 
 #: op -> the family that has a kernel for it

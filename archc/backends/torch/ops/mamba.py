@@ -82,6 +82,10 @@ class Mamba(OpModule):
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         u, z, dt, b, c, conv = self._inner(x, ctx, state[0])
         A = -self.A_log.float().exp()
+        kernel = self.triton_kernels.get("selective_step")
+        if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
+            y, h = kernel(u[:, 0], dt[:, 0], z[:, 0], A, self.D, b[:, 0], c[:, 0], state[1])
+            return self.out_proj(y[:, None].to(u.dtype)), (conv.float(), h)
         if x.shape[1] == 1:  # one token: the recurrence itself (Alg. 2 at one step)
             h = torch.addcmul((dt[:, 0] * u[:, 0].float())[..., None] * b[:, 0, None].float(),
                               (dt[:, 0, :, None] * A).exp(), state[1])
