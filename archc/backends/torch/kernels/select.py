@@ -102,25 +102,33 @@ def _rotary_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_rope
 
 
-def _decay_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
-    from archc.backends.torch.kernels.ssd.specialize import MAX_KEY
-    from archc.backends.torch.kernels.ssd.specialize import params as template_params
+def _recurrent_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str | None:
+    from archc.backends.torch.kernels.recurrent_step.specialize import MAX_KEY
+    from archc.backends.torch.kernels.recurrent_step.specialize import params as template_params
     from archc.ops.registry import REGISTRY
 
     p = REGISTRY[op].params(**params)
     if op == "mamba2":  # S [P, N]: keys are the state's N features, values the head's P
-        key, value, v_major = p.d_state, p.head_dim, True
+        rule, key, value, v_major = "decay", p.d_state, p.head_dim, True
+    elif op == "gated_deltanet":
+        rule, key, value, v_major = "delta", p.head_dim, p.value_dim, False
+    elif op == "rwkv_time_mix":
+        if p.version != 6:
+            return None  # RWKV-4's WKV keeps a vector state: not this kernel's
+        rule, key, value, v_major = "wkv", p.head_size, p.head_size, False
     else:
-        (key, value), v_major = p.head_dims_for(in_types[0].width), False
+        rule, (key, value), v_major = "decay", p.head_dims_for(in_types[0].width), False
     if key > MAX_KEY:
         return f"keys of {key} features exceed one program's {MAX_KEY}"
-    return template_params(key, value, v_major)
+    return template_params(rule, key, value, v_major)
 
 
-def _decay_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
+def _recurrent_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.gated_delta_rule.triton import triton_delta_rule_step
     from archc.backends.torch.kernels.ssd.triton import triton_decay_step
+    from archc.backends.torch.kernels.wkv6.triton import triton_wkv6_step
 
-    return triton_decay_step
+    return {"decay": triton_decay_step, "delta": triton_delta_rule_step, "wkv": triton_wkv6_step}[params["RULE"]]
 
 
 def _selective_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
@@ -149,8 +157,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/glu/naive.py"),
     Family("rotary", ("attention", "attention_packed"), _rotary_params, _rotary_bind,
            "archc/backends/torch/kernels/rotary/naive.py"),
-    Family("decay_step", ("mamba2", "retention", "retention_packed"), _decay_step_params, _decay_step_bind,
-           "archc/backends/torch/kernels/ssd/naive.py"),
+    Family("recurrent_step", ("mamba2", "retention", "retention_packed", "gated_deltanet", "rwkv_time_mix"),
+           _recurrent_step_params, _recurrent_step_bind, "archc/backends/torch/kernels/ssd/naive.py"),
     Family("selective_step", ("mamba",), _selective_step_params, _selective_step_bind,
            "archc/backends/torch/kernels/selective_scan/naive.py"),
 )}

@@ -115,7 +115,11 @@ class GatedDeltaNet(OpModule):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         q, k, v, log_alpha, beta, z, conv = self._inner(x, ctx, state[0])
-        if x.shape[1] == 1:  # one token: the recurrence itself
+        kernel = self.triton_kernels.get("recurrent_step")
+        if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
+            o, s = kernel(q[:, :, 0], k[:, :, 0], v[:, :, 0], log_alpha[:, :, 0], beta[:, :, 0], state[1])
+            o = o[:, :, None]
+        elif x.shape[1] == 1:  # one token: the recurrence itself
             o, s = gated_delta_rule_step(q[:, :, 0], k[:, :, 0], wide(v[:, :, 0]), log_alpha[:, :, 0],
                                          beta[:, :, 0], state[1])
             o = o[:, :, None]

@@ -98,7 +98,7 @@ class Mamba2(OpModule):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         xs, z, dt, b, c, conv = self._inner(x, ctx, state[0])
-        kernel = self.triton_kernels.get("decay_step")
+        kernel = self.triton_kernels.get("recurrent_step")
         if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
             A = -self.A_log.float().exp()
             dt0 = dt[:, 0]

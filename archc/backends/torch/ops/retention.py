@@ -113,7 +113,7 @@ class Retention(OpModule):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         q, k, v, g = self._qkvg(x, ctx)
-        kernel = self.triton_kernels.get("decay_step")
+        kernel = self.triton_kernels.get("recurrent_step")
         if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
             log_a = retention_decays(self.decays, x.device)[None].expand(x.shape[0], -1)
             y, s = kernel(q[:, :, 0], k[:, :, 0], v[:, :, 0], log_a, state[0])

@@ -175,7 +175,11 @@ class TimeMix6(OpModule):
         g = F.silu(self.gate(xg))
         log_w = -(wide(self.time_decay) + wide(torch.tanh(xw @ self.time_decay_w1) @ self.time_decay_w2)).exp()
         log_w = heads(log_w)
-        if state is not None and t == 1:  # one token: the recurrence itself
+        kernel = self.triton_kernels.get("recurrent_step")
+        if state is not None and t == 1 and kernel is not None and not torch.is_grad_enabled():  # one launch
+            y, wkv = kernel(r[:, :, 0], k[:, :, 0], v[:, :, 0], log_w[:, :, 0], self.time_faaaa, state[1])
+            y = y[:, :, None]
+        elif state is not None and t == 1:  # one token: the recurrence itself
             y, wkv = wkv6_step(r[:, :, 0], k[:, :, 0], v[:, :, 0], log_w[:, :, 0], self.time_faaaa, state[1])
             y = y[:, :, None]
         else:

@@ -1,0 +1,23 @@
+"""What the recurrent-step kernel is specialized to (importable without Triton)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: the widest key a program holds (its state slice is [K, BV] fp32 in registers)
+MAX_KEY = 256
+#: each rule's reference, named in the rendered file
+REFERENCES = {"decay": "archc/backends/torch/kernels/ssd/naive.py (the recurrence token by token)",
+              "delta": "archc/backends/torch/kernels/gated_delta_rule/step.py",
+              "wkv": "archc/backends/torch/kernels/wkv6/step.py"}
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def params(rule: str, key: int, value: int, v_major: bool = False) -> dict[str, Any]:
+    """The template's parameters: the rule, key and value widths, their power-of-two blocks (value
+    blocks of at most 64, so a wide head spreads over programs), and the state's layout."""
+    return {"RULE": rule, "K": key, "V": value, "BK": _pow2(key), "BV": min(64, _pow2(value)), "V_MAJOR": v_major,
+            "REFERENCE": REFERENCES[rule]}

@@ -1,0 +1,35 @@
+"""The recurrent decode step as one Triton op, `archc::recurrent_step`, rendered per rule, key and
+value width and state layout (a fake implementation included, so a compiled decode step traces it
+as one op). Decoding only: it has no backward, and the modules call it under `torch.no_grad()`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+from archc.backends.torch.kernels.recurrent_step.specialize import params
+from archc.backends.triton.render import render
+
+
+@triton_op("archc::recurrent_step", mutates_args=())
+def recurrent_step(rule: str, q: Tensor, k: Tensor, v: Tensor, decay: Tensor, extra: Tensor, state: Tensor,
+                   v_major: bool) -> tuple[Tensor, Tensor]:
+    """q, k [B, H, K]; v [B, H, V]; decay: log a [B, H] (log w [B, H, K] for "wkv"); extra: β [B, H]
+    ("delta"), the bonus u [H, K] ("wkv"), unused ("decay"); state [B, H, K, V] ([B, H, V, K] with
+    `v_major`). Returns (y [B, H, V], the new state), fp32."""
+    p = params(rule, q.shape[-1], v.shape[-1], v_major)
+    kernel = render("recurrent_step", **p).module
+    y = torch.empty(v.shape, dtype=torch.float32, device=v.device)
+    new = torch.empty(state.shape, dtype=torch.float32, device=state.device)
+    wrap_triton(kernel.recurrent_step)[(q.shape[0] * q.shape[1], -(-p["V"] // p["BV"]))](
+        q.contiguous(), k.contiguous(), v.contiguous(), decay.contiguous(), extra.contiguous(), state.contiguous(),
+        new, y, q.shape[1])
+    return y, new
+
+
+@recurrent_step.register_fake
+def _(rule: str, q: Tensor, k: Tensor, v: Tensor, decay: Tensor, extra: Tensor, state: Tensor,
+      v_major: bool) -> tuple[Tensor, Tensor]:
+    return (torch.empty(v.shape, dtype=torch.float32, device=v.device),
+            torch.empty(state.shape, dtype=torch.float32, device=state.device))
