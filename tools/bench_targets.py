@@ -32,18 +32,24 @@ RECURRENT = ("mamba-tiny", "mamba2-tiny", "retnet-tiny", "rwkv-tiny", "rwkv6-tin
 
 
 def pair(name: str, seq: int, repeat: int) -> dict:
+    import torch
+
     from archc.bench import Setup, bench
 
+    torch._dynamo.reset()  # Dynamo's recompile limit counts per code object, across models
     report = bench(str(ROOT / "specs" / f"{name}.arch"), Setup(forward_seqs=(seq,), repeat=repeat),
                    progress=lambda w: print(f"  {name}: {w}", flush=True))
     return report.to_json()
 
 
 def recurrent(repeat: int) -> dict:
+    import torch
+
     from archc.bench import COMPILED, Setup, bench
 
     out = {}
     for name in ("llama-tiny", *RECURRENT):
+        torch._dynamo.reset()
         report = bench(str(ROOT / "specs" / f"{name}.arch"), Setup(workloads=("decode",), repeat=repeat, vs_hf=False),
                        progress=lambda w, n=name: print(f"  {n}: {w}", flush=True))
         t = {x.runner: x for x in report.timings}

@@ -21,6 +21,7 @@ it fails, `CompileError` says why (ARC1702).
 from __future__ import annotations
 
 import time
+import types
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +79,11 @@ class DecodeStep:
     def __post_init__(self) -> None:
         _check_mode(self.mode)
         self.state = self.model.init_state(self.batch, self.capacity)
-        self._fn = torch.compile(self._step, fullgraph=True, dynamic=False,
+        # Dynamo keeps its compiled graphs, and counts recompiles against its limit (8), per code
+        # object: every DecodeStep's `_step` shares one, so the ninth model or batch size would
+        # fail. A copy of the code per instance keeps each one's graph apart.
+        own = types.FunctionType(DecodeStep._step.__code__.replace(), globals(), "decode_step")
+        self._fn = torch.compile(types.MethodType(own, self), fullgraph=True, dynamic=False,
                                  mode=None if self.mode == "default" else self.mode)
 
     def _step(self, ids: Tensor, pos: Tensor, *state: Tensor) -> Tensor:

@@ -188,7 +188,8 @@ class ModelOutput:
     indexed as it is: by name, or by position over the fields that are set, the loss first — what
     `transformers.Trainer` reads as `outputs[0]`)."""
 
-    logits: Tensor
+    #: None when the fused linear + cross-entropy computed the loss without them (`skip_logits`)
+    logits: Tensor | None
     loss: Tensor | None = None
     aux_loss: Tensor | None = None
 
@@ -260,16 +261,27 @@ class ArchModel(GraphModule):
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 labels: Tensor | None = None, token_type_ids: Tensor | None = None,
                 num_items_in_batch: Tensor | int | None = None, positions: Tensor | None = None,
-                **inputs: Tensor) -> ModelOutput:
+                skip_logits: bool | None = None, **inputs: Tensor) -> ModelOutput:
         """`num_items_in_batch` (as transformers' `Trainer` passes it under gradient accumulation):
         the scored tokens of the whole accumulated batch; the loss is then this micro-batch's sum
         over it, so the accumulated gradient is the mean over every scored token. `positions`:
         the tokens' absolute positions [T] when they are not 0..T−1 (a context-parallel rank's
-        chunk of the sequence)."""
+        chunk of the sequence).
+
+        `skip_logits` (Liger-Kernel's convention in transformers): with the fused linear +
+        cross-entropy kernel bound to the head (`kernels="triton"`/`"auto"` on CUDA), a training
+        forward with labels computes the loss without forming the [tokens, vocab] logits, and
+        `logits` is None; `skip_logits=False` forms them (and the loss the usual way)."""
         xs = self._inputs(input_ids, inputs)
         t = xs[0].shape[1]
         mask = attention_mask.bool() if attention_mask is not None else None
         ctx = Context(torch.arange(t, device=xs[0].device) if positions is None else positions, mask, token_type_ids)
+        head = self._fused_loss_head() if labels is not None and skip_logits is not False and self.training \
+            and torch.is_grad_enabled() else None
+        if head is not None:
+            loss = self._fused_loss(xs, ctx, head, labels, num_items_in_batch)
+            aux = torch.stack(ctx.aux_losses).sum() if ctx.aux_losses else None
+            return ModelOutput(logits=None, loss=loss if aux is None else loss + aux, aux_loss=aux)
         (logits,), _ = self.run(xs, ctx)
         aux = torch.stack(ctx.aux_losses).sum() if ctx.aux_losses else None
         loss = None
@@ -278,6 +290,31 @@ class ArchModel(GraphModule):
             if aux is not None:
                 loss = loss + aux
         return ModelOutput(logits=logits, loss=loss, aux_loss=aux)
+
+    def _fused_loss_head(self) -> tuple[OpModule, str] | None:
+        """The causal-LM head whose fused linear + cross-entropy kernel is bound, and its input's
+        node id; None where the loss runs over the logits."""
+        nid, mod, ins, op, _ = self._plan[-1]
+        if (op != "lm_head" or mod is None or self.graph.outputs != [nid] or self.head_loss != "lm"
+                or "cross_entropy" not in mod.triton_kernels):
+            return None
+        return mod, ins[0]
+
+    def _fused_loss(self, xs: list[Tensor], ctx: Context, head: tuple[OpModule, str], labels: Tensor,
+                    num_items: Tensor | int | None) -> Tensor:
+        """`loss(head(hidden), labels, num_items)` without the logits (see `forward`)."""
+        mod, hidden_id = head
+        env: dict[str, Tensor] = dict(zip(self.graph.inputs, xs, strict=True))
+        self.run_nodes(env, self._plan[:-1], ctx)
+        hidden = env[hidden_id]
+        if self.causal:
+            labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+        labels = labels.reshape(-1)
+        total = mod.triton_kernels["cross_entropy"](hidden.reshape(-1, hidden.shape[-1]), mod.head_weight(),
+                                                          mod.bias, labels, IGNORE_INDEX, mod.params.softcap)
+        if num_items is None:
+            num_items = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        return total / num_items
 
     def loss(self, logits: Tensor, labels: Tensor, num_items: Tensor | int | None = None,
              shifted: bool = False) -> Tensor:

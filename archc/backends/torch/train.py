@@ -213,8 +213,8 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
             for _ in range(cfg.accum):
                 ids, labels = task.batch(cfg.batch, cfg.seq, gen)
                 ids, labels = ids.to(device), labels.to(device)
-                with autocast:
-                    outp = model(ids, labels=labels)
+                with autocast:  # distillation needs the logits the fused loss would not form
+                    outp = model(ids, labels=labels, skip_logits=False if distill is not None else None)
                     loss = outp.loss
                     if distill is not None:
                         with torch.no_grad():
@@ -231,7 +231,7 @@ def train(model: ArchModel, task: Task, cfg: TrainConfig, out_dir: str | Path | 
             losses.append(total)
             done = step + 1
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                acc = accuracy(outp.logits.detach(), labels, model.causal)
+                acc = accuracy(outp.logits.detach(), labels, model.causal) if outp.logits is not None else float("nan")
             if val is not None and cfg.val_every and (done % cfg.val_every == 0 or done == cfg.steps):
                 val_losses.append((done, float(val(model))))
                 model.train()

@@ -148,6 +148,18 @@ def _selective_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_selective_step
 
 
+def _cross_entropy_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.linear_cross_entropy.specialize import params as template_params
+
+    return template_params(int(params["vocab"]), params.get("softcap"))
+
+
+def _cross_entropy_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.linear_cross_entropy.triton import triton_linear_cross_entropy
+
+    return triton_linear_cross_entropy
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -161,6 +173,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            _recurrent_step_params, _recurrent_step_bind, "archc/backends/torch/kernels/ssd/naive.py"),
     Family("selective_step", ("mamba",), _selective_step_params, _selective_step_bind,
            "archc/backends/torch/kernels/selective_scan/naive.py"),
+    Family("cross_entropy", ("lm_head",), _cross_entropy_params, _cross_entropy_bind,
+           "archc/backends/torch/kernels/linear_cross_entropy/naive.py"),
 )}
 
 #: op -> the family that has a kernel for it

@@ -29,9 +29,12 @@ class LMHead(OpModule):
         # a list, so the embedding is not registered twice as a submodule
         self._tied, self._tied_param = [owner], owner_param
 
+    def head_weight(self) -> Tensor:
+        """The [vocab, d] matrix: its own, or the embedding's it is tied to."""
+        return self.weight if self.weight is not None else getattr(self._tied[0], self._tied_param)
+
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
-        w = self.weight if self.weight is not None else getattr(self._tied[0], self._tied_param)
-        logits = F.linear(x, w, self.bias)
+        logits = F.linear(x, self.head_weight(), self.bias)
         cap = self.params.softcap
         return logits if cap is None else torch.tanh(logits / cap) * cap
 

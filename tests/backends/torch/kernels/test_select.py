@@ -52,9 +52,9 @@ GEMMA_STYLE = """model e(tokens) {
 
 
 @pytest.mark.parametrize(("spec", "pipeline", "ops"), [
-    (tiny_lm_spec(d=48, hidden=96), "O1", ["add_rmsnorm", "attention_packed", "rmsnorm", "swiglu_packed"]),
-    (GPT_STYLE, "O1", ["add_layernorm", "layernorm"]),
-    (GEMMA_STYLE, "O0", ["geglu", "rmsnorm"]),
+    (tiny_lm_spec(d=48, hidden=96), "O1", ["add_rmsnorm", "attention_packed", "lm_head", "rmsnorm", "swiglu_packed"]),
+    (GPT_STYLE, "O1", ["add_layernorm", "layernorm", "lm_head"]),
+    (GEMMA_STYLE, "O0", ["geglu", "lm_head", "rmsnorm"]),
 ], ids=["llama-style", "gpt-style", "gemma-style-O0"])
 def test_a_model_with_triton_kernels_equals_its_torch_build(spec, pipeline, ops):
     """Two layers (at O1 the residual add is fused into the norm after it, the gate and up
@@ -65,7 +65,7 @@ def test_a_model_with_triton_kernels_equals_its_torch_build(spec, pipeline, ops)
     runs = []
     for kernels in ("torch", "triton"):
         model = build(graph, seed=0, pipeline=pipeline, kernels=kernels)
-        out = model(ids, labels=ids)
+        out = model(ids, labels=ids, skip_logits=False)  # the fused loss: test_linear_cross_entropy.py
         out.loss.backward()
         runs.append((out.logits.detach(), {n: p.grad for n, p in model.named_parameters()}, model))
     (a, ga, torch_model), (b, gb, triton_model) = runs
@@ -84,7 +84,8 @@ def test_the_choice_per_node_and_its_refusals(monkeypatch):
     assert auto and all(c.template is None and "CUDA" in c.why for c in auto)
     on_cuda = choose(graph, "auto", "cuda")
     assert {(c.op, c.template) for c in on_cuda} == {("rmsnorm", "rms_norm"), ("add_rmsnorm", "rms_norm"),
-                                                     ("swiglu_packed", "glu"), ("attention_packed", "rotary")}
+                                                     ("swiglu_packed", "glu"), ("attention_packed", "rotary"),
+                                                     ("lm_head", "cross_entropy")}
     assert [c.template for c in choose(graph, "triton", "cpu")] == [c.template for c in on_cuda]  # the interpreter
     monkeypatch.delenv("TRITON_INTERPRET")
     with pytest.raises(KernelError, match="TRITON_INTERPRET"):  # triton insists: an error, not a fallback
@@ -102,13 +103,14 @@ def test_archc_kernels_lists_and_emits(tmp_path):
     assert r.returncode == 0, r.stderr
     nodes = json.loads(r.stdout)["nodes"]
     assert {(n["op"], n["kernel"]) for n in nodes} == {("rmsnorm", "rms_norm"), ("add_rmsnorm", "rms_norm"),
-                                                       ("swiglu_packed", "glu"), ("attention_packed", "rotary")}
+                                                       ("swiglu_packed", "glu"), ("attention_packed", "rotary"),
+                                                       ("lm_head", "cross_entropy")}
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep")
     r = archc_("specs/llama-tiny.arch", "--emit", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
     written = json.loads((tmp_path / "out" / "kernels.json").read_text())["nodes"]
-    assert len(set(written.values())) == 4  # the plain norm, add + norm, the packed SwiGLU gating, rotary
+    assert len(set(written.values())) == 5  # the plain norm, add + norm, the packed SwiGLU gating, rotary, the loss
     for name in set(written.values()):
         assert "@triton.jit" in (tmp_path / "out" / name).read_text()
     assert (tmp_path / "out" / "mine.txt").read_text() == "keep"
