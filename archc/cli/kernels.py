@@ -28,13 +28,13 @@ def cmd_kernels(args: argparse.Namespace) -> int:
                     sources)
         return EXIT_ERRORS
     # what each node would be specialized to, whether or not Triton runs here (`--emit` writes it)
-    rendered = {c.node: c for c in choose(graph, "triton", "cuda")} if _renderable() else {}
+    rendered = [c for c in choose(graph, "triton", "cuda") if c.template] if _renderable() else []
     if args.emit:
         return _emit(args, rendered, sources)
     if args.json:
         print(json.dumps({"model": graph.name, "kernels": args.kernels, "device": args.device, "nodes": [
-            {"node": c.node, "op": c.op, "kernel": c.template, "why": c.why,
-             "reference": KERNELS[c.template].reference if c.template else None, "params": c.params}
+            {"node": c.node, "op": c.op, "family": c.family, "kernel": c.template, "why": c.why,
+             "reference": KERNELS[c.family].reference, "params": c.params}
             for c in choices]}, indent=2))
         return EXIT_OK
     from rich.console import Console
@@ -45,7 +45,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     for col in ("node", "op", "runs", "why"):
         table.add_column(col)
     for c in choices:
-        table.add_row(c.node, c.op, f"triton:{c.template}" if c.template else "torch", c.why)
+        table.add_row(c.node, c.op, f"triton:{c.template}" if c.template else f"torch (not {c.family})", c.why)
     console = Console()
     console.print(table)
     families = sorted({f.template for f in KERNELS.values()})
@@ -73,18 +73,20 @@ def _emit(args: argparse.Namespace, rendered: dict, sources: dict[str, str]) -> 
         print_diags([Diagnostic("ARC1701", "--emit renders the kernels with jinja2, which is not installed", None,
                                 "pip install 'archc[triton]'")], sources)
         return EXIT_ERRORS
-    files = {c.node: file_name(c.template, **c.params) for c in rendered.values() if c.template}
-    owned = Owned(files=(*sorted(set(files.values())), "kernels.json"), marker="kernels.json", what="kernel sources")
+    files: dict[str, dict[str, str]] = {}  # node -> {family: file}
+    for c in rendered:
+        files.setdefault(c.node, {})[c.template] = file_name(c.template, **c.params)
+    names = sorted({f for per_node in files.values() for f in per_node.values()})
+    owned = Owned(files=(*names, "kernels.json"), marker="kernels.json", what="kernel sources")
     try:
         with output_folder(args.emit, owned, args.force) as txn:
-            for c in rendered.values():
-                if c.template:
-                    (txn.stage / files[c.node]).write_text(source(c.template, **c.params))
+            for c in rendered:
+                (txn.stage / files[c.node][c.template]).write_text(source(c.template, **c.params))
             (txn.stage / "kernels.json").write_text(json.dumps({"nodes": files}, indent=2) + "\n")
     except FileError as e:
         print_diags([Diagnostic(e.code, e.message, None, e.hint)], sources)
         return EXIT_USAGE if e.usage else EXIT_ERRORS
-    print(f"wrote {len(set(files.values()))} kernel files for {len(files)} nodes to {args.emit}")
+    print(f"wrote {len(names)} kernel files for {len(files)} nodes to {args.emit}")
     return EXIT_OK
 
 

@@ -160,6 +160,24 @@ def _cross_entropy_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_linear_cross_entropy
 
 
+def _decay_chunk_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.ssd.chunk_specialize import MAX_KEY
+    from archc.backends.torch.kernels.ssd.chunk_specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    p = REGISTRY[op].params(**params)
+    key, value = (p.d_state, p.head_dim) if op == "mamba2" else p.head_dims_for(in_types[0].width)
+    if key > MAX_KEY:
+        return f"keys of {key} features exceed one program's {MAX_KEY}"
+    return template_params(key, value, p.chunk)
+
+
+def _decay_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.ssd.triton import triton_chunked_decay_attention
+
+    return triton_chunked_decay_attention
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -173,12 +191,17 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            _recurrent_step_params, _recurrent_step_bind, "archc/backends/torch/kernels/ssd/naive.py"),
     Family("selective_step", ("mamba",), _selective_step_params, _selective_step_bind,
            "archc/backends/torch/kernels/selective_scan/naive.py"),
+    Family("decay_chunk", ("mamba2", "retention", "retention_packed"), _decay_chunk_params, _decay_chunk_bind,
+           "archc/backends/torch/kernels/ssd/naive.py"),
     Family("cross_entropy", ("lm_head",), _cross_entropy_params, _cross_entropy_bind,
            "archc/backends/torch/kernels/linear_cross_entropy/naive.py"),
 )}
 
-#: op -> the family that has a kernel for it
-BY_OP: dict[str, Family] = {op: f for f in KERNELS.values() for op in f.ops}
+#: op -> the families that have a kernel for it (Mamba-2: its chunked forward and its decode step)
+BY_OP: dict[str, tuple[Family, ...]] = {}
+for _family in KERNELS.values():
+    for _op in _family.ops:
+        BY_OP[_op] = (*BY_OP.get(_op, ()), _family)
 
 
 @dataclass(frozen=True)
@@ -190,6 +213,8 @@ class Choice:
     template: str | None
     why: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: the family considered (its template, also where the node runs the torch form)
+    family: str = ""
 
 
 def choose(graph: Graph, mode: str, device_type: str) -> list[Choice]:
@@ -202,23 +227,26 @@ def choose(graph: Graph, mode: str, device_type: str) -> list[Choice]:
         unavailable = unavailable or f"kernels=auto runs Triton on CUDA devices; this model is on {device_type}"
     out = []
     for node in graph.nodes.values():
-        family = BY_OP.get(node.op)
-        if family is None:
-            continue
-        spec = family.specialize(node.op, node.params, graph.input_types(node))
-        if spec is None:
-            continue
-        if mode == "torch":
-            out.append(Choice(node.id, node.op, None, "kernels=torch"))
-        elif isinstance(spec, str) or unavailable:
-            why = spec if isinstance(spec, str) else unavailable
-            if mode == "triton":
-                raise KernelError(f"kernels=triton: `{node.id}` ({node.op}) cannot run the {family.template} kernel: {why}")
-            out.append(Choice(node.id, node.op, None, why))
-        else:
-            out.append(Choice(node.id, node.op, family.template, "specialized: " + ", ".join(
-                f"{k}={v}" for k, v in spec.items()), spec))
+        for family in BY_OP.get(node.op, ()):
+            choice = _choose_one(node, family, graph.input_types(node), mode, unavailable)
+            if choice is not None:
+                out.append(choice)
     return out
+
+
+def _choose_one(node: Any, family: Family, in_types: list[Any], mode: str, unavailable: str) -> Choice | None:
+    spec = family.specialize(node.op, node.params, in_types)
+    if spec is None:
+        return None
+    if mode == "torch":
+        return Choice(node.id, node.op, None, "kernels=torch", family=family.template)
+    if isinstance(spec, str) or unavailable:
+        why = spec if isinstance(spec, str) else unavailable
+        if mode == "triton":
+            raise KernelError(f"kernels=triton: `{node.id}` ({node.op}) cannot run the {family.template} kernel: {why}")
+        return Choice(node.id, node.op, None, why, family=family.template)
+    return Choice(node.id, node.op, family.template, "specialized: " + ", ".join(
+        f"{k}={v}" for k, v in spec.items()), spec, family.template)
 
 
 def use_kernels(model: nn.Module, mode: str = "auto") -> list[Choice]:
@@ -228,10 +256,12 @@ def use_kernels(model: nn.Module, mode: str = "auto") -> list[Choice]:
     device_type = first.device.type if first is not None else "cpu"
     choices = choose(model.graph, mode, device_type)
     modules = dict(model.op_modules())
+    bound: dict[str, dict[str, Callable[..., Any]]] = {}
     for c in choices:
-        mod = modules.get(c.node)
-        if mod is None:
-            continue
-        mod.triton_kernels = {c.template: KERNELS[c.template].bind(c.params)} if c.template else {}
+        if c.template:
+            bound.setdefault(c.node, {})[c.template] = KERNELS[c.template].bind(c.params)
+    for nid in {c.node for c in choices}:
+        if (mod := modules.get(nid)) is not None:
+            mod.triton_kernels = bound.get(nid, {})
     model.kernels = mode
     return choices

@@ -80,10 +80,16 @@ class Mamba2(OpModule):
         y = y + xs.float() * self.D.float()[:, None]  # [B, T, H, P]
         return self.out_proj(self.norm(y.flatten(-2), z))
 
-    def _scan(self, xs: Tensor, dt: Tensor, b: Tensor, c: Tensor, ssm: Tensor | None) -> tuple[Tensor, Tensor]:
-        """SSD over the sequence; ssm / the returned state [B, H, P, N]."""
+    def _scan(self, xs: Tensor, dt: Tensor, b: Tensor, c: Tensor, ssm: Tensor | None,
+              need_state: bool = True) -> tuple[Tensor, Tensor | None]:
+        """SSD over the sequence; ssm / the returned state [B, H, P, N] (None where not needed and
+        the chunk kernel ran, which does not return it)."""
         A = -self.A_log.float().exp()
         v = (xs.float() * dt[..., None]).transpose(1, 2)  # [B, H, T, P]
+        kernel = self.triton_kernels.get("decay_chunk")
+        if kernel is not None and ssm is None and not need_state:
+            y = kernel(c.transpose(1, 2), b.transpose(1, 2), v, (dt * A).transpose(1, 2), self.params.chunk)
+            return y.transpose(1, 2), None
         y, s = chunked_decay_attention(c.transpose(1, 2), b.transpose(1, 2), v, (dt * A).transpose(1, 2),
                                        None if ssm is None else ssm.transpose(-1, -2), self.params.chunk)
         return y.transpose(1, 2), s.transpose(-1, -2)
@@ -92,7 +98,7 @@ class Mamba2(OpModule):
         if (y := segmented_forward(self, x, ctx)) is not None:
             return y
         xs, z, dt, b, c, _ = self._inner(x, ctx, None)
-        y, _ = self._scan(xs, dt, b, c, None)
+        y, _ = self._scan(xs, dt, b, c, None, need_state=False)
         return self._out(y, xs, z)
 
 

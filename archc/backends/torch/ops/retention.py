@@ -107,6 +107,9 @@ class Retention(OpModule):
         if (y := segmented_forward(self, x, ctx)) is not None:
             return y
         q, k, v, g = self._qkvg(x, ctx)
+        kernel = self.triton_kernels.get("decay_chunk")
+        if kernel is not None:
+            return self._out(kernel(q, k, v, self._log_decay(x), self.params.chunk), g)
         y, _ = chunked_decay_attention(q, k, v, self._log_decay(x), chunk=self.params.chunk)
         return self._out(y, g)
 
