@@ -5,7 +5,8 @@ source from its file, so it must be one). The file's name carries a hash of ever
 decides its text — the template's source, the parameters, Triton's version — so a changed
 template or parameter renders anew and an unchanged one is imported from the cache. The cache is
 `$ARCHC_KERNEL_CACHE`, else `~/.cache/archc/kernels`; files are written atomically (a temporary
-file renamed into place), so concurrent processes never import half a file.
+file renamed into place), so concurrent processes never import half a file. An autotuned kernel's
+chosen configs are kept beside its file (`autotune.py`), so they are tuned once per cache.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from archc.backends.triton import KernelError
+from archc.backends.triton import KernelError, autotune
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -83,6 +84,7 @@ def render(template: str, **params: Any) -> Rendered:
         raise KernelError(f"cannot import the rendered kernel {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    autotune.attach(module, path)  # the choices an earlier process tuned, and later ones kept
     _LOADED[path] = Rendered(template, dict(params), path, module)
     return _LOADED[path]
 

@@ -18,6 +18,9 @@ def _pow2(n: int) -> int:
 
 def params(rule: str, key: int, value: int, v_major: bool = False) -> dict[str, Any]:
     """The template's parameters: the rule, key and value widths, their power-of-two blocks (value
-    blocks of at most 64, so a wide head spreads over programs), and the state's layout."""
+    blocks of at most 64, so a wide head spreads over programs), the state's layout, and whether
+    it autotunes its warps (on a GPU; `archc.backends.triton.autotune`)."""
+    from archc.backends.triton.autotune import tuning
+
     return {"RULE": rule, "K": key, "V": value, "BK": _pow2(key), "BV": min(64, _pow2(value)), "V_MAJOR": v_major,
-            "REFERENCE": REFERENCES[rule]}
+            "REFERENCE": REFERENCES[rule], "AUTOTUNE": tuning()}
