@@ -112,6 +112,9 @@ def _recurrent_step_params(op: str, params: dict[str, Any], in_types: list[Any])
         rule, key, value, v_major = "decay", p.d_state, p.head_dim, True
     elif op == "gated_deltanet":
         rule, key, value, v_major = "delta", p.head_dim, p.value_dim, False
+    elif op == "mlstm":
+        head = p.head_dim_for(in_types[0].width)
+        rule, key, value, v_major = "mlstm", head, head, False
     elif op == "rwkv_time_mix":
         if p.version != 6:
             return None  # RWKV-4's WKV keeps a vector state: not this kernel's
@@ -125,10 +128,12 @@ def _recurrent_step_params(op: str, params: dict[str, Any], in_types: list[Any])
 
 def _recurrent_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
     from archc.backends.torch.kernels.gated_delta_rule.triton import triton_delta_rule_step
+    from archc.backends.torch.kernels.mlstm.triton import triton_mlstm_step
     from archc.backends.torch.kernels.ssd.triton import triton_decay_step
     from archc.backends.torch.kernels.wkv6.triton import triton_wkv6_step
 
-    return {"decay": triton_decay_step, "delta": triton_delta_rule_step, "wkv": triton_wkv6_step}[params["RULE"]]
+    return {"decay": triton_decay_step, "delta": triton_delta_rule_step, "wkv": triton_wkv6_step,
+            "mlstm": triton_mlstm_step}[params["RULE"]]
 
 
 def _selective_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
@@ -178,6 +183,20 @@ def _decay_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_chunked_decay_attention
 
 
+def _wkv4_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
+    from archc.backends.torch.kernels.wkv4.specialize import params as template_params
+
+    if params.get("version", 4) != 4:
+        return None  # RWKV-6's WKV has a matrix state: the recurrent_step kernel's
+    return template_params(int(params.get("hidden") or in_types[0].width))
+
+
+def _wkv4_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.wkv4.triton import triton_wkv4_step
+
+    return triton_wkv4_step
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -187,12 +206,14 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/glu/naive.py"),
     Family("rotary", ("attention", "attention_packed"), _rotary_params, _rotary_bind,
            "archc/backends/torch/kernels/rotary/naive.py"),
-    Family("recurrent_step", ("mamba2", "retention", "retention_packed", "gated_deltanet", "rwkv_time_mix"),
+    Family("recurrent_step", ("mamba2", "retention", "retention_packed", "gated_deltanet", "rwkv_time_mix", "mlstm"),
            _recurrent_step_params, _recurrent_step_bind, "archc/backends/torch/kernels/ssd/naive.py"),
     Family("selective_step", ("mamba",), _selective_step_params, _selective_step_bind,
            "archc/backends/torch/kernels/selective_scan/naive.py"),
     Family("decay_chunk", ("mamba2", "retention", "retention_packed"), _decay_chunk_params, _decay_chunk_bind,
            "archc/backends/torch/kernels/ssd/naive.py"),
+    Family("wkv4_step", ("rwkv_time_mix",), _wkv4_step_params, _wkv4_step_bind,
+           "archc/backends/torch/kernels/wkv4/step.py"),
     Family("cross_entropy", ("lm_head",), _cross_entropy_params, _cross_entropy_bind,
            "archc/backends/torch/kernels/linear_cross_entropy/naive.py"),
 )}

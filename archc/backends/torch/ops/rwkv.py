@@ -90,7 +90,11 @@ class TimeMix(OpModule):
         if ctx is not None and ctx.attention_mask is not None:  # padded tokens add nothing
             k = k.masked_fill(~ctx.attention_mask[..., None], NEG)
         w, u = self.time_decay.float().exp(), self.time_first.float()
-        if state is not None and x.shape[1] == 1:  # one token: the recurrence itself
+        kernel = self.triton_kernels.get("wkv4_step")
+        if state is not None and x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():
+            wkv, (num, den, m) = kernel(w, u, k[:, 0], v[:, 0], state[1:])  # decoding: one launch
+            wkv = wkv[:, None]
+        elif state is not None and x.shape[1] == 1:  # one token: the recurrence itself
             wkv, (num, den, m) = wkv4_step(w, u, k[:, 0], v[:, 0], state[1:])
             wkv = wkv[:, None]
         else:

@@ -250,7 +250,11 @@ class MLSTM(OpModule):
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         q, k, v, log_f, i, xc, z, conv = self._inner(x, ctx, state[3])
         memory = (state[0], state[1], state[2])
-        if x.shape[1] == 1:  # one token: the recurrence itself
+        kernel = self.triton_kernels.get("recurrent_step")
+        if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
+            h, memory = kernel(q[:, :, 0], k[:, :, 0], v[:, :, 0], log_f[:, :, 0], i[:, :, 0], memory)
+            h = h[:, :, None]
+        elif x.shape[1] == 1:  # one token: the recurrence itself
             h, memory = mlstm_step(q[:, :, 0], k[:, :, 0], v[:, :, 0], log_f[:, :, 0], i[:, :, 0], memory)
             h = h[:, :, None]
         else:

@@ -1,9 +1,9 @@
 """The recurrent decode-step kernel (`archc::recurrent_step`, templates/recurrent_step.py.jinja) in
 Triton's interpreter, each rule against its reference: the scalar-decay rule against the
 recurrence token by token (kernels/ssd/naive.py), the gated delta rule and RWKV-6's WKV against
-their one-token steps (kernels/gated_delta_rule/step.py, kernels/wkv6/step.py) — both state layouts,
+their one-token steps (kernels/gated_delta_rule/step.py, kernels/wkv6/step.py, kernels/mlstm/step.py) — both state layouts,
 widths that are not powers of two (values over two programs' blocks), fp32 and bf16 inputs; and a
-model of Mamba-2, RetNet, Gated DeltaNet and RWKV-6 layers decodes with it as its torch build."""
+model of Mamba-2, RetNet, Gated DeltaNet, RWKV-6 and mLSTM layers decodes with it as its torch build."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import archc  # noqa: E402
 from archc.backends.torch import build  # noqa: E402
 from archc.backends.torch.kernels.gated_delta_rule.step import gated_delta_rule_step  # noqa: E402
 from archc.backends.torch.kernels.gated_delta_rule.triton import triton_delta_rule_step  # noqa: E402
+from archc.backends.torch.kernels.mlstm.step import mlstm_step  # noqa: E402
+from archc.backends.torch.kernels.mlstm.triton import triton_mlstm_step  # noqa: E402
 from archc.backends.torch.kernels.ssd.naive import naive_decay_attention  # noqa: E402
 from archc.backends.torch.kernels.ssd.triton import triton_decay_step  # noqa: E402
 from archc.backends.torch.kernels.wkv6.step import wkv6_step  # noqa: E402
@@ -25,7 +27,8 @@ from tests.backends.torch.kernels.criteria import BF16_FORWARD, FP32, rel_rms  #
 CASES = [("decay", 10, 70, False, torch.float32), ("decay", 16, 24, True, torch.float32),
          ("decay", 10, 70, True, torch.bfloat16), ("delta", 12, 70, False, torch.float32),
          ("delta", 16, 24, False, torch.bfloat16), ("wkv", 12, 70, False, torch.float32),
-         ("wkv", 16, 16, False, torch.bfloat16)]
+         ("wkv", 16, 16, False, torch.bfloat16), ("mlstm", 70, 70, False, torch.float32),
+         ("mlstm", 16, 16, False, torch.bfloat16)]
 
 
 @pytest.mark.parametrize(("rule", "key", "value", "v_major", "dtype"), CASES,
@@ -50,6 +53,13 @@ def test_kernel_equals_its_reference(rule, key, value, v_major, dtype):
         log_a, beta = -torch.rand(b, h, generator=g), torch.rand(b, h, generator=g)
         want_y, want_s = gated_delta_rule_step(q, k, v, log_a, beta, state)
         y, s = triton_delta_rule_step(low(q), low(k), low(v), log_a, beta, state)
+    elif rule == "mlstm":
+        log_f, i = -torch.rand(b, h, generator=g), torch.randn(b, h, generator=g)
+        memory = (state, torch.randn(b, h, key, generator=g), torch.randn(b, h, generator=g))
+        want_y, (want_s, want_n, want_m) = mlstm_step(q, k, v, log_f, i, memory)
+        y, (s, n, m) = triton_mlstm_step(low(q), low(k), low(v), log_f, i, memory)
+        bound = FP32 if dtype == torch.float32 else BF16_FORWARD
+        assert rel_rms(n, want_n) <= bound and rel_rms(m, want_m) <= FP32
     else:
         log_w, u = -torch.rand(b, h, key, generator=g), torch.randn(h, key, generator=g)
         want_y, want_s = wkv6_step(q, k, v, log_w, u, state)
@@ -65,6 +75,7 @@ RECURRENT = """model r(tokens) {
   x = x + retention(rmsnorm(x), heads=2, chunk=8)
   x = x + gated_deltanet(rmsnorm(x), heads=2, head_dim=8, chunk=8)
   x = x + rwkv_time_mix(rmsnorm(x), version=6, head_size=8, mix_rank=4, decay_rank=4)
+  x = x + mlstm(rmsnorm(x), heads=2, qkv_block=4)
   return lm_head(rmsnorm(x), tied=true)
 }
 """
@@ -74,7 +85,7 @@ def test_recurrent_mixers_decode_with_the_kernel_as_with_torch():
     graph = archc.loads(RECURRENT, "r.arch").graph
     torch_model, triton_model = (build(graph, seed=0, kernels=k).eval() for k in ("torch", "triton"))
     assert sorted(m.op for _, m in triton_model.op_modules() if "recurrent_step" in m.triton_kernels) == \
-        ["gated_deltanet", "mamba2", "retention_packed", "rwkv_time_mix"]
+        ["gated_deltanet", "mamba2", "mlstm", "retention_packed", "rwkv_time_mix"]
     prompt = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         outs = [m.step(prompt, 0, m.init_state(2, 12)) for m in (torch_model, triton_model)]

@@ -33,3 +33,24 @@ def _(rule: str, q: Tensor, k: Tensor, v: Tensor, decay: Tensor, extra: Tensor, 
       v_major: bool) -> tuple[Tensor, Tensor]:
     return (torch.empty(v.shape, dtype=torch.float32, device=v.device),
             torch.empty(state.shape, dtype=torch.float32, device=state.device))
+
+
+@triton_op("archc::mlstm_step", mutates_args=())
+def mlstm_step_op(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i: Tensor, c: Tensor, n: Tensor,
+                  m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The mLSTM rule: q, k [B, H, K]; v [B, H, V]; log f, i [B, H]; the memory C [B, H, K, V],
+    n [B, H, K], m [B, H]. Returns (h [B, H, V], C, n, m), fp32."""
+    p = params("mlstm", q.shape[-1], v.shape[-1])
+    kernel = render("recurrent_step", **p).module
+    y = torch.empty(v.shape, dtype=torch.float32, device=v.device)
+    c_new, n_new, m_new = (torch.empty(t.shape, dtype=torch.float32, device=t.device) for t in (c, n, m))
+    wrap_triton(kernel.recurrent_step)[(q.shape[0] * q.shape[1], -(-p["V"] // p["BV"]))](
+        q.contiguous(), k.contiguous(), v.contiguous(), log_f.contiguous(), i.contiguous(), c.contiguous(), c_new, y,
+        q.shape[1], n.contiguous(), m.contiguous(), n_new, m_new)
+    return y, c_new, n_new, m_new
+
+
+@mlstm_step_op.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i: Tensor, c: Tensor, n: Tensor,
+      m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return tuple(torch.empty(t.shape, dtype=torch.float32, device=t.device) for t in (v, c, n, m))  # type: ignore[return-value]
