@@ -197,6 +197,21 @@ def _wkv4_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_wkv4_step
 
 
+def _grouped_matmul_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
+    from archc.backends.torch.kernels.grouped_matmul.specialize import params as template_params
+
+    expert = params.get("expert") or {}
+    if expert.get("op") not in ("swiglu", "geglu") or expert.get("params", {}).get("bias"):
+        return None  # the grouped path is written for bias-free GLU experts (Mixtral, Qwen-MoE, Jamba)
+    return template_params(int(expert["params"]["hidden"]), in_types[0].width, False)
+
+
+def _grouped_matmul_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.grouped_matmul.triton import triton_grouped_matmul
+
+    return triton_grouped_matmul
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -214,6 +229,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/ssd/naive.py"),
     Family("wkv4_step", ("rwkv_time_mix",), _wkv4_step_params, _wkv4_step_bind,
            "archc/backends/torch/kernels/wkv4/step.py"),
+    Family("grouped_matmul", ("moe",), _grouped_matmul_params, _grouped_matmul_bind,
+           "archc/backends/torch/kernels/grouped_matmul/naive.py"),
     Family("cross_entropy", ("lm_head",), _cross_entropy_params, _cross_entropy_bind,
            "archc/backends/torch/kernels/linear_cross_entropy/naive.py"),
 )}

@@ -17,6 +17,7 @@ same in every mode. Dispatch then has two forms with identical results:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from archc.backends.torch.context import Context, tracing
 from archc.backends.torch.init import Init
 from archc.backends.torch.module import OpModule
+from archc.backends.torch.ops.ffn import ACTIVATIONS
 from archc.backends.torch.registry import implements
 
 
@@ -118,6 +120,8 @@ class MoE(OpModule):
         """Σ_e gate_e · expert_e(h) over the routed experts, for tokens h [N, d] with their gates
         [N, E] and choices [N, k]. (Expert parallelism replaces this on the instance with the
         all-to-all version: archc/backends/torch/distributed.py.)"""
+        if (grouped := self.triton_kernels.get("grouped_matmul")) is not None and not tracing():
+            return self._grouped(h, gates, top_i, grouped)
         out = torch.zeros_like(h)
         if tracing():  # no data-dependent shapes in traced graphs: every expert on every token
             for e, expert in enumerate(self.experts):
@@ -128,3 +132,21 @@ class MoE(OpModule):
                 if idx.numel():
                     out.index_add_(0, idx, self.experts[e](h[idx]) * gates[idx, e:e + 1])
         return out
+
+    def _grouped(self, h: Tensor, gates: Tensor, top_i: Tensor, grouped: Any) -> Tensor:
+        """`run_experts` with every expert's projections as one grouped matmul each (GLU experts:
+        gate, up, down): the (token, choice) rows sorted by expert, the experts' weights stacked
+        (autograd takes the stack's gradient back to each expert's own weights)."""
+        k = top_i.shape[1]
+        chosen = top_i.reshape(-1)
+        order = torch.argsort(chosen, stable=True)
+        token = order // k
+        counts = torch.bincount(chosen, minlength=len(self.experts))
+        offsets = F.pad(torch.cumsum(counts, 0), (1, 0))
+        rows = h[token]
+        weights = {n: torch.stack([getattr(e, n).weight for e in self.experts]) for n in ("gate_proj", "up_proj",
+                                                                                          "down_proj")}
+        act = F.silu if self.params.expert["op"] == "swiglu" else ACTIVATIONS["gelu_tanh"]
+        inner = act(grouped(rows, weights["gate_proj"], offsets)) * grouped(rows, weights["up_proj"], offsets)
+        y = grouped(inner, weights["down_proj"], offsets) * gates[token, chosen[order]][:, None]
+        return torch.zeros_like(h).index_add_(0, token, y)

@@ -1,0 +1,2 @@
+"""Mixture-of-experts' grouped matmul: `naive.py` a matmul per expert (the reference), `triton.py`
+one launch for all experts."""
