@@ -166,7 +166,11 @@ class SLSTM(OpModule):
 
     def _run(self, x: Tensor, ctx: Context | None, state: SLSTMState, conv_prev: Tensor | None):
         g, conv_state = self._gates(x, ctx, conv_prev)
-        h, state = slstm_scan(g, self.recurrent_kernel, state)
+        if g.shape[1] == 1:  # one token (decoding): the cell itself, which a compiled step traces
+            state = slstm_cell(wide(g[:, 0]), wide(self.recurrent_kernel), tuple(wide(s) for s in state))
+            h = state[0][:, None]
+        else:
+            h, state = slstm_scan(g, self.recurrent_kernel, state)
         return self.group_norm(h.to(x.dtype)), state, conv_state
 
     def _empty(self, batch: int, device: torch.device, dtype: torch.dtype = torch.float32) -> SLSTMState:
