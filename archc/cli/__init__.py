@@ -150,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
               "  = note: this is a bug in archc; please report it with the spec that triggered it\n"
               "  = help: set ARCHC_DEBUG=1 for the traceback", file=sys.stderr)
         return EXIT_INTERNAL
+    finally:
+        if argv is None:  # the process's own command: its work is done (or reported), so a Ctrl-C
+            # during the interpreter's shutdown would only print a traceback from a finalizer
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":
