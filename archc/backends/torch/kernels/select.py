@@ -212,6 +212,23 @@ def _grouped_matmul_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_grouped_matmul
 
 
+def _selective_scan_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.selective_scan.scan_specialize import MAX_STATE
+    from archc.backends.torch.kernels.selective_scan.scan_specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    p = REGISTRY[op].params(**params)
+    if p.d_state > MAX_STATE:
+        return f"a state of {p.d_state} exceeds one program's {MAX_STATE}"
+    return template_params(p.inner(in_types[0].width), p.d_state)
+
+
+def _selective_scan_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.selective_scan.triton import triton_selective_scan
+
+    return triton_selective_scan
+
+
 KERNELS: dict[str, Family] = {f.template: f for f in (
     Family("rms_norm", ("rmsnorm", "add_rmsnorm"), _rms_norm_params, _rms_norm_bind,
            "archc/backends/torch/kernels/rms_norm/naive.py"),
@@ -223,6 +240,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/rotary/naive.py"),
     Family("recurrent_step", ("mamba2", "retention", "retention_packed", "gated_deltanet", "rwkv_time_mix", "mlstm"),
            _recurrent_step_params, _recurrent_step_bind, "archc/backends/torch/kernels/ssd/naive.py"),
+    Family("selective_scan", ("mamba",), _selective_scan_params, _selective_scan_bind,
+           "archc/backends/torch/kernels/selective_scan/naive.py"),
     Family("selective_step", ("mamba",), _selective_step_params, _selective_step_bind,
            "archc/backends/torch/kernels/selective_scan/naive.py"),
     Family("decay_chunk", ("mamba2", "retention", "retention_packed"), _decay_chunk_params, _decay_chunk_bind,
