@@ -303,7 +303,7 @@ def _choose_one(node: Any, family: Family, in_types: list[Any], mode: str, unava
             raise KernelError(f"kernels=triton: `{node.id}` ({node.op}) cannot run the {family.template} kernel: {why}")
         return Choice(node.id, node.op, None, why, family=family.template)
     return Choice(node.id, node.op, family.template, "specialized: " + ", ".join(
-        f"{k}={v}" for k, v in spec.items()), spec, family.template)
+        f"{k}={v}" for k, v in spec.items() if k != "REFERENCE"), spec, family.template)
 
 
 def use_kernels(model: nn.Module, mode: str = "auto") -> list[Choice]:
