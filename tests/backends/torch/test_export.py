@@ -104,8 +104,8 @@ model t(tokens) {{
 def test_compile_matches_eager_per_family(spec):
     """torch.compile (dynamic shapes) of one spec per op family equals eager, at two lengths: the
     bidirectional and latent families. The causal ones (Performer, the Universal Transformer,
-    mixture-of-depths, Compressive, RMT, …) are tools/check_compiled.py's, at full tiny size with the
-    training step and the compiled decode step (docs/performance.md)."""
+    mixture-of-depths, Compressive, RMT, …) are tools/check_compiled.py's, at full tiny size with
+    dynamic shapes, the training step and the compiled decode step (docs/performance.md)."""
     model = build(f"specs/{spec}.arch", seed=0).eval()
     compiled = torch.compile(model, dynamic=True)
     v = _vocab(model)
