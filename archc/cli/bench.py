@@ -28,6 +28,13 @@ def _lengths(text: str) -> tuple[int, ...]:
     return out
 
 
+def _workloads(text: str) -> str:
+    """A comma-separated list of forward, train, decode."""
+    if not text or not set(text.split(",")) <= {"forward", "train", "decode"}:
+        raise argparse.ArgumentTypeError(f"{text!r}: a list of forward, train, decode")
+    return text
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from archc.errors import Diagnostic
 
@@ -148,9 +155,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("file", metavar="FILE", help="spec file (.arch)")
     b.add_argument("--vs", choices=("hf", "none"), default="hf",
                    help="the peer: hf (the transformers model of the spec's family, with the same weights) or none")
-    b.add_argument("--workloads", default="forward,train,decode",
-                   type=lambda s: s if set(s.split(",")) <= {"forward", "train", "decode"} and s else
-                   (_ for _ in ()).throw(argparse.ArgumentTypeError(f"{s!r}: a list of forward, train, decode")),
+    b.add_argument("--workloads", default="forward,train,decode", type=_workloads,
                    help="which of forward, train, decode to time (all three)")
     b.add_argument("--seq", type=_lengths, default=(512,), help="forward lengths at batch 1, e.g. 128,512,2048 (512)")
     b.add_argument("--train", type=_shape, default=(4, 256), metavar="BxT", help="the training step's batch (4x256)")

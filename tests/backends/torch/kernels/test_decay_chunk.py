@@ -12,11 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-import archc  # noqa: E402
-from archc.backends.torch import build  # noqa: E402
 from archc.backends.torch.kernels.ssd.naive import naive_decay_attention  # noqa: E402
 from archc.backends.torch.kernels.ssd.triton import triton_chunked_decay_attention  # noqa: E402
 from tests.backends.torch.kernels.criteria import BF16_FORWARD, BF16_GRAD, FP32, rel_rms  # noqa: E402
+from tests.backends.torch.kernels.models import assert_trains_as_torch  # noqa: E402
 
 #: flash-linear-attention's bound on decay gradients in bf16
 BF16_DECAY_GRAD = 0.02
@@ -60,17 +59,4 @@ MIXERS = """model s(tokens) {
 
 
 def test_mamba2_and_retention_train_with_the_kernels_as_with_torch():
-    graph = archc.loads(MIXERS, "s.arch").graph
-    ids = torch.randint(0, 64, (2, 21), generator=torch.Generator().manual_seed(1))
-    runs = []
-    for kernels in ("torch", "triton"):
-        model = build(graph, seed=0, kernels=kernels).train()
-        out = model(ids, labels=ids, skip_logits=False)
-        out.loss.backward()
-        runs.append((out.logits.detach(), {n: p.grad for n, p in model.named_parameters()}, model))
-    (a, ga, _), (b, gb, triton_model) = runs
-    assert sorted(m.op for _, m in triton_model.op_modules() if "decay_chunk" in m.triton_kernels) == \
-        ["mamba2", "retention_packed"]
-    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-    for n in ga:
-        torch.testing.assert_close(gb[n], ga[n], rtol=1e-4, atol=1e-5, msg=n)
+    assert_trains_as_torch(MIXERS, "decay_chunk", ["mamba2", "retention_packed"], length=21)

@@ -11,11 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-import archc  # noqa: E402
-from archc.backends.torch import build  # noqa: E402
 from archc.backends.torch.kernels.grouped_matmul.naive import naive_grouped_matmul  # noqa: E402
 from archc.backends.torch.kernels.grouped_matmul.triton import triton_grouped_matmul  # noqa: E402
 from tests.backends.torch.kernels.criteria import BF16_FORWARD, BF16_GRAD, FP32, rel_rms  # noqa: E402
+from tests.backends.torch.kernels.models import assert_trains_as_torch  # noqa: E402
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -38,22 +37,9 @@ def test_kernel_equals_a_matmul_per_expert(dtype):
 
 
 def test_a_mixture_of_experts_trains_with_the_grouped_matmul_as_with_torch():
-    spec = """model m(tokens) {
+    assert_trains_as_torch("""model m(tokens) {
   x = embed(tokens, 64, 24)
   x = x + moe(rmsnorm(x), experts=4, top_k=2, expert=swiglu(hidden=40))
   return lm_head(rmsnorm(x), tied=true)
 }
-"""
-    graph = archc.loads(spec, "m.arch").graph
-    ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(1))
-    runs = []
-    for kernels in ("torch", "triton"):
-        model = build(graph, seed=0, kernels=kernels).train()
-        out = model(ids, labels=ids, skip_logits=False)
-        out.loss.backward()
-        runs.append((out.logits.detach(), {n: p.grad for n, p in model.named_parameters()}, model))
-    (a, ga, _), (b, gb, triton_model) = runs
-    assert [m.op for _, m in triton_model.op_modules() if "grouped_matmul" in m.triton_kernels] == ["moe"]
-    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-    for n in ga:
-        torch.testing.assert_close(gb[n], ga[n], rtol=1e-4, atol=1e-6, msg=n)
+""", "grouped_matmul", ["moe"], length=11)

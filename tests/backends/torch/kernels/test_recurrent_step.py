@@ -12,8 +12,6 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-import archc  # noqa: E402
-from archc.backends.torch import build  # noqa: E402
 from archc.backends.torch.kernels.gated_delta_rule.step import gated_delta_rule_step  # noqa: E402
 from archc.backends.torch.kernels.gated_delta_rule.triton import triton_delta_rule_step  # noqa: E402
 from archc.backends.torch.kernels.mlstm.step import mlstm_step  # noqa: E402
@@ -23,6 +21,7 @@ from archc.backends.torch.kernels.ssd.triton import triton_decay_step  # noqa: E
 from archc.backends.torch.kernels.wkv6.step import wkv6_step  # noqa: E402
 from archc.backends.torch.kernels.wkv6.triton import triton_wkv6_step  # noqa: E402
 from tests.backends.torch.kernels.criteria import BF16_FORWARD, FP32, rel_rms  # noqa: E402
+from tests.backends.torch.kernels.models import assert_decodes_as_torch  # noqa: E402
 
 CASES = [("decay", 10, 70, False, torch.float32), ("decay", 16, 24, True, torch.float32),
          ("decay", 10, 70, True, torch.bfloat16), ("delta", 12, 70, False, torch.float32),
@@ -82,16 +81,5 @@ RECURRENT = """model r(tokens) {
 
 
 def test_recurrent_mixers_decode_with_the_kernel_as_with_torch():
-    graph = archc.loads(RECURRENT, "r.arch").graph
-    torch_model, triton_model = (build(graph, seed=0, kernels=k).eval() for k in ("torch", "triton"))
-    assert sorted(m.op for _, m in triton_model.op_modules() if "recurrent_step" in m.triton_kernels) == \
-        ["gated_deltanet", "mamba2", "mlstm", "retention_packed", "rwkv_time_mix"]
-    prompt = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        outs = [m.step(prompt, 0, m.init_state(2, 12)) for m in (torch_model, triton_model)]
-        for i in range(3):
-            token = outs[0][0][:, -1:].argmax(-1)
-            outs = [m.step(token, 5 + i, s) for m, (_, s) in zip((torch_model, triton_model), outs, strict=True)]
-            torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
-            for a, b in zip(outs[1][1], outs[0][1], strict=True):
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert_decodes_as_torch(RECURRENT, "recurrent_step",
+                            ["gated_deltanet", "mamba2", "mlstm", "retention_packed", "rwkv_time_mix"], prompt=5)

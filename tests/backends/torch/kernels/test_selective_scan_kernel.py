@@ -13,11 +13,10 @@ pytest.importorskip("triton")
 
 import torch.nn.functional as F  # noqa: E402
 
-import archc  # noqa: E402
-from archc.backends.torch import build  # noqa: E402
 from archc.backends.torch.kernels.selective_scan.naive import naive_selective_scan  # noqa: E402
 from archc.backends.torch.kernels.selective_scan.triton import triton_selective_scan  # noqa: E402
 from tests.backends.torch.kernels.criteria import BF16_FORWARD, BF16_GRAD, FP32, rel_rms  # noqa: E402
+from tests.backends.torch.kernels.models import assert_trains_as_torch  # noqa: E402
 
 #: flash-linear-attention's bound on decay gradients in bf16 (Δ and A here)
 BF16_DECAY_GRAD = 0.02
@@ -49,22 +48,9 @@ def test_kernel_equals_the_scan(batch, t, channels, states, dtype):
 
 
 def test_mamba_trains_with_the_kernel_as_with_torch():
-    spec = """model m(tokens) {
+    assert_trains_as_torch("""model m(tokens) {
   x = embed(tokens, 64, 24)
   x = x + mamba(rmsnorm(x), d_state=6, expand=2)
   return lm_head(rmsnorm(x), tied=true)
 }
-"""
-    graph = archc.loads(spec, "m.arch").graph
-    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
-    runs = []
-    for kernels in ("torch", "triton"):
-        model = build(graph, seed=0, kernels=kernels).train()
-        out = model(ids, labels=ids, skip_logits=False)
-        out.loss.backward()
-        runs.append((out.logits.detach(), {n: p.grad for n, p in model.named_parameters()}, model))
-    (a, ga, _), (b, gb, triton_model) = runs
-    assert [m.op for _, m in triton_model.op_modules() if "selective_scan" in m.triton_kernels] == ["mamba"]
-    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-    for n in ga:
-        torch.testing.assert_close(gb[n], ga[n], rtol=1e-4, atol=1e-5, msg=n)
+""", "selective_scan", ["mamba"])

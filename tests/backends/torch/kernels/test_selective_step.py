@@ -12,11 +12,10 @@ pytest.importorskip("triton")
 
 import torch.nn.functional as F  # noqa: E402
 
-import archc  # noqa: E402
-from archc.backends.torch import build  # noqa: E402
 from archc.backends.torch.kernels.selective_scan.naive import naive_selective_scan  # noqa: E402
 from archc.backends.torch.kernels.selective_scan.triton import triton_selective_step  # noqa: E402
 from tests.backends.torch.kernels.criteria import BF16_FORWARD, FP32, rel_rms  # noqa: E402
+from tests.backends.torch.kernels.models import assert_decodes_as_torch  # noqa: E402
 
 
 @pytest.mark.parametrize(("channels", "states", "dtype"), [(300, 12, torch.float32), (48, 16, torch.bfloat16)])  # 300 channels: two programs
@@ -37,21 +36,9 @@ def test_kernel_equals_the_scan(channels, states, dtype):
 
 
 def test_mamba_decodes_with_the_kernel_as_with_torch():
-    spec = """model m(tokens) {
+    assert_decodes_as_torch("""model m(tokens) {
   x = embed(tokens, 64, 24)
   x = x + mamba(rmsnorm(x), d_state=6, expand=2)
   return lm_head(rmsnorm(x), tied=true)
 }
-"""
-    graph = archc.loads(spec, "m.arch").graph
-    torch_model, triton_model = (build(graph, seed=0, kernels=k).eval() for k in ("torch", "triton"))
-    assert [m.op for _, m in triton_model.op_modules() if "selective_step" in m.triton_kernels] == ["mamba"]
-    prompt = torch.randint(0, 64, (2, 4), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        outs = [m.step(prompt, 0, m.init_state(2, 10)) for m in (torch_model, triton_model)]
-        for i in range(3):
-            token = outs[0][0][:, -1:].argmax(-1)
-            outs = [m.step(token, 4 + i, s) for m, (_, s) in zip((torch_model, triton_model), outs, strict=True)]
-            torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
-            for a, b in zip(outs[1][1], outs[0][1], strict=True):
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+""", "selective_step", ["mamba"])

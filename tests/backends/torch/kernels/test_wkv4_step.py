@@ -9,11 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-import archc  # noqa: E402
-from archc.backends.torch import build  # noqa: E402
 from archc.backends.torch.kernels.wkv4.step import wkv4_step  # noqa: E402
 from archc.backends.torch.kernels.wkv4.triton import triton_wkv4_step  # noqa: E402
 from tests.backends.torch.kernels.criteria import FP32, rel_rms  # noqa: E402
+from tests.backends.torch.kernels.models import assert_decodes_as_torch  # noqa: E402
 
 
 def test_kernel_equals_the_step():
@@ -31,21 +30,9 @@ def test_kernel_equals_the_step():
 
 
 def test_rwkv4_decodes_with_the_kernel_as_with_torch():
-    spec = """model r(tokens) {
+    assert_decodes_as_torch("""model r(tokens) {
   x = embed(tokens, 64, 24)
   x = x + rwkv_time_mix(layernorm(x), version=4)
   return lm_head(layernorm(x), tied=true)
 }
-"""
-    graph = archc.loads(spec, "r.arch").graph
-    torch_model, triton_model = (build(graph, seed=0, kernels=k).eval() for k in ("torch", "triton"))
-    assert [m.op for _, m in triton_model.op_modules() if "wkv4_step" in m.triton_kernels] == ["rwkv_time_mix"]
-    prompt = torch.randint(0, 64, (2, 4), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        outs = [m.step(prompt, 0, m.init_state(2, 10)) for m in (torch_model, triton_model)]
-        for i in range(3):
-            token = outs[0][0][:, -1:].argmax(-1)
-            outs = [m.step(token, 4 + i, s) for m, (_, s) in zip((torch_model, triton_model), outs, strict=True)]
-            torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-5)
-            for a, b in zip(outs[1][1], outs[0][1], strict=True):
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+""", "wkv4_step", ["rwkv_time_mix"])
