@@ -183,6 +183,23 @@ def _decay_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_chunked_decay_attention
 
 
+def _delta_chunk_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.gated_delta_rule.chunk_specialize import MAX_WIDTH
+    from archc.backends.torch.kernels.gated_delta_rule.chunk_specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    p = REGISTRY[op].params(**params)
+    if max(p.head_dim, p.value_dim) > MAX_WIDTH:
+        return f"heads of {p.head_dim}×{p.value_dim} exceed one program's {MAX_WIDTH}×{MAX_WIDTH}"
+    return template_params(p.head_dim, p.value_dim, p.chunk)
+
+
+def _delta_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.gated_delta_rule.triton import triton_chunk_gated_delta_rule
+
+    return triton_chunk_gated_delta_rule
+
+
 def _wkv4_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
     from archc.backends.torch.kernels.wkv4.specialize import params as template_params
 
@@ -246,6 +263,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/selective_scan/naive.py"),
     Family("decay_chunk", ("mamba2", "retention", "retention_packed"), _decay_chunk_params, _decay_chunk_bind,
            "archc/backends/torch/kernels/ssd/naive.py"),
+    Family("delta_chunk", ("gated_deltanet",), _delta_chunk_params, _delta_chunk_bind,
+           "archc/backends/torch/kernels/gated_delta_rule/naive.py"),
     Family("wkv4_step", ("rwkv_time_mix",), _wkv4_step_params, _wkv4_step_bind,
            "archc/backends/torch/kernels/wkv4/step.py"),
     Family("grouped_matmul", ("moe",), _grouped_matmul_params, _grouped_matmul_bind,

@@ -110,7 +110,11 @@ class GatedDeltaNet(OpModule):
         if (y := segmented_forward(self, x, ctx)) is not None:
             return y
         q, k, v, log_alpha, beta, z, _ = self._inner(x, ctx, None)
-        o, _ = chunk_gated_delta_rule(q, k, v, log_alpha, beta, chunk=self.params.chunk)
+        kernel = self.triton_kernels.get("delta_chunk")
+        if kernel is not None:
+            o = kernel(q, k, v, log_alpha, beta, self.params.chunk)
+        else:
+            o, _ = chunk_gated_delta_rule(q, k, v, log_alpha, beta, chunk=self.params.chunk)
         return self._out(o.to(x.dtype), z)
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
