@@ -200,6 +200,25 @@ def _delta_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_chunk_gated_delta_rule
 
 
+def _wkv6_chunk_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str | None:
+    from archc.backends.torch.kernels.wkv6.chunk_specialize import MAX_KEY
+    from archc.backends.torch.kernels.wkv6.chunk_specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    p = REGISTRY[op].params(**params)
+    if p.version != 6:
+        return None  # RWKV-4's WKV keeps a vector state: the wkv4 kernels'
+    if p.head_size > MAX_KEY:
+        return f"heads of {p.head_size} exceed one program's {MAX_KEY}"
+    return template_params(p.head_size, p.head_size)
+
+
+def _wkv6_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.wkv6.triton import triton_wkv6
+
+    return triton_wkv6
+
+
 def _wkv4_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
     from archc.backends.torch.kernels.wkv4.specialize import params as template_params
 
@@ -265,6 +284,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/ssd/naive.py"),
     Family("delta_chunk", ("gated_deltanet",), _delta_chunk_params, _delta_chunk_bind,
            "archc/backends/torch/kernels/gated_delta_rule/naive.py"),
+    Family("wkv6_chunk", ("rwkv_time_mix",), _wkv6_chunk_params, _wkv6_chunk_bind,
+           "archc/backends/torch/kernels/wkv6/naive.py"),
     Family("wkv4_step", ("rwkv_time_mix",), _wkv4_step_params, _wkv4_step_bind,
            "archc/backends/torch/kernels/wkv4/step.py"),
     Family("grouped_matmul", ("moe",), _grouped_matmul_params, _grouped_matmul_bind,

@@ -186,6 +186,8 @@ class TimeMix6(OpModule):
         elif state is not None and t == 1:  # one token: the recurrence itself
             y, wkv = wkv6_step(r[:, :, 0], k[:, :, 0], v[:, :, 0], log_w[:, :, 0], self.time_faaaa, state[1])
             y = y[:, :, None]
+        elif state is None and (chunk_kernel := self.triton_kernels.get("wkv6_chunk")) is not None:
+            y, wkv = chunk_kernel(r, k, v, log_w, self.time_faaaa), None  # training: no state to hand on
         else:
             y, wkv = wkv6(r, k, v, log_w, self.time_faaaa, None if state is None else state[1])
         y = F.group_norm(y.transpose(1, 2).reshape(b * t, self.a), self.h, wide(self.ln_x.weight),
