@@ -219,6 +219,24 @@ def _wkv6_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_wkv6
 
 
+def _mlstm_chunk_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.mlstm import MLSTM_CHUNK
+    from archc.backends.torch.kernels.mlstm.chunk_specialize import MAX_KEY
+    from archc.backends.torch.kernels.mlstm.chunk_specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    head = REGISTRY[op].params(**params).head_dim_for(in_types[0].width)
+    if head > MAX_KEY:
+        return f"heads of {head} exceed one program's {MAX_KEY}"
+    return template_params(head, head, MLSTM_CHUNK)
+
+
+def _mlstm_chunk_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.mlstm.triton import triton_mlstm
+
+    return triton_mlstm
+
+
 def _wkv4_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
     from archc.backends.torch.kernels.wkv4.specialize import params as template_params
 
@@ -286,6 +304,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/gated_delta_rule/naive.py"),
     Family("wkv6_chunk", ("rwkv_time_mix",), _wkv6_chunk_params, _wkv6_chunk_bind,
            "archc/backends/torch/kernels/wkv6/naive.py"),
+    Family("mlstm_chunk", ("mlstm",), _mlstm_chunk_params, _mlstm_chunk_bind,
+           "archc/backends/torch/kernels/mlstm/naive.py"),
     Family("wkv4_step", ("rwkv_time_mix",), _wkv4_step_params, _wkv4_step_bind,
            "archc/backends/torch/kernels/wkv4/step.py"),
     Family("grouped_matmul", ("moe",), _grouped_matmul_params, _grouped_matmul_bind,

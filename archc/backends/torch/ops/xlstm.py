@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.common import NEG, wide
-from archc.backends.torch.kernels.mlstm import mlstm_scan, mlstm_step
+from archc.backends.torch.kernels.mlstm import MLSTM_CHUNK, mlstm_scan, mlstm_step
 from archc.backends.torch.layers import causal_depthwise_conv, init_conv, mask_padding
 from archc.backends.torch.loops import exported_time_loop, segmented_forward
 from archc.backends.torch.module import OpModule, State
@@ -248,6 +248,9 @@ class MLSTM(OpModule):
         if (y := segmented_forward(self, x, ctx)) is not None:
             return y
         q, k, v, log_f, i, xc, z, _ = self._inner(x, ctx, None)
+        kernel = self.triton_kernels.get("mlstm_chunk")
+        if kernel is not None:
+            return self._out(kernel(q, k, v, log_f, i, MLSTM_CHUNK), xc, z)
         return self._out(mlstm_scan(q, k, v, log_f, i)[0], xc, z)
 
 
