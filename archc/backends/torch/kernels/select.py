@@ -251,6 +251,20 @@ def _wkv4_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_wkv4_step
 
 
+def _wkv4_scan_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
+    from archc.backends.torch.kernels.wkv4.specialize import scan_params
+
+    if params.get("version", 4) != 4:
+        return None  # RWKV-6's WKV has a matrix state: the wkv6_chunk kernels'
+    return scan_params(int(params.get("hidden") or in_types[0].width))
+
+
+def _wkv4_scan_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.wkv4.triton import triton_wkv4
+
+    return triton_wkv4
+
+
 def _grouped_matmul_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
     from archc.backends.torch.kernels.grouped_matmul.specialize import params as template_params
 
@@ -308,6 +322,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/mlstm/naive.py"),
     Family("wkv4_step", ("rwkv_time_mix",), _wkv4_step_params, _wkv4_step_bind,
            "archc/backends/torch/kernels/wkv4/step.py"),
+    Family("wkv4_scan", ("rwkv_time_mix",), _wkv4_scan_params, _wkv4_scan_bind,
+           "archc/backends/torch/kernels/wkv4/naive.py"),
     Family("grouped_matmul", ("moe",), _grouped_matmul_params, _grouped_matmul_bind,
            "archc/backends/torch/kernels/grouped_matmul/naive.py"),
     Family("cross_entropy", ("lm_head",), _cross_entropy_params, _cross_entropy_bind,

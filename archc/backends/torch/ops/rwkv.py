@@ -97,6 +97,8 @@ class TimeMix(OpModule):
         elif state is not None and x.shape[1] == 1:  # one token: the recurrence itself
             wkv, (num, den, m) = wkv4_step(w, u, k[:, 0], v[:, 0], state[1:])
             wkv = wkv[:, None]
+        elif state is None and (scan := self.triton_kernels.get("wkv4_scan")) is not None:
+            wkv, (num, den, m) = scan(w, u, k, v), (None, None, None)  # training: no state to hand on
         else:
             wkv, (num, den, m) = wkv4(w, u, k, v, None if state is None else state[1:])
         return self.output(r * wkv.to(x.dtype)), (x[:, -1].float(), num, den, m)
