@@ -28,6 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -126,30 +127,33 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype, n: int = 1024, 
 
 
 def hf_counterpart(model: ArchModel) -> tuple[Any, str]:
-    """(the transformers model of `model`'s family holding its weights, ""), or (None, why not)."""
+    """(the transformers model of `model`'s family holding its weights, ""), or (None, why not).
+
+    The weights travel as a user's would: `export_hf` writes the family's checkpoint (the
+    published layout) into a temporary folder and transformers' own `from_pretrained` reads it,
+    converting layouts as it does for every checkpoint (transformers 5 stacks a MoE's experts
+    on load)."""
     try:
         import transformers
     except ImportError:
         return None, "transformers is not installed (pip install 'archc[hf]')"
-    from archc.hf.match import match_family
+    import tempfile
 
-    match, why = match_family(model.canonical_graph)
-    if match is None:
-        return None, f"not a Hugging Face family: {why}"
-    config = dict(match.config)
-    model_type = config.pop("model_type")
-    config.pop("architectures", None)
-    try:
-        cfg = transformers.AutoConfig.for_model(model_type, **config)
-        hf = transformers.AutoModelForCausalLM.from_config(cfg)
-    except (ValueError, KeyError, ImportError) as e:
-        return None, f"transformers {transformers.__version__} cannot build {model_type}: {e}"
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    missing, unexpected = hf.load_state_dict(match.to_hf(state), strict=False)
-    # a tied head is one tensor in the checkpoint; every other tensor must be the spec's
-    missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_word_embeddings)]
+    from archc.hf.exporter import export_hf
+
+    with tempfile.TemporaryDirectory(prefix="archc-bench-") as tmp:
+        exported = export_hf(model, "", model.graph.name, Path(tmp) / "hf")
+        if exported.why_not_family is not None:
+            return None, f"not a Hugging Face family: {exported.why_not_family}"
+        try:
+            hf, info = transformers.AutoModelForCausalLM.from_pretrained(
+                exported.folder, dtype=next(model.parameters()).dtype, output_loading_info=True)
+        except (ValueError, KeyError, ImportError, OSError) as e:
+            return None, f"transformers {transformers.__version__} cannot load {exported.model_type}: {e}"
+    missing, unexpected = info.get("missing_keys", []), info.get("unexpected_keys", [])
     if missing or unexpected:
-        return None, f"the weights do not map onto {type(hf).__name__}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        return None, (f"the weights do not load into {type(hf).__name__}: missing {sorted(missing)[:3]}, "
+                      f"unexpected {sorted(unexpected)[:3]}")
     return hf.to(next(model.parameters()).device).eval(), ""
 
 

@@ -51,3 +51,30 @@ def test_bench_cli_json_plot_and_a_spec_without_a_family(tmp_path, write_spec, c
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert "ARC1307" in err and "Traceback" not in err
+
+
+MOE = """model m(tokens) {
+  x = embed(tokens, 64, 32)
+  x = x + attention(rmsnorm(x), heads=4, kv_heads=2, causal=true, pos=rope())
+  x = x + moe(rmsnorm(x), experts=4, top_k=2, expert=swiglu(hidden=48))
+  return lm_head(rmsnorm(x), tied=false)
+}
+"""
+
+
+def test_a_moe_twin_loads_through_transformers_own_loader(write_spec):
+    """Mixtral's experts are one module each in the published checkpoints and one stacked tensor
+    in transformers 5's module: the twin is read by `from_pretrained`, which converts, as a user's
+    checkpoint would be (a state-dict copy did not load)."""
+    import torch
+
+    from archc.backends.torch import build
+    from archc.bench import hf_counterpart
+
+    model = build(str(write_spec(MOE)), seed=0).eval()
+    hf, why = hf_counterpart(model)
+    assert hf is not None, why
+    ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids).logits, rtol=1e-5, atol=1e-5)
+    assert hf.config.model_type == "mixtral"
