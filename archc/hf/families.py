@@ -102,6 +102,49 @@ model {family}(tokens) {{
     return ImportPlan(family, spec, modules, layers, skip=("lm_head.weight",) if tied else ())
 
 
+def rwkv_family(f: Fields) -> ImportPlan:
+    """RWKV-4 (transformers' `RwkvForCausalLM`): the embedding's LayerNorm (`blocks.0.pre_ln`),
+    pre-norm blocks of LayerNorm → time-mix (WKV) → LayerNorm → channel-mix, a final LayerNorm,
+    a head. archc's weights carry transformers' names inside each block (`attention`,
+    `feed_forward`, their `time_*` parameters): only the norms are renamed."""
+    vocab, d, layers = f.int("vocab_size"), f.int("hidden_size"), f.int("num_hidden_layers")
+    attention = f.int("attention_hidden_size", d)
+    hidden = f.int("intermediate_size", 4 * d)
+    eps = f.number("layer_norm_epsilon", 1e-5)
+    tied = f.flag("tie_word_embeddings", False)
+    # transformers' eval mode halves the residual stream every `rescale_every` layers (and the
+    # weights writing into it) so that fp16 does not overflow: the trained function, which its
+    # train mode computes, up to LayerNorm's ε (3e-4 of the logits at width 64, measured); archc
+    # imports the trained function, and export-hf writes 0 (no rescaling)
+    f.get("rescale_every")
+    f.get("context_length")  # the training context; RWKV's recurrence has no window
+    at = "" if eps == 1e-5 else f", eps={_number(eps)}"
+    width = "" if attention == d else f", hidden={attention}"
+    spec = f"""# rwkv imported from a Hugging Face config by `archc import-hf` (docs/hf.md).
+model rwkv(tokens) {{
+  vocab = {vocab}
+  d = {d}
+  layers = {layers}
+
+  block layer(x) {{
+    x = x + rwkv_time_mix(layernorm(x{at}), version=4{width})
+    return x + rwkv_channel_mix(layernorm(x{at}), hidden={hidden})
+  }}
+
+  x = embed(tokens, vocab, d)
+  x = layernorm(x{at}, name="pre_ln")
+  x = repeat(layers, layer, name="blocks")(x)
+  return lm_head(layernorm(x{at}, name="ln_out"), tied={"true" if tied else "false"})
+}}
+"""
+    modules = {"embed": "rwkv.embeddings", "pre_ln": "rwkv.blocks.0.pre_ln", "blocks.{i}.norm": "rwkv.blocks.{i}.ln1",
+               "blocks.{i}.attention": "rwkv.blocks.{i}.attention", "blocks.{i}.norm_1": "rwkv.blocks.{i}.ln2",
+               "blocks.{i}.feed_forward": "rwkv.blocks.{i}.feed_forward", "ln_out": "rwkv.ln_out"}
+    if not tied:
+        modules["lm_head"] = "head"
+    return ImportPlan("rwkv", spec, modules, layers, skip=("head.weight",) if tied else ())
+
+
 def gpt2_family(family: str, f: Fields) -> ImportPlan:
     """GPT-2: learned positions, pre-norm blocks of LayerNorm → MHA with biases → LayerNorm →
     an MLP with GELU (tanh, `gelu_new`), a tied head. Its `Conv1D` weights are stored [in, out]
@@ -317,5 +360,6 @@ FAMILIES: dict[str, Callable[[Fields], ImportPlan]] = {
     **{name: (lambda f, name=name: neox_family(name, f)) for name in ("gpt_neox", "stablelm")},
     **{name: (lambda f, name=name: hybrid_family(name, f)) for name in ("jamba", "bamba")},
     "qwen3_next": qwen3_next_family,
+    "rwkv": rwkv_family,
     "bert": lambda f: bert_family("bert", f),
 }

@@ -135,6 +135,8 @@ def propose(graph: Graph) -> dict[str, Any] | str:
         return _qwen3_next(graph, attn, common)
     if mixers:
         return _mamba(graph, mixers, common)
+    if not attn and any(n.op == "rwkv_time_mix" for n in graph.walk()):
+        return _rwkv(graph, common)
     if not attn:
         from archc.ops.registry import REGISTRY
 
@@ -496,6 +498,22 @@ def _bert(graph: Graph, attn: list[Node], head: Node, common: dict[str, Any]) ->
     else:
         cfg["architectures"] = ["BertForMaskedLM"]
     return cfg
+
+
+def _rwkv(graph: Graph, common: dict[str, Any]) -> dict[str, Any] | str:
+    """RWKV-4's config; the graph is then compared with the spec it imports to (`match_family`)."""
+    mixes = [n for n in graph.walk() if n.op == "rwkv_time_mix"]
+    if any(int(n.params.get("version", 4)) != 4 for n in mixes):
+        return "its RWKV layers are RWKV-6 (Finch), which transformers does not implement"
+    channel = [n for n in graph.walk() if n.op == "rwkv_channel_mix"]
+    norms = [n for n in graph.walk() if n.op == "layernorm"]
+    if not channel or not norms:
+        return "it is not RWKV-4's blocks of time-mix and channel-mix"
+    d = common["hidden_size"]
+    return {"model_type": "rwkv", "architectures": ["RwkvForCausalLM"], **common,
+            "num_hidden_layers": len(mixes), "attention_hidden_size": int(mixes[0].params.get("hidden") or d),
+            "intermediate_size": int(channel[0].params["hidden"]),
+            "layer_norm_epsilon": float(norms[0].params.get("eps", 1e-5)), "rescale_every": 0}
 
 
 def _mamba(graph: Graph, mixers: list[Node], common: dict[str, Any]) -> dict[str, Any] | str:

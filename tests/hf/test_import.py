@@ -72,6 +72,8 @@ FAMILIES = {
         "moe_intermediate_size": 32, "shared_expert_intermediate_size": 48, "num_experts": 4,
         "num_experts_per_tok": 2}),
     "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"pad_token_id": None, "eos_token_id": None}),
+    # RWKV-4 (its default rescale_every of 6 halves nothing in two layers: see `rwkv_family`)
+    "rwkv": ("RwkvConfig", "RwkvForCausalLM", {"bos_token_id": None, "eos_token_id": None}),
     "gemma": ("GemmaConfig", "GemmaForCausalLM", {"head_dim": 16}),
     # caps small enough to bend the scores and logits; a sliding layer and a full one
     "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {
@@ -88,14 +90,15 @@ FAMILIES = {
 #: fp32 and below): compared in fp32 within 1e-4, as the issue allows
 FP32_REFERENCE = {"mixtral", "qwen2_moe", "qwen3_moe", "jamba", "qwen3_next"}
 #: families with SSM layers (archc's SSM steps keep their state in fp32: decoding compared in fp32)
-SSM = {"mamba", "mamba2", "falcon_mamba", "jamba", "bamba", "qwen3_next"}
+SSM = {"mamba", "mamba2", "falcon_mamba", "jamba", "bamba", "qwen3_next", "rwkv"}
 #: the Llama family's widths; the Mamba family's configs take theirs from `hidden_size` and `expand`
 LLAMA_ONLY = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "rms_norm_eps")
 
 
 def _save(tmp_path, family: str, **extra):
     cfg_cls, model_cls, settings = FAMILIES[family]
-    unused = LLAMA_ONLY if "mamba" in family else ("rms_norm_eps",) if family in ("olmo", "stablelm") else \
+    unused = LLAMA_ONLY if "mamba" in family else ("num_attention_heads", "num_key_value_heads", "rms_norm_eps") \
+        if family == "rwkv" else ("rms_norm_eps",) if family in ("olmo", "stablelm") else \
         ("rms_norm_eps", "num_key_value_heads") if family == "gpt_neox" else ()
     small = {k: v for k, v in SMALL.items() if k not in unused} if family != "gpt2" else {"vocab_size": 128}
     cfg = getattr(transformers, cfg_cls)(**{**small, **settings, **extra})
