@@ -12,9 +12,10 @@ step in gpt-fast's style.
   state's length is rounded up to a power of two (`capacity`), so a prompt a few tokens longer does
   not recompile either: each batch size and capacity compiles once per process (and Inductor's
   on-disk cache makes a later process's compile cheaper). The prompt is prefilled by the eager
-  step, whose shapes change with every prompt. A step with an op Dynamo cannot trace (S4-DPLR's
-  complex recurrence, `torch.compiler.disable`d) runs eagerly, with a warning (`graph_break` says
-  why): compiled around the break, S4-DPLR's step measured 5.9 ms a token against 4.9 eager.
+  step, whose shapes change with every prompt. A step with an op Dynamo cannot trace (a
+  `torch.compiler.disable`d call) runs eagerly, with a warning (`graph_break` says why): compiled
+  around the break, S4-DPLR's step (when its one-token recurrence was such a call) measured 5.9 ms
+  a token against 4.9 eager. Every spec's step is one graph today (tools/check_compiled.py).
 
 Compilation needs a C++ compiler on the CPU (Inductor generates C++) and Triton on CUDA; where
 it fails, `CompileError` says why (ARC1702).
@@ -76,8 +77,9 @@ class DecodeStep:
     mode: str = "default"
     #: seconds the first compiled call took (tracing and code generation included); None before
     compile_seconds: float | None = None
-    #: why the step is not one graph ("" when it is): an op Dynamo cannot trace (S4-DPLR's complex
-    #: recurrence); the step then runs eagerly (compiled around the break it measured slower)
+    #: why the step is not one graph ("" when it is): an op Dynamo cannot trace (a
+    #: `torch.compiler.disable`d call); the step then runs eagerly (compiled around the break it
+    #: measured slower)
     graph_break: str = ""
     state: State = field(init=False)
     _fn: Any = field(init=False, repr=False)

@@ -78,3 +78,27 @@ def test_compiled_decode_step_equals_the_eager_step(hybrid):
         model.generate(again, max_new_tokens=2, num_beams=2, compile=True)
     with pytest.raises(ValueError, match="capacity"):
         step(again[:, :1], MIN_CAPACITY)
+
+
+@torch.compiler.disable
+def _untraceable(y: torch.Tensor) -> torch.Tensor:
+    return y * 1.0
+
+
+def test_a_step_that_is_not_one_graph_runs_eagerly_with_a_warning(write_spec):
+    """An op whose step Dynamo cannot trace whole (a `torch.compiler.disable`d call, as S4-DPLR's
+    prompt recurrence is) is not compiled around: the decoder warns, says why in `graph_break`,
+    and runs the eager step, which decodes what the model's own step does."""
+    model = archc.build(str(write_spec(tiny_lm_spec(vocab=64))), seed=0).eval()
+    _, norm = next((n, m) for n, m in model.op_modules() if m.op == "rmsnorm")
+    plain = norm.forward
+    norm.forward = lambda x, ctx=None: _untraceable(plain(x, ctx))  # type: ignore[method-assign]
+    step = DecodeStep(model, batch=1, capacity=MIN_CAPACITY)
+    ids = torch.randint(0, 64, (1, 4), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        step.prefill(ids)
+        with pytest.warns(UserWarning, match="not one graph"):
+            got = step(ids[:, -1:], 4)
+        want, _ = model.step(ids[:, -1:], 4, model.step(ids, 0, model.init_state(1, MIN_CAPACITY))[1])
+    assert step.graph_break and step.compile_seconds is not None
+    torch.testing.assert_close(got, want)

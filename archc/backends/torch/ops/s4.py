@@ -172,18 +172,23 @@ class S4(OpModule):
         cr, ci = self.C.float().unbind(-1)
         return interleave((2 * cr, -2 * ci))
 
-    def real_system(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(Ā [H, N, N], B̄ [H, N], c [channels, H, N]) in real coordinates, computed in real
-        arithmetic: the exported form's system (`lti_scan`), the same discretization as `discrete`."""
+    def real_discrete(self) -> tuple[Pair, Pair]:
+        """(Ā, B̄) [H, N/2] as (real, imaginary) pairs: `discrete`'s system computed in real
+        arithmetic, which Inductor fuses and exports to ONNX (complex exp is neither: in eager
+        mode it is a scalar loop, 0.15 ms a layer for [256, 32])."""
         dt = self.log_dt.float().exp()[:, None]
         a = (-self.A_real.float().exp(), self.A_imag.float())
         b = self.B.float().unbind(-1)
         z = (dt * a[0], dt * a[1])
         if self.params.discretization == "zoh":
-            a_bar, b_bar = cexp(z), cmul(cdiv(cexpm1(z), a), b)
-        else:
-            den = (1 - z[0] / 2, -z[1] / 2)
-            a_bar, b_bar = cdiv((1 + z[0] / 2, z[1] / 2), den), cdiv((dt * b[0], dt * b[1]), den)
+            return cexp(z), cmul(cdiv(cexpm1(z), a), b)
+        den = (1 - z[0] / 2, -z[1] / 2)
+        return cdiv((1 + z[0] / 2, z[1] / 2), den), cdiv((dt * b[0], dt * b[1]), den)
+
+    def real_system(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(Ā [H, N, N], B̄ [H, N], c [channels, H, N]) in real coordinates: the exported form's
+        system (`lti_scan`), the same discretization as `discrete`."""
+        a_bar, b_bar = self.real_discrete()
         return diagonal_in_real_coordinates(a_bar), interleave(b_bar), self.readout()
 
     def exported_conv(self, u: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -240,12 +245,12 @@ class S4(OpModule):
         u = x.float().transpose(1, 2)
         if torch.compiler.is_exporting():
             y, new = self.exported_conv(u, state[0])
-        elif x.shape[1] == 1:  # the recurrence: x ← Ā x + B̄ u, y = 2 Re(C x)
-            log_da, db, C = self.discrete()
-            s = torch.view_as_complex(state[0].unflatten(-1, (self.m, 2)).contiguous())
-            s = log_da.exp() * s + db * u
-            y = 2 * (C[0] * s).sum(-1, keepdim=True).real
-            new = torch.view_as_real(s).flatten(-2)
+        elif x.shape[1] == 1:  # the recurrence: x ← Ā x + B̄ u, y = 2 Re(C x), in (re, im) pairs
+            a_bar, b_bar = self.real_discrete()
+            sr, si = state[0].float().unflatten(-1, (self.m, 2)).unbind(-1)
+            s = (a_bar[0] * sr - a_bar[1] * si + b_bar[0] * u, a_bar[0] * si + a_bar[1] * sr + b_bar[1] * u)
+            new = interleave(s)
+            y = (new * self.readout()[0]).sum(-1, keepdim=True)
         else:
             y, new = self._conv(u, state[0])
         return self._finish(y, u, x.dtype), (new,)
@@ -393,7 +398,14 @@ class S4DPLR(S4):
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         u = x.float().transpose(1, 2)
-        y, new = self.exported_conv(u, state[0]) if torch.compiler.is_exporting() else _dplr_steps(self, u, state[0])
+        if torch.compiler.is_exporting():
+            y, new = self.exported_conv(u, state[0])
+        elif x.shape[1] == 1:  # one token: the recurrence inline, so that a compiled decode step is one graph
+            x_new = self._recur(state[0].float().unflatten(-1, (self.m, 2)).unbind(-1), u[..., 0], self._step_consts())
+            new = interleave(x_new)
+            y = (new * self.readout()[0]).sum(-1, keepdim=True)
+        else:
+            y, new = _dplr_steps(self, u, state[0])
         return self._finish(y, u, x.dtype), (new,)
 
 
