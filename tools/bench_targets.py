@@ -10,7 +10,9 @@ docs/bench_results.json and the tables of docs/performance.md.
 * mamba-tiny vs `MambaForCausalLM`: forward 1×2048, train 4×256, decode (targets: decode ≤ 0.3×,
   forward ≥ 5× faster, train ≥ 20× faster);
 * every recurrent tiny spec's compiled decode per token, and its ratio to llama-tiny's measured in
-  the same run (target: within 2×).
+  the same run (target: within 2×);
+* the other specs with a transformers twin (`--only twins`): mixtral-tiny, mamba2-tiny, rwkv-tiny
+  and qwen3-next-tiny (Gated DeltaNet), forward 1×512, train 4×256, decode (no targets: reported).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from tools.results import load_results, publish, record  # noqa: E402
 PAIRS_START, PAIRS_END = "<!-- bench table: tools/bench_targets.py -->", "<!-- end of bench table -->"
 REC_START, REC_END = "<!-- recurrent decode table: tools/bench_targets.py -->", "<!-- end of recurrent decode table -->"
 RECURRENT = ("mamba-tiny", "mamba2-tiny", "retnet-tiny", "rwkv-tiny", "rwkv6-tiny", "xlstm-tiny", "gated-deltanet-tiny",
-             "s4-lm", "s4-dplr-lm", "jamba-tiny")
+             "s4-lm", "s4-dplr-lm", "jamba-tiny", "qwen3-next-tiny")
+#: the other specs that are exactly a transformers model (archc bench --vs hf finds them)
+TWINS = ("mixtral-tiny", "mamba2-tiny", "rwkv-tiny", "qwen3-next-tiny")
 
 
 def pair(name: str, seq: int, repeat: int) -> dict:
@@ -68,7 +72,7 @@ def _t(report: dict, workload: str, runner: str) -> dict | None:
 def pairs_table(results: dict) -> str:
     rows = ["| model | workload | archc eager | archc compiled | transformers | eager ÷ HF | compiled ÷ HF | "
             "of matmul peak: eager / compiled / HF |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for key in ("llama", "mamba"):
+    for key in ("llama", "mamba", *TWINS):
         rep = results.get(key)
         if not rep:
             continue
@@ -97,7 +101,7 @@ def recurrent_table(results: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--only", default="llama,mamba,recurrent")
+    ap.add_argument("--only", default="llama,mamba,recurrent,twins")
     ap.add_argument("--json", default=str(ROOT / "docs/bench_results.json"))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -111,6 +115,9 @@ def main() -> None:
         record(out, results, "llama", pair("llama-tiny", 512, args.repeat))
     if "mamba" in only:
         record(out, results, "mamba", pair("mamba-tiny", 2048, args.repeat))
+    if "twins" in only:
+        for name in TWINS:
+            record(out, results, name, pair(name, 512, args.repeat))
     if "recurrent" in only:
         record(out, results, "recurrent", recurrent(args.repeat))
     publish(out, ROOT / "docs/performance.md", PAIRS_START, PAIRS_END, pairs_table(results))
