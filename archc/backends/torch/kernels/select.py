@@ -119,6 +119,12 @@ def _recurrent_step_params(op: str, params: dict[str, Any], in_types: list[Any])
         if p.version != 6:
             return None  # RWKV-4's WKV keeps a vector state: not this kernel's
         rule, key, value, v_major = "wkv", p.head_size, p.head_size, False
+    elif op in ("linear_attention", "performer_attention"):
+        if not p.causal:
+            return None  # bidirectional: no recurrent step
+        head = p.head_dim_for(in_types[0].width)
+        # S and the normalizer z as one [m, head_dim + 1] state (v with a column of ones), undecayed
+        rule, key, value, v_major = "decay", p.features if op == "performer_attention" else head, head + 1, False
     else:
         rule, (key, value), v_major = "decay", p.head_dims_for(in_types[0].width), False
     if key > MAX_KEY:
@@ -265,6 +271,23 @@ def _wkv4_scan_bind(params: dict[str, Any]) -> Callable[..., Any]:
     return triton_wkv4
 
 
+def _slstm_step_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | str:
+    from archc.backends.torch.kernels.slstm.specialize import MAX_HEAD
+    from archc.backends.torch.kernels.slstm.specialize import params as template_params
+    from archc.ops.registry import REGISTRY
+
+    head = REGISTRY[op].params(**params).head_dim_for(in_types[0].width)
+    if head > MAX_HEAD:
+        return f"heads of {head} exceed one program's {MAX_HEAD}"
+    return template_params(head)
+
+
+def _slstm_step_bind(params: dict[str, Any]) -> Callable[..., Any]:
+    from archc.backends.torch.kernels.slstm.triton import triton_slstm_step
+
+    return triton_slstm_step
+
+
 def _grouped_matmul_params(op: str, params: dict[str, Any], in_types: list[Any]) -> dict[str, Any] | None:
     from archc.backends.torch.kernels.grouped_matmul.specialize import params as template_params
 
@@ -306,7 +329,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/glu/naive.py"),
     Family("rotary", ("attention", "attention_packed"), _rotary_params, _rotary_bind,
            "archc/backends/torch/kernels/rotary/naive.py"),
-    Family("recurrent_step", ("mamba2", "retention", "retention_packed", "gated_deltanet", "rwkv_time_mix", "mlstm"),
+    Family("recurrent_step", ("mamba2", "retention", "retention_packed", "gated_deltanet", "rwkv_time_mix", "mlstm",
+                              "linear_attention", "performer_attention"),
            _recurrent_step_params, _recurrent_step_bind, "archc/backends/torch/kernels/ssd/naive.py"),
     Family("selective_scan", ("mamba",), _selective_scan_params, _selective_scan_bind,
            "archc/backends/torch/kernels/selective_scan/naive.py"),
@@ -324,6 +348,8 @@ KERNELS: dict[str, Family] = {f.template: f for f in (
            "archc/backends/torch/kernels/wkv4/step.py"),
     Family("wkv4_scan", ("rwkv_time_mix",), _wkv4_scan_params, _wkv4_scan_bind,
            "archc/backends/torch/kernels/wkv4/naive.py"),
+    Family("slstm_step", ("slstm",), _slstm_step_params, _slstm_step_bind,
+           "archc/backends/torch/ops/xlstm.py"),
     Family("grouped_matmul", ("moe",), _grouped_matmul_params, _grouped_matmul_bind,
            "archc/backends/torch/kernels/grouped_matmul/naive.py"),
     Family("cross_entropy", ("lm_head",), _cross_entropy_params, _cross_entropy_bind,

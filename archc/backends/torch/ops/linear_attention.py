@@ -105,7 +105,12 @@ class _KernelAttention(AttentionCore):
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         fq, fk, v1 = self._fqkv(x, ctx)
         s = torch.cat((state[0], state[1][..., None]), dim=-1)
-        if x.shape[1] == 1:  # one token: the plain recurrence
+        kernel = self.triton_kernels.get("recurrent_step")
+        if x.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
+            no_decay = torch.zeros(fk.shape[:2], dtype=torch.float32, device=fk.device)
+            out, s = kernel(fq[:, :, 0], fk[:, :, 0], v1[:, :, 0], no_decay, s)
+            out = out[:, :, None]
+        elif x.shape[1] == 1:  # one token: the plain recurrence
             s = s + fk.transpose(-1, -2) @ v1
             out = fq @ s
         else:

@@ -166,7 +166,11 @@ class SLSTM(OpModule):
 
     def _run(self, x: Tensor, ctx: Context | None, state: SLSTMState, conv_prev: Tensor | None):
         g, conv_state = self._gates(x, ctx, conv_prev)
-        if g.shape[1] == 1:  # one token (decoding): the cell itself, which a compiled step traces
+        kernel = self.triton_kernels.get("slstm_step")
+        if g.shape[1] == 1 and kernel is not None and not torch.is_grad_enabled():  # decoding: one launch
+            state = kernel(g[:, 0], self.recurrent_kernel, tuple(wide(s) for s in state))
+            h = state[0][:, None]
+        elif g.shape[1] == 1:  # one token (decoding): the cell itself, which a compiled step traces
             state = slstm_cell(wide(g[:, 0]), wide(self.recurrent_kernel), tuple(wide(s) for s in state))
             h = state[0][:, None]
         else:

@@ -3,7 +3,8 @@ Triton's interpreter, each rule against its reference: the scalar-decay rule aga
 recurrence token by token (kernels/ssd/naive.py), the gated delta rule and RWKV-6's WKV against
 their one-token steps (kernels/gated_delta_rule/step.py, kernels/wkv6/step.py, kernels/mlstm/step.py) — both state layouts,
 widths that are not powers of two (values over two programs' blocks), fp32 and bf16 inputs; and a
-model of Mamba-2, RetNet, Gated DeltaNet, RWKV-6 and mLSTM layers decodes with it as its torch build."""
+model of Mamba-2, RetNet, Gated DeltaNet, RWKV-6, mLSTM, causal linear attention and Performer layers
+decodes with it as its torch build (linear attention: the decay rule with log a = 0 over [S | z])."""
 
 from __future__ import annotations
 
@@ -75,6 +76,8 @@ RECURRENT = """model r(tokens) {
   x = x + gated_deltanet(rmsnorm(x), heads=2, head_dim=8, chunk=8)
   x = x + rwkv_time_mix(rmsnorm(x), version=6, head_size=8, mix_rank=4, decay_rank=4)
   x = x + mlstm(rmsnorm(x), heads=2, qkv_block=4)
+  x = x + linear_attention(rmsnorm(x), heads=2, causal=true)
+  x = x + performer_attention(rmsnorm(x), heads=2, features=12, causal=true)
   return lm_head(rmsnorm(x), tied=true)
 }
 """
@@ -82,4 +85,5 @@ RECURRENT = """model r(tokens) {
 
 def test_recurrent_mixers_decode_with_the_kernel_as_with_torch():
     assert_decodes_as_torch(RECURRENT, "recurrent_step",
-                            ["gated_deltanet", "mamba2", "mlstm", "retention_packed", "rwkv_time_mix"], prompt=5)
+                            ["gated_deltanet", "linear_attention", "mamba2", "mlstm", "performer_attention",
+                             "retention_packed", "rwkv_time_mix"], prompt=5)
