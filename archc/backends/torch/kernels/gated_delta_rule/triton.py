@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from archc.backends.torch.kernels.gated_delta_rule.chunk_specialize import params as chunk_params
+from archc.backends.torch.kernels.launch import chunk_cumsum, chunk_rows, from_chunk_rows
 from archc.backends.torch.kernels.recurrent_step.triton import recurrent_step
 from archc.backends.triton.render import render
 
@@ -33,6 +33,16 @@ def _chunk_kernels(key: int, value: int, chunk: int) -> tuple[Any, dict[str, Any
     return render("delta_chunk", **p).module, p
 
 
+def _wy(kern: Any, k: Tensor, v: Tensor, gamma: Tensor, beta: Tensor, chunks: int) -> tuple[Tensor, Tensor]:
+    """W, U of every chunk (`chunk_prep`): the forward's, and again the backward's (cheaper than
+    keeping them)."""
+    bh, t, _ = k.shape
+    w = torch.empty(k.shape, dtype=torch.float32, device=k.device)
+    u = torch.empty(v.shape, dtype=torch.float32, device=k.device)
+    wrap_triton(kern.chunk_prep)[(bh, chunks)](k, v, gamma, beta, w, u, t)
+    return w, u
+
+
 @triton_op("archc::delta_chunk", mutates_args=())
 def _delta_chunk(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, beta: Tensor,
                  chunk: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -40,12 +50,10 @@ def _delta_chunk(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, beta: Tensor,
     value = v.shape[-1]
     kern, p = _chunk_kernels(key, value, chunk)
     chunks = t // p["C"]
-    w = torch.empty(bh, t, key, dtype=torch.float32, device=q.device)
-    u = torch.empty(bh, t, value, dtype=torch.float32, device=q.device)
+    w, u = _wy(kern, k, v, gamma, beta, chunks)
     states = torch.empty(bh, chunks + 1, key, value, dtype=torch.float32, device=q.device)
     v_new = torch.empty_like(u)
     o = torch.empty_like(u)
-    wrap_triton(kern.chunk_prep)[(bh, chunks)](k, v, gamma, beta, w, u, t)
     wrap_triton(kern.chunk_states)[(bh,)](k, gamma, w, u, states, v_new, t, chunks)
     wrap_triton(kern.chunk_output)[(bh, chunks)](q, k, gamma, states, v_new, o, t, chunks)
     return o, states, v_new
@@ -65,9 +73,7 @@ def _delta_chunk_backward(q: Tensor, k: Tensor, v: Tensor, gamma: Tensor, beta: 
     value = v.shape[-1]
     kern, p = _chunk_kernels(key, value, chunk)
     chunks = t // p["C"]
-    w = torch.empty(bh, t, key, dtype=torch.float32, device=q.device)
-    u = torch.empty(bh, t, value, dtype=torch.float32, device=q.device)
-    wrap_triton(kern.chunk_prep)[(bh, chunks)](k, v, gamma, beta, w, u, t)  # W again: cheaper than keeping it
+    w, _ = _wy(kern, k, v, gamma, beta, chunks)
     d_states = torch.empty(bh, chunks, key, value, dtype=torch.float32, device=q.device)
     wrap_triton(kern.chunk_state_grads)[(bh,)](q, k, gamma, w, do, d_states, t, chunks)
     dq = torch.empty(bh, t, key, dtype=torch.float32, device=q.device)
@@ -108,16 +114,8 @@ def triton_chunk_gated_delta_rule(q: Tensor, k: Tensor, v: Tensor, g: Tensor, be
     prompt without state), forward and backward in Triton: q, k [B, H, T, K] (q scaled); v
     [B, H, T, V]; g = log α and β [B, H, T]. Returns o [B, H, T, V] in fp32. The final state is
     not returned: its gradient would not flow, so state-carrying calls keep the torch form."""
-    b, h, t, key = q.shape
-    c = chunk_params(key, v.shape[-1], chunk)["C"]
-    pad = -t % c
-
-    def rows(x: Tensor) -> Tensor:  # [B, H, T, D] -> [B·H, T + pad, D], padded with zeros
-        return F.pad(x, (0, 0, 0, pad)).reshape(b * h, t + pad, x.shape[-1]).contiguous()
-
-    # γ: log α summed from each chunk's start (padding: α = 1, β = 0: no decay, no write);
-    # computed here so that autograd takes dγ back to log α (a reverse cumulative sum)
-    gamma = F.pad(g.float(), (0, pad)).reshape(b * h, -1, c).cumsum(-1).reshape(b * h, t + pad)
-    beta = F.pad(beta.float(), (0, pad)).reshape(b * h, t + pad)
-    o, _, _ = _delta_chunk(rows(q), rows(k), rows(v), gamma.contiguous(), beta.contiguous(), c)
-    return o.reshape(b, h, t + pad, -1)[:, :, :t]
+    c = chunk_params(q.shape[-1], v.shape[-1], chunk)["C"]
+    # γ: log α summed from each chunk's start (padding: α = 1, β = 0: no decay, no write)
+    gamma = chunk_cumsum(chunk_rows(g.float(), c), c)
+    o, _, _ = _delta_chunk(chunk_rows(q, c), chunk_rows(k, c), chunk_rows(v, c), gamma, chunk_rows(beta.float(), c), c)
+    return from_chunk_rows(o, q.shape[0], q.shape[2])

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
 from archc.backends.torch.kernels.common import NEG, StableState
+from archc.backends.torch.kernels.launch import chunk_cumsum, chunk_rows, from_chunk_rows
 from archc.backends.torch.kernels.mlstm.chunk import lower_bound
 from archc.backends.torch.kernels.mlstm.chunk_specialize import EPS
 from archc.backends.torch.kernels.mlstm.chunk_specialize import params as chunk_params
@@ -119,21 +119,15 @@ def triton_mlstm(q: Tensor, k: Tensor, v: Tensor, log_f: Tensor, i: Tensor, chun
     state), forward and backward in Triton: q, k, v [B, H, T, D] (k scaled); log f and the input
     gate i [B, H, T]. Returns h [B, H, T, D] in fp32. The final memory is not returned: its
     gradient would not flow, so state-carrying calls keep the torch form."""
-    b, h, t, key = q.shape
-    c = chunk_params(key, v.shape[-1], chunk)["C"]
-    pad = -t % c
-
-    def rows(x: Tensor) -> Tensor:  # [B, H, T, D] -> [B·H, T + pad, D], padded with zeros
-        return F.pad(x, (0, 0, 0, pad)).reshape(b * h, t + pad, x.shape[-1]).contiguous()
-
-    # log f summed from each chunk's start (padding: f = 1 and no input), computed here so that
-    # autograd takes its gradient back to log f
-    cum = F.pad(log_f.float(), (0, pad)).reshape(b * h, -1, c).cumsum(-1).reshape(b * h, t + pad)
-    ig = F.pad(i.float(), (0, pad), value=NEG).reshape(b * h, t + pad)
-    out, _, _, _, m_rows, den = _mlstm_chunk(rows(q), rows(k), rows(v), cum.contiguous(), ig.contiguous(), c)
-    out = out.reshape(b, h, t + pad, -1)[:, :, :t]
+    b, _, t, _ = q.shape
+    c = chunk_params(q.shape[-1], v.shape[-1], chunk)["C"]
+    # log f summed from each chunk's start (padding: f = 1 and no input)
+    cum = chunk_cumsum(chunk_rows(log_f.float(), c), c)
+    ig = chunk_rows(i.float(), c, value=NEG)
+    out, _, _, _, m_rows, den = _mlstm_chunk(chunk_rows(q, c), chunk_rows(k, c), chunk_rows(v, c), cum, ig, c)
+    out = from_chunk_rows(out, b, t)
     if torch.is_grad_enabled() and (log_f.requires_grad or i.requires_grad):
-        out = out + _stabilizer_term(out, log_f, i, *(x.view(b, h, t + pad)[..., :t] for x in (m_rows, den)))
+        out = out + _stabilizer_term(out, log_f, i, *(from_chunk_rows(x, b, t) for x in (m_rows, den)))
     return out
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from archc.backends.torch.kernels.launch import chunk_cumsum, chunk_rows, from_chunk_rows
 from archc.backends.torch.kernels.recurrent_step.triton import recurrent_step
 from archc.backends.torch.kernels.ssd.chunk_specialize import params as chunk_params
 from archc.backends.triton.render import render
@@ -97,15 +97,8 @@ def triton_chunked_decay_attention(q: Tensor, k: Tensor, v: Tensor, log_a: Tenso
     a prompt without state), forward and backward in Triton: q, k [B, H, T, K]; v [B, H, T, V];
     log_a [B, H, T]. Returns y [B, H, T, V] in fp32. The final state is not returned: its gradient
     would not flow, so state-carrying calls keep the torch form."""
-    b, h, t, key = q.shape
-    c = chunk_params(key, v.shape[-1], chunk)["C"]
-    pad = -t % c
-
-    def rows(x: Tensor) -> Tensor:  # [B, H, T, D] -> [B·H, T + pad, D], padded with zeros
-        return F.pad(x, (0, 0, 0, pad)).reshape(b * h, t + pad, x.shape[-1]).contiguous()
-
-    # g: the log-decay summed from each chunk's start (padding decays by 1 and writes nothing);
-    # computed here so that autograd takes dg back to log a (a reverse cumulative sum)
-    g = F.pad(log_a.float(), (0, pad)).reshape(b * h, -1, c).cumsum(-1).reshape(b * h, t + pad)
-    y, _ = _decay_chunk(rows(q), rows(k), rows(v), g.contiguous(), c)
-    return y.reshape(b, h, t + pad, -1)[:, :, :t]
+    c = chunk_params(q.shape[-1], v.shape[-1], chunk)["C"]
+    # g: the log-decay summed from each chunk's start (padding decays by 1 and writes nothing)
+    g = chunk_cumsum(chunk_rows(log_a.float(), c), c)
+    y, _ = _decay_chunk(chunk_rows(q, c), chunk_rows(k, c), chunk_rows(v, c), g, c)
+    return from_chunk_rows(y, q.shape[0], q.shape[2])

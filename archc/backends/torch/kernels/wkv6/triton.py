@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from archc.backends.torch.kernels.launch import chunk_cumsum, chunk_rows, from_chunk_rows
 from archc.backends.torch.kernels.recurrent_step.triton import recurrent_step
 from archc.backends.torch.kernels.wkv6.chunk_specialize import params as chunk_params
 from archc.backends.triton.render import render
@@ -96,16 +96,9 @@ def triton_wkv6(r: Tensor, k: Tensor, v: Tensor, log_w: Tensor, u: Tensor) -> Te
     state), forward and backward in Triton: r, k, log_w [B, H, T, K]; v [B, H, T, V]; u [H, K].
     Returns y [B, H, T, V] in fp32. The final state is not returned: its gradient would not flow,
     so state-carrying calls keep the torch form."""
-    b, h, t, key = r.shape
-    c = chunk_params(key, v.shape[-1])["C"]
-    pad = -t % c
-
-    def rows(x: Tensor) -> Tensor:  # [B, H, T, D] -> [B·H, T + pad, D], padded with zeros
-        return F.pad(x, (0, 0, 0, pad)).reshape(b * h, t + pad, x.shape[-1]).contiguous()
-
-    # log w summed through and before each token from its chunk's start (padding: w = 1, k = 0),
-    # computed here so that autograd takes their gradients back to log w
-    lw = rows(log_w.float())
-    cum = lw.view(b * h, -1, c, key).cumsum(-2).view_as(lw)
-    y, _ = _wkv6_chunk(rows(r), rows(k), rows(v), cum, cum - lw, u.contiguous())
-    return y.reshape(b, h, t + pad, -1)[:, :, :t]
+    c = chunk_params(r.shape[-1], v.shape[-1])["C"]
+    # log w summed through and before each token from its chunk's start (padding: w = 1, k = 0)
+    lw = chunk_rows(log_w.float(), c)
+    cum = chunk_cumsum(lw, c)
+    y, _ = _wkv6_chunk(chunk_rows(r, c), chunk_rows(k, c), chunk_rows(v, c), cum, cum - lw, u.contiguous())
+    return from_chunk_rows(y, r.shape[0], r.shape[2])
