@@ -2,7 +2,7 @@
 `archc/backends/triton/templates/slstm_step.py.jinja`, registered with `torch.library` as
 `archc::slstm_step` (with a fake implementation, so a compiled decode step traces it). Decoding
 only: no backward; the layer calls it for one token under `torch.no_grad()`. Tested against
-`slstm_cell` (tests/backends/torch/kernels/test_slstm_step.py)."""
+`slstm_cell` (tests/backends/torch/kernels/test_slstm.py)."""
 
 from __future__ import annotations
 
