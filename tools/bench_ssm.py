@@ -33,7 +33,7 @@ from bench_torch import _paired, _per_token, _timed
 import archc
 
 LINEAR = ("mamba-tiny", "mamba2-tiny", "retnet-tiny", "rwkv-tiny", "rwkv6-tiny", "xlstm-tiny", "s4-lm", "s4-dplr-lm",
-          "gated-deltanet-tiny")
+          "gated-deltanet-tiny", "gla-tiny")
 
 
 def _hf_mamba():

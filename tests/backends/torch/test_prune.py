@@ -64,6 +64,8 @@ CASES = {
     # key heads, each with its two value heads (Qwen3-Next's per-key-head layout)
     "gated-deltanet": (_spec("    return x + gated_deltanet(rmsnorm(x), heads=4, head_dim=8, v_heads=8, v_head_dim=6, "
                              "chunk=8)"), {"heads": 0.5}),
+    # a head's q/k/v/g rows and its decay projection's rows and bias; the low-rank gate shared
+    "gla": (_spec("    return x + gla(rmsnorm(x), heads=4, chunk=8)"), {"heads": 0.5}),
 }
 
 
