@@ -117,3 +117,28 @@ register(OpDef(name="token_cls_head", params=TokenClsParams, shape=_tok_shape, c
                summary="Token classification (tagging): a linear classifier on every token.",
                default_name="classifier", role="head", loss=lambda p: "token_classification",
                weights=lambda p, ins: dense("classifier", width_of(ins), p.classes, "head", bias=True)))
+
+
+class CRFHeadParams(Params):
+    classes: PositiveInt = Field(description="number of tags")
+
+
+def _crf_cost(p: CRFHeadParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """Emissions 2·d·C per token; the forward algorithm (the loss) or Viterbi (decoding) 3·C² per
+    token."""
+    return Cost(flops=2 * width_of(ins) * p.classes + 3 * p.classes ** 2, act_bytes=width_of(ins) * ctx.dtype_bytes)
+
+
+def _crf_weights(p: CRFHeadParams, ins: list[TensorType]) -> tuple[Weight, ...]:
+    """The emissions' `classifier` Linear(d, C) and, as pytorch-crf names them, `transitions` [C, C]
+    (from tag i to tag j), `start_transitions` and `end_transitions` [C] (own init: U(−0.1, 0.1))."""
+    c = p.classes
+    own = (Weight("transitions", (c, c), "head", "own"), Weight("start_transitions", (c,), "head", "own"),
+           Weight("end_transitions", (c,), "head", "own"))
+    return (*dense("classifier", width_of(ins), c, "head", bias=True), *own)
+
+
+register(OpDef(name="crf_head", params=CRFHeadParams, shape=_tok_shape, cost=_crf_cost,
+               summary="Linear-chain CRF tagging (Lafferty et al. 2001): emissions per token and tag transitions; "
+               "the forward algorithm's negative log-likelihood as loss, Viterbi decoding (`tag`).",
+               default_name="crf", role="head", loss=lambda p: "crf", weights=_crf_weights))

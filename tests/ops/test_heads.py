@@ -21,3 +21,10 @@ def test_losses_and_ties():
     assert record("token_cls_head").loss(params("token_cls_head", classes=3)) == "token_classification"
     assert record("lm_head").ties(params("lm_head", tied=True)) == {"weight": ("embed", "weight")}
     assert record("lm_head").ties(params("lm_head", vocab=10)) == {}
+
+
+def test_crf_head_counts_its_transitions():
+    from tests.ops.contract import cost
+
+    # emissions Linear(64, 5) with bias, transitions [5, 5], start and end [5]: pytorch-crf's
+    assert cost("crf_head", classes=5).params == 64 * 5 + 5 + 25 + 5 + 5

@@ -323,9 +323,13 @@ class ArchModel(GraphModule):
         LM's labels are already each position's next token (a chunk of a longer sequence)."""
         if self.head_loss is None:
             raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
-                             "end the spec with lm_head, cls_head or token_cls_head")
+                             "end the spec with lm_head, cls_head, token_cls_head or crf_head")
         if self.head_loss == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        if self.head_loss == "crf":  # per labelled token, as the token classifiers' cross-entropy
+            mask = labels != IGNORE_INDEX
+            total = self._plan[-1][1].nll(logits, labels, mask).sum()
+            return total / (num_items if num_items is not None else mask.sum().clamp(min=1))
         if self.head_loss == "lm" and self.causal and not shifted:
             # shift the labels, not the logits: slicing [B, T, V] logits would copy them (as
             # transformers' ForCausalLMLoss, the last position gets the ignored label)
@@ -334,6 +338,19 @@ class ArchModel(GraphModule):
         if num_items is None:
             return F.cross_entropy(*flat, ignore_index=IGNORE_INDEX)
         return F.cross_entropy(*flat, ignore_index=IGNORE_INDEX, reduction="sum") / num_items
+
+    @torch.no_grad()
+    def tag(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None, **inputs: Tensor) -> Tensor:
+        """Each token's tag [B, T] for a tagging model (`token_cls_head`, `crf_head`): the CRF's
+        best sequence (Viterbi) over the unpadded tokens, else each token's argmax; −100 at padding."""
+        if self.head_loss not in ("token_classification", "crf"):
+            raise ValueError(f"tag() takes a tagging model (token_cls_head or crf_head); this one ends in {self.head}")
+        emissions = self(input_ids, attention_mask=attention_mask, **inputs).logits
+        mask = attention_mask.bool() if attention_mask is not None else torch.ones(
+            emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        if self.head_loss == "crf":
+            return self._plan[-1][1].viterbi(emissions, mask)
+        return emissions.argmax(-1).masked_fill(~mask, IGNORE_INDEX)
 
     # -- incremental decoding ----------------------------------------------------------------
 

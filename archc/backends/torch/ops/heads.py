@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from archc.backends.torch.context import Context
+from archc.backends.torch.init import Init
+from archc.backends.torch.kernels.common import wide
 from archc.backends.torch.module import OpModule
 from archc.backends.torch.registry import implements
 
@@ -79,3 +81,80 @@ class TokenClsHead(OpModule):
 
     def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
         return self.classifier(x)
+
+
+@implements("crf_head")
+class CRFHead(OpModule):
+    """A linear-chain CRF (Lafferty, McCallum & Pereira 2001; the tagger of Lample et al. 2016):
+    `classifier` Linear(d, C) gives each token's emission scores (the module's output, the model's
+    logits), `transitions` [C, C] the score of tag i followed by tag j, `start_transitions` and
+    `end_transitions` [C] those of the first and last tag — pytorch-crf's names and init. A tag
+    sequence y over the labelled tokens t_1 < … < t_n scores
+
+        s(y) = start[y_1] + Σ_i emit[t_i, y_i] + Σ_{i>1} trans[y_{i−1}, y_i] + end[y_n],
+
+    the loss is −log p(y) = log Σ_y' e^{s(y')} − s(y) (the forward algorithm), decoding the argmax
+    (Viterbi). Unlabelled tokens (label −100, or padding) are skipped: the chain joins the labelled
+    ones on either side, so a word-piece tokenizer's continuation pieces or [CLS] cost nothing."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.classifier = self.make_linear("classifier")
+        self.transitions = self.make_parameter("transitions")
+        self.start_transitions = self.make_parameter("start_transitions")
+        self.end_transitions = self.make_parameter("end_transitions")
+
+    def init_weights(self, init: Init) -> None:
+        init.default(self)
+        for w in (self.transitions, self.start_transitions, self.end_transitions):
+            init.uniform_(w, -0.1, 0.1)
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return self.classifier(x)
+
+    def nll(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """−log p(tags) per sequence [B]: emissions [B, T, C]; tags [B, T] (anything where `mask`
+        [B, T] is False); 0 for a sequence without labelled tokens."""
+        emissions = wide(emissions)
+        trans, start, end = (wide(w) for w in (self.transitions, self.start_transitions, self.end_transitions))
+        b = emissions.shape[0]
+        rows = torch.arange(b, device=emissions.device)
+        alpha = torch.zeros_like(emissions[:, 0])  # log Σ over the paths so far, per last tag
+        score = torch.zeros(b, device=emissions.device)
+        prev = torch.zeros(b, dtype=torch.long, device=emissions.device)
+        started = torch.zeros(b, dtype=torch.bool, device=emissions.device)
+        for t in range(emissions.shape[1]):
+            e, on = emissions[:, t], mask[:, t]
+            y = tags[:, t].clamp(min=0)
+            first, cont = on & ~started, on & started
+            alpha = torch.where(first[:, None], start + e,
+                                torch.where(cont[:, None], torch.logsumexp(alpha[:, :, None] + trans, dim=1) + e, alpha))
+            step = torch.where(first, start[y], trans[prev, y]) + e[rows, y]
+            score = score + torch.where(on, step, torch.zeros_like(step))
+            prev, started = torch.where(on, y, prev), started | on
+        log_z = torch.logsumexp(alpha + end, dim=-1)
+        return torch.where(started, log_z - score - end[prev], torch.zeros_like(score))
+
+    def viterbi(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """The best tag sequence [B, T] (−100 where `mask` is False)."""
+        emissions = wide(emissions)
+        trans, start, end = (wide(w) for w in (self.transitions, self.start_transitions, self.end_transitions))
+        b, t_len, c = emissions.shape
+        identity = torch.arange(c, device=emissions.device).expand(b, c)
+        best = torch.zeros_like(emissions[:, 0])
+        started = torch.zeros(b, dtype=torch.bool, device=emissions.device)
+        back = []
+        for t in range(t_len):
+            e, on = emissions[:, t], mask[:, t]
+            first, cont = on & ~started, on & started
+            cand = best[:, :, None] + trans  # [B, from, to]
+            top, arg = cand.max(dim=1)
+            best = torch.where(first[:, None], start + e, torch.where(cont[:, None], top + e, best))
+            back.append(torch.where(cont[:, None], arg, identity))
+            started = started | on
+        tag = (best + end).argmax(-1)
+        out = torch.full((b, t_len), -100, dtype=torch.long, device=emissions.device)
+        for t in range(t_len - 1, -1, -1):
+            out[:, t] = torch.where(mask[:, t], tag, out[:, t])
+            tag = back[t].gather(1, tag[:, None])[:, 0]
+        return out
