@@ -193,7 +193,7 @@ EXAMPLE_PARAMS: dict[str, dict[str, Any]] = {
     "longformer_attention": {"heads": 4, "window": 8}, "lstm": {"hidden": 64}, "mlp": {"hidden": 128},
     "moe": {"experts": 4, "expert": {"op": "swiglu", "params": {"hidden": 128}}},
     "performer_attention": {"heads": 4}, "retention": {"heads": 4}, "rwkv_channel_mix": {"hidden": 128},
-    "swiglu": {"hidden": 128}, "token_cls_head": {"classes": 2}, "crf_head": {"classes": 3}, "lm_head": {"vocab": 256},
+    "swiglu": {"hidden": 128}, "token_cls_head": {"classes": 2}, "crf_head": {"classes": 3}, "ctc_head": {"classes": 3}, "lm_head": {"vocab": 256},
     "item": {"index": 0}, "linear_act": {"out": 64, "act": "gelu"},
 }
 

@@ -9,7 +9,7 @@ FAMILIES = {
     "ffn": (2520525434, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'linear_act', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
     "gated_deltanet": (3797173050, ('gated_deltanet',)),
     "gla": (99550463, ('gla',)),
-    "heads": (1758001706, ('cls_head', 'crf_head', 'lm_head', 'token_cls_head')),
+    "heads": (3745783561, ('cls_head', 'crf_head', 'ctc_head', 'lm_head', 'token_cls_head')),
     "inputs": (3077640519, ('input',)),
     "linear_attention": (518695460, ('linear_attention', 'performer_attention')),
     "mamba": (3691162394, ('mamba',)),

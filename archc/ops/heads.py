@@ -142,3 +142,24 @@ register(OpDef(name="crf_head", params=CRFHeadParams, shape=_tok_shape, cost=_cr
                summary="Linear-chain CRF tagging (Lafferty et al. 2001): emissions per token and tag transitions; "
                "the forward algorithm's negative log-likelihood as loss, Viterbi decoding (`tag`).",
                default_name="crf", role="head", loss=lambda p: "crf", weights=_crf_weights))
+
+
+class CTCHeadParams(Params):
+    classes: PositiveInt = Field(description="output symbols, not counting CTC's blank (output index 0)")
+
+
+def _ctc_shape(p: CTCHeadParams, ins: list[TensorType]) -> TensorType:
+    width_of(ins)
+    return hidden(ins[0].shape[0], ins[0].shape[1], p.classes + 1)
+
+
+def _ctc_cost(p: CTCHeadParams, ins: list[TensorType], out: TensorType, ctx: CostCtx) -> Cost:
+    """FLOPs = 2·d·(classes + 1) per frame (the loss's dynamic program is the loss function's)."""
+    return Cost(flops=2 * width_of(ins) * (p.classes + 1), act_bytes=width_of(ins) * ctx.dtype_bytes)
+
+
+register(OpDef(name="ctc_head", params=CTCHeadParams, shape=_ctc_shape, cost=_ctc_cost,
+               summary="CTC (Graves et al. 2006): per-frame scores over the symbols and a blank (index 0); the loss "
+               "sums over every alignment of the shorter label sequence, greedy decoding (`transcribe`).",
+               default_name="ctc", role="head", loss=lambda p: "ctc",
+               weights=lambda p, ins: dense("classifier", width_of(ins), p.classes + 1, "head", bias=True)))

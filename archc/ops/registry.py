@@ -43,7 +43,7 @@ _KIND_OF_ROLE: dict[str, Kind] = {"position": "component", "arith": "arith", "in
 
 #: The training objective a head implies (`lm`: next-token prediction when the model is causal,
 #: masked-LM style — unshifted labels — when it is bidirectional).
-Loss = Literal["lm", "classification", "regression", "token_classification", "crf"]
+Loss = Literal["lm", "classification", "regression", "token_classification", "crf", "ctc"]
 
 #: The classes `--quantize` quantizes unless told otherwise; every other class stays in fp32.
 QUANTIZED_BY_DEFAULT: frozenset[str] = frozenset({"projection", "ffn", "expert", "embedding", "head"})

@@ -28,3 +28,9 @@ def test_crf_head_counts_its_transitions():
 
     # emissions Linear(64, 5) with bias, transitions [5, 5], start and end [5]: pytorch-crf's
     assert cost("crf_head", classes=5).params == 64 * 5 + 5 + 25 + 5 + 5
+
+
+def test_ctc_head_adds_the_blank():
+    from tests.ops.contract import cost
+
+    assert cost("ctc_head", classes=5).params == 64 * 6 + 6  # Linear(64, 5 symbols + the blank)

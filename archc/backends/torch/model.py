@@ -286,7 +286,7 @@ class ArchModel(GraphModule):
         aux = torch.stack(ctx.aux_losses).sum() if ctx.aux_losses else None
         loss = None
         if labels is not None:
-            loss = self.loss(logits, labels, num_items_in_batch)
+            loss = self.loss(logits, labels, num_items_in_batch, input_mask=attention_mask)
             if aux is not None:
                 loss = loss + aux
         return ModelOutput(logits=logits, loss=loss, aux_loss=aux)
@@ -317,15 +317,18 @@ class ArchModel(GraphModule):
         return total / num_items
 
     def loss(self, logits: Tensor, labels: Tensor, num_items: Tensor | int | None = None,
-             shifted: bool = False) -> Tensor:
+             shifted: bool = False, input_mask: Tensor | None = None) -> Tensor:
         """The task loss of this model's head (see the class docstring); with `num_items`, a
         classification loss is summed and divided by it (see `forward`). `shifted`: a causal
-        LM's labels are already each position's next token (a chunk of a longer sequence)."""
+        LM's labels are already each position's next token (a chunk of a longer sequence).
+        `input_mask` [B, T]: the frames a CTC head's sequences have (its attention mask)."""
         if self.head_loss is None:
             raise ValueError(f"labels given, but the model's output `{self.head}` has no loss; "
-                             "end the spec with lm_head, cls_head, token_cls_head or crf_head")
+                             "end the spec with lm_head, cls_head, token_cls_head, crf_head or ctc_head")
         if self.head_loss == "regression":
             return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+        if self.head_loss == "ctc":
+            return ctc_loss(logits, labels, input_mask, num_items)
         if self.head_loss == "crf":  # per labelled token, as the token classifiers' cross-entropy
             mask = labels != IGNORE_INDEX
             total = self._plan[-1][1].nll(logits, labels, mask).sum()
@@ -351,6 +354,21 @@ class ArchModel(GraphModule):
         if self.head_loss == "crf":
             return self._plan[-1][1].viterbi(emissions, mask)
         return emissions.argmax(-1).masked_fill(~mask, IGNORE_INDEX)
+
+    @torch.no_grad()
+    def transcribe(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                   **inputs: Tensor) -> list[list[int]]:
+        """A CTC model's output sequences (`ctc_head`), greedy best path: each frame's argmax,
+        repeats merged, blanks (0) dropped; symbols are 1 … classes."""
+        if self.head_loss != "ctc":
+            raise ValueError(f"transcribe() takes a CTC model (ctc_head); this one ends in {self.head}")
+        best = self(input_ids, attention_mask=attention_mask, **inputs).logits.argmax(-1)
+        lengths = attention_mask.sum(-1).tolist() if attention_mask is not None else [best.shape[1]] * len(best)
+        out = []
+        for row, n in zip(best.tolist(), lengths, strict=True):
+            merged = [s for i, s in enumerate(row[:n]) if i == 0 or s != row[i - 1]]
+            out.append([s for s in merged if s != 0])
+        return out
 
     # -- incremental decoding ----------------------------------------------------------------
 
@@ -397,3 +415,18 @@ class ArchModel(GraphModule):
         from archc.backends.torch.generate import generate
 
         return generate(self, input_ids, **kwargs)
+
+
+def ctc_loss(logits: Tensor, labels: Tensor, input_mask: Tensor | None, num_items: Tensor | int | None) -> Tensor:
+    """CTC's negative log-likelihood (PyTorch's `ctc_loss`, blank 0) per label symbol: logits
+    [B, T, classes + 1]; labels [B, S] of symbols 1 … classes, −100 after each sequence's end;
+    `input_mask` [B, T] the frames each sequence has (all if None). A sequence no alignment fits
+    (more symbols than frames allow) adds 0 (`zero_infinity`)."""
+    log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1).transpose(0, 1)
+    keep = labels != IGNORE_INDEX
+    target_lengths = keep.sum(-1)
+    input_lengths = input_mask.sum(-1) if input_mask is not None else torch.full_like(target_lengths, logits.shape[1])
+    total = F.ctc_loss(log_probs, labels.clamp(min=0), input_lengths, target_lengths, blank=0, reduction="sum",
+                       zero_infinity=True)
+    return total / (num_items if num_items is not None else keep.sum().clamp(min=1))
+

@@ -158,3 +158,18 @@ class CRFHead(OpModule):
             out[:, t] = torch.where(mask[:, t], tag, out[:, t])
             tag = back[t].gather(1, tag[:, None])[:, 0]
         return out
+
+
+@implements("ctc_head")
+class CTCHead(OpModule):
+    """`classifier` Linear(d, classes + 1) on every frame: the scores of CTC (Graves et al. 2006),
+    output 0 the blank. The loss (`ArchModel.loss`) is PyTorch's `ctc_loss` over the log-softmax;
+    `ArchModel.transcribe` decodes greedily (best path: each frame's argmax, repeats merged, blanks
+    dropped)."""
+
+    def __init__(self, p, in_types, out_type) -> None:
+        super().__init__(p, in_types, out_type)
+        self.classifier = self.make_linear("classifier")
+
+    def forward(self, x: Tensor, ctx: Context | None = None) -> Tensor:
+        return self.classifier(x)
