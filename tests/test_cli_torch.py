@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -52,6 +53,17 @@ def test_train_then_generate(tmp_path: Path, write_spec, capsys):
     assert "ARC1702" in capsys.readouterr().err
     assert main(["generate", spec, "--prompt-ids", "1 2 3", "--max-new-tokens", "4", "--num-beams", "2"]) == 0
     assert len(capsys.readouterr().out.split()) == 7
+    # accuracy on the task, over held-out draws, at twice the trained length
+    ev = ["eval", spec, "--weights", str(run / "last.safetensors"), "--task", "induction", "--seq", "64",
+          "--batches", "2", "--batch", "2", "--json"]
+    assert main(ev) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["task"] == "induction" and figures["seq"] == 64 and figures["scored"] == 4 * 31
+    assert 0.0 <= figures["accuracy"] <= 1.0 and figures["loss"] > 0
+    neither = ["eval", spec, "--weights", str(run / "last.safetensors"), "--seq", "64"]
+    for bad in ([*ev, "--data", "README.md"], neither):  # both, or neither, of --task and --data
+        assert main(bad) == 2
+        assert "ARC1307" in capsys.readouterr().err
 
 
 def test_generate_with_mismatched_weights_is_a_diagnostic(tmp_path: Path, write_spec, capsys):

@@ -459,6 +459,10 @@ def _cmd_eval(args: argparse.Namespace, sources: dict[str, str]) -> int:
     from archc.backends.torch.text import evaluate
     from archc.cli.data import check_vocab, load_text, tokenizer_for
 
+    if bool(args.task) == bool(args.data):
+        raise _fail("ARC1307", "--task and --data both name what to score" if args.task else
+                    "archc eval needs --data (your text) or --task (a built-in synthetic task)", "give one of them",
+                    usage=True)
     model, prog = _build_model(args.file, args.seed, sources, args)
     if args.weights:
         _load_weights(model, args.weights, "--weights")
@@ -467,6 +471,8 @@ def _cmd_eval(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if model.head_loss != "lm" or not model.causal:
         raise _fail("ARC0906", f"{prog.graph.name} is not a causal language model; archc eval scores next tokens",
                     "evaluate specs that end in lm_head and whose mixers are all causal")
+    if args.task:
+        return _eval_task(args, model, prog)
     vocab = model.out_type_vocab()
     tokenizer = tokenizer_for(args.tokenizer, args.weights)
     check_vocab(tokenizer, prog.graph, vocab)
@@ -485,6 +491,50 @@ def _cmd_eval(args: argparse.Namespace, sources: dict[str, str]) -> int:
 
         print(json.dumps({"tokens": res.tokens, "bytes": res.bytes, "loss": res.loss, "perplexity": res.perplexity,
                           "bits_per_byte": bpb, "seq": seq, "tokenizer": tokenizer.name}))
+    return EXIT_OK
+
+
+#: offset of the seed of `archc eval --task`'s draws from training's (`--seed`): held-out sequences
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def _eval_task(args: argparse.Namespace, model, prog) -> int:
+    """Accuracy and loss on a built-in synthetic task's scored tokens: `--batches` × `--batch`
+    fresh sequences of `--seq` tokens (longer than training's to test length extrapolation),
+    drawn with a seed training never uses."""
+    import torch
+
+    from archc.backends.torch.tasks import make_task
+    from archc.backends.torch.train import accuracy
+
+    try:
+        task = make_task(args.task, model.out_type_vocab())
+    except ValueError as e:
+        raise _fail("ARC1307", str(e), usage=True) from None
+    seq = args.seq or (prog.graph.sections.get("train") or {}).get("seq") or 128
+    check_memory(args.batch * seq * (model.out_type_vocab() * 4 * 2 + 8), args.max_memory,
+                 f"scoring {args.batch} × {seq} tokens")
+    gen = torch.Generator().manual_seed(args.seed + EVAL_SEED_OFFSET)
+    device = next(model.parameters()).device
+    correct = scored = 0
+    loss_sum = 0.0
+    model.eval()
+    with torch.no_grad():
+        for _ in range(args.batches):
+            ids, labels = (t.to(device) for t in task.batch(args.batch, seq, gen))
+            out = model(ids, labels=labels)
+            n = int((labels[:, 1:] != -100).sum())
+            correct += round(accuracy(out.logits, labels, causal=True) * n)
+            scored += n
+            loss_sum += float(out.loss) * n
+    acc, loss = correct / max(scored, 1), loss_sum / max(scored, 1)
+    print(f"{task.name}: {scored:,} scored tokens in {args.batches * args.batch} sequences of {seq}")
+    print(f"accuracy {acc:.4f}, loss {loss:.4f} nats/token")
+    if args.json:
+        import json
+
+        print(json.dumps({"task": task.name, "seq": seq, "sequences": args.batches * args.batch, "scored": scored,
+                          "accuracy": acc, "loss": loss}))
     return EXIT_OK
 
 
@@ -659,11 +709,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_limit_flags(t)
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("eval", help="loss, perplexity and bits per byte of a causal language model on your text")
+    e = sub.add_parser("eval", help="loss, perplexity and bits per byte of a causal language model on your text, "
+                                    "or its accuracy on a built-in synthetic task")
     e.add_argument("file", metavar="FILE", help="spec file (.arch)")
     e.add_argument("--weights", help=".safetensors from `archc train` (default: random init)")
-    add_data_flags(e, required=True)
-    e.add_argument("--seq", type=count(2), help="tokens per window (default: the train section's, else 512)")
+    add_data_flags(e, required=False)
+    e.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "chars"),
+                   help="score a built-in synthetic task instead: accuracy on its scored tokens, over sequences "
+                        "drawn with a seed training never uses")
+    e.add_argument("--batches", type=count(1), default=8, help="--task: batches of --batch sequences (8)")
+    e.add_argument("--seq", type=count(2), help="tokens per window (default: the train section's, else 512; "
+                                               "--task: else 128)")
     e.add_argument("--batch", type=count(1), default=8, help="windows per forward pass (8)")
     e.add_argument("--max-tokens", type=count(1), help="score only the first N tokens")
     e.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
