@@ -5,7 +5,7 @@ chunk kernels, mamba_ssm's selective scan, Liger-Kernel's fused cross-entropy an
 tiny specs' widths and at 1B-class widths. Results go to docs/kernels_gpu_results.json and the
 table of docs/kernels.md.
 
-    python tools/bench_kernels.py                          # on a CUDA machine (about 2 minutes)
+    python tools/bench_kernels.py                          # on a CUDA machine: one call, every case
     python tools/bench_kernels.py --device cpu --smoke     # here: Triton's interpreter, small shapes,
                                                            # checks that every case runs (no timings kept)
 

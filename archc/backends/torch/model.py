@@ -291,6 +291,13 @@ class ArchModel(GraphModule):
                 loss = loss + aux
         return ModelOutput(logits=logits, loss=loss, aux_loss=aux)
 
+    @property
+    def head_module(self) -> OpModule:
+        """The module of the graph's output node (the head: `lm_head`, `crf_head`, …), whose
+        loss and decoding (a CRF's `nll`, `viterbi`) `loss` and `tag` call."""
+        nid = self.graph.outputs[0]
+        return next(m for i, m in self.op_modules() if i == nid)
+
     def _fused_loss_head(self) -> tuple[OpModule, str] | None:
         """The causal-LM head whose fused linear + cross-entropy kernel is bound, and its input's
         node id; None where the loss runs over the logits."""
@@ -331,7 +338,7 @@ class ArchModel(GraphModule):
             return ctc_loss(logits, labels, input_mask, num_items)
         if self.head_loss == "crf":  # per labelled token, as the token classifiers' cross-entropy
             mask = labels != IGNORE_INDEX
-            total = self._plan[-1][1].nll(logits, labels, mask).sum()
+            total = self.head_module.nll(logits, labels, mask).sum()
             return total / (num_items if num_items is not None else mask.sum().clamp(min=1))
         if self.head_loss == "lm" and self.causal and not shifted:
             # shift the labels, not the logits: slicing [B, T, V] logits would copy them (as
@@ -352,7 +359,7 @@ class ArchModel(GraphModule):
         mask = attention_mask.bool() if attention_mask is not None else torch.ones(
             emissions.shape[:2], dtype=torch.bool, device=emissions.device)
         if self.head_loss == "crf":
-            return self._plan[-1][1].viterbi(emissions, mask)
+            return self.head_module.viterbi(emissions, mask)
         return emissions.argmax(-1).masked_fill(~mask, IGNORE_INDEX)
 
     @torch.no_grad()

@@ -27,12 +27,12 @@ model t(tokens) {
 def _model():
     model = build(archc.loads(SPEC, "t.arch").graph, seed=0).eval()
     with torch.no_grad():  # transitions strong enough that the best path is not each token's argmax
-        model._plan[-1][1].transitions.normal_(0, 2.0, generator=torch.Generator().manual_seed(1))
+        model.head_module.transitions.normal_(0, 2.0, generator=torch.Generator().manual_seed(1))
     return model
 
 
 def _head(model):
-    return model._plan[-1][1]
+    return model.head_module
 
 
 def _brute_force(head, emissions, mask):

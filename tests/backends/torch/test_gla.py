@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import archc
 from archc.backends.torch import build
 from archc.backends.torch.kernels.gla import naive_gla
-from tests.conftest import assert_step_matches_forward
+from tests.conftest import assert_padding_is_exact, assert_step_matches_forward, assert_trains
 
 SPEC = """
 model m(tokens) {
@@ -62,29 +62,8 @@ def test_decoding_equals_the_forward(chunks):
 
 
 def test_padding_neither_writes_nor_decays_the_memory():
-    """A left- and a right-padded sequence in one batch give each sequence's own outputs."""
-    model = _model()
-    ids = torch.randint(0, 64, (2, 20))
-    mask = torch.ones(2, 20, dtype=torch.bool)
-    mask[0, :6] = False
-    mask[1, 15:] = False
-    with torch.no_grad():
-        out = model(ids, attention_mask=mask).logits
-        alone0, alone1 = model(ids[:1, 6:]).logits, model(ids[1:, :15]).logits
-    torch.testing.assert_close(out[0, 6:], alone0[0], atol=2e-5, rtol=1e-4)
-    torch.testing.assert_close(out[1, :15], alone1[0], atol=2e-5, rtol=1e-4)
+    assert_padding_is_exact(_model(), vocab=64)
 
 
 def test_trains():
-    model = _model().train()
-    ids = torch.randint(0, 64, (4, 33))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    first = None
-    for _ in range(30):
-        loss = model(ids, labels=ids).loss
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert loss.item() < 0.8 * first
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert_trains(_model(), vocab=64)
