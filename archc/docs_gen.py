@@ -199,7 +199,10 @@ EXAMPLE_PARAMS: dict[str, dict[str, Any]] = {
 
 
 def example_params(op: OpDef) -> dict[str, Any]:
-    """`EXAMPLE_PARAMS` of the op, or of the op it fuses (a packed op takes its op's parameters)."""
+    """The record's own `example`, else `EXAMPLE_PARAMS` of the op or of the op it fuses (a packed
+    op takes its op's parameters)."""
+    if op.example:
+        return op.example
     return EXAMPLE_PARAMS.get(op.name, EXAMPLE_PARAMS.get(op.fuses[0], {}) if op.fuses else {})
 
 

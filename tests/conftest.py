@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,9 +17,12 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
         os.environ.setdefault(_var, str(_share))
 
 # Triton kernels run in Triton's interpreter on this CPU machine (before anything imports triton),
-# rendered into a cache of the test session's own
+# rendered into a cache of the test session's own, removed when the session (each xdist worker)
+# exits
 os.environ.setdefault("TRITON_INTERPRET", "1")
-os.environ.setdefault("ARCHC_KERNEL_CACHE", tempfile.mkdtemp(prefix="archc-kernels-"))
+if "ARCHC_KERNEL_CACHE" not in os.environ:
+    os.environ["ARCHC_KERNEL_CACHE"] = tempfile.mkdtemp(prefix="archc-kernels-")
+    atexit.register(shutil.rmtree, os.environ["ARCHC_KERNEL_CACHE"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.arch"))

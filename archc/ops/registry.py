@@ -273,6 +273,9 @@ class OpDef:
     #: split under tensor and expert parallelism, and how it runs on a split sequence; without one
     #: the op is replicated (and, if it mixes no positions, split by sequence freely).
     parallel: Callable[[Any, list[TensorType]], Parallel] = replicated
+    #: Parameters for the docs' weight table (`archc ops`, docs/ops.md, on width 64) where the op
+    #: has required ones: the record carries its own example, so adding an op touches no docs code.
+    example: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.default_name:
