@@ -104,7 +104,8 @@ def assert_padding_is_exact(model, vocab: int, atol: float = 2e-5, rtol: float =
 
 
 def assert_trains(model, vocab: int, steps: int = 30) -> None:
-    """`steps` of AdamW on one batch lower the loss by a fifth, with finite gradients everywhere."""
+    """`steps` of AdamW on one batch lower the loss by a fifth, with finite gradients for every
+    trained parameter (Hyena's fixed decay rates have none)."""
     import torch
 
     model.train()
@@ -118,7 +119,7 @@ def assert_trains(model, vocab: int, steps: int = 30) -> None:
         loss.backward()
         opt.step()
     assert loss.item() < 0.8 * first
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
 
 
 def exportable_logits(model):

@@ -10,6 +10,7 @@ FAMILIES = {
     "gated_deltanet": (3797173050, ('gated_deltanet',)),
     "gla": (99550463, ('gla',)),
     "heads": (3745783561, ('cls_head', 'crf_head', 'ctc_head', 'lm_head', 'token_cls_head')),
+    "hyena": (630714699, ('hyena',)),
     "inputs": (3077640519, ('input',)),
     "linear_attention": (518695460, ('linear_attention', 'performer_attention')),
     "mamba": (3691162394, ('mamba',)),

@@ -70,6 +70,8 @@ CASES = {
     # a head's query rows, its key/value rows of kv_b_proj and o_proj's columns; the latent shared
     "mla": (_spec("    return x + mla(rmsnorm(x), heads=4, kv_lora_rank=8, q_lora_rank=8, qk_nope_head_dim=4, "
                   "qk_rope_head_dim=4, v_head_dim=4)"), {"heads": 0.5}),
+    # a channel of every gate and of v, its long filter rows, β and decay rate, out_proj's column
+    "hyena": (_spec("    return x + hyena(layernorm(x), max_len=64, order=3, filter_order=8)"), {"inner": 0.5}),
     "rwkv7": (_spec("    x = x + rwkv7_time_mix(layernorm(x), head_dim=8, decay_rank=4, a_rank=4, gate_rank=4, chunk=8)\n"
                     "    return x + rwkv7_channel_mix(layernorm(x), hidden=64)"), {"heads": 0.5, "ffn": 0.5}),
 }
