@@ -84,6 +84,13 @@ def main() -> None:
             row["parity"] = {r.what: r.max_abs for r in rows}
             row["check_s"] = round(time.perf_counter() - t0, 1)
             row["status"] = "ok" if all(r.ok for r in rows) else "parity FAILED"
+            if row["status"] != "ok":  # is the model itself that sensitive in fp32?
+                drift = fp32_drift(model, max(fits))
+                row["fp32_vs_fp64"] = drift
+                worst = max(r.max_abs for r in rows if not r.ok)
+                if worst <= 2 * drift:
+                    row["status"] = (f"ok within the model's own fp32 error (torch fp32 vs fp64 at {max(fits)} tokens: "
+                                     f"{drift:.1e})")
         except (ExportError, BackendError) as e:
             row["status"] = f"not exported: {e.message}"
         except Exception as e:  # a failure the table must show, not hide
@@ -91,6 +98,22 @@ def main() -> None:
             traceback.print_exc(limit=3)
         record(results_path, results, path.stem, row)
     publish(results_path, ROOT / "docs" / "onnx.md", START, END, table(results))
+
+
+def fp32_drift(model, length: int) -> float:
+    """max |logits in fp32 − logits in fp64| of the torch model itself over 3 random sequences of
+    `length` tokens: the precision an fp32 runtime can be held to. A recurrence that amplifies
+    rounding (the DNC's allocation over hundreds of tokens) exceeds the fixed 1e-4 bound in torch
+    alone; its export passes when onnxruntime is within twice this drift."""
+    import copy
+
+    import torch
+
+    ids = torch.randint(0, max(1, model.out_type_vocab() or 2), (3, length), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        lo = model(ids).logits.double()
+        hi = copy.deepcopy(model).double()(ids).logits
+    return float((lo - hi).abs().max())
 
 
 START, END = "<!-- export table: tools/export_all.py -->", "<!-- end of export table -->"

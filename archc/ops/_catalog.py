@@ -6,6 +6,7 @@ FAMILIES = {
     "attention": (3836675120, ('attention', 'attention_packed', 'latent_attention')),
     "conv": (4214481268, ('gated_conv',)),
     "embeddings": (108909879, ('embed', 'learned_pos', 'sinusoidal_pos')),
+    "external_memory": (410290850, ('dnc_memory', 'ntm_memory')),
     "ffn": (2520525434, ('dropout', 'geglu', 'geglu_packed', 'gelu', 'linear', 'linear_act', 'mlp', 'relu', 'sigmoid', 'silu', 'swiglu', 'swiglu_packed', 'tanh')),
     "gated_deltanet": (3797173050, ('gated_deltanet',)),
     "gla": (99550463, ('gla',)),
