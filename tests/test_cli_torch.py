@@ -79,6 +79,20 @@ def test_generate_needs_a_causal_lm(capsys):
     assert "ARC0906" in capsys.readouterr().err
 
 
+def test_generate_decodes_an_encoder_decoder_from_its_source(write_spec, capsys):
+    """The prompt is the source; the output is the target after the start token. A decoder whose
+    self-attention sees later target tokens is refused."""
+    from tests.backends.torch.test_seq2seq import SPEC, VOCAB
+
+    spec = str(write_spec(SPEC, "t5.arch"))
+    assert main(["generate", spec, "--prompt-ids", "1 2 3 4", "--max-new-tokens", "4", "--num-beams", "2"]) == 0
+    target = [int(t) for t in capsys.readouterr().out.split()]
+    assert len(target) == 4 and all(0 <= t < VOCAB for t in target)
+    bidirectional = str(write_spec(SPEC.replace("causal=true, ", ""), "t5b.arch"))
+    assert main(["generate", bidirectional, "--prompt-ids", "1 2"]) == 1
+    assert "lets a target token see later ones" in capsys.readouterr().err
+
+
 def test_bad_draft_weights_and_prompt_ids_are_diagnostics(tmp_path: Path, capsys):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a safetensors file")

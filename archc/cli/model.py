@@ -409,7 +409,17 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
 
     if args.weights:
         _load_weights(model, args.weights, "--weights")
-    if model.head_loss != "lm" or not model.causal:
+    seq2seq = len(model.input_names) == 2
+    if seq2seq:  # an encoder–decoder: the prompt is the source, the output the decoded target
+        from archc.backends.torch.seq2seq import EncoderDecoder
+
+        try:
+            EncoderDecoder(model)
+        except ValueError as e:
+            raise _fail("ARC0906", str(e), "generate decodes encoder–decoders whose decoder is causal") from None
+        if args.draft:
+            raise _fail("ARC0908", "--draft decodes single-input language models", "leave out --draft", usage=True)
+    if model.head_loss != "lm" or not (model.causal or seq2seq):
         raise _fail("ARC0906", f"{prog.graph.name} is not a causal language model; generate needs one",
                     "generate decodes specs that end in lm_head and whose mixers are all causal")
     vocab = model.out_type_vocab()
@@ -440,6 +450,16 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
                              compile=args.compile)
     except (CompileError, torch._dynamo.exc.TorchDynamoException) as e:
         raise _compile_failed(e.__cause__ if isinstance(e, CompileError) and e.__cause__ else e) from None
+    if seq2seq:  # the target after its start token
+        new = out[0, 1:].tolist()
+        if tokenizer is not None:
+            sys.stdout.write(tokenizer.decode(new) + "\n")
+        elif byte_level:
+            sys.stdout.write(b"".join(bytes([t]) if t < 256 else "\ufffd".encode() for t in new)
+                             .decode("utf-8", errors="replace") + "\n")
+        else:
+            print(" ".join(str(t) for t in new))
+        return EXIT_OK
     new = out[0, len(ids):].tolist()
     if tokenizer is not None:
         sys.stdout.write(tokenizer.decode(ids + new) + "\n")

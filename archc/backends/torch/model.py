@@ -418,9 +418,25 @@ class ArchModel(GraphModule):
         return sum(p.numel() for p in self.parameters()
                    if id(p) not in skip and (p.requires_grad or not only_trainable))
 
-    def generate(self, input_ids: Tensor, **kwargs: Any) -> Tensor:
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                 decoder_input_ids: Tensor | None = None, decoder_start_token_id: int = 0, **kwargs: Any) -> Tensor:
+        """Continue `input_ids` (`generate.generate`'s options: greedy, sampling, beam search, …).
+        An encoder–decoder (two inputs, as T5) encodes `input_ids` [B, S] (padding in
+        `attention_mask`) once and decodes the target from `decoder_input_ids` (default one
+        `decoder_start_token_id` per row, T5's pad 0), returning the target ids as transformers'
+        `generate` does."""
         from archc.backends.torch.generate import generate
 
+        if len(self.input_names) == 2:
+            from archc.backends.torch.seq2seq import EncoderDecoder
+
+            if decoder_input_ids is None:
+                decoder_input_ids = torch.full((input_ids.shape[0], 1), decoder_start_token_id, dtype=torch.long,
+                                               device=input_ids.device)
+            stepper = EncoderDecoder(self).encode(input_ids, attention_mask)
+            return generate(stepper, decoder_input_ids, **kwargs)  # type: ignore[arg-type]
+        if attention_mask is not None or decoder_input_ids is not None:
+            raise TypeError("attention_mask and decoder_input_ids are for encoder–decoder models")
         return generate(self, input_ids, **kwargs)
 
 

@@ -250,7 +250,15 @@ class Attention(AttentionCore):
 
     def step(self, x: Tensor, kv: Tensor | None = None, *, state: State, ctx: Context) -> tuple[Tensor, State]:
         if kv is not None:
-            return self.forward(x, kv, ctx), state
+            cached = ctx.memo.get(("cross_kv", getattr(self, "node_id", None)))
+            if cached is None:
+                return self.forward(x, kv, ctx), state
+            # an encoder–decoder's cross-attention cache (archc/backends/torch/seq2seq.py): keys and
+            # values computed once from the memory, its padding masked
+            k, v, valid = cached
+            q, _, _, gate = self.project(x, x[:, :1], None)
+            k_pos = torch.arange(k.shape[2], device=x.device)
+            return self.out(self._sdpa(q, k, v, ctx.positions, k_pos, valid, False), gate), state
         pos = ctx.positions
         q, k, v, gate = self.project(x, x, pos, ctx.memo)
         k_cache, v_cache = state
