@@ -693,7 +693,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("train", help="train a spec on a built-in synthetic task (no downloads)")
     t.add_argument("file", metavar="FILE", help="spec file (.arch)")
-    t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "chars"),
+    t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "induction_heads", "chars"),
                    help="a built-in synthetic task (default: the spec's train section, else induction)")
     dg = t.add_argument_group("your own text, instead of a task (docs/hf.md)")
     add_data_flags(dg, required=False)
@@ -734,7 +734,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("file", metavar="FILE", help="spec file (.arch)")
     e.add_argument("--weights", help=".safetensors from `archc train` (default: random init)")
     add_data_flags(e, required=False)
-    e.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "chars"),
+    e.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "induction_heads", "chars"),
                    help="score a built-in synthetic task instead: accuracy on its scored tokens, over sequences "
                         "drawn with a seed training never uses")
     e.add_argument("--batches", type=count(1), default=8, help="--task: batches of --batch sequences (8)")

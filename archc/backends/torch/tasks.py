@@ -12,6 +12,10 @@ model shifts them, as transformers' causal LMs). Token ids: 0 = blank/noise, 1 =
   again; scored on the recalled values.
 * `induction`: a random sequence repeated once; scored on the second half, which an induction head
   solves by copying what followed the previous occurrence (Olsson et al.).
+* `induction_heads`: the Mamba paper's form (Gu & Dao 2023, §4.1.2; Table 2): random data tokens
+  with one special token (the query marker) somewhere, the token after it the answer; the sequence
+  ends with the marker and then the answer, scored on that last token only — a single associative
+  recall at any distance, so a model trained at one length can be tested at others.
 * `chars`: character-level language modeling on the Python standard library's own source files,
   a corpus every machine with Python has (byte tokens, vocab 256).
 """
@@ -96,6 +100,23 @@ class Induction(Task):
         return _fit(ids, labels, seq)
 
 
+class InductionHeads(Task):
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        if seq < 4:
+            raise ValueError("induction_heads needs at least 4 tokens: the marker, its answer, the marker again, "
+                             "the answer")
+        ids = self._data((batch, seq), gen)
+        at = torch.randint(0, seq - 3, (batch,), generator=gen)       # the first marker, before the end's
+        rows = torch.arange(batch)
+        answer = ids[rows, at + 1]
+        ids[rows, at] = QUERY
+        ids[:, -2] = QUERY
+        ids[:, -1] = answer
+        labels = torch.full_like(ids, IGNORE)
+        labels[:, -1] = answer
+        return ids, labels
+
+
 class Chars(Task):
     def __init__(self, name: str, vocab: int) -> None:
         super().__init__(name, 256)
@@ -121,7 +142,7 @@ def _fit(ids: Tensor, labels: Tensor, seq: int) -> tuple[Tensor, Tensor]:
 
 
 TASKS: dict[str, type[Task]] = {"copy": Copy, "selective_copy": SelectiveCopy, "mqar": MQAR,
-                                "induction": Induction, "chars": Chars}
+                                "induction": Induction, "induction_heads": InductionHeads, "chars": Chars}
 
 
 def make_task(name: str, model_vocab: int, task_vocab: int = 64) -> Task:

@@ -7,7 +7,7 @@ import torch
 
 from archc.backends.torch import build
 from archc.backends.torch.checkpoint import load_weights
-from archc.backends.torch.tasks import IGNORE, SEP, make_task
+from archc.backends.torch.tasks import IGNORE, QUERY, SEP, make_task
 from archc.backends.torch.train import TrainConfig, config_from_section, lr_at, train
 from tests.conftest import tiny_lm_spec
 
@@ -21,7 +21,7 @@ def model():
     return build(archc.loads(TINY, "t.arch").graph, seed=0)
 
 
-@pytest.mark.parametrize("name", ["copy", "selective_copy", "mqar", "induction", "chars"])
+@pytest.mark.parametrize("name", ["copy", "selective_copy", "mqar", "induction", "induction_heads", "chars"])
 def test_tasks_are_deterministic_and_well_formed(name):
     task = make_task(name, 300)
     a = task.batch(4, 64, torch.Generator().manual_seed(0))
@@ -33,6 +33,14 @@ def test_tasks_are_deterministic_and_well_formed(name):
     scored = labels != IGNORE
     assert scored.any()
     assert torch.equal(labels[scored], ids[scored])  # labels sit at the predicted token's position
+
+
+def test_induction_heads_asks_for_what_followed_the_marker():
+    ids, labels = make_task("induction_heads", 16).batch(64, 40, torch.Generator().manual_seed(3))
+    assert (labels[:, :-1] == IGNORE).all() and (ids[:, -2] == QUERY).all()
+    for row in range(64):
+        first = int((ids[row, :-2] == QUERY).nonzero()[0, 0])
+        assert (ids[row, :-2] == QUERY).sum() == 1 and int(ids[row, first + 1]) == int(labels[row, -1])
 
 
 def test_copy_and_mqar_targets_are_recoverable_from_context():
