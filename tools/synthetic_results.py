@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.results import ROOT, load_results, publish, record  # noqa: E402
+from tools.results import ROOT, load_results, publish, record
 
 JSON = ROOT / "docs" / "results_synthetic.json"
 DOC = ROOT / "docs" / "results.md"
