@@ -208,9 +208,16 @@ def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
     if args.benchmark and args.max_new_tokens < 1:
         raise _fail("ARC1307", "--benchmark measures decoding: --max-new-tokens must be ≥ 1", usage=True)
     try:
+        from archc.backends.onnx.manifest import read_manifest
+
+        if read_manifest(Path(args.folder)).seq2seq is not None:
+            return _run_seq2seq(args)
         model = OnnxModel(args.folder, threads=args.threads)
     except NotAnExport as e:
         raise _fail(e.code, str(e), e.hint or "point archc run at a folder written by `archc export`") from None
+    if args.num_beams > 1:
+        raise _fail("ARC1307", "archc run's beam search decodes encoder–decoder exports",
+                    "`archc generate --num-beams` decodes this spec in torch", usage=True)
     spec = printable(model.manifest.spec)
     if model.manifest.kind != "decoder":
         raise _fail("ARC0906", f"{spec} was exported as a forward graph; archc run generates from decoders",
@@ -226,6 +233,33 @@ def _cmd_run(args: argparse.Namespace, sources: dict[str, str]) -> int:
         return _generate(args, model, spec, tokenizer)
     except OutOfMemory as e:
         raise _fail("ARC1306", str(e), "ask for fewer tokens or a shorter prompt") from None
+
+
+def _run_seq2seq(args: argparse.Namespace) -> int:
+    """An encoder–decoder export: the prompt is the source; prints the target (`OnnxSeq2Seq`)."""
+    import numpy as np
+
+    from archc.backends.onnx.runtime import OnnxSeq2Seq
+
+    if args.benchmark:
+        raise _fail("ARC1307", "--benchmark measures decoder exports", "leave out --benchmark", usage=True)
+    model = OnnxSeq2Seq(args.folder, threads=args.threads)
+    tokenizer = _folder_tokenizer(args.folder, model.manifest)
+    ids, byte_level = prompt_ids(args, model.vocab, tokenizer)
+    stop = args.stop_token if args.stop_token is not None else model.manifest.eos_token_id
+    if stop is not None and not 0 <= stop < model.vocab:
+        raise _fail("ARC0908", f"--stop-token must be a token id in [0, {model.vocab})", usage=True)
+    out = model.generate(np.array([ids]), max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, eos_token_id=stop,
+                         seed=args.seed)
+    target = [int(t) for t in out[0, 1:] if stop is None or int(t) != stop]
+    if tokenizer is not None:
+        print(tokenizer.decode(target))
+    elif byte_level:
+        print(b"".join(bytes([t]) if t < 256 else "\ufffd".encode() for t in target).decode("utf-8", errors="replace"))
+    else:
+        print(" ".join(str(t) for t in target))
+    return EXIT_OK
 
 
 def _folder_tokenizer(folder: str, manifest):
@@ -334,6 +368,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("run", help="generate from an exported folder with onnxruntime (no torch)")
     r.add_argument("folder", metavar="DIR", help="a folder written by `archc export`")
     add_sampling_flags(r)
+    r.add_argument("--num-beams", type=count(1), default=1,
+                   help="beam search with this many beams (encoder–decoder exports; 1: greedy or sampled)")
     r.add_argument("--stop-token", type=count(0),
                    help="stop when this token id is generated (default: the folder's tokenizer's end of text)")
     r.add_argument("--seed", type=seed, default=0, help="seed of the sampling (0)")

@@ -37,8 +37,10 @@ from archc.files.output import Owned, output_folder, write_text
 from archc.passes.facts import node_state
 from archc.passes.manager import EXPORT_LEVEL
 
-#: the files of one export (the folder's, and its fp32 reference's)
-FOLDER_FILES = ("model.onnx", "model.onnx.data", CONFIG, MANIFEST)
+#: the files of one export (the folder's, and its fp32 reference's): an encoder–decoder's
+#: generation graphs beside the forward graph
+FOLDER_FILES = ("model.onnx", "model.onnx.data", "encoder.onnx", "encoder.onnx.data", "decoder.onnx",
+                "decoder.onnx.data", CONFIG, MANIFEST)
 #: what an export writes: the only paths `force` replaces (the manifest is the commit marker)
 EXPORTED = Owned(files=(*FOLDER_FILES, *(f"{REFERENCE}/{f}" for f in FOLDER_FILES), TOKENIZER_FILE, *COMPANIONS),
                  marker=MANIFEST, refuse="any", what="export")
@@ -142,6 +144,10 @@ def _export_quantized(model: ArchModel, folder: Path, scratch: Path, spec_text: 
     ref.mkdir()
     fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step, target)
     q = quantize_folder(folder, model.graph, options, calibration, held_out, reference=ref)
+    quantized_manifest = read_manifest(folder)
+    if quantized_manifest.seq2seq is not None:  # the generation graphs stay fp32, in the reference folder only
+        quantized_manifest.seq2seq = None
+        quantized_manifest.write(folder)
     if not keep_reference:
         q.quantization.reference = None
         m = read_manifest(folder)
@@ -195,6 +201,10 @@ def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     onnx.checker.check_model(str(path), full_check=True)  # by path: it may exceed protobuf's 2 GB
     manifest = _manifest(ex, model, spec_text, spec_name, weights, opset)
     manifest.target = target
+    if _decodes_as_seq2seq(model):
+        from archc.backends.onnx.seq2seq import export_seq2seq
+
+        manifest.seq2seq = export_seq2seq(model, folder, opset)
     ok, manifest.genai = genai_support(manifest)
     if ok:
         write_genai_config(folder, manifest, *genai_dims(model.graph), max_positions(model) or 8192)
@@ -203,6 +213,19 @@ def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     nodes = sum(1 for _ in ir.traversal.RecursiveGraphIterator(model_ir.graph))
     return ExportReport(folder, manifest, time.perf_counter() - t0, ex.unit_seconds, ex.units, nodes, size,
                         lowered=ex.lowered, not_lowered=ex.not_lowered)
+
+
+def _decodes_as_seq2seq(model: ArchModel) -> bool:
+    """A two-input model whose target side decodes one token at a time (`EncoderDecoder`)."""
+    if len(model.input_names) != 2 or model.head_loss != "lm":
+        return False
+    from archc.backends.torch.seq2seq import EncoderDecoder
+
+    try:
+        EncoderDecoder(model)
+    except ValueError:
+        return False
+    return True
 
 
 #: Above this many bytes of weights they go to `model.onnx.data` (protobuf's limit is 2 GB).

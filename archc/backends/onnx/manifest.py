@@ -103,6 +103,33 @@ class Quantization(BaseModel):
     reference: str | None = "reference"
 
 
+class Seq2SeqState(BaseModel):
+    """One tensor of an encoder–decoder's decoder state (`past.<name>` in, `present.<name>` out):
+    its dtype, shape after the batch (`max_len` the axis preallocated to the decode length) and
+    initial value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dtype: DType
+    shape: list[Annotated[int, Field(ge=0, le=2**31)] | Literal["max_len"]]
+    fill: float
+
+
+class Seq2Seq(BaseModel):
+    """An encoder–decoder's generation graphs beside its forward graph (`seq2seq.py`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: str = "encoder.onnx"
+    decoder: str = "decoder.onnx"
+    #: the encoder graph's outputs, which the decoder graph takes under the same names
+    encoder_outputs: list[str]
+    state: list[Seq2SeqState]
+    #: the target's first token (T5's pad id)
+    decoder_start_token_id: Annotated[int, Field(ge=0, le=2**31)] = 0
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -130,6 +157,8 @@ class Manifest(BaseModel):
     #: vocabulary of 256 or more) and its end-of-text id, where `archc run` stops by default
     tokenizer: str | None = None
     eos_token_id: Annotated[int, Field(ge=0, le=2**31)] | None = None
+    #: an encoder–decoder's encoder and decoder graphs, for `archc run` (fp32 exports)
+    seq2seq: Seq2Seq | None = None
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST).write_text(json.dumps(self.model_dump(), indent=2) + "\n")
@@ -157,6 +186,9 @@ def read_manifest(folder: Path) -> Manifest:
         text = read_text(path, MAX_BYTES, "manifest")
         manifest = Manifest.model_validate_json(text)
         inside(folder, manifest.model, "the manifest's `model`")
+        if manifest.seq2seq is not None:
+            inside(folder, manifest.seq2seq.encoder, "the manifest's `seq2seq.encoder`")
+            inside(folder, manifest.seq2seq.decoder, "the manifest's `seq2seq.decoder`")
         q = manifest.quantization
         if q is not None and q.reference is not None:
             inside(folder, q.reference, "the manifest's `quantization.reference`")

@@ -134,6 +134,150 @@ class OnnxModel:
         return np.concatenate(out, axis=1)
 
 
+class OnnxSeq2Seq:
+    """An encoder–decoder export's generation graphs (the manifest's `seq2seq`: `encoder.onnx`
+    once per source, `decoder.onnx` per target step over its own state) — greedy or sampled
+    decoding and beam search, the same algorithms as `archc/backends/torch/generate.py`, so the
+    target equals `model.generate`'s in torch token for token."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
+        import onnxruntime as ort
+
+        from archc.files.output import reading
+
+        self.folder = Path(folder)
+        with reading(self.folder):
+            self.manifest: Manifest = read_manifest(self.folder)
+            info = self.manifest.seq2seq
+            if info is None:
+                raise NotAnExport(f"{printable(str(self.folder))} holds no encoder–decoder generation graphs",
+                                  hint="export an encoder–decoder spec (two inputs, a causal decoder) in fp32")
+            self.info = info
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            if threads:
+                so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            self.encoder, self.decoder = (self._session(ort, so, name, providers) for name in (info.encoder, info.decoder))
+
+    def _session(self, ort, so, name: str, providers: tuple[str, ...]):
+        path = self.folder / name  # inside the folder: read_manifest checked it
+        if not path.is_file():
+            raise NotAnExport(f"{printable(str(path))} is missing: the folder's manifest names a model file it "
+                              "does not hold")
+        try:
+            return ort.InferenceSession(str(path), so, providers=list(providers))
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise NotAnExport(f"onnxruntime cannot load {printable(str(path))}: {printable(str(e))}") from None
+
+    @property
+    def vocab(self) -> int:
+        return self.manifest.vocab
+
+    def encode(self, source: np.ndarray, attention_mask: np.ndarray | None = None) -> list[np.ndarray]:
+        mask = np.ones(source.shape, np.int64) if attention_mask is None else attention_mask.astype(np.int64)
+        return self.encoder.run(self.info.encoder_outputs, {"input_ids": np.ascontiguousarray(source, dtype=np.int64),
+                                                            "attention_mask": mask})
+
+    def init_state(self, batch: int, max_len: int) -> State:
+        return [np.full((batch, *(max_len if d == "max_len" else d for d in s.shape)), s.fill, _DTYPES[s.dtype])
+                for s in self.info.state]
+
+    def step(self, ids: np.ndarray, pos: int, state: State, encoded: list[np.ndarray]) -> tuple[np.ndarray, State]:
+        feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64), "position": np.array(pos, np.int64),
+                 **{f"past.{s.name}": v for s, v in zip(self.info.state, state, strict=True)},
+                 **dict(zip(self.info.encoder_outputs, encoded, strict=True))}
+        outs = self.decoder.run(["logits", *(f"present.{s.name}" for s in self.info.state)], feeds)
+        return outs[0], outs[1:]
+
+    def generate(self, source: np.ndarray, attention_mask: np.ndarray | None = None, max_new_tokens: int = 32,
+                 num_beams: int = 1, length_penalty: float = 1.0, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, eos_token_id: int | None = None, seed: int | None = None,
+                 on_token: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """The target [B, 1 + n] for the source [B, S] (padding in `attention_mask`), from the
+        start token; rows that produced `eos_token_id` are padded with it."""
+        b = source.shape[0]
+        encoded = self.encode(source, attention_mask)
+        start = np.full((b, 1), self.info.decoder_start_token_id, np.int64)
+        if num_beams > 1:
+            return self._beam_search(start, encoded, max_new_tokens, num_beams, length_penalty, eos_token_id)
+        rng = np.random.default_rng(seed)
+        state = self.init_state(b, 1 + max_new_tokens)
+        logits, state = self.step(start, 0, state, encoded)
+        out, done = [start], np.zeros(b, dtype=bool)
+        for i in range(max_new_tokens):
+            nxt = pick(logits[:, -1], temperature, top_k, top_p, rng)
+            if eos_token_id is not None:
+                nxt = np.where(done, eos_token_id, nxt)
+                done |= nxt == eos_token_id
+            out.append(nxt[:, None])
+            if on_token is not None:
+                on_token(nxt)
+            if (eos_token_id is not None and done.all()) or i == max_new_tokens - 1:
+                break
+            logits, state = self.step(nxt[:, None], 1 + i, state, encoded)
+        return np.concatenate(out, axis=1)
+
+    def _beam_search(self, ids: np.ndarray, encoded: list[np.ndarray], n: int, beams: int, length_penalty: float,
+                     eos: int | None) -> np.ndarray:
+        """`generate.beam_search` over the ONNX graphs: the 2·beams best candidates a step, finished
+        hypotheses scored Σ log p / length^length_penalty."""
+        b, t = ids.shape
+        expand = np.repeat(np.arange(b), beams)
+        encoded = [e[expand] for e in encoded]
+        state = [s[expand] for s in self.init_state(b, t + n)]
+        logits, state = self.step(ids[expand], 0, state, encoded)
+        seqs = ids[expand]
+        scores = np.zeros((b, beams), np.float32)
+        scores[:, 1:] = -np.inf
+        finished: list[list[tuple[float, np.ndarray]]] = [[] for _ in range(b)]
+        for i in range(n):
+            last = logits[:, -1].astype(np.float32)
+            logp = last - last.max(-1, keepdims=True)
+            logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+            vocab = logp.shape[-1]
+            cand = (scores.reshape(-1, 1) + logp).reshape(b, beams * vocab)
+            idx = np.argsort(-cand, axis=-1, kind="stable")[:, :2 * beams]
+            top = np.take_along_axis(cand, idx, -1)
+            src_beam, token = idx // vocab, idx % vocab
+            next_scores = np.empty((b, beams), np.float32)
+            next_src = np.empty((b, beams), np.int64)
+            next_tok = np.empty((b, beams), np.int64)
+            for r in range(b):
+                kept = 0
+                for j in range(2 * beams):
+                    src = r * beams + int(src_beam[r, j])
+                    if eos is not None and int(token[r, j]) == eos:
+                        if j < beams:
+                            finished[r].append((float(top[r, j]) / (i + 1) ** length_penalty,
+                                                np.concatenate((seqs[src], token[r, j:j + 1]))))
+                        continue
+                    next_scores[r, kept], next_src[r, kept], next_tok[r, kept] = top[r, j], src, token[r, j]
+                    kept += 1
+                    if kept == beams:
+                        break
+            flat = next_src.reshape(-1)
+            seqs = np.concatenate((seqs[flat], next_tok.reshape(-1, 1)), axis=1)
+            scores = next_scores
+            if eos is not None and all(
+                    len(finished[r]) >= beams and max(s for s, _ in finished[r]) >= float(scores[r].max()) /
+                    (i + 1) ** length_penalty for r in range(b)):
+                break
+            if i == n - 1:
+                break
+            state = [s[flat] for s in state]
+            logits, state = self.step(next_tok.reshape(-1, 1), t + i, state, encoded)
+        length = seqs.shape[1] - t
+        best = []
+        for r in range(b):
+            for j in range(beams):
+                finished[r].append((float(scores[r, j]) / length ** length_penalty, seqs[r * beams + j]))
+            best.append(max(finished[r], key=lambda h: h[0])[1])
+        width = max(len(s) for s in best)
+        pad = eos if eos is not None else 0
+        return np.stack([np.pad(s, (0, width - len(s)), constant_values=pad) for s in best])
+
+
 #: onnxruntime's element types of the dtypes a manifest names
 _ORT_TYPES = {"float32": "tensor(float)", "bool": "tensor(bool)", "int64": "tensor(int64)",
               "float64": "tensor(double)", "int8": "tensor(int8)"}

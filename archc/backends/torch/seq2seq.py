@@ -72,18 +72,31 @@ class EncoderDecoder:
         """The decoder's fresh state for `max_len` target tokens, then the encoder's outputs."""
         if self.source is None or self.source.shape[0] != batch:
             raise ValueError("call encode(source) with a batch of this size first")
-        src = self.source
-        mask = self.source_mask.bool() if self.source_mask is not None else None
-        env = {self.model.graph.inputs[0]: src}
-        self.model.run_nodes(env, self.encoder_plan, Context(torch.arange(src.shape[1], device=src.device), mask))
+        return self.decoder_state(batch, max_len) + self.encoder_outputs(self.source, self.source_mask)
+
+    def decoder_state(self, batch: int, max_len: int) -> State:
+        """The decoder's own fresh state (its self-attention caches, …) for `max_len` target tokens."""
         p = next(self.model.parameters())
-        own = tuple(s for mod in self.stateful for s in mod.init_state(batch, max_len, p.device, p.dtype))
-        valid = mask if mask is not None else torch.ones(src.shape, dtype=torch.bool, device=src.device)
-        cross = []
+        return tuple(s for mod in self.stateful for s in mod.init_state(batch, max_len, p.device, p.dtype))
+
+    def encoder_outputs(self, source: Tensor, attention_mask: Tensor | None = None) -> State:
+        """What the encoder hands the decoder: the values it reads, each cross-attention's keys and
+        values, and the source's padding mask (bool [B, S])."""
+        mask = attention_mask.bool() if attention_mask is not None else None
+        env = {self.model.graph.inputs[0]: source}
+        self.model.run_nodes(env, self.encoder_plan, Context(torch.arange(source.shape[1], device=source.device), mask))
+        valid = mask if mask is not None else torch.ones(source.shape, dtype=torch.bool, device=source.device)
+        cross: list[Tensor] = []
         for _, mod, memory in self.cross:
             _, k, v = mod.qkv(env[memory][:, :1], env[memory], None)
             cross += [k, v]
-        return own + tuple(env[i] for i in self.handed_on) + tuple(cross) + (valid,)
+        return tuple(env[i] for i in self.handed_on) + tuple(cross) + (valid,)
+
+    @property
+    def encoder_output_names(self) -> list[str]:
+        """Names of `encoder_outputs`, in order (the ONNX encoder graph's outputs)."""
+        cross = [f"{nid}.cross_{kv}" for nid, _, _ in self.cross for kv in ("key", "value")]
+        return [f"{i}.out" for i in self.handed_on] + cross + ["encoder_attention_mask"]
 
     def step(self, target: Tensor, pos: Tensor | int, state: State) -> tuple[Tensor, State]:
         """Logits for target tokens [B, T] at positions pos … pos + T − 1, and the new state."""
