@@ -23,6 +23,7 @@ FAMILIES = {
     "positions": (2256114695, ('alibi', 'relative_bias', 'rope')),
     "recurrent": (887403641, ('gru', 'lstm')),
     "retention": (3624944004, ('retention', 'retention_packed')),
+    "retrieval": (2906080786, ('knn_attention',)),
     "routing": (2972274207, ('act', 'mod')),
     "rwkv": (2775387736, ('rwkv_channel_mix', 'rwkv_time_mix')),
     "rwkv7": (3441218079, ('rwkv7_channel_mix', 'rwkv7_time_mix')),

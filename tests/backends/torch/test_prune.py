@@ -72,6 +72,8 @@ CASES = {
                   "qk_rope_head_dim=4, v_head_dim=4)"), {"heads": 0.5}),
     # a channel of every gate and of v, its long filter rows, β and decay rate, out_proj's column
     "hyena": (_spec("    return x + hyena(layernorm(x), max_len=64, order=3, filter_order=8)"), {"inner": 0.5}),
+    # a head's q/k/v rows, gate and temperature, o_proj's columns; the memory with them
+    "knn": (_spec("    return x + knn_attention(rmsnorm(x), heads=4, topk=4, segment=8)"), {"heads": 0.5}),
     "rwkv7": (_spec("    x = x + rwkv7_time_mix(layernorm(x), head_dim=8, decay_rank=4, a_rank=4, gate_rank=4, chunk=8)\n"
                     "    return x + rwkv7_channel_mix(layernorm(x), hidden=64)"), {"heads": 0.5, "ffn": 0.5}),
 }
