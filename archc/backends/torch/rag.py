@@ -140,7 +140,7 @@ class CallableRetriever:
 def pair_inputs(question: Tensor, question_mask: Tensor, got: Retrieved, pad: int = 0) -> tuple[Tensor, Tensor]:
     """Each (question, passage) as one source: the question's tokens then the passage's, packed to
     the left (FiD's "question: … context: …" without the words). → ids, mask [B·k, Lq + Lp]."""
-    b, k, lp = got.ids.shape
+    b, k, _ = got.ids.shape
     q = question[:, None].expand(-1, k, -1)
     qm = question_mask.bool()[:, None].expand(-1, k, -1)
     ids = torch.cat((q, got.ids), -1).reshape(b * k, -1)
