@@ -74,6 +74,11 @@ def test_generate_with_mismatched_weights_is_a_diagnostic(tmp_path: Path, write_
     assert "ARC0902" in err and "Traceback" not in err
 
 
+def test_passages_are_the_facts_tasks(capsys):
+    assert main(["train", "specs/llama-tiny.arch", "--task", "copy", "--passages", "2", "--steps", "1"]) == 1
+    assert "ARC0907" in capsys.readouterr().err
+
+
 def test_generate_needs_a_causal_lm(capsys):
     assert main(["generate", "specs/bert-base.arch"]) == 1
     assert "ARC0906" in capsys.readouterr().err

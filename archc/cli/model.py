@@ -189,7 +189,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     else:
         task_name = args.task or (section or {}).get("task") or "induction"
         try:
-            task = make_task(task_name, vocab)
+            task = make_task(task_name, vocab, passages=args.passages)
         except ValueError as e:
             raise _fail("ARC0907", str(e)) from None
     check_train_memory(prog.graph, cfg.batch, cfg.seq, vocab, args.max_memory)
@@ -299,7 +299,8 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
             task, _, tokenizer = _text_task(args, model, prog, cfg)
         else:
             try:
-                task = make_task(args.task or (section or {}).get("task") or "induction", model.out_type_vocab())
+                task = make_task(args.task or (section or {}).get("task") or "induction", model.out_type_vocab(),
+                                 passages=args.passages)
             except ValueError as e:
                 raise _fail("ARC0907", str(e)) from None
         model.to(rt.device)
@@ -528,7 +529,7 @@ def _eval_task(args: argparse.Namespace, model, prog) -> int:
     from archc.backends.torch.train import accuracy
 
     try:
-        task = make_task(args.task, model.out_type_vocab())
+        task = make_task(args.task, model.out_type_vocab(), passages=args.passages)
     except ValueError as e:
         raise _fail("ARC1307", str(e), usage=True) from None
     seq = args.seq or (prog.graph.sections.get("train") or {}).get("seq") or 128
@@ -693,11 +694,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     t = sub.add_parser("train", help="train a spec on a built-in synthetic task (no downloads)")
     t.add_argument("file", metavar="FILE", help="spec file (.arch)")
-    t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "induction_heads", "chars"),
+    t.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "induction_heads", "facts", "chars"),
                    help="a built-in synthetic task (default: the spec's train section, else induction)")
     dg = t.add_argument_group("your own text, instead of a task (docs/hf.md)")
     add_data_flags(dg, required=False)
     add_split_flags(dg)
+    t.add_argument("--passages", type=count(0), help="--task facts: the facts a BM25 retriever puts before each "
+                   "question (default 2; 0: closed book, the same model without retrieval)")
     t.add_argument("--steps", type=count(1), help="optimizer steps (default: the train section's, else 300)")
     t.add_argument("--batch", type=count(1), help="sequences per step (default: the train section's, else 16)")
     t.add_argument("--seq", type=count(2), help="tokens per sequence (default: the train section's, else 128)")
@@ -734,10 +737,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("file", metavar="FILE", help="spec file (.arch)")
     e.add_argument("--weights", help=".safetensors from `archc train` (default: random init)")
     add_data_flags(e, required=False)
-    e.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "induction_heads", "chars"),
+    e.add_argument("--task", choices=("copy", "selective_copy", "mqar", "induction", "induction_heads", "facts", "chars"),
                    help="score a built-in synthetic task instead: accuracy on its scored tokens, over sequences "
                         "drawn with a seed training never uses")
     e.add_argument("--batches", type=count(1), default=8, help="--task: batches of --batch sequences (8)")
+    e.add_argument("--passages", type=count(0), help="--task facts: the facts a BM25 retriever puts before each "
+                   "question (default 2; 0: closed book)")
     e.add_argument("--seq", type=count(2), help="tokens per window (default: the train section's, else 512; "
                                                "--task: else 128)")
     e.add_argument("--batch", type=count(1), default=8, help="windows per forward pass (8)")

@@ -16,6 +16,12 @@ model shifts them, as transformers' causal LMs). Token ids: 0 = blank/noise, 1 =
   with one special token (the query marker) somewhere, the token after it the answer; the sequence
   ends with the marker and then the answer, scored on that last token only — a single associative
   recall at any distance, so a model trained at one length can be tested at others.
+* `facts`: open-book question answering over a corpus drawn fresh for every sequence — facts
+  (entity, relation, value), a question (entity, relation, marker) scored on the value. With
+  `passages` = k > 0 the k facts a BM25 retriever (`rag.BM25Retriever`) ranks highest for the
+  question come first in the context (retrieval in context, as RAG pipelines put passages before
+  the question); with 0 the question stands alone (closed book: the value cannot be known, so
+  accuracy is chance — the measure of what retrieval adds).
 * `chars`: character-level language modeling on the Python standard library's own source files,
   a corpus every machine with Python has (byte tokens, vocab 256).
 """
@@ -117,6 +123,42 @@ class InductionHeads(Task):
         return ids, labels
 
 
+@dataclass
+class Facts(Task):
+    passages: int = 2
+    facts: int = 16
+
+    def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        from archc.backends.torch.rag import BM25Retriever
+
+        data = self.vocab - FIRST
+        entities, relations = max(2, data // 3), max(2, data // 8)
+        values = data - entities - relations
+        if values < 2:
+            raise ValueError(f"the facts task needs a vocabulary of at least {FIRST + 7} tokens")
+        need = (self.passages * 4) + 4
+        if seq < need:
+            raise ValueError(f"facts with {self.passages} passages needs {need} tokens per sequence")
+        rows_ids, rows_labels = [], []
+        for _ in range(batch):
+            pairs = torch.randperm(entities * relations, generator=gen)[:self.facts]
+            ent, rel = FIRST + pairs // relations, FIRST + entities + pairs % relations
+            val = FIRST + entities + relations + torch.randint(0, values, (self.facts,), generator=gen)
+            corpus = torch.stack((ent, rel, val), 1)                        # [facts, 3]
+            asked = int(torch.randint(0, self.facts, (1,), generator=gen))
+            question = torch.tensor([int(ent[asked]), int(rel[asked]), QUERY])
+            context: list[Tensor] = []
+            if self.passages:
+                got = BM25Retriever(corpus.tolist(), self.vocab)(question[None, :2], self.passages)
+                context = [torch.cat((p, torch.tensor([SEP]))) for p in got.ids[0]]
+            ids = torch.cat((*context, question, val[asked:asked + 1]))
+            labels = torch.full_like(ids, IGNORE)
+            labels[-1] = val[asked]
+            rows_ids.append(ids)
+            rows_labels.append(labels)
+        return _fit(torch.stack(rows_ids), torch.stack(rows_labels), seq)
+
+
 class Chars(Task):
     def __init__(self, name: str, vocab: int) -> None:
         super().__init__(name, 256)
@@ -142,11 +184,17 @@ def _fit(ids: Tensor, labels: Tensor, seq: int) -> tuple[Tensor, Tensor]:
 
 
 TASKS: dict[str, type[Task]] = {"copy": Copy, "selective_copy": SelectiveCopy, "mqar": MQAR,
-                                "induction": Induction, "induction_heads": InductionHeads, "chars": Chars}
+                                "induction": Induction, "induction_heads": InductionHeads, "facts": Facts,
+                                "chars": Chars}
 
 
-def make_task(name: str, model_vocab: int, task_vocab: int = 64) -> Task:
-    """A task by name, its vocabulary capped by the model's (chars needs a vocabulary ≥ 256)."""
+def make_task(name: str, model_vocab: int, task_vocab: int = 64, passages: int | None = None) -> Task:
+    """A task by name, its vocabulary capped by the model's (chars needs a vocabulary ≥ 256);
+    `passages`: the facts task's retrieved passages per question (0: closed book)."""
+    if passages is not None and name != "facts":
+        raise ValueError("passages are the facts task's retrieved facts")
+    if name == "facts":
+        return Facts(name, min(task_vocab, model_vocab), 2 if passages is None else passages)
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     if name == "chars":
