@@ -3,6 +3,7 @@
 
 FAMILIES = {
     "arith": (4290580446, ('add', 'item', 'mul', 'scale')),
+    "associative": (3052116395, ('associative_memory',)),
     "attention": (3836675120, ('attention', 'attention_packed', 'latent_attention')),
     "conv": (4214481268, ('gated_conv',)),
     "embeddings": (108909879, ('embed', 'learned_pos', 'sinusoidal_pos')),

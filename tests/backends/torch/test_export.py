@@ -120,7 +120,8 @@ def test_compile_matches_eager_per_family(spec):
                                    "mlstm(x, heads=2)", "slstm(x, heads=2)", "lstm(x, hidden=32)", "gru(x, hidden=32)",
                                    "gated_deltanet(x, heads=2, head_dim=8, chunk=16)", "gla(x, heads=2, chunk=8)",
                                    "rwkv7_time_mix(x, head_dim=16, chunk=8)", "hyena(x, max_len=128, filter_order=8)",
-                                   "knn_attention(x, heads=2, topk=4, segment=16)"],
+                                   "knn_attention(x, heads=2, topk=4, segment=16)",
+                                   "associative_memory(x, segment=16, key_dim=8)"],
                          ids=lambda m: m.split("(")[0] + ("6" if "version=6" in m else ""))
 def test_compile_matches_eager_for_recurrent_mixers(mixer):
     """torch.compile (dynamic shapes) around the chunked scans and sLSTM's loop, which run eagerly
