@@ -135,3 +135,26 @@ def segmented_forward(mod: OpModule, x: Tensor, ctx: Context | None) -> Tensor |
         y, state = mod.step(x[:, piece], state=state, ctx=sub)
         ys.append(y)
     return torch.cat(ys, dim=1)
+
+
+def kept_state_scan(step: Callable[[Tensor, Carry], tuple[Tensor, Carry]], xs: Tensor, keep: Tensor, state: Carry,
+                    out_width: int) -> tuple[Tensor, Carry]:
+    """outputs_t, state = step(xs_t, state) over the tokens of xs [B, T, ·] for a recurrence that
+    is nonlinear in its state (no parallel form: the NTM's and DNC's memories), where `keep`
+    [B, T] False (padding) leaves a sequence's state as it was. Python in eager mode, one
+    `while_loop` under `torch.export` (the length stays symbolic). Returns (outputs [B, T,
+    out_width], the final state)."""
+
+    def one(x: tuple[Tensor, Tensor], carry: Carry) -> tuple[Tensor, Carry]:
+        x_t, keep_t = x
+        out, new = step(x_t, carry)
+        return out, tuple(torch.where(keep_t.reshape(-1, *([1] * (n.dim() - 1))), n, c)
+                          for n, c in zip(new, carry, strict=True))
+
+    if torch.compiler.is_exporting():
+        return exported_time_loop(one, (xs, keep), state, xs.new_zeros(*xs.shape[:2], out_width))
+    outs = []
+    for t in range(xs.shape[1]):
+        out, state = one((xs[:, t], keep[:, t]), state)
+        outs.append(out)
+    return torch.stack(outs, 1), state
