@@ -93,6 +93,8 @@ def test_generate_decodes_an_encoder_decoder_from_its_source(write_spec, capsys)
     assert main(["generate", spec, "--prompt-ids", "1 2 3 4", "--max-new-tokens", "4", "--num-beams", "2"]) == 0
     target = [int(t) for t in capsys.readouterr().out.split()]
     assert len(target) == 4 and all(0 <= t < VOCAB for t in target)
+    assert main(["generate", spec, "--prompt-ids", "1 2", "--compile"]) == 2  # a usage error, not a traceback
+    assert "ARC1702" in capsys.readouterr().err
     bidirectional = str(write_spec(SPEC.replace("causal=true, ", ""), "t5b.arch"))
     assert main(["generate", bidirectional, "--prompt-ids", "1 2"]) == 1
     assert "lets a target token see later ones" in capsys.readouterr().err

@@ -420,6 +420,9 @@ def _cmd_generate(args: argparse.Namespace, sources: dict[str, str]) -> int:
             raise _fail("ARC0906", str(e), "generate decodes encoder–decoders whose decoder is causal") from None
         if args.draft:
             raise _fail("ARC0908", "--draft decodes single-input language models", "leave out --draft", usage=True)
+        if args.compile:
+            raise _fail("ARC1702", "--compile decodes single-input language models; an encoder–decoder runs the "
+                        "eager step", "leave out --compile", usage=True)
     if model.head_loss != "lm" or not (model.causal or seq2seq):
         raise _fail("ARC0906", f"{prog.graph.name} is not a causal language model; generate needs one",
                     "generate decodes specs that end in lm_head and whose mixers are all causal")

@@ -114,24 +114,33 @@ class OnnxModel:
                  seed: int | None = None, on_token: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """Continue `ids` [B, T] by up to `max_new_tokens` tokens; returns [B, T + n]. Rows that
         produced `eos_token_id` are padded with it; `on_token` sees each new column."""
-        rng = np.random.default_rng(seed)
         b, t = ids.shape
-        state = self.init_state(b, t + max_new_tokens)
-        logits, state = self.step(ids, 0, state)
-        out = [ids.astype(np.int64)]
-        done = np.zeros(b, dtype=bool)
-        for i in range(max_new_tokens):
-            nxt = pick(logits[:, -1], temperature, top_k, top_p, rng)
-            if eos_token_id is not None:
-                nxt = np.where(done, eos_token_id, nxt)
-                done |= nxt == eos_token_id
-            out.append(nxt[:, None])
-            if on_token is not None:
-                on_token(nxt)
-            if (eos_token_id is not None and done.all()) or i == max_new_tokens - 1:
-                break
-            logits, state = self.step(nxt[:, None], t + i, state)
-        return np.concatenate(out, axis=1)
+        return decode_loop(ids, self.init_state(b, t + max_new_tokens), self.step, max_new_tokens, temperature,
+                           top_k, top_p, eos_token_id, np.random.default_rng(seed), on_token)
+
+
+def decode_loop(ids: np.ndarray, state: State, step: Callable[[np.ndarray, int, State], tuple[np.ndarray, State]],
+                n: int, temperature: float, top_k: int | None, top_p: float | None, eos: int | None,
+                rng: np.random.Generator, on_token: Callable[[np.ndarray], None] | None) -> np.ndarray:
+    """Greedy or sampled decoding of up to `n` tokens after `ids` [B, T] from a fresh `state`:
+    `step(ids, position, state)` → (logits, state). Rows that produced `eos` are padded with it;
+    `on_token` sees each new column. Returns [B, T + n]. (The decoder's and the encoder–decoder's
+    loop.)"""
+    b, t = ids.shape
+    logits, state = step(ids, 0, state)
+    out, done = [ids.astype(np.int64)], np.zeros(b, dtype=bool)
+    for i in range(n):
+        nxt = pick(logits[:, -1], temperature, top_k, top_p, rng)
+        if eos is not None:
+            nxt = np.where(done, eos, nxt)
+            done |= nxt == eos
+        out.append(nxt[:, None])
+        if on_token is not None:
+            on_token(nxt)
+        if (eos is not None and done.all()) or i == n - 1:
+            break
+        logits, state = step(nxt[:, None], t + i, state)
+    return np.concatenate(out, axis=1)
 
 
 class OnnxSeq2Seq:
@@ -201,22 +210,9 @@ class OnnxSeq2Seq:
         start = np.full((b, 1), self.info.decoder_start_token_id, np.int64)
         if num_beams > 1:
             return self._beam_search(start, encoded, max_new_tokens, num_beams, length_penalty, eos_token_id)
-        rng = np.random.default_rng(seed)
-        state = self.init_state(b, 1 + max_new_tokens)
-        logits, state = self.step(start, 0, state, encoded)
-        out, done = [start], np.zeros(b, dtype=bool)
-        for i in range(max_new_tokens):
-            nxt = pick(logits[:, -1], temperature, top_k, top_p, rng)
-            if eos_token_id is not None:
-                nxt = np.where(done, eos_token_id, nxt)
-                done |= nxt == eos_token_id
-            out.append(nxt[:, None])
-            if on_token is not None:
-                on_token(nxt)
-            if (eos_token_id is not None and done.all()) or i == max_new_tokens - 1:
-                break
-            logits, state = self.step(nxt[:, None], 1 + i, state, encoded)
-        return np.concatenate(out, axis=1)
+        return decode_loop(start, self.init_state(b, 1 + max_new_tokens),
+                           lambda ids, pos, state: self.step(ids, pos, state, encoded), max_new_tokens, temperature,
+                           top_k, top_p, eos_token_id, np.random.default_rng(seed), on_token)
 
     def _beam_search(self, ids: np.ndarray, encoded: list[np.ndarray], n: int, beams: int, length_penalty: float,
                      eos: int | None) -> np.ndarray:

@@ -433,6 +433,9 @@ class ArchModel(GraphModule):
             if decoder_input_ids is None:
                 decoder_input_ids = torch.full((input_ids.shape[0], 1), decoder_start_token_id, dtype=torch.long,
                                                device=input_ids.device)
+            if kwargs.get("compile") or kwargs.get("draft") is not None:
+                raise ValueError("an encoder–decoder decodes with the eager step: compile and draft are for "
+                                 "single-input language models")
             stepper = EncoderDecoder(self).encode(input_ids, attention_mask)
             return generate(stepper, decoder_input_ids, **kwargs)  # type: ignore[arg-type]
         if attention_mask is not None or decoder_input_ids is not None:

@@ -68,7 +68,8 @@ def test_dnc_layer_equals_the_equations():
 @pytest.mark.parametrize("which", sorted(MEMORIES))
 @pytest.mark.parametrize("chunks", [(1,) * 6 + (15,), (5, 1, 15)], ids=["tokens", "mixed"])
 def test_decoding_with_the_memory_as_state_equals_the_forward(which, chunks):
-    assert_step_matches_forward(_model(which), torch.randint(0, 64, (2, 21)), chunks, atol=2e-5, rtol=1e-4)
+    """In fp64: the DNC amplifies rounding (docs/onnx.md), so fp32 would hold the step to the CPU's."""
+    assert_step_matches_forward(_model(which).double(), torch.randint(0, 64, (2, 21)), chunks, atol=1e-9, rtol=1e-9)
 
 
 @pytest.mark.parametrize("which", sorted(MEMORIES))

@@ -49,7 +49,8 @@ class _ExternalMemory(OpModule):
         return self._run(x, ctx, self._initial(x))[0]
 
     def step(self, x: Tensor, *, state: State, ctx: Context) -> tuple[Tensor, State]:
-        return self._run(x, ctx, tuple(wide(s) for s in state))
+        dtype = torch.promote_types(x.dtype, torch.float32)  # fp32, or a wider model's dtype
+        return self._run(x, ctx, tuple(s.to(dtype) for s in state))
 
 
 @implements("ntm_memory")
