@@ -79,6 +79,16 @@ def test_passages_are_the_facts_tasks(capsys):
     assert "ARC0907" in capsys.readouterr().err
 
 
+def test_a_task_that_does_not_fit_its_length_is_refused_before_training(capsys):
+    """40 MQAR pairs need 160 tokens: a diagnostic before the first step, not an internal error."""
+    assert main(["train", "specs/llama-tiny.arch", "--task", "mqar", "--pairs", "40", "--seq", "64"]) == 1
+    err = capsys.readouterr().err
+    assert "ARC0907" in err and "160 tokens" in err and "ARC9999" not in err
+    assert main(["eval", "specs/llama-tiny.arch", "--task", "mqar", "--pairs", "40", "--seq", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "ARC1307" in err and "ARC9999" not in err
+
+
 def test_generate_needs_a_causal_lm(capsys):
     assert main(["generate", "specs/bert-base.arch"]) == 1
     assert "ARC0906" in capsys.readouterr().err

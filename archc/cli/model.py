@@ -189,7 +189,7 @@ def _cmd_train(args: argparse.Namespace, sources: dict[str, str]) -> int:
     else:
         task_name = args.task or (section or {}).get("task") or "induction"
         try:
-            task = make_task(task_name, vocab, passages=args.passages)
+            task = make_task(task_name, vocab, passages=args.passages, pairs=args.pairs, seq=cfg.seq)
         except ValueError as e:
             raise _fail("ARC0907", str(e)) from None
     check_train_memory(prog.graph, cfg.batch, cfg.seq, vocab, args.max_memory)
@@ -300,7 +300,7 @@ def _train_distributed(args: argparse.Namespace, sources: dict[str, str]) -> int
         else:
             try:
                 task = make_task(args.task or (section or {}).get("task") or "induction", model.out_type_vocab(),
-                                 passages=args.passages)
+                                 passages=args.passages, pairs=args.pairs, seq=cfg.seq)
             except ValueError as e:
                 raise _fail("ARC0907", str(e)) from None
         model.to(rt.device)
@@ -531,11 +531,11 @@ def _eval_task(args: argparse.Namespace, model, prog) -> int:
     from archc.backends.torch.tasks import make_task
     from archc.backends.torch.train import accuracy
 
+    seq = args.seq or (prog.graph.sections.get("train") or {}).get("seq") or 128
     try:
-        task = make_task(args.task, model.out_type_vocab(), passages=args.passages)
+        task = make_task(args.task, model.out_type_vocab(), passages=args.passages, pairs=args.pairs, seq=seq)
     except ValueError as e:
         raise _fail("ARC1307", str(e), usage=True) from None
-    seq = args.seq or (prog.graph.sections.get("train") or {}).get("seq") or 128
     check_memory(args.batch * seq * (model.out_type_vocab() * 4 * 2 + 8), args.max_memory,
                  f"scoring {args.batch} × {seq} tokens")
     gen = torch.Generator().manual_seed(args.seed + EVAL_SEED_OFFSET)
@@ -704,6 +704,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_split_flags(dg)
     t.add_argument("--passages", type=count(0), help="--task facts: the facts a BM25 retriever puts before each "
                    "question (default 2; 0: closed book, the same model without retrieval)")
+    t.add_argument("--pairs", type=count(1), help="--task mqar: key-value pairs per sequence (default: a quarter of "
+                   "its tokens; fewer leave blanks between the queries, as Zoology's)")
     t.add_argument("--steps", type=count(1), help="optimizer steps (default: the train section's, else 300)")
     t.add_argument("--batch", type=count(1), help="sequences per step (default: the train section's, else 16)")
     t.add_argument("--seq", type=count(2), help="tokens per sequence (default: the train section's, else 128)")
@@ -746,6 +748,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batches", type=count(1), default=8, help="--task: batches of --batch sequences (8)")
     e.add_argument("--passages", type=count(0), help="--task facts: the facts a BM25 retriever puts before each "
                    "question (default 2; 0: closed book)")
+    e.add_argument("--pairs", type=count(1), help="--task mqar: key-value pairs per sequence (default: a quarter of "
+                   "its tokens)")
     e.add_argument("--seq", type=count(2), help="tokens per window (default: the train section's, else 512; "
                                                "--task: else 128)")
     e.add_argument("--batch", type=count(1), default=8, help="windows per forward pass (8)")

@@ -9,7 +9,8 @@ model shifts them, as transformers' causal LMs). Token ids: 0 = blank/noise, 1 =
 * `selective_copy`: data tokens scattered among blanks, then the data tokens in order (Gu & Dao,
   Mamba §4.1.1) — needs content-aware selection, not a fixed shift.
 * `mqar`: multi-query associative recall (Arora et al., Zoology): key–value pairs, then keys
-  again; scored on the recalled values.
+  again (with their values, in another order, among blanks when `pairs` < seq/4); scored on the
+  recalled values.
 * `induction`: a random sequence repeated once; scored on the second half, which an induction head
   solves by copying what followed the previous occurrence (Olsson et al.).
 * `induction_heads`: the Mamba paper's form (Gu & Dao 2023, §4.1.2; Table 2): random data tokens
@@ -79,20 +80,34 @@ class SelectiveCopy(Task):
         return ids, labels
 
 
+@dataclass
 class MQAR(Task):
+    """Zoology's layout: `pairs` key–value pairs up front, then the rest of the sequence in
+    two-token slots, `pairs` of them (at random) holding a key again and its value, the others
+    blank. Default: seq // 4 pairs, which fills every slot (the dense form)."""
+
+    pairs: int | None = None
+
     def batch(self, batch: int, seq: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        pairs = max(1, seq // 4)
+        pairs = self.pairs or max(1, seq // 4)
         half = (self.vocab - FIRST) // 2
+        slots = (seq - 2 * pairs) // 2
+        if pairs > half or pairs > slots:
+            raise ValueError(f"mqar with {pairs} pairs needs {4 * pairs} tokens per sequence and a vocabulary "
+                             f"of at least {FIRST + 2 * pairs} (has {seq} and {self.vocab})")
         # distinct keys per row from the lower half of the data ids, values from the upper half
         keys = torch.rand(batch, half, generator=gen).argsort(1)[:, :pairs] + FIRST
         vals = torch.randint(FIRST + half, self.vocab, (batch, pairs), generator=gen)
         ctx = torch.stack((keys, vals), 2).flatten(1)  # k1 v1 k2 v2 ...
         order = torch.rand(batch, pairs, generator=gen).argsort(1)
-        qk, qv = keys.gather(1, order), vals.gather(1, order)
-        query = torch.stack((qk, qv), 2).flatten(1)  # k v again, in another order: scored on v
-        ids = torch.cat((ctx, query), 1)
-        labels = torch.full_like(ids, IGNORE)
-        labels[:, 2 * pairs + 1::2] = qv
+        where = torch.rand(batch, slots, generator=gen).argsort(1)[:, :pairs]  # the queries' slots
+        rows = torch.arange(batch)[:, None]
+        query = torch.full((batch, slots, 2), BLANK)
+        query[rows, where, 0], query[rows, where, 1] = keys.gather(1, order), vals.gather(1, order)
+        scored = torch.full((batch, slots, 2), IGNORE)
+        scored[rows, where, 1] = query[rows, where, 1]  # k v again, in another order: scored on v
+        ids = torch.cat((ctx, query.flatten(1)), 1)
+        labels = torch.cat((torch.full_like(ctx, IGNORE), scored.flatten(1)), 1)
         return _fit(ids, labels, seq)
 
 
@@ -188,11 +203,25 @@ TASKS: dict[str, type[Task]] = {"copy": Copy, "selective_copy": SelectiveCopy, "
                                 "chars": Chars}
 
 
-def make_task(name: str, model_vocab: int, task_vocab: int = 64, passages: int | None = None) -> Task:
+def make_task(name: str, model_vocab: int, task_vocab: int = 64, passages: int | None = None,
+              pairs: int | None = None, seq: int | None = None) -> Task:
     """A task by name, its vocabulary capped by the model's (chars needs a vocabulary ≥ 256);
-    `passages`: the facts task's retrieved passages per question (0: closed book)."""
+    `passages`: the facts task's retrieved passages per question (0: closed book); `pairs`: MQAR's
+    key–value pairs per sequence (default a quarter of its tokens). With `seq`, one sequence of that
+    length is drawn first, so a task that does not fit it is a ValueError here, not mid-training."""
+    task = _task(name, model_vocab, task_vocab, passages, pairs)
+    if seq is not None:
+        task.batch(1, seq, torch.Generator().manual_seed(0))
+    return task
+
+
+def _task(name: str, model_vocab: int, task_vocab: int, passages: int | None, pairs: int | None) -> Task:
     if passages is not None and name != "facts":
         raise ValueError("passages are the facts task's retrieved facts")
+    if pairs is not None and name != "mqar":
+        raise ValueError("pairs are the mqar task's key-value pairs")
+    if name == "mqar":
+        return MQAR(name, min(task_vocab, model_vocab), pairs)
     if name == "facts":
         return Facts(name, min(task_vocab, model_vocab), 2 if passages is None else passages)
     if name not in TASKS:

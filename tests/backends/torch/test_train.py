@@ -7,7 +7,7 @@ import torch
 
 from archc.backends.torch import build
 from archc.backends.torch.checkpoint import load_weights
-from archc.backends.torch.tasks import IGNORE, QUERY, SEP, make_task
+from archc.backends.torch.tasks import BLANK, IGNORE, QUERY, SEP, make_task
 from archc.backends.torch.train import TrainConfig, config_from_section, lr_at, train
 from tests.conftest import tiny_lm_spec
 
@@ -81,6 +81,23 @@ def test_copy_and_mqar_targets_are_recoverable_from_context():
         pairs = dict(zip(ids[row, 0:16:2].tolist(), ids[row, 1:16:2].tolist(), strict=True))
         for j in range(17, 32, 2):
             assert pairs[int(ids[row, j - 1])] == int(labels[row, j])
+
+
+def test_mqar_with_fewer_pairs_puts_the_queries_among_blanks():
+    """Zoology's layout: 4 pairs up front, each key asked once in a two-token slot of the rest,
+    the other slots blank and unscored."""
+    ids, labels = make_task("mqar", 64, pairs=4).batch(8, 64, torch.Generator().manual_seed(5))
+    for row in range(8):
+        pairs = dict(zip(ids[row, 0:8:2].tolist(), ids[row, 1:8:2].tolist(), strict=True))
+        scored = (labels[row] != IGNORE).nonzero()[:, 0]
+        assert len(scored) == 4 and (scored >= 9).all() and (scored % 2 == 1).all()
+        assert sorted(int(ids[row, j - 1]) for j in scored) == sorted(pairs)
+        assert all(pairs[int(ids[row, j - 1])] == int(labels[row, j]) for j in scored)
+        assert int((ids[row, 8:] != BLANK).sum()) == 8
+    with pytest.raises(ValueError, match="pairs"):
+        make_task("mqar", 64, pairs=20).batch(1, 64, torch.Generator())
+    with pytest.raises(ValueError, match="mqar"):
+        make_task("copy", 64, pairs=4)
 
 
 def test_schedule_warmup_and_cosine():
