@@ -53,16 +53,17 @@ def _mamba_cost(p: MambaParams, ins: list[TensorType], out: TensorType, ctx: Cos
 
 
 def _mamba_weights(p: MambaParams, ins: list[TensorType]) -> tuple[Weight, ...]:
-    """As `mamba_ssm.Mamba`: in_proj d→2E (x and z), the depthwise conv1d over E channels
-    (PyTorch's default init), x_proj E→R+2N (Δ's low rank, B, C), dt_proj R→E (Δ: its own init,
-    and its bias the inverse softplus of a log-uniform step), A_log [E, N] and D [E] (own init:
-    S4D-real's log(1..N) and ones), out_proj E→d (scaled residual init). Every inner channel is
+    """As `mamba_ssm.Mamba`: in_proj d→2E (x and z), the depthwise conv1d over E channels, x_proj
+    E→R+2N (Δ's low rank, B, C) — these three with PyTorch's default init, as mamba_ssm keeps it —
+    dt_proj R→E (Δ: its own init, and its bias the inverse softplus of a log-uniform step), A_log
+    [E, N] and D [E] (own init: S4D-real's log(1..N) and ones), out_proj E→d (the residual
+    branch's output: its module draws it as mamba_ssm, PyTorch's default over √n_layers). Every inner channel is
     a unit of `inner` pruning. With learned Δ/B/C norms (Jamba), their scales [R], [N], [N] (ones)."""
     d = width_of(ins)
     e, n, r = p.inner(d), p.d_state, p.dt_rank_for(d)
-    return (dense("in_proj", d, 2 * e, "projection", p.bias, cuts_out=("inner",))
+    return (dense("in_proj", d, 2 * e, "projection", p.bias, "own", cuts_out=("inner",))
             + conv1d("conv1d", e, p.d_conv, "conv", p.conv_bias, cuts=("inner",))
-            + dense("x_proj", e, r + 2 * n, "projection", cuts_in=("inner",))
+            + dense("x_proj", e, r + 2 * n, "projection", False, "own", cuts_in=("inner",))
             + dense("dt_proj", r, e, "discretization", True, "own", cuts_out=("inner",), bias_init="own")
             + (Weight("A_log", (e, n), "ssm", "own", (("inner", 0),)), Weight("D", (e,), "ssm", "own", (("inner", 0),)))
             + dense("out_proj", e, d, "projection", p.bias, "residual", cuts_in=("inner",))

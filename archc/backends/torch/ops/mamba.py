@@ -11,7 +11,13 @@ from torch import Tensor
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.selective_scan import selective_scan
-from archc.backends.torch.layers import causal_depthwise_conv, init_conv, init_dt_bias, mask_padding
+from archc.backends.torch.layers import (
+    causal_depthwise_conv,
+    init_conv,
+    init_dt_bias,
+    init_fan_in,
+    mask_padding,
+)
 from archc.backends.torch.loops import segmented_forward
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.ops.norms import ScaledRMSNorm
@@ -27,8 +33,8 @@ class Mamba(OpModule):
 
     FalconMamba and Jamba RMS-normalize Δ's low-rank input, B and C after x_proj (`norm_dt_bc`;
     Jamba's with learned scales). Init as `mamba_ssm`: A = −(1..N) per channel (S4D-real), D = 1, Δ's bias log-uniform in
-    [0.001, 0.1], dt_proj.weight U(±R^−½), the conv PyTorch's default; out_proj takes the scaled
-    residual std."""
+    [0.001, 0.1], dt_proj.weight U(±R^−½), in_proj, x_proj and the conv PyTorch's default, out_proj
+    PyTorch's default over √n_layers."""
 
 
     def __init__(self, p, in_types, out_type) -> None:
@@ -49,6 +55,9 @@ class Mamba(OpModule):
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
+        init_fan_in(self.in_proj, init)
+        init_fan_in(self.x_proj, init)
+        init_fan_in(self.out_proj, init, init.n_layers ** -0.5)
         init_conv(self.conv1d, init)
         init.uniform_(self.dt_proj.weight, -self.r ** -0.5, self.r ** -0.5)
         init_dt_bias(self.dt_proj.bias, init)

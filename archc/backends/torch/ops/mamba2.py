@@ -10,7 +10,13 @@ from torch import Tensor, nn
 from archc.backends.torch.context import Context
 from archc.backends.torch.init import Init
 from archc.backends.torch.kernels.ssd import chunked_decay_attention
-from archc.backends.torch.layers import causal_depthwise_conv, init_conv, init_dt_bias, mask_padding
+from archc.backends.torch.layers import (
+    causal_depthwise_conv,
+    init_conv,
+    init_dt_bias,
+    init_fan_in,
+    mask_padding,
+)
 from archc.backends.torch.loops import segmented_forward
 from archc.backends.torch.module import OpModule, State
 from archc.backends.torch.registry import implements
@@ -43,7 +49,8 @@ class Mamba2(OpModule):
 
     (A_h = −exp(A_log_h) a scalar, B/C shared by the H/G heads of a group), computed by the
     chunked SSD algorithm with chunk length `chunk`; out = out_proj(GatedRMSNorm(y, z)). Init as
-    `mamba_ssm`: A_h = −h (1..H), D = 1, Δ's bias log-uniform in [0.001, 0.1]."""
+    `mamba_ssm`: A_h = −h (1..H), D = 1, Δ's bias log-uniform in [0.001, 0.1], in_proj PyTorch's
+    default, out_proj PyTorch's default over √n_layers."""
 
 
     def __init__(self, p, in_types, out_type) -> None:
@@ -59,6 +66,8 @@ class Mamba2(OpModule):
 
     def init_weights(self, init: Init) -> None:
         init.default(self)
+        init_fan_in(self.in_proj, init)
+        init_fan_in(self.out_proj, init, init.n_layers ** -0.5)
         init_conv(self.conv1d, init)
         init_dt_bias(self.dt_bias, init)
         with torch.no_grad():
