@@ -1,6 +1,7 @@
 """archc's Mamba and transformers' MambaForCausalLM from the same init, trained side by side on the
 same selective-copying batches with the same AdamW: whether a plateau (docs/results.md) is the
-setting's or archc's. Prints both losses every 50 steps.
+setting's or archc's. Prints, first, every parameter's gradient on the first batch side by side
+(relative difference), then both losses every 50 steps.
 
     .venv/bin/python tools/mamba_twin_training.py [--steps 400]
 """
@@ -43,6 +44,7 @@ theirs = transformers.AutoModelForCausalLM.from_pretrained("/tmp/mamba_hf")
 task = make_task("selective_copy", 16)
 gen = torch.Generator().manual_seed(0)
 opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0) for m in (ours, theirs)]
+named = dict(theirs.named_parameters())
 for step in range(args.steps):
     ids, labels = task.batch(32, 128, gen)
     losses = []
@@ -51,6 +53,13 @@ for step in range(args.steps):
         loss = m(ids, labels=labels).loss
         opt.zero_grad()
         loss.backward()
+        if step == 0 and m is theirs:  # the first batch's gradients, before either optimizer moves
+            for name, p in ours.named_parameters():
+                ref = named.get({"embed.weight": "backbone.embeddings.weight",
+                                 "norm.weight": "backbone.norm_f.weight"}.get(name, "backbone." + name))
+                if ref is not None:
+                    print(f"grad {name:32s} |g| {float(p.grad.norm()):.3e}  rel. diff "
+                          f"{float((p.grad - ref.grad).norm() / p.grad.norm()):.1e}", flush=True)
         opt.step()
         losses.append(loss.item())
     if step % 50 == 0 or step == args.steps - 1:

@@ -85,9 +85,9 @@ def spec(mixer: str, vocab: int, d: int) -> str:
 #: experiment -> (task, vocabulary, train length, eval lengths, widths, rows, paper's numbers)
 EXPERIMENTS = {
     "selective_copy": ("selective_copy", 16, 128, (128,), (64,),
-                       ("s4", "s4d", "hyena", "linear_attention", "mamba", "attention"),
+                       ("s4", "s4d", "hyena", "linear_attention", "mamba", "mamba2", "attention"),
                        {"s4": "18.3 (S4, no gate)", "hyena": "30.1 (Hyena in H3)", "mamba": "99.8 (Mamba, S6)",
-                        "s4d": "—", "linear_attention": "—", "attention": "—"}),
+                        "s4d": "—", "linear_attention": "—", "mamba2": "—", "attention": "—"}),
     "induction_heads": ("induction_heads", 16, 128, (64, 128, 256, 512, 1024, 4096), (64,),
                         ("attention", "hyena", "s4d", "mamba", "mamba2"),
                         {"attention": "fails beyond 2× (MHA-RoPE)", "hyena": "fails beyond 2×",
@@ -189,8 +189,11 @@ def tables(results: dict) -> str:
         out.append("")
     rows = _rows(results, "mqar")
     if rows:
-        out += ["**MQAR** (4 key–value pairs in 64 tokens, the queries among blanks, vocabulary 64; accuracy % "
-                "of the recalled values against the decode state per sequence at 64 tokens, fp32):", "",
+        budget = sorted({(r["steps"], r.get("batch", 32)) for r in rows})
+        out += ["**MQAR** (4 key–value pairs in 64 tokens, the queries among blanks, vocabulary 64; "
+                + ", ".join(f"{st} steps at batch {b}" for st, b in budget)
+                + "; accuracy % of the recalled values against the decode state per sequence at 64 tokens, fp32; "
+                "plot: `results_mqar.png`):", "",
                 "| mixer | d | state | accuracy |", "| --- | --- | --- | --- |"]
         for r in rows:
             kib = r.get("state_bytes")
@@ -207,11 +210,15 @@ def plot(results: dict) -> None:
 
     rows = [r for r in results.values() if r["experiment"] == "mqar" and r.get("accuracy")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in sorted({r["row"] for r in rows}):
+    names = sorted({r["row"] for r in rows})
+    for i, name in enumerate(names):  # 12 mixers: tab20's colors and two markers keep the lines apart
         pts = sorted((r["state_bytes"], r["accuracy"]["64"]) for r in rows if r["row"] == name
                      and r["accuracy"].get("64") is not None)
         if pts:
-            ax.plot([p[0] / 1024 for p in pts], [100 * p[1] for p in pts], marker="o", label=name)
+            ax.plot([p[0] / 1024 for p in pts], [100 * p[1] for p in pts], marker="os"[i % 2], label=name,
+                    color=plt.cm.tab20(i / max(1, len(names) - 1)))
+    vocab = EXPERIMENTS["mqar"][1]
+    ax.axhline(100 / (vocab - 3 - (vocab - 3) // 2), color="grey", ls=":", lw=1, label="chance")  # the values' ids
     ax.set_xscale("log")
     ax.set_xlabel("decode state per sequence at 64 tokens (KiB, fp32)")
     ax.set_ylabel("MQAR accuracy (%)")
