@@ -3,7 +3,8 @@
 between markers, and the MQAR plot docs/results_mqar.png) from docs/results_synthetic.json.
 
     .venv/bin/python tools/synthetic_results.py [--only selective_copy,induction_heads,mqar]
-        [--rows mamba,attention] [--steps 1500] [--out /tmp/archc-synthetic]
+        [--rows mamba,attention] [--steps 1500] [--batch 32] [--lr 3e-3] [--jobs 2] [--device cuda]
+        [--out /tmp/archc-synthetic]
 
 Every row is one 2-layer model (its mixer, then a SwiGLU feed-forward, pre-norm residual blocks)
 written as a spec, trained by `archc train --task T` (AdamW, warmup + cosine, seed 0) and scored by
@@ -14,8 +15,8 @@ by key, so a run that dies keeps what it measured, and `--rows` reruns a few.
   128 tokens (the paper: 4096), accuracy on the copied tokens;
 * induction heads (Table 2): `induction_heads` (one marker, its answer, the marker again), trained
   at 128 tokens (the paper: 256) and scored at 64 … 4096 — length extrapolation;
-* MQAR (Arora et al. 2023, zoology Figure 2): 4 key–value pairs in 64 tokens (zoology's ratio at
-  64 tokens: the queries among blanks), vocabulary 64, each mixer at widths 32, 64 and 128;
+* MQAR (Arora et al. 2023, Zoology): 4 key–value pairs in 64 tokens, the queries among blanks as
+  Zoology lays them out, vocabulary 64, each mixer at widths 32, 64 and 128;
   accuracy against the decode state per sequence (archc's cost model: bytes at the task's length),
   plotted.
 
@@ -126,14 +127,16 @@ def run_row(exp: str, row: str, d: int, args: argparse.Namespace) -> dict:
     path.write_text(spec(mixers(d)[row], vocab, d))
     py = [sys.executable, "-m", "archc"]
     flags = TASK_FLAGS.get(exp, ())
+    device = ("--device", args.device) if args.device else ()  # training's; scoring runs on the CPU
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if args.jobs > 1 else None
     t0 = time.perf_counter()
-    train = subprocess.run([*py, "train", str(path), "--task", task, *flags, "--steps", str(args.steps), "--seq",
+    train = subprocess.run([*py, "train", str(path), "--task", task, *flags, *device, "--steps", str(args.steps), "--seq",
                             str(train_len), "--batch", str(args.batch), "--lr", str(args.lr), "--warmup",
                             str(args.steps // 10), "-o", str(folder / "run"), "--force", "-q"],
                            capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
     out: dict = {"experiment": exp, "row": row, "d": d, "steps": args.steps, "batch": args.batch,
+                 "device": args.device or "cpu",
                  "threads": 1 if args.jobs > 1 else os.cpu_count(), "train_s": round(seconds, 1),
                  "paper": paper.get(row, "")}
     if train.returncode != 0:
@@ -237,6 +240,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--jobs", type=int, default=1, help="rows trained at once, one thread each")
+    ap.add_argument("--device", choices=("cpu", "cuda"), help="train on this device (the paper's budgets are a GPU's)")
     ap.add_argument("--out", default="/tmp/archc-synthetic")
     ap.add_argument("--json", default=str(JSON.relative_to(ROOT)))
     ap.add_argument("--render", action="store_true", help="only rewrite docs/results.md's tables and the plot")
