@@ -56,8 +56,8 @@ def _mamba_weights(p: MambaParams, ins: list[TensorType]) -> tuple[Weight, ...]:
     """As `mamba_ssm.Mamba`: in_proj d→2E (x and z), the depthwise conv1d over E channels, x_proj
     E→R+2N (Δ's low rank, B, C) — these three with PyTorch's default init, as mamba_ssm keeps it —
     dt_proj R→E (Δ: its own init, and its bias the inverse softplus of a log-uniform step), A_log
-    [E, N] and D [E] (own init: S4D-real's log(1..N) and ones), out_proj E→d (the residual
-    branch's output: its module draws it as mamba_ssm, PyTorch's default over √n_layers). Every inner channel is
+    [E, N] and D [E] (own init: S4D-real's log(1..N) and ones), out_proj E→d (scaled residual init,
+    as every op's residual output; mamba_ssm's is PyTorch's default over √n_layers). Every inner channel is
     a unit of `inner` pruning. With learned Δ/B/C norms (Jamba), their scales [R], [N], [N] (ones)."""
     d = width_of(ins)
     e, n, r = p.inner(d), p.d_state, p.dt_rank_for(d)

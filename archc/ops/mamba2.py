@@ -67,8 +67,8 @@ def _mamba2_cost(p: Mamba2Params, ins: list[TensorType], out: TensorType, ctx: C
 def _mamba2_weights(p: Mamba2Params, ins: list[TensorType]) -> tuple[Weight, ...]:
     """As transformers' Mamba2Mixer: in_proj d→E (z) + E+2GN (x, B, C) + H (Δ), the depthwise
     conv1d over E+2GN channels, dt_bias, A_log and D per head (own init: log-uniform Δ, log(1..H),
-    ones), the gated RMSNorm's `norm.weight` [E], out_proj E→d (the residual branch's output);
-    the module draws in_proj and out_proj as mamba_ssm: PyTorch's default, out_proj's over √n_layers."""
+    ones), the gated RMSNorm's `norm.weight` [E], out_proj E→d (scaled residual init);
+    the module draws in_proj as mamba_ssm, PyTorch's default."""
     d = width_of(ins)
     e, h = p.inner(d), p.heads_for(d)
     conv, heads = p.conv_width(d), (("heads", 0),)

@@ -22,7 +22,6 @@ class Init:
                  op_counts: dict[str, int] | None = None) -> None:
         self.gen = torch.Generator().manual_seed(seed)
         self.std = std
-        self.n_layers = max(n_layers, 1)
         self.residual_std = std / (2 * max(n_layers, 1)) ** 0.5
         #: How many nodes of each op the model has (depth-dependent inits, e.g. RWKV's).
         self.op_counts: dict[str, int] = dict(op_counts or {})

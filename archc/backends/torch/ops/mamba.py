@@ -33,8 +33,8 @@ class Mamba(OpModule):
 
     FalconMamba and Jamba RMS-normalize Δ's low-rank input, B and C after x_proj (`norm_dt_bc`;
     Jamba's with learned scales). Init as `mamba_ssm`: A = −(1..N) per channel (S4D-real), D = 1, Δ's bias log-uniform in
-    [0.001, 0.1], dt_proj.weight U(±R^−½), in_proj, x_proj and the conv PyTorch's default, out_proj
-    PyTorch's default over √n_layers."""
+    [0.001, 0.1], dt_proj.weight U(±R^−½), in_proj, x_proj and the conv PyTorch's default; out_proj keeps
+    its role's scaled residual init (every op's residual output draws the same, GPT-2's)."""
 
 
     def __init__(self, p, in_types, out_type) -> None:
@@ -57,7 +57,6 @@ class Mamba(OpModule):
         init.default(self)
         init_fan_in(self.in_proj, init)
         init_fan_in(self.x_proj, init)
-        init_fan_in(self.out_proj, init, init.n_layers ** -0.5)
         init_conv(self.conv1d, init)
         init.uniform_(self.dt_proj.weight, -self.r ** -0.5, self.r ** -0.5)
         init_dt_bias(self.dt_proj.bias, init)

@@ -50,7 +50,7 @@ class Mamba2(OpModule):
     (A_h = −exp(A_log_h) a scalar, B/C shared by the H/G heads of a group), computed by the
     chunked SSD algorithm with chunk length `chunk`; out = out_proj(GatedRMSNorm(y, z)). Init as
     `mamba_ssm`: A_h = −h (1..H), D = 1, Δ's bias log-uniform in [0.001, 0.1], in_proj PyTorch's
-    default, out_proj PyTorch's default over √n_layers."""
+    default; out_proj its role's scaled residual init."""
 
 
     def __init__(self, p, in_types, out_type) -> None:
@@ -67,7 +67,6 @@ class Mamba2(OpModule):
     def init_weights(self, init: Init) -> None:
         init.default(self)
         init_fan_in(self.in_proj, init)
-        init_fan_in(self.out_proj, init, init.n_layers ** -0.5)
         init_conv(self.conv1d, init)
         init_dt_bias(self.dt_bias, init)
         with torch.no_grad():
