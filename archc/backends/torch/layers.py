@@ -34,12 +34,12 @@ def init_conv(conv: nn.Conv1d, init: Init) -> None:
         init.uniform_(conv.bias, -bound, bound)
 
 
-def init_fan_in(linear: nn.Linear, init: Init, scale: float = 1.0) -> None:
-    """PyTorch's default Linear weight init, U(±1/√fan_in) (kaiming_uniform with a = √5), times
-    `scale`, drawn from the seeded generator; the bias (if any) is left to the declared init. The
-    projections `mamba_ssm` leaves at PyTorch's default take this: N(0, 0.02) is 2.5–3.6× smaller at
-    Mamba's widths, and the scan's output, bilinear in B and C, ~10× smaller still."""
-    bound = scale / math.sqrt(linear.in_features)
+def init_fan_in(linear: nn.Linear, init: Init) -> None:
+    """PyTorch's default Linear weight init, U(±1/√fan_in) (kaiming_uniform with a = √5), drawn
+    from the seeded generator; the bias (if any) is left to the declared init. The projections
+    `mamba_ssm` leaves at PyTorch's default take this (N(0, 0.02) is 2.5–3.6× smaller at Mamba's
+    widths)."""
+    bound = 1 / math.sqrt(linear.in_features)
     init.uniform_(linear.weight, -bound, bound)
 
 
