@@ -324,9 +324,10 @@ process. Ask for fewer tokens or a shorter prompt, or raise `--max-memory` on a 
     "ARC1307": ("bad command-line option", """
 A flag's value is outside what it accepts; the message names the flag and the range: counts from 0
 or 1 up to 2^40 (or their own bound), probabilities (`--top-p`) in (0, 1], temperatures finite and ≥ 0, `--top-k` between 1 and
-the vocabulary, learning rates finite and > 0, pruning ratios in [0, 1), `--threads` between 1
-and 4 × the cores, MatMulNBits block sizes powers of two from 16 to 256, data sources `TASK:N`
-with N ≥ 1. `archc COMMAND --help` lists every option.
+the vocabulary, learning rates finite and > 0, pruning ratios in [0, 1), held-out and efficiency
+shares in (0, 1), `--threads` (run, compress-report, bench) and `train --nproc` between 1 and 4 ×
+the cores, MatMulNBits block sizes powers of two from 16 to 256, data sources `TASK:N` with N ≥ 1,
+output paths never empty (an unset shell variable). `archc COMMAND --help` lists every option.
 """),
     "ARC1308": ("cannot resume from this run folder", """
 `--resume` found a checkpoint it cannot continue from: `last.safetensors` or

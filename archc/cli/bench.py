@@ -7,7 +7,7 @@ import argparse
 import json
 
 from archc.cli.common import EXIT_ERRORS, EXIT_OK, add_limit_flags, load_or_report, print_diags
-from archc.cli.flags import count, output
+from archc.cli.flags import count, output, threads
 
 
 def _shape(text: str) -> tuple[int, int]:
@@ -24,7 +24,8 @@ def _lengths(text: str) -> tuple[int, ...]:
     except ValueError:
         out = ()
     if not out or min(out) < 1 or max(out) > 1 << 20:
-        raise argparse.ArgumentTypeError(f"{text!r}: give sequence lengths, e.g. 512 or 128,512,2048")
+        raise argparse.ArgumentTypeError(f"{text!r}: give sequence lengths from 1 to {1 << 20:,}, e.g. 512 or "
+                                         "128,512,2048")
     return out
 
 
@@ -166,7 +167,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--no-triton", action="store_true", help="leave out the Triton kernel runner")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (cpu)")
     b.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="weights and activations (fp32)")
-    b.add_argument("--threads", type=count(1, 1024), help="torch's intra-op threads (torch's default)")
+    b.add_argument("--threads", type=threads, help="torch's intra-op threads, 1 to 4 × the cores (torch's default)")
     b.add_argument("--pipeline", default="O1", choices=("O0", "O1", "O2"), help="optimization level (O1)")
     b.add_argument("--seed", type=count(0), default=0, help="seed of the weights and the tokens (0)")
     b.add_argument("--plot", metavar="PNG", type=output, help="draw forward time against --seq lengths into PNG")

@@ -143,6 +143,16 @@ def threads(text: str) -> int:
     return value
 
 
+def processes(text: str) -> int:
+    """Processes to start on this machine (`train --nproc`): 1 … 4 × its cores, as threads are; each
+    one loads torch and a replica, so 4,096 of them thrash or exhaust memory before the first step."""
+    value = int(_number(text, int))
+    if not 1 <= value <= max_threads():
+        raise argparse.ArgumentTypeError(f"must be between 1 and {max_threads()} (4 × this machine's "
+                                         f"{os.cpu_count()} cores), got {text}")
+    return value
+
+
 def output(text: str) -> str:
     """An output path: never empty (an unset shell variable would make it the current folder)."""
     if not text.strip():

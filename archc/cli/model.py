@@ -30,6 +30,7 @@ from archc.cli.flags import (
     plan_degrees,
     positive,
     probability,
+    processes,
     seed,
     temperature,
     unit_interval,
@@ -717,8 +718,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=seed, default=0, help="seed of the init and the data (0)")
     t.add_argument("-o", "--output", "--out", dest="out", default="run", type=output,
                    help="run folder for checkpoints and loss.png (run)")
-    t.add_argument("--nproc", type=count(1, 4096), default=1,
-                   help="processes to train in, under torchrun (gloo on CPU, NCCL on CUDA; docs/distributed.md)")
+    t.add_argument("--nproc", type=processes, default=1,
+                   help="processes to train in on this machine, 1 to 4 × its cores, under torchrun (gloo on CPU, "
+                        "NCCL on CUDA; docs/distributed.md)")
     t.add_argument("--plan", default=None, type=plan_degrees, metavar="DEGREES",
                    help='how the processes split the work, e.g. "tp=2", "fsdp=2", "tp=2,fsdp=2" (default: data '
                         "parallelism over all of them; `archc plan` chooses one)")

@@ -32,6 +32,7 @@ COMPANIONS = ("tokenizer_config.json", "special_tokens_map.json")
 EOS_NAMES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[EOS]", "<|im_end|>", "[SEP]")
 #: a tokenizer.json larger than this is refused (Qwen2's is 7 MB, Gemma's 34 MB)
 MAX_TOKENIZER_BYTES = 256 * 2**20
+NOT_A_TOKENIZER = "give a tokenizer.json saved by `tokenizers` (tokenizer.save) or transformers (save_pretrained)"
 BYTES_EOS = 256
 
 
@@ -137,12 +138,12 @@ def load_tokenizer(source: str | Path) -> Tokenizer:
     need("tokenizers")
     from tokenizers import Tokenizer as RustTokenizer
 
-    text = read_text(file, MAX_TOKENIZER_BYTES, "--tokenizer")
+    text = _read(file, MAX_TOKENIZER_BYTES, "--tokenizer")
     try:
         tok = RustTokenizer.from_str(text)
     except Exception as e:  # the library's own parse errors: the file is not a tokenizer
         raise DataError("ARC1501", f"--tokenizer: {shown} is not a tokenizers file: {printable(str(e))[:200]}",
-                        "save the tokenizer with tokenizer.save('tokenizer.json') or save_pretrained") from None
+                        NOT_A_TOKENIZER) from None
     files = (file, *(folder / c for c in COMPANIONS if (folder / c).is_file() and file.name == TOKENIZER_FILE))
     eos = _eos_id(tok, folder if file.name == TOKENIZER_FILE else None, shown)
     return HFTokenizer(name=str(source), tok=tok, vocab_size=tok.get_vocab_size(with_added_tokens=True), eos_id=eos,
@@ -167,14 +168,24 @@ def _eos_id(tok: Any, folder: Path | None, shown: str) -> int:
                     "(tokenizer.add_special_tokens) and name it eos_token in tokenizer_config.json")
 
 
+def _read(path: Path, limit: int, what: str) -> str:
+    """A tokenizer's file as text; what is not (too large, not UTF-8, a link) is a `DataError`."""
+    from archc.files import FileError
+
+    try:
+        return read_text(path, limit, what, code="ARC1501", hint=NOT_A_TOKENIZER)
+    except FileError as e:
+        raise DataError(e.code, e.message, e.hint) from None
+
+
 def _config_eos(folder: Path) -> str | None:
     path = folder / CONFIG_FILE
     if not path.is_file():
         return None
     try:
-        cfg = json.loads(read_text(path, 64 * 2**20, CONFIG_FILE))
+        cfg = json.loads(_read(path, 64 * 2**20, CONFIG_FILE))
     except json.JSONDecodeError as e:
-        raise DataError("ARC1501", f"--tokenizer: {printable(str(path))} is not JSON: {e}") from None
+        raise DataError("ARC1501", f"--tokenizer: {printable(str(path))} is not JSON: {e}", NOT_A_TOKENIZER) from None
     eos = cfg.get("eos_token") if isinstance(cfg, dict) else None
     if isinstance(eos, dict):
         eos = eos.get("content")

@@ -53,24 +53,26 @@ def inside(folder: Path, rel: str, what: str) -> Path:
     return cur
 
 
-def read_text(path: Path, limit: int, what: str) -> str:
-    """The UTF-8 text of `path`, refused when larger than `limit` bytes, never through a link."""
+def read_text(path: Path, limit: int, what: str, code: str = "ARC1104", hint: str | None = None) -> str:
+    """The UTF-8 text of `path`, refused when larger than `limit` bytes, never through a link.
+    `code` and `hint` are the diagnostic's for a file that is not what it should be (ARC1104, a
+    manifest archc wrote, by default; a tokenizer's is ARC1501)."""
+    hint = hint or f"this is not a {what} archc wrote"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == 40:  # ELOOP: the last component is a link
             raise FileError("ARC1304", f"{printable(str(path))} is a symbolic link; archc does not read "
                             f"the {what} through links", "replace the link with the file itself") from None
-        raise FileError("ARC1104", f"cannot read {printable(str(path))}: {e.strerror}",
+        raise FileError(code, f"cannot read {printable(str(path))}: {e.strerror}",
                         f"check the {what}'s path and permissions") from None
     with os.fdopen(fd, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > limit:
-            raise FileError("ARC1104", f"{printable(str(path))} is {size:,} bytes; a {what} is at most {limit:,}",
-                            f"this is not a {what} archc wrote")
+            raise FileError(code, f"{printable(str(path))} is {size:,} bytes; a {what} is at most {limit:,}", hint)
         data = f.read(limit + 1)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise FileError("ARC1104", f"{printable(str(path))} is not UTF-8 text (byte {e.start:,}: "
-                        f"{data[e.start:e.start + 1]!r})", f"this is not a {what} archc wrote") from None
+        raise FileError(code, f"{printable(str(path))} is not UTF-8 text (byte {e.start:,}: "
+                        f"{data[e.start:e.start + 1]!r})", hint) from None

@@ -56,7 +56,7 @@ def test_the_end_token_without_a_config_is_found_by_its_name(bpe_folder: Path, t
     assert e.value.code == "ARC1501"
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "garbage", "no_eos"])
+@pytest.mark.parametrize("case", ["missing", "folder", "garbage", "binary", "no_eos"])
 def test_what_is_not_a_tokenizer_is_a_diagnostic(case: str, tmp_path: Path):
     from tokenizers import Tokenizer, models
 
@@ -65,6 +65,8 @@ def test_what_is_not_a_tokenizer_is_a_diagnostic(case: str, tmp_path: Path):
         path = tmp_path
     elif case == "garbage":
         path.write_text("{ not json")
+    elif case == "binary":  # not UTF-8: the byte that is not, under the tokenizer's own code
+        path.write_bytes(b'{"model": "\xd6"}')
     elif case == "no_eos":
         Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a")).save(str(path))
     with pytest.raises(DataError) as e:
@@ -72,4 +74,5 @@ def test_what_is_not_a_tokenizer_is_a_diagnostic(case: str, tmp_path: Path):
     assert e.value.code == "ARC1501"
     assert e.value.usage == (case == "missing")
     assert {"missing": "does not exist", "folder": "has no tokenizer.json", "garbage": "not a tokenizers file",
-            "no_eos": "no end-of-text token"}[case] in e.value.message
+            "binary": "not UTF-8 text (byte 11", "no_eos": "no end-of-text token"}[case] in e.value.message
+    assert e.value.hint

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from archc.cli import build_parser, main
 
 POSITIONAL = {"run": ["DIR"], "train": ["m.arch"], "prune": ["m.arch", "-o", "DIR"], "export": ["m.arch", "-o", "DIR"],
-              "compress-report": ["DIR"], "generate": ["m.arch"], "summary": ["m.arch"]}
+              "compress-report": ["DIR"], "generate": ["m.arch"], "summary": ["m.arch"], "eval": ["m.arch"],
+              "bench": ["m.arch"], "plan": ["m.arch"]}
 
 
 def _int(text: str) -> int | None:
@@ -68,6 +69,29 @@ RANGES = {
     ("compress-report", "--seq"): _ints(2, 1_000_000),
     ("compress-report", "--threads"): _ints(1, 4 * CORES),
     ("summary", "--seq"): _ints(1),
+    # the commands and flags that came after the first hostile sweep
+    ("generate", "--temperature"): _floats(lambda v: v >= 0),
+    ("generate", "--top-k"): _ints(1),
+    ("generate", "--max-new-tokens"): _ints(0),
+    ("eval", "--seq"): _ints(2),
+    ("eval", "--batch"): _ints(1),
+    ("eval", "--batches"): _ints(1),
+    ("eval", "--max-tokens"): _ints(1),
+    ("eval", "--pairs"): _ints(1),
+    ("train", "--pairs"): _ints(1),
+    ("train", "--passages"): _ints(0),
+    ("train", "--warmup"): _ints(0),
+    ("train", "--val-fraction"): _floats(lambda v: 0 < v < 1),
+    ("train", "--val-every"): _ints(1),
+    ("train", "--val-tokens"): _ints(2),
+    ("train", "--nproc"): _ints(1, 4 * CORES),
+    ("bench", "--threads"): _ints(1, 4 * CORES),
+    ("bench", "--repeat"): _ints(1),
+    ("bench", "--new-tokens"): _ints(2),
+    ("bench", "--prompt"): _ints(1),
+    ("plan", "--efficiency"): _floats(lambda v: 0 < v < 1),
+    ("plan", "--top"): _ints(0, 20),
+    ("plan", "--global-batch"): _ints(1),
 }
 
 
@@ -113,6 +137,10 @@ def test_each_numeric_flag_accepts_exactly_its_documented_range(key, value):
     ["compress-report", "DIR", "--data", "chars:0"], ["export", "m.arch", "-o", "o", "--calibrate", "chars:0"],
     ["export", "m.arch", "-o", "o", "--block-size", "48"], ["export", "m.arch", "-o", ""],
     ["prune", "m.arch", "-o", " "], ["train", "m.arch", "-o", ""], ["compress-report", "DIR", "--json", ""],
+    ["train", "m.arch", "--nproc", "100000"], ["bench", "m.arch", "--threads", "100000"],
+    ["train", "m.arch", "--val-fraction", "1"], ["eval", "m.arch", "--seq", "0"], ["plan", "m.arch", "--efficiency", "nan"],
+    ["import-hf", "DIR", "-o", ""], ["export-hf", "m.arch", "-o", ""], ["kernels", "m.arch", "--emit", ""],
+    ["bench", "m.arch", "--plot", ""],
 ])
 def test_out_of_range_flags_are_refused_before_any_work(argv, capsys):
     with pytest.raises(SystemExit) as e:
