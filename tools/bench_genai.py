@@ -6,10 +6,11 @@ For each configuration (llama-tiny's widths: d 256, 4 layers, 8 heads, 2 kv head
 vocab 4,096; Mistral-style with a sliding window; Qwen2-style with q/k/v biases) a transformers
 model is random-initialized from its config, saved with `save_pretrained` and a WordLevel
 `tokenizer.json` of 4,096 tokens (the `tokenizers` library), and given to
-`python -m onnxruntime_genai.models.builder -i DIR -o OUT -p fp32|int4 -e cpu`. archc exports its
-own spec of the same widths, loaded with the same weights, three ways: `--target ort` at `O2`
-(the default), `--target onnx` at `O2`, and `--target onnx --pipeline O0` (the graph before
-issue #22's fusions). Each graph runs in a plain onnxruntime session (2 intra-op threads, CPU),
+`python -m onnxruntime_genai.models.builder -i DIR -o OUT -p fp32|int4 -e cpu` (and once more with
+`--extra_options prune_lm_head=true`). archc exports its own spec of the same widths, loaded with
+the same weights, four ways: `--target ort` at `O2` (the default), the same with `--logits last`
+(the head on the last position only: the peer of the builder's `prune_lm_head`), `--target onnx`
+at `O2`, and `--target onnx --pipeline O0` (the graph before issue #22's fusions). Each graph runs in a plain onnxruntime session (2 intra-op threads, CPU),
 with the same feeds: prefill = one run over 512 tokens from an empty cache; decode = ms per token
 over 32 one-token steps after a 128-token prompt; medians of `--repeat` runs, the graphs timed
 alternately. Also: the node count (subgraphs included) and, fp32, the max |archc − builder| of
@@ -122,6 +123,11 @@ def node_count(path: Path) -> int:
     return count(m.graph)
 
 
+def _max_abs(logits: np.ndarray, ref: np.ndarray) -> float:
+    """max |logits − ref| over the positions `logits` holds (the last only, for a pruned head)."""
+    return float(np.abs(logits - ref[:, -logits.shape[1]:]).max())
+
+
 class Runner:
     """A plain onnxruntime session over a decoder with genai's interface (input_ids,
     attention_mask, past_key_values.N.key/value [batch, kv, past, head_dim])."""
@@ -197,20 +203,28 @@ def main() -> None:
         model, text = archc_model(name, hf)
         for precision in args.precisions.split(","):
             graphs: dict[str, Path] = {}
-            builder_out = out / f"{name}-{precision}-builder"
-            t0 = time.perf_counter()
-            extra = ["--extra_options", "windowed_kv_cache=false"] if name == "mistral" else []
-            subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o",
-                            str(builder_out), "-p", precision, "-e", "cpu", *extra], check=True, capture_output=True)
-            export_s = {"builder": time.perf_counter() - t0}
-            graphs["builder"] = builder_out / "model.onnx"
+            export_s = {}
+            # the builder as the issue runs it, and with its `prune_lm_head` (the head on the last
+            # position only: what archc's `--logits last` does), so that each archc row has its peer
+            for label, options in (("builder", []), ("builder prune_lm_head", ["prune_lm_head=true"])):
+                builder_out = out / f"{name}-{precision}-{label.replace(' ', '-')}"
+                t0 = time.perf_counter()
+                options = options + (["windowed_kv_cache=false"] if name == "mistral" else [])
+                extra = ["--extra_options", *options] if options else []
+                subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o",
+                                str(builder_out), "-p", precision, "-e", "cpu", *extra], check=True,
+                               capture_output=True)
+                export_s[label] = time.perf_counter() - t0
+                graphs[label] = builder_out / "model.onnx"
             q = QuantizeOptions("int4" if precision == "int4" else "none")
-            for label, target, level in (("archc ort O2", "ort", "O2"), ("archc onnx O2", "onnx", "O2"),
-                                         ("archc onnx O0", "onnx", "O0")):
-                folder = out / f"{name}-{precision}-{target}-{level}"
+            for label, target, level, logits in (("archc ort O2", "ort", "O2", "all"),
+                                                 ("archc ort O2 --logits last", "ort", "O2", "last"),
+                                                 ("archc onnx O2", "onnx", "O2", "all"),
+                                                 ("archc onnx O0", "onnx", "O0", "all")):
+                folder = out / f"{name}-{precision}-{target}-{level}-{logits}"
                 t0 = time.perf_counter()
                 export_model(model, folder, text, f"{name}_tiny", "transformers init, seed 0", force=True, quantize=q,
-                             pipeline=level, target=target, keep_reference=False)
+                             pipeline=level, target=target, keep_reference=False, logits=logits)
                 export_s[label] = time.perf_counter() - t0
                 graphs[label] = folder / "model.onnx"
             runners = {k: Runner(p, args.threads) for k, p in graphs.items()}
@@ -229,7 +243,7 @@ def main() -> None:
                 rows[k] = {"nodes": node_count(graphs[k]), "export_s": round(export_s[k], 1),
                            "prefill_ms": round(1e3 * statistics.median(prefill[k]), 2),
                            "decode_ms": round(statistics.median(decode[k]), 3),
-                           "max_abs_vs_builder": float(np.abs(r.run(prompt, None)[0] - ref_logits).max())}
+                           "max_abs_vs_builder": _max_abs(r.run(prompt, None)[0], ref_logits)}
             b = rows["builder"]
             for k, row in rows.items():
                 row["prefill_ratio"] = round(row["prefill_ms"] / b["prefill_ms"], 3)

@@ -186,9 +186,13 @@ def _cmd_compress_report(args: argparse.Namespace, sources: dict[str, str]) -> i
             OnnxModel(f, threads=1)
     except NotAnExport as e:
         raise _fail(e.code, str(e), e.hint or "point compress-report at folders written by `archc export`") from None
-    for f, m in zip(folders, manifests, strict=True):
+    for f, m in [*zip(folders, manifests, strict=True), (reference, ref_manifest)]:
         if m.kind != "decoder":
             raise _fail("ARC0906", f"{f} holds a forward graph; compress-report measures decoders")
+        if m.logits == "last":
+            raise _fail("ARC0906", f"{f} was exported with --logits last: its logits are the last position's, and "
+                        "agreement and perplexity score every position", "export it again without --logits last "
+                        "to measure it (the head's cost is the same per generated token)")
         if m.vocab != ref_manifest.vocab:
             raise _fail("ARC0910", f"{f} predicts {m.vocab} tokens, the reference {reference} {ref_manifest.vocab}")
     from archc.backends.onnx.runtime import state_bytes

@@ -130,7 +130,7 @@ def _cmd_export(args: argparse.Namespace, sources: dict[str, str]) -> int:
         report = export_model(model, folder, text, prog.graph.name, args.weights or f"random init, seed {args.seed}",
                               opset=args.opset, force=args.force, quantize=options, calibration=cal,
                               held_out=held_out, keep_reference=not args.no_reference, pipeline=args.pipeline,
-                              target=args.target, tokenizer=tokenizer)
+                              target=args.target, tokenizer=tokenizer, logits=args.logits)
     except ExportError as e:
         raise _fail(e.code, e.message, e.hint, e.node.span if e.node is not None else None) from None
     except QuantizeError as e:
@@ -339,6 +339,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--target", choices=("ort", "onnx"), default="ort",
                    help="ort: onnxruntime's fused operators (GroupQueryAttention, SkipSimplifiedLayerNormalization, "
                         "…) where they compute the op; onnx: standard ONNX operators only, for other runtimes (ort)")
+    x.add_argument("--logits", choices=("all", "last"), default="all",
+                   help="a decoder's logits output: every position of the step's tokens (all: --check, perplexity), "
+                        "or the last only (last: generation; the head skips the prompt's other positions, as "
+                        "onnxruntime-genai's prune_lm_head does) (all)")
     qg = x.add_argument_group("quantization (docs/compression.md)")
     qg.add_argument("--quantize", choices=("none", "int8", "int8_dynamic", "int8_static", "int8_block", "int4"),
                     help="int8: the best of dynamic, block-wise and static on held-out data (needs --calibrate; "

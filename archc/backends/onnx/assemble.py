@@ -84,9 +84,17 @@ class _Scope:
         return out
 
 
+#: What a decoder's `logits` output holds: every position of the step's tokens, or the last only.
+LOGITS = ("all", "last")
+
+
 class Assembler:
-    def __init__(self, model: ArchModel, opset: int, target: str = "ort") -> None:
+    def __init__(self, model: ArchModel, opset: int, target: str = "ort", logits: str = "all") -> None:
         self.model, self.graph, self.opset, self.target = model, model.graph, opset, target
+        #: `last`: a decoder's head runs on the last position only (onnxruntime-genai's
+        #: `prune_lm_head`, transformers' `logits_to_keep=1`): generation reads nothing else, and
+        #: the head is a quarter of a small model's prefill
+        self.logits = logits
         #: node id -> the operators its direct lowering made / why the target's lowering refused it
         self.lowered: dict[str, str] = {}
         self.not_lowered: dict[str, str] = {}
@@ -329,6 +337,8 @@ class Assembler:
             if kind == "input":
                 continue
             ins = [values[i] for i in node.inputs]
+            if self.logits == "last" and mode != "forward" and node.id == self.graph.outputs[0]:
+                ins[0] = self._last_position(scope, ins[0], f"{prefix_mode}{node.id}")
             ctx = LowerCtx(node, ins, f"{prefix_mode}{node.id}", mode, (raw_past or past).get(node.id, []),
                            present.get(node.id, []), self, scope, positions=positions)
             direct = self._direct(node, ctx)
@@ -354,6 +364,13 @@ class Assembler:
             self.inline(scope, node, spec, f"{prefix_mode}{node.id}", unit_ins, [*outs, *present.get(node.id, [])])
             values[node.id] = outs[0] if spec.outputs == 1 else outs
         return values[self.graph.outputs[0]]
+
+    def _last_position(self, scope: _Scope, x: str, name: str) -> str:
+        """`x` [batch, seq, d] → [batch, 1, d], the head's input at the last position (a decode
+        step's one token passes through)."""
+        for const, v in (("const.last_start", -1), ("const.last_end", 2**62), ("const.seq_axis", 1)):
+            self.initializers[const] = numpy_helper.from_array(np.array([v], dtype=np.int64), const)
+        return scope.add("Slice", [x, "const.last_start", "const.last_end", "const.seq_axis"], f"{name}/last")
 
     def decoder(self) -> Exported:
         """The decoder graph. Inputs `input_ids` [batch, seq], `attention_mask` [batch, past + seq]
@@ -413,7 +430,7 @@ class Assembler:
         feeds = {g.inputs[0]: "input_ids"}
         past = {nid: [padded.get(sn.past, sn.past) for sn in sns] for nid, sns in by_node.items()}
         outs = ["logits", *(sn.present for sn in names)]
-        out_ports = [Port("logits", "float32", ["batch", "seq", vocab]),
+        out_ports = [Port("logits", "float32", ["batch", 1 if self.logits == "last" else "seq", vocab]),
                      *(Port(sn.present, p.dtype, ["total_seq" if d == "past_seq" else d for d in p.shape])
                        for sn, p in ports)]
         if one_form:

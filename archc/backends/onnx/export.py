@@ -21,7 +21,7 @@ import onnx
 import onnx_ir as ir
 
 from archc.backends.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError
-from archc.backends.onnx.assemble import Assembler, Exported
+from archc.backends.onnx.assemble import LOGITS, Assembler, Exported
 from archc.backends.onnx.calibrate import Calibration
 from archc.backends.onnx.compress import REFERENCE, quantize_folder
 from archc.backends.onnx.genai import CONFIG, genai_dims, genai_support, write_genai_config
@@ -68,7 +68,7 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
                  opset: int | None = None, force: bool = False, quantize: QuantizeOptions | None = None,
                  calibration: Calibration | None = None, held_out: np.ndarray | None = None,
                  keep_reference: bool = True, pipeline: str = EXPORT_LEVEL, target: str = "ort",
-                 tokenizer: Tokenizer | None = None) -> ExportReport:
+                 tokenizer: Tokenizer | None = None, logits: str = "all") -> ExportReport:
     """Export `model` (built from the spec whose text is `spec_text`) into `folder`. `opset`: the
     given one, else the spec's export section's, else `DEFAULT_OPSET`; the section's `step = false`
     writes a forward graph (logits, no state) for a decoder. With `quantize` (None: the section's
@@ -82,9 +82,12 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     `target` `ort` (default) lowers nodes to onnxruntime's fused operators where their math is
     the op's (`archc/backends/onnx/ort/`), `onnx` keeps to standard operators. A `tokenizer` with
     files (a `tokenizer.json`) is copied into the folder, named in the manifest and in
-    `genai_config.json`, so that `archc run` and onnxruntime-genai speak text."""
+    `genai_config.json`, so that `archc run` and onnxruntime-genai speak text. `logits="last"`
+    makes a decoder's head run on the last position only (for generation; `Assembler.logits`)."""
     if target not in TARGETS:
         raise ExportError(f"unknown target `{target}`", f"targets: {', '.join(TARGETS)}", code="ARC1103")
+    if logits not in LOGITS:
+        raise ExportError(f"unknown --logits `{logits}`", f"choose one of: {', '.join(LOGITS)}", code="ARC1103")
     if model.pipeline != pipeline:
         model = optimize(model, pipeline)
     settings = export_settings(model)
@@ -97,15 +100,17 @@ def export_model(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
                           f"between {MIN_OPSET} and {MAX_OPSET}", code="ARC1103")
     if quantize is not None and quantize.state == "int8":
         refuse_state_request(model.graph, opset, settings.get("step", True), model.graph.name)
+    if logits == "last":
+        _check_last_logits(model, settings.get("step", True))
     quantized = quantize is not None and quantize.quantizes_anything
     with output_folder(folder, EXPORTED, force, needed_bytes=_needed_bytes(model, quantized, keep_reference)) as txn:
         if not quantized:
             report = _export_into(model, txn.stage, spec_text, spec_name, weights, opset, settings.get("step", True),
-                                  target)
+                                  target, logits)
         else:
             report = _export_quantized(model, txn.stage, txn.scratch, spec_text, spec_name, weights, opset,
                                        settings.get("step", True), quantize, calibration, held_out, keep_reference,
-                                       target)
+                                       target, logits)
         if tokenizer is not None and tokenizer.files:
             report.manifest = attach_tokenizer(txn.stage, tokenizer)
     report.folder = folder
@@ -137,12 +142,12 @@ def _needed_bytes(model: ArchModel, quantized: bool, keep_reference: bool) -> in
 
 def _export_quantized(model: ArchModel, folder: Path, scratch: Path, spec_text: str, spec_name: str, weights: str,
                       opset: int, step: bool, options: QuantizeOptions, calibration: Calibration | None,
-                      held_out: np.ndarray | None, keep_reference: bool, target: str) -> ExportReport:
+                      held_out: np.ndarray | None, keep_reference: bool, target: str, logits: str = "all") -> ExportReport:
     """The fp32 export into `reference/` (into `scratch` unless kept), then its quantized copy into
     the folder itself."""
     ref = folder / REFERENCE if keep_reference else scratch / REFERENCE
     ref.mkdir()
-    fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step, target)
+    fp32 = _export_into(model, ref, spec_text, spec_name, weights, opset, step, target, logits)
     q = quantize_folder(folder, model.graph, options, calibration, held_out, reference=ref)
     quantized_manifest = read_manifest(folder)
     if quantized_manifest.seq2seq is not None:  # the generation graphs stay fp32, in the reference folder only
@@ -187,12 +192,23 @@ def section_pruned(model: ArchModel, spec_text: str) -> tuple[ArchModel, str, st
     return res.model.eval(), res.text, f"{fn}({rule['args'][0]}): {res.params_before:,} → {res.params_after:,} parameters"
 
 
+def _check_last_logits(model: ArchModel, step: bool) -> None:
+    """`--logits last` is for a decoder whose head reads each position alone (`lm_head`): only
+    then is the head at the last position the last row of the head at every position."""
+    out = model.graph.nodes[model.graph.outputs[0]]
+    if not (model.causal and len(model.input_names) == 1 and step) or out.op != "lm_head":
+        what = "a forward graph" if out.op == "lm_head" else f"a model that ends in `{out.op}`"
+        raise ExportError(f"--logits last: {model.graph.name} exports as {what}, not a decoder ending in lm_head",
+                          "--logits last keeps the last position of a causal decoder's logits for generation; "
+                          "leave it out here", code="ARC1101")
+
+
 def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str, weights: str,
-                 opset: int, step: bool, target: str = "ort") -> ExportReport:
+                 opset: int, step: bool, target: str = "ort", logits: str = "all") -> ExportReport:
     t0 = time.perf_counter()
     model = model.eval()
     decoder = model.causal and len(model.input_names) == 1 and step
-    asm = Assembler(model, opset, target)
+    asm = Assembler(model, opset, target, logits if decoder else "all")
     ex = asm.decoder() if decoder else asm.forward_graph()
     model_ir = prune(ex.model)
     del ex.model  # the unsimplified copy of every weight
@@ -201,6 +217,7 @@ def _export_into(model: ArchModel, folder: Path, spec_text: str, spec_name: str,
     onnx.checker.check_model(str(path), full_check=True)  # by path: it may exceed protobuf's 2 GB
     manifest = _manifest(ex, model, spec_text, spec_name, weights, opset)
     manifest.target = target
+    manifest.logits = asm.logits
     if _decodes_as_seq2seq(model):
         from archc.backends.onnx.seq2seq import export_seq2seq
 
@@ -305,7 +322,9 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
     and for decoders a prefill of `prefill` tokens then `steps` one-token steps through the ONNX
     state against the torch forward of the whole sequence; batch 3. An fp32 export is held to
     max |onnx − torch| ≤ 1e-4, a quantized one to its scheme's relative bound
-    (`QUANTIZED_TOLERANCE`); `atol` overrides the bound. `ParityRow.max_abs` holds the error."""
+    (`QUANTIZED_TOLERANCE`); `atol` overrides the bound. `ParityRow.max_abs` holds the error. A
+    `--logits last` export is compared at each run's last position (so the decode rows are every
+    step's token), and a right-padded batch, whose short rows end in padding, is not asked of it."""
     import torch
 
     from archc.backends.onnx.runtime import OnnxModel
@@ -317,6 +336,7 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
     rows: list[ParityRow] = []
     model = model.eval()
     longest = max_positions(model)
+    last = onnx_model.manifest.logits == "last"
     for t in lengths:
         if longest is not None and t > longest:
             continue  # beyond the spec's learned positions: no model runs there
@@ -334,10 +354,12 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
             ort_feeds = {k: v.numpy() for k, v in feeds.items()}
             ort_feeds["attention_mask"] = np.ones((3, t), np.int64)
             got = onnx_model.session.run(["logits"], ort_feeds)[0]
+        ref = ref[:, -1:] if last else ref
         err = _error(got, ref, metric)
-        rows.append(ParityRow(f"forward, seq {t}" + ("" if got.shape == ref.shape else
-                                                     f" (shape {got.shape}, torch {ref.shape})"), err, err <= atol))
-    if onnx_model.manifest.kind == "decoder":
+        rows.append(ParityRow(f"forward, seq {t}" + (", last position" if last else "")
+                              + ("" if got.shape == ref.shape else f" (shape {got.shape}, torch {ref.shape})"),
+                              err, err <= atol))
+    if onnx_model.manifest.kind == "decoder" and not last:
         rows.append(_right_padded(model, onnx_model, gen, atol, metric))
     if onnx_model.manifest.kind == "decoder" and steps:
         ids = torch.randint(0, _input_vocab(model, model.input_names[0]), (3, prefill + steps), generator=gen)
@@ -351,6 +373,7 @@ def check_parity(model: ArchModel, folder: Path, lengths: tuple[int, ...] = (1, 
             lg, state = onnx_model.step(ids[:, i:i + 1].numpy(), i, state)
             outs.append(lg)
         got = np.concatenate(outs, 1)
+        ref = ref[:, prefill - 1:] if last else ref  # the prefill's last position, then each step's
         err = _error(got, ref, metric)
         rows.append(ParityRow(f"prefill {prefill} + {steps} steps", err, err <= atol))
     return rows

@@ -149,6 +149,9 @@ class Manifest(BaseModel):
     pipeline: Literal["O0", "O1", "O2"] = "O0"
     #: `ort`: onnxruntime's fused operators where they compute the op; `onnx`: standard operators
     target: Literal["ort", "onnx"] = "onnx"
+    #: a decoder's `logits`: every position of the step's tokens (`all`), or the last only
+    #: (`archc export --logits last`: generation, not perplexity)
+    logits: Literal["all", "last"] = "all"
     #: where onnxruntime-genai can run the folder, and if not, why
     genai: str = ""
     #: set when the model is quantized (`archc export --quantize`)

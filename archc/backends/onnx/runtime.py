@@ -99,7 +99,8 @@ class OnnxModel:
             raise
 
     def logits(self, ids: np.ndarray, attention_mask: np.ndarray | None = None) -> np.ndarray:
-        """Logits of whole sequences: the forward graph, or a decoder's prefill from a fresh state."""
+        """Logits of whole sequences: the forward graph, or a decoder's prefill from a fresh state
+        (the last position only for a `--logits last` export: `manifest.logits`)."""
         if self.manifest.kind == "decoder":
             return self.step(ids, 0, self.init_state(ids.shape[0], ids.shape[1]))[0]
         feeds = {"input_ids": np.ascontiguousarray(ids, dtype=np.int64),

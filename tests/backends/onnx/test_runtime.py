@@ -114,6 +114,55 @@ def test_onnxruntime_genai_generates_what_archc_run_does(decoder_export):
     assert len(set(ours[5:])) > 2  # the model's continuation is not a constant
 
 
+def test_last_position_logits_generate_the_same_tokens_in_archc_run_and_genai(decoder_export, tmp_path, capsys):
+    """`archc export --logits last`: the head reads the last position only (one Slice before it,
+    as onnxruntime-genai's `prune_lm_head`); its logits equal the full export's last row, the
+    parity check holds at the last positions, onnxruntime-genai and `archc run` generate what the
+    full export does, and compress-report, which scores every position, refuses it by name."""
+    og = pytest.importorskip("onnxruntime_genai")
+    from archc.backends.onnx.export import check_parity, export_model
+    from archc.backends.onnx.runtime import OnnxModel
+    from archc.cli import main
+    from tests.backends.onnx.conftest import DECODER
+
+    model, root, _ = decoder_export
+    report = export_model(model, tmp_path / "last", DECODER, "small", "w.safetensors", logits="last")
+    assert report.manifest.logits == "last"
+    assert [o.shape for o in report.manifest.outputs if o.name == "logits"] == [["batch", 1, 300]]
+    prompt = np.array([[5, 17, 250, 3, 99, 42, 7]])
+    full, last = OnnxModel(root / "out"), OnnxModel(tmp_path / "last")
+    np.testing.assert_allclose(last.logits(prompt), full.logits(prompt)[:, -1:], atol=1e-5)
+    rows = check_parity(model, tmp_path / "last", lengths=(1, 17), prefill=8, steps=4)
+    assert all(r.ok for r in rows) and not any("right-padded" in r.what for r in rows), rows
+    ours = full.generate(prompt, max_new_tokens=12)[0].tolist()
+    assert last.generate(prompt, max_new_tokens=12)[0].tolist() == ours
+    genai = og.Model(str(tmp_path / "last"))
+    params = og.GeneratorParams(genai)
+    params.set_search_options(max_length=prompt.shape[1] + 12, do_sample=False)
+    gen = og.Generator(genai, params)
+    gen.append_tokens(prompt.astype(np.int32))
+    while not gen.is_done():
+        gen.generate_next_token()
+    assert [int(t) for t in gen.get_sequence(0)] == ours
+    assert main(["compress-report", str(tmp_path / "last"), "--no-timing"]) == 1
+    assert "error[ARC0906]" in capsys.readouterr().err
+
+
+def test_last_position_logits_are_refused_for_a_forward_graph(tmp_path):
+    import archc
+    from archc.backends.onnx import ExportError
+    from archc.backends.onnx.export import export_model
+    from archc.backends.torch import build
+
+    # bidirectional attention: a forward graph, whose every position's logits are its output
+    text = ("model enc(tokens) {\n  x = embed(tokens, 50, 16)\n  x = x + attention(x, heads=2, causal=false)\n"
+            "  return lm_head(rmsnorm(x))\n}\n")
+    model = build(archc.loads(text, "enc.arch").graph, seed=0).eval()
+    with pytest.raises(ExportError, match="--logits last") as e:
+        export_model(model, tmp_path / "out", text, "enc", "random", logits="last")
+    assert e.value.code == "ARC1101" and not (tmp_path / "out").exists()
+
+
 def test_recurrent_exports_say_why_genai_cannot_run_them(tmp_path):
     from archc.backends.onnx.genai import genai_support
     from archc.backends.onnx.manifest import Manifest, StateInfo
