@@ -102,16 +102,21 @@ def test_onnxruntime_genai_generates_what_archc_run_does(decoder_export):
     prompt = np.array([[5, 17, 250, 3, 99]])
     vocab = report.manifest.vocab
     ours = OnnxModel(root / "out").generate(prompt, max_new_tokens=20, eos_token_id=vocab - 1)[0].tolist()
-    model = og.Model(str(root / "out"))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=prompt.shape[1] + 20, do_sample=False)
+    theirs = _genai_greedy(og, root / "out", prompt, 20)
+    assert theirs == ours[:len(theirs)] and (len(theirs) == len(ours) or theirs[-1] == vocab - 1)
+    assert len(set(ours[5:])) > 2  # the model's continuation is not a constant
+
+
+def _genai_greedy(og, folder: Path, prompt: np.ndarray, new: int) -> list[int]:
+    """onnxruntime-genai's greedy continuation of `prompt` [1, T] (it stops early at the
+    config's end-of-sequence id, the vocabulary's last)."""
+    params = og.GeneratorParams(model := og.Model(str(folder)))
+    params.set_search_options(max_length=prompt.shape[1] + new, do_sample=False)
     gen = og.Generator(model, params)
     gen.append_tokens(prompt.astype(np.int32))
     while not gen.is_done():
         gen.generate_next_token()
-    theirs = [int(t) for t in gen.get_sequence(0)]
-    assert theirs == ours[:len(theirs)] and (len(theirs) == len(ours) or theirs[-1] == vocab - 1)
-    assert len(set(ours[5:])) > 2  # the model's continuation is not a constant
+    return [int(t) for t in gen.get_sequence(0)]
 
 
 def test_last_position_logits_generate_the_same_tokens_in_archc_run_and_genai(decoder_export, tmp_path, capsys):
@@ -134,16 +139,10 @@ def test_last_position_logits_generate_the_same_tokens_in_archc_run_and_genai(de
     np.testing.assert_allclose(last.logits(prompt), full.logits(prompt)[:, -1:], atol=1e-5)
     rows = check_parity(model, tmp_path / "last", lengths=(1, 17), prefill=8, steps=4)
     assert all(r.ok for r in rows) and not any("right-padded" in r.what for r in rows), rows
-    ours = full.generate(prompt, max_new_tokens=12)[0].tolist()
-    assert last.generate(prompt, max_new_tokens=12)[0].tolist() == ours
-    genai = og.Model(str(tmp_path / "last"))
-    params = og.GeneratorParams(genai)
-    params.set_search_options(max_length=prompt.shape[1] + 12, do_sample=False)
-    gen = og.Generator(genai, params)
-    gen.append_tokens(prompt.astype(np.int32))
-    while not gen.is_done():
-        gen.generate_next_token()
-    assert [int(t) for t in gen.get_sequence(0)] == ours
+    ours = full.generate(prompt, max_new_tokens=12, eos_token_id=299)[0].tolist()
+    assert last.generate(prompt, max_new_tokens=12, eos_token_id=299)[0].tolist() == ours
+    theirs = _genai_greedy(og, tmp_path / "last", prompt, 12)
+    assert theirs == ours[:len(theirs)] and (len(theirs) == len(ours) or theirs[-1] == 299)
     assert main(["compress-report", str(tmp_path / "last"), "--no-timing"]) == 1
     assert "error[ARC0906]" in capsys.readouterr().err
 
