@@ -66,7 +66,7 @@ class Exported:
 #: left out of the report of what each node became.
 _PLUMBING = {"Transpose", "MatMul", "Add", "Reshape", "Split", "Concat", "Cast", "Mul", "Sub", "Div", "Neg",
              "Exp", "Sigmoid", "Softplus", "Slice", "Unsqueeze", "Squeeze", "Expand", "Tile", "Shape",
-             "Gather"}
+             "Gather", "ReduceSum"}
 
 
 @dataclass
@@ -103,6 +103,8 @@ class Assembler:
         self.branched = False
         self._mask_lengths: tuple[str, str] | None = None
         self._per_token: dict[str, str] = {}
+        #: node id -> the forms (prefill, decode, forward) in which its module was traced
+        self._traced: dict[str, set[str]] = {}
         self.units: dict[str, onnx.ModelProto] = {}
         self.unit_seconds = 0.0
         self.initializers: dict[str, TensorProto] = {}
@@ -345,11 +347,15 @@ class Assembler:
             if direct is not None:  # an entry of the lowering table (archc/backends/onnx/ops/, ort/)
                 values[node.id] = direct.emit(ctx)
                 if ctx.made and kind != "arith":
-                    self.lowered[node.id] = ("+".join(dict.fromkeys(op for op in ctx.made if op not in _PLUMBING))
-                                             or f"{node.op} as {'+'.join(dict.fromkeys(ctx.made))}")
+                    label = ("+".join(dict.fromkeys(op for op in ctx.made if op not in _PLUMBING))
+                             or f"{node.op} as standard operators")
+                    # lowered in one form of a branched decoder only (Mamba's step): say which
+                    self.lowered[node.id] = label + (f" ({mode} only)" if self._traced.get(node.id, set()) - {mode}
+                                                     else "")
                 continue
             if kind == "arith":
                 raise ExportError(f"arithmetic op `{node.op}` has no ONNX lowering", None, node)
+            self._traced.setdefault(node.id, set()).add(mode)
             stateful = bool(past.get(node.id))
             node_mode: Mode = mode if (mode == "forward" or stateful) else "prefill"
             if node_mode == "decode" and self.model.get_submodule(node.id).exported_step_loops_over_tokens:

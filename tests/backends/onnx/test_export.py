@@ -96,8 +96,9 @@ model rec(tokens) {
 
 
 def test_recurrent_decoder_takes_the_recurrent_form_for_one_token(tmp_path):
-    """Mamba: the prefill branch runs the chunked scan, one-token steps the recurrence; both
-    equal the torch forward, and the state is `conv_state` / `recurrent_state` per layer."""
+    """Mamba: the prefill branch runs the chunked scan, one-token steps the recurrence (lowered
+    directly); both equal the torch forward, and the state is `conv_state` / `recurrent_state` per
+    layer."""
     model = build(archc.loads(RECURRENT, "rec.arch").graph, seed=0).eval()
     report = export_model(model, tmp_path / "out", RECURRENT, "rec", "random")
     names = [s.input for s in report.manifest.state]
@@ -107,6 +108,12 @@ def test_recurrent_decoder_takes_the_recurrent_form_for_one_token(tmp_path):
     assert all(r.ok for r in rows), rows
     graph = onnx.load(tmp_path / "out" / "model.onnx").graph
     assert [n.op_type for n in graph.node][-1] == "If"
+    # the one-token step is written with standard operators (archc/backends/onnx/ops/mamba.py),
+    # the prefill's selective scan is the traced module's
+    branches = {a.name: {n.op_type for n in a.g.node} for a in graph.node[-1].attribute}
+    assert "ReduceSum" in branches["else_branch"] and "Conv" not in branches["else_branch"]
+    assert "Conv" in branches["then_branch"]
+    assert {report.lowered[f"layers.{i}.mixer"] for i in range(2)} == {"mamba as standard operators (decode only)"}
 
 
 ENCODER = """
