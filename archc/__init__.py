@@ -83,7 +83,7 @@ def build(spec: Any, seed: int = 0, device: Any = "cpu", dtype: Any = None, pipe
 def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opset: int | None = None,
                 force: bool = False, seed: int = 0, quantize: str | None = None, calibrate: str | None = None,
                 keep: list[str] | None = None, quantize_state: str | None = None, pipeline: str = "O2",
-                target: str = "ort") -> Any:
+                target: str = "ort", logits: str = "all") -> Any:
     """Spec path (or lowered `Graph`) -> an ONNX export folder (`model.onnx`, `archc_export.json`);
     returns the path of `model.onnx`. `quantize` (int8, int8_dynamic, int8_static, int4; default:
     the spec's export section's) writes the fp32 export to `out/reference` and the quantized one
@@ -91,7 +91,8 @@ def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opse
     (["fp32:router"]); `quantize_state="int8"` stores a decoder's KV caches in int8 (as
     `--quantize-state`). The section's `prune` is applied first, then the optimization pipeline
     `pipeline` (`O2` by default, as `archc export --pipeline`); `target` `ort` (onnxruntime's
-    fused operators) or `onnx` (standard operators), as `--target`. Needs the torch and onnx extras.
+    fused operators) or `onnx` (standard operators), as `--target`; `logits="last"` runs a decoder's
+    head on the last position only, as `--logits last`. Needs the torch and onnx extras.
     See docs/onnx.md, docs/compression.md, docs/passes.md."""
     from pathlib import Path
 
@@ -119,7 +120,7 @@ def export_onnx(spec: Any, weights: str | None = None, out: str = "export", opse
         held = calibration_data(name, min(count, 32), 128, model.out_type_vocab(), seed=1).ids
     report = export_model(model, Path(out), text, model.graph.name, weights or f"random init, seed {seed}",
                           opset=opset, force=force, quantize=options, calibration=cal, held_out=held,
-                          pipeline=pipeline, target=target)
+                          pipeline=pipeline, target=target, logits=logits)
     return report.folder / "model.onnx"
 
 

@@ -160,6 +160,9 @@ def test_last_position_logits_are_refused_for_a_forward_graph(tmp_path):
     with pytest.raises(ExportError, match="--logits last") as e:
         export_model(model, tmp_path / "out", text, "enc", "random", logits="last")
     assert e.value.code == "ARC1101" and not (tmp_path / "out").exists()
+    (tmp_path / "enc.arch").write_text(text)  # the same refusal through the API's export
+    with pytest.raises(ExportError, match="--logits last"):
+        archc.export_onnx(str(tmp_path / "enc.arch"), out=str(tmp_path / "out"), logits="last")
 
 
 def test_recurrent_exports_say_why_genai_cannot_run_them(tmp_path):
