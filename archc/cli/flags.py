@@ -134,23 +134,24 @@ def max_threads() -> int:
     return 4 * (os.cpu_count() or 1)
 
 
-def threads(text: str) -> int:
-    """Intra-op threads: 1 … 4 × the machine's cores (more only thrashes)."""
+def _per_core(text: str) -> int:
+    """An integer in 1 … 4 × this machine's cores."""
     value = int(_number(text, int))
     if not 1 <= value <= max_threads():
         raise argparse.ArgumentTypeError(f"must be between 1 and {max_threads()} (4 × this machine's "
                                          f"{os.cpu_count()} cores), got {text}")
     return value
+
+
+def threads(text: str) -> int:
+    """Intra-op threads: 1 … 4 × the machine's cores (more only thrashes)."""
+    return _per_core(text)
 
 
 def processes(text: str) -> int:
     """Processes to start on this machine (`train --nproc`): 1 … 4 × its cores, as threads are; each
     one loads torch and a replica, so 4,096 of them thrash or exhaust memory before the first step."""
-    value = int(_number(text, int))
-    if not 1 <= value <= max_threads():
-        raise argparse.ArgumentTypeError(f"must be between 1 and {max_threads()} (4 × this machine's "
-                                         f"{os.cpu_count()} cores), got {text}")
-    return value
+    return _per_core(text)
 
 
 def output(text: str) -> str:

@@ -114,6 +114,11 @@ def test_recurrent_decoder_takes_the_recurrent_form_for_one_token(tmp_path):
     assert "ReduceSum" in branches["else_branch"] and "Conv" not in branches["else_branch"]
     assert "Conv" in branches["then_branch"]
     assert {report.lowered[f"layers.{i}.mixer"] for i in range(2)} == {"mamba as standard operators (decode only)"}
+    # the last position's logits only (`--logits last`) through both branches of the `If`
+    last = export_model(model, tmp_path / "last", RECURRENT, "rec", "random", logits="last")
+    assert last.manifest.logits == "last"
+    rows = check_parity(model, tmp_path / "last", lengths=(1, 40), prefill=24, steps=8, atol=1e-4)
+    assert all(r.ok for r in rows) and all("last position" in r.what for r in rows if r.what.startswith("forward")), rows
 
 
 ENCODER = """
